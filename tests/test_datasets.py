@@ -1,0 +1,254 @@
+"""Tests of trajmoe.datasets on the real data (``$TRAJMOE_DATA``, default ../shared/data)."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trajmoe.datasets import (
+    get_data_home,
+    load_flickr,
+    load_foursquare_nyc,
+    load_foursquare_singapore,
+    load_movegpt,
+    load_yjmob100k,
+)
+from trajmoe.schema import DataWarning
+from trajmoe.taxonomy import TAXONOMY
+
+DATA = Path(
+    os.environ.get("TRAJMOE_DATA")
+    or Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+)
+
+
+@pytest.fixture(scope="module")
+def nyc():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # nothing is dropped or unmapped
+        t0 = time.perf_counter()
+        data = load_foursquare_nyc(DATA)
+        data.seconds = time.perf_counter() - t0
+    return data
+
+
+@pytest.fixture(scope="module")
+def singapore():
+    with pytest.warns(DataWarning, match=r"dropped 267 exact duplicate rows of 42519"):
+        return load_foursquare_singapore(DATA)
+
+
+# ------------------------------------------------------------------------------ data home
+def test_get_data_home_resolution(monkeypatch, tmp_path):
+    assert get_data_home(tmp_path) == tmp_path
+    monkeypatch.setenv("TRAJMOE_DATA", str(tmp_path / "env"))
+    assert get_data_home() == tmp_path / "env"
+    monkeypatch.delenv("TRAJMOE_DATA")
+    assert get_data_home() == Path.home() / "trajmoe_data"
+    assert get_data_home("~/x") == Path.home() / "x"
+
+
+def test_missing_file_error_says_which_where_and_how(tmp_path):
+    with pytest.raises(FileNotFoundError) as exc:
+        load_foursquare_nyc(tmp_path)
+    msg = str(exc.value)
+    assert "foursquare_nyc/checkins.csv.gz" in msg
+    assert str(tmp_path) in msg
+    assert "TRAJMOE_DATA" in msg and "data_home" in msg
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_missing_file_via_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRAJMOE_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"environment variable TRAJMOE_DATA"):
+        load_flickr("Osaka")
+
+
+def test_loaders_default_to_env(monkeypatch):
+    monkeypatch.setenv("TRAJMOE_DATA", str(DATA))
+    assert load_yjmob100k("C").pois.shape[0] == 39064
+
+
+# ----------------------------------------------------------------------------- Foursquare
+def test_nyc_counts_and_columns(nyc):
+    v = nyc.visits
+    assert len(v) == 113_344
+    assert v["user_id"].nunique() == 1_082
+    assert v["venue_id"].nunique() == 4_988
+    assert v["source_category"].nunique() == 205
+    assert v["poi_category"].notna().all() and set(v["poi_category"]) <= set(TAXONOMY)
+    assert str(v["started_at"].dt.tz) == "America/New_York"
+    assert (v["city"] == "nyc").all() and nyc.city == "nyc"
+    assert nyc.n_dropped == {}
+
+
+def test_nyc_first_row_hand_checked(nyc):
+    # first line of checkins.csv.gz: 0,3695,General Entertainment,40.7394,-73.9932,1333909229
+    row = nyc.visits.loc[0]
+    assert row["user_id"] == 0 and row["venue_id"] == 3695
+    assert row["started_at"] == pd.Timestamp("2012-04-08 14:20:29", tz="America/New_York")
+    assert row["poi_category"] == "entertainment"
+    assert row["lat"] == pytest.approx(40.73939794092962)
+    assert nyc.visits["started_at"].min() == pd.Timestamp("2012-04-03 14:00:09-04:00")
+
+
+def test_nyc_sorted_per_user(nyc):
+    v = nyc.visits
+    assert v["user_id"].is_monotonic_increasing
+    assert v.groupby("user_id")["started_at"].apply(lambda s: s.is_monotonic_increasing).all()
+
+
+def test_nyc_pois(nyc):
+    p = nyc.pois
+    assert len(p) == 4_988 and p["venue_id"].is_unique
+    assert set(p["category"]) <= set(TAXONOMY) and (p["count"] == 1).all()
+    row = p.loc[p["venue_id"] == 3695].iloc[0]
+    assert row["source_category"] == "General Entertainment" and row["category"] == "entertainment"
+
+
+def test_singapore(singapore):
+    v = singapore.visits
+    assert len(v) == 42_519 - 267
+    assert singapore.n_dropped == {"duplicate_rows": 267}
+    assert v["user_id"].nunique() == 2_189 and v["venue_id"].nunique() == 4_926
+    assert v["split"].value_counts().to_dict() == {"test": 31_551, "tune": 10_701}
+    assert not v.duplicated(["user_id", "venue_id", "lat", "lon", "day", "time_of_day"]).any()
+    assert v["slot"].between(0, 47).all() and v["day"].between(0, 377).all()
+    assert singapore.pois is None and singapore.city == "singapore"
+    # first line of test.txt: USER_1675 LOC_1967 "1.3095...,103.9017..." 00:48 day 0
+    first = v.loc[0]
+    assert (first["user_id"], first["venue_id"], first["day"], first["slot"]) == (
+        "USER_1675", "LOC_1967", 0, 1)
+    assert first["lat"] == pytest.approx(1.3095228064610511)
+    assert first["lon"] == pytest.approx(103.90178203582764)
+    assert v.loc[2, "slot"] == 37 and v.loc[2, "time_of_day"] == "18:55"  # 18 * 2 + 1
+
+
+# ------------------------------------------------------------------------------- YJMob100K
+def test_yjmob_city_a():
+    data = load_yjmob100k("A", DATA)
+    v = data.visits
+    assert len(v) == 100_000 and v["user_id"].nunique() == 1_000
+    assert (v.groupby("user_id").size() == 100).all()
+    assert list(v.columns) == ["user_id", "day", "slot", "x", "y", "city"]
+    assert v["x"].between(1, 200).all() and v["y"].between(1, 200).all()
+    assert (v["city"] == "yjmob_A").all() and data.city == "yjmob_A"
+    # first data line of cityA_1k_users.csv: uid 26, day 0, slot 6, cell (147, 100)
+    assert tuple(v.loc[0, ["user_id", "day", "slot", "x", "y"]]) == (26, 0, 6, 147, 100)
+    p = data.pois
+    assert len(p) == 221_248 and p["count"].sum() == 495_171
+    assert p["category"].notna().all() and set(p["category"]) <= set(TAXONOMY)
+    # first POI line: 1,1,74 (Church),4
+    assert p.loc[0, ["source_category", "category", "count"]].tolist() == ["Church", "religion", 4]
+
+
+@pytest.mark.parametrize(("city", "rows", "total"), [("B", 56_181, 129_659), ("c", 39_064, 110_567),
+                                                     ("D", 72_794, 136_756)])
+def test_yjmob_other_cities_pois_only(city, rows, total):
+    data = load_yjmob100k(city, DATA)
+    assert data.visits is None
+    assert len(data.pois) == rows and data.pois["count"].sum() == total
+    assert (data.pois["city"] == f"yjmob_{city.upper()}").all()
+
+
+def test_yjmob_bad_city():
+    with pytest.raises(ValueError, match="unknown YJMob100K city 'E'"):
+        load_yjmob100k("E", DATA)
+
+
+# ---------------------------------------------------------------------------------- Flickr
+@pytest.mark.parametrize(
+    ("city", "dropped", "n_visits", "n_users", "n_pois", "tz"),
+    [
+        ("Edinburgh", 33, 7_820, 1_448, 28, "Europe/London"),
+        ("Melbourne", 0, 7_246, 1_000, 88, "Australia/Melbourne"),
+        ("osaka", 3, 1_369, 449, 27, "Asia/Tokyo"),
+        ("Toronto", 93, 7_514, 1_384, 29, "America/Toronto"),
+    ],
+)
+def test_flickr_counts(city, dropped, n_visits, n_users, n_pois, tz):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        data = load_flickr(city, DATA)
+    msgs = [str(w.message) for w in rec if issubclass(w.category, DataWarning)]
+    if dropped:
+        assert any(f"dropped {dropped} of {n_visits + dropped} visits" in m for m in msgs)
+    else:
+        assert not msgs
+    v = data.visits
+    assert data.n_dropped == {"before_2000": dropped}
+    assert len(v) == n_visits and v["user_id"].nunique() == n_users and len(data.pois) == n_pois
+    assert str(v["started_at"].dt.tz) == tz and str(v["finished_at"].dt.tz) == tz
+    assert (v["started_at"].dt.year >= 2000).all()
+    assert (v["finished_at"] >= v["started_at"]).all()
+    assert v["poi_category"].notna().all() and (v["city"] == city.lower()).all()
+
+
+def test_flickr_row_hand_checked():
+    # traj-Edin.csv line 1: 10063645@N00,1,17,1168492531,1168492558,3,1,27; poi 17 Structure
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        v = load_flickr("Edinburgh", DATA).visits
+    row = v.loc[0]
+    assert row["user_id"] == "10063645@N00" and row["poi_id"] == 17
+    assert row["started_at"] == pd.Timestamp("2007-01-11 05:15:31", tz="Europe/London")
+    assert row["duration_s"] == 27 and row["n_photos"] == 3
+    assert row["source_category"] == "Structure" and row["poi_category"] == "tourism"
+    assert row["lat"] == pytest.approx(55.948767777436686)
+
+
+def test_flickr_melbourne_lat_lon_not_swapped():
+    v = load_flickr("Melbourne", DATA).visits
+    assert v["lat"].between(-38.5, -37.5).all() and v["lon"].between(144.5, 145.5).all()
+
+
+def test_flickr_bad_city():
+    with pytest.raises(ValueError, match="unknown Flickr city 'Paris'"):
+        load_flickr("Paris", DATA)
+
+
+# --------------------------------------------------------------------------------- MoveGPT
+@pytest.mark.parametrize(("city", "n"), [("Atlanta", 1_175), ("WashingtonDC", 1_361),
+                                         ("Los Angeles", 6_198)])
+def test_movegpt(city, n):
+    data = load_movegpt(city, DATA)
+    assert data.features.shape == (n, 71) and data.features.dtype == np.float64
+    t = data.location_table
+    assert t.shape == (n, 37) and list(t.columns[:34]) == list(TAXONOMY)
+    assert t["rank"].between(1, 8).all()
+    w = data.windows
+    assert set(w["split"]) == {"train", "val", "test"}
+    assert {k: len(v) for k, v in data.split.items()} == {"train": 30, "val": 30, "test": 30}
+    assert w["slot"].between(0, 47).all() and w["weekday"].between(0, 6).all()
+    assert w["location_id"].between(0, n - 1).all()
+    assert data.n_dropped == {"out_of_vocabulary_location_ids": 0}
+
+
+def test_movegpt_first_window_hand_checked():
+    # Atlanta.txt line 1: "068de9... 182,4,4;13,4,6;14,4,7;..."
+    w = load_movegpt("atlanta", DATA).windows
+    first = w[w["window"] == 0]
+    assert first["user_id"].iloc[0].startswith("068de981")
+    assert first[["location_id", "weekday", "slot"]].iloc[:3].values.tolist() == [
+        [182, 4, 4], [13, 4, 6], [14, 4, 7]]
+    assert first["position"].tolist() == list(range(len(first)))
+
+
+def test_movegpt_chicago_out_of_vocabulary_ids_reported():
+    with pytest.warns(DataWarning, match=r"219 of 1938 example visits"):
+        data = load_movegpt("Chicago", DATA)
+    w = data.windows
+    assert data.n_dropped == {"out_of_vocabulary_location_ids": 219}
+    oov = w["location_id"] == -1
+    assert oov.sum() == 219 and (w.loc[oov, "raw_location_id"] >= 3_597).all()
+
+
+def test_movegpt_bad_city():
+    with pytest.raises(ValueError, match="unknown MoveGPT city 'Boston'"):
+        load_movegpt("Boston", DATA)

@@ -1,0 +1,139 @@
+"""Tests of trajmoe.taxonomy: the 34 categories and full coverage of every real vocabulary."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trajmoe.schema import DataWarning
+from trajmoe.taxonomy import SOURCES, TAXONOMY, map_categories, mapping_table
+
+FLICKR_CITIES = ("Edin", "Melb", "Osak", "Toro")
+
+
+def test_taxonomy_is_the_papers_34_in_order():
+    assert len(TAXONOMY) == 34 and len(set(TAXONOMY)) == 34
+    assert TAXONOMY[:5] == ("finance", "cafe", "dormitory", "transport", "ice_cream")
+    assert TAXONOMY[-3:] == ("accommodation", "tourism", "kindergarten")
+    assert TAXONOMY.index("public_transport") == 14
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_tables_target_only_taxonomy_names(source):
+    table = mapping_table(source)
+    assert list(table.columns) == ["source_name", "category"]
+    assert table["source_name"].is_unique
+    assert set(table["category"]) <= set(TAXONOMY)
+    assert table["source_name"].str.strip().eq(table["source_name"]).all()
+
+
+def test_mapping_table_is_a_copy():
+    t = mapping_table("flickr")
+    t.loc[0, "category"] = "zzz"
+    assert "zzz" not in set(mapping_table("flickr")["category"])
+
+
+def test_every_nyc_foursquare_name_is_mapped(dataset_dir):
+    cats = pd.read_csv(dataset_dir("foursquare_nyc") / "checkins.csv.gz", usecols=["cat"])["cat"]
+    names = cats.unique()
+    assert len(names) == 205
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        mapped = map_categories(names, "foursquare")
+    assert mapped.notna().all() and set(mapped) <= set(TAXONOMY)
+    assert set(names) == set(mapping_table("foursquare")["source_name"])
+
+
+def test_every_yjmob_name_is_mapped(dataset_dir):
+    path = dataset_dir("yjmob100k") / "POI_datacategories.csv"
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    names = [n for n in names if n]
+    assert len(names) == 85 and names[0] == "Food" and names[17] == "Café"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        mapped = map_categories(names, "yjmob")
+    assert mapped.notna().all() and set(mapped) <= set(TAXONOMY)
+    # raw names with trailing spaces ("Sweets ", "Laundry ") map as well
+    assert map_categories(["Sweets ", "Laundry "], "yjmob").tolist() == ["ice_cream", "livelihood"]
+
+
+def test_every_flickr_name_is_mapped(dataset_dir):
+    folder = dataset_dir("flickr_tours")
+    names = pd.concat([pd.read_csv(folder / f"poi-{c}.csv")["poiCat"] for c in FLICKR_CITIES])
+    assert names.nunique() == 17
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        mapped = map_categories(names, "flickr")
+    assert mapped.notna().all()
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "expected"),
+    [
+        ("foursquare", "Subway", "public_transport"),
+        ("foursquare", "Bar", "pub"),
+        ("foursquare", "Home (private)", "residential"),
+        ("foursquare", "College Academic Building", "education"),
+        ("foursquare", "Coffee Shop", "cafe"),
+        ("foursquare", "Café", "cafe"),
+        ("foursquare", "Ramen /  Noodle House", "restaurant"),
+        ("foursquare", "Gym / Fitness Center", "sport"),
+        ("foursquare", "Hotel", "accommodation"),
+        ("foursquare", "Nursery School", "kindergarten"),
+        ("foursquare", "Ice Cream Shop", "ice_cream"),
+        ("foursquare", "Automotive Shop", "shop_transport"),
+        ("foursquare", "Church", "religion"),
+        ("foursquare", "Bank", "finance"),
+        ("yjmob", "Transit Station", "public_transport"),
+        ("yjmob", "Convenience Store", "commodity"),
+        ("yjmob", "Kindergarten", "kindergarten"),
+        ("yjmob", "City Hall", "government"),
+        ("yjmob", "Hair Salon", "shop_beauty"),
+        ("yjmob", "DIY Store", "home_improvement"),
+        ("flickr", "Sports stadiums", "sport"),
+        ("flickr", "Transport", "public_transport"),
+        ("osm", "amenity=cafe", "cafe"),
+        ("osm", "amenity=fast_food", "fast_food"),
+        ("osm", "shop=supermarket", "food"),
+        ("osm", "tourism=hotel", "accommodation"),
+        ("osm", "leisure=fitness_centre", "sport"),
+        ("osm", "office=travel_agent", "travel_agency"),
+        ("osm", "building=dormitory", "dormitory"),
+        ("osm", "amenity=recycling", "recycling"),
+        ("osm", "amenity=marketplace", "marketplace"),
+    ],
+)
+def test_hand_checked_mappings(source, name, expected):
+    assert map_categories([name], source).tolist() == [expected]
+
+
+def test_osm_table_covers_every_category():
+    assert set(mapping_table("osm")["category"]) == set(TAXONOMY)
+
+
+def test_unmapped_names_warn_with_counts_and_become_nan():
+    names = pd.Series(["Bar", "Moon Base", "Moon Base", None, "Subway"], index=list("abcde"))
+    with pytest.warns(DataWarning, match=r"3 of 5 .*'Moon Base' \(2\), '<missing>' \(1\)"):
+        out = map_categories(names, "foursquare")
+    assert out.index.tolist() == list("abcde")
+    assert out.isna().tolist() == [False, True, True, True, False]
+    assert out["a"] == "pub" and out["e"] == "public_transport"
+    assert len(out) == len(names)  # nothing dropped
+
+
+def test_custom_mapping_and_unknown_source():
+    assert map_categories(["Foo"], {"Foo": "cafe"}).tolist() == ["cafe"]
+    with pytest.raises(ValueError, match="not taxonomy names"):
+        map_categories(["Foo"], {"Foo": "coffee"})
+    with pytest.raises(ValueError, match="unknown category source 'gowalla'"):
+        map_categories(["Foo"], "gowalla")
+    with pytest.raises(ValueError, match="unknown category source"):
+        mapping_table("gowalla")
+
+
+def test_map_categories_returns_str_series_for_lists():
+    out = map_categories(np.array(["Bar", "Bar"]), "foursquare")
+    assert isinstance(out, pd.Series) and out.tolist() == ["pub", "pub"]

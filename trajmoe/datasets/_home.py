@@ -1,0 +1,59 @@
+"""Where the data sets live: ``data_home`` resolution and friendly missing-file errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "TRAJMOE_DATA"
+
+
+def get_data_home(data_home=None) -> Path:
+    """Folder holding the data sets read by the ``load_*`` functions.
+
+    Parameters
+    ----------
+    data_home : str or path-like, default None
+        The folder. When None, the environment variable ``TRAJMOE_DATA`` is used, else
+        ``~/trajmoe_data``. ``~`` is expanded. The folder is only read, never created or
+        written to.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The absolute folder path (it may not exist; the loaders say so when a file is missing).
+
+    References
+    ----------
+    Modelled on :func:`sklearn.datasets.get_data_home` (which, unlike this one, creates the
+    folder).
+
+    Examples
+    --------
+    >>> from trajmoe.datasets import get_data_home
+    >>> get_data_home("/tmp/somewhere").as_posix()
+    '/tmp/somewhere'
+    """
+    if data_home is None:
+        data_home = os.environ.get(ENV_VAR) or "~/trajmoe_data"
+    return Path(data_home).expanduser().absolute()
+
+
+def _data_file(relpath: str, data_home=None, what: str = "") -> Path:
+    """Path of a data file under the data home; FileNotFoundError that says how to fix."""
+    home = get_data_home(data_home)
+    path = home / relpath
+    if not path.is_file():
+        if data_home is not None:
+            source = "the data_home argument"
+        elif os.environ.get(ENV_VAR):
+            source = f"the environment variable {ENV_VAR}"
+        else:
+            source = f"the default (~/trajmoe_data; {ENV_VAR} is not set)"
+        raise FileNotFoundError(
+            f"data file {relpath!r}{' (' + what + ')' if what else ''} not found: looked for "
+            f"{path} (data home {home}, from {source}). Put the file there, or point "
+            f"{ENV_VAR} (or the data_home argument) at the folder that holds "
+            f"{relpath.split('/')[0]}/."
+        )
+    return path

@@ -1,0 +1,496 @@
+"""The canonical data model of trajmoe: column names, validation and data warnings.
+
+A *visit frame* has one row per visit (stay point, check-in, photo, record):
+
+============== ========================================= =========================
+column         dtype                                     required
+============== ========================================= =========================
+``user_id``    any hashable                              yes
+``started_at`` datetime64 (tz-aware preferred)           time form "datetime"
+``day``        int, day index                            time form "binned"
+``slot``       int 0..47, half-hour of the day           time form "binned"
+``lat``        float, WGS84 degrees -90..90              location form "latlon"
+``lon``        float, WGS84 degrees -180..180            location form "latlon"
+``x``, ``y``   int grid indices of an already-gridded    location form "grid"
+               city (e.g. YJMob100K, 500 m cells)
+``city``       str                                       no (default ``"city"``)
+``poi_category`` str, a name of :data:`trajmoe.taxonomy.TAXONOMY`  no
+============== ========================================= =========================
+
+A *POI frame* has ``city``, a location form, ``category`` (a taxonomy name) and an optional
+``count`` (int, default 1) and ``source_category`` (the raw name).
+
+Validation never modifies the caller's frame; errors say which column, which rows and how to fix
+the input (in the spirit of trackintel's ``validate``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "USER",
+    "STARTED_AT",
+    "FINISHED_AT",
+    "DAY",
+    "SLOT",
+    "LAT",
+    "LON",
+    "X",
+    "Y",
+    "CITY",
+    "DEFAULT_CITY",
+    "POI_CATEGORY",
+    "CATEGORY",
+    "COUNT",
+    "SOURCE_CATEGORY",
+    "TRAJECTORY_ID",
+    "N_SLOTS",
+    "SchemaError",
+    "DataWarning",
+    "validate_visits",
+    "validate_pois",
+    "time_form",
+    "location_form",
+]
+
+USER = "user_id"
+STARTED_AT = "started_at"
+FINISHED_AT = "finished_at"
+DAY = "day"
+SLOT = "slot"
+LAT = "lat"
+LON = "lon"
+X = "x"
+Y = "y"
+CITY = "city"
+DEFAULT_CITY = "city"
+POI_CATEGORY = "poi_category"
+CATEGORY = "category"
+COUNT = "count"
+SOURCE_CATEGORY = "source_category"
+TRAJECTORY_ID = "trajectory_id"
+#: Number of half-hour slots in a day (``slot`` takes values ``0 .. N_SLOTS - 1``).
+N_SLOTS = 48
+
+_MAX_LABELS = 5
+
+
+class SchemaError(ValueError):
+    """A visit or POI frame does not follow the trajmoe data model.
+
+    The message names the column, up to five offending row labels with the total count, and
+    how to fix the input.
+    """
+
+
+class DataWarning(UserWarning):
+    """Rows or values were dropped, filled or left unmapped; the message says how many."""
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _rows(index: pd.Index, mask) -> str:
+    """Format up to five row labels where ``mask`` is True, e.g. ``[4, 9, 12]``."""
+    mask = np.asarray(mask, dtype=bool)
+    labels = list(index[mask][: _MAX_LABELS + 1])
+    shown = ", ".join(
+        repr(v.item() if isinstance(v, np.generic) else v) for v in labels[:_MAX_LABELS]
+    )
+    more = ", ..." if len(labels) > _MAX_LABELS else ""
+    return f"[{shown}{more}]"
+
+
+def _values_word(n: int, what: str) -> str:
+    return f"{n} {what} value" + ("" if n == 1 else "s")
+
+
+def _check_frame(X, name: str) -> None:
+    if not isinstance(X, pd.DataFrame):
+        raise SchemaError(
+            f"{name} must be a pandas DataFrame with one row per "
+            f"{'visit' if name == 'X' else 'POI'}, got {type(X).__name__}: build one with "
+            f"pd.DataFrame(...) (see trajmoe.schema for the columns)"
+        )
+    if len(X) == 0:
+        raise SchemaError(f"{name} is empty (0 rows): pass at least one row")
+    if not X.columns.is_unique:
+        dup = sorted({str(c) for c in X.columns[X.columns.duplicated()]})
+        raise SchemaError(f"{name} has duplicated column names {dup}: rename or drop them")
+
+
+def _no_missing(out: pd.DataFrame, col: str, fix: str = "drop or fill them") -> None:
+    miss = out[col].isna().to_numpy()
+    if miss.any():
+        raise SchemaError(
+            f"column {col!r} has {_values_word(int(miss.sum()), 'NaN')} at rows "
+            f"{_rows(out.index, miss)}: {fix} before fitting"
+        )
+
+
+def _numeric(out: pd.DataFrame, col: str) -> pd.Series:
+    """Column as float64; non-numeric entries raise."""
+    s = out[col]
+    if pd.api.types.is_bool_dtype(s):
+        raise SchemaError(f"column {col!r} is boolean: it must hold numbers")
+    if pd.api.types.is_numeric_dtype(s):
+        return s.astype("float64")
+    conv = pd.to_numeric(s, errors="coerce")
+    bad = (conv.isna() & s.notna()).to_numpy()
+    if bad.any():
+        raise SchemaError(
+            f"column {col!r} has {int(bad.sum())} non-numeric value"
+            f"{'' if bad.sum() == 1 else 's'} at rows {_rows(out.index, bad)}: convert them "
+            f"to numbers (e.g. pd.to_numeric) or drop those rows before fitting"
+        )
+    return conv.astype("float64")
+
+
+def _check_range(out: pd.DataFrame, col: str, lo: float, hi: float, unit: str) -> None:
+    v = out[col].to_numpy(dtype="float64")
+    bad = (v < lo) | (v > hi)
+    if bad.any():
+        raise SchemaError(
+            f"column {col!r} has {int(bad.sum())} value{'' if bad.sum() == 1 else 's'} outside "
+            f"{lo:g}..{hi:g} {unit} at rows {_rows(out.index, bad)}: fix or drop them before "
+            f"fitting"
+        )
+
+
+def _integral(out: pd.DataFrame, col: str, what: str) -> None:
+    """Require whole numbers (already float, no NaN); cast the column to int64 in ``out``."""
+    v = _numeric(out, col)
+    _no_missing(out.assign(**{col: v}), col)
+    arr = v.to_numpy()
+    bad = ~np.isfinite(arr) | (arr != np.round(arr))
+    if bad.any():
+        raise SchemaError(
+            f"column {col!r} ({what}) has {int(bad.sum())} non-integer value"
+            f"{'' if bad.sum() == 1 else 's'} at rows {_rows(out.index, bad)}: it must hold "
+            f"whole numbers"
+        )
+    out[col] = arr.astype("int64")
+
+
+def time_form(X: pd.DataFrame) -> str:
+    """Which time form a visit frame uses.
+
+    Parameters
+    ----------
+    X : DataFrame of shape (n_visits, n_columns)
+        A visit frame.
+
+    Returns
+    -------
+    form : {"datetime", "binned"}
+        ``"datetime"`` when ``started_at`` is present (it wins when both forms are present),
+        ``"binned"`` when both ``day`` and ``slot`` are present.
+
+    Raises
+    ------
+    SchemaError
+        When neither form is present.
+
+    References
+    ----------
+    trackintel's staypoint model (Martin et al., 2023, "Trackintel: An open-source Python
+    library for human mobility analysis", CEUS 101).
+    """
+    cols = set(X.columns)
+    if STARTED_AT in cols:
+        return "datetime"
+    if DAY in cols and SLOT in cols:
+        return "binned"
+    half = [c for c in (DAY, SLOT) if c in cols]
+    hint = f" (found only {half[0]!r})" if half else ""
+    raise SchemaError(
+        f"no time form found{hint}: add a column {STARTED_AT!r} (datetime64, tz-aware "
+        f"preferred) or both {DAY!r} (int day index) and {SLOT!r} (int half-hour 0..47); "
+        f"columns present: {[str(c) for c in X.columns]}"
+    )
+
+
+def location_form(X: pd.DataFrame) -> str:
+    """Which location form a visit or POI frame uses.
+
+    Parameters
+    ----------
+    X : DataFrame of shape (n_rows, n_columns)
+        A visit or POI frame.
+
+    Returns
+    -------
+    form : {"latlon", "grid"}
+        ``"latlon"`` when both ``lat`` and ``lon`` (WGS84 degrees) are present (it wins when
+        both forms are present), ``"grid"`` when both ``x`` and ``y`` (int cell indices) are.
+
+    Raises
+    ------
+    SchemaError
+        When neither form is present.
+
+    References
+    ----------
+    Yabe et al., "YJMob100K: City-scale and longitudinal dataset of anonymized human mobility
+    trajectories", Scientific Data 11, 2024 (the gridded form).
+    """
+    cols = set(X.columns)
+    if LAT in cols and LON in cols:
+        return "latlon"
+    if "x" in cols and "y" in cols:
+        return "grid"
+    half = [c for c in (LAT, LON, "x", "y") if c in cols]
+    hint = f" (found only {half})" if half else ""
+    raise SchemaError(
+        f"no location form found{hint}: add columns {LAT!r} and {LON!r} (float WGS84 "
+        f"degrees) or {'x'!r} and {'y'!r} (int grid cells); columns present: "
+        f"{[str(c) for c in X.columns]}"
+    )
+
+
+def _parse_started_at(out: pd.DataFrame, col: str = STARTED_AT) -> pd.Series:
+    """Return a sort key (UTC instant, or naive local time) and store the parsed column."""
+    s = out[col]
+    if pd.api.types.is_datetime64_any_dtype(s):
+        parsed = s
+    elif pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        raise SchemaError(
+            f"column {col!r} has dtype {s.dtype}, not datetime64: convert it, e.g. "
+            f"pd.to_datetime(X[{col!r}], unit='s', utc=True).dt.tz_convert(<city time zone>)"
+        )
+    else:
+        is_obj_ts = s.map(lambda v: isinstance(v, (pd.Timestamp, _dt.datetime))).to_numpy()
+        if is_obj_ts.all() or (is_obj_ts | s.isna().to_numpy()).all():
+            # datetimes kept in an object column, e.g. after concatenating cities with
+            # different time zones: keep each value with its own zone
+            try:
+                parsed = pd.to_datetime(s)
+            except (ValueError, TypeError):
+                parsed = s.map(lambda v: pd.Timestamp(v) if not pd.isna(v) else pd.NaT)
+        else:
+            try:
+                parsed = pd.to_datetime(s, errors="coerce")
+                retry = (parsed.isna() & s.notna()).to_numpy()
+                if retry.any():
+                    parsed = pd.to_datetime(s, errors="coerce", format="mixed")
+            except (ValueError, TypeError) as exc:  # mixed time zones
+                raise SchemaError(
+                    f"column {col!r} holds strings with mixed time zones ({exc}): parse it "
+                    f"yourself, e.g. pd.to_datetime(X[{col!r}], utc=True).dt.tz_convert(tz) "
+                    f"per city, or pass a naive local time"
+                ) from None
+            bad = (parsed.isna() & s.notna()).to_numpy()
+            if bad.any():
+                raise SchemaError(
+                    f"column {col!r} has {int(bad.sum())} unparsable value"
+                    f"{'' if bad.sum() == 1 else 's'} at rows {_rows(out.index, bad)}: "
+                    f"fix or drop them (pd.to_datetime must accept every value)"
+                )
+    miss = parsed.isna().to_numpy()
+    if miss.any():
+        raise SchemaError(
+            f"column {col!r} has {_values_word(int(miss.sum()), 'missing (NaT)')} at rows "
+            f"{_rows(out.index, miss)}: drop or fill them before fitting"
+        )
+    out[col] = parsed
+    if pd.api.types.is_datetime64_any_dtype(parsed):
+        return parsed
+    # object column of timestamps with different zones: order by the UTC instant
+    return parsed.map(
+        lambda v: v.tz_convert("UTC").tz_localize(None) if v.tzinfo is not None else v
+    ).astype("datetime64[ns]")
+
+
+def _city(out: pd.DataFrame) -> None:
+    if CITY not in out.columns:
+        out[CITY] = DEFAULT_CITY
+        return
+    _no_missing(out, CITY, fix=f"fill them with a city name (or drop the {CITY!r} column)")
+    out[CITY] = out[CITY].astype(str)
+
+
+def _stable_sort(out: pd.DataFrame, keys: list[pd.Series]) -> pd.DataFrame:
+    """Stable lexicographic sort by the given aligned key series; keeps index labels."""
+    frame = pd.DataFrame({f"_k{i}": k.reset_index(drop=True) for i, k in enumerate(keys)})
+    try:
+        order = frame.sort_values(list(frame.columns), kind="stable").index.to_numpy()
+    except TypeError:
+        # mixed-type keys (e.g. int and str user ids): order them by their string form
+        frame = frame.astype({c: str for c in frame.columns if frame[c].dtype == object})
+        order = frame.sort_values(list(frame.columns), kind="stable").index.to_numpy()
+    return out.iloc[order]
+
+
+# --------------------------------------------------------------------------------------------
+# public validators
+# --------------------------------------------------------------------------------------------
+def validate_visits(X: pd.DataFrame) -> pd.DataFrame:
+    """Check a visit frame and return a clean, sorted copy.
+
+    Parameters
+    ----------
+    X : DataFrame of shape (n_visits, n_columns)
+        One row per visit. Required: ``user_id`` (hashable); one time form, either
+        ``started_at`` (datetime64, tz-aware preferred, or strings that ``pd.to_datetime``
+        parses; the local wall-clock time of the city is what matters, a naive time is taken as
+        already local) or ``day`` (int day index) and ``slot`` (int half-hour 0..47); one
+        location form, either ``lat``/``lon`` (float WGS84 degrees) or ``x``/``y`` (int grid
+        cells). Optional: ``city`` (str), ``poi_category``; other columns are kept untouched.
+        Mixed forms are allowed (e.g. ``day``/``slot`` with ``lat``/``lon``).
+
+    Returns
+    -------
+    visits : DataFrame of shape (n_visits, n_columns or n_columns + 1)
+        A new frame (``X`` is never modified) with ``city`` added (value ``"city"``) when
+        absent and cast to str, ``started_at`` parsed to datetime64, ``day``/``slot``/``x``/
+        ``y`` cast to int64, ``lat``/``lon`` to float64, rows sorted stably by (city, user_id,
+        time) where time is ``started_at`` (UTC instant) or (``day``, ``slot``). The original
+        index labels are kept so results can be re-aligned with ``X``.
+
+    Raises
+    ------
+    SchemaError
+        If ``X`` is not a DataFrame, is empty, lacks ``user_id``, a time form or a location
+        form; if ``user_id``/``city`` hold missing values; if ``started_at`` has missing or
+        unparsable values; if ``lat``/``lon`` are NaN or outside -90..90 / -180..180 degrees;
+        if ``slot`` is outside 0..47; if ``day``, ``slot``, ``x`` or ``y`` are NaN or not
+        whole numbers. The message names the column, up to five row labels with the count,
+        and the fix.
+
+    References
+    ----------
+    Martin et al., "Trackintel: An open-source Python library for human mobility analysis",
+    Computers, Environment and Urban Systems 101, 2023 (a strict data model with fix-it
+    validation messages).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from trajmoe.schema import validate_visits
+    >>> X = pd.DataFrame({"user_id": [2, 1, 1], "day": [0, 1, 0], "slot": [5, 3, 7],
+    ...                   "x": [10, 11, 12], "y": [1, 2, 3]})
+    >>> validate_visits(X).index.tolist()
+    [2, 1, 0]
+    """
+    _check_frame(X, "X")
+    if USER not in X.columns:
+        raise SchemaError(
+            f"missing required column {USER!r}: rename your user column, e.g. "
+            f"X.rename(columns={{'uid': {USER!r}}}); columns present: "
+            f"{[str(c) for c in X.columns]}"
+        )
+    tform = time_form(X)
+    lform = location_form(X)
+    out = X.copy()
+    _no_missing(out, USER, fix="drop those rows or give them a user id")
+
+    if tform == "datetime":
+        time_keys = [_parse_started_at(out)]
+    else:
+        _integral(out, DAY, "day index")
+        _integral(out, SLOT, "half-hour slot")
+        _check_range(out, SLOT, 0, N_SLOTS - 1, "(half-hour slots)")
+        time_keys = [out[DAY], out[SLOT]]
+
+    if lform == "latlon":
+        for col in (LAT, LON):
+            out[col] = _numeric(out, col)
+            _no_missing(out, col)
+        _check_range(out, LAT, -90, 90, "degrees")
+        _check_range(out, LON, -180, 180, "degrees")
+    else:
+        _integral(out, "x", "grid column")
+        _integral(out, "y", "grid row")
+
+    _city(out)
+    return _stable_sort(out, [out[CITY], out[USER], *time_keys])
+
+
+def validate_pois(P: pd.DataFrame) -> pd.DataFrame:
+    """Check a POI frame and return a clean copy.
+
+    Parameters
+    ----------
+    P : DataFrame of shape (n_pois, n_columns)
+        One row per POI (or per grid cell and category). Required: one location form
+        (``lat``/``lon`` float WGS84 degrees, or ``x``/``y`` int grid cells) and ``category``
+        (a name of :data:`trajmoe.taxonomy.TAXONOMY`; map raw names with
+        :func:`trajmoe.taxonomy.map_categories`). Optional: ``city`` (str, default ``"city"``),
+        ``count`` (non-negative int, default 1, e.g. the number of POIs of that category in the
+        cell), ``source_category`` (raw name); other columns are kept.
+
+    Returns
+    -------
+    pois : DataFrame of shape (n_pois, n_columns + k)
+        A new frame (``P`` is never modified) with ``city`` (str) and ``count`` (int64) present,
+        coordinates cast (float64 or int64), sorted stably by city, original index labels kept.
+
+    Raises
+    ------
+    SchemaError
+        If ``P`` is not a DataFrame, is empty, lacks a location form or ``category``; if
+        coordinates are NaN or out of range; if ``category`` holds missing values or names
+        outside the taxonomy; if ``count`` is missing, negative or not a whole number.
+
+    References
+    ----------
+    Schema of the TrajMoE location features: Han, Yuan, Chen, Ding, Li, "TrajMoE: Spatially-Aware
+    Mixture of Experts for Unified Human Mobility Modeling", arXiv 2505.18670, 2025 (34
+    OpenStreetMap-derived categories).
+    """
+    from .taxonomy import TAXONOMY  # local import: taxonomy imports this module
+
+    _check_frame(P, "P")
+    lform = location_form(P)
+    if CATEGORY not in P.columns:
+        raise SchemaError(
+            f"missing required column {CATEGORY!r} (a taxonomy name): map raw category names "
+            f"with trajmoe.taxonomy.map_categories(names, source) and store the result as "
+            f"P[{CATEGORY!r}]; columns present: {[str(c) for c in P.columns]}"
+        )
+    out = P.copy()
+    if lform == "latlon":
+        for col in (LAT, LON):
+            out[col] = _numeric(out, col)
+            _no_missing(out, col)
+        _check_range(out, LAT, -90, 90, "degrees")
+        _check_range(out, LON, -180, 180, "degrees")
+    else:
+        _integral(out, "x", "grid column")
+        _integral(out, "y", "grid row")
+
+    _no_missing(
+        out,
+        CATEGORY,
+        fix="these are unmapped names: extend the mapping (map_categories(..., source=dict)) "
+        "or drop those rows",
+    )
+    cat = out[CATEGORY].astype(str)
+    unknown = ~cat.isin(TAXONOMY).to_numpy()
+    if unknown.any():
+        counts = cat[unknown].value_counts()
+        names = ", ".join(f"{k!r} ({v})" for k, v in counts.head(10).items())
+        raise SchemaError(
+            f"column {CATEGORY!r} has {int(unknown.sum())} value"
+            f"{'' if unknown.sum() == 1 else 's'} outside the taxonomy at rows "
+            f"{_rows(out.index, unknown)}: {names}; map raw names with "
+            f"trajmoe.taxonomy.map_categories (valid names: trajmoe.taxonomy.TAXONOMY)"
+        )
+    out[CATEGORY] = cat
+    if COUNT not in out.columns:
+        out[COUNT] = np.ones(len(out), dtype="int64")
+    else:
+        _integral(out, COUNT, "number of POIs")
+        neg = (out[COUNT] < 0).to_numpy()
+        if neg.any():
+            raise SchemaError(
+                f"column {COUNT!r} has {int(neg.sum())} negative value"
+                f"{'' if neg.sum() == 1 else 's'} at rows {_rows(out.index, neg)}: counts of "
+                f"POIs must be >= 0; fix or drop them"
+            )
+    _city(out)
+    return _stable_sort(out, [out[CITY]])
