@@ -1,0 +1,443 @@
+"""Tests of trajmoe.nn: the SAMoE transformer, its router, copy path and loss (tiny sizes, CPU)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import pickle
+
+import pytest
+import torch
+
+from trajmoe.nn import (
+    PRESETS,
+    SAMoEBlock,
+    SAMoETransformer,
+    STARRouter,
+    TrajMoELoss,
+    location_log_probs,
+    target_log_probs,
+)
+
+N_CELLS = 30
+P = 34
+
+
+def city_tables(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    poi = torch.randint(0, 6, (n, P), generator=g).float()
+    coords = torch.randn(n, 2, generator=g)
+    rank = torch.randint(1, 9, (n,), generator=g)
+    return poi, coords, rank
+
+
+def make_model(n=N_CELLS, **kwargs):
+    torch.manual_seed(0)
+    params = dict(d_model=16, n_layers=2, n_heads=2, max_len=12, dropout=0.0)
+    model = SAMoETransformer(**{**params, **kwargs})
+    model.register_city(0, *city_tables(n))
+    return model.eval()
+
+
+def make_batch(batch=3, length=8, n=N_CELLS, city=0, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        location=torch.randint(0, n, (batch, length), generator=g),
+        slot=torch.randint(0, 48, (batch, length), generator=g),
+        dow=torch.randint(1, 8, (batch, length), generator=g),
+        gap=torch.randint(0, 96, (batch, length), generator=g),
+        city=torch.full((batch,), city),
+    )
+
+
+def all_positions(batch, length):
+    rows, cols = torch.meshgrid(torch.arange(batch), torch.arange(length), indexing="ij")
+    return rows.reshape(-1), cols.reshape(-1)
+
+
+def with_changed(batch, key, row, col, value):
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed[key][row, col] = value
+    return changed
+
+
+# --------------------------------------------------------------------------- shapes and masks
+@pytest.mark.parametrize("copy_path", [True, False])
+def test_output_shapes(copy_path):
+    model = make_model(copy_path=copy_path)
+    batch = make_batch(batch=3, length=8)
+    out = model(**batch)
+    assert out["query"].shape == (3, 8, 16)
+    assert out["time_logits"].shape == (3, 8, 96)
+    assert out["candidates"].shape == (N_CELLS, 16)
+    assert torch.equal(out["location"], batch["location"])
+    assert out["gates"].shape == (3, 8, 3)
+    if copy_path:
+        assert out["copy_scores"].shape == (3, 8, 8)
+        assert out["gate"].shape == (3, 8)
+    else:
+        assert out["copy_scores"] is None and out["gate"] is None
+    rows, cols = all_positions(3, 8)
+    assert location_log_probs(out, rows, cols).shape == (24, N_CELLS)
+
+
+@pytest.mark.parametrize("key,value", [("location", 7), ("slot", 40), ("dow", 2), ("gap", 95)])
+def test_causality(key, value):
+    model = make_model()
+    batch = make_batch()
+    batch[key][1, 5] = (value + 1) % 7  # make sure the perturbation below is a change
+    out = model(**batch)
+    changed = model(**with_changed(batch, key, 1, 5, value))
+    for name in ("query", "time_logits", "gate", "gates"):
+        torch.testing.assert_close(changed[name][:, :5], out[name][:, :5], rtol=0, atol=0)
+        assert not torch.allclose(changed[name][1, 5:], out[name][1, 5:])
+    assert torch.equal(changed["copy_scores"][:, :5], out["copy_scores"][:, :5])
+    # other rows of the batch are untouched at every position
+    torch.testing.assert_close(changed["query"][[0, 2]], out["query"][[0, 2]], rtol=0, atol=0)
+
+
+def test_trailing_pad_does_not_change_valid_positions():
+    model = make_model()
+    batch = make_batch(batch=2, length=8)
+    short = {k: (v[:, :5] if v.dim() == 2 else v) for k, v in batch.items()}
+    padded = {k: v.clone() for k, v in batch.items()}
+    padded["location"][:, 5:] = -1
+    padded["slot"][:, 5:] = 999  # garbage time features at PAD positions are ignored
+    padded["dow"][:, 5:] = 0
+    out_short, out_padded = model(**short), model(**padded)
+    for name in ("query", "time_logits", "gate", "gates"):
+        torch.testing.assert_close(out_padded[name][:, :5], out_short[name], rtol=1e-5, atol=1e-6)
+    # PAD cells are never copyable
+    assert torch.isneginf(out_padded["copy_scores"][:, :, 5:]).all()
+
+
+def test_streams_share_weights_but_never_attend_to_each_other():
+    torch.manual_seed(0)
+    block = SAMoEBlock(d_model=16, n_heads=2, dropout=0.0).eval()
+    batch, length = 2, 6
+    h = torch.randn(4 * batch, length, 16)
+    t0 = torch.randn(batch, length, 16)
+    out, _ = block(h, t0)
+    h2 = h.clone()
+    h2[:batch] += torch.randn(batch, length, 16)  # perturb the POI stream only
+    out2, _ = block(h2, t0)
+    torch.testing.assert_close(out2[batch : 3 * batch], out[batch : 3 * batch], rtol=0, atol=0)
+    assert not torch.allclose(out2[:batch], out[:batch])
+    # the trajectory stream reads the POI expert's output through the router (by design)
+    assert (out2[3 * batch :] - out[3 * batch :]).abs().max() > 1e-6
+
+
+def test_oov_token_is_input_only():
+    model = make_model()
+    batch = make_batch()
+    batch["location"][0, 2] = N_CELLS  # out of vocabulary
+    out = model(**batch)
+    assert out["candidates"].shape[0] == N_CELLS == model.n_locations(0)
+    assert torch.isfinite(out["query"]).all()
+    assert torch.isneginf(out["copy_scores"][0, 2:, 2]).all()  # never copied
+    assert torch.isfinite(out["copy_scores"][0, 3:, 3]).all()  # a real cell is copyable
+    rows, cols = all_positions(3, 8)
+    assert location_log_probs(out, rows, cols).shape[1] == N_CELLS
+    # the OOV row is learned (rank 0) and differs from an empty real cell
+    known = model(**with_changed(batch, "location", 0, 2, 0))
+    assert not torch.allclose(known["query"][0, 2], out["query"][0, 2])
+    with pytest.raises(ValueError, match="location ids"):
+        model(**with_changed(batch, "location", 0, 2, N_CELLS + 1))
+
+
+def test_no_copyable_history_forces_gate_to_one():
+    model = make_model()
+    batch = make_batch()
+    batch["location"][:, 0] = N_CELLS  # first token OOV: nothing to copy at position 0
+    out = model(**batch)
+    assert torch.equal(out["gate"][:, 0], torch.ones(3))
+    assert (out["gate"][:, 1:] < 1).all()
+    rows, cols = torch.arange(3), torch.zeros(3, dtype=torch.long)
+    logits = out["query"][rows, cols] @ out["candidates"].T
+    torch.testing.assert_close(location_log_probs(out, rows, cols), torch.log_softmax(logits, -1))
+
+
+# ------------------------------------------------------------------------ copy path and log-probs
+def hand_built_output(location, scores_last, gate_last, n=10, d=4):
+    """One sequence; the last position's copy scores and gate are given, query = 0 (uniform)."""
+    length = len(location)
+    scores = torch.full((1, length, length), float("-inf"))
+    scores[0, -1] = torch.tensor(scores_last)
+    gate = torch.ones(1, length)
+    gate[0, -1] = gate_last
+    return {
+        "query": torch.zeros(1, length, d),
+        "candidates": torch.randn(n, d),
+        "location": torch.tensor([location]),
+        "copy_scores": scores,
+        "gate": gate,
+    }
+
+
+def test_copy_path_hand_built():
+    rows, cols = torch.tensor([0]), torch.tensor([2])
+    # huge score on history cell 5, gate ~0 -> all mass on cell 5
+    out = hand_built_output([3, 5, 7], [0.0, 1e4, 0.0], 1e-6)
+    log_p = location_log_probs(out, rows, cols)[0]
+    assert abs(log_p[5].item()) < 1e-5
+    torch.testing.assert_close(log_p[0], torch.tensor(math.log(1e-6 / 10)))
+    # equal scores, cell 4 twice in history, gate 0.5: p(4) = 0.5/10 + 0.5*2/3, p(9) = 0.05 + 0.5/3
+    out = hand_built_output([4, 4, 9], [0.0, 0.0, 0.0], 0.5)
+    p = location_log_probs(out, rows, cols)[0].exp()
+    torch.testing.assert_close(p[4], torch.tensor(0.05 + 1 / 3))
+    torch.testing.assert_close(p[9], torch.tensor(0.05 + 1 / 6))
+    torch.testing.assert_close(p[0], torch.tensor(0.05))
+    targets = torch.tensor([4])
+    torch.testing.assert_close(target_log_probs(out, rows, cols, targets), p[4:5].log())
+    # masked history entries (-inf) carry no copy mass
+    out = hand_built_output([4, 6, 9], [float("-inf"), 0.0, float("-inf")], 0.0)
+    p = location_log_probs(out, rows, cols)[0].exp()
+    assert p[6].item() == pytest.approx(1.0, abs=1e-6) and p[4].item() < 1e-10
+
+
+@pytest.mark.parametrize("copy_path", [True, False])
+def test_log_probs_normalised_and_target_log_probs_consistent(copy_path):
+    model = make_model(copy_path=copy_path)
+    batch = make_batch()
+    batch["location"][1, 6:] = -1
+    out = model(**batch)
+    rows, cols = all_positions(3, 8)
+    log_p = location_log_probs(out, rows, cols)
+    torch.testing.assert_close(log_p.logsumexp(-1), torch.zeros(24), rtol=0, atol=1e-5)
+    targets = torch.randint(0, N_CELLS, (24,))
+    torch.testing.assert_close(
+        target_log_probs(out, rows, cols, targets), log_p.gather(1, targets[:, None])[:, 0]
+    )
+
+
+# --------------------------------------------------------------------------- router
+@pytest.mark.parametrize(
+    "router,selector,shared_gate",
+    [
+        ("star", "soft", True),
+        ("star", "hard", False),
+        ("star", "none", True),
+        ("spatial", "soft", True),
+        ("temporal", "soft", True),
+    ],
+)
+def test_router_gates_are_distributions(router, selector, shared_gate):
+    model = make_model(router=router, selector=selector, shared_gate=shared_gate)
+    gates = model(**make_batch())["gates"]
+    assert (gates >= 0).all()
+    torch.testing.assert_close(gates.sum(-1), torch.ones(3, 8))
+
+
+def test_hard_selector_is_one_hot_with_straight_through_gradient():
+    torch.manual_seed(0)
+    router = STARRouter(d_model=8, selector="hard", shared_gate=False)
+    z, t0 = torch.randn(4, 5, 8), torch.randn(4, 5, 8)
+    w = router.selector_weights(z, t0)
+    assert set(w.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(w.sum(-1), torch.ones(4, 5))
+    g = router(z, t0)
+    g_s, g_t = router.spatial_gate(z), router.temporal_gate(t0)
+    expected = torch.where(w[..., :1] == 1, g_s, g_t)
+    torch.testing.assert_close(g, expected, rtol=0, atol=0)
+    (g * torch.randn_like(g)).sum().backward()
+    assert router.selector.weight.grad.abs().sum() > 0
+
+
+def test_shared_gate_uses_one_linear():
+    shared = STARRouter(d_model=8, shared_gate=True)
+    separate = STARRouter(d_model=8, shared_gate=False)
+    assert shared.temporal is None and separate.temporal is not None
+    t0 = torch.randn(2, 8)
+    torch.testing.assert_close(shared.temporal_gate(t0), torch.softmax(shared.spatial(t0), -1))
+
+
+# --------------------------------------------------------------------------- ablations and training
+ABLATIONS = [
+    {},
+    {"experts": False},
+    {"shared_expert": False},
+    {"router": "spatial"},
+    {"router": "temporal"},
+    {"selector": "hard"},
+    {"selector": "none"},
+    {"shared_gate": False},
+    {"copy_path": False},
+    {"time_in_trajectory": True},
+    {"poi_transform": "raw"},
+]
+
+
+def targets_for(batch, n=N_CELLS, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    shape = batch["location"].shape
+    next_location = torch.randint(0, n, shape, generator=g)
+    next_location[:, -1] = -100
+    return {"next_location": next_location, "next_gap": torch.randint(0, 96, shape, generator=g)}
+
+
+def ablation_id(options):
+    return ",".join(f"{k}={v}" for k, v in options.items()) or "default"
+
+
+@pytest.mark.parametrize("options", ABLATIONS, ids=ablation_id)
+def test_ablation_builds_runs_and_backpropagates(options):
+    model = make_model(**options).train()
+    batch = make_batch()
+    out = model(**batch)
+    if options.get("experts") is False:
+        assert out["gates"] is None
+    loss = TrajMoELoss()(out, targets_for(batch))
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+
+
+def test_loss_decreases_when_overfitting_a_tiny_batch():
+    model = make_model().train()
+    batch, y = make_batch(batch=4), targets_for(make_batch(batch=4))
+    loss_fn = TrajMoELoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(50):
+        optimizer.zero_grad()
+        loss = loss_fn(model(**batch), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(math.log(N_CELLS) + math.log(96), rel=0.1)  # ~uniform at init
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_loss_matches_hand_computation_and_ignores_targets():
+    model = make_model()
+    batch = make_batch()
+    y = targets_for(batch)
+    y["next_gap"][0] = -100
+    out = model(**batch)
+    rows, cols = (y["next_location"] != -100).nonzero(as_tuple=True)
+    targets = y["next_location"][rows, cols, None]
+    nll = -location_log_probs(out, rows, cols).gather(1, targets).mean()
+    keep = y["next_gap"] != -100
+    ce = torch.nn.functional.cross_entropy(out["time_logits"][keep], y["next_gap"][keep])
+    torch.testing.assert_close(TrajMoELoss(time_weight=0.5)(out, y), nll + 0.5 * ce)
+    empty = {k: torch.full_like(v, -100) for k, v in y.items()}
+    zero = TrajMoELoss()(out, empty)
+    assert zero.item() == 0.0 and zero.requires_grad
+    with pytest.raises(ValueError, match="targets"):
+        TrajMoELoss()(out, {**y, "next_location": torch.full_like(y["next_location"], N_CELLS)})
+
+
+# --------------------------------------------------------------------------- size and init
+def test_base_preset_parameter_count():
+    """Base = 4 layers, d 512, 4 heads, P 34; MODEL.md quotes ~41 M.
+
+    Counted by hand: time embeddings (48+8+96+144)d; input embeddings (P+1)d + 3d + 9d; tower
+    (d + d/2) + 9d/4 + (P+1)d/4 + 4d (cross) + 8d^2+5d (MLP) + 2d^2+d (projection); per block
+    2 LayerNorms 4d, attention 4d^2+4d, four experts 4(8d^2+5d), router 3d+3 and 4d+2; final
+    LayerNorm 2d, W_q d^2, time head 96d+96; the copy path d^2+d+1 (not in the paper).
+    """
+    d, layers = 512, 4
+    per_block = 4 * d + 4 * d * d + 4 * d + 4 * (8 * d * d + 5 * d) + 3 * d + 3 + 4 * d + 2
+    faithful = (
+        296 * d + (P + 1) * d + 12 * d
+        + (d + d // 2) + 9 * d // 4 + (P + 1) * d // 4 + 4 * d + 8 * d * d + 5 * d + 2 * d * d + d
+        + layers * per_block + 2 * d + d * d + 96 * d + 96
+    )
+    model = SAMoETransformer.from_preset("base", copy_path=False)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"base preset: {n_params:,} parameters without copy path")
+    assert n_params == faithful == 40_941_428
+    assert 40e6 < n_params < 42e6
+    with_copy = SAMoETransformer.from_preset("base")
+    assert sum(p.numel() for p in with_copy.parameters()) == faithful + d * d + d + 1
+    assert PRESETS["small"] == dict(d_model=64, n_layers=2, n_heads=4)
+
+
+def test_initialisation_scales():
+    torch.manual_seed(0)
+    model = SAMoETransformer(d_model=64, n_layers=2, n_heads=4)
+    residual = 0.02 / math.sqrt(4)
+    assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.blocks[0].attn.out_proj.weight.std().item() == pytest.approx(residual, rel=0.05)
+    assert model.blocks[1].ffn.out_weight.std().item() == pytest.approx(residual, rel=0.05)
+    assert model.blocks[1].ffn.in_weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.query.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.time_head.bias.abs().sum() == 0
+
+
+def test_invalid_options_raise():
+    with pytest.raises(ValueError, match="router"):
+        SAMoETransformer(router="bogus")
+    with pytest.raises(ValueError, match="divisible"):
+        SAMoETransformer(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="preset"):
+        SAMoETransformer.from_preset("huge")
+    model = make_model()
+    batch = make_batch(length=13)
+    with pytest.raises(ValueError, match="max_len"):
+        model(**batch)
+
+
+# --------------------------------------------------------------------------- cities and persistence
+def test_register_second_city_and_replace():
+    model = make_model()
+    model.register_city(1, *city_tables(17, seed=5))
+    assert model.cities == (0, 1) and model.n_locations(1) == 17
+    assert model.city1_poi.shape == (18, P) and model.city1_rank[-1] == 0  # OOV row
+    batch = make_batch(n=17, city=1)
+    out = model(**batch)
+    assert out["candidates"].shape == (17, 16)
+    rows, cols = all_positions(3, 8)
+    assert location_log_probs(out, rows, cols).shape == (24, 17)
+    assert model(**make_batch())["candidates"].shape == (N_CELLS, 16)
+    model.register_city(1, *city_tables(9))
+    assert model.n_locations(1) == 9
+    mixed = make_batch()
+    mixed["city"][1] = 1
+    with pytest.raises(ValueError, match="ONE city"):
+        model(**mixed)
+    with pytest.raises(ValueError, match="not registered"):
+        model(**make_batch(city=4))
+
+
+def test_register_city_validates_tables():
+    model = make_model()
+    poi, coords, rank = city_tables(5)
+    with pytest.raises(ValueError, match="poi must have shape"):
+        model.register_city(1, poi[:, :10], coords, rank)
+    with pytest.raises(ValueError, match=">= 0"):
+        model.register_city(1, -poi - 1, coords, rank)
+    with pytest.raises(ValueError, match="rank bins"):
+        model.register_city(1, poi, coords, rank + 8)
+    with pytest.raises(ValueError, match="coords must have shape"):
+        model.register_city(1, poi, coords[:4], rank)
+    assert model.cities == (0,)
+
+
+def test_pickle_and_deepcopy_round_trip():
+    model = make_model()
+    model.register_city(2, *city_tables(11))
+    for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        for city, n in ((0, N_CELLS), (2, 11)):
+            batch = make_batch(n=n, city=city)
+            a, b = model(**batch), clone(**batch)
+            for key in ("query", "time_logits", "candidates", "copy_scores", "gate", "gates"):
+                assert torch.equal(a[key], b[key]), key
+
+
+def test_state_dict_round_trip_adopts_registered_cities():
+    model = make_model()
+    model.register_city(1, *city_tables(13))
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = SAMoETransformer(d_model=16, n_layers=2, n_heads=2, max_len=12, dropout=0.0).eval()
+    fresh.register_city(1, *city_tables(4))  # a stale table of another shape is replaced
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    assert fresh.cities == (0, 1) and fresh.n_locations(1) == 13
+    batch = make_batch(n=13, city=1)
+    assert torch.equal(fresh(**batch)["query"], model(**batch)["query"])
+    assert torch.equal(fresh(**batch)["candidates"], model(**batch)["candidates"])

@@ -1,0 +1,136 @@
+"""Token embeddings of the SAMoE transformer (MODEL.md sections 1-3).
+
+Two ideas live here:
+
+* :class:`TimeEmbedding` -- the sum of learned slot, day-of-week, gap and position embeddings
+  that is added to every specialist stream and feeds the temporal router (MODEL.md section 3).
+* :class:`LocationInputEmbedding` -- the input side of the spatial semantic encoder: one learned
+  projection per feature family (POI semantics, geography, popularity), giving the POI, Geo and Pop
+  streams (MODEL.md section 2, "Input side").
+
+References
+----------
+.. [1] Han, Yuan, Chen, Ding, Li. "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human
+   Mobility Modeling", arXiv 2505.18670 (v2: "MoveGPT"), 2025.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Half-hour slots of a day (0..47).
+N_SLOTS = 48
+#: Day-of-week vocabulary: 1..7 are Monday..Sunday, 0 is padding.
+N_DOWS = 8
+#: Gap since the previous stay in half-hour slots, clamped to 0..95.
+N_GAPS = 96
+#: Popularity rank bins 1..8 plus index 0 (padding / unknown, used by the OOV row).
+N_RANKS = 9
+
+
+class TimeEmbedding(nn.Module):
+    r"""Learned time embedding :math:`t = E_{slot} + E_{dow} + E_{gap} + E_{pos}`.
+
+    Implements the time embedding of MODEL.md section 3. The layer-0 output is reused unchanged by
+    the temporal router of every SAMoE block and by the prediction head.
+
+    Parameters
+    ----------
+    d_model : int
+        Embedding width ``d``.
+    max_len : int
+        Number of learned positions (the longest accepted sequence; 144 = 3 days of half hours).
+
+    Notes
+    -----
+    Day-of-week index 0 is padding; it has an ordinary learned row (padding tokens come after all
+    valid tokens, so under the causal mask their embedding never reaches a valid position).
+    """
+
+    def __init__(self, d_model: int, max_len: int) -> None:
+        super().__init__()
+        self.slot = nn.Embedding(N_SLOTS, d_model)
+        self.dow = nn.Embedding(N_DOWS, d_model)
+        self.gap = nn.Embedding(N_GAPS, d_model)
+        self.position = nn.Embedding(max_len, d_model)
+
+    def forward(self, slot: torch.Tensor, dow: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+        """Embed the time features of a batch of sequences.
+
+        Parameters
+        ----------
+        slot : LongTensor [B, L]
+            Half-hour slot of day, 0..47.
+        dow : LongTensor [B, L]
+            Day of week, 1..7 (0 = padding).
+        gap : LongTensor [B, L]
+            Time since the previous stay in half-hour slots, 0..95.
+
+        Returns
+        -------
+        FloatTensor [B, L, d]
+            Time embedding ``t``.
+
+        Raises
+        ------
+        ValueError
+            If ``L`` exceeds ``max_len``.
+        """
+        length = slot.shape[1]
+        if length > self.position.num_embeddings:
+            raise ValueError(
+                f"sequence length {length} exceeds max_len={self.position.num_embeddings}; "
+                "cut the windows or build the model with a larger max_len"
+            )
+        position = torch.arange(length, device=slot.device)
+        return self.slot(slot) + self.dow(dow) + self.gap(gap) + self.position(position)
+
+
+class LocationInputEmbedding(nn.Module):
+    """Input side of the spatial semantic encoder: per-feature-family token embeddings.
+
+    Implements MODEL.md section 2, "Input side": POI features -> ``Linear(P, d)``, coordinates ->
+    ``Linear(2, d)``, popularity rank -> ``Embedding(9, d)``. Each projection opens one specialist
+    stream (POI, Geo, Pop) of the SAMoE transformer.
+
+    Parameters
+    ----------
+    n_poi_features : int
+        Number of POI features ``P`` per cell (34 for the shared taxonomy).
+    d_model : int
+        Embedding width ``d``.
+
+    Notes
+    -----
+    Rank index 0 has a learned row: it marks the out-of-vocabulary row (all-zero POI and coordinate
+    features), giving unknown cells their own vector instead of that of an empty cell at the
+    centroid.
+    """
+
+    def __init__(self, n_poi_features: int, d_model: int) -> None:
+        super().__init__()
+        self.poi = nn.Linear(n_poi_features, d_model)
+        self.geo = nn.Linear(2, d_model)
+        self.pop = nn.Embedding(N_RANKS, d_model)
+
+    def forward(
+        self, poi: torch.Tensor, coords: torch.Tensor, rank: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embed the features of the tokens' cells (already gathered per token).
+
+        Parameters
+        ----------
+        poi : FloatTensor [..., P]
+            POI features of each token's cell (after the model's ``poi_transform``).
+        coords : FloatTensor [..., 2]
+            Z-scored cell centroid coordinates.
+        rank : LongTensor [...]
+            Popularity rank bin, 0..8.
+
+        Returns
+        -------
+        tuple of three FloatTensor [..., d]
+            ``(poi_emb, geo_emb, pop_emb)``.
+        """
+        return self.poi(poi), self.geo(coords), self.pop(rank)

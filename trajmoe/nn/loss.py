@@ -1,0 +1,177 @@
+"""Location scoring and the training loss (MODEL.md sections 3 and 6).
+
+Scores of a position over its city's ``N`` cells are only ever materialised for selected positions
+(``[n, N]``), never for the whole batch (``[B, L, N]``); the loss avoids even most of those.
+
+With the copy path, the next-location distribution is the pointer-generator mixture
+
+.. math:: p(c) = g \\, \\mathrm{softmax}(q \\cdot C^\\top)_c + (1 - g) \\sum_{j: x_j = c} a_j,
+   \\qquad a = \\mathrm{softmax}_j(s_j),
+
+where ``g`` is the model's generation gate, ``s`` its copy scores over the history and ``x_j`` the
+input cell at history position ``j``.
+
+References
+----------
+.. [1] Han et al., arXiv 2505.18670 (TrajMoE / MoveGPT), section "SAMoE Transformer" (head, loss).
+.. [2] See, Liu, Manning. "Get To The Point: Summarization with Pointer-Generator Networks", 2017.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Target value meaning "no target at this position" (as in ``torch.nn.CrossEntropyLoss``).
+IGNORE_INDEX = -100
+#: Floor of the gate probabilities inside logarithms (keeps gradients finite at saturation).
+_EPS = 1e-12
+
+
+def location_log_probs(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities over the city's cells for selected positions.
+
+    Parameters
+    ----------
+    out : dict
+        Output of :meth:`SAMoETransformer.forward` (keys ``"query"``, ``"candidates"`` and, for the
+        copy path, ``"copy_scores"``, ``"gate"``, ``"location"``).
+    rows, cols : LongTensor [n]
+        Batch index and position index of each selected position.
+
+    Returns
+    -------
+    FloatTensor [n, N]
+        ``log_softmax(q . C^T)`` without copy path; otherwise
+        ``log(g softmax(q . C^T) + (1 - g) p_copy)``, where ``p_copy`` scatters the softmax of the
+        copy scores onto the history cells. Every row log-sum-exps to 0.
+    """
+    log_generate = torch.log_softmax(out["query"][rows, cols] @ out["candidates"].T, dim=-1)
+    if out.get("copy_scores") is None:
+        return log_generate
+    n_locations = out["candidates"].shape[0]
+    weights, ids = _copy_weights(out, rows, cols, n_locations)
+    p_copy = weights.new_zeros(len(rows), n_locations + 1).scatter_add_(1, ids, weights)
+    return _mix(out["gate"][rows, cols].unsqueeze(-1), log_generate, p_copy[:, :n_locations])
+
+
+def target_log_probs(
+    out: dict, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """Log-probability of one target cell per selected position.
+
+    Equal to ``location_log_probs(out, rows, cols).gather(1, targets[:, None])[:, 0]`` but lighter:
+    only the logits ``[n, N]`` are materialised, the copy part is read off the history ``[n, L]``.
+
+    Parameters
+    ----------
+    out : dict
+        Output of :meth:`SAMoETransformer.forward`.
+    rows, cols : LongTensor [n]
+        Selected positions.
+    targets : LongTensor [n]
+        Target cells, 0..N-1.
+
+    Returns
+    -------
+    FloatTensor [n]
+    """
+    logits = out["query"][rows, cols] @ out["candidates"].T
+    target = targets.unsqueeze(-1)
+    log_generate = logits.gather(1, target)[:, 0] - torch.logsumexp(logits, dim=-1)
+    if out.get("copy_scores") is None:
+        return log_generate
+    weights, ids = _copy_weights(out, rows, cols, out["candidates"].shape[0])
+    p_copy = (weights * (ids == target)).sum(-1)
+    return _mix(out["gate"][rows, cols], log_generate, p_copy)
+
+
+def _copy_weights(
+    out: dict, rows: torch.Tensor, cols: torch.Tensor, n_locations: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy attention over the history [n, L] and the cell ids it points to [n, L].
+
+    Masked history entries (score ``-inf``, or not a real cell) get weight 0 and id ``N``; a
+    position without any copyable history gets all-zero weights (no NaN, finite gradients).
+    """
+    scores = out["copy_scores"][rows, cols]
+    ids = out["location"][rows]
+    valid = torch.isfinite(scores) & (ids >= 0) & (ids < n_locations)
+    masked = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(masked, dim=-1) * valid
+    return weights, ids.masked_fill(~valid, n_locations)
+
+
+def _mix(gate: torch.Tensor, log_generate: torch.Tensor, p_copy: torch.Tensor) -> torch.Tensor:
+    """``log(gate * exp(log_generate) + (1 - gate) * p_copy)``, exact where ``p_copy == 0``."""
+    log_copy = torch.where(
+        p_copy > 0, p_copy.clamp_min(torch.finfo(p_copy.dtype).tiny).log(), float("-inf")
+    )
+    return torch.logaddexp(
+        gate.clamp_min(_EPS).log() + log_generate, (1 - gate).clamp_min(_EPS).log() + log_copy
+    )
+
+
+class TrajMoELoss(nn.Module):
+    """Next-location NLL plus weighted next-gap cross-entropy (MODEL.md section 3, "Loss").
+
+    ``loss = mean NLL(next location) + time_weight * mean CE(next gap)``, each averaged over its
+    non-ignored positions (teacher forcing: every position is a sample).
+
+    Parameters
+    ----------
+    time_weight : float, default=1.0
+        Weight of the time loss (the reference code: 1, unweighted).
+
+    References
+    ----------
+    .. [1] Han et al., arXiv 2505.18670: "Loss = CE(location) + CE(time)".
+    """
+
+    def __init__(self, time_weight: float = 1.0) -> None:
+        super().__init__()
+        self.time_weight = time_weight
+
+    def forward(self, y_pred: dict, y_true: dict) -> torch.Tensor:
+        """Compute the scalar loss.
+
+        Parameters
+        ----------
+        y_pred : dict
+            Output of :meth:`SAMoETransformer.forward`.
+        y_true : dict
+            ``"next_location"`` LongTensor [B, L] (0..N-1, ``-100`` = ignore) and ``"next_gap"``
+            LongTensor [B, L] (0..95, ``-100`` = ignore).
+
+        Returns
+        -------
+        FloatTensor []
+            Scalar loss; a term without any target contributes 0.
+
+        Raises
+        ------
+        ValueError
+            If a location target is neither ``-100`` nor in 0..N-1.
+        """
+        next_location = y_true["next_location"]
+        rows, cols = (next_location != IGNORE_INDEX).nonzero(as_tuple=True)
+        targets = next_location[rows, cols]
+        n_locations = y_pred["candidates"].shape[0]
+        if targets.numel() and (targets.min() < 0 or targets.max() >= n_locations):
+            raise ValueError(
+                f"next_location targets must be in 0..{n_locations - 1} or {IGNORE_INDEX} "
+                "(ignore); "
+                "mark out-of-vocabulary targets as ignored"
+            )
+        terms = []
+        if len(rows):
+            terms.append(-target_log_probs(y_pred, rows, cols, targets).mean())
+        next_gap = y_true["next_gap"].reshape(-1)
+        if (next_gap != IGNORE_INDEX).any():
+            time_logits = y_pred["time_logits"].reshape(next_gap.numel(), -1)
+            time_loss = F.cross_entropy(time_logits, next_gap, ignore_index=IGNORE_INDEX)
+            terms.append(self.time_weight * time_loss)
+        if not terms:  # nothing to learn from: a zero that still backpropagates
+            return 0.0 * y_pred["query"].sum()
+        return sum(terms[1:], terms[0])
