@@ -1,0 +1,405 @@
+"""Tests of trajmoe.metrics: hand-computed ranks, metric values, properties and sklearn scorers."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
+
+from trajmoe.metrics import (
+    OOV_RANK,
+    acc_at_k_scorer,
+    accuracy_at_k,
+    evaluate,
+    get_scorer,
+    mean_reciprocal_rank,
+    mrr_scorer,
+    ndcg_at_k,
+    ndcg_scorer,
+    ranking_report,
+    target_ranks,
+)
+
+# --------------------------------------------------------------------------------------------------
+# target_ranks
+# --------------------------------------------------------------------------------------------------
+# Hand-checked: rank = 1 + #(s > s_t) + #(s == s_t and id < t)
+HAND_SCORES = np.array(
+    [
+        [0.1, 0.9, 0.9, 0.0],  # t=2: nothing greater, tie with id 1 before it -> 2
+        [0.5, 0.5, 0.5, 0.5],  # t=3: all tie, ids 0,1,2 before it -> 4
+        [3.0, 1.0, 2.0, 2.0],  # t=3: id 0 greater, id 2 ties before -> 3
+        [3.0, 1.0, 2.0, 2.0],  # t=2: id 0 greater, tie id 3 comes after -> 2
+        [0.0, 0.0, 1.0, 0.0],  # t=-1: out of vocabulary -> OOV_RANK
+        [-np.inf, 0.2, -np.inf, 0.1],  # t=1: top -> 1
+        [-np.inf, 0.2, -np.inf, 0.1],  # t=2: -inf, beaten by ids 1, 3, tie id 0 before -> 4
+    ]
+)
+HAND_TARGETS = np.array([2, 3, 3, 2, -1, 1, 2])
+HAND_RANKS = [2, 4, 3, 2, OOV_RANK, 1, 4]
+
+
+def test_target_ranks_hand_checked():
+    ranks = target_ranks(HAND_SCORES, HAND_TARGETS)
+    assert ranks.dtype == np.int64
+    assert ranks.tolist() == HAND_RANKS
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 100])
+def test_target_ranks_chunking_does_not_change_result(chunk_size):
+    ranks = target_ranks(HAND_SCORES, HAND_TARGETS.tolist(), chunk_size=chunk_size)
+    assert ranks.tolist() == HAND_RANKS
+
+
+def test_target_ranks_torch_input():
+    ranks = target_ranks(torch.tensor(HAND_SCORES), torch.tensor(HAND_TARGETS))
+    assert isinstance(ranks, np.ndarray) and ranks.dtype == np.int64
+    assert ranks.tolist() == HAND_RANKS
+    # torch scores with numpy targets, float32, chunked, requires_grad
+    s = torch.tensor(HAND_SCORES, dtype=torch.float32, requires_grad=True)
+    assert target_ranks(s, HAND_TARGETS, chunk_size=2).tolist() == HAND_RANKS
+    # numpy scores with torch targets
+    assert target_ranks(HAND_SCORES, torch.tensor(HAND_TARGETS)).tolist() == HAND_RANKS
+    # bfloat16 takes the pure-torch path (the one used for CUDA tensors); the hand values keep
+    # their order and ties in bfloat16
+    bf = torch.tensor(HAND_SCORES).to(torch.bfloat16)
+    for chunk in (None, 1, 3):
+        assert target_ranks(bf, torch.tensor(HAND_TARGETS), chunk_size=chunk).tolist() == HAND_RANKS
+    with pytest.raises(ValueError, match="NaN"):
+        target_ranks(torch.tensor([[float("nan"), 1.0]]).to(torch.bfloat16), [0])
+    with pytest.raises(ValueError, match="integer"):
+        target_ranks(bf, torch.tensor(HAND_TARGETS, dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"0\.\.3"):
+        target_ranks(bf, torch.tensor([0, 1, 2, 3, 4, 0, 0]))
+
+
+def test_rank_one_iff_argmax():
+    # Acc@1 == accuracy of predict = argmax (first maximum), even with ties
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 3, size=(200, 6)).astype(float)
+    targets = rng.integers(0, 6, size=200)
+    ranks = target_ranks(scores, targets)
+    np.testing.assert_array_equal(ranks == 1, scores.argmax(1) == targets)
+
+
+def _reference_ranks(scores, targets):
+    out = []
+    for s, t in zip(scores, targets):
+        if t < 0:
+            out.append(OOV_RANK)
+            continue
+        order = np.lexsort((np.arange(len(s)), -s))  # score desc, id asc
+        out.append(int(np.flatnonzero(order == t)[0]) + 1)
+    return out
+
+
+def test_target_ranks_matches_sorting_reference():
+    rng = np.random.default_rng(1)
+    scores = rng.integers(-2, 3, size=(300, 17)).astype(np.float32)
+    targets = rng.integers(-1, 17, size=300)
+    assert target_ranks(scores, targets, chunk_size=7).tolist() == _reference_ranks(scores, targets)
+
+
+def test_target_ranks_empty_and_no_candidates():
+    assert target_ranks(np.zeros((0, 5)), np.zeros(0, dtype=int)).shape == (0,)
+    assert target_ranks(np.zeros((2, 0)), [-1, -1]).tolist() == [OOV_RANK, OOV_RANK]
+
+
+def test_target_ranks_chunks_bound_memory():
+    rng = np.random.default_rng(2)
+    n, n_cand = 2000, 5000
+    scores = rng.standard_normal((n, n_cand))  # 80 MB
+    targets = rng.integers(0, n_cand, size=n)
+    tracemalloc.start()
+    ranks = target_ranks(scores, targets, chunk_size=50)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # one chunk's temporaries are ~50 * 5000 bytes per boolean mask; far below one [n, N] bool
+    assert peak < n * n_cand / 4
+    sub = slice(0, 40)
+    assert ranks[sub].tolist() == _reference_ranks(scores[sub], targets[sub])
+
+
+@pytest.mark.parametrize(
+    "scores, targets, match",
+    [
+        (np.zeros(4), [0], "2-D"),
+        (np.zeros((2, 4)), [0], "1-D with one id per row"),
+        (np.zeros((2, 4)), [0, 4], r"0\.\.3"),
+        (np.zeros((2, 4)), [0, -2], r"0\.\.3"),
+        (np.zeros((2, 4)), [0.0, 1.0], "integer"),
+        (np.array([[np.nan, 1.0]]), [0], "NaN"),
+    ],
+)
+def test_target_ranks_errors(scores, targets, match):
+    with pytest.raises(ValueError, match=match):
+        target_ranks(scores, targets)
+
+
+def test_target_ranks_nan_elsewhere_is_not_an_error_and_bad_chunk():
+    # a NaN that is not the target's score never compares greater: it is simply ranked below
+    assert target_ranks(np.array([[np.nan, 1.0, 2.0]]), [1]).tolist() == [2]
+    with pytest.raises(ValueError, match="chunk_size"):
+        target_ranks(np.zeros((2, 3)), [0, 1], chunk_size=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics on ranks (hand-computed)
+# --------------------------------------------------------------------------------------------------
+RANKS = [1, 2, 4, OOV_RANK]
+
+
+def test_accuracy_hand_computed():
+    assert accuracy_at_k(RANKS, 1) == 0.25
+    assert accuracy_at_k(RANKS, 2) == 0.5
+    assert accuracy_at_k(RANKS, 3) == 0.5
+    assert accuracy_at_k(RANKS, 4) == 0.75
+    assert accuracy_at_k(RANKS, 10) == 0.75  # OOV is a miss for every k
+
+
+def test_mrr_hand_computed():
+    assert mean_reciprocal_rank(RANKS) == pytest.approx((1 + 0.5 + 0.25 + 0) / 4)
+    assert mean_reciprocal_rank([2, 2]) == 0.5
+
+
+def test_ndcg_hand_computed():
+    expected10 = (1 + 1 / math.log2(3) + 1 / math.log2(5) + 0) / 4
+    assert ndcg_at_k(RANKS, 10) == pytest.approx(expected10)
+    assert ndcg_at_k(RANKS, 10) == pytest.approx(0.515402, abs=1e-6)
+    assert ndcg_at_k(RANKS, 3) == pytest.approx((1 + 1 / math.log2(3)) / 4)
+    assert ndcg_at_k(RANKS, 1) == 0.25
+
+
+def test_oov_as_inf_and_series_and_torch():
+    as_float = np.array([1, 2, 4, np.inf])
+    assert mean_reciprocal_rank(as_float) == pytest.approx(0.4375)
+    assert accuracy_at_k(pd.Series(RANKS, index=[10, 11, 12, 13]), 1) == 0.25
+    assert ndcg_at_k(torch.tensor(RANKS), 10) == pytest.approx(ndcg_at_k(RANKS, 10))
+
+
+def test_ranking_report_hand_computed():
+    rep = ranking_report(RANKS)
+    assert list(rep) == [
+        "acc@1", "acc@3", "acc@5", "acc@10", "mrr",
+        "ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "n_targets",
+    ]  # fmt: skip
+    assert rep["acc@1"] == 0.25 and rep["acc@3"] == 0.5 and rep["acc@5"] == 0.75
+    assert rep["acc@10"] == 0.75
+    assert rep["mrr"] == pytest.approx(0.4375)
+    assert rep["ndcg@5"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(5)) / 4)
+    assert rep["n_targets"] == 4 and isinstance(rep["n_targets"], int)
+    assert list(ranking_report(RANKS, ks=(5, 2))) == ["acc@2", "acc@5", "mrr", "ndcg@2", "ndcg@5", "n_targets"]
+
+
+@pytest.mark.parametrize(
+    "ranks, match",
+    [
+        ([], "empty"),
+        ([0, 1], ">= 1"),
+        ([1.5], "whole"),
+        ([1, np.nan], "NaN"),
+        ([[1, 2]], "1-D"),
+        (["a"], "integers"),
+    ],
+)
+def test_metric_input_errors(ranks, match):
+    with pytest.raises(ValueError, match=match):
+        accuracy_at_k(ranks, 1)
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5, True])
+def test_bad_k(k):
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        ndcg_at_k([1], k)
+
+
+# --------------------------------------------------------------------------------------------------
+# properties
+# --------------------------------------------------------------------------------------------------
+rank_lists = st.lists(
+    st.one_of(st.integers(1, 50), st.just(OOV_RANK)), min_size=1, max_size=40
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rank_lists)
+def test_metric_properties(ranks):
+    accs = [accuracy_at_k(ranks, k) for k in range(1, 12)]
+    assert all(a <= b for a, b in zip(accs, accs[1:]))  # monotone in k
+    ndcgs = [ndcg_at_k(ranks, k) for k in range(1, 12)]
+    assert all(a <= b + 1e-12 for a, b in zip(ndcgs, ndcgs[1:]))
+    mrr = mean_reciprocal_rank(ranks)
+    assert 0.0 <= mrr <= 1.0
+    # single relevant item: acc@1 == ndcg@1 and acc@1 <= mrr <= acc@k + 1/(k+1)
+    assert ndcgs[0] == pytest.approx(accs[0])
+    assert accs[0] - 1e-12 <= mrr <= accs[9] + 1 / 11 + 1e-12
+    assert all(0 <= x <= 1 for x in accs + ndcgs)
+
+
+score_matrices = st.integers(1, 8).flatmap(
+    lambda n_cand: st.tuples(
+        hnp.arrays(np.float64, st.tuples(st.integers(1, 10), st.just(n_cand)), elements=st.integers(-3, 3)),
+        st.integers(0, 2**31 - 1),
+    )
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(score_matrices)
+def test_rank_range_and_reference(data):
+    scores, seed = data
+    n, n_cand = scores.shape
+    targets = np.random.default_rng(seed).integers(-1, n_cand, size=n)
+    ranks = target_ranks(scores, targets, chunk_size=3)
+    valid = targets >= 0
+    assert ((ranks[valid] >= 1) & (ranks[valid] <= n_cand)).all()
+    assert (ranks[~valid] == OOV_RANK).all()
+    assert ranks.tolist() == _reference_ranks(scores, targets)
+    # ranks of all N cells of one row are a permutation of 1..N
+    all_ranks = target_ranks(np.repeat(scores[:1], n_cand, 0), np.arange(n_cand))
+    assert sorted(all_ranks.tolist()) == list(range(1, n_cand + 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_rank_invariant_under_id_permutation_without_ties(n_cand, n, seed):
+    rng = np.random.default_rng(seed)
+    scores = np.stack([rng.permutation(n_cand) for _ in range(n)]).astype(float)  # no ties
+    targets = rng.integers(0, n_cand, size=n)
+    perm = rng.permutation(n_cand)  # new id of old id j is perm[j]
+    permuted = np.empty_like(scores)
+    permuted[:, perm] = scores
+    np.testing.assert_array_equal(
+        target_ranks(scores, targets), target_ranks(permuted, perm[targets])
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluate and scorers
+# --------------------------------------------------------------------------------------------------
+class FixedRanks:
+    """Tiny fake estimator returning fixed ranks (and the last one for protocol='last')."""
+
+    def __init__(self, ranks):
+        self.ranks = ranks
+        self.calls = []
+
+    def target_ranks(self, X, protocol="all"):
+        self.calls.append(protocol)
+        s = pd.Series(self.ranks, index=np.arange(len(self.ranks)) * 10)
+        return s if protocol == "all" else s.iloc[-1:]
+
+
+def test_evaluate_with_fake_estimator():
+    est = FixedRanks(RANKS)
+    rep = evaluate(est, pd.DataFrame({"user_id": [1]}), protocol="all", ks=(1, 10))
+    assert rep == {
+        "acc@1": 0.25,
+        "acc@10": 0.75,
+        "mrr": pytest.approx(0.4375),
+        "ndcg@1": 0.25,
+        "ndcg@10": pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(5)) / 4),
+        "n_targets": 4,
+    }
+    last = evaluate(FixedRanks([3, 1]), None, protocol="last")
+    assert last["acc@1"] == 1.0 and last["n_targets"] == 1
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate(est, None, protocol="first")
+    with pytest.raises(TypeError, match="target_ranks"):
+        evaluate(object(), None)
+
+
+def test_scorers_with_fake_estimator():
+    est = FixedRanks(RANKS)
+    assert acc_at_k_scorer(1)(est, None) == 0.25
+    assert acc_at_k_scorer(5)(est, None, None) == 0.75
+    assert mrr_scorer(est, None) == pytest.approx(0.4375)
+    assert ndcg_scorer(10)(est, None) == pytest.approx(0.515402, abs=1e-6)
+    assert get_scorer("acc@3")(est, None) == 0.5
+    assert get_scorer("NDCG@1")(est, None) == 0.25
+    assert get_scorer("mrr", protocol="last")(est, None) == 0.0  # last rank is OOV
+    assert est.calls[-1] == "last" and est.calls[0] == "all"
+    assert get_scorer("acc@3") == acc_at_k_scorer(3)
+    assert pickle.loads(pickle.dumps(get_scorer("ndcg@10")))(est, None) == pytest.approx(0.515402, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["acc", "acc@0", "hit@1", "ndcg", "mrr@3", 3])
+def test_get_scorer_unknown_names(name):
+    with pytest.raises(ValueError, match="metric"):
+        get_scorer(name)
+
+
+def test_scorer_bad_protocol():
+    with pytest.raises(ValueError, match="protocol"):
+        acc_at_k_scorer(1, protocol="final")
+
+
+class ColumnRanker(BaseEstimator):
+    """Fake sklearn estimator: the rank of each visit is stored in the column 'rank'."""
+
+    def __init__(self, shift=0):
+        self.shift = shift
+
+    def fit(self, X, y=None):
+        self.n_fit_ = len(X)
+        return self
+
+    def target_ranks(self, X, protocol="all"):
+        ranks = X["rank"] + self.shift
+        if protocol == "last":
+            ranks = ranks.groupby(X["user_id"]).tail(1)
+        return ranks
+
+
+def _two_user_frame():
+    return pd.DataFrame(
+        {
+            "user_id": ["u1"] * 4 + ["u2"] * 3,
+            "rank": [1, 2, 1, 1, 3, 1, 5],  # u1: acc@1 .75 ; u2: acc@1 1/3
+        },
+        index=[7, 3, 5, 1, 2, 4, 6],
+    )
+
+
+def test_scorer_in_cross_val_score():
+    X = _two_user_frame()
+    scores = cross_val_score(
+        ColumnRanker(), X, groups=X["user_id"], cv=GroupKFold(n_splits=2), scoring=get_scorer("acc@1")
+    )
+    assert sorted(scores.tolist()) == pytest.approx([1 / 3, 0.75])
+    mrr = cross_val_score(
+        ColumnRanker(), X, groups=X["user_id"], cv=GroupKFold(n_splits=2), scoring=mrr_scorer
+    )
+    assert sorted(mrr.tolist()) == pytest.approx([(1 / 3 + 1 + 1 / 5) / 3, (1 + 0.5 + 1 + 1) / 4])
+    last = cross_val_score(
+        ColumnRanker(),
+        X,
+        groups=X["user_id"],
+        cv=GroupKFold(n_splits=2),
+        scoring=get_scorer("acc@1", protocol="last"),
+    )
+    assert sorted(last.tolist()) == [0.0, 1.0]  # u2 last rank 5, u1 last rank 1
+
+
+def test_scorer_in_grid_search():
+    X = _two_user_frame()
+    gs = GridSearchCV(
+        ColumnRanker(),
+        {"shift": [0, 1]},
+        scoring={"acc@1": get_scorer("acc@1"), "mrr": mrr_scorer},
+        refit="mrr",
+        cv=GroupKFold(n_splits=2),
+    )
+    gs.fit(X, groups=X["user_id"])
+    assert gs.best_params_ == {"shift": 0}
+    assert gs.cv_results_["mean_test_acc@1"].tolist() == pytest.approx([(0.75 + 1 / 3) / 2, 0.0])

@@ -1,0 +1,649 @@
+"""Ranking metrics for next-location prediction: Acc@k, MRR, NDCG@k and scikit-learn scorers.
+
+Every metric here works on *full* rankings: the true next cell is ranked against ALL of the city's
+candidate cells (never against sampled negatives), as MODEL.md section 5 requires.
+
+Ranking convention
+------------------
+Cells are ordered by score, descending; ties are broken by location id, ascending. The 1-based
+rank of the true cell ``t`` among the ``N`` candidates of its row is therefore::
+
+    rank = 1 + #{j : s_j > s_t} + #{j : s_j == s_t and j < t}
+
+so that ``rank == 1`` exactly when ``argmax`` (first maximum, as :func:`numpy.argmax` picks it)
+equals the truth, i.e. Acc@1 equals the accuracy of ``predict``. A target that is not a candidate
+(out-of-vocabulary, id ``-1``) gets the sentinel rank :data:`OOV_RANK` (the largest int64): it is a
+miss for every ``k`` and contributes exactly 0 to MRR and NDCG.
+
+Protocols
+---------
+``"all"``
+    every position that has a next visit in the same evaluation window is a target (teacher
+    forcing, as the reference code of the paper scores).
+``"last"``
+    only the last target of each evaluation window (the common next-POI protocol).
+
+Estimators expose ``target_ranks(X, protocol="all") -> pandas.Series`` (index = row labels of the
+visits whose next visit is a target, values = rank in the convention above). :func:`evaluate` and
+the scorers of this module call that method.
+
+References
+----------
+.. [1] Han, Yuan, Chen, Ding, Li. "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human
+   Mobility Modeling", arXiv:2505.18670 (2025), evaluation section.
+.. [2] ``docs/MODEL.md`` section 5 (metrics and protocols) of this project.
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+
+import numpy as np
+
+__all__ = [
+    "OOV_RANK",
+    "PROTOCOLS",
+    "target_ranks",
+    "accuracy_at_k",
+    "mean_reciprocal_rank",
+    "ndcg_at_k",
+    "ranking_report",
+    "evaluate",
+    "acc_at_k_scorer",
+    "mrr_scorer",
+    "ndcg_scorer",
+    "get_scorer",
+]
+
+#: Rank given to a target that is not among the candidates (out-of-vocabulary target, id ``-1``).
+#: It is larger than any possible real rank, so it is a miss for every ``k`` and the metrics of this
+#: module count it as 0 for MRR and NDCG.
+OOV_RANK: int = int(np.iinfo(np.int64).max)
+
+#: Evaluation protocols understood by :func:`evaluate` and the scorers.
+PROTOCOLS: tuple[str, ...] = ("all", "last")
+
+# Number of score entries (rows * candidates) compared at once by ``target_ranks``; two boolean
+# temporaries of this size are alive per chunk (about 2 x 4 MB).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+# --------------------------------------------------------------------------------------------------
+# ranks
+# --------------------------------------------------------------------------------------------------
+def _is_torch_tensor(obj) -> bool:
+    mod = type(obj).__module__
+    return mod.startswith("torch") and hasattr(obj, "detach")
+
+
+def target_ranks(scores, targets, *, chunk_size=None):
+    """Rank of each true next location among all candidate cells (full ranking).
+
+    Parameters
+    ----------
+    scores : ndarray or torch.Tensor of shape (n_targets, n_candidates), float
+        Score (logit, log-probability, ...) of every candidate cell, higher = more likely. Columns
+        are city-local location ids ``0..n_candidates-1``. ``-inf`` is allowed (masked cells);
+        ``NaN`` is not. A CPU torch tensor is viewed as numpy without a copy; a tensor on another
+        device (CUDA) is processed with torch on that device (no copy of the full matrix to the
+        host).
+    targets : array-like or torch.Tensor of shape (n_targets,), int
+        True next location id of each row, in ``0..n_candidates-1``, or ``-1`` for an
+        out-of-vocabulary target (a cell that is not a candidate).
+    chunk_size : int, optional
+        Rows compared at once. Default: as many rows as fit in about 4 M score entries (at least 1),
+        so that a (50 000, 30 000) score matrix needs only a few MB of temporaries on top of itself.
+
+    Returns
+    -------
+    ranks : ndarray of shape (n_targets,), int64
+        1-based rank of the target: ``1 + #(s > s_t) + #(s == s_t and id < t)`` (score
+        descending, ties by location id ascending), in ``1..n_candidates``; :data:`OOV_RANK` for
+        targets equal to ``-1``.
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` is not 2-D, ``targets`` is not 1-D of the same length, a target id is outside
+        ``-1..n_candidates-1``, ``targets`` is not integer, ``chunk_size`` is not a positive
+        integer, or the score of a true (in-vocabulary) target is ``NaN``.
+
+    See Also
+    --------
+    ranking_report : Acc@k, MRR and NDCG@k from these ranks.
+
+    Notes
+    -----
+    With this tie rule ``rank == 1`` exactly when ``scores.argmax(axis=1) == targets``, so Acc@1
+    equals the accuracy of a ``predict`` that takes the first maximum.
+
+    References
+    ----------
+    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5 (full ranking, never sampled negatives).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scores = np.array([[0.1, 0.9, 0.9, 0.0],
+    ...                    [0.5, 0.5, 0.5, 0.5]])
+    >>> target_ranks(scores, [2, 3]).tolist()
+    [2, 4]
+    >>> int(target_ranks(scores, [-1, 0])[0]) == OOV_RANK
+    True
+    """
+    torch_mode = _is_torch_tensor(scores)
+    if torch_mode and scores.device.type == "cpu" and str(scores.dtype) != "torch.bfloat16":
+        # zero-copy view: numpy's comparisons are faster than torch's on the CPU
+        scores, torch_mode = scores.detach().numpy(), False
+    if torch_mode:
+        import torch
+
+        s_all = scores.detach()
+        if _is_torch_tensor(targets):
+            t_all = targets.detach().to(device=s_all.device)
+        else:
+            t_np = np.asarray(targets)
+            if t_np.dtype.kind not in "iub" and t_np.size:
+                raise ValueError(f"targets must be integer location ids, got dtype {t_np.dtype}.")
+            t_all = torch.as_tensor(t_np.astype(np.int64, copy=False), device=s_all.device)
+        if t_all.is_floating_point() or t_all.is_complex():
+            raise ValueError(f"targets must be integer location ids, got dtype {t_all.dtype}.")
+        t_all = t_all.to(torch.int64)
+        ndim_s, ndim_t = s_all.dim(), t_all.dim()
+    else:
+        s_all = np.asarray(scores)
+        t_all = np.asarray(targets.detach().cpu().numpy() if _is_torch_tensor(targets) else targets)
+        if t_all.dtype.kind not in "iub" and t_all.size:
+            raise ValueError(f"targets must be integer location ids, got dtype {t_all.dtype}.")
+        t_all = t_all.astype(np.int64, copy=False)
+        ndim_s, ndim_t = s_all.ndim, t_all.ndim
+
+    if ndim_s != 2:
+        raise ValueError(
+            f"scores must be 2-D of shape (n_targets, n_candidates), got {ndim_s}-D "
+            f"shape {tuple(s_all.shape)}."
+        )
+    if ndim_t != 1 or t_all.shape[0] != s_all.shape[0]:
+        raise ValueError(
+            f"targets must be 1-D with one id per row of scores ({s_all.shape[0]} rows), got shape "
+            f"{tuple(t_all.shape)}."
+        )
+    n, n_cand = int(s_all.shape[0]), int(s_all.shape[1])
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    t_min, t_max = int(t_all.min()), int(t_all.max())
+    if t_min < -1 or t_max >= n_cand:
+        bad = t_all[(t_all < -1) | (t_all >= n_cand)]
+        bad = bad.cpu().numpy() if torch_mode else bad
+        raise ValueError(
+            f"targets must be location ids in 0..{n_cand - 1} (or -1 for out-of-vocabulary); "
+            f"{len(bad)} are not, e.g. {bad[:5].tolist()}."
+        )
+    if chunk_size is None:
+        chunk_size = max(1, _CHUNK_ELEMENTS // max(n_cand, 1))
+    elif (
+        not isinstance(chunk_size, numbers.Integral)
+        or isinstance(chunk_size, bool)
+        or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
+
+    out = np.empty(n, dtype=np.int64)
+    if n_cand == 0:  # every target is necessarily OOV (checked above)
+        out[:] = OOV_RANK
+        return out
+
+    if torch_mode:
+        ids = torch.arange(n_cand, device=s_all.device)
+        for start in range(0, n, chunk_size):
+            s = s_all[start : start + chunk_size]
+            t = t_all[start : start + chunk_size]
+            valid = t >= 0
+            st = s.gather(1, t.clamp(min=0)[:, None])  # [c, 1]
+            if bool(torch.isnan(st[valid]).any()):
+                raise ValueError(
+                    "scores of true targets contain NaN; rank is undefined. Replace NaN scores "
+                    "(e.g. by -inf for masked cells)."
+                )
+            r = 1 + (s > st).sum(1) + ((s == st) & (ids[None, :] < t[:, None])).sum(1)
+            r = torch.where(valid, r, torch.full_like(r, OOV_RANK))
+            out[start : start + len(t)] = r.cpu().numpy()
+        return out
+
+    ids = np.arange(n_cand)
+    for start in range(0, n, chunk_size):
+        s = s_all[start : start + chunk_size]
+        t = t_all[start : start + chunk_size]
+        valid = t >= 0
+        st = np.take_along_axis(s, np.maximum(t, 0)[:, None], axis=1)  # [c, 1]
+        if np.isnan(st[valid]).any():
+            raise ValueError(
+                "scores of true targets contain NaN; rank is undefined. Replace NaN scores "
+                "(e.g. by -inf for masked cells)."
+            )
+        r = 1 + np.count_nonzero(s > st, axis=1)
+        r += np.count_nonzero((s == st) & (ids[None, :] < t[:, None]), axis=1)
+        out[start : start + len(t)] = np.where(valid, r, OOV_RANK)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics on ranks
+# --------------------------------------------------------------------------------------------------
+def _check_ranks(ranks) -> np.ndarray:
+    """Return ranks as a 1-D float64 array (OOV -> inf), validating them."""
+    if _is_torch_tensor(ranks):
+        ranks = ranks.detach().cpu().numpy()
+    arr = np.asarray(getattr(ranks, "to_numpy", lambda: ranks)())
+    if arr.ndim != 1:
+        raise ValueError(f"ranks must be 1-D, got shape {arr.shape}.")
+    if arr.size == 0:
+        raise ValueError(
+            "ranks is empty: there are no targets to score (check the evaluation frame has "
+            "windows with at least two visits)."
+        )
+    if arr.dtype.kind in "iu":
+        out = arr.astype(np.float64)
+        out[arr == OOV_RANK] = np.inf
+    elif arr.dtype.kind == "f":
+        out = arr.astype(np.float64)
+        if np.isnan(out).any():
+            raise ValueError(
+                f"ranks contain {int(np.isnan(out).sum())} NaN values; use trajmoe.metrics.OOV_RANK "
+                "(or inf) for out-of-vocabulary targets."
+            )
+        finite = np.isfinite(out)
+        if (out[finite] != np.round(out[finite])).any():
+            raise ValueError("ranks must be whole numbers (1-based positions).")
+        out[out >= OOV_RANK] = np.inf
+    else:
+        raise ValueError(f"ranks must be integers (1-based), got dtype {arr.dtype}.")
+    if (out < 1).any():
+        bad = arr[out < 1]
+        raise ValueError(
+            f"ranks are 1-based and must be >= 1; {len(bad)} are not, e.g. {bad[:5].tolist()}."
+        )
+    return out
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    return int(k)
+
+
+def accuracy_at_k(ranks, k):
+    """Acc@k: fraction of targets ranked in the top ``k``.
+
+    Parameters
+    ----------
+    ranks : array-like of shape (n_targets,), int
+        1-based ranks as returned by :func:`target_ranks` (or an estimator's ``target_ranks``);
+        :data:`OOV_RANK` (or ``inf``) marks an out-of-vocabulary target, a miss for every ``k``.
+    k : int
+        Cut-off, ``k >= 1``.
+
+    Returns
+    -------
+    float
+        ``mean(ranks <= k)``, in ``[0, 1]``.
+
+    Raises
+    ------
+    ValueError
+        If ``ranks`` is empty, not 1-D, contains NaN or values < 1, or ``k`` is not a positive
+        integer.
+
+    References
+    ----------
+    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+
+    Examples
+    --------
+    >>> accuracy_at_k([1, 2, 4, OOV_RANK], k=1)
+    0.25
+    >>> accuracy_at_k([1, 2, 4, OOV_RANK], k=3)
+    0.5
+    """
+    r = _check_ranks(ranks)
+    k = _check_k(k)
+    return float(np.mean(r <= k))
+
+
+def mean_reciprocal_rank(ranks):
+    """MRR: mean of ``1 / rank`` over targets (full ranking, no cut-off).
+
+    Parameters
+    ----------
+    ranks : array-like of shape (n_targets,), int
+        1-based ranks; :data:`OOV_RANK` (or ``inf``) contributes exactly 0.
+
+    Returns
+    -------
+    float
+        Mean reciprocal rank in ``[0, 1]``.
+
+    Raises
+    ------
+    ValueError
+        If ``ranks`` is empty, not 1-D, or contains NaN or values < 1.
+
+    References
+    ----------
+    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+
+    Examples
+    --------
+    >>> mean_reciprocal_rank([1, 2, 4, OOV_RANK])
+    0.4375
+    """
+    r = _check_ranks(ranks)
+    return float(np.mean(1.0 / r))
+
+
+def ndcg_at_k(ranks, k):
+    """NDCG@k with a single relevant item (the true next cell).
+
+    Parameters
+    ----------
+    ranks : array-like of shape (n_targets,), int
+        1-based ranks; :data:`OOV_RANK` (or ``inf``) contributes exactly 0.
+    k : int
+        Cut-off, ``k >= 1``.
+
+    Returns
+    -------
+    float
+        Mean over targets of ``1 / log2(rank + 1)`` if ``rank <= k`` else 0 (the ideal DCG of a
+        single relevant item is 1), in ``[0, 1]``.
+
+    Raises
+    ------
+    ValueError
+        If ``ranks`` is empty, not 1-D, contains NaN or values < 1, or ``k`` is not a positive
+        integer.
+
+    References
+    ----------
+    .. [1] Jarvelin, Kekalainen. "Cumulated gain-based evaluation of IR techniques", ACM TOIS 20(4),
+       2002.
+    .. [2] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+
+    Examples
+    --------
+    >>> round(ndcg_at_k([1, 2, 4, OOV_RANK], k=10), 6)
+    0.515402
+    """
+    r = _check_ranks(ranks)
+    k = _check_k(k)
+    hit = r <= k
+    gains = np.zeros_like(r)
+    gains[hit] = 1.0 / np.log2(r[hit] + 1.0)
+    return float(np.mean(gains))
+
+
+def _check_ks(ks) -> tuple[int, ...]:
+    if isinstance(ks, numbers.Integral):
+        ks = (ks,)
+    ks = tuple(_check_k(k) for k in ks)
+    if not ks:
+        raise ValueError("ks must contain at least one cut-off.")
+    return tuple(sorted(set(ks)))
+
+
+def ranking_report(ranks, ks=(1, 3, 5, 10)):
+    """All ranking metrics of a set of targets in one dict.
+
+    Parameters
+    ----------
+    ranks : array-like of shape (n_targets,), int
+        1-based ranks (:data:`OOV_RANK` or ``inf`` = out-of-vocabulary target).
+    ks : sequence of int, default (1, 3, 5, 10)
+        Cut-offs for Acc@k and NDCG@k.
+
+    Returns
+    -------
+    dict
+        ``{"acc@1": float, ..., "acc@10": float, "mrr": float, "ndcg@1": float, ...,
+        "ndcg@10": float, "n_targets": int}`` with one ``acc@k`` and ``ndcg@k`` per ``k`` of
+        ``ks`` (ascending).
+
+    Raises
+    ------
+    ValueError
+        As :func:`accuracy_at_k`; also if ``ks`` is empty.
+
+    References
+    ----------
+    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+
+    Examples
+    --------
+    >>> rep = ranking_report([1, 2, 4, OOV_RANK], ks=(1, 3))
+    >>> rep["acc@1"], rep["acc@3"], rep["mrr"], rep["n_targets"]
+    (0.25, 0.5, 0.4375, 4)
+    """
+    r = _check_ranks(ranks)
+    ks = _check_ks(ks)
+    report: dict = {}
+    for k in ks:
+        report[f"acc@{k}"] = float(np.mean(r <= k))
+    report["mrr"] = float(np.mean(1.0 / r))
+    for k in ks:
+        hit = r <= k
+        gains = np.zeros_like(r)
+        gains[hit] = 1.0 / np.log2(r[hit] + 1.0)
+        report[f"ndcg@{k}"] = float(np.mean(gains))
+    report["n_targets"] = int(r.size)
+    return report
+
+
+def _check_protocol(protocol) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+    return protocol
+
+
+def _estimator_ranks(estimator, X, protocol):
+    if not hasattr(estimator, "target_ranks"):
+        raise TypeError(
+            f"{type(estimator).__name__} has no target_ranks(X, protocol=...) method; trajmoe "
+            "metrics need an estimator that ranks the true next location of each target visit."
+        )
+    return estimator.target_ranks(X, protocol=protocol)
+
+
+def evaluate(estimator, X, protocol="all", ks=(1, 3, 5, 10)):
+    """Score a fitted estimator on a visit frame with every ranking metric.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        Must implement ``target_ranks(X, protocol=...) -> pandas.Series`` of 1-based ranks (one
+        per target visit, see the module docstring).
+    X : DataFrame of shape (n_visits, n_columns)
+        Canonical visit frame of the evaluation users (see ``trajmoe.schema``).
+    protocol : {"all", "last"}, default "all"
+        ``"all"``: every position with a next visit in the same evaluation window;
+        ``"last"``: only the last target of each evaluation window.
+    ks : sequence of int, default (1, 3, 5, 10)
+        Cut-offs for Acc@k and NDCG@k.
+
+    Returns
+    -------
+    dict
+        As :func:`ranking_report`: ``acc@k``, ``mrr``, ``ndcg@k`` (floats) and ``n_targets``.
+
+    Raises
+    ------
+    ValueError
+        If ``protocol`` is unknown, or the estimator returns no targets / invalid ranks.
+    TypeError
+        If the estimator has no ``target_ranks`` method.
+
+    References
+    ----------
+    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5 (both protocols, full ranking).
+    """
+    protocol = _check_protocol(protocol)
+    ks = _check_ks(ks)
+    return ranking_report(_estimator_ranks(estimator, X, protocol), ks=ks)
+
+
+# --------------------------------------------------------------------------------------------------
+# scikit-learn scorers
+# --------------------------------------------------------------------------------------------------
+_METRICS = {
+    "acc": accuracy_at_k,
+    "ndcg": ndcg_at_k,
+    "mrr": mean_reciprocal_rank,
+}
+
+
+class _RankScorer:
+    """Callable ``(estimator, X, y=None) -> float`` computing one ranking metric.
+
+    Picklable (module-level class) so it works with ``n_jobs`` in scikit-learn's model selection.
+    """
+
+    def __init__(self, metric: str, k: int | None = None, protocol: str = "all"):
+        self.metric = metric
+        self.k = k
+        self.protocol = protocol
+
+    @property
+    def name(self) -> str:
+        return self.metric if self.k is None else f"{self.metric}@{self.k}"
+
+    def __call__(self, estimator, X, y=None, **kwargs) -> float:
+        """Return the metric of ``estimator`` on ``X`` (``y`` is ignored: targets come from X)."""
+        ranks = _estimator_ranks(estimator, X, self.protocol)
+        func = _METRICS[self.metric]
+        return func(ranks) if self.k is None else func(ranks, self.k)
+
+    def __repr__(self) -> str:
+        return f"trajmoe_scorer({self.name!r}, protocol={self.protocol!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _RankScorer) and (self.metric, self.k, self.protocol) == (
+            other.metric,
+            other.k,
+            other.protocol,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.metric, self.k, self.protocol))
+
+
+def acc_at_k_scorer(k, protocol="all"):
+    """Scikit-learn scorer for Acc@k.
+
+    Parameters
+    ----------
+    k : int
+        Cut-off, ``k >= 1``.
+    protocol : {"all", "last"}, default "all"
+        Evaluation protocol passed to ``estimator.target_ranks``.
+
+    Returns
+    -------
+    callable
+        ``scorer(estimator, X, y=None) -> float`` (higher is better), usable as ``scoring=`` in
+        :func:`sklearn.model_selection.cross_val_score` or ``GridSearchCV``.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive integer or ``protocol`` is unknown.
+
+    References
+    ----------
+    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+    """
+    return _RankScorer("acc", _check_k(k), _check_protocol(protocol))
+
+
+def ndcg_scorer(k, protocol="all"):
+    """Scikit-learn scorer for NDCG@k (single relevant item).
+
+    Parameters
+    ----------
+    k : int
+        Cut-off, ``k >= 1``.
+    protocol : {"all", "last"}, default "all"
+        Evaluation protocol passed to ``estimator.target_ranks``.
+
+    Returns
+    -------
+    callable
+        ``scorer(estimator, X, y=None) -> float`` (higher is better).
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive integer or ``protocol`` is unknown.
+
+    References
+    ----------
+    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+    """
+    return _RankScorer("ndcg", _check_k(k), _check_protocol(protocol))
+
+
+#: Scikit-learn scorer for the mean reciprocal rank, protocol ``"all"``: a callable
+#: ``(estimator, X, y=None) -> float``. Use ``get_scorer("mrr", protocol="last")`` for the other
+#: protocol.
+mrr_scorer = _RankScorer("mrr", None, "all")
+
+_NAME_RE = re.compile(r"^(acc|ndcg)@(\d+)$")
+
+
+def _parse_metric_name(name) -> tuple[str, int | None]:
+    if not isinstance(name, str):
+        raise ValueError(f"metric name must be a string like 'acc@1', 'mrr' or 'ndcg@10', got {name!r}.")
+    key = name.strip().lower()
+    if key == "mrr":
+        return "mrr", None
+    m = _NAME_RE.match(key)
+    if m is None or int(m.group(2)) < 1:
+        raise ValueError(
+            f"unknown metric {name!r}; valid names are 'acc@k' and 'ndcg@k' for an integer k >= 1 "
+            "(e.g. 'acc@1', 'acc@3', 'acc@5', 'acc@10', 'ndcg@10') and 'mrr'."
+        )
+    return m.group(1), int(m.group(2))
+
+
+def get_scorer(name, protocol="all"):
+    """Scorer by name.
+
+    Parameters
+    ----------
+    name : str
+        ``"acc@k"`` (e.g. ``"acc@1"`` .. ``"acc@10"``), ``"mrr"`` or ``"ndcg@k"`` (e.g.
+        ``"ndcg@10"``), for any integer ``k >= 1``; case-insensitive.
+    protocol : {"all", "last"}, default "all"
+        Evaluation protocol passed to ``estimator.target_ranks``.
+
+    Returns
+    -------
+    callable
+        ``scorer(estimator, X, y=None) -> float`` (higher is better), usable as ``scoring=`` in
+        scikit-learn's model selection tools.
+
+    Raises
+    ------
+    ValueError
+        If the name is not a known metric or ``protocol`` is unknown.
+
+    References
+    ----------
+    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+
+    Examples
+    --------
+    >>> get_scorer("acc@5")
+    trajmoe_scorer('acc@5', protocol='all')
+    """
+    metric, k = _parse_metric_name(name)
+    return _RankScorer(metric, k, _check_protocol(protocol))
