@@ -1,0 +1,245 @@
+"""What every next-location estimator shares: preparing visits, evaluation windows,
+predictions per visit row and full-ranking evaluation.
+
+A subclass learns in ``fit``/``partial_fit`` (keeping a fitted :class:`SpatialSemanticEncoder`
+in ``encoder_``) and implements :meth:`NextLocationEstimator._batch_scores`; this base class
+turns those scores into ``predict``, ``predict_topk``, ``target_ranks`` and ``score`` in
+exactly the same way for every model, so that models compared side by side are scored on
+the same targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils.validation import check_is_fitted
+
+from . import metrics
+from .encoder import SpatialSemanticEncoder, cell_labels, positional
+from .schema import CITY, USER, validate_visits
+from .sequences import PAD, make_windows, time_features, window_bounds
+
+__all__ = ["NextLocationEstimator", "Prepared"]
+
+_PROTOCOLS = ("all", "last")
+
+
+@dataclass
+class Prepared:
+    """Visits of X ready for windowing (rows sorted by city, user, time).
+
+    Attributes
+    ----------
+    order : ndarray of int64, shape (n,)
+        Position in X of each sorted row.
+    location, user_key, city_index : ndarray of int64, shape (n,)
+    times : DataFrame of shape (n, 4)
+    """
+
+    order: np.ndarray
+    location: np.ndarray
+    user_key: np.ndarray
+    city_index: np.ndarray
+    times: pd.DataFrame
+
+
+class NextLocationEstimator(BaseEstimator):
+    """Base class of next-location estimators over canonical visit frames.
+
+    Subclasses define the parameters ``encoder``, ``window_days``, ``min_stays``,
+    ``max_tokens`` and ``city_tz`` and the fitted attribute ``encoder_``.
+    """
+
+    _eval_batch_windows = 64
+
+    # -------------------------------------------------------------- fitting helpers
+    def _fit_encoder(self, X, pois, partial):
+        if not partial or not hasattr(self, "encoder_"):
+            self.encoder_ = clone(self.encoder) if self.encoder is not None else SpatialSemanticEncoder()
+            self.encoder_.fit(X, pois=pois)
+        else:
+            self.encoder_.partial_fit(X, pois=pois)
+        self.cities_ = list(self.encoder_.cities_)
+
+    def _n_locations(self):
+        return np.array([self.encoder_.cities_[c].n_locations for c in self.cities_], np.int64)
+
+    def _prepare(self, X):
+        visits = validate_visits(positional(X))
+        located = self.encoder_.locate(visits)
+        unknown = set(located[CITY]) - set(self.cities_)
+        if unknown:
+            raise ValueError(f"Cities {sorted(unknown)} are unknown to this model; register them with partial_fit.")
+        times = time_features(visits, self.city_tz)
+        user_key = pd.MultiIndex.from_arrays([visits[CITY], visits[USER]]).factorize()[0].astype(np.int64)
+        city_index = pd.Index(self.cities_).get_indexer(located[CITY]).astype(np.int64)
+        return Prepared(order=visits.index.to_numpy(np.int64),
+                        location=located["location_id"].to_numpy(np.int64),
+                        user_key=user_key, city_index=city_index,
+                        times=times.reset_index(drop=True))
+
+    def _windows(self, prep, stride_days=None, min_stays=1):
+        bounds = window_bounds(prep.user_key, prep.times["day"].to_numpy(), self.window_days,
+                               stride_days=stride_days, max_tokens=self.max_tokens, min_stays=min_stays)
+        return make_windows(prep.location, prep.times, prep.user_key, prep.city_index,
+                            self._n_locations(), bounds)
+
+    # ----------------------------------------------------------------- scoring core
+    def _batch_scores(self, batch, city):
+        """Scores of the city's cells for every valid token of a batch.
+
+        Parameters
+        ----------
+        batch : dict of str -> ndarray of int64, shape (B, L)
+            ``location``, ``slot``, ``dow``, ``gap`` of windows of ONE city.
+        city : str
+
+        Returns
+        -------
+        ndarray or Tensor of float, shape (n_valid, n_locations)
+            One row per token with ``location != PAD``, in row-major (window, position)
+            order; higher is more likely to be the next location.
+        """
+        raise NotImplementedError
+
+    def _iter_scores(self, windows):
+        """Yield (rows, target_rows, scores) per batch of one city's windows."""
+        for c, city in enumerate(self.cities_):
+            idx = np.flatnonzero(windows.city == c)
+            for start in range(0, len(idx), self._eval_batch_windows):
+                b = idx[start:start + self._eval_batch_windows]
+                width = int((windows.location[b] != PAD).sum(axis=1).max())
+                batch = {k: getattr(windows, k)[b, :width] for k in ("location", "slot", "dow", "gap")}
+                valid = batch["location"] != PAD
+                scores = self._batch_scores(batch, city)
+                yield c, windows.row[b, :width][valid], windows.target_row[b, :width][valid], scores
+
+    def _visit_windows(self, X):
+        check_is_fitted(self, "encoder_")
+        prep = self._prepare(X)
+        return prep, self._windows(prep)
+
+    def predict_topk(self, X, k=10):
+        """The k most likely next locations after every visit.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+            Canonical visit frame. The history of a visit is the visits of the same user
+            before it in its evaluation window (``window_days`` long, non-overlapping).
+        k : int, default 10
+
+        Returns
+        -------
+        labels : ndarray of object (str), shape (n_visits, k)
+            Cell labels ``"<city>:<ix>_<iy>"``, best first (see
+            :meth:`SpatialSemanticEncoder.location_table` for centroids).
+        scores : ndarray of float64, shape (n_visits, k)
+            The model's scores of those cells (log-probabilities for neural models).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+        """
+        prep, windows = self._visit_windows(X)
+        labels = np.empty((len(prep.order), k), dtype=object)
+        values = np.full((len(prep.order), k), -np.inf)
+        for c, rows, _, scores in self._iter_scores(windows):
+            scores = torch.as_tensor(scores)
+            kk = min(k, scores.shape[1])
+            top = torch.topk(scores, kk, dim=1, sorted=True)
+            # ties: lower location id first (the ranking convention of trajmoe.metrics)
+            ids = top.indices.numpy()
+            vals = top.values.double().numpy()
+            order = np.lexsort((ids, -vals), axis=1) if kk > 1 else np.zeros_like(ids)
+            ids = np.take_along_axis(ids, order, 1)
+            vals = np.take_along_axis(vals, order, 1)
+            cells = self.encoder_.cities_[self.cities_[c]].cells
+            pos = prep.order[rows]
+            labels[pos, :kk] = cell_labels(self.cities_[c], cells[ids.ravel(), 0], cells[ids.ravel(), 1]).reshape(ids.shape)
+            values[pos, :kk] = vals
+        return labels, values
+
+    def predict(self, X):
+        """The most likely next location after every visit.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+
+        Returns
+        -------
+        ndarray of object (str), shape (n_visits,)
+            One cell label per row of X, in X's order.
+        """
+        return self.predict_topk(X, k=1)[0][:, 0]
+
+    def target_ranks(self, X, protocol="all"):
+        """Full-ranking rank of the true next location of every evaluated visit.
+
+        Targets are the next visits within evaluation windows (``window_days`` long,
+        non-overlapping, at least ``min_stays`` visits). Protocol ``"all"`` scores every
+        position (teacher forcing, as the reference code); ``"last"`` only the last target
+        of every window. A true cell outside the city's vocabulary is a miss (rank N + 1).
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+        protocol : {"all", "last"}, default "all"
+
+        Returns
+        -------
+        Series of int64
+            Index: labels of the rows of X that have a target; values: ranks (1 = best).
+
+        Raises
+        ------
+        ValueError
+            If ``protocol`` is unknown.
+
+        References
+        ----------
+        MODEL.md section 5 (full ranking; all-positions and last-position protocols).
+        """
+        if protocol not in _PROTOCOLS:
+            raise ValueError(f"protocol must be one of {_PROTOCOLS}, got {protocol!r}.")
+        check_is_fitted(self, "encoder_")
+        prep = self._prepare(X)
+        windows = self._windows(prep, min_stays=self.min_stays)
+        if protocol == "last":
+            last = (windows.target_row >= 0).sum(axis=1) - 1
+            keep = np.zeros_like(windows.target_row, dtype=bool)
+            keep[np.arange(len(windows)), np.maximum(last, 0)] = last >= 0
+            windows.target_row = np.where(keep, windows.target_row, -1)
+        positions, ranks = [], []
+        for _, rows, targets, scores in self._iter_scores(windows):
+            has = targets >= 0
+            if not has.any():
+                continue
+            truth = prep.location[targets[has]]
+            ranks.append(metrics.target_ranks(scores[torch.as_tensor(has)] if torch.is_tensor(scores) else scores[has], truth))
+            positions.append(prep.order[rows[has]])
+        positions = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+        ranks = np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
+        order = np.argsort(positions, kind="stable")
+        return pd.Series(ranks[order], index=X.index[positions[order]], name="rank")
+
+    def score(self, X, y=None):
+        """Acc@1 of next-location prediction on X (protocol "all", full ranking).
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+        y : None
+            Ignored (targets derive from X).
+
+        Returns
+        -------
+        float
+        """
+        return metrics.accuracy_at_k(self.target_ranks(X, protocol="all").to_numpy(), 1)

@@ -1,0 +1,189 @@
+"""Command line: ``trajmoe demo``, the cross-city transfer experiment on real data.
+
+Pre-train TrajMoE on source cities, fine-tune it for one epoch on a random share of the
+target city's training users, and compare it on the target's held-out test users with
+the same model trained from scratch on all of the target's training users and with the
+baselines: all models on the same split, scored by full ranking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from . import datasets, metrics
+from .baselines import HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline
+from .estimator import TrajMoERegressor
+from .model_selection import train_test_users
+from .schema import CITY, DataWarning
+
+__all__ = ["main", "run_demo", "load_city", "CITY_LOADERS"]
+
+#: City name -> loader of its (visits, pois); names as in the ``city`` column.
+CITY_LOADERS = {
+    "nyc": lambda home: datasets.load_foursquare_nyc(data_home=home),
+    "singapore": lambda home: datasets.load_foursquare_singapore(data_home=home),
+    "yjmob_A": lambda home: datasets.load_yjmob100k("A", data_home=home),
+    "edinburgh": lambda home: datasets.load_flickr("Edinburgh", data_home=home),
+    "melbourne": lambda home: datasets.load_flickr("Melbourne", data_home=home),
+    "osaka": lambda home: datasets.load_flickr("Osaka", data_home=home),
+    "toronto": lambda home: datasets.load_flickr("Toronto", data_home=home),
+}
+DEFAULT_TARGET = "nyc"
+DEFAULT_SOURCES = ("singapore", "yjmob_A", "edinburgh", "melbourne", "osaka", "toronto")
+
+
+def load_city(name, data_home=None):
+    """Visits and POIs of one city of :data:`CITY_LOADERS`.
+
+    Returns
+    -------
+    visits : DataFrame
+        Canonical visit frame (``city`` = name).
+    pois : DataFrame or None
+    """
+    if name not in CITY_LOADERS:
+        raise ValueError(f"Unknown city {name!r}; choose from {sorted(CITY_LOADERS)}.")
+    bunch = CITY_LOADERS[name](data_home)
+    return bunch.visits, bunch.pois
+
+
+def _concat(frames):
+    frames = [f for f in frames if f is not None and len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed=0, data_home=None,
+             max_epochs=8, protocol="all", model_params=None, log=print):
+    """Run the cross-city transfer experiment and return its results table.
+
+    Parameters
+    ----------
+    target : str, default "nyc"
+        Target city (a key of :data:`CITY_LOADERS`).
+    sources : sequence of str
+        Pre-training cities (the target is never among them).
+    fraction : float, default 0.05
+        Share of the target's training users used to fine-tune (sampled at random by users).
+    seed : int, default 0
+        Seeds the user split, the sample and the models.
+    data_home : str or Path, optional
+        Data folder (default: ``TRAJMOE_DATA``).
+    max_epochs : int, default 8
+        Pre-training epochs at most (early stopping on held-out source users).
+    protocol : {"all", "last"}, default "all"
+    model_params : dict, optional
+        Extra :class:`TrajMoERegressor` parameters.
+    log : callable, default print
+
+    Returns
+    -------
+    dict
+        ``{"target_city", "protocol", "fraction", "seed", "rows": [{"model", "acc@1", ...,
+        "mrr", "ndcg@10", "n_targets", "fit_seconds"}]}``.
+
+    Raises
+    ------
+    ValueError
+        If the target is among the sources or a city is unknown.
+    """
+    if target in sources:
+        raise ValueError(f"The target city {target!r} must not be a source city.")
+    t0 = time.perf_counter()
+    visits, pois = load_city(target, data_home)
+    src = [load_city(s, data_home) for s in sources]
+    src_visits = _concat([v for v, _ in src])
+    src_pois = _concat([p for _, p in src])
+    train_idx, val_idx, test_idx = train_test_users(visits, random_state=seed)
+    target_train = visits.iloc[np.concatenate([train_idx, val_idx])]
+    test = visits.iloc[test_idx]
+    rng = np.random.default_rng(seed)
+    users = target_train["user_id"].unique()
+    few = rng.choice(users, size=max(1, int(round(fraction * len(users)))), replace=False)
+    finetune = target_train[target_train["user_id"].isin(few)]
+    log(f"target {target}: {visits['user_id'].nunique()} users, {len(visits)} visits; fine-tune on "
+        f"{len(few)} users ({len(finetune)} visits), test on {test['user_id'].nunique()} users "
+        f"({len(test)} visits); sources {list(sources)}: {len(src_visits)} visits "
+        f"(loaded in {time.perf_counter() - t0:.0f} s)")
+
+    params = dict(random_state=seed, max_epochs=max_epochs, verbose=1)
+    params.update(model_params or {})
+    rows = []
+
+    def report(name, model, seconds):
+        ranks = model.target_ranks(test, protocol=protocol).to_numpy()
+        row = {"model": name, **metrics.ranking_report(ranks), "fit_seconds": round(seconds, 1)}
+        rows.append(row)
+        log(f"{name:22s} acc@1 {row['acc@1']:.3f}  acc@5 {row['acc@5']:.3f}  mrr {row['mrr']:.3f}  "
+            f"({seconds:.0f} s)")
+
+    start = time.perf_counter()
+    log(f"pre-training TrajMoE on {len(sources)} source cities, then one epoch on {fraction:.0%} of {target}")
+    finetuned = TrajMoERegressor(**params).fit(src_visits, pois=src_pois)
+    finetuned.partial_fit(finetune, pois=pois)
+    report("trajmoe_finetuned", finetuned, time.perf_counter() - start)
+
+    start = time.perf_counter()
+    log(f"training TrajMoE from scratch on 100 % of {target}'s training users")
+    full = TrajMoERegressor(**params).fit(target_train, pois=pois)
+    report("trajmoe_full_target", full, time.perf_counter() - start)
+
+    for name, cls in (("history_frequency", HistoryFrequencyBaseline), ("markov", MarkovBaseline),
+                      ("popularity", PopularityBaseline)):
+        start = time.perf_counter()
+        model = cls().fit(target_train, pois=pois)
+        report(name, model, time.perf_counter() - start)
+    return {"target_city": target, "protocol": protocol, "fraction": fraction, "seed": seed,
+            "sources": list(sources), "rows": rows}
+
+
+def format_table(result):
+    """Plain-text table (model x metric) of :func:`run_demo`'s result."""
+    frame = pd.DataFrame(result["rows"]).set_index("model")
+    cols = ["acc@1", "acc@3", "acc@5", "acc@10", "mrr", "ndcg@10", "n_targets", "fit_seconds"]
+    return frame[[c for c in cols if c in frame]].to_string(float_format=lambda v: f"{v:.4f}")
+
+
+def main(argv=None):
+    """Entry point of the ``trajmoe`` console script."""
+    parser = argparse.ArgumentParser(prog="trajmoe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="cross-city transfer on real data: pre-train, fine-tune on a few "
+                                       "users of a new city, compare with baselines")
+    demo.add_argument("--target", default=DEFAULT_TARGET, choices=sorted(CITY_LOADERS))
+    demo.add_argument("--sources", default=",".join(DEFAULT_SOURCES),
+                      help="comma-separated source cities (default: %(default)s)")
+    demo.add_argument("--fraction", type=float, default=0.05, help="share of target training users (default 0.05)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--max-epochs", type=int, default=8, help="pre-training epochs at most (default 8)")
+    demo.add_argument("--protocol", choices=("all", "last"), default="all")
+    demo.add_argument("--data-home", default=None, help="data folder (default: $TRAJMOE_DATA)")
+    demo.add_argument("--output", default=None, help="write the results as JSON to this file")
+    args = parser.parse_args(argv)
+
+    sources = tuple(s for s in args.sources.split(",") if s and s != args.target)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        result = run_demo(args.target, sources, args.fraction, args.seed, args.data_home,
+                          args.max_epochs, args.protocol)
+    result["wall_seconds"] = round(time.perf_counter() - start, 1)
+    print(f"\nNext-location prediction in {result['target_city']} (protocol: {result['protocol']} "
+          f"positions, full ranking, test users only):")
+    print(format_table(result))
+    print(f"wall time {result['wall_seconds']:.0f} s")
+    if args.output:
+        with open(args.output, "w") as fh:
+            json.dump(result, fh, indent=2)
+        print(f"results written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""TrajMoERegressor: the SAMoE network behind a scikit-learn estimator (skorch inside).
+
+Rows of the frames are visits, not samples, so the estimator composes a skorch
+:class:`~skorch.NeuralNet` (``net_``) rather than inheriting from one: it builds windows
+of tokens, hands them to skorch's training loop as a dataset of single-city batches, and
+uses skorch's callbacks for early stopping, the learning-rate schedule, gradient clipping
+and progress bars.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import EarlyStopping, GradientNormClipping, LRScheduler, ProgressBar
+from skorch.helper import predefined_split
+from sklearn.model_selection import GroupShuffleSplit
+from sklearn.utils.validation import check_is_fitted
+from torch.optim.lr_scheduler import MultiStepLR
+
+from .base import NextLocationEstimator
+from .nn import PRESETS, SAMoETransformer, TrajMoELoss, location_log_probs
+from .sequences import PAD, CityBatchLoader, Windows, WindowDataset
+
+__all__ = ["TrajMoERegressor"]
+
+
+def adamw_matrices_decay(params, lr, weight_decay=0.1, betas=(0.9, 0.95)):
+    """AdamW that decays matrices (ndim >= 2) only, as the reference code.
+
+    Parameters
+    ----------
+    params : iterable of Tensor
+    lr : float
+    weight_decay : float, default 0.1
+    betas : tuple of float, default (0.9, 0.95)
+
+    Returns
+    -------
+    torch.optim.AdamW
+
+    References
+    ----------
+    MODEL.md section 4.
+    """
+    params = [q for p in params for q in (p["params"] if isinstance(p, dict) else [p]) if q.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
+
+
+class TrajMoERegressor(NextLocationEstimator):
+    """TrajMoE: next-location prediction in any city with a spatially-aware MoE Transformer.
+
+    The network (:class:`trajmoe.nn.SAMoETransformer`) regresses a query vector into the
+    location-embedding space and ranks the current city's cells by dot product; hence the
+    name, although predictions are location labels. Cities enter only through their
+    feature tables (:class:`SpatialSemanticEncoder`), so one network serves any city:
+    ``fit`` pre-trains on every city of X, ``partial_fit`` fine-tunes (one epoch by
+    default) and registers new cities on the fly.
+
+    Parameters
+    ----------
+    encoder : SpatialSemanticEncoder or None, default None
+        Template of the location features (cloned in fit); None = default encoder (500 m).
+    preset : {"small", "base", "ultra"}, default "small"
+        Network size: small = 2 layers, d 64, 4 heads (CPU); base = 4 x 512 x 4 heads and
+        ultra = 12 x 768 x 6 heads (the paper's sizes, for GPUs).
+    d_model, n_layers, n_heads : int or None, default None
+        Override the preset.
+    dropout : float, default 0.1
+    experts, shared_expert : bool, default True
+        Ablations: plain FFN instead of the mixture; no shared expert.
+    router : {"star", "spatial", "temporal"}, default "star"
+    selector : {"soft", "hard", "none"}, default "soft"
+    shared_gate : bool, default True
+        Spatial and temporal gates share weights (reference code) or not (paper).
+    copy_path : bool, default True
+        Pointer path that lets the network put probability on cells already in the
+        window (MODEL.md section 6 remedy; False = the paper's feature-only model).
+    poi_transform : {"log1p", "raw"}, default "log1p"
+    time_in_trajectory : bool, default False
+        Add the time embedding to the trajectory stream too.
+    time_weight : float, default 1.0
+        Weight of the next-gap cross-entropy in the loss.
+    window_days : int, default 3
+        Window length in days.
+    min_stays : int, default 5
+        Windows with fewer visits are not trained on nor evaluated.
+    max_tokens : int, default 144
+        Longer windows are cut.
+    stride_days : int, default 1
+        Training windows start every ``stride_days`` days.
+    lr : float, default 3e-4
+        AdamW learning rate, for pre-training and fine-tuning alike.
+    weight_decay : float, default 0.1
+        On matrices only.
+    batch_size : int, default 32
+        Windows per (single-city) batch.
+    max_epochs : int, default 50
+        Pre-training epochs at most (early stopping on held-out users).
+    patience : int, default 3
+        Epochs without validation improvement before stopping.
+    validation_fraction : float, default 0.1
+        Share of each city's users held out for early stopping in ``fit``.
+    finetune_epochs : int, default 1
+        Epochs of every ``partial_fit`` call.
+    clip_grad : float, default 1.0
+        Gradient norm clipping (None to disable).
+    city_tz : dict of str -> str, optional
+        Time zone per city (see :func:`trajmoe.sequences.time_features`).
+    device : str, default "auto"
+        "auto" uses CUDA when available.
+    random_state : int or None, default None
+        Seeds weights, batch order and the validation split (CPU runs repeat exactly).
+    verbose : int, default 0
+        1 = progress bars and an epoch table.
+
+    Attributes
+    ----------
+    encoder_ : SpatialSemanticEncoder
+    cities_ : list of str
+        Registered cities; index = the network's city index.
+    net_ : skorch.NeuralNet
+        The trained network (``net_.module_``) and its history.
+
+    References
+    ----------
+    Han et al., "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human Mobility
+    Modeling", arXiv 2505.18670; MODEL.md sections 3-4.
+
+    Examples
+    --------
+    >>> from trajmoe import TrajMoERegressor                     # doctest: +SKIP
+    >>> model = TrajMoERegressor(random_state=0)                  # doctest: +SKIP
+    >>> model.fit(source_visits).partial_fit(target_visits_5pct)  # doctest: +SKIP
+    >>> model.predict(target_test)                                # doctest: +SKIP
+    """
+
+    def __init__(self, encoder=None, preset="small", d_model=None, n_layers=None, n_heads=None,
+                 dropout=0.1, experts=True, shared_expert=True, router="star", selector="soft",
+                 shared_gate=True, copy_path=True, poi_transform="log1p", time_in_trajectory=False,
+                 time_weight=1.0, window_days=3, min_stays=5, max_tokens=144, stride_days=1,
+                 lr=3e-4, weight_decay=0.1, batch_size=32, max_epochs=50, patience=3,
+                 validation_fraction=0.1, finetune_epochs=1, clip_grad=1.0, city_tz=None,
+                 device="auto", random_state=None, verbose=0):
+        self.encoder = encoder
+        self.preset = preset
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.experts = experts
+        self.shared_expert = shared_expert
+        self.router = router
+        self.selector = selector
+        self.shared_gate = shared_gate
+        self.copy_path = copy_path
+        self.poi_transform = poi_transform
+        self.time_in_trajectory = time_in_trajectory
+        self.time_weight = time_weight
+        self.window_days = window_days
+        self.min_stays = min_stays
+        self.max_tokens = max_tokens
+        self.stride_days = stride_days
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.finetune_epochs = finetune_epochs
+        self.clip_grad = clip_grad
+        self.city_tz = city_tz
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ----------------------------------------------------------------- building
+    def _module_params(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}.")
+        params = dict(PRESETS[self.preset])
+        for name in ("d_model", "n_layers", "n_heads"):
+            if getattr(self, name) is not None:
+                params[name] = getattr(self, name)
+        params.update(max_len=self.max_tokens, dropout=self.dropout, experts=self.experts,
+                      shared_expert=self.shared_expert, router=self.router, selector=self.selector,
+                      shared_gate=self.shared_gate, copy_path=self.copy_path,
+                      poi_transform=self.poi_transform, time_in_trajectory=self.time_in_trajectory)
+        return {f"module__{k}": v for k, v in params.items()}
+
+    def _device(self):
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    def _callbacks(self, validate):
+        callbacks = []
+        if validate:
+            callbacks.append(("early_stopping", EarlyStopping(monitor="valid_loss", patience=self.patience,
+                                                              load_best=True)))
+        if validate and self.max_epochs >= 3:
+            milestones = sorted({max(1, int(f * self.max_epochs)) for f in (0.4, 0.6, 0.9)})
+            callbacks.append(("lr_scheduler", LRScheduler(MultiStepLR, milestones=milestones, gamma=0.4)))
+        if self.clip_grad:
+            callbacks.append(("clip", GradientNormClipping(self.clip_grad)))
+        if self.verbose:
+            callbacks.append(("progress", ProgressBar()))
+        return callbacks
+
+    def _new_net(self, valid_dataset):
+        seed = None if self.random_state is None else int(self.random_state)
+        return NeuralNet(
+            module=SAMoETransformer, **self._module_params(),
+            criterion=TrajMoELoss, criterion__time_weight=self.time_weight,
+            optimizer=adamw_matrices_decay, optimizer__weight_decay=self.weight_decay, lr=self.lr,
+            batch_size=self.batch_size, max_epochs=self.max_epochs,
+            iterator_train=CityBatchLoader, iterator_train__shuffle=True, iterator_train__random_state=seed,
+            iterator_valid=CityBatchLoader,
+            train_split=predefined_split(valid_dataset) if valid_dataset is not None else None,
+            callbacks=self._callbacks(valid_dataset is not None), device=self._device(),
+            verbose=self.verbose)
+
+    def _register_cities(self):
+        module = self.net_.module_
+        device = self.net_.device
+        for index, city in enumerate(self.cities_):
+            table = self.encoder_.cities_[city]
+            module.register_city(index, torch.as_tensor(table.poi_counts, device=device),
+                                 torch.as_tensor(table.coords(), device=device),
+                                 torch.as_tensor(table.popularity, device=device))
+
+    def _training_windows(self, X, holdout):
+        """Sliding training windows of X; with holdout, also non-overlapping validation
+        windows of a share of each city's users."""
+        prep = self._prepare(X)
+        val_users = np.zeros(0, np.int64)
+        if holdout and self.validation_fraction:
+            for c in np.unique(prep.city_index):
+                users = np.unique(prep.user_key[prep.city_index == c])
+                if len(users) < 2:
+                    continue
+                split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction,
+                                          random_state=self.random_state)
+                _, val = next(split.split(users, groups=users))
+                val_users = np.concatenate([val_users, users[val]])
+        train = self._windows(prep, stride_days=self.stride_days, min_stays=self.min_stays)
+        in_val = np.isin(prep.user_key[np.maximum(train.row[:, 0], 0)], val_users)
+        valid = None
+        if in_val.any():
+            valid = self._windows(prep, min_stays=self.min_stays)
+            valid = _subset(valid, np.isin(prep.user_key[np.maximum(valid.row[:, 0], 0)], val_users))
+            train = _subset(train, ~in_val)
+            if not len(valid):
+                valid = None
+        if not len(train):
+            raise ValueError(
+                f"No training window: every user needs at least min_stays={self.min_stays} visits within "
+                f"window_days={self.window_days} days. Lower min_stays or raise window_days.")
+        return train, valid
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None, pois=None):
+        """Pre-train on every city of X (single-city batches, early stopping on held-out users).
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+            Canonical visit frame of one or several cities (``city`` column).
+        y : None
+            Ignored: targets are the next visits.
+        pois : DataFrame, optional
+            POI frame for the location features (see :class:`SpatialSemanticEncoder`).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        trajmoe.schema.SchemaError
+            If X is not a valid visit frame.
+        ValueError
+            If no window has ``min_stays`` visits, or a parameter is invalid.
+        """
+        if self.random_state is not None:
+            torch.manual_seed(int(self.random_state))
+        self._fit_encoder(X, pois, partial=False)
+        train, valid = self._training_windows(X, holdout=True)
+        self.net_ = self._new_net(WindowDataset(valid) if valid is not None else None)
+        self.net_.initialize()
+        self._register_cities()
+        self.net_.partial_fit(WindowDataset(train), epochs=self.max_epochs)
+        return self
+
+    def partial_fit(self, X, y=None, pois=None):
+        """Fine-tune all weights for ``finetune_epochs`` epochs (default ONE) on X.
+
+        Cities of X that the model does not know are registered on the fly (their
+        location features come from X and ``pois``); known cities gain X's cells and
+        visit counts. No data is held out and no early stopping applies. On an unfitted
+        model, this initialises the network and trains ``finetune_epochs`` epochs.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+        y : None
+            Ignored.
+        pois : DataFrame, optional
+
+        Returns
+        -------
+        self
+
+        References
+        ----------
+        MODEL.md section 4 (transfer: one epoch on 1-10 % of the target city, same lr).
+        """
+        first = not hasattr(self, "net_")
+        if first and self.random_state is not None:
+            torch.manual_seed(int(self.random_state))
+        self._fit_encoder(X, pois, partial=not first)
+        train, _ = self._training_windows(X, holdout=False)
+        if first:
+            self.net_ = self._new_net(None)
+            self.net_.initialize()
+        else:
+            self.net_.set_params(train_split=None, callbacks=self._callbacks(validate=False), lr=self.lr)
+            self.net_.initialize_callbacks()
+        self._register_cities()
+        self.net_.partial_fit(WindowDataset(train), epochs=self.finetune_epochs)
+        return self
+
+    # -------------------------------------------------------------- inference
+    def _forward(self, batch, city):
+        module = self.net_.module_
+        module.eval()
+        device = self.net_.device
+        index = self.cities_.index(city)
+        inputs = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+        inputs["city"] = torch.full((batch["location"].shape[0],), index, dtype=torch.long, device=device)
+        with torch.no_grad():
+            return module(**inputs)
+
+    def _batch_scores(self, batch, city):
+        out = self._forward(batch, city)
+        rows, cols = torch.nonzero(torch.as_tensor(batch["location"]) != PAD, as_tuple=True)
+        device = self.net_.device
+        with torch.no_grad():
+            return location_log_probs(out, rows.to(device), cols.to(device)).float().cpu()
+
+    def transform(self, X):
+        """Query vectors (final hidden states) after every visit.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+
+        Returns
+        -------
+        ndarray of float32, shape (n_visits, d_model)
+            The query each visit's next-location ranking uses (dot product with the
+            city's location embeddings, :meth:`location_embeddings`).
+        """
+        prep, windows = self._visit_windows(X)
+        out = None
+        for c, city in enumerate(self.cities_):
+            idx = np.flatnonzero(windows.city == c)
+            for start in range(0, len(idx), self._eval_batch_windows):
+                b = idx[start:start + self._eval_batch_windows]
+                width = int((windows.location[b] != PAD).sum(axis=1).max())
+                batch = {k: getattr(windows, k)[b, :width] for k in ("location", "slot", "dow", "gap")}
+                valid = batch["location"] != PAD
+                query = self._forward(batch, city)["query"].cpu().numpy()
+                if out is None:
+                    out = np.zeros((len(prep.order), query.shape[-1]), np.float32)
+                out[prep.order[windows.row[b, :width][valid]]] = query[valid]
+        return out
+
+    def location_embeddings(self, city):
+        """Candidate embeddings of a city's cells (location tower output).
+
+        Parameters
+        ----------
+        city : str
+
+        Returns
+        -------
+        ndarray of float32, shape (n_locations, d_model)
+            Row i = location id i of :meth:`SpatialSemanticEncoder.location_table`.
+        """
+        check_is_fitted(self, "net_")
+        batch = {k: np.zeros((1, 1), np.int64) for k in ("location", "slot", "dow", "gap")}
+        batch["dow"][:] = 1
+        return self._forward(batch, city)["candidates"].cpu().numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+def _subset(windows, mask):
+    return Windows(**{k: v[mask] for k, v in vars(windows).items()})

@@ -1,0 +1,332 @@
+"""From visit rows to windows of tokens: time features, windows, single-city batches.
+
+Per token: city-local location id, half-hour slot of the day (0..47), day of week (1..7,
+0 = padding), gap since the previous stay of the window in half-hour slots (0..95,
+clamped). Targets: the next token's location and gap (teacher forcing at every position).
+
+References
+----------
+Han et al., arXiv 2505.18670, section 3; MODEL.md section 1 (3-day windows, at least 5
+stays, at most 144 tokens; training windows slide by one day, evaluation windows do not
+overlap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .schema import CITY, DAY, SLOT, STARTED_AT, USER, SchemaError
+
+__all__ = ["time_features", "window_bounds", "Windows", "make_windows", "WindowDataset",
+           "CityBatchSampler", "CityBatchLoader", "N_SLOTS", "N_GAPS", "PAD", "IGNORE"]
+
+N_SLOTS = 48   #: half-hour slots per day
+N_GAPS = 96    #: gap classes (half-hour slots, clamped to 95 = two days or more)
+PAD = -1       #: location id of padding tokens
+IGNORE = -100  #: target value of positions without a target
+_EPOCH = pd.Timestamp("1970-01-01")
+
+
+def time_features(visits, city_tz=None):
+    """Local-time features of every visit.
+
+    Parameters
+    ----------
+    visits : DataFrame of shape (n_visits, n_columns)
+        Validated canonical visit frame (:func:`trajmoe.schema.validate_visits`). A city
+        uses ``started_at`` when all its rows have one, else ``day``/``slot``.
+    city_tz : dict of str -> str, optional
+        Time zone per city: tz-aware ``started_at`` values are converted to it before the
+        local wall-clock time is read. Without it, tz-aware values are read in their own
+        time zone and naive values are taken as local time.
+
+    Returns
+    -------
+    DataFrame of shape (n_visits, 4), index of ``visits``
+        ``minute`` (int64, local minutes since 1970-01-01, or ``day * 1440 + slot * 30``),
+        ``day`` (int64 local day number), ``slot`` (int64 0..47), ``dow`` (int64, 1 = Monday
+        .. 7 = Sunday; for day-index data ``day % 7 + 1`` as the weekday of day 0 is unknown).
+
+    Raises
+    ------
+    trajmoe.schema.SchemaError
+        If a city has neither a complete ``started_at`` nor ``day``/``slot``.
+    """
+    minute = np.empty(len(visits), np.int64)
+    dow = np.empty(len(visits), np.int64)
+    city_tz = city_tz or {}
+    for city, rows in visits.groupby(CITY, sort=False):
+        pos = visits.index.get_indexer(rows.index)
+        if STARTED_AT in rows and rows[STARTED_AT].notna().all():
+            stamps = pd.to_datetime(rows[STARTED_AT])
+            if city in city_tz:
+                stamps = (stamps.dt.tz_convert(city_tz[city]) if stamps.dt.tz is not None
+                          else stamps.dt.tz_localize(city_tz[city]))
+            if stamps.dt.tz is not None:
+                stamps = stamps.dt.tz_localize(None)
+            minute[pos] = ((stamps - _EPOCH) // pd.Timedelta(minutes=1)).to_numpy(np.int64)
+            dow[pos] = stamps.dt.dayofweek.to_numpy(np.int64) + 1
+        elif DAY in rows and SLOT in rows and rows[DAY].notna().all() and rows[SLOT].notna().all():
+            day = rows[DAY].to_numpy(np.int64)
+            minute[pos] = day * 1440 + rows[SLOT].to_numpy(np.int64) * 30
+            dow[pos] = day % 7 + 1
+        else:
+            raise SchemaError(
+                f"City {city!r}: no complete time form. Give every row of a city either "
+                f"'{STARTED_AT}' or both '{DAY}' and '{SLOT}'.")
+    day = minute // 1440
+    return pd.DataFrame({"minute": minute, "day": day, "slot": (minute % 1440) // 30, "dow": dow},
+                        index=visits.index)
+
+
+def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144, min_stays=1):
+    """Row ranges of the windows of every user.
+
+    Parameters
+    ----------
+    user_key : ndarray of int64, shape (n,)
+        User code per row; rows are sorted by user then time.
+    day : ndarray of int64, shape (n,)
+        Local day number per row.
+    window_days : int, default 3
+        Length of a window in days.
+    stride_days : int or None, default None
+        Start a window every ``stride_days`` days from the user's first day (sliding
+        windows, duplicates removed); None = non-overlapping windows
+        ``[first + k * window_days, first + (k + 1) * window_days)``, which put every row
+        in exactly one window.
+    max_tokens : int, default 144
+        Windows longer than this are cut into consecutive pieces of at most this length.
+    min_stays : int, default 1
+        Windows (before cutting) with fewer rows are dropped.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_windows, 2)
+        ``[start, stop)`` row positions, sorted.
+
+    References
+    ----------
+    MODEL.md section 1.
+    """
+    user_key = np.asarray(user_key, np.int64)
+    day = np.asarray(day, np.int64)
+    if len(day) == 0:
+        return np.zeros((0, 2), np.int64)
+    first_row = np.r_[0, np.flatnonzero(np.diff(user_key)) + 1]
+    last_row = np.r_[first_row[1:], len(day)] - 1
+    first_day = np.repeat(day[first_row], np.diff(np.r_[first_row, len(day)]))
+    offset = day - first_day
+    # keys sort like the rows: user rank, then day offset
+    user_rank = np.repeat(np.arange(len(first_row)), np.diff(np.r_[first_row, len(day)]))
+    span = int(offset.max()) + window_days + 2
+    key = user_rank * span + offset
+    if stride_days is None:
+        window = offset // window_days
+        wkey = user_rank * span + window
+        starts = np.r_[0, np.flatnonzero(np.diff(wkey)) + 1]
+        bounds = np.column_stack([starts, np.r_[starts[1:], len(day)]])
+    else:
+        n_starts = (day[last_row] - day[first_row]) // stride_days + 1
+        owner = np.repeat(np.arange(len(first_row)), n_starts)
+        k = np.arange(n_starts.sum()) - np.repeat(np.cumsum(n_starts) - n_starts, n_starts)
+        lo = owner * span + k * stride_days
+        bounds = np.column_stack([np.searchsorted(key, lo), np.searchsorted(key, lo + window_days)])
+        bounds = np.unique(bounds[bounds[:, 1] > bounds[:, 0]], axis=0)
+    bounds = bounds[(bounds[:, 1] - bounds[:, 0]) >= min_stays]
+    length = bounds[:, 1] - bounds[:, 0]
+    pieces = -(-length // max_tokens)
+    piece = np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    start = np.repeat(bounds[:, 0], pieces) + piece * max_tokens
+    stop = np.minimum(start + max_tokens, np.repeat(bounds[:, 1], pieces))
+    return np.column_stack([start, stop]).astype(np.int64)
+
+
+@dataclass
+class Windows:
+    """Padded token matrices of a set of windows (all one city or several).
+
+    Attributes
+    ----------
+    location : ndarray of int64, shape (n_windows, L)
+        City-local location ids, ``n_locations`` of the city for out-of-vocabulary cells,
+        ``PAD`` (-1) after the end of the window.
+    slot, dow, gap : ndarray of int64, shape (n_windows, L)
+        Time features (0 at padding).
+    next_location, next_gap : ndarray of int64, shape (n_windows, L)
+        Targets; ``IGNORE`` (-100) where the next token is absent (last position, padding)
+        or out of the vocabulary.
+    city : ndarray of int64, shape (n_windows,)
+        City index of every window.
+    row : ndarray of int64, shape (n_windows, L)
+        Position in the visit frame of every token (-1 at padding).
+    target_row : ndarray of int64, shape (n_windows, L)
+        Position of the visit that is the target of every token (-1 where there is none;
+        set also for out-of-vocabulary targets, which count as misses in evaluation).
+    """
+
+    location: np.ndarray
+    slot: np.ndarray
+    dow: np.ndarray
+    gap: np.ndarray
+    next_location: np.ndarray
+    next_gap: np.ndarray
+    city: np.ndarray
+    row: np.ndarray
+    target_row: np.ndarray
+
+    def __len__(self):
+        return len(self.city)
+
+
+def make_windows(location, times, user_key, city_index, n_locations, bounds):
+    """Gather windows of tokens.
+
+    Parameters
+    ----------
+    location : ndarray of int64, shape (n,)
+        City-local location id per row (-1 outside the vocabulary).
+    times : DataFrame of shape (n, 4)
+        :func:`time_features` of the rows.
+    user_key, city_index : ndarray of int64, shape (n,)
+    n_locations : ndarray of int64, shape (n_cities,)
+        Vocabulary size per city (the out-of-vocabulary id of that city).
+    bounds : ndarray of int64, shape (n_windows, 2)
+        From :func:`window_bounds`.
+
+    Returns
+    -------
+    Windows
+    """
+    n_windows = len(bounds)
+    length = bounds[:, 1] - bounds[:, 0]
+    width = int(length.max()) if n_windows else 1
+    offs = np.arange(width)
+    row = bounds[:, :1] + offs
+    valid = offs < length[:, None]
+    row = np.where(valid, row, -1)
+    safe = np.maximum(row, 0)
+    city = city_index[bounds[:, 0]] if n_windows else np.zeros(0, np.int64)
+    oov = n_locations[city][:, None]
+    loc = location[safe]
+    loc = np.where(loc < 0, oov, loc)
+    minute = times["minute"].to_numpy()[safe]
+    gap = np.clip(np.rint(np.diff(minute, axis=1, prepend=minute[:, :1]) / 30.0), 0, N_GAPS - 1).astype(np.int64)
+    gap[:, 0] = 0
+    has_next = np.zeros_like(valid)
+    has_next[:, :-1] = valid[:, 1:]
+    next_loc = np.full_like(loc, IGNORE)
+    next_loc[:, :-1] = loc[:, 1:]
+    target_row = np.where(has_next, np.roll(row, -1, axis=1), -1)
+    next_loc = np.where(has_next & (next_loc < oov), next_loc, IGNORE)
+    next_gap = np.full_like(gap, IGNORE)
+    next_gap[:, :-1] = gap[:, 1:]
+    next_gap = np.where(has_next, next_gap, IGNORE)
+    return Windows(
+        location=np.where(valid, loc, PAD),
+        slot=np.where(valid, times["slot"].to_numpy()[safe], 0),
+        dow=np.where(valid, times["dow"].to_numpy()[safe], 0),
+        gap=np.where(valid, gap, 0),
+        next_location=next_loc, next_gap=next_gap, city=city.astype(np.int64),
+        row=row, target_row=target_row)
+
+
+class WindowDataset(Dataset):
+    """Torch dataset of windows whose items are whole batches.
+
+    Indexing with an array of window indices returns ``(X, y)`` dicts of tensors cut to
+    the longest window of that batch: ``X`` holds ``location``, ``slot``, ``dow``, ``gap``
+    (int64, shape (B, L)) and ``city`` (int64, shape (B,)); ``y`` holds
+    ``next_location`` and ``next_gap`` (int64, shape (B, L)).
+
+    Parameters
+    ----------
+    windows : Windows
+    """
+
+    def __init__(self, windows):
+        self.windows = windows
+        self.lengths = (windows.location != PAD).sum(axis=1)
+
+    def __len__(self):
+        return len(self.windows)
+
+    @property
+    def city(self):
+        return self.windows.city
+
+    def __getitem__(self, index):
+        index = np.atleast_1d(np.asarray(index))
+        width = max(int(self.lengths[index].max()), 1)
+        w = self.windows
+        X = {name: torch.from_numpy(np.ascontiguousarray(getattr(w, name)[index, :width]))
+             for name in ("location", "slot", "dow", "gap")}
+        X["city"] = torch.from_numpy(w.city[index])
+        y = {name: torch.from_numpy(np.ascontiguousarray(getattr(w, name)[index, :width]))
+             for name in ("next_location", "next_gap")}
+        return X, y
+
+
+class CityBatchSampler(Sampler):
+    """Batches of window indices, each from ONE city (candidates are per city).
+
+    Parameters
+    ----------
+    city : ndarray of int64, shape (n_windows,)
+    batch_size : int
+    shuffle : bool
+        Shuffle windows within each city and the order of batches across cities
+        (a new order every epoch).
+    random_state : int or None
+
+    References
+    ----------
+    MODEL.md section 4 (every batch from one city; city order shuffled across batches).
+    """
+
+    def __init__(self, city, batch_size, shuffle=False, random_state=None):
+        self.city = np.asarray(city)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(random_state)
+
+    def _batches(self):
+        batches = []
+        for c in np.unique(self.city):
+            idx = np.flatnonzero(self.city == c)
+            if self.shuffle:
+                idx = self.rng.permutation(idx)
+            batches.extend(np.split(idx, np.arange(self.batch_size, len(idx), self.batch_size)))
+        if self.shuffle:
+            batches = [batches[i] for i in self.rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self):
+        return int(sum(-(-np.sum(self.city == c) // self.batch_size) for c in np.unique(self.city)))
+
+
+class CityBatchLoader(DataLoader):
+    """DataLoader of single-city batches of a :class:`WindowDataset` (skorch iterator).
+
+    Parameters
+    ----------
+    dataset : WindowDataset
+    batch_size : int, default 32
+        Windows per batch.
+    shuffle : bool, default False
+    random_state : int or None
+    **kwargs
+        Passed to :class:`torch.utils.data.DataLoader` (e.g. ``num_workers``).
+    """
+
+    def __init__(self, dataset, batch_size=32, shuffle=False, random_state=None, **kwargs):
+        sampler = CityBatchSampler(dataset.city, batch_size, shuffle, random_state)
+        super().__init__(dataset, sampler=sampler, batch_size=None, **kwargs)
