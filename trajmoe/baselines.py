@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from .base import NextLocationEstimator
 from .encoder import cell_keys, cells_of_keys
@@ -60,6 +61,14 @@ class _CountingBaseline(NextLocationEstimator):
     def _learn(self, X, pois, partial):
         self._fit_encoder(X, pois, partial)
         return self
+
+    def __sklearn_tags__(self):
+        # rows are visits of a DataFrame, not samples of a 2-D array (as TrajMoERegressor)
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.requires_fit = True
+        return tags
 
     def _popularity(self, city):
         counts = self.encoder_.cities_[city].visit_counts.astype(np.float64)
@@ -135,24 +144,27 @@ class MarkovBaseline(_CountingBaseline):
         return self
 
     def _matrix(self, city):
+        """Sparse transition counts of a city, shape (n_locations + 1, n_locations); the last
+        row (out-of-vocabulary current cell) is empty. Sparse, as a dense matrix of a city
+        of 20,000 cells would take 3.2 GB."""
         if city not in getattr(self, "_matrices", {}):
             self._matrices = getattr(self, "_matrices", {})
             table = self.encoder_.cities_[city]
             n = table.n_locations
-            mat = np.zeros((n + 1, n))
+            a = b = np.zeros(0, np.int64)
+            values = np.zeros(0)
             if city in self.transitions_.index.get_level_values(0):
                 sub = self.transitions_.xs(city, level=0)
                 a = table.lookup(*cells_of_keys(sub.index.get_level_values(0).to_numpy()).T)
                 b = table.lookup(*cells_of_keys(sub.index.get_level_values(1).to_numpy()).T)
                 ok = (a >= 0) & (b >= 0)
-                np.add.at(mat, (a[ok], b[ok]), sub.to_numpy()[ok])
-            mat += self._popularity(city)
-            self._matrices[city] = mat
+                a, b, values = a[ok], b[ok], sub.to_numpy(np.float64)[ok]
+            self._matrices[city] = sparse.csr_matrix((values, (a, b)), shape=(n + 1, n))
         return self._matrices[city]
 
     def _batch_scores(self, batch, city):
         loc = batch["location"][batch["location"] != PAD]
-        return self._matrix(city)[loc]
+        return self._matrix(city)[loc].toarray() + self._popularity(city)
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -164,9 +176,11 @@ class HistoryFrequencyBaseline(_CountingBaseline):
     """History frequency: the cell the user visited most often so far in the window.
 
     Score of a cell = number of visits to it so far in the window (current visit
-    included) + 0.5 x recency of its last visit (in (0, 1], the current cell scoring 1) +
-    0.01 x popularity share, so that ties go to the most recent cell, then to the most
-    popular one; cells never visited in the window are ranked by popularity. On real
+    included) + 0.5 x recency of its last visit (``1 / (1 + t - t_last)``, in (0, 1], the
+    current cell scoring 1) + popularity share x ``0.25 / (L (L + 1))`` (L = window
+    length, so that it stays below the smallest recency difference), so that ties go to
+    the most recent cell, then to the most popular one; cells never visited in the
+    window are ranked by popularity. On real
     check-in data this copy model is strong: it is the bar a neural model must clear.
     Parameters as :class:`PopularityBaseline`.
 
@@ -182,7 +196,9 @@ class HistoryFrequencyBaseline(_CountingBaseline):
         valid = loc != PAD
         known = valid & (loc < n_cells)
         out = np.empty((int(valid.sum()), n_cells))
-        pop = 0.01 * self._popularity(city)
+        # popularity only breaks ties of count and recency: recency terms of distinct last
+        # visits differ by at least 0.5 / (L (L + 1)), so keep popularity below half that
+        pop = self._popularity(city) * (0.25 / (max(L, 1) * (max(L, 1) + 1)))
         r = 0
         for b in range(B):
             counts = np.zeros(n_cells)

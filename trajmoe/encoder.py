@@ -93,6 +93,11 @@ class CityTable:
         Training visits per cell.
     coord_mean, coord_std : ndarray of float64, shape (2,)
         Metres; the z-scoring of the centroids.
+    venues : DataFrame or None
+        Distinct visited venues (``ix``, ``iy``, ``cat`` and ``venue_id`` or ``lat``/``lon``)
+        the POI counts were built from, so that :meth:`SpatialSemanticEncoder.partial_fit`
+        adds new venues without counting known ones twice; None when the counts come
+        from a POI frame.
     """
 
     grid: CityGrid
@@ -101,6 +106,7 @@ class CityTable:
     visit_counts: np.ndarray
     coord_mean: np.ndarray
     coord_std: np.ndarray
+    venues: pd.DataFrame | None = None
 
     @property
     def n_locations(self):
@@ -222,8 +228,11 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
     def partial_fit(self, X, y=None, pois=None):
         """Add the cities of X, or extend known ones with more visits.
 
-        A known city keeps its grid; its vocabulary grows by the new cells and its visit
-        counts (hence popularity bins) accumulate. Parameters as in :meth:`fit`.
+        A known city keeps its grid and its coordinate z-scoring; its vocabulary grows by
+        the new cells and its visit counts (hence popularity bins) accumulate. Its POI
+        counts are replaced by a new ``pois`` frame of that city; without one, counts from
+        an earlier POI frame are kept, and counts from visited venues grow by the venues
+        not seen before (each distinct venue counts once). Parameters as in :meth:`fit`.
 
         Returns
         -------
@@ -270,22 +279,35 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
     def _fit_city(self, city, visits, pois, previous):
         grid = self._grid_for(visits, previous)
         visit_cells = self._cells(grid, visits)
+        venues = None
+        no_pois = np.zeros((0, 2), np.int64), np.zeros(0, np.int64), np.zeros(0)
         if pois is not None:
-            poi_cells = self._cells(grid, pois)
-            categories = pois[CATEGORY].to_numpy()
-            weights = pois[COUNT].to_numpy(np.float64) if COUNT in pois else np.ones(len(pois))
-        elif POI_CATEGORY in visits:
-            venues = pd.DataFrame({"ix": visit_cells[:, 0], "iy": visit_cells[:, 1],
-                                   "cat": visits[POI_CATEGORY].to_numpy()})
-            venue_cols = ["venue_id"] if "venue_id" in visits else [c for c in (LAT, LON) if c in visits]
-            for col in venue_cols:
-                venues[col] = visits[col].to_numpy()
-            venues = venues.drop_duplicates(subset=["ix", "iy", "cat", *venue_cols])
-            poi_cells = venues[["ix", "iy"]].to_numpy(np.int64)
-            categories = venues["cat"].to_numpy()
-            weights = np.ones(len(venues))
+            # a POI frame describes the city's POIs completely: it replaces earlier counts
+            cat_index = _category_index(city, pois[CATEGORY].to_numpy())
+            known_cat = cat_index >= 0
+            poi_cells = self._cells(grid, pois)[known_cat]
+            weights = (pois[COUNT].to_numpy(np.float64) if COUNT in pois else np.ones(len(pois)))[known_cat]
+            cat_index = cat_index[known_cat]
+        elif previous is not None and previous.venues is None:
+            # counts came from a POI frame: keep them (copied below), new cells have none
+            poi_cells, cat_index, weights = no_pois
         else:
-            poi_cells, categories, weights = np.zeros((0, 2), np.int64), np.array([]), np.zeros(0)
+            # distinct visited venues with their poi_category, united with those seen before
+            venues = pd.DataFrame({"ix": visit_cells[:, 0], "iy": visit_cells[:, 1]})
+            if POI_CATEGORY in visits:
+                venue_cols = ["venue_id"] if "venue_id" in visits else [c for c in (LAT, LON) if c in visits]
+                for col in venue_cols:
+                    venues[col] = visits[col].to_numpy()
+                venues["cat"] = _category_index(city, visits[POI_CATEGORY].to_numpy())
+                venues = venues[venues["cat"] >= 0]
+            else:
+                venues = venues.iloc[:0].assign(cat=np.zeros(0, np.int64))
+            if previous is not None:
+                venues = pd.concat([previous.venues, venues], ignore_index=True)
+            venues = venues.drop_duplicates().reset_index(drop=True)
+            poi_cells = venues[["ix", "iy"]].to_numpy(np.int64)
+            cat_index = venues["cat"].to_numpy(np.int64)
+            weights = np.ones(len(venues))
 
         known = cell_keys(*previous.cells.T) if previous is not None else np.zeros(0, np.int64)
         all_keys = np.unique(np.concatenate([known, cell_keys(*visit_cells.T), cell_keys(*poi_cells.T)]))
@@ -296,18 +318,10 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
             visit_counts[np.searchsorted(all_keys, known)] += previous.visit_counts
 
         poi_counts = np.zeros((len(cells), len(TAXONOMY)), np.float32)
-        if len(categories):
-            cat_index = pd.Index(TAXONOMY).get_indexer(pd.Series(categories, dtype=object).where(pd.notna(categories), None))
-            unknown = cat_index < 0
-            if unknown.any():
-                names = pd.Series(categories[unknown], dtype=object).fillna("<missing>").value_counts()
-                warnings.warn(
-                    f"City {city!r}: {int(unknown.sum())} POIs have a category outside the shared taxonomy "
-                    f"and are not counted ({dict(names.head(10))}); map them with "
-                    "trajmoe.taxonomy.map_categories.", DataWarning, stacklevel=4)
-            rows = np.searchsorted(all_keys, cell_keys(*poi_cells[~unknown].T))
-            np.add.at(poi_counts, (rows, cat_index[~unknown]), weights[~unknown])
-        if previous is not None and pois is None and not len(categories):
+        if len(cat_index):
+            rows = np.searchsorted(all_keys, cell_keys(*poi_cells.T))
+            np.add.at(poi_counts, (rows, cat_index), weights)
+        if previous is not None and pois is None and previous.venues is None:
             poi_counts[np.searchsorted(all_keys, known)] = previous.poi_counts
 
         xy = grid.centroid_metres(cells[:, 0], cells[:, 1])
@@ -316,7 +330,7 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         else:
             mean, std = xy.mean(axis=0), xy.std(axis=0)
             std = np.where(std > 0, std, 1.0)
-        return CityTable(grid, cells, poi_counts, visit_counts.astype(np.int64), mean, std)
+        return CityTable(grid, cells, poi_counts, visit_counts.astype(np.int64), mean, std, venues)
 
     # ------------------------------------------------------------ transforming
     def locate(self, X):
@@ -435,6 +449,20 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.requires_fit = True
         return tags
+
+
+def _category_index(city, categories):
+    """Column of every category in :data:`TAXONOMY` (-1 outside it, with a DataWarning)."""
+    categories = np.asarray(categories, dtype=object)
+    cat_index = pd.Index(TAXONOMY).get_indexer(pd.Series(categories, dtype=object).where(pd.notna(categories), None))
+    unknown = cat_index < 0
+    if unknown.any():
+        names = pd.Series(categories[unknown], dtype=object).fillna("<missing>").value_counts()
+        warnings.warn(
+            f"City {city!r}: {int(unknown.sum())} POIs have a category outside the shared taxonomy "
+            f"and are not counted ({dict(names.head(10))}); map them with "
+            "trajmoe.taxonomy.map_categories.", DataWarning, stacklevel=5)
+    return cat_index.astype(np.int64)
 
 
 def positional(X):

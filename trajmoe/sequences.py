@@ -60,17 +60,13 @@ def time_features(visits, city_tz=None):
     minute = np.empty(len(visits), np.int64)
     dow = np.empty(len(visits), np.int64)
     city_tz = city_tz or {}
-    for city, rows in visits.groupby(CITY, sort=False):
-        pos = visits.index.get_indexer(rows.index)
+    # positions, not labels: the index of visits may repeat labels
+    for city, pos in visits.groupby(CITY, sort=False).indices.items():
+        rows = visits.iloc[pos]
         if STARTED_AT in rows and rows[STARTED_AT].notna().all():
-            stamps = pd.to_datetime(rows[STARTED_AT])
-            if city in city_tz:
-                stamps = (stamps.dt.tz_convert(city_tz[city]) if stamps.dt.tz is not None
-                          else stamps.dt.tz_localize(city_tz[city]))
-            if stamps.dt.tz is not None:
-                stamps = stamps.dt.tz_localize(None)
+            stamps = _local_wall_clock(rows[STARTED_AT], city_tz.get(city))
             minute[pos] = ((stamps - _EPOCH) // pd.Timedelta(minutes=1)).to_numpy(np.int64)
-            dow[pos] = stamps.dt.dayofweek.to_numpy(np.int64) + 1
+            dow[pos] = stamps.dt.day_of_week.to_numpy(np.int64) + 1
         elif DAY in rows and SLOT in rows and rows[DAY].notna().all() and rows[SLOT].notna().all():
             day = rows[DAY].to_numpy(np.int64)
             minute[pos] = day * 1440 + rows[SLOT].to_numpy(np.int64) * 30
@@ -82,6 +78,27 @@ def time_features(visits, city_tz=None):
     day = minute // 1440
     return pd.DataFrame({"minute": minute, "day": day, "slot": (minute % 1440) // 30, "dow": dow},
                         index=visits.index)
+
+
+def _local_wall_clock(values, tz=None):
+    """Naive local wall-clock times of a city's ``started_at`` values.
+
+    Naive values are already local (never localised: that would fail on the ambiguous
+    or nonexistent hours of DST changes). Tz-aware values are converted to ``tz`` when
+    given, else read in their own zone; an object column whose values carry different
+    zones is handled value by value.
+    """
+    try:
+        stamps = pd.to_datetime(values)
+    except (ValueError, TypeError):  # tz-aware values of different zones
+        if tz is not None:
+            return pd.to_datetime(values, utc=True).dt.tz_convert(tz).dt.tz_localize(None)
+        return pd.to_datetime(values.map(lambda v: v.tz_localize(None) if v.tzinfo is not None else v))
+    if stamps.dt.tz is not None:
+        if tz is not None:
+            stamps = stamps.dt.tz_convert(tz)
+        stamps = stamps.dt.tz_localize(None)
+    return stamps
 
 
 def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144, min_stays=1):
@@ -144,7 +161,9 @@ def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144
     piece = np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)
     start = np.repeat(bounds[:, 0], pieces) + piece * max_tokens
     stop = np.minimum(start + max_tokens, np.repeat(bounds[:, 1], pieces))
-    return np.column_stack([start, stop]).astype(np.int64)
+    out = np.column_stack([start, stop]).astype(np.int64)
+    # overlapping (sliding) windows can be cut into the same pieces: keep each once, sorted
+    return np.unique(out, axis=0) if stride_days is not None else out
 
 
 @dataclass
@@ -275,13 +294,18 @@ class WindowDataset(Dataset):
 class CityBatchSampler(Sampler):
     """Batches of window indices, each from ONE city (candidates are per city).
 
+    Windows of similar length are batched together (within pools of 16 batches drawn
+    at random when shuffling), so that little compute goes to padding.
+
     Parameters
     ----------
     city : ndarray of int64, shape (n_windows,)
+    lengths : ndarray of int64, shape (n_windows,)
+        Tokens per window.
     batch_size : int
     shuffle : bool
-        Shuffle windows within each city and the order of batches across cities
-        (a new order every epoch).
+        Draw pools at random within each city and shuffle the order of batches across
+        cities (a new order every epoch); else batches follow city then length.
     random_state : int or None
 
     References
@@ -289,19 +313,26 @@ class CityBatchSampler(Sampler):
     MODEL.md section 4 (every batch from one city; city order shuffled across batches).
     """
 
-    def __init__(self, city, batch_size, shuffle=False, random_state=None):
+    pool_batches = 16
+
+    def __init__(self, city, lengths, batch_size, shuffle=False, random_state=None):
         self.city = np.asarray(city)
+        self.lengths = np.asarray(lengths)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.rng = np.random.default_rng(random_state)
 
     def _batches(self):
         batches = []
+        pool = self.batch_size * self.pool_batches
         for c in np.unique(self.city):
             idx = np.flatnonzero(self.city == c)
             if self.shuffle:
                 idx = self.rng.permutation(idx)
-            batches.extend(np.split(idx, np.arange(self.batch_size, len(idx), self.batch_size)))
+            for start in range(0, len(idx), pool if self.shuffle else len(idx)):
+                part = idx[start:start + (pool if self.shuffle else len(idx))]
+                part = part[np.argsort(self.lengths[part], kind="stable")]
+                batches.extend(np.split(part, np.arange(self.batch_size, len(part), self.batch_size)))
         if self.shuffle:
             batches = [batches[i] for i in self.rng.permutation(len(batches))]
         return batches
@@ -310,7 +341,8 @@ class CityBatchSampler(Sampler):
         return iter(self._batches())
 
     def __len__(self):
-        return int(sum(-(-np.sum(self.city == c) // self.batch_size) for c in np.unique(self.city)))
+        sizes = np.unique(self.city, return_counts=True)[1]
+        return int(np.sum(-(-sizes // self.batch_size)))
 
 
 class CityBatchLoader(DataLoader):
@@ -328,5 +360,5 @@ class CityBatchLoader(DataLoader):
     """
 
     def __init__(self, dataset, batch_size=32, shuffle=False, random_state=None, **kwargs):
-        sampler = CityBatchSampler(dataset.city, batch_size, shuffle, random_state)
+        sampler = CityBatchSampler(dataset.city, dataset.lengths, batch_size, shuffle, random_state)
         super().__init__(dataset, sampler=sampler, batch_size=None, **kwargs)

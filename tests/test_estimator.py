@@ -1,0 +1,306 @@
+"""Tests of TrajMoERegressor (and the scikit-learn API of every estimator) on slices of real data.
+
+Kept fast: a tiny network (d_model 16, 1 layer), at most 2 epochs, a few dozen users, and one
+torch thread (small tensors: on a busy 2-CPU machine OpenMP threads waiting for each other made a
+fit 10x slower).
+
+scikit-learn's ``check_estimator`` / ``parametrize_with_checks`` (legacy=False): our estimators
+declare ``two_d_array=False`` (rows are visits of a DataFrame, not samples of an array), so sklearn
+only runs ``check_estimator_cloneable`` and skips the rest. The checks that need no data are called
+one by one below (``API_CHECKS``). These do NOT apply, because each feeds numpy arrays of samples
+(rows are visits here: a frame needs user_id, a time form and a location form, and the targets
+are the next visits, not ``y``):
+check_fit_score_takes_y, check_estimators_overwrite_params, check_dont_overwrite_parameters,
+check_estimators_fit_returns_self, check_readonly_memmap_input, check_estimators_unfitted,
+check_n_features_in_after_fitting (the columns of a visit frame vary), check_positive_only_tag_during_fit.
+Their rules are tested on visit frames instead: fit/score take ``y=None``, fit returns self, fit
+neither changes the parameters nor adds public attributes without a trailing underscore, every
+public method raises NotFittedError before fit.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import estimator_checks as ec
+
+from trajmoe import (HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline, SpatialSemanticEncoder,
+                     TrajMoERegressor)
+from trajmoe.datasets import load_foursquare_nyc, load_yjmob100k
+from trajmoe.metrics import accuracy_at_k
+
+TINY = dict(d_model=16, n_layers=1, n_heads=2, max_epochs=2, device="cpu", random_state=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def users_slice(visits, start, stop):
+    users = visits["user_id"].unique()
+    return visits[visits["user_id"].isin(users[start:stop])]
+
+
+@pytest.fixture(scope="module")
+def yjmob(data_home):
+    """40 users of YJMob100K city A and the POIs of the cells they visit (all of city A's 20,000
+    POI cells would make every step rank 20,000 candidates: too slow for a unit test)."""
+    bunch = load_yjmob100k("A")
+    visits = users_slice(bunch.visits, 0, 40)
+    visited = pd.MultiIndex.from_frame(visits[["x", "y"]])
+    pois = bunch.pois[pd.MultiIndex.from_frame(bunch.pois[["x", "y"]]).isin(visited)]
+    assert len(pois) > 1000 and set(pois["city"]) == {"yjmob_A"}
+    return visits, pois
+
+
+@pytest.fixture(scope="module")
+def nyc(data_home):
+    bunch = load_foursquare_nyc()
+    return users_slice(bunch.visits, 0, 10), users_slice(bunch.visits, 10, 16), bunch.pois
+
+
+@pytest.fixture(scope="module")
+def two_city(yjmob, nyc):
+    """Pre-trained on YJMob city A, fine-tuned on 10 NYC users (a new city)."""
+    a_visits, a_pois = yjmob
+    nyc_train, _, nyc_pois = nyc
+    model = TrajMoERegressor(**TINY).fit(a_visits, pois=a_pois)
+    epochs_fit = len(model.net_.history)
+    cities_fit = list(model.cities_)
+    model.partial_fit(nyc_train, pois=nyc_pois)
+    return model, epochs_fit, cities_fit
+
+
+@pytest.fixture(scope="module")
+def nyc_model(nyc):
+    nyc_train, _, _ = nyc
+    return TrajMoERegressor(**{**TINY, "max_epochs": 1}).fit(nyc_train)
+
+
+# --------------------------------------------------------------------------------------------------
+# fit -> partial_fit -> predict across two real cities
+# --------------------------------------------------------------------------------------------------
+def test_partial_fit_registers_new_city(two_city):
+    model, epochs_fit, cities_fit = two_city
+    assert cities_fit == ["yjmob_A"]
+    assert model.cities_ == ["yjmob_A", "nyc"]
+    assert list(model.encoder_.cities_) == ["yjmob_A", "nyc"]
+    module = model.net_.module_
+    for i, city in enumerate(model.cities_):
+        assert module.n_locations(i) == model.encoder_.cities_[city].n_locations
+    # fit ran its epochs (<= max_epochs), partial_fit exactly finetune_epochs = 1 more
+    assert 1 <= epochs_fit <= TINY["max_epochs"]
+    assert len(model.net_.history) == epochs_fit + 1
+    # the template encoder parameter is left untouched (cloned in fit)
+    assert model.encoder is None
+
+
+def test_predict_labels_of_the_right_city_in_x_order(two_city, nyc):
+    model, _, _ = two_city
+    _, test, _ = nyc
+    pred = model.predict(test)
+    assert pred.shape == (len(test),) and pred.dtype == object
+    assert all(p.startswith("nyc:") for p in pred)
+    assert set(pred) <= set(model.encoder_.location_table("nyc")["label"])
+    # shuffled rows, repeated index labels: predictions follow X's rows
+    perm = np.random.default_rng(0).permutation(len(test))
+    shuffled = test.iloc[perm].copy()
+    shuffled.index = np.arange(len(test)) % 7
+    assert model.predict(shuffled).tolist() == pred[perm].tolist()
+    # the YJMob city still predicts its own cells
+    assert model.predict(users_slice(load_yjmob100k("A").visits, 40, 42))[0].startswith("yjmob_A:")
+
+
+def test_predict_topk(two_city, nyc):
+    model, _, _ = two_city
+    _, test, _ = nyc
+    labels, scores = model.predict_topk(test, k=5)
+    assert labels.shape == scores.shape == (len(test), 5)
+    assert labels[:, 0].tolist() == model.predict(test).tolist()
+    assert np.all(np.isfinite(scores))
+    assert np.all(np.diff(scores, axis=1) <= 0)                  # best first
+    assert np.all(scores <= 1e-6)                                # log-probabilities
+    assert np.all(np.exp(scores).sum(axis=1) <= 1 + 1e-4)
+    assert all(len(set(row)) == 5 for row in labels)             # five distinct cells
+
+
+def test_target_ranks_agree_with_predict(two_city, nyc):
+    model, _, _ = two_city
+    _, test, _ = nyc
+    ranks = model.target_ranks(test)
+    assert ranks.dtype == np.int64 and len(ranks) > 0
+    assert (ranks >= 1).all()
+    assert ranks.index.is_unique and ranks.index.isin(test.index).all()
+    last = model.target_ranks(test, protocol="last")
+    assert last.index.isin(ranks.index).all() and len(last) < len(ranks)
+    assert (last == ranks[last.index]).all()
+    assert model.score(test) == pytest.approx(accuracy_at_k(ranks.to_numpy(), 1))
+    # rank 1 <=> the prediction is the cell of the user's next visit (within the window)
+    ordered = test.sort_values(["user_id", "started_at"], kind="stable")
+    next_label = model.encoder_.locate(ordered)["label"].groupby(ordered["user_id"]).shift(-1)
+    pred = pd.Series(model.predict(test), index=test.index)
+    hit = pred[ranks.index] == next_label[ranks.index]
+    assert ((ranks == 1) == hit).all()
+
+
+def test_transform_query_vectors(two_city, nyc):
+    model, _, _ = two_city
+    _, test, _ = nyc
+    Z = model.transform(test)
+    assert Z.shape == (len(test), 16) and Z.dtype == np.float32
+    assert np.all(np.isfinite(Z))
+    perm = np.random.default_rng(1).permutation(len(test))
+    np.testing.assert_allclose(model.transform(test.iloc[perm]), Z[perm], rtol=1e-5, atol=1e-6)
+    emb = model.location_embeddings("nyc")
+    assert emb.shape == (model.encoder_.cities_["nyc"].n_locations, 16)
+
+
+def test_caller_frames_not_modified(yjmob, nyc):
+    train, test, pois = nyc
+    before = train.copy(), test.copy(), pois.copy()
+    model = TrajMoERegressor(**{**TINY, "max_epochs": 1}).fit(train, pois=pois)
+    model.partial_fit(test)
+    model.predict(test)
+    model.target_ranks(test)
+    for frame, copy in zip((train, test, pois), before):
+        pd.testing.assert_frame_equal(frame, copy)
+
+
+# --------------------------------------------------------------------------------------------------
+# training semantics
+# --------------------------------------------------------------------------------------------------
+def test_partial_fit_continues_from_current_weights(nyc):
+    train, test, _ = nyc
+    model = TrajMoERegressor(**{**TINY, "max_epochs": 1}).fit(train)
+    before = model.predict_topk(test, k=3)
+    weights = {k: v.clone() for k, v in model.net_.module_.state_dict().items()}
+    # lr = 0: one more epoch on the same visits must leave weights and predictions as they are
+    # (same cells; doubled visit counts keep the popularity ranks) - no silent re-initialisation
+    model.set_params(lr=0.0).partial_fit(train)
+    for k, v in model.net_.module_.state_dict().items():
+        torch.testing.assert_close(v, weights[k], msg=k)
+    after = model.predict_topk(test, k=3)
+    assert after[0].tolist() == before[0].tolist()
+    np.testing.assert_allclose(after[1], before[1], rtol=1e-5)
+    # with a learning rate, partial_fit changes the weights
+    model.set_params(lr=1e-2).partial_fit(train)
+    changed = [k for k, v in model.net_.module_.named_parameters() if not torch.equal(v, weights[k])]
+    assert changed
+
+
+def test_partial_fit_on_unfitted_model_initialises(nyc):
+    train, test, _ = nyc
+    model = TrajMoERegressor(**TINY).partial_fit(train)
+    assert len(model.net_.history) == 1                          # finetune_epochs, not max_epochs
+    assert model.cities_ == ["nyc"]
+    assert len(model.predict(test)) == len(test)
+
+
+def test_same_random_state_identical_predictions(nyc):
+    train, test, _ = nyc
+    runs = []
+    for _ in range(2):
+        model = TrajMoERegressor(**{**TINY, "max_epochs": 1}).fit(train)
+        model.partial_fit(test)
+        runs.append(model.predict_topk(test, k=3))
+    assert runs[0][0].tolist() == runs[1][0].tolist()
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    other = TrajMoERegressor(**{**TINY, "max_epochs": 1, "random_state": 1}).fit(train).partial_fit(test)
+    assert not np.array_equal(other.predict_topk(test, k=3)[1], runs[0][1])
+
+
+def test_pickle_and_joblib_round_trip(nyc_model, nyc, tmp_path):
+    _, test, _ = nyc
+    labels, scores = nyc_model.predict_topk(test, k=3)
+    again = pickle.loads(pickle.dumps(nyc_model))
+    l2, s2 = again.predict_topk(test, k=3)
+    assert l2.tolist() == labels.tolist()
+    np.testing.assert_array_equal(s2, scores)
+    joblib.dump(nyc_model, tmp_path / "model.joblib")
+    loaded = joblib.load(tmp_path / "model.joblib")
+    assert loaded.predict(test).tolist() == labels[:, 0].tolist()
+    pd.testing.assert_series_equal(loaded.target_ranks(test), nyc_model.target_ranks(test))
+
+
+def test_clone_is_unfitted_with_same_params(two_city):
+    model, _, _ = two_city
+    fresh = clone(model)
+    assert fresh.get_params() == model.get_params()
+    for attr in ("net_", "encoder_", "cities_"):
+        assert not hasattr(fresh, attr)
+    with pytest.raises(NotFittedError):
+        fresh.predict(pd.DataFrame({"user_id": [1], "day": [0], "slot": [0], "x": [1], "y": [1]}))
+
+
+# --------------------------------------------------------------------------------------------------
+# scikit-learn API rules, for every estimator of the package
+# --------------------------------------------------------------------------------------------------
+ESTIMATORS = [TrajMoERegressor(d_model=16, n_layers=1, max_epochs=1, device="cpu"), PopularityBaseline(),
+              MarkovBaseline(), HistoryFrequencyBaseline(), SpatialSemanticEncoder()]
+API_CHECKS = [ec.check_estimator_cloneable, ec.check_estimator_tags_renamed, ec.check_valid_tag_types,
+              ec.check_estimator_repr, ec.check_no_attributes_set_in_init,
+              ec.check_do_not_raise_errors_in_init_or_set_params, ec.check_mixin_order,
+              ec.check_get_params_invariance, ec.check_set_params, ec.check_parameters_default_constructible]
+
+
+def _id(obj):
+    return getattr(obj, "__name__", type(obj).__name__)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=_id)
+@pytest.mark.parametrize("check", API_CHECKS, ids=_id)
+def test_sklearn_api_checks(estimator, check):
+    check(type(estimator).__name__, clone(estimator))
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=_id)
+def test_sklearn_check_estimator_runs_what_applies(estimator):
+    with pytest.warns(ec.SkipTestWarning, match="requires input"):
+        results = ec.check_estimator(clone(estimator), legacy=False, on_fail=None)
+    assert [r["status"] for r in results] == ["passed"]
+
+
+@pytest.mark.parametrize("cls", [TrajMoERegressor, PopularityBaseline, MarkovBaseline, HistoryFrequencyBaseline,
+                                 SpatialSemanticEncoder])
+def test_init_stores_params_unchanged(cls):
+    params = inspect.signature(cls.__init__).parameters
+    sentinel = {name: object() for name in params if name != "self"}
+    est = cls(**sentinel)
+    assert all(getattr(est, name) is value for name, value in sentinel.items())
+    assert est.get_params(deep=False) == sentinel
+    fresh = cls()
+    assert fresh.set_params(**{n: 7 for n in sentinel}) is fresh
+    assert fresh.get_params() == {n: 7 for n in sentinel}
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=_id)
+def test_fit_rules_on_visit_frames(estimator, nyc):
+    train, test, _ = nyc
+    est = clone(estimator)
+    assert "y" in inspect.signature(est.fit).parameters
+    for method in ("predict", "predict_topk", "target_ranks", "score", "transform", "locate"):
+        if hasattr(est, method):
+            with pytest.raises(NotFittedError):
+                getattr(est, method)(test)
+    params = est.get_params()
+    attrs = set(vars(est))
+    assert est.fit(train, y=None) is est
+    assert est.get_params() == params                            # fit changes no parameter
+    new_public = [a for a in set(vars(est)) - attrs if not a.endswith("_") and not a.startswith("_")]
+    assert new_public == []
+    if hasattr(est, "score"):
+        assert 0.0 <= est.score(test, y=None) <= 1.0
+    if hasattr(est, "partial_fit"):
+        assert est.partial_fit(test, y=None) is est
