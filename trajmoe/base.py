@@ -150,15 +150,12 @@ class NextLocationEstimator(BaseEstimator):
         labels = np.empty((len(prep.order), k), dtype=object)
         values = np.full((len(prep.order), k), -np.inf)
         for c, rows, _, scores in self._iter_scores(windows):
-            scores = torch.as_tensor(scores)
+            scores = scores if torch.is_tensor(scores) else torch.tensor(np.asarray(scores))
             kk = min(k, scores.shape[1])
-            top = torch.topk(scores, kk, dim=1, sorted=True)
-            # ties: lower location id first (the ranking convention of trajmoe.metrics)
-            ids = top.indices.numpy()
-            vals = top.values.double().numpy()
-            order = np.lexsort((ids, -vals), axis=1) if kk > 1 else np.zeros_like(ids)
-            ids = np.take_along_axis(ids, order, 1)
-            vals = np.take_along_axis(vals, order, 1)
+            # stable sort: ties go to the lower location id (the ranking convention of trajmoe.metrics)
+            top = torch.sort(scores, dim=1, descending=True, stable=True)
+            ids = top.indices[:, :kk].numpy()
+            vals = top.values[:, :kk].double().numpy()
             cells = self.encoder_.cities_[self.cities_[c]].cells
             pos = prep.order[rows]
             labels[pos, :kk] = cell_labels(self.cities_[c], cells[ids.ravel(), 0], cells[ids.ravel(), 1]).reshape(ids.shape)

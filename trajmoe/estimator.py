@@ -9,6 +9,8 @@ and progress bars.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from skorch import NeuralNet
@@ -46,7 +48,7 @@ def adamw_matrices_decay(params, lr, weight_decay=0.1, betas=(0.9, 0.95)):
     params = [q for p in params for q in (p["params"] if isinstance(p, dict) else [p]) if q.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, foreach=True)
 
 
 class TrajMoERegressor(NextLocationEstimator):
@@ -284,14 +286,13 @@ class TrajMoERegressor(NextLocationEstimator):
         ValueError
             If no window has ``min_stays`` visits, or a parameter is invalid.
         """
-        if self.random_state is not None:
-            torch.manual_seed(int(self.random_state))
         self._fit_encoder(X, pois, partial=False)
         train, valid = self._training_windows(X, holdout=True)
-        self.net_ = self._new_net(WindowDataset(valid) if valid is not None else None)
-        self.net_.initialize()
-        self._register_cities()
-        self.net_.partial_fit(WindowDataset(train), epochs=self.max_epochs)
+        with self._seeded(0):
+            self.net_ = self._new_net(WindowDataset(valid) if valid is not None else None)
+            self.net_.initialize()
+            self._register_cities()
+            self.net_.partial_fit(WindowDataset(train), epochs=self.max_epochs)
         return self
 
     def partial_fit(self, X, y=None, pois=None):
@@ -318,19 +319,29 @@ class TrajMoERegressor(NextLocationEstimator):
         MODEL.md section 4 (transfer: one epoch on 1-10 % of the target city, same lr).
         """
         first = not hasattr(self, "net_")
-        if first and self.random_state is not None:
-            torch.manual_seed(int(self.random_state))
         self._fit_encoder(X, pois, partial=not first)
         train, _ = self._training_windows(X, holdout=False)
-        if first:
-            self.net_ = self._new_net(None)
-            self.net_.initialize()
-        else:
-            self.net_.set_params(train_split=None, callbacks=self._callbacks(validate=False), lr=self.lr)
-            self.net_.initialize_callbacks()
-        self._register_cities()
-        self.net_.partial_fit(WindowDataset(train), epochs=self.finetune_epochs)
+        with self._seeded(0 if first else len(self.net_.history)):
+            if first:
+                self.net_ = self._new_net(None)
+                self.net_.initialize()
+            else:
+                self.net_.set_params(train_split=None, callbacks=self._callbacks(validate=False), lr=self.lr)
+                self.net_.initialize_callbacks()
+            self._register_cities()
+            self.net_.partial_fit(WindowDataset(train), epochs=self.finetune_epochs)
         return self
+
+    @contextlib.contextmanager
+    def _seeded(self, offset):
+        """Seed torch from ``random_state`` (+ offset: epochs trained so far) without
+        touching the caller's global random state."""
+        if self.random_state is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+            torch.manual_seed(int(self.random_state) + int(offset))
+            yield
 
     # -------------------------------------------------------------- inference
     def _forward(self, batch, city):
@@ -350,6 +361,23 @@ class TrajMoERegressor(NextLocationEstimator):
         with torch.no_grad():
             return location_log_probs(out, rows.to(device), cols.to(device)).float().cpu()
 
+    def _per_visit(self, X, key):
+        """Network output ``key`` ("query" or "time_logits") at every visit, in X's order."""
+        prep, windows = self._visit_windows(X)
+        out = None
+        for c, city in enumerate(self.cities_):
+            idx = np.flatnonzero(windows.city == c)
+            for start in range(0, len(idx), self._eval_batch_windows):
+                b = idx[start:start + self._eval_batch_windows]
+                width = int((windows.location[b] != PAD).sum(axis=1).max())
+                batch = {k: getattr(windows, k)[b, :width] for k in ("location", "slot", "dow", "gap")}
+                valid = batch["location"] != PAD
+                values = self._forward(batch, city)[key].float().cpu().numpy()
+                if out is None:
+                    out = np.zeros((len(prep.order), values.shape[-1]), np.float32)
+                out[prep.order[windows.row[b, :width][valid]]] = values[valid]
+        return out
+
     def transform(self, X):
         """Query vectors (final hidden states) after every visit.
 
@@ -362,21 +390,37 @@ class TrajMoERegressor(NextLocationEstimator):
         ndarray of float32, shape (n_visits, d_model)
             The query each visit's next-location ranking uses (dot product with the
             city's location embeddings, :meth:`location_embeddings`).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
         """
-        prep, windows = self._visit_windows(X)
-        out = None
-        for c, city in enumerate(self.cities_):
-            idx = np.flatnonzero(windows.city == c)
-            for start in range(0, len(idx), self._eval_batch_windows):
-                b = idx[start:start + self._eval_batch_windows]
-                width = int((windows.location[b] != PAD).sum(axis=1).max())
-                batch = {k: getattr(windows, k)[b, :width] for k in ("location", "slot", "dow", "gap")}
-                valid = batch["location"] != PAD
-                query = self._forward(batch, city)["query"].cpu().numpy()
-                if out is None:
-                    out = np.zeros((len(prep.order), query.shape[-1]), np.float32)
-                out[prep.order[windows.row[b, :width][valid]]] = query[valid]
-        return out
+        return self._per_visit(X, "query")
+
+    def predict_time(self, X):
+        """Time until the next visit after every visit, from the time head.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+
+        Returns
+        -------
+        ndarray of int64, shape (n_visits,)
+            Most likely gap in minutes, at half-hour resolution (0, 30, ..., 2850; the
+            last class means 47.5 hours or more).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+
+        References
+        ----------
+        MODEL.md section 3 (time head: Linear(d, 96) over half-hour gaps).
+        """
+        return self._per_visit(X, "time_logits").argmax(axis=1).astype(np.int64) * 30
 
     def location_embeddings(self, city):
         """Candidate embeddings of a city's cells (location tower output).

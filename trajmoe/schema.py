@@ -383,31 +383,80 @@ def validate_visits(X: pd.DataFrame) -> pd.DataFrame:
             f"X.rename(columns={{'uid': {USER!r}}}); columns present: "
             f"{[str(c) for c in X.columns]}"
         )
-    tform = time_form(X)
-    lform = location_form(X)
+    time_form(X)
+    location_form(X)
     out = X.copy()
     _no_missing(out, USER, fix="drop those rows or give them a user id")
-
-    if tform == "datetime":
-        time_keys = [_parse_started_at(out)]
-    else:
-        _integral(out, DAY, "day index")
-        _integral(out, SLOT, "half-hour slot")
-        _check_range(out, SLOT, 0, N_SLOTS - 1, "(half-hour slots)")
-        time_keys = [out[DAY], out[SLOT]]
-
-    if lform == "latlon":
-        for col in (LAT, LON):
-            out[col] = _numeric(out, col)
-            _no_missing(out, col)
-        _check_range(out, LAT, -90, 90, "degrees")
-        _check_range(out, LON, -180, 180, "degrees")
-    else:
-        _integral(out, "x", "grid column")
-        _integral(out, "y", "grid row")
-
     _city(out)
-    return _stable_sort(out, [out[CITY], out[USER], *time_keys])
+    tforms = _forms_per_city(out, "time")
+    city = out[CITY].to_numpy()
+
+    time_key = np.zeros(len(out), dtype=np.int64)
+    dt_rows = np.isin(city, [c for c, f in tforms.items() if f == "datetime"])
+    if dt_rows.all():
+        time_key = _instant_ns(_parse_started_at(out))
+    elif dt_rows.any():
+        sub = out.iloc[np.flatnonzero(dt_rows)].copy()
+        time_key[dt_rows] = _instant_ns(_parse_started_at(sub))
+    if not dt_rows.all():
+        sub = out.iloc[np.flatnonzero(~dt_rows)].copy()
+        _integral(sub, DAY, "day index")
+        _integral(sub, SLOT, "half-hour slot")
+        _check_range(sub, SLOT, 0, N_SLOTS - 1, "(half-hour slots)")
+        time_key[~dt_rows] = (sub[DAY].to_numpy(np.int64) * 1440 + sub[SLOT].to_numpy(np.int64) * 30) * 60_000_000_000
+        if not dt_rows.any():
+            out[DAY], out[SLOT] = sub[DAY], sub[SLOT]
+
+    _check_locations(out)
+    return _stable_sort(out, [out[CITY], out[USER], pd.Series(time_key, index=out.index)])
+
+
+def _check_locations(out: pd.DataFrame) -> None:
+    """Validate (and cast in place) each city's location form: lat/lon in degrees within
+    range, or whole-number x/y grid cells."""
+    lforms = _forms_per_city(out, "location")
+    ll_rows = np.isin(out[CITY].to_numpy(), [c for c, f in lforms.items() if f == "latlon"])
+    if ll_rows.any():
+        sub = out.iloc[np.flatnonzero(ll_rows)].copy()
+        for col in (LAT, LON):
+            sub[col] = _numeric(sub, col)
+            _no_missing(sub, col)
+        _check_range(sub, LAT, -90, 90, "degrees")
+        _check_range(sub, LON, -180, 180, "degrees")
+        if ll_rows.all():
+            out[LAT], out[LON] = sub[LAT], sub[LON]
+    if not ll_rows.all():
+        sub = out.iloc[np.flatnonzero(~ll_rows)].copy()
+        _integral(sub, "x", "grid column")
+        _integral(sub, "y", "grid row")
+        if not ll_rows.any():
+            out["x"], out["y"] = sub["x"], sub["y"]
+
+
+def _forms_per_city(out: pd.DataFrame, kind: str) -> dict:
+    """The time or location form of each city: the first form whose columns are complete
+    for all of the city's rows (``started_at`` before ``day``/``slot``, ``lat``/``lon``
+    before ``x``/``y``); frames of several cities may use different forms per city."""
+    first, second = ((("datetime", (STARTED_AT,)), ("binned", (DAY, SLOT))) if kind == "time"
+                     else (("latlon", (LAT, LON)), ("grid", ("x", "y"))))
+    forms = {}
+    for city, rows in out.groupby(CITY, sort=False):
+        for name, cols in (first, second):
+            if all(c in rows.columns for c in cols) and rows[list(cols)].notna().all().all():
+                forms[city] = name
+                break
+        else:
+            # report against the form the frame offers first, so messages name the column
+            name, cols = first if all(c in out.columns for c in first[1]) else second
+            forms[city] = name
+    return forms
+
+
+def _instant_ns(parsed: pd.Series) -> np.ndarray:
+    """int64 nanoseconds of parsed times (UTC instant if tz-aware, else naive wall clock)."""
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return parsed.astype("datetime64[ns]").to_numpy().astype(np.int64)
 
 
 def validate_pois(P: pd.DataFrame) -> pd.DataFrame:
@@ -445,7 +494,7 @@ def validate_pois(P: pd.DataFrame) -> pd.DataFrame:
     from .taxonomy import TAXONOMY  # local import: taxonomy imports this module
 
     _check_frame(P, "P")
-    lform = location_form(P)
+    location_form(P)
     if CATEGORY not in P.columns:
         raise SchemaError(
             f"missing required column {CATEGORY!r} (a taxonomy name): map raw category names "
@@ -453,15 +502,8 @@ def validate_pois(P: pd.DataFrame) -> pd.DataFrame:
             f"P[{CATEGORY!r}]; columns present: {[str(c) for c in P.columns]}"
         )
     out = P.copy()
-    if lform == "latlon":
-        for col in (LAT, LON):
-            out[col] = _numeric(out, col)
-            _no_missing(out, col)
-        _check_range(out, LAT, -90, 90, "degrees")
-        _check_range(out, LON, -180, 180, "degrees")
-    else:
-        _integral(out, "x", "grid column")
-        _integral(out, "y", "grid row")
+    _city(out)
+    _check_locations(out)
 
     _no_missing(
         out,
@@ -492,5 +534,4 @@ def validate_pois(P: pd.DataFrame) -> pd.DataFrame:
                 f"{'' if neg.sum() == 1 else 's'} at rows {_rows(out.index, neg)}: counts of "
                 f"POIs must be >= 0; fix or drop them"
             )
-    _city(out)
     return _stable_sort(out, [out[CITY]])
