@@ -10,6 +10,8 @@ the same targets.
 
 from __future__ import annotations
 
+import numbers
+import zoneinfo
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,7 +59,35 @@ class NextLocationEstimator(BaseEstimator):
     _eval_batch_windows = 64
 
     # -------------------------------------------------------------- fitting helpers
+    def _check_params(self):
+        """Validate the window parameters and ``city_tz`` (called by every fit)."""
+        for name in ("window_days", "max_tokens", "min_stays"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+        self._city_tz()
+
+    def _city_tz(self):
+        """``city_tz`` as a dict of city -> ZoneInfo name (a single str applies to every city)."""
+        tz = self.city_tz
+        if tz is None:
+            return None
+        if isinstance(tz, str):
+            tz = {None: tz}
+        if not isinstance(tz, dict):
+            raise ValueError(f"city_tz must be a dict of city -> IANA time zone name (or one name for every "
+                             f"city), got {type(tz).__name__}.")
+        # a single name (key None) applies to every city
+        for city, name in tz.items():
+            try:
+                zoneinfo.ZoneInfo(name)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+                raise ValueError(f"city_tz[{city!r}] = {name!r} is not a known IANA time zone "
+                                 "(e.g. 'America/New_York').") from None
+        return tz
+
     def _fit_encoder(self, X, pois, partial):
+        self._check_params()
         if not partial or not hasattr(self, "encoder_"):
             self.encoder_ = clone(self.encoder) if self.encoder is not None else SpatialSemanticEncoder()
             self.encoder_.fit(X, pois=pois)
@@ -74,7 +104,10 @@ class NextLocationEstimator(BaseEstimator):
         unknown = set(located[CITY]) - set(self.cities_)
         if unknown:
             raise ValueError(f"Cities {sorted(unknown)} are unknown to this model; register them with partial_fit.")
-        times = time_features(visits, self.city_tz)
+        tz = self._city_tz()
+        if tz is not None and None in tz:
+            tz = {city: tz[None] for city in self.cities_}
+        times = time_features(visits, tz)
         user_key = pd.MultiIndex.from_arrays([visits[CITY], visits[USER]]).factorize()[0].astype(np.int64)
         city_index = pd.Index(self.cities_).get_indexer(located[CITY]).astype(np.int64)
         return Prepared(order=visits.index.to_numpy(np.int64),
@@ -146,6 +179,8 @@ class NextLocationEstimator(BaseEstimator):
         sklearn.exceptions.NotFittedError
             Before fit.
         """
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}.")
         prep, windows = self._visit_windows(X)
         labels = np.empty((len(prep.order), k), dtype=object)
         values = np.full((len(prep.order), k), -np.inf)

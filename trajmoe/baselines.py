@@ -104,7 +104,7 @@ class PopularityBaseline(_CountingBaseline):
 
     def _batch_scores(self, batch, city):
         n = int((batch["location"] != PAD).sum())
-        return np.broadcast_to(self._popularity(city), (n, self.encoder_.cities_[city].n_locations))
+        return np.tile(self._popularity(city), (n, 1))
 
 
 class MarkovBaseline(_CountingBaseline):

@@ -12,6 +12,7 @@ Modeling", arXiv 2505.18670, section 3.1 (spatial semantic encoder); MODEL.md se
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -219,11 +220,13 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         ValueError
             If ``cell_size`` is not a positive number.
         """
-        if not (isinstance(self.cell_size, (int, float)) and self.cell_size > 0):
-            raise ValueError(f"cell_size must be a positive number of metres, got {self.cell_size!r}.")
+        size = self.cell_size
+        if isinstance(size, bool) or not isinstance(size, numbers.Real) or not np.isfinite(size) or size <= 0:
+            raise ValueError(f"cell_size must be a finite positive number of metres, got {size!r}.")
         self.cities_ = {}
-        self.n_features_in_ = X.shape[1] if hasattr(X, "shape") else None
-        return self._add(X, pois)
+        self._add(X, pois)
+        self.n_features_in_ = X.shape[1]
+        return self
 
     def partial_fit(self, X, y=None, pois=None):
         """Add the cities of X, or extend known ones with more visits.
@@ -245,6 +248,13 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
     def _add(self, X, pois):
         visits = validate_visits(positional(X))
         poi_frame = validate_pois(pois) if pois is not None else None
+        if poi_frame is not None:
+            stray = poi_frame.loc[~poi_frame[CITY].isin(visits[CITY].unique()), CITY].value_counts()
+            if len(stray):
+                warnings.warn(
+                    f"POIs of cities without visits in X are not used: {dict(stray)} (rows per city). "
+                    f"Cities of X: {sorted(visits[CITY].unique())}; set the POI frame's '{CITY}' column "
+                    "to the matching city names.", DataWarning, stacklevel=3)
         for city, rows in visits.groupby(CITY, sort=False):
             city_pois = None
             if poi_frame is not None:
@@ -263,29 +273,32 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         return CityGrid(float(self.cell_size), None)
 
     @staticmethod
-    def _cells(grid, frame):
+    def _cells(grid, frame, city):
         if grid.is_projected:
-            if not (LAT in frame and frame[LAT].notna().all()):
-                raise SchemaError(
-                    f"City was gridded from lat/lon, but {len(frame)} rows give no '{LAT}'/'{LON}'; "
-                    "give every row of one city the same location form.")
-            return np.column_stack(grid.cells_of(frame[LAT].to_numpy(), frame[LON].to_numpy()))
-        if not (X in frame and frame[X].notna().all()):
+            cols, form = (LAT, LON), "lat/lon"
+        else:
+            cols, form = (X, Y), "x/y grid cells"
+        missing = ~frame[list(cols)].notna().all(axis=1) if all(c in frame for c in cols) else np.ones(len(frame), bool)
+        if np.any(missing):
+            labels = list(frame.index[np.asarray(missing)][:5])
             raise SchemaError(
-                f"City uses given x/y grid cells, but {len(frame)} rows give no '{X}'/'{Y}'; "
-                "give every row of one city the same location form.")
+                f"City {city!r} was fitted with {form}, but {int(np.sum(missing))} rows (e.g. {labels}) give "
+                f"no '{cols[0]}'/'{cols[1]}'. Give every row of one city the same location form, or use "
+                "another city name for data on another grid.")
+        if grid.is_projected:
+            return np.column_stack(grid.cells_of(frame[LAT].to_numpy(), frame[LON].to_numpy()))
         return np.column_stack([frame[X].to_numpy(np.int64), frame[Y].to_numpy(np.int64)])
 
     def _fit_city(self, city, visits, pois, previous):
         grid = self._grid_for(visits, previous)
-        visit_cells = self._cells(grid, visits)
+        visit_cells = self._cells(grid, visits, city)
         venues = None
         no_pois = np.zeros((0, 2), np.int64), np.zeros(0, np.int64), np.zeros(0)
         if pois is not None:
             # a POI frame describes the city's POIs completely: it replaces earlier counts
             cat_index = _category_index(city, pois[CATEGORY].to_numpy())
             known_cat = cat_index >= 0
-            poi_cells = self._cells(grid, pois)[known_cat]
+            poi_cells = self._cells(grid, pois, city)[known_cat]
             weights = (pois[COUNT].to_numpy(np.float64) if COUNT in pois else np.ones(len(pois)))[known_cat]
             cat_index = cat_index[known_cat]
         elif previous is not None and previous.venues is None:
@@ -369,7 +382,7 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         for name, rows in visits.groupby(CITY, sort=False):
             table = self.cities_[name]
             pos = rows.index.to_numpy()
-            cells[pos] = self._cells(table.grid, rows)
+            cells[pos] = self._cells(table.grid, rows, name)
             location[pos] = table.lookup(cells[pos, 0], cells[pos, 1])
             city[pos] = name
         return pd.DataFrame({CITY: city, "location_id": location,

@@ -10,6 +10,7 @@ and progress bars.
 from __future__ import annotations
 
 import contextlib
+import numbers
 
 import numpy as np
 import torch
@@ -179,6 +180,18 @@ class TrajMoERegressor(NextLocationEstimator):
         self.verbose = verbose
 
     # ----------------------------------------------------------------- building
+    def _check_params(self):
+        super()._check_params()
+        for name in ("max_epochs", "batch_size", "d_model", "n_layers", "n_heads", "finetune_epochs",
+                     "stride_days", "patience"):
+            value = getattr(self, name)
+            if value is None and name in ("d_model", "n_layers", "n_heads"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
+
     def _module_params(self):
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}.")
@@ -435,6 +448,8 @@ class TrajMoERegressor(NextLocationEstimator):
             Row i = location id i of :meth:`SpatialSemanticEncoder.location_table`.
         """
         check_is_fitted(self, "net_")
+        if city not in self.cities_:
+            raise ValueError(f"Unknown city {city!r}; known cities: {self.cities_}.")
         batch = {k: np.zeros((1, 1), np.int64) for k in ("location", "slot", "dow", "gap")}
         batch["dow"][:] = 1
         return self._forward(batch, city)["candidates"].cpu().numpy()

@@ -161,7 +161,7 @@ def _check_range(out: pd.DataFrame, col: str, lo: float, hi: float, unit: str) -
         )
 
 
-def _integral(out: pd.DataFrame, col: str, what: str) -> None:
+def _integral(out: pd.DataFrame, col: str, what: str, hint: str = "") -> None:
     """Require whole numbers (already float, no NaN); cast the column to int64 in ``out``."""
     v = _numeric(out, col)
     _no_missing(out.assign(**{col: v}), col)
@@ -171,7 +171,7 @@ def _integral(out: pd.DataFrame, col: str, what: str) -> None:
         raise SchemaError(
             f"column {col!r} ({what}) has {int(bad.sum())} non-integer value"
             f"{'' if bad.sum() == 1 else 's'} at rows {_rows(out.index, bad)}: it must hold "
-            f"whole numbers"
+            f"whole numbers{hint}"
         )
     out[col] = arr.astype("int64")
 
@@ -277,11 +277,12 @@ def _parse_started_at(out: pd.DataFrame, col: str = STARTED_AT) -> pd.Series:
                 retry = (parsed.isna() & s.notna()).to_numpy()
                 if retry.any():
                     parsed = pd.to_datetime(s, errors="coerce", format="mixed")
-            except (ValueError, TypeError) as exc:  # mixed time zones
+            except (ValueError, TypeError):  # mixed time zones
                 raise SchemaError(
-                    f"column {col!r} holds strings with mixed time zones ({exc}): parse it "
-                    f"yourself, e.g. pd.to_datetime(X[{col!r}], utc=True).dt.tz_convert(tz) "
-                    f"per city, or pass a naive local time"
+                    f"column {col!r} holds strings with mixed time zones (or naive and "
+                    f"tz-aware strings mixed){_zone_rows(s)}: parse it yourself, e.g. "
+                    f"pd.to_datetime(X[{col!r}], utc=True).dt.tz_convert(tz) per city, or pass "
+                    f"naive local times"
                 ) from None
             bad = (parsed.isna() & s.notna()).to_numpy()
             if bad.any():
@@ -299,10 +300,57 @@ def _parse_started_at(out: pd.DataFrame, col: str = STARTED_AT) -> pd.Series:
     out[col] = parsed
     if pd.api.types.is_datetime64_any_dtype(parsed):
         return parsed
+    _no_mixed_naive_aware(out, parsed, col)
     # object column of timestamps with different zones: order by the UTC instant
     return parsed.map(
         lambda v: v.tz_convert("UTC").tz_localize(None) if v.tzinfo is not None else v
     ).astype("datetime64[ns]")
+
+
+def _zone_rows(s: pd.Series) -> str:
+    """``": rows [...] differ from row R (zone Z)"`` for strings whose UTC offset differs
+    from the first parsable value's; empty if that cannot be told."""
+
+    def zone(v):
+        try:
+            t = pd.Timestamp(v)
+        except (ValueError, TypeError):
+            return None
+        return "naive" if t.tzinfo is None else str(t.utcoffset())
+
+    zones = s.map(zone)
+    known = zones.notna().to_numpy()
+    if not known.any():
+        return ""
+    first = zones[known].iloc[0]
+    differ = (known & (zones != first).to_numpy())
+    if not differ.any():
+        return ""
+    label = s.index[known][0]
+    label = label.item() if isinstance(label, np.generic) else label
+    return (f": {int(differ.sum())} value{'' if differ.sum() == 1 else 's'} at rows "
+            f"{_rows(s.index, differ)} differ from the zone of row {label!r} ({first})")
+
+
+def _no_mixed_naive_aware(out: pd.DataFrame, parsed: pd.Series, col: str) -> None:
+    """Raise if one city's times mix tz-aware and naive values (their order and local time
+    of day would be ambiguous); different cities may use different kinds."""
+    aware = parsed.map(lambda v: getattr(v, "tzinfo", None) is not None).to_numpy(dtype=bool)
+    if aware.all() or not aware.any():
+        return
+    cities = out[CITY] if CITY in out.columns else pd.Series(DEFAULT_CITY, index=out.index)
+    for city, pos in cities.groupby(cities.to_numpy(), sort=False).indices.items():
+        a = aware[pos]
+        if a.any() and not a.all():
+            naive = np.zeros(len(out), dtype=bool)
+            naive[pos[~a]] = True
+            raise SchemaError(
+                f"column {col!r} of city {city!r} mixes tz-aware and naive times: "
+                f"{int(naive.sum())} naive value{'' if naive.sum() == 1 else 's'} at rows "
+                f"{_rows(out.index, naive)} next to {int(a.sum())} tz-aware ones. Make them "
+                f"all tz-aware (e.g. pd.Timestamp(t).tz_localize(<city time zone>) for the naive "
+                f"ones) or all naive local times"
+            )
 
 
 def _city(out: pd.DataFrame) -> None:
@@ -358,8 +406,17 @@ def validate_visits(X: pd.DataFrame) -> pd.DataFrame:
         form; if ``user_id``/``city`` hold missing values; if ``started_at`` has missing or
         unparsable values; if ``lat``/``lon`` are NaN or outside -90..90 / -180..180 degrees;
         if ``slot`` is outside 0..47; if ``day``, ``slot``, ``x`` or ``y`` are NaN or not
-        whole numbers. The message names the column, up to five row labels with the count,
-        and the fix.
+        whole numbers, or ``|x|``/``|y|`` reach 2**30; if one city's ``started_at`` mixes
+        naive and tz-aware values (or strings of different time zones). The message names
+        the column, up to five row labels with the count, and the fix (e.g. swapped
+        ``lat``/``lon``).
+
+    Warns
+    -----
+    DataWarning
+        If lat/lon points of a city lie more than 1000 km from the city's median point (one
+        city is projected onto one metric grid; points on another continent or with a lost
+        minus sign get distorted cells).
 
     References
     ----------
@@ -407,13 +464,14 @@ def validate_visits(X: pd.DataFrame) -> pd.DataFrame:
         if not dt_rows.any():
             out[DAY], out[SLOT] = sub[DAY], sub[SLOT]
 
-    _check_locations(out)
+    _check_locations(out, "visits")
     return _stable_sort(out, [out[CITY], out[USER], pd.Series(time_key, index=out.index)])
 
 
-def _check_locations(out: pd.DataFrame) -> None:
+def _check_locations(out: pd.DataFrame, what: str = "visits") -> None:
     """Validate (and cast in place) each city's location form: lat/lon in degrees within
-    range, or whole-number x/y grid cells."""
+    range, or whole-number x/y grid cells with ``|x|, |y| < 2**30``. Warns (DataWarning)
+    when a city's lat/lon points lie more than ``_MAX_CITY_KM`` from its median point."""
     lforms = _forms_per_city(out, "location")
     ll_rows = np.isin(out[CITY].to_numpy(), [c for c, f in lforms.items() if f == "latlon"])
     if ll_rows.any():
@@ -421,16 +479,73 @@ def _check_locations(out: pd.DataFrame) -> None:
         for col in (LAT, LON):
             sub[col] = _numeric(sub, col)
             _no_missing(sub, col)
+        lat, lon = sub[LAT].to_numpy(), sub[LON].to_numpy()
+        if (np.abs(lat) > 90).any() and (np.abs(lon) <= 90).all() and (np.abs(lat) <= 180).all():
+            bad = np.abs(lat) > 90
+            raise SchemaError(
+                f"column {LAT!r} has {int(bad.sum())} value{'' if bad.sum() == 1 else 's'} "
+                f"outside -90..90 degrees at rows {_rows(sub.index, bad)}, while every {LON!r} "
+                f"is within -90..90: latitude and longitude look swapped; fix with "
+                f"X.rename(columns={{{LAT!r}: {LON!r}, {LON!r}: {LAT!r}}})"
+            )
         _check_range(sub, LAT, -90, 90, "degrees")
         _check_range(sub, LON, -180, 180, "degrees")
+        _warn_far_points(sub, what)
         if ll_rows.all():
             out[LAT], out[LON] = sub[LAT], sub[LON]
     if not ll_rows.all():
         sub = out.iloc[np.flatnonzero(~ll_rows)].copy()
-        _integral(sub, "x", "grid column")
-        _integral(sub, "y", "grid row")
+        hint = (f" ({'x'!r}/{'y'!r} are grid cell indices, e.g. 1..200 for YJMob100K; give "
+                f"coordinates in degrees as {LAT!r}/{LON!r} instead)")
+        for col, desc in (("x", "grid column"), ("y", "grid row")):
+            _integral(sub, col, desc, hint)
+            big = (np.abs(sub[col].to_numpy()) >= _MAX_CELL_INDEX)
+            if big.any():
+                raise SchemaError(
+                    f"column {col!r} ({desc}) has {int(big.sum())} value"
+                    f"{'' if big.sum() == 1 else 's'} of magnitude 2**30 or more at rows "
+                    f"{_rows(sub.index, big)}: grid cell indices must lie within "
+                    f"-2**30..2**30{hint}"
+                )
         if not ll_rows.any():
             out["x"], out["y"] = sub["x"], sub["y"]
+
+
+#: Largest magnitude of a grid cell index (cells are keyed as two 31-bit halves of an int64).
+_MAX_CELL_INDEX = 2**30
+#: Points farther than this from their city's median point raise a DataWarning (km).
+_MAX_CITY_KM = 1000.0
+
+
+def _warn_far_points(sub: pd.DataFrame, what: str) -> None:
+    """DataWarning for lat/lon points far (> ``_MAX_CITY_KM``) from their city's median.
+
+    One city is projected onto ONE metric grid (the UTM zone of its points), so points on
+    another continent, or with a lost minus sign, get distorted cells.
+    """
+    import warnings
+
+    lat = np.radians(sub[LAT].to_numpy())
+    lon = np.radians(sub[LON].to_numpy())
+    for city, pos in sub.groupby(CITY, sort=False).indices.items():
+        la, lo = lat[pos], lon[pos]
+        mla, mlo = np.median(la), np.median(lo)
+        # haversine distance to the median point, km
+        h = np.sin((la - mla) / 2) ** 2 + np.cos(la) * np.cos(mla) * np.sin((lo - mlo) / 2) ** 2
+        dist = 2 * 6371.0 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
+        far = dist > _MAX_CITY_KM
+        if far.any():
+            mask = np.zeros(len(sub), dtype=bool)
+            mask[pos[far]] = True
+            warnings.warn(
+                f"city {city!r}: {int(far.sum())} of {len(pos)} {what} lie more than "
+                f"{_MAX_CITY_KM:g} km from the city's median point (up to {dist.max():,.0f} km) "
+                f"at rows {_rows(sub.index, mask)}: one city is projected onto one metric grid, "
+                f"so far-away points get distorted cells. Give them their own {CITY!r} value, "
+                f"or fix their {LAT!r}/{LON!r} (a lost minus sign?)",
+                DataWarning,
+                stacklevel=4,
+            )
 
 
 def _forms_per_city(out: pd.DataFrame, kind: str) -> dict:
@@ -503,7 +618,7 @@ def validate_pois(P: pd.DataFrame) -> pd.DataFrame:
         )
     out = P.copy()
     _city(out)
-    _check_locations(out)
+    _check_locations(out, "POIs")
 
     _no_missing(
         out,

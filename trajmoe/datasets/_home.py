@@ -23,6 +23,11 @@ def get_data_home(data_home=None) -> Path:
     path : pathlib.Path
         The absolute folder path (it may not exist; the loaders say so when a file is missing).
 
+    Raises
+    ------
+    TypeError
+        If ``data_home`` is neither None, a str nor a path-like object.
+
     References
     ----------
     Modelled on :func:`sklearn.datasets.get_data_home` (which, unlike this one, creates the
@@ -36,6 +41,12 @@ def get_data_home(data_home=None) -> Path:
     """
     if data_home is None:
         data_home = os.environ.get(ENV_VAR) or "~/trajmoe_data"
+    if not isinstance(data_home, (str, os.PathLike)):
+        raise TypeError(
+            f"data_home must be a folder path (str or pathlib.Path), got "
+            f"{type(data_home).__name__} {data_home!r}: pass e.g. data_home='/path/to/data', "
+            f"or leave it None and set {ENV_VAR}"
+        )
     return Path(data_home).expanduser().absolute()
 
 

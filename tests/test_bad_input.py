@@ -1,0 +1,521 @@
+"""Bad and awkward input, the way real users write it.
+
+Every failure must be a clear error that names the column, the offending rows and the fix
+(never a raw KeyError/AttributeError/IndexError/numpy error from deep inside); valid data is
+never silently dropped; the caller's frames are never modified.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from trajmoe import (
+    HistoryFrequencyBaseline,
+    MarkovBaseline,
+    PopularityBaseline,
+    SpatialSemanticEncoder,
+    TrajMoERegressor,
+)
+from trajmoe.schema import DataWarning, SchemaError, validate_pois, validate_visits
+from trajmoe.taxonomy import TAXONOMY
+
+BASELINES = [PopularityBaseline, MarkovBaseline, HistoryFrequencyBaseline]
+
+
+def tiny_model(**kw):
+    return TrajMoERegressor(d_model=16, n_layers=1, max_epochs=1, random_state=0, **kw)
+
+
+# ------------------------------------------------------------------------------- fixtures
+def grid_visits(n_users=3, n=12, city=None):
+    """Binned, gridded visits (YJMob100K form): n visits per user over two days."""
+    rows = [
+        dict(user_id=u, day=i // 6, slot=(i * 7) % 48, x=u + i % 4, y=i % 3)
+        for u in range(n_users)
+        for i in range(n)
+    ]
+    X = pd.DataFrame(rows)
+    if city is not None:
+        X["city"] = city
+    return X
+
+
+def latlon_visits(n_users=3, n=12, city=None):
+    """Tz-aware, lat/lon visits in New York, one every three hours."""
+    t0 = pd.Timestamp("2020-01-06 08:00", tz="America/New_York")
+    rows = [
+        dict(user_id=u, started_at=t0 + pd.Timedelta(hours=3 * i),
+             lat=40.70 + 0.01 * (i % 4), lon=-74.00 + 0.01 * u)
+        for u in range(n_users)
+        for i in range(n)
+    ]
+    X = pd.DataFrame(rows)
+    if city is not None:
+        X["city"] = city
+    return X
+
+
+def set_at(X, col, row, value):
+    X = X.copy()
+    if not pd.api.types.is_object_dtype(X[col]) and isinstance(value, (str, float)):
+        X[col] = X[col].astype(object if isinstance(value, str) else float)
+    X.loc[row, col] = value
+    return X
+
+
+@pytest.fixture(scope="module")
+def fitted_baseline():
+    return MarkovBaseline(min_stays=2).fit(grid_visits(city="A"))
+
+
+@pytest.fixture(scope="module")
+def fitted_model():
+    return tiny_model().fit(grid_visits(city="A"))
+
+
+def all_fitters():
+    return [validate_visits, lambda X: SpatialSemanticEncoder().fit(X)] + [
+        lambda X, E=E: E().fit(X) for E in BASELINES] + [lambda X: tiny_model().fit(X)]
+
+
+FITTER_IDS = ["validate", "encoder", "popularity", "markov", "history", "trajmoe"]
+
+
+# ---------------------------------------------------------------- not a frame / empty / columns
+@pytest.mark.parametrize("make", [
+    lambda: grid_visits().to_numpy(),
+    lambda: grid_visits().to_numpy().tolist(),
+    lambda: grid_visits().to_dict("list"),
+], ids=["ndarray", "list", "dict"])
+@pytest.mark.parametrize("fit", all_fitters(), ids=FITTER_IDS)
+def test_not_a_dataframe(fit, make):
+    with pytest.raises(SchemaError, match=r"must be a pandas DataFrame.*got \w+.*pd\.DataFrame"):
+        fit(make())
+
+
+def test_series_is_not_a_dataframe():
+    with pytest.raises(SchemaError, match=r"must be a pandas DataFrame.*got Series"):
+        validate_visits(grid_visits()["x"])
+
+
+@pytest.mark.parametrize("fit", all_fitters()[1:], ids=FITTER_IDS[1:])
+def test_series_is_not_a_dataframe_estimators(fit):
+    with pytest.raises(SchemaError, match=r"must be a pandas DataFrame.*got Series"):
+        fit(grid_visits()["x"])
+
+
+@pytest.mark.parametrize("fit", all_fitters(), ids=FITTER_IDS)
+def test_empty_frame(fit):
+    with pytest.raises(SchemaError, match=r"empty \(0 rows\)"):
+        fit(grid_visits().iloc[:0])
+
+
+def test_missing_user_id():
+    with pytest.raises(SchemaError, match=r"missing required column 'user_id'.*rename"):
+        PopularityBaseline().fit(grid_visits().drop(columns="user_id"))
+
+
+def test_no_time_form():
+    with pytest.raises(SchemaError, match=r"no time form.*'started_at'.*'day'.*'slot'"):
+        validate_visits(grid_visits().drop(columns=["day", "slot"]))
+    with pytest.raises(SchemaError, match=r"found only 'day'"):
+        validate_visits(grid_visits().drop(columns=["slot"]))
+
+
+def test_no_location_form():
+    with pytest.raises(SchemaError, match=r"no location form.*'lat'.*'lon'.*'x'.*'y'"):
+        SpatialSemanticEncoder().fit(grid_visits().drop(columns=["x", "y"]))
+
+
+def test_duplicated_column_names():
+    X = pd.concat([grid_visits(), grid_visits()[["x"]]], axis=1)
+    with pytest.raises(SchemaError, match=r"duplicated column names \['x'\]"):
+        validate_visits(X)
+
+
+# ------------------------------------------------------------------------------ lat / lon
+@pytest.mark.parametrize("value,what", [(np.nan, "NaN"), (95.0, "outside -90..90"),
+                                        (np.inf, "outside -90..90")])
+def test_bad_latitude_names_column_and_row(value, what):
+    X = set_at(latlon_visits(), "lat", 5, value)
+    with pytest.raises(SchemaError, match=rf"column 'lat'.*{what}.*rows \[5\].*(drop|fix)"):
+        PopularityBaseline().fit(X)
+
+
+def test_swapped_lat_lon_says_swapped():
+    X = latlon_visits().assign(lat=103.85, lon=1.29)  # Singapore, columns swapped
+    with pytest.raises(SchemaError, match=r"column 'lat'.*rows \[0, 1, 2, 3, 4, \.\.\.\].*swapped.*rename"):
+        validate_visits(X)
+
+
+def test_latlon_as_strings_are_converted():
+    out = validate_visits(latlon_visits().astype({"lat": str, "lon": str}))
+    assert out["lat"].dtype == np.float64
+    X = set_at(latlon_visits(), "lon", 3, "west")
+    with pytest.raises(SchemaError, match=r"column 'lon'.*non-numeric.*rows \[3\].*pd\.to_numeric"):
+        validate_visits(X)
+
+
+def test_points_on_two_continents_in_one_city_warn():
+    ny = latlon_visits()
+    far = latlon_visits().assign(lat=-34.3, lon=151.0, user_id=lambda d: d.user_id + 10)
+    X = pd.concat([ny, far.iloc[:4]], ignore_index=True)  # 4 Sydney points in "New York"
+    with pytest.warns(DataWarning, match=r"city 'city': 4 of 40 visits.*1000 km.*rows \[36, 37, 38, 39\].*'city'"):
+        SpatialSemanticEncoder().fit(X)
+    # a lost minus sign on lon is caught the same way
+    with pytest.warns(DataWarning, match=r"lost minus sign"):
+        validate_visits(set_at(latlon_visits(), "lon", 2, 74.0))
+
+
+def test_two_cities_far_apart_do_not_warn():
+    X = pd.concat([latlon_visits(city="NYC"),
+                   latlon_visits(city="SYD").assign(lat=-33.9, lon=151.2)], ignore_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        validate_visits(X)
+
+
+# ------------------------------------------------------------------------------- x / y
+def test_x_nan_names_row():
+    with pytest.raises(SchemaError, match=r"column 'x' has 1 NaN value at rows \[4\]"):
+        MarkovBaseline().fit(set_at(grid_visits(), "x", 4, np.nan))
+
+
+def test_x_not_integer_hints_at_lat_lon():
+    X = grid_visits().assign(x=lambda d: d.x * 1.5 + 0.25)
+    with pytest.raises(SchemaError, match=r"column 'x'.*non-integer.*rows.*grid cell indices.*'lat'/'lon'"):
+        validate_visits(X)
+
+
+@pytest.mark.parametrize("col", ["x", "y"])
+def test_huge_grid_indices_are_refused_not_corrupted(col):
+    # cells are keyed in 31 bits per axis: y = 2**31 used to become a silent different cell
+    X = grid_visits().assign(**{col: lambda d: d[col] + 2**31})
+    with pytest.raises(SchemaError, match=rf"column '{col}'.*2\*\*30.*rows \[0, 1, 2, 3, 4, \.\.\.\]"):
+        SpatialSemanticEncoder().fit(X)
+
+
+def test_negative_grid_indices_are_fine():
+    enc = SpatialSemanticEncoder().fit(grid_visits().assign(x=lambda d: d.x - 5))
+    assert enc.location_table("city")["ix"].min() == -5
+
+
+# ------------------------------------------------------------------------------- time
+def test_unparsable_started_at_names_rows():
+    X = latlon_visits().assign(started_at=lambda d: d.started_at.astype(str))
+    X.loc[[3, 7], "started_at"] = ["not a date", "2020-13-45"]
+    with pytest.raises(SchemaError, match=r"column 'started_at' has 2 unparsable values at rows \[3, 7\]"):
+        PopularityBaseline().fit(X)
+
+
+def test_unix_seconds_say_how_to_convert():
+    X = latlon_visits().assign(started_at=lambda d: d.started_at.astype("int64") // 10**9)
+    with pytest.raises(SchemaError, match=r"'started_at'.*int64.*pd\.to_datetime\(.*unit='s'"):
+        validate_visits(X)
+
+
+def test_naive_and_aware_times_give_same_order():
+    aware = latlon_visits().sample(frac=1, random_state=0)
+    naive = aware.assign(started_at=lambda d: d.started_at.dt.tz_localize(None))
+    assert validate_visits(aware).index.tolist() == validate_visits(naive).index.tolist()
+
+
+def test_timestamps_of_different_zones_sorted_by_instant():
+    t = pd.Timestamp("2020-01-01 10:00", tz="Asia/Tokyo")  # 01:00 UTC
+    X = pd.DataFrame({"user_id": 1, "x": [1, 2], "y": 0,
+                      "started_at": pd.Series([t.tz_convert("UTC") + pd.Timedelta(hours=1), t],
+                                              dtype=object)})
+    assert validate_visits(X).index.tolist() == [1, 0]
+
+
+def test_naive_mixed_with_aware_in_one_city_is_refused():
+    t = pd.Timestamp("2020-01-01 10:00")
+    X = pd.DataFrame({"user_id": 1, "x": [1, 2, 3], "y": 0,
+                      "started_at": pd.Series([t.tz_localize("Asia/Tokyo"), t, t], dtype=object)})
+    with pytest.raises(SchemaError, match=r"'started_at' of city 'city' mixes tz-aware and naive.*rows \[1, 2\].*tz_localize"):
+        validate_visits(X)
+    # different cities may use different kinds
+    validate_visits(X.assign(city=["tokyo", "paris", "paris"]))
+
+
+def test_strings_of_mixed_zones_name_rows():
+    X = pd.DataFrame({"user_id": 1, "x": [1, 2, 3], "y": 0,
+                      "started_at": ["2020-01-01 10:00+09:00", "2020-01-01 05:00",
+                                     "2020-01-01 05:00+01:00"]}, index=list("abc"))
+    with pytest.raises(SchemaError, match=r"'started_at'.*mixed time zones.*rows \['b', 'c'\].*utc=True"):
+        validate_visits(X)
+
+
+@pytest.mark.parametrize("slot", [48, -1])
+def test_slot_out_of_range(slot):
+    with pytest.raises(SchemaError, match=r"column 'slot'.*outside 0\.\.47.*rows \[4\]"):
+        HistoryFrequencyBaseline().fit(set_at(grid_visits(), "slot", 4, slot))
+
+
+def test_float_day():
+    with pytest.raises(SchemaError, match=r"column 'day'.*non-integer.*rows \[4\].*whole numbers"):
+        validate_visits(set_at(grid_visits(), "day", 4, 0.5))
+    out = validate_visits(grid_visits().astype({"day": float, "slot": "Int64"}))
+    assert out["day"].dtype == out["slot"].dtype == np.int64
+
+
+def test_boolean_slot():
+    with pytest.raises(SchemaError, match=r"column 'slot' is boolean"):
+        validate_visits(grid_visits().assign(slot=True))
+
+
+# ------------------------------------------------------------------ both forms / mixed forms
+def test_both_time_and_location_forms_started_at_and_latlon_win():
+    X = pd.concat([grid_visits(), latlon_visits()[["started_at", "lat", "lon"]]], axis=1)
+    enc = SpatialSemanticEncoder().fit(X)
+    assert enc.cities_["city"].grid.is_projected
+    assert validate_visits(X)["started_at"].notna().all()
+
+
+def test_two_cities_one_latlon_one_grid():
+    X = pd.concat([grid_visits(city="G"), latlon_visits(city="L")], ignore_index=True)
+    X = X.sample(frac=1, random_state=0)
+    pred = PopularityBaseline().fit(X).predict(X)
+    assert len(pred) == len(X)
+    city = pd.Series(pred).str.split(":").str[0].to_numpy()
+    np.testing.assert_array_equal(city, X["city"].to_numpy())
+
+
+# ---------------------------------------------------------------- index, order, users, dtypes
+def test_order_and_index_labels_do_not_matter(fitted_baseline):
+    X = grid_visits(city="A")
+    ref = pd.Series(fitted_baseline.predict(X), index=X.index)
+    shuffled = X.sample(frac=1, random_state=3)
+    for frame in (shuffled, shuffled.set_axis([7] * len(X)),
+                  shuffled.set_axis([f"r{i}" for i in shuffled.index]),
+                  shuffled.set_axis(pd.MultiIndex.from_arrays([shuffled.index, shuffled.index]))):
+        np.testing.assert_array_equal(fitted_baseline.predict(frame), ref.loc[shuffled.index].to_numpy())
+    ranks = fitted_baseline.target_ranks(shuffled.set_axis([f"r{i}" for i in shuffled.index]))
+    assert all(isinstance(i, str) for i in ranks.index)
+
+
+def test_order_does_not_matter_for_trajmoe(fitted_model):
+    X = grid_visits(city="A")
+    shuffled = X.sample(frac=1, random_state=3).set_axis([0] * len(X))
+    ref = pd.Series(fitted_model.predict(X), index=X.index)
+    perm = X.sample(frac=1, random_state=3).index
+    np.testing.assert_array_equal(fitted_model.predict(shuffled), ref.loc[perm].to_numpy())
+
+
+@pytest.mark.parametrize("E", BASELINES)
+def test_single_user_and_single_visit_baselines(E):
+    one = grid_visits(n_users=1, n=1)
+    pred = E().fit(one).predict(one)
+    assert pred.shape == (1,) and pred[0] == "city:0_0"
+    assert len(E().fit(grid_visits(n_users=1)).predict(grid_visits(n_users=1))) == 12
+
+
+def test_trajmoe_no_window_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"No training window.*min_stays=5.*window_days=3.*Lower min_stays"):
+        tiny_model().fit(grid_visits(n_users=4, n=4))
+
+
+def test_trajmoe_short_users_are_still_predicted():
+    X = pd.concat([grid_visits(n_users=2), grid_visits(n_users=2, n=2).assign(user_id=["s", "s", "t", "t"])],
+                  ignore_index=True)
+    model = tiny_model().fit(X)
+    pred = model.predict(X)
+    assert len(pred) == len(X) and all(isinstance(p, str) for p in pred)
+
+
+def test_user_ids_of_mixed_types_stay_apart():
+    X = pd.DataFrame({"user_id": [1, "1"] * 6, "day": 0, "slot": range(12), "x": [0, 9] * 6, "y": 0})
+    out = validate_visits(X)
+    assert out["user_id"].map(type).tolist() == [int] * 6 + [str] * 6
+    ranks = MarkovBaseline(min_stays=2).fit(X).target_ranks(X)
+    assert len(ranks) == 10 and (ranks == 1).all()  # each user stays in its own cell
+
+
+@pytest.mark.parametrize("dtype", ["category", "string"])
+def test_categorical_and_string_dtypes(dtype):
+    X = grid_visits(city="A").astype({"city": dtype, "user_id": dtype})
+    before = X.copy(deep=True)
+    model = PopularityBaseline().fit(X)
+    assert len(model.predict(X)) == len(X)
+    assert model.cities_ == ["A"]
+    pd.testing.assert_frame_equal(X, before)
+
+
+def test_extra_columns_ignored_and_kept():
+    X = grid_visits().assign(note="hello", payload=lambda d: [[1, 2]] * len(d), trajectory_id=1)
+    out = validate_visits(X)
+    assert {"note", "payload", "trajectory_id"} <= set(out.columns)
+    assert len(HistoryFrequencyBaseline().fit(X).predict(X)) == len(X)
+
+
+@pytest.mark.parametrize("col,fix", [("user_id", "give them a user id"), ("city", "fill them with a city name")])
+def test_missing_user_or_city(col, fix):
+    X = set_at(grid_visits(city="A"), col, 3, None)
+    with pytest.raises(SchemaError, match=rf"column '{col}' has 1 NaN value at rows \[3\].*{fix}"):
+        PopularityBaseline().fit(X)
+
+
+# ------------------------------------------------------------------------ fitted state
+@pytest.mark.parametrize("method", ["predict", "predict_topk", "transform", "score", "target_ranks",
+                                    "predict_time"])
+def test_trajmoe_before_fit(method):
+    with pytest.raises(NotFittedError):
+        getattr(tiny_model(), method)(grid_visits())
+    with pytest.raises(NotFittedError):
+        tiny_model().location_embeddings("city")
+
+
+@pytest.mark.parametrize("E", BASELINES)
+def test_baselines_before_fit(E):
+    for method in ("predict", "predict_topk", "score", "target_ranks"):
+        with pytest.raises(NotFittedError):
+            getattr(E(), method)(grid_visits())
+
+
+def test_encoder_before_fit():
+    enc = SpatialSemanticEncoder()
+    for call in (lambda: enc.transform(grid_visits()), lambda: enc.locate(grid_visits()),
+                 lambda: enc.location_table("city"), enc.get_feature_names_out):
+        with pytest.raises(NotFittedError):
+            call()
+
+
+@pytest.mark.parametrize("which", ["baseline", "model"])
+def test_predict_on_unknown_city(which, fitted_baseline, fitted_model):
+    est = fitted_baseline if which == "baseline" else fitted_model
+    with pytest.raises(ValueError, match=r"'city'.*not seen: \['B'\].*Known cities: \['A'\].*partial_fit"):
+        est.predict(grid_visits(city="B"))
+    # forgetting the city column is the same mistake, said the same way
+    with pytest.raises(ValueError, match=r"not seen: \['city'\].*Known cities: \['A'\]"):
+        est.predict(grid_visits())
+
+
+def test_location_table_unknown_city(fitted_model):
+    with pytest.raises(KeyError, match=r"Unknown city 'B'; known cities: \['A'\]"):
+        fitted_model.encoder_.location_table("B")
+
+
+# ---------------------------------------------------------------------------- cell_size
+@pytest.mark.parametrize("cell_size", [0, -5, np.nan, "500"])
+def test_bad_cell_size(cell_size):
+    with pytest.raises(ValueError, match=r"cell_size must be a finite positive number of metres"):
+        SpatialSemanticEncoder(cell_size=cell_size).fit(latlon_visits())
+
+
+def test_very_large_cell_size_is_one_cell():
+    enc = SpatialSemanticEncoder(cell_size=1e9).fit(latlon_visits())
+    assert len(enc.location_table("city")) == 1
+
+
+@pytest.mark.parametrize("cell_size", [np.int64(500), np.float32(500)])
+def test_numpy_cell_size_accepted(cell_size):
+    SpatialSemanticEncoder(cell_size=cell_size).fit(latlon_visits())
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_infinite_cell_size_refused():
+    with pytest.raises(ValueError, match="cell_size"):
+        SpatialSemanticEncoder(cell_size=np.inf).fit(latlon_visits())
+
+
+# ----------------------------------------------------------------------------------- POIs
+def poi_frame():
+    return pd.DataFrame({"city": "NYC", "lat": [40.70, 40.71, 40.72], "lon": [-74.0, -73.99, -73.98],
+                         "category": list(TAXONOMY[:3]), "count": [1, 2, 3]})
+
+
+@pytest.mark.parametrize("col,value,match", [
+    ("category", "Coffee Shop", r"column 'category'.*outside the taxonomy at rows \[1\].*'Coffee Shop'.*map_categories"),
+    ("category", None, r"column 'category' has 1 NaN value at rows \[1\].*unmapped"),
+    ("count", -2, r"column 'count' has 1 negative value at rows \[1\].*>= 0"),
+    ("count", 2.5, r"column 'count'.*non-integer.*rows \[1\]"),
+    ("lat", 140.0, r"column 'lat'.*outside -90\.\.90.*rows \[1\]"),
+])
+def test_bad_poi_frames(col, value, match):
+    P = set_at(poi_frame(), col, 1, value)
+    with pytest.raises(SchemaError, match=match):
+        validate_pois(P)
+    with pytest.raises(SchemaError, match=match):
+        SpatialSemanticEncoder().fit(latlon_visits(city="NYC"), pois=P)
+
+
+def test_poi_frame_missing_category_and_not_a_frame():
+    with pytest.raises(SchemaError, match=r"missing required column 'category'.*map_categories"):
+        validate_pois(poi_frame().drop(columns="category"))
+    with pytest.raises(SchemaError, match=r"P must be a pandas DataFrame"):
+        validate_pois(poi_frame().to_numpy())
+
+
+def test_pois_of_no_visited_city_are_reported():
+    with pytest.warns(DataWarning, match=r"city"):
+        SpatialSemanticEncoder().fit(latlon_visits(city="NYC"), pois=poi_frame().drop(columns="city"))
+
+
+# --------------------------------------------------------------- the caller's frame is never modified
+def test_caller_frames_never_modified():
+    X = latlon_visits(city="NYC").sample(frac=1, random_state=0)
+    X = X.astype({"city": "category"}).set_axis([f"v{i}" for i in range(len(X))])
+    P = poi_frame()
+    X0, P0 = X.copy(deep=True), P.copy(deep=True)
+    validate_visits(X), validate_pois(P)
+    SpatialSemanticEncoder().fit(X, pois=P).transform(X)
+    for E in BASELINES:
+        E().fit(X, pois=P).partial_fit(X).score(X)
+    model = tiny_model().fit(X)
+    model.partial_fit(X)
+    model.predict(X), model.transform(X)
+    pd.testing.assert_frame_equal(X, X0)
+    pd.testing.assert_frame_equal(P, P0)
+
+
+# ------------------------------------------------------------------------ estimators
+def test_location_embeddings_unknown_city(fitted_model):
+    with pytest.raises((KeyError, ValueError), match=r"known cities.*'A'"):
+        fitted_model.location_embeddings("B")
+
+
+def test_city_tz_given_as_string_applies_to_every_city():
+    visits = latlon_visits()
+    utc = visits.assign(started_at=pd.to_datetime(visits["started_at"]).dt.tz_convert("UTC"))
+    one = PopularityBaseline(city_tz="America/New_York").fit(utc)
+    as_dict = PopularityBaseline(city_tz={"city": "America/New_York"}).fit(utc)
+    assert one._prepare(utc).times.equals(as_dict._prepare(utc).times)
+    with pytest.raises(ValueError, match="city_tz must be a dict"):
+        PopularityBaseline(city_tz=["America/New_York"]).fit(visits)
+
+
+def test_city_tz_unknown_zone():
+    with pytest.raises(ValueError, match=r"city_tz.*'city'.*Mars/Olympus"):
+        PopularityBaseline(city_tz={"city": "Mars/Olympus"}).fit(latlon_visits()).predict(latlon_visits())
+
+
+@pytest.mark.parametrize("param", ["window_days", "max_tokens"])
+def test_baseline_zero_window_parameters(param):
+    with pytest.raises(ValueError, match=param):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            PopularityBaseline(**{param: 0}).fit(grid_visits()).predict(grid_visits())
+
+
+@pytest.mark.parametrize("k", [0, -1, "3", 1.5])
+def test_predict_topk_bad_k(k, fitted_baseline):
+    with pytest.raises(ValueError, match=r"\bk\b"):
+        fitted_baseline.predict_topk(grid_visits(city="A"), k=k)
+
+
+@pytest.mark.parametrize("param", ["max_epochs", "batch_size", "d_model"])
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_trajmoe_zero_size_parameters(param):
+    with pytest.raises(ValueError, match=param):
+        tiny_model().set_params(**{param: 0}).fit(grid_visits())
+
+
+def test_location_form_switch_names_the_city():
+    model = PopularityBaseline().fit(latlon_visits(city="NYC"))
+    with pytest.raises(SchemaError, match=r"'NYC'"):
+        model.partial_fit(grid_visits(city="NYC"))
