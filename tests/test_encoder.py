@@ -131,7 +131,8 @@ def test_poi_frame_counts_per_cell():
         "category": ["cafe", "finance", "shop", "cafe", "cafe"],
         "count": [2, 1, 4, 3, 100],
     })
-    enc = SpatialSemanticEncoder().fit(X, pois=pois)
+    with pytest.warns(DataWarning, match=r"not used: \{'other': 1\}"):
+        enc = SpatialSemanticEncoder().fit(X, pois=pois)
     table = enc.location_table("city").set_index("label")
     # (9,9) holds POIs but no visit: it joins the vocabulary; ids (3,7) (4,7) (5,1) (9,9)
     assert table.index.tolist() == ["city:3_7", "city:4_7", "city:5_1", "city:9_9"]

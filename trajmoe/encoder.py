@@ -252,7 +252,7 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
             stray = poi_frame.loc[~poi_frame[CITY].isin(visits[CITY].unique()), CITY].value_counts()
             if len(stray):
                 warnings.warn(
-                    f"POIs of cities without visits in X are not used: {dict(stray)} (rows per city). "
+                    f"POIs of cities without visits in X are not used: { {str(k): int(v) for k, v in stray.items()} } (rows per city). "
                     f"Cities of X: {sorted(visits[CITY].unique())}; set the POI frame's '{CITY}' column "
                     "to the matching city names.", DataWarning, stacklevel=3)
         for city, rows in visits.groupby(CITY, sort=False):
