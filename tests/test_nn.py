@@ -337,7 +337,7 @@ def test_base_preset_parameter_count():
     Counted by hand: time embeddings (48+8+96+144)d; input embeddings (P+1)d + 3d + 9d; tower
     (d + d/2) + 9d/4 + (P+1)d/4 + 4d (cross) + 8d^2+5d (MLP) + 2d^2+d (projection); per block
     2 LayerNorms 4d, attention 4d^2+4d, four experts 4(8d^2+5d), router 3d+3 and 4d+2; final
-    LayerNorm 2d, W_q d^2, time head 96d+96; the copy path d^2+d+1 (not in the paper).
+    LayerNorm 2d, W_q d^2, time head 96d+96; the copy path d^2+d+1 plus one recency bias per position (max_len; not in the paper).
     """
     d, layers = 512, 4
     per_block = 4 * d + 4 * d * d + 4 * d + 4 * (8 * d * d + 5 * d) + 3 * d + 3 + 4 * d + 2
@@ -352,7 +352,7 @@ def test_base_preset_parameter_count():
     assert n_params == faithful == 40_941_428
     assert 40e6 < n_params < 42e6
     with_copy = SAMoETransformer.from_preset("base")
-    assert sum(p.numel() for p in with_copy.parameters()) == faithful + d * d + d + 1
+    assert sum(p.numel() for p in with_copy.parameters()) == faithful + d * d + d + 1 + 144
     assert PRESETS["small"] == dict(d_model=64, n_layers=2, n_heads=4)
 
 
@@ -441,3 +441,21 @@ def test_state_dict_round_trip_adopts_registered_cities():
     batch = make_batch(n=13, city=1)
     assert torch.equal(fresh(**batch)["query"], model(**batch)["query"])
     assert torch.equal(fresh(**batch)["candidates"], model(**batch)["candidates"])
+
+
+def test_copy_recency_bias_shifts_copy_mass_to_recent_stays():
+    """With equal content scores, a positive bias for 'one stay back' makes the previous
+    stay's cell the most likely copy target (hand-built: cells 3, 5, 7, query at t = 2)."""
+    torch.manual_seed(0)
+    model = SAMoETransformer(d_model=16, n_layers=1, n_heads=2, dropout=0.0)
+    model.register_city(0, torch.rand(10, 34), torch.randn(10, 2), torch.randint(1, 9, (10,)))
+    with torch.no_grad():
+        model.copy_key.weight.zero_()          # content scores all 0: only the bias differs
+        model.copy_recency.zero_()
+        model.copy_recency[1] = 5.0            # one stay back
+    batch = dict(location=torch.tensor([[3, 5, 7]]), slot=torch.tensor([[10, 12, 14]]),
+                 dow=torch.tensor([[1, 1, 1]]), gap=torch.tensor([[0, 4, 4]]), city=torch.tensor([0]))
+    scores = model(**batch)["copy_scores"][0, 2]
+    weights = torch.softmax(scores, dim=0)
+    assert torch.allclose(scores, torch.tensor([0.0, 5.0, 0.0]))
+    assert weights.argmax().item() == 1        # the stay at position 1 (cell 5)

@@ -51,7 +51,10 @@ def load_city(name, data_home=None):
     if name not in CITY_LOADERS:
         raise ValueError(f"Unknown city {name!r}; choose from {sorted(CITY_LOADERS)}.")
     bunch = CITY_LOADERS[name](data_home)
-    return bunch.visits, bunch.pois
+    pois = bunch.pois
+    if pois is not None:
+        pois = pois[pois["city"] == name]   # YJMob ships the POIs of cities B-D too
+    return bunch.visits, pois
 
 
 def _concat(frames):
@@ -119,6 +122,8 @@ def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed
     def report(name, model, seconds):
         ranks = model.target_ranks(test, protocol=protocol).to_numpy()
         row = {"model": name, **metrics.ranking_report(ranks), "fit_seconds": round(seconds, 1)}
+        if hasattr(model, "net_"):
+            row["epochs"] = len(model.net_.history)
         rows.append(row)
         log(f"{name:22s} acc@1 {row['acc@1']:.3f}  acc@5 {row['acc@5']:.3f}  mrr {row['mrr']:.3f}  "
             f"({seconds:.0f} s)")
@@ -146,7 +151,7 @@ def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed
 def format_table(result):
     """Plain-text table (model x metric) of :func:`run_demo`'s result."""
     frame = pd.DataFrame(result["rows"]).set_index("model")
-    cols = ["acc@1", "acc@3", "acc@5", "acc@10", "mrr", "ndcg@10", "n_targets", "fit_seconds"]
+    cols = ["acc@1", "acc@3", "acc@5", "acc@10", "mrr", "ndcg@10", "n_targets", "epochs", "fit_seconds"]
     return frame[[c for c in cols if c in frame]].to_string(float_format=lambda v: f"{v:.4f}")
 
 

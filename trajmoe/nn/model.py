@@ -62,8 +62,9 @@ class SAMoETransformer(nn.Module):
     ``time_logits = Linear(d, 96)(q)``; candidates ``C = LocationTower(features)`` [N, d].
 
     Copy path (MODEL.md section 6 remedy, ``copy_path=True``): ``key = W_k h`` (no bias), copy
-    scores ``s[b, t, j] = q_t . key_j / sqrt(d)`` for ``j <= t`` whose input location is a real
-    cell (else ``-inf``), and a gate ``sigmoid(Linear(d, 1)(h))`` = probability of generating from
+    scores ``s[b, t, j] = q_t . key_j / sqrt(d) + r[t - j]`` for ``j <= t`` whose input location
+    is a real cell (else ``-inf``), with ``r`` a learned, zero-initialised bias per number of
+    stays back (a recency prior that is the same in every city), and a gate ``sigmoid(Linear(d, 1)(h))`` = probability of generating from
     the candidate distribution (forced to 1 where no cell can be copied).
 
     Parameters
@@ -188,6 +189,8 @@ class SAMoETransformer(nn.Module):
         self.time_head = nn.Linear(d_model, N_GAPS)
         self.copy_key = nn.Linear(d_model, d_model, bias=False) if copy_path else None
         self.copy_gate = nn.Linear(d_model, 1) if copy_path else None
+        # learned bias of the copy score by how many stays back a history token lies (0 = current)
+        self.copy_recency = nn.Parameter(torch.zeros(max_len)) if copy_path else None
         self._reset_parameters(n_layers)
         self.register_load_state_dict_pre_hook(_adopt_city_tables)
 
@@ -381,6 +384,9 @@ class SAMoETransformer(nn.Module):
         """Copy scores [B, L, L] (``-inf`` where masked) and generation gate [B, L]."""
         scores = q @ self.copy_key(h).transpose(1, 2) / math.sqrt(self.d_model)
         length = location.shape[1]
+        steps = torch.arange(length, device=h.device)
+        back = (steps[:, None] - steps[None, :]).clamp(min=0)
+        scores = scores + self.copy_recency[back]
         causal = torch.ones(length, length, dtype=torch.bool, device=h.device).tril()
         copyable = causal & ((location >= 0) & (location < n)).unsqueeze(1)
         gate = torch.sigmoid(self.copy_gate(h).squeeze(-1)).masked_fill(~copyable.any(-1), 1.0)
