@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pickle
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -157,12 +159,21 @@ def test_poi_frame_category_outside_taxonomy_is_an_error():
 
 def test_visited_category_outside_taxonomy_warns_and_is_not_counted():
     X = grid_frame().assign(poi_category=["cafe", "not_a_category", "cafe", None])
-    with pytest.warns(DataWarning, match="not_a_category"):
+    with pytest.warns(DataWarning, match="not_a_category"), \
+            pytest.warns(DataWarning, match="1 visits have no 'poi_category'"):
         enc = SpatialSemanticEncoder().fit(X)
     table = enc.location_table("city")
     # (3,7) is visited twice with "cafe" and no venue column: one distinct (cell, category)
     assert table.loc[0, "poi_cafe"] == 1
     assert table[[f"poi_{c}" for c in TAXONOMY]].to_numpy().sum() == 1
+
+
+def test_city_without_any_visited_category_is_silent():
+    X = grid_frame().assign(poi_category=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        enc = SpatialSemanticEncoder().fit(X)
+    assert enc.location_table("city")[[f"poi_{c}" for c in TAXONOMY]].to_numpy().sum() == 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -465,16 +465,25 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
 
 
 def _category_index(city, categories):
-    """Column of every category in :data:`TAXONOMY` (-1 outside it, with a DataWarning)."""
-    categories = np.asarray(categories, dtype=object)
-    cat_index = pd.Index(TAXONOMY).get_indexer(pd.Series(categories, dtype=object).where(pd.notna(categories), None))
-    unknown = cat_index < 0
+    """Column of every category in :data:`TAXONOMY` (-1 outside it or missing).
+
+    Names outside the taxonomy are reported with a DataWarning; missing names too, unless
+    all are missing (the city simply has no category information, e.g. Foursquare Singapore).
+    """
+    categories = pd.Series(np.asarray(categories, dtype=object), dtype=object)
+    missing = categories.isna().to_numpy()
+    cat_index = pd.Index(TAXONOMY).get_indexer(categories.where(~missing, None))
+    unknown = (cat_index < 0) & ~missing
     if unknown.any():
-        names = pd.Series(categories[unknown], dtype=object).fillna("<missing>").value_counts()
+        names = categories[unknown].value_counts()
         warnings.warn(
             f"City {city!r}: {int(unknown.sum())} POIs have a category outside the shared taxonomy "
-            f"and are not counted ({dict(names.head(10))}); map them with "
-            "trajmoe.taxonomy.map_categories.", DataWarning, stacklevel=5)
+            f"and are not counted ({ {str(k): int(v) for k, v in names.head(10).items()} }); map them "
+            "with trajmoe.taxonomy.map_categories.", DataWarning, stacklevel=5)
+    if missing.any() and not missing.all():
+        warnings.warn(
+            f"City {city!r}: {int(missing.sum())} visits have no '{POI_CATEGORY}' and do not count "
+            "towards the POI features.", DataWarning, stacklevel=5)
     return cat_index.astype(np.int64)
 
 
