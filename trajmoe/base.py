@@ -58,6 +58,14 @@ class NextLocationEstimator(BaseEstimator):
 
     _eval_batch_windows = 64
 
+    def __sklearn_tags__(self):
+        # rows are visits of a DataFrame, not samples of a 2-D array
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.requires_fit = True
+        return tags
+
     # -------------------------------------------------------------- fitting helpers
     def _check_params(self):
         """Validate the window parameters and ``city_tz`` (called by every fit)."""
@@ -139,17 +147,21 @@ class NextLocationEstimator(BaseEstimator):
         """
         raise NotImplementedError
 
-    def _iter_scores(self, windows):
-        """Yield (rows, target_rows, scores) per batch of one city's windows."""
-        for c, city in enumerate(self.cities_):
+    def _iter_batches(self, windows):
+        """Yield (city index, window indices, width, batch, valid) per batch of one city."""
+        for c in range(len(self.cities_)):
             idx = np.flatnonzero(windows.city == c)
             for start in range(0, len(idx), self._eval_batch_windows):
                 b = idx[start:start + self._eval_batch_windows]
                 width = int((windows.location[b] != PAD).sum(axis=1).max())
                 batch = {k: getattr(windows, k)[b, :width] for k in ("location", "slot", "dow", "gap")}
-                valid = batch["location"] != PAD
-                scores = self._batch_scores(batch, city)
-                yield c, windows.row[b, :width][valid], windows.target_row[b, :width][valid], scores
+                yield c, b, width, batch, batch["location"] != PAD
+
+    def _iter_scores(self, windows):
+        """Yield (city index, rows, target_rows, scores) per batch of one city's windows."""
+        for c, b, width, batch, valid in self._iter_batches(windows):
+            scores = self._batch_scores(batch, self.cities_[c])
+            yield c, windows.row[b, :width][valid], windows.target_row[b, :width][valid], scores
 
     def _visit_windows(self, X):
         check_is_fitted(self, "encoder_")

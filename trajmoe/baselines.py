@@ -62,14 +62,6 @@ class _CountingBaseline(NextLocationEstimator):
         self._fit_encoder(X, pois, partial)
         return self
 
-    def __sklearn_tags__(self):
-        # rows are visits of a DataFrame, not samples of a 2-D array (as TrajMoERegressor)
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.requires_fit = True
-        return tags
-
     def _popularity(self, city):
         counts = self.encoder_.cities_[city].visit_counts.astype(np.float64)
         return counts / max(counts.sum(), 1.0)

@@ -380,17 +380,11 @@ class TrajMoERegressor(NextLocationEstimator):
         """Network output ``key`` ("query" or "time_logits") at every visit, in X's order."""
         prep, windows = self._visit_windows(X)
         out = None
-        for c, city in enumerate(self.cities_):
-            idx = np.flatnonzero(windows.city == c)
-            for start in range(0, len(idx), self._eval_batch_windows):
-                b = idx[start:start + self._eval_batch_windows]
-                width = int((windows.location[b] != PAD).sum(axis=1).max())
-                batch = {k: getattr(windows, k)[b, :width] for k in ("location", "slot", "dow", "gap")}
-                valid = batch["location"] != PAD
-                values = self._forward(batch, city)[key].float().cpu().numpy()
-                if out is None:
-                    out = np.zeros((len(prep.order), values.shape[-1]), np.float32)
-                out[prep.order[windows.row[b, :width][valid]]] = values[valid]
+        for c, b, width, batch, valid in self._iter_batches(windows):
+            values = self._forward(batch, self.cities_[c])[key].float().cpu().numpy()
+            if out is None:
+                out = np.zeros((len(prep.order), values.shape[-1]), np.float32)
+            out[prep.order[windows.row[b, :width][valid]]] = values[valid]
         return out
 
     def transform(self, X):
@@ -458,8 +452,6 @@ class TrajMoERegressor(NextLocationEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
         tags.non_deterministic = self.random_state is None
         return tags
 

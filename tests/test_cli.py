@@ -1,0 +1,73 @@
+"""The `trajmoe demo` job: the experiment on slices of real data, and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trajmoe import cli
+from trajmoe.schema import DataWarning
+
+TINY = dict(d_model=16, n_layers=1, n_heads=2, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def small_demo():
+    """Edinburgh as the target (30 % of its training users fine-tune), Osaka as the source."""
+    with pytest.warns(DataWarning, match="before the year 2000"):   # Flickr camera clocks, counted
+        return cli.run_demo("edinburgh", ("osaka",), fraction=0.3, seed=0, max_epochs=1,
+                            model_params=TINY, log=lambda *args: None)
+
+
+def test_demo_rows_compare_every_model_on_the_same_targets(small_demo):
+    rows = {row["model"]: row for row in small_demo["rows"]}
+    assert list(rows) == ["trajmoe_finetuned", "trajmoe_full_target", "history_frequency", "markov",
+                          "popularity"]
+    assert small_demo["target_city"] == "edinburgh" and small_demo["protocol"] == "all"
+    n_targets = {row["n_targets"] for row in rows.values()}
+    assert len(n_targets) == 1 and n_targets.pop() > 0
+    for row in rows.values():
+        assert 0 <= row["acc@1"] <= row["acc@5"] <= row["acc@10"] <= 1
+        assert row["acc@1"] <= row["mrr"] <= 1
+    # pre-training epochs (1) + the one fine-tuning epoch; the scratch model trains 1 epoch
+    assert rows["trajmoe_finetuned"]["epochs"] == 2
+    assert rows["trajmoe_full_target"]["epochs"] == 1
+
+
+def test_demo_table_lists_every_model(small_demo):
+    table = cli.format_table(small_demo)
+    for name in ("trajmoe_finetuned", "trajmoe_full_target", "history_frequency", "markov", "popularity"):
+        assert name in table
+
+
+def test_target_among_sources_is_refused():
+    with pytest.raises(ValueError, match="must not be a source"):
+        cli.run_demo("osaka", ("osaka", "toronto"))
+
+
+def test_unknown_city_names_the_choices():
+    with pytest.raises(ValueError, match=r"Unknown city 'atlantis'.*nyc"):
+        cli.load_city("atlantis")
+
+
+def test_main_prints_the_table_and_writes_json(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake_run_demo(target, sources, fraction, seed, data_home, max_epochs, protocol):
+        seen.update(target=target, sources=sources, fraction=fraction, seed=seed, max_epochs=max_epochs)
+        return {"target_city": target, "protocol": protocol, "fraction": fraction, "seed": seed,
+                "sources": list(sources),
+                "rows": [{"model": "trajmoe_finetuned", "acc@1": 0.25, "acc@5": 0.5, "mrr": 0.375,
+                          "ndcg@10": 0.4, "n_targets": 8, "fit_seconds": 1.0, "epochs": 2}]}
+
+    monkeypatch.setattr(cli, "run_demo", fake_run_demo)
+    out = tmp_path / "r.json"
+    assert cli.main(["demo", "--target", "osaka", "--sources", "osaka,toronto", "--fraction", "0.1",
+                     "--max-epochs", "3", "--output", str(out)]) == 0
+    # the target is dropped from the sources
+    assert seen == dict(target="osaka", sources=("toronto",), fraction=0.1, seed=0, max_epochs=3)
+    result = json.loads(out.read_text())
+    assert result["target_city"] == "osaka" and result["rows"][0]["model"] == "trajmoe_finetuned"
+    assert result["rows"][0]["acc@1"] == 0.25 and "wall_seconds" in result
+    assert "trajmoe_finetuned" in capsys.readouterr().out
