@@ -190,6 +190,9 @@ class NextLocationEstimator(BaseEstimator):
         ------
         sklearn.exceptions.NotFittedError
             Before fit.
+        ValueError
+            If ``k`` is not an int >= 1. A city with fewer than k cells leaves the last
+            columns as None labels with score -inf.
         """
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}.")

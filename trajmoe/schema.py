@@ -2,20 +2,23 @@
 
 A *visit frame* has one row per visit (stay point, check-in, photo, record):
 
-============== ========================================= =========================
-column         dtype                                     required
-============== ========================================= =========================
-``user_id``    any hashable                              yes
-``started_at`` datetime64 (tz-aware preferred)           time form "datetime"
-``day``        int, day index                            time form "binned"
-``slot``       int 0..47, half-hour of the day           time form "binned"
-``lat``        float, WGS84 degrees -90..90              location form "latlon"
-``lon``        float, WGS84 degrees -180..180            location form "latlon"
-``x``, ``y``   int grid indices of an already-gridded    location form "grid"
-               city (e.g. YJMob100K, 500 m cells)
-``city``       str                                       no (default ``"city"``)
-``poi_category`` str, a name of :data:`trajmoe.taxonomy.TAXONOMY`  no
-============== ========================================= =========================
+================== ================================================== =========================
+column             dtype                                              required
+================== ================================================== =========================
+``user_id``        any hashable                                       yes
+``started_at``     datetime64 (tz-aware preferred)                    time form "datetime"
+``day``            int, day index                                     time form "binned"
+``slot``           int 0..47, half-hour of the day                    time form "binned"
+``lat``            float, WGS84 degrees -90..90                       location form "latlon"
+``lon``            float, WGS84 degrees -180..180                     location form "latlon"
+``x``, ``y``       int grid indices of an already-gridded city        location form "grid"
+                   (e.g. YJMob100K, 500 m cells)
+``city``           str                                                no (default ``"city"``)
+``poi_category``   str, a name of :data:`trajmoe.taxonomy.TAXONOMY`   no
+================== ================================================== =========================
+
+Each city uses one time form and one location form for all its rows; a frame of several cities
+may mix forms across cities (e.g. after ``pd.concat`` of check-ins and gridded data).
 
 A *POI frame* has ``city``, a location form, ``category`` (a taxonomy name) and an optional
 ``count`` (int, default 1) and ``source_category`` (the raw name).
