@@ -87,6 +87,9 @@ autodoc_default_options = {
     "members": True,
     "show-inheritance": True,
     "member-order": "bysource",
+    # scikit-learn's metadata-routing helpers, inherited by every estimator
+    "exclude-members": "set_fit_request, set_partial_fit_request, set_predict_request, "
+                       "set_score_request, set_transform_request",
 }
 autodoc_typehints = "none"  # types are written in the numpydoc parameter lists
 autosummary_generate = True

@@ -17,23 +17,20 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from . import datasets, metrics
-from .baselines import HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline
-from .estimator import TrajMoERegressor
-from .model_selection import train_test_users
-from .schema import CITY, DataWarning
+# the command line parses its arguments before importing torch (fast --help);
+# the experiment imports the library inside run_demo
 
 __all__ = ["main", "run_demo", "load_city", "CITY_LOADERS"]
 
-#: City name -> loader of its (visits, pois); names as in the ``city`` column.
+#: City name -> (loader in :mod:`trajmoe.datasets`, its arguments); names as in the ``city`` column.
 CITY_LOADERS = {
-    "nyc": lambda home: datasets.load_foursquare_nyc(data_home=home),
-    "singapore": lambda home: datasets.load_foursquare_singapore(data_home=home),
-    "yjmob_A": lambda home: datasets.load_yjmob100k("A", data_home=home),
-    "edinburgh": lambda home: datasets.load_flickr("Edinburgh", data_home=home),
-    "melbourne": lambda home: datasets.load_flickr("Melbourne", data_home=home),
-    "osaka": lambda home: datasets.load_flickr("Osaka", data_home=home),
-    "toronto": lambda home: datasets.load_flickr("Toronto", data_home=home),
+    "nyc": ("load_foursquare_nyc", ()),
+    "singapore": ("load_foursquare_singapore", ()),
+    "yjmob_A": ("load_yjmob100k", ("A",)),
+    "edinburgh": ("load_flickr", ("Edinburgh",)),
+    "melbourne": ("load_flickr", ("Melbourne",)),
+    "osaka": ("load_flickr", ("Osaka",)),
+    "toronto": ("load_flickr", ("Toronto",)),
 }
 DEFAULT_TARGET = "nyc"
 #: Check-in and photo-trail cities (the dense GPS-like YJMob100K is slower and, measured on NYC
@@ -52,7 +49,10 @@ def load_city(name, data_home=None):
     """
     if name not in CITY_LOADERS:
         raise ValueError(f"Unknown city {name!r}; choose from {sorted(CITY_LOADERS)}.")
-    bunch = CITY_LOADERS[name](data_home)
+    from . import datasets
+
+    loader, args = CITY_LOADERS[name]
+    bunch = getattr(datasets, loader)(*args, data_home=data_home)
     pois = bunch.pois
     if pois is not None:
         pois = pois[pois["city"] == name]   # YJMob ships the POIs of cities B-D too
@@ -98,6 +98,11 @@ def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed
     ValueError
         If the target is among the sources or a city is unknown.
     """
+    from . import metrics
+    from .baselines import HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline
+    from .estimator import TrajMoERegressor
+    from .model_selection import train_test_users
+
     if target in sources:
         raise ValueError(f"The target city {target!r} must not be a source city.")
     t0 = time.perf_counter()
@@ -167,21 +172,29 @@ def format_table(result):
 
 def main(argv=None):
     """Entry point of the ``trajmoe`` console script."""
-    parser = argparse.ArgumentParser(prog="trajmoe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="trajmoe", description="TrajMoE: next-location prediction in any city.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="cross-city transfer on real data: pre-train, fine-tune on a few "
-                                       "users of a new city, compare with baselines")
-    demo.add_argument("--target", default=DEFAULT_TARGET, choices=sorted(CITY_LOADERS))
-    demo.add_argument("--sources", default=",".join(DEFAULT_SOURCES),
-                      help="comma-separated source cities (default: %(default)s)")
-    demo.add_argument("--fraction", type=float, default=0.05, help="share of target training users (default 0.05)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser(
+        "demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="cross-city transfer on real data: pre-train, fine-tune on a few users of a new city, "
+             "compare with baselines",
+        description="Pre-train TrajMoE on the source cities, fine-tune it for ONE epoch on a random "
+                    "share of the target city's training users, train the same model from scratch on "
+                    "all of them, and score both and the baselines on the target's test users.",
+        epilog="example: TRAJMOE_DATA=../shared/data trajmoe demo --target nyc --output results.json")
+    demo.add_argument("--target", default=DEFAULT_TARGET, choices=sorted(CITY_LOADERS), help="target city")
+    demo.add_argument("--sources", default=",".join(DEFAULT_SOURCES), help="comma-separated source cities")
+    demo.add_argument("--fraction", type=float, default=0.05, help="share of the target's training users")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the user split, the sample and the networks")
     demo.add_argument("--max-epochs", type=int, default=6,
-                      help="training epochs at most, for pre-training and the from-scratch model (default 6)")
-    demo.add_argument("--protocol", choices=("all", "last"), default="all")
-    demo.add_argument("--data-home", default=None, help="data folder (default: $TRAJMOE_DATA)")
+                      help="training epochs at most, for pre-training and the from-scratch model")
+    demo.add_argument("--protocol", choices=("all", "last"), default="all",
+                      help="score every position of a window, or its last one")
+    demo.add_argument("--data-home", default=None, help="data folder; unset: $TRAJMOE_DATA")
     demo.add_argument("--output", default=None, help="write the results as JSON to this file")
     args = parser.parse_args(argv)
+
+    from .schema import DataWarning
 
     sources = tuple(s for s in args.sources.split(",") if s and s != args.target)
     start = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import sys
 
 import numpy as np
 import torch
@@ -119,7 +120,7 @@ class TrajMoERegressor(NextLocationEstimator):
     random_state : int or None, default None
         Seeds weights, batch order and the validation split (CPU runs repeat exactly).
     verbose : int, default 0
-        1 = progress bars and an epoch table.
+        1 = an epoch table, and progress bars over batches when writing to a terminal.
 
     Attributes
     ----------
@@ -222,7 +223,7 @@ class TrajMoERegressor(NextLocationEstimator):
             callbacks.append(("lr_scheduler", LRScheduler(MultiStepLR, milestones=milestones, gamma=0.4)))
         if self.clip_grad:
             callbacks.append(("clip", GradientNormClipping(self.clip_grad)))
-        if self.verbose:
+        if self.verbose and sys.stderr.isatty():
             callbacks.append(("progress", ProgressBar()))
         return callbacks
 
