@@ -223,7 +223,7 @@ def hand_windows():
     bounds = window_bounds(user, tf["day"].to_numpy(), window_days=3)
     assert bounds_list(bounds) == [(0, 4), (4, 5), (5, 6)]
     bounds = np.array([[0, 4], [4, 6]])   # force a 2-token window for user 1 (6 days apart)
-    return make_windows(location, tf, user, city, np.array([3]), bounds)
+    return make_windows(location, tf, city, np.array([3]), bounds)
 
 
 def test_make_windows_tokens():
@@ -255,7 +255,7 @@ def test_make_windows_oov_id_per_city_and_gap_clamp_from_datetimes():
     tf = pd.DataFrame({"minute": [0, 10, 0, 200 * 30], "day": [0, 0, 0, 4], "slot": [0, 0, 0, 8],
                        "dow": [1, 1, 1, 5]})
     city = np.array([0, 0, 1, 1])
-    w = make_windows(location, tf, np.array([0, 0, 1, 1]), city, np.array([2, 5]), np.array([[0, 2], [2, 4]]))
+    w = make_windows(location, tf, city, np.array([2, 5]), np.array([[0, 2], [2, 4]]))
     assert w.location.tolist() == [[0, 2], [5, 4]]         # OOV = 2 in city 0, 5 in city 1
     assert w.city.tolist() == [0, 1]
     assert w.gap.tolist() == [[0, 0], [0, N_GAPS - 1]]     # 10 min -> 0 slots; 200 slots -> 95
@@ -265,7 +265,7 @@ def test_make_windows_oov_id_per_city_and_gap_clamp_from_datetimes():
 
 def test_make_windows_without_windows():
     tf = pd.DataFrame({"minute": [0], "day": [0], "slot": [0], "dow": [1]})
-    w = make_windows(np.array([0]), tf, np.array([0]), np.array([0]), np.array([1]), np.zeros((0, 2), np.int64))
+    w = make_windows(np.array([0]), tf, np.array([0]), np.array([1]), np.zeros((0, 2), np.int64))
     assert len(w) == 0 and w.location.shape[0] == 0
 
 

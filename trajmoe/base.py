@@ -126,7 +126,7 @@ class NextLocationEstimator(BaseEstimator):
     def _windows(self, prep, stride_days=None, min_stays=1):
         bounds = window_bounds(prep.user_key, prep.times["day"].to_numpy(), self.window_days,
                                stride_days=stride_days, max_tokens=self.max_tokens, min_stays=min_stays)
-        return make_windows(prep.location, prep.times, prep.user_key, prep.city_index,
+        return make_windows(prep.location, prep.times, prep.city_index,
                             self._n_locations(), bounds)
 
     # ----------------------------------------------------------------- scoring core

@@ -203,7 +203,7 @@ class Windows:
         return len(self.city)
 
 
-def make_windows(location, times, user_key, city_index, n_locations, bounds):
+def make_windows(location, times, city_index, n_locations, bounds):
     """Gather windows of tokens.
 
     Parameters
@@ -212,7 +212,8 @@ def make_windows(location, times, user_key, city_index, n_locations, bounds):
         City-local location id per row (-1 outside the vocabulary).
     times : DataFrame of shape (n, 4)
         :func:`time_features` of the rows.
-    user_key, city_index : ndarray of int64, shape (n,)
+    city_index : ndarray of int64, shape (n,)
+        City index of every row.
     n_locations : ndarray of int64, shape (n_cities,)
         Vocabulary size per city (the out-of-vocabulary id of that city).
     bounds : ndarray of int64, shape (n_windows, 2)
