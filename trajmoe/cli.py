@@ -200,6 +200,10 @@ def main(argv=None):
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("always", DataWarning)
+        # data notes as one line each, not as Python warnings pointing into this file
+        warnings.showwarning = lambda message, category, *args, **kwargs: print(
+            f"note: {message}" if issubclass(category, DataWarning) else f"{category.__name__}: {message}",
+            file=sys.stderr)
         result = run_demo(args.target, sources, args.fraction, args.seed, args.data_home,
                           args.max_epochs, args.protocol)
     result["wall_seconds"] = round(time.perf_counter() - start, 1)
