@@ -89,7 +89,7 @@ autodoc_default_options = {
     "member-order": "bysource",
     # scikit-learn's metadata-routing helpers, inherited by every estimator
     "exclude-members": "set_fit_request, set_partial_fit_request, set_predict_request, "
-                       "set_score_request, set_transform_request",
+                       "set_score_request, set_transform_request, set_split_request",
 }
 autodoc_typehints = "none"  # types are written in the numpydoc parameter lists
 autosummary_generate = True

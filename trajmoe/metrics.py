@@ -29,9 +29,9 @@ the scorers of this module call that method.
 
 References
 ----------
-.. [1] Han, Yuan, Chen, Ding, Li. "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human
-   Mobility Modeling", arXiv:2505.18670 (2025), evaluation section.
-.. [2] ``docs/MODEL.md`` section 5 (metrics and protocols) of this project.
+- Han, Yuan, Chen, Ding, Li. "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human
+  Mobility Modeling", arXiv:2505.18670 (2025), evaluation section.
+- ``docs/MODEL.md`` section 5 (metrics and protocols) of this project.
 """
 
 from __future__ import annotations

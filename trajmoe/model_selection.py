@@ -11,10 +11,10 @@ different cities number their users independently.
 
 References
 ----------
-.. [1] Han, Yuan, Chen, Ding, Li. "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human
-   Mobility Modeling", arXiv:2505.18670 (2025).
-.. [2] ``docs/MODEL.md`` sections 4 (transfer protocol: fine-tune one epoch on 1 %, 5 % or 10 % of
-   the target city's users, sampled at random with a seed) and 5 (evaluation) of this project.
+- Han, Yuan, Chen, Ding, Li. "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human
+  Mobility Modeling", arXiv:2505.18670 (2025).
+- ``docs/MODEL.md`` sections 4 (transfer protocol: fine-tune one epoch on 1 %, 5 % or 10 % of
+  the target city's users, sampled at random with a seed) and 5 (evaluation) of this project.
 """
 
 from __future__ import annotations
