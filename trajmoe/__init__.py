@@ -11,12 +11,13 @@ Han, Yuan, Chen, Ding, Li, "TrajMoE: Spatially-Aware Mixture of Experts for Unif
 Mobility Modeling", arXiv 2505.18670, 2025.
 """
 
+__version__ = "0.1.0"
+
 from .baselines import HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline
 from .encoder import SpatialSemanticEncoder
 from .estimator import TrajMoERegressor
+from .persistence import load_model, save_model
 from .schema import DataWarning, SchemaError, validate_pois, validate_visits
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DataWarning",
@@ -26,6 +27,8 @@ __all__ = [
     "SchemaError",
     "SpatialSemanticEncoder",
     "TrajMoERegressor",
+    "load_model",
+    "save_model",
     "validate_pois",
     "validate_visits",
     "__version__",
