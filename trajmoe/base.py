@@ -73,26 +73,22 @@ class NextLocationEstimator(BaseEstimator):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-        self._city_tz()
+        self._check_city_tz()
 
-    def _city_tz(self):
-        """``city_tz`` as a dict of city -> ZoneInfo name (a single str applies to every city)."""
+    def _check_city_tz(self):
         tz = self.city_tz
         if tz is None:
-            return None
-        if isinstance(tz, str):
-            tz = {None: tz}
-        if not isinstance(tz, dict):
+            return
+        names = {None: tz} if isinstance(tz, str) else tz
+        if not isinstance(names, dict):
             raise ValueError(f"city_tz must be a dict of city -> IANA time zone name (or one name for every "
                              f"city), got {type(tz).__name__}.")
-        # a single name (key None) applies to every city
-        for city, name in tz.items():
+        for city, name in names.items():
             try:
                 zoneinfo.ZoneInfo(name)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
                 raise ValueError(f"city_tz[{city!r}] = {name!r} is not a known IANA time zone "
                                  "(e.g. 'America/New_York').") from None
-        return tz
 
     def _fit_encoder(self, X, pois, partial):
         self._check_params()
@@ -112,9 +108,7 @@ class NextLocationEstimator(BaseEstimator):
         unknown = set(located[CITY]) - set(self.cities_)
         if unknown:
             raise ValueError(f"Cities {sorted(unknown)} are unknown to this model; register them with partial_fit.")
-        tz = self._city_tz()
-        if tz is not None and None in tz:
-            tz = {city: tz[None] for city in self.cities_}
+        tz = dict.fromkeys(self.cities_, self.city_tz) if isinstance(self.city_tz, str) else self.city_tz
         times = time_features(visits, tz)
         user_key = pd.MultiIndex.from_arrays([visits[CITY], visits[USER]]).factorize()[0].astype(np.int64)
         city_index = pd.Index(self.cities_).get_indexer(located[CITY]).astype(np.int64)

@@ -44,9 +44,6 @@ class _CountingBaseline(NextLocationEstimator):
         -------
         self
         """
-        for attr in ("transitions_",):
-            if hasattr(self, attr):
-                delattr(self, attr)
         return self._learn(X, pois, partial=False)
 
     def partial_fit(self, X, y=None, pois=None):
@@ -139,8 +136,8 @@ class MarkovBaseline(_CountingBaseline):
         """Sparse transition counts of a city, shape (n_locations + 1, n_locations); the last
         row (out-of-vocabulary current cell) is empty. Sparse, as a dense matrix of a city
         of 20,000 cells would take 3.2 GB."""
-        if city not in getattr(self, "_matrices", {}):
-            self._matrices = getattr(self, "_matrices", {})
+        self._matrices = getattr(self, "_matrices", {})    # dropped when pickling
+        if city not in self._matrices:
             table = self.encoder_.cities_[city]
             n = table.n_locations
             a = b = np.zeros(0, np.int64)

@@ -17,8 +17,11 @@ import warnings
 import numpy as np
 import pandas as pd
 
-# the command line parses its arguments before importing torch (fast --help);
-# the experiment imports the library inside run_demo
+from . import datasets, metrics
+from .baselines import HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline
+from .estimator import TrajMoERegressor
+from .model_selection import train_test_users
+from .schema import DataWarning
 
 __all__ = ["main", "run_demo", "load_city", "CITY_LOADERS"]
 
@@ -49,8 +52,6 @@ def load_city(name, data_home=None):
     """
     if name not in CITY_LOADERS:
         raise ValueError(f"Unknown city {name!r}; choose from {sorted(CITY_LOADERS)}.")
-    from . import datasets
-
     loader, args = CITY_LOADERS[name]
     bunch = getattr(datasets, loader)(*args, data_home=data_home)
     pois = bunch.pois
@@ -98,11 +99,6 @@ def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed
     ValueError
         If the target is among the sources or a city is unknown.
     """
-    from . import metrics
-    from .baselines import HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline
-    from .estimator import TrajMoERegressor
-    from .model_selection import train_test_users
-
     if target in sources:
         raise ValueError(f"The target city {target!r} must not be a source city.")
     t0 = time.perf_counter()
@@ -193,8 +189,6 @@ def main(argv=None):
     demo.add_argument("--data-home", default=None, help="data folder; unset: $TRAJMOE_DATA")
     demo.add_argument("--output", default=None, help="write the results as JSON to this file")
     args = parser.parse_args(argv)
-
-    from .schema import DataWarning
 
     sources = tuple(s for s in args.sources.split(",") if s and s != args.target)
     start = time.perf_counter()

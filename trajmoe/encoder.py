@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .schema import (CATEGORY, CITY, COUNT, LAT, LON, POI_CATEGORY, USER, X, Y,
+from .schema import (CATEGORY, CITY, COUNT, LAT, LON, POI_CATEGORY, X, Y,
                      DataWarning, SchemaError, validate_pois, validate_visits)
 from .spatial import CityGrid
 from .taxonomy import TAXONOMY

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .schema import CITY, DAY, SLOT, STARTED_AT, USER, SchemaError
+from .schema import CITY, DAY, SLOT, STARTED_AT, SchemaError
 
 __all__ = ["time_features", "window_bounds", "Windows", "make_windows", "WindowDataset",
            "CityBatchSampler", "CityBatchLoader", "N_SLOTS", "N_GAPS", "PAD", "IGNORE"]
