@@ -32,8 +32,8 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as ec
 
-from trajmoe import (HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline, SpatialSemanticEncoder,
-                     TrajMoERegressor)
+from trajmoe import (HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, PopularityBaseline,
+                     SpatialSemanticEncoder, TrajMoERegressor, TransformerRegressor)
 from trajmoe.datasets import load_foursquare_nyc, load_yjmob100k
 from trajmoe.metrics import accuracy_at_k
 
@@ -247,7 +247,9 @@ def test_clone_is_unfitted_with_same_params(two_city):
 # --------------------------------------------------------------------------------------------------
 # scikit-learn API rules, for every estimator of the package
 # --------------------------------------------------------------------------------------------------
-ESTIMATORS = [TrajMoERegressor(d_model=16, n_layers=1, max_epochs=1, device="cpu"), PopularityBaseline(),
+ESTIMATORS = [TrajMoERegressor(d_model=16, n_layers=1, max_epochs=1, device="cpu"),
+              LSTMRegressor(d_model=16, n_layers=1, max_epochs=1, device="cpu"),
+              TransformerRegressor(d_model=16, n_layers=1, max_epochs=1, device="cpu"), PopularityBaseline(),
               MarkovBaseline(), HistoryFrequencyBaseline(), SpatialSemanticEncoder()]
 API_CHECKS = [ec.check_estimator_cloneable, ec.check_estimator_tags_renamed, ec.check_valid_tag_types,
               ec.check_estimator_repr, ec.check_no_attributes_set_in_init,
@@ -272,7 +274,7 @@ def test_sklearn_check_estimator_runs_what_applies(estimator):
     assert [r["status"] for r in results] == ["passed"]
 
 
-@pytest.mark.parametrize("cls", [TrajMoERegressor, PopularityBaseline, MarkovBaseline, HistoryFrequencyBaseline,
+@pytest.mark.parametrize("cls", [TrajMoERegressor, LSTMRegressor, TransformerRegressor, PopularityBaseline, MarkovBaseline, HistoryFrequencyBaseline,
                                  SpatialSemanticEncoder])
 def test_init_stores_params_unchanged(cls):
     params = inspect.signature(cls.__init__).parameters

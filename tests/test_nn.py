@@ -12,6 +12,8 @@ import torch
 
 from trajmoe.nn import (
     PRESETS,
+    LSTMNetwork,
+    TransformerNetwork,
     SAMoEBlock,
     SAMoETransformer,
     STARRouter,
@@ -459,3 +461,51 @@ def test_copy_recency_bias_shifts_copy_mass_to_recent_stays():
     weights = torch.softmax(scores, dim=0)
     assert torch.allclose(scores, torch.tensor([0.0, 5.0, 0.0]))
     assert weights.argmax().item() == 1        # the stay at position 1 (cell 5)
+
+
+# --------------------------------------------------------------------------- neural baselines
+def make_baseline(cls, **kwargs):
+    torch.manual_seed(0)
+    model = cls(d_model=16, n_layers=2, max_len=12, dropout=0.0, **kwargs)
+    model.register_city(0, *city_tables(N_CELLS))
+    return model.eval()
+
+
+@pytest.mark.parametrize("cls", [LSTMNetwork, TransformerNetwork])
+def test_baseline_networks_share_the_retrieval_head_and_are_causal(cls):
+    model = make_baseline(cls)
+    batch = make_batch()
+    out = model(**batch)
+    assert out["query"].shape == (3, 8, 16) and out["candidates"].shape == (N_CELLS, 16)
+    assert out["time_logits"].shape == (3, 8, 96)
+    assert out["copy_scores"] is None and out["gate"] is None and out["gates"] is None
+    changed = model(**with_changed(batch, "location", 1, 5, 0 if batch["location"][1, 5] else 1))
+    assert torch.equal(changed["query"][:, :5], out["query"][:, :5])    # the past ignores the future
+    assert not torch.equal(changed["query"][1, 5:], out["query"][1, 5:])
+    log_p = location_log_probs(out, *all_positions(3, 8))
+    torch.testing.assert_close(log_p.logsumexp(-1), torch.zeros(24))
+
+
+@pytest.mark.parametrize("cls", [LSTMNetwork, TransformerNetwork])
+def test_baseline_networks_load_a_state_dict_with_its_cities(cls):
+    model = make_baseline(cls, copy_path=True)
+    clone = cls(d_model=16, n_layers=2, max_len=12, dropout=0.0, copy_path=True).eval()
+    clone.load_state_dict(model.state_dict())
+    batch = make_batch()
+    torch.testing.assert_close(clone(**batch)["copy_scores"], model(**batch)["copy_scores"])
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_sparse_top_k_router_keeps_exactly_k_experts(k):
+    model = make_model(top_k=k).train()
+    out = model(**make_batch())
+    gates = out["gates"]
+    assert ((gates > 0).sum(-1) == k).all()
+    torch.testing.assert_close(gates.sum(-1), torch.ones(3, 8))
+    model.eval()
+    torch.testing.assert_close(model(**make_batch())["gates"], model(**make_batch())["gates"])  # no noise
+
+
+def test_sparse_top_k_must_be_a_number_of_specialists():
+    with pytest.raises(ValueError, match="top_k"):
+        STARRouter(16, top_k=4)

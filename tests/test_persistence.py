@@ -1,4 +1,4 @@
-"""Safe save/load of a fitted TrajMoERegressor: data files only, identical predictions."""
+"""Safe save/load of fitted neural estimators: data files only, identical predictions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from trajmoe import TrajMoERegressor, load_model, save_model
+from trajmoe import LSTMRegressor, TrajMoERegressor, TransformerRegressor, load_model, save_model
 from trajmoe.datasets import load_yjmob100k
 
 
@@ -63,3 +63,13 @@ def test_save_refuses_unfitted_and_other_estimators(tmp_path):
         save_model(TrajMoERegressor(), tmp_path)
     with pytest.raises(TypeError, match="TrajMoERegressor"):
         save_model(PopularityBaseline(), tmp_path)
+
+
+@pytest.mark.parametrize("cls", [LSTMRegressor, TransformerRegressor])
+def test_neural_baselines_round_trip_as_their_own_class(cls, fitted_and_test, tmp_path):
+    _, test = fitted_and_test
+    model = cls(d_model=16, n_layers=1, max_epochs=1, random_state=0, device="cpu").fit(test)
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    params = {k: v for k, v in model.get_params(deep=False).items() if k != "encoder"}
+    assert type(loaded) is cls and params.items() <= loaded.get_params(deep=False).items()
+    np.testing.assert_array_equal(model.predict_topk(test, k=3)[1], loaded.predict_topk(test, k=3)[1])

@@ -16,17 +16,20 @@ __version__ = "0.1.0"
 from .baselines import HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline
 from .encoder import SpatialSemanticEncoder
 from .estimator import TrajMoERegressor
+from .neural_baselines import LSTMRegressor, TransformerRegressor
 from .persistence import load_model, save_model
 from .schema import DataWarning, SchemaError, validate_pois, validate_visits
 
 __all__ = [
     "DataWarning",
     "HistoryFrequencyBaseline",
+    "LSTMRegressor",
     "MarkovBaseline",
     "PopularityBaseline",
     "SchemaError",
     "SpatialSemanticEncoder",
     "TrajMoERegressor",
+    "TransformerRegressor",
     "load_model",
     "save_model",
     "validate_pois",

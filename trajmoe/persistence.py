@@ -1,4 +1,4 @@
-"""Saving and loading a fitted TrajMoERegressor without pickle.
+"""Saving and loading a fitted neural estimator (TrajMoE, LSTM, Transformer) without pickle.
 
 Pickle and joblib round-trip a model exactly, but loading a pickle runs code from the file.
 :func:`save_model` writes a folder that holds only data: ``config.json`` (parameters, cities
@@ -19,20 +19,23 @@ from sklearn.utils.validation import check_is_fitted
 from . import __version__
 from .encoder import CityTable, SpatialSemanticEncoder
 from .estimator import TrajMoERegressor
+from .neural_baselines import LSTMRegressor, TransformerRegressor
 from .spatial import CityGrid
 from .taxonomy import TAXONOMY
 
 __all__ = ["save_model", "load_model"]
 
 _ARRAYS = ("cells", "poi_counts", "visit_counts", "coord_mean", "coord_std")
+#: Estimator classes a saved folder may name (never imported by name from the file).
+_CLASSES = {cls.__name__: cls for cls in (TrajMoERegressor, LSTMRegressor, TransformerRegressor)}
 
 
 def save_model(model, path):
-    """Write a fitted :class:`TrajMoERegressor` to a folder of data files.
+    """Write a fitted neural estimator to a folder of data files.
 
     Parameters
     ----------
-    model : TrajMoERegressor
+    model : TrajMoERegressor, LSTMRegressor or TransformerRegressor
         A fitted model.
     path : str or Path
         Folder to write (created if needed; its three files are overwritten).
@@ -47,7 +50,7 @@ def save_model(model, path):
     sklearn.exceptions.NotFittedError
         If the model is not fitted.
     TypeError
-        If ``model`` is not a TrajMoERegressor.
+        If ``model`` is not one of those classes.
 
     Notes
     -----
@@ -55,8 +58,8 @@ def save_model(model, path):
     loaded model predicts exactly as the saved one, and ``partial_fit`` on a known city
     then keeps that city's POI counts as they are.
     """
-    if not isinstance(model, TrajMoERegressor):
-        raise TypeError(f"save_model saves a TrajMoERegressor, got {type(model).__name__}.")
+    if type(model).__name__ not in _CLASSES or not isinstance(model, _CLASSES[type(model).__name__]):
+        raise TypeError(f"save_model saves one of {sorted(_CLASSES)}, got {type(model).__name__}.")
     check_is_fitted(model, "net_")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -64,6 +67,7 @@ def save_model(model, path):
     params = {k: v for k, v in model.get_params(deep=False).items() if k != "encoder"}
     config = {
         "trajmoe_version": __version__,
+        "class": type(model).__name__,
         "estimator": params,
         "encoder": encoder.get_params(deep=False),
         "n_features_in": encoder.n_features_in_,
@@ -93,24 +97,27 @@ def load_model(path, device=None):
 
     Returns
     -------
-    TrajMoERegressor
-        Fitted; predicts exactly as the saved model.
+    TrajMoERegressor, LSTMRegressor or TransformerRegressor
+        Fitted (the saved class); predicts exactly as the saved model.
 
     Raises
     ------
     FileNotFoundError
         If a file of the folder is missing.
     ValueError
-        If the model was saved with another POI taxonomy.
+        If the model was saved with another POI taxonomy or names an unknown class.
     """
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
     if config["taxonomy"] != list(TAXONOMY):
         raise ValueError(f"{path} was saved with another POI taxonomy; it cannot be loaded by this version.")
+    cls = _CLASSES.get(config.get("class", "TrajMoERegressor"))
+    if cls is None:
+        raise ValueError(f"{path} holds a {config['class']!r}; load_model reads {sorted(_CLASSES)}.")
     params = dict(config["estimator"])
     if device is not None:
         params["device"] = device
-    model = TrajMoERegressor(encoder=SpatialSemanticEncoder(**config["encoder"]), **params)
+    model = cls(encoder=SpatialSemanticEncoder(**config["encoder"]), **params)
     encoder = SpatialSemanticEncoder(**config["encoder"])
     with np.load(path / "tables.npz", allow_pickle=False) as tables:
         encoder.cities_ = {

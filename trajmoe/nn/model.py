@@ -4,22 +4,17 @@ References
 ----------
 .. [1] Han, Yuan, Chen, Ding, Li. "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human
    Mobility Modeling", arXiv 2505.18670 (v2: "MoveGPT"), 2025.
-.. [2] See, Liu, Manning. "Get To The Point: Summarization with Pointer-Generator Networks",
-   ACL 2017 (the gated copy path).
 """
 
 from __future__ import annotations
 
 import math
-import operator
-import re
 
 import torch
 from torch import nn
 
-from .embeddings import N_GAPS, N_RANKS, LocationInputEmbedding, TimeEmbedding
+from .retrieval import RetrievalNetwork, _check_choice
 from .samoe import ROUTERS, SELECTORS, ExpertFFN, SAMoEBlock
-from .tower import CrossNetwork, LocationTower
 
 #: Model sizes. "base" and "ultra" are the paper's (MODEL.md section 3); "small" is a CPU size.
 PRESETS = {
@@ -28,26 +23,8 @@ PRESETS = {
     "ultra": dict(d_model=768, n_layers=12, n_heads=6),
 }
 
-POI_TRANSFORMS = ("raw", "log1p")
-_TABLES = ("poi", "coords", "rank")
-_CITY_BUFFER = re.compile(r"city(\d+)_(poi|coords|rank)")
 
-
-def _adopt_city_tables(module, state_dict, prefix, *_):
-    """``load_state_dict`` pre-hook: give the city buffers the shapes found in ``state_dict``.
-
-    Cities present in ``state_dict`` but not (or with another ``N``) in the module get placeholder
-    buffers of the stored shape, which the normal loading then fills. A city registered in the
-    module but absent from ``state_dict`` stays a missing key (an error under ``strict=True``).
-    """
-    device = module.time.slot.weight.device
-    for key, value in state_dict.items():
-        name = key[len(prefix) :]
-        if key.startswith(prefix) and _CITY_BUFFER.fullmatch(name):
-            module.register_buffer(name, torch.empty(value.shape, dtype=value.dtype, device=device))
-
-
-class SAMoETransformer(nn.Module):
+class SAMoETransformer(RetrievalNetwork):
     r"""TrajMoE's decoder-only spatially-aware mixture-of-experts transformer.
 
     Given a single-city batch of trajectories, returns for every position a query vector (scored by
@@ -61,11 +38,8 @@ class SAMoETransformer(nn.Module):
     :class:`SAMoEBlock`\ s; head ``h = LN_f(H_traj + t0)``, ``q = W_q h`` (no bias),
     ``time_logits = Linear(d, 96)(q)``; candidates ``C = LocationTower(features)`` [N, d].
 
-    Copy path (MODEL.md section 6 remedy, ``copy_path=True``): ``key = W_k h`` (no bias), copy
-    scores ``s[b, t, j] = q_t . key_j / sqrt(d) + r[t - j]`` for ``j <= t`` whose input location
-    is a real cell (else ``-inf``), with ``r`` a learned, zero-initialised bias per number of
-    stays back (a recency prior that is the same in every city), and a gate ``sigmoid(Linear(d, 1)(h))`` = probability of generating from
-    the candidate distribution (forced to 1 where no cell can be copied).
+    The inputs, candidates, heads and the optional copy path are those of
+    :class:`~trajmoe.nn.retrieval.RetrievalNetwork`.
 
     Parameters
     ----------
@@ -99,6 +73,9 @@ class SAMoETransformer(nn.Module):
         Add ``t0`` to the trajectory stream too (the reference code does not).
     copy_path : bool, default=True
         Add the gated copy path (not in the paper; MODEL.md section 6). ``False`` = faithful model.
+    top_k : int or None, default=None
+        None: dense gating (the paper). 1..3: sparse noisy top-k gating of the specialists
+        (see :class:`~trajmoe.nn.samoe.STARRouter`).
 
     Attributes
     ----------
@@ -113,22 +90,11 @@ class SAMoETransformer(nn.Module):
 
     Notes
     -----
-    **City tables.** Cities are registered with :meth:`register_city`; their feature tables are
-    persistent buffers ``city{i}_poi`` [N+1, P], ``city{i}_coords`` [N+1, 2], ``city{i}_rank``
-    [N+1] (the last row is the out-of-vocabulary row), so they travel with ``state_dict()``,
-    ``pickle`` and ``copy.deepcopy``. ``load_state_dict`` adopts the cities and table shapes of the
-    loaded dictionary: a freshly constructed model (same hyper-parameters) can load the state of a
-    model with any registered cities without registering them first::
-
-        torch.save(model.state_dict(), "weights.pt")
-        clone = SAMoETransformer(**same_params)
-        clone.load_state_dict(torch.load("weights.pt", weights_only=True))
+    City tables, ``state_dict`` loading and padding: see
+    :class:`~trajmoe.nn.retrieval.RetrievalNetwork`.
 
     **Initialisation** (GPT-2): weights N(0, 0.02), biases 0, LayerNorm (1, 0); the residual output
     projections (attention output, expert FFN output) N(0, 0.02 / sqrt(2 n_layers)).
-
-    **Padding.** PAD tokens (location ``-1``) must follow the valid tokens of their row; only the
-    causal mask is used, so they never influence valid positions.
 
     **Parameter count** (``P = 34``, buffers excluded): "small" 0.374 M, "base" 40.94 M, "ultra"
     261.97 M without the copy path, matching MODEL.md's ~41 M and ~261 M; the copy path adds
@@ -155,44 +121,28 @@ class SAMoETransformer(nn.Module):
         shared_gate: bool = True,
         time_in_trajectory: bool = False,
         copy_path: bool = True,
+        top_k: int | None = None,
     ) -> None:
-        super().__init__()
-        _check_choice("poi_transform", poi_transform, POI_TRANSFORMS)
+        super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path)
         _check_choice("router", router, ROUTERS)
         _check_choice("selector", selector, SELECTORS)
-        sizes = dict(n_poi_features=n_poi_features, n_layers=n_layers, n_heads=n_heads, max_len=max_len)
-        for name, value in sizes.items():
+        for name, value in dict(n_layers=n_layers, n_heads=n_heads).items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        if d_model % 4 or d_model % n_heads:
-            raise ValueError(
-                f"d_model={d_model} must be divisible by 4 (location tower) and by "
-                f"n_heads={n_heads}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.n_poi_features = n_poi_features
-        self.d_model = d_model
-        self.poi_transform = poi_transform
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         self.time_in_trajectory = time_in_trajectory
-
-        self.time = TimeEmbedding(d_model, max_len)
-        self.embed = LocationInputEmbedding(n_poi_features, d_model)
-        self.tower = LocationTower(n_poi_features, d_model)
-        self.dropout = nn.Dropout(dropout)
-        block_options = (experts, shared_expert, router, selector, shared_gate)
+        block_options = (experts, shared_expert, router, selector, shared_gate, top_k)
         self.blocks = nn.ModuleList(
             SAMoEBlock(d_model, n_heads, dropout, *block_options) for _ in range(n_layers)
         )
-        self.ln_f = nn.LayerNorm(d_model)
-        self.query = nn.Linear(d_model, d_model, bias=False)
-        self.time_head = nn.Linear(d_model, N_GAPS)
-        self.copy_key = nn.Linear(d_model, d_model, bias=False) if copy_path else None
-        self.copy_gate = nn.Linear(d_model, 1) if copy_path else None
-        # learned bias of the copy score by how many stays back a history token lies (0 = current)
-        self.copy_recency = nn.Parameter(torch.zeros(max_len)) if copy_path else None
-        self._reset_parameters(n_layers)
-        self.register_load_state_dict_pre_hook(_adopt_city_tables)
+        self._reset_parameters()
+        residual_std = 0.02 / math.sqrt(2 * n_layers)
+        for module in self.modules():
+            if isinstance(module, ExpertFFN):
+                module.reset_parameters(0.02, residual_std)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.out_proj.weight, std=residual_std)
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> SAMoETransformer:
@@ -206,156 +156,9 @@ class SAMoETransformer(nn.Module):
         _check_choice("preset", name, tuple(PRESETS))
         return cls(**{**PRESETS[name], **kwargs})
 
-    def _reset_parameters(self, n_layers: int, std: float = 0.02) -> None:
-        residual_std = std / math.sqrt(2 * n_layers)
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, CrossNetwork):
-                module.reset_parameters(std)
-            elif isinstance(module, ExpertFFN):
-                module.reset_parameters(std, residual_std)
-        for block in self.blocks:
-            nn.init.normal_(block.attn.out_proj.weight, std=residual_std)
-
-    # ------------------------------------------------------------------ city tables
-    def register_city(
-        self, index: int, poi: torch.Tensor, coords: torch.Tensor, rank: torch.Tensor
-    ) -> None:
-        """Register (or replace) the feature tables of city ``index``.
-
-        Stores persistent buffers ``city{index}_poi`` [N+1, P] (float), ``city{index}_coords``
-        [N+1, 2] (float) and ``city{index}_rank`` [N+1] (int64) on the device and float dtype of the
-        model. Row ``N`` is the out-of-vocabulary row (POI zeros, coordinates zeros, rank 0), used
-        for input tokens whose cell is unknown; candidates are rows ``0..N-1`` only.
-
-        Parameters
-        ----------
-        index : int
-            City index (>= 0), as passed in the ``city`` argument of :meth:`forward`.
-        poi : array-like [N, P]
-            POI features of each cell (raw counts for ``poi_transform="log1p"``: non-negative).
-        coords : array-like [N, 2]
-            Cell centroid coordinates, z-scored within the city.
-        rank : array-like of int [N]
-            Popularity rank bins 1..8 (0 = unknown is accepted).
-
-        Raises
-        ------
-        ValueError
-            On wrong shapes, non-finite values, negative POI features under ``log1p``, or ranks
-            outside 0..8.
-        """
-        index = operator.index(index)
-        if index < 0:
-            raise ValueError(f"city index must be >= 0, got {index}")
-        float_dtype = self.query.weight.dtype
-        device = self.query.weight.device
-        poi = torch.as_tensor(poi, dtype=float_dtype, device=device)
-        coords = torch.as_tensor(coords, dtype=float_dtype, device=device)
-        rank = torch.as_tensor(rank, device=device)
-        n = poi.shape[0] if poi.dim() == 2 else -1
-        if n < 1 or poi.shape[1] != self.n_poi_features:
-            raise ValueError(
-                f"poi must have shape [N >= 1, {self.n_poi_features}], got {tuple(poi.shape)}"
-            )
-        if coords.shape != (n, 2) or rank.shape != (n,):
-            raise ValueError(
-                f"coords must have shape [{n}, 2] and rank [{n}], got {tuple(coords.shape)} and "
-                f"{tuple(rank.shape)}"
-            )
-        if not (torch.isfinite(poi).all() and torch.isfinite(coords).all()):
-            raise ValueError("poi and coords must be finite (no NaN/inf)")
-        if self.poi_transform == "log1p" and (poi < 0).any():
-            raise ValueError("poi features must be >= 0 with poi_transform='log1p' (raw counts)")
-        if rank.is_floating_point() and not torch.equal(rank, rank.round()):
-            raise ValueError("rank must hold integer bins 0..8")
-        rank = rank.long()
-        if ((rank < 0) | (rank >= N_RANKS)).any():
-            raise ValueError(f"rank bins must be in 0..{N_RANKS - 1}")
-        tables = {
-            "poi": torch.cat([poi, poi.new_zeros(1, self.n_poi_features)]),
-            "coords": torch.cat([coords, coords.new_zeros(1, 2)]),
-            "rank": torch.cat([rank, rank.new_zeros(1)]),
-        }
-        for name, table in tables.items():
-            self.register_buffer(f"city{index}_{name}", table)
-
-    @property
-    def cities(self) -> tuple[int, ...]:
-        """Indices of the registered cities, ascending."""
-        found = (_CITY_BUFFER.fullmatch(name) for name, _ in self.named_buffers(recurse=False))
-        return tuple(sorted({int(m[1]) for m in found if m}))
-
-    def n_locations(self, index: int) -> int:
-        """Number of real cells ``N`` of city ``index`` (the OOV row excluded).
-
-        Raises
-        ------
-        ValueError
-            If the city is not registered.
-        """
-        return self._city_tables(index)[0].shape[0] - 1
-
-    def _city_tables(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Feature tables (POI transformed) of a registered city, OOV row included: [N+1, .]."""
-        if index not in self.cities:
-            raise ValueError(
-                f"city {index} is not registered (registered: {list(self.cities)}); "
-                "call register_city(index, poi, coords, rank) first"
-            )
-        poi, coords, rank = (getattr(self, f"city{index}_{name}") for name in _TABLES)
-        return (torch.log1p(poi) if self.poi_transform == "log1p" else poi), coords, rank
-
-    # ------------------------------------------------------------------ forward
-    def forward(
-        self,
-        location: torch.Tensor,
-        slot: torch.Tensor,
-        dow: torch.Tensor,
-        gap: torch.Tensor,
-        city: torch.Tensor,
-    ) -> dict[str, torch.Tensor | None]:
-        """Encode a single-city batch of right-padded trajectories.
-
-        Parameters
-        ----------
-        location : LongTensor [B, L]
-            City-local cell ids: 0..N-1 real cells, N = out of vocabulary, -1 = PAD (trailing).
-        slot : LongTensor [B, L]
-            Half-hour slot of day, 0..47.
-        dow : LongTensor [B, L]
-            Day of week, 1..7 (0 = padding).
-        gap : LongTensor [B, L]
-            Half-hour slots since the previous stay, 0..95.
-        city : LongTensor [B] or int
-            City index of every row; all equal (single-city batches).
-
-        Returns
-        -------
-        dict
-            ``"query"`` FloatTensor [B, L, d]; ``"time_logits"`` FloatTensor [B, L, 96];
-            ``"candidates"`` FloatTensor [N, d]; ``"location"`` LongTensor [B, L] (the input);
-            ``"copy_scores"`` FloatTensor [B, L, L] (``-inf`` where not copyable) or None;
-            ``"gate"`` FloatTensor [B, L] in (0, 1] (generation probability) or None;
-            ``"gates"`` FloatTensor [B, L, 3] router weights of the last block, or None without
-            experts. Time features at PAD positions are ignored.
-
-        Raises
-        ------
-        ValueError
-            If the batch mixes cities, the city is not registered, or ids are out of range.
-        """
-        poi, coords, rank = self._city_tables(_single_city(city))
-        n = poi.shape[0] - 1
-        if location.numel() and (location.min() < -1 or location.max() > n):
-            raise ValueError(f"location ids must be in -1..{n} (PAD -1, OOV {n}) for this city")
-        pad = location < 0
-        t0 = self.time(slot.masked_fill(pad, 0), dow.masked_fill(pad, 0), gap.masked_fill(pad, 0))
-        token = location.masked_fill(pad, n)
-        e_poi, e_geo, e_pop = self.embed(poi[token], coords[token], rank[token])
+    def _encode(self, e_poi, e_geo, e_pop, t0):
+        """Four streams stacked on the batch axis through the SAMoE blocks; returns
+        ``H_traj + t0`` (the head's input) and the last block's router weights."""
         trajectory = e_poi + e_geo + e_pop
         if self.time_in_trajectory:
             trajectory = trajectory + t0
@@ -363,53 +166,7 @@ class SAMoETransformer(nn.Module):
         gates = None
         for block in self.blocks:
             h, gates = block(h, t0)
-        h = self.ln_f(h[-location.shape[0] :] + t0)
-        q = self.query(h)
-        out = {
-            "query": q,
-            "time_logits": self.time_head(q),
-            "candidates": self.tower(poi[:n], coords[:n], rank[:n]),
-            "location": location,
-            "copy_scores": None,
-            "gate": None,
-            "gates": gates,
-        }
-        if self.copy_key is not None:
-            out["copy_scores"], out["gate"] = self._copy(h, q, location, n)
-        return out
-
-    def _copy(
-        self, h: torch.Tensor, q: torch.Tensor, location: torch.Tensor, n: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Copy scores [B, L, L] (``-inf`` where masked) and generation gate [B, L]."""
-        scores = q @ self.copy_key(h).transpose(1, 2) / math.sqrt(self.d_model)
-        length = location.shape[1]
-        steps = torch.arange(length, device=h.device)
-        back = (steps[:, None] - steps[None, :]).clamp(min=0)
-        scores = scores + self.copy_recency[back]
-        causal = torch.ones(length, length, dtype=torch.bool, device=h.device).tril()
-        copyable = causal & ((location >= 0) & (location < n)).unsqueeze(1)
-        gate = torch.sigmoid(self.copy_gate(h).squeeze(-1)).masked_fill(~copyable.any(-1), 1.0)
-        return scores.masked_fill(~copyable, float("-inf")), gate
-
-
-def _single_city(city) -> int:
-    """The one city index of a batch (``city`` is an int or a tensor of equal values)."""
-    city = torch.as_tensor(city)
-    if city.numel() == 0:
-        raise ValueError("city must hold at least one index")
-    first = city.reshape(-1)[0]
-    if (city != first).any():
-        raise ValueError(
-            f"a batch must come from ONE city (candidates are per city), got cities "
-            f"{sorted(set(city.reshape(-1).tolist()))}"
-        )
-    return int(first)
-
-
-def _check_choice(name: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        return h[-t0.shape[0]:] + t0, gates
 
 
 __all__ = ["PRESETS", "SAMoETransformer"]

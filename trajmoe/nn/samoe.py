@@ -159,12 +159,28 @@ class STARRouter(nn.Module):
     shared_gate : bool, default=True
         ``True``: ``W_s`` and ``W_t`` are one ``Linear(d, 3)`` (reference code); ``False``: two
         separate layers (the paper). Only meaningful for ``router="star"``.
+    top_k : int or None, default=None
+        None: dense gating (every token uses every expert, as TrajMoE). ``k`` in 1..3: sparse
+        noisy top-k gating (Shazeer et al. 2017, as the same lab's UniMove): during training
+        ``log g + eps * softplus(W_noise Z_traj)`` with ``eps ~ N(0, 1)``, then only the ``k``
+        largest gates are kept and renormalised (no noise at evaluation).
+
+    References
+    ----------
+    .. [1] Han et al., arXiv 2505.18670, section "SAMoE Transformer" (STAR router).
+    .. [2] Shazeer et al. "Outrageously Large Neural Networks: The Sparsely-Gated
+       Mixture-of-Experts Layer", ICLR 2017 (noisy top-k gating).
     """
 
     def __init__(
-        self, d_model: int, router: str = "star", selector: str = "soft", shared_gate: bool = True
+        self, d_model: int, router: str = "star", selector: str = "soft", shared_gate: bool = True,
+        top_k: int | None = None,
     ) -> None:
         super().__init__()
+        if top_k is not None and not 1 <= top_k <= N_SPECIALISTS:
+            raise ValueError(f"top_k must be None or in 1..{N_SPECIALISTS}, got {top_k}")
+        self.top_k = top_k
+        self.noise = nn.Linear(d_model, N_SPECIALISTS) if top_k is not None else None
         self.router = router
         self.selector_mode = selector
         use_spatial = router in ("star", "spatial")
@@ -213,6 +229,10 @@ class STARRouter(nn.Module):
         FloatTensor [B, L, 3]
             Non-negative weights of the POI, Geo and Pop experts, summing to 1.
         """
+        gates = self._dense_gates(z, t0)
+        return gates if self.top_k is None else self._sparse(gates, z)
+
+    def _dense_gates(self, z: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
         if self.router == "spatial":
             return self.spatial_gate(z)
         if self.router == "temporal":
@@ -222,6 +242,15 @@ class STARRouter(nn.Module):
             return (g_s + g_t) / 2
         w = self.selector_weights(z, t0)
         return w[..., :1] * g_s + w[..., 1:] * g_t
+
+    def _sparse(self, gates: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Noisy top-k of dense gates [B, L, 3]: the k largest, renormalised, others exactly 0."""
+        logits = torch.log(gates.clamp_min(1e-9))
+        if self.training:
+            logits = logits + torch.randn_like(logits) * F.softplus(self.noise(z))
+        kept = logits.topk(self.top_k, dim=-1).indices
+        mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, kept, True)
+        return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
 
 
 class SAMoEBlock(nn.Module):
@@ -237,7 +266,7 @@ class SAMoEBlock(nn.Module):
         ``False``: plain-FFN ablation -- ONE FFN shared by all four streams, no router.
     shared_expert : bool, default=True
         ``False``: drop ``FFN_shared`` (the trajectory stream gets only the gated specialists).
-    router, selector, shared_gate
+    router, selector, shared_gate, top_k
         See :class:`STARRouter`.
 
     Attributes
@@ -258,6 +287,7 @@ class SAMoEBlock(nn.Module):
         router: str = "star",
         selector: str = "soft",
         shared_gate: bool = True,
+        top_k: int | None = None,
     ) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model)
@@ -265,7 +295,7 @@ class SAMoEBlock(nn.Module):
         self.ln2 = nn.LayerNorm(d_model)
         n_experts = (N_SPECIALISTS + shared_expert) if experts else 1
         self.ffn = ExpertFFN(n_experts, d_model)
-        self.router = STARRouter(d_model, router, selector, shared_gate) if experts else None
+        self.router = STARRouter(d_model, router, selector, shared_gate, top_k) if experts else None
         self.dropout = nn.Dropout(dropout)
 
     def forward(
