@@ -188,14 +188,16 @@ def test_partial_fit_continues_from_current_weights(nyc):
     weights = {k: v.clone() for k, v in model.net_.module_.state_dict().items()}
     # lr = 0: one more epoch on the same visits must leave weights and predictions as they are
     # (same cells; doubled visit counts keep the popularity ranks) - no silent re-initialisation
-    model.set_params(lr=0.0).partial_fit(train)
+    assert model.final_lr_ == pytest.approx(TINY.get("lr", 1e-3))   # one epoch: no step decay yet
+    model.set_params(finetune_lr=0.0).partial_fit(train)
     for k, v in model.net_.module_.state_dict().items():
         torch.testing.assert_close(v, weights[k], msg=k)
     after = model.predict_topk(test, k=3)
     assert after[0].tolist() == before[0].tolist()
     np.testing.assert_allclose(after[1], before[1], rtol=1e-5)
     # with a learning rate, partial_fit changes the weights
-    model.set_params(lr=1e-2).partial_fit(train)
+    model.set_params(finetune_lr=1e-2).partial_fit(train)
+    assert model.net_.optimizer_.param_groups[0]["lr"] == 1e-2
     changed = [k for k, v in model.net_.module_.named_parameters() if not torch.equal(v, weights[k])]
     assert changed
 

@@ -339,7 +339,8 @@ def test_base_preset_parameter_count():
     Counted by hand: time embeddings (48+8+96+144)d; input embeddings (P+1)d + 3d + 9d; tower
     (d + d/2) + 9d/4 + (P+1)d/4 + 4d (cross) + 8d^2+5d (MLP) + 2d^2+d (projection); per block
     2 LayerNorms 4d, attention 4d^2+4d, four experts 4(8d^2+5d), router 3d+3 and 4d+2; final
-    LayerNorm 2d, W_q d^2, time head 96d+96; the copy path d^2+d+1 plus one recency bias per position (max_len; not in the paper).
+    LayerNorm 2d, W_q d^2, time head 96d+96; the copy path d^2+d+1 plus one recency bias per position (max_len) and the successor weight (not
+    in the paper).
     """
     d, layers = 512, 4
     per_block = 4 * d + 4 * d * d + 4 * d + 4 * (8 * d * d + 5 * d) + 3 * d + 3 + 4 * d + 2
@@ -354,7 +355,7 @@ def test_base_preset_parameter_count():
     assert n_params == faithful == 40_941_428
     assert 40e6 < n_params < 42e6
     with_copy = SAMoETransformer.from_preset("base")
-    assert sum(p.numel() for p in with_copy.parameters()) == faithful + d * d + d + 1 + 144
+    assert sum(p.numel() for p in with_copy.parameters()) == faithful + d * d + d + 1 + 144 + 1
     assert PRESETS["small"] == dict(d_model=64, n_layers=2, n_heads=4)
 
 
@@ -454,7 +455,7 @@ def test_copy_recency_bias_shifts_copy_mass_to_recent_stays():
     with torch.no_grad():
         model.copy_key.weight.zero_()          # content scores all 0: only the bias differs
         model.copy_recency.zero_()
-        model.copy_recency[1] = 5.0            # one stay back
+        model.copy_recency[1] = 0.05           # one stay back (x PRIOR_SCALE = 100)
     batch = dict(location=torch.tensor([[3, 5, 7]]), slot=torch.tensor([[10, 12, 14]]),
                  dow=torch.tensor([[1, 1, 1]]), gap=torch.tensor([[0, 4, 4]]), city=torch.tensor([0]))
     scores = model(**batch)["copy_scores"][0, 2]
@@ -509,3 +510,22 @@ def test_sparse_top_k_router_keeps_exactly_k_experts(k):
 def test_sparse_top_k_must_be_a_number_of_specialists():
     with pytest.raises(ValueError, match="top_k"):
         STARRouter(16, top_k=4)
+
+
+def test_successor_term_scores_what_followed_earlier_visits_to_the_current_cell():
+    model = make_model()
+    batch = make_batch(batch=1, length=6)
+    batch["location"] = torch.tensor([[4, 7, 4, 9, 4, 7]])
+    base = model(**batch)["copy_scores"]
+    with torch.no_grad():
+        model.copy_successor.fill_(0.05)   # x PRIOR_SCALE = 100
+    diff = model(**batch)["copy_scores"] - base
+    expected = torch.zeros(6, 6)
+    # x_t = 4 at t = 0, 2, 4: stays that followed an earlier 4 are j = 1 (7) and j = 3 (9), causally
+    expected[2, 1] = expected[4, 1] = expected[4, 3] = 5.0
+    # x_t = 7 at t = 5: the stay after the 7 at j = 1 is j = 2
+    expected[5, 2] = 5.0
+    # x_t = 9 at t = 3: nothing followed an earlier 9
+    finite = torch.isfinite(base[0])
+    torch.testing.assert_close(diff[0][finite], expected[finite])
+    assert torch.equal(finite, torch.ones(6, 6, dtype=torch.bool).tril())

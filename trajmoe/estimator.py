@@ -45,6 +45,9 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
     copy_path : bool, default True
         Pointer path that lets the network put probability on cells already in the
         window (MODEL.md section 6 remedy; False = the paper's feature-only model).
+    copy_successor : bool, default True
+        With the copy path, a learned bias for history stays that followed an earlier visit
+        to the current cell (what the user did after being here before).
     poi_transform : {"log1p", "raw"}, default "log1p"
     time_in_trajectory : bool, default False
         Add the time embedding to the trajectory stream too.
@@ -74,6 +77,9 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         Share of each city's users held out for early stopping in ``fit``.
     finetune_epochs : int, default 1
         Epochs of every ``partial_fit`` call.
+    finetune_lr : float or None, default None
+        Learning rate of ``partial_fit``; None = the rate ``fit`` ended with (after its
+        step decay), chosen on validation users of Foursquare NYC.
     clip_grad : float, default 1.0
         Gradient norm clipping (None to disable).
     city_tz : dict of str -> str, optional
@@ -108,10 +114,10 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
 
     def __init__(self, encoder=None, preset="small", d_model=None, n_layers=None, n_heads=None,
                  dropout=0.1, experts=True, shared_expert=True, router="star", selector="soft",
-                 shared_gate=True, top_k=None, copy_path=True, poi_transform="log1p", time_in_trajectory=False,
+                 shared_gate=True, top_k=None, copy_path=True, copy_successor=True, poi_transform="log1p", time_in_trajectory=False,
                  time_weight=1.0, window_days=3, min_stays=5, max_tokens=144, stride_days=1,
                  lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
-                 validation_fraction=0.1, finetune_epochs=1, clip_grad=1.0, city_tz=None,
+                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None,
                  device="auto", random_state=None, verbose=0):
         self.encoder = encoder
         self.preset = preset
@@ -126,6 +132,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         self.shared_gate = shared_gate
         self.top_k = top_k
         self.copy_path = copy_path
+        self.copy_successor = copy_successor
         self.poi_transform = poi_transform
         self.time_in_trajectory = time_in_trajectory
         self.time_weight = time_weight
@@ -140,6 +147,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.finetune_epochs = finetune_epochs
+        self.finetune_lr = finetune_lr
         self.clip_grad = clip_grad
         self.city_tz = city_tz
         self.device = device
@@ -157,6 +165,6 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
                 params[name] = getattr(self, name)
         params.update(max_len=self.max_tokens, dropout=self.dropout, experts=self.experts,
                       shared_expert=self.shared_expert, router=self.router, selector=self.selector,
-                      shared_gate=self.shared_gate, top_k=self.top_k, copy_path=self.copy_path,
+                      shared_gate=self.shared_gate, top_k=self.top_k, copy_path=self.copy_path, copy_successor=self.copy_successor,
                       poi_transform=self.poi_transform, time_in_trajectory=self.time_in_trajectory)
         return {f"module__{k}": v for k, v in params.items()}

@@ -42,6 +42,8 @@ _SHARED_DOC = """
     patience : int, default 3
     validation_fraction : float, default 0.1
     finetune_epochs : int, default 1
+    finetune_lr : float or None, default None
+        None = the learning rate ``fit`` ended with.
     clip_grad : float, default 1.0
     city_tz : dict of str -> str, optional
     device : str, default "auto"
@@ -87,7 +89,7 @@ class LSTMRegressor(_BaselineRegressor):
     def __init__(self, encoder=None, d_model=64, n_layers=2, dropout=0.1, copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
-                 validation_fraction=0.1, finetune_epochs=1, clip_grad=1.0, city_tz=None, device="auto",
+                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None, device="auto",
                  random_state=None, verbose=0):
         self.encoder = encoder
         self.d_model = d_model
@@ -107,6 +109,7 @@ class LSTMRegressor(_BaselineRegressor):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.finetune_epochs = finetune_epochs
+        self.finetune_lr = finetune_lr
         self.clip_grad = clip_grad
         self.city_tz = city_tz
         self.device = device
@@ -132,7 +135,7 @@ class TransformerRegressor(_BaselineRegressor):
     def __init__(self, encoder=None, d_model=64, n_layers=2, n_heads=4, dropout=0.1, copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
-                 validation_fraction=0.1, finetune_epochs=1, clip_grad=1.0, city_tz=None, device="auto",
+                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None, device="auto",
                  random_state=None, verbose=0):
         self.encoder = encoder
         self.d_model = d_model
@@ -153,6 +156,7 @@ class TransformerRegressor(_BaselineRegressor):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.finetune_epochs = finetune_epochs
+        self.finetune_lr = finetune_lr
         self.clip_grad = clip_grad
         self.city_tz = city_tz
         self.device = device

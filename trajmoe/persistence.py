@@ -71,6 +71,7 @@ def save_model(model, path):
         "estimator": params,
         "encoder": encoder.get_params(deep=False),
         "n_features_in": encoder.n_features_in_,
+        "final_lr": getattr(model, "final_lr_", None),
         "taxonomy": list(TAXONOMY),
         "cities": [{"name": city, "cell_size": encoder.cities_[city].grid.cell_size,
                     "crs": encoder.cities_[city].grid.crs} for city in model.cities_],
@@ -129,6 +130,8 @@ def load_model(path, device=None):
     encoder.n_features_in_ = config["n_features_in"]
     model.encoder_ = encoder
     model.cities_ = [city["name"] for city in config["cities"]]
+    if config.get("final_lr") is not None:
+        model.final_lr_ = config["final_lr"]
     model.net_ = model._new_net(None)
     model.net_.initialize()
     state = torch.load(path / "weights.pt", map_location=model.net_.device, weights_only=True)

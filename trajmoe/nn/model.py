@@ -73,6 +73,9 @@ class SAMoETransformer(RetrievalNetwork):
         Add ``t0`` to the trajectory stream too (the reference code does not).
     copy_path : bool, default=True
         Add the gated copy path (not in the paper; MODEL.md section 6). ``False`` = faithful model.
+    copy_successor : bool, default=True
+        With the copy path, score history stays that followed an earlier visit to the current
+        cell (see :class:`~trajmoe.nn.retrieval.RetrievalNetwork`).
     top_k : int or None, default=None
         None: dense gating (the paper). 1..3: sparse noisy top-k gating of the specialists
         (see :class:`~trajmoe.nn.samoe.STARRouter`).
@@ -121,9 +124,10 @@ class SAMoETransformer(RetrievalNetwork):
         shared_gate: bool = True,
         time_in_trajectory: bool = False,
         copy_path: bool = True,
+        copy_successor: bool = True,
         top_k: int | None = None,
     ) -> None:
-        super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path)
+        super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path, copy_successor)
         _check_choice("router", router, ROUTERS)
         _check_choice("selector", selector, SELECTORS)
         for name, value in dict(n_layers=n_layers, n_heads=n_heads).items():

@@ -27,6 +27,10 @@ from .embeddings import N_GAPS, N_RANKS, LocationInputEmbedding, TimeEmbedding
 from .tower import CrossNetwork, LocationTower
 
 POI_TRANSFORMS = ("raw", "log1p")
+#: The copy path's prior biases (recency, successor) are stored divided by this factor: a few
+#: scalars among many weights, they would otherwise move by at most about ``lr`` per AdamW step
+#: and stay near their zero initialisation for a whole training run.
+PRIOR_SCALE = 100.0
 _TABLES = ("poi", "coords", "rank")
 _CITY_BUFFER = re.compile(r"city(\d+)_(poi|coords|rank)")
 
@@ -55,9 +59,12 @@ class RetrievalNetwork(nn.Module):
     of the batch's city. Locations are scored by ``q . C^T`` (:func:`trajmoe.nn.location_log_probs`).
 
     Copy path (MODEL.md section 6 remedy, ``copy_path=True``): ``key = W_k h`` (no bias), copy
-    scores ``s[b, t, j] = q_t . key_j / sqrt(d) + r[t - j]`` for ``j <= t`` whose input location
-    is a real cell (else ``-inf``), with ``r`` a learned, zero-initialised bias per number of
-    stays back (a recency prior that is the same in every city), and a gate
+    scores ``s[b, t, j] = q_t . key_j / sqrt(d) + 100 (r[t - j] + w_succ [x_{j-1} = x_t])`` for
+    ``j <= t`` whose input location is a real cell (else ``-inf``), with ``r`` a learned,
+    zero-initialised bias per number of stays back (a recency prior that is the same in every
+    city) and ``w_succ`` a learned, zero-initialised weight of the successor indicator: stay
+    ``j`` came right after an earlier visit to the current cell ``x_t`` (what the user did
+    after being here before; a within-window Markov prior, also city-invariant); and a gate
     ``sigmoid(Linear(d, 1)(h))`` = probability of generating from the candidate distribution
     (forced to 1 where no cell can be copied).
 
@@ -75,6 +82,8 @@ class RetrievalNetwork(nn.Module):
         Applied to the registered POI features before the input embedding and the tower.
     copy_path : bool
         Add the gated copy path.
+    copy_successor : bool, default=True
+        With the copy path, add the successor term ``w_succ [x_{j-1} = x_t]`` to its scores.
 
     Raises
     ------
@@ -110,6 +119,7 @@ class RetrievalNetwork(nn.Module):
         dropout: float,
         poi_transform: str,
         copy_path: bool,
+        copy_successor: bool = True,
     ) -> None:
         super().__init__()
         _check_choice("poi_transform", poi_transform, POI_TRANSFORMS)
@@ -134,6 +144,8 @@ class RetrievalNetwork(nn.Module):
         self.copy_gate = nn.Linear(d_model, 1) if copy_path else None
         # learned bias of the copy score by how many stays back a history token lies (0 = current)
         self.copy_recency = nn.Parameter(torch.zeros(max_len)) if copy_path else None
+        # learned weight of "this stay followed an earlier visit to the current cell"
+        self.copy_successor = nn.Parameter(torch.zeros(())) if copy_path and copy_successor else None
         self.register_load_state_dict_pre_hook(_adopt_city_tables)
 
     def _reset_parameters(self, std: float = 0.02) -> None:
@@ -315,9 +327,14 @@ class RetrievalNetwork(nn.Module):
         length = location.shape[1]
         steps = torch.arange(length, device=h.device)
         back = (steps[:, None] - steps[None, :]).clamp(min=0)
-        scores = scores + self.copy_recency[back]
+        scores = scores + PRIOR_SCALE * self.copy_recency[back]
+        real = (location >= 0) & (location < n)
+        if self.copy_successor is not None:
+            previous = torch.cat([location.new_full((location.shape[0], 1), -1), location[:, :-1]], dim=1)
+            follows = (previous.unsqueeze(1) == location.unsqueeze(2)) & real.unsqueeze(2)   # [B, t, j]
+            scores = scores + PRIOR_SCALE * self.copy_successor * follows
         causal = torch.ones(length, length, dtype=torch.bool, device=h.device).tril()
-        copyable = causal & ((location >= 0) & (location < n)).unsqueeze(1)
+        copyable = causal & real.unsqueeze(1)
         gate = torch.sigmoid(self.copy_gate(h).squeeze(-1)).masked_fill(~copyable.any(-1), 1.0)
         return scores.masked_fill(~copyable, float("-inf")), gate
 
