@@ -1,0 +1,207 @@
+"""What the benchmark scripts share: data, the user split, fraction samples, scoring, outputs.
+
+Every model of a run is scored on the same target users, windows and targets, by full ranking,
+under both protocols ("all" positions and the "last" position of every window). The user split
+of a target city is fixed (seed 0, 70/10/20 by users); a benchmark seed changes the few-shot
+user sample and the networks' initialisation and batch order.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import trajmoe
+from trajmoe import HistoryFrequencyBaseline, metrics
+from trajmoe.cli import load_city
+from trajmoe.model_selection import train_test_users
+from trajmoe.schema import DataWarning
+
+METRICS = ("acc@1", "acc@3", "acc@5", "acc@10", "mrr", "ndcg@10")
+PROTOCOLS = ("all", "last")
+#: Every real city with trajectories; a target's sources are all the others.
+CITIES = ("nyc", "yjmob_A", "singapore", "edinburgh", "melbourne", "osaka", "toronto")
+TARGETS = ("nyc", "yjmob_A")
+
+
+def sources_of(target, cities=CITIES):
+    """The source cities of a target: every other city."""
+    return tuple(c for c in cities if c != target)
+
+
+@dataclass
+class Target:
+    """A target city split by users: ``train`` (70 %), ``val`` (10 %), ``test`` (20 %)."""
+
+    name: str
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    pois: pd.DataFrame | None
+
+    def eval_users(self, split):
+        return self.test if split == "test" else self.val
+
+
+def _cap_users(visits, max_users, seed=0):
+    """At most ``max_users`` users, drawn at random (fixed seed); None keeps everyone."""
+    users = visits["user_id"].unique()
+    if max_users is None or len(users) <= max_users:
+        return visits
+    keep = np.random.default_rng(seed).choice(users, size=max_users, replace=False)
+    return visits[visits["user_id"].isin(keep)]
+
+
+def load_target(name, data_home=None, train_users=None, eval_users=None):
+    """Load a target city, split it 70/10/20 by users (seed 0, the same split in every mode), and
+    keep at most ``train_users`` random training users and ``eval_users`` random validation and
+    test users (None keeps all)."""
+    visits, pois = load_city(name, data_home)
+    train, val, test = train_test_users(visits, random_state=0)
+    return Target(name, _cap_users(visits.iloc[train], train_users), _cap_users(visits.iloc[val], eval_users),
+                  _cap_users(visits.iloc[test], eval_users), pois)
+
+
+def load_sources(names, data_home=None, max_users=None):
+    """Visits and POIs of the source cities (at most ``max_users`` random users per city)."""
+    frames, poi_frames = [], []
+    for name in names:
+        visits, pois = load_city(name, data_home)
+        frames.append(_cap_users(visits, max_users))
+        if pois is not None:
+            poi_frames.append(pois)
+    return pd.concat(frames, ignore_index=True), (pd.concat(poi_frames, ignore_index=True) if poi_frames else None)
+
+
+def few_shot_sample(train, fraction, seed):
+    """Visits of a random ``fraction`` of the training users (at least one user)."""
+    users = train["user_id"].unique()
+    size = max(1, int(round(fraction * len(users))))
+    chosen = np.random.default_rng(seed).choice(users, size=size, replace=False)
+    return train[train["user_id"].isin(chosen)]
+
+
+class Scorer:
+    """Scores models on one evaluation frame under both protocols.
+
+    The "last" protocol keeps the last target of each window; for causal models its ranks are
+    those of the "all" protocol at those rows, so every model runs one pass.
+    """
+
+    def __init__(self, target, split="test"):
+        self.target = target
+        self.frame = target.eval_users(split)
+        self._last_rows = {}
+
+    def last_rows(self, model):
+        """Rows of the last target of every window, for the model's window parameters."""
+        key = (model.window_days, model.min_stays, model.max_tokens)
+        if key not in self._last_rows:
+            reference = HistoryFrequencyBaseline(window_days=key[0], min_stays=key[1], max_tokens=key[2])
+            reference.fit(self.target.train, pois=self.target.pois)
+            self._last_rows[key] = reference.target_ranks(self.frame, protocol="last").index
+        return self._last_rows[key]
+
+    def rows(self, model, name, fraction, seed, seconds, **extra):
+        """Result rows (one per protocol) of a fitted model."""
+        ranks = model.target_ranks(self.frame, protocol="all")
+        out = []
+        for protocol, r in (("all", ranks), ("last", ranks.loc[self.last_rows(model)])):
+            report = metrics.ranking_report(r.to_numpy())
+            out.append({"target_city": self.target.name, "model": name, "fraction": fraction, "seed": seed,
+                        "protocol": protocol, **{m: round(report[m], 5) for m in METRICS},
+                        "n_targets": report["n_targets"], "fit_seconds": round(seconds, 1),
+                        **({"epochs": len(model.net_.history)} if hasattr(model, "net_") else {}), **extra})
+        return out
+
+
+def timed(fn):
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def quiet_data_notes():
+    """Data notes (dropped rows) once, as one line each, not as Python warnings."""
+    warnings.simplefilter("once", DataWarning)
+    warnings.showwarning = lambda message, category, *args, **kwargs: print(
+        f"note: {message}" if issubclass(category, DataWarning) else f"{category.__name__}: {message}")
+
+
+# ----------------------------------------------------------------------------- outputs
+def summary(results, group=("target_city", "protocol", "model", "fraction")):
+    """Mean and standard deviation over seeds of every metric."""
+    frame = pd.DataFrame(results)
+    agg = frame.groupby(list(group), sort=False)[[*METRICS, "fit_seconds"]].agg(["mean", "std"])
+    agg["n_seeds"] = frame.groupby(list(group), sort=False)["seed"].nunique()
+    agg["n_targets"] = frame.groupby(list(group), sort=False)["n_targets"].first()
+    return agg
+
+
+def paired_margins(results, model, fraction, versus):
+    """Seed-wise (paired: same test users) differences ``model - versus`` of Acc@1 and MRR.
+
+    Returns a DataFrame indexed by (target_city, protocol, versus) with the mean and standard
+    deviation of the differences and whether the mean exceeds the standard deviation.
+    """
+    frame = pd.DataFrame(results)
+    keys = ["target_city", "protocol", "seed"]
+    ours = frame[(frame.model == model) & np.isclose(frame.fraction, fraction)].set_index(keys)
+    rows = []
+    for other, other_fraction in versus:
+        theirs = frame[(frame.model == other) & np.isclose(frame.fraction, other_fraction)].set_index(keys)
+        for metric in ("acc@1", "mrr"):
+            diff = (ours[metric] - theirs[metric]).dropna()
+            for (city, protocol), d in diff.groupby(level=[0, 1]):
+                std = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+                rows.append({"target_city": city, "protocol": protocol, "versus": other, "metric": metric,
+                             "mean_diff": float(d.mean()), "std_diff": std, "n_seeds": len(d),
+                             "holds": bool(d.mean() > (std if np.isfinite(std) else 0.0) and d.mean() > 0)})
+    return pd.DataFrame(rows)
+
+
+def markdown_tables(results, title, settings):
+    """Markdown: one table per target city and protocol, mean ± std over seeds."""
+    agg = summary(results)
+    lines = [f"# {title}", "", settings, ""]
+    for (city, protocol), block in agg.groupby(level=[0, 1], sort=False):
+        n_targets = int(block["n_targets"].iloc[0])
+        lines += [f"## {city}, protocol `{protocol}` ({n_targets} targets)", "",
+                  "| model | fraction | " + " | ".join(METRICS) + " | fit s | seeds |",
+                  "|---|---|" + "---|" * (len(METRICS) + 2)]
+        for (_, _, model, fraction), row in block.iterrows():
+            cells = [_mean_std(row[(m, "mean")], row[(m, "std")]) for m in METRICS]
+            lines.append(f"| {model} | {fraction:g} | " + " | ".join(cells)
+                         + f" | {row[('fit_seconds', 'mean')]:.0f} | {int(row[('n_seeds', '')])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def frame_markdown(frame, floatfmt="{:.4f}"):
+    """A DataFrame as a Markdown table (no extra dependency)."""
+    cells = [[floatfmt.format(v) if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def _mean_std(mean, std):
+    return f"{mean:.4f}" if not np.isfinite(std) or std == 0 else f"{mean:.4f} ± {std:.4f}"
+
+
+def environment():
+    return {"trajmoe": trajmoe.__version__, "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "machine": platform.machine()}
+
+
+def write_json(path, payload):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(payload, fh, indent=1)

@@ -1,0 +1,124 @@
+"""Ablations of SAMoE (MODEL.md section 3), measured in the transfer setting of transfer.py.
+
+Each variant is pre-trained on the target's source cities and fine-tuned for ONE epoch on 5 % of
+the target's training users, on the same split, seeds and scoring as ``transfer.py``:
+
+* ``trajmoe``: the library's default (STAR router, soft selector, shared expert, copy path);
+* ``no_shared_expert``, ``no_mixture`` (one plain FFN), ``no_selector``, ``no_temporal_router``
+  (spatial gate only), ``no_spatial_router`` (temporal gate only): the paper's five ablations;
+* ``sparse_top2``: sparse noisy top-2 gating of the three specialists (Shazeer et al. 2017);
+* ``faithful``: the paper's feature-only model (no copy path, MODEL.md section 6).
+
+Run ``python benchmarks/ablation.py --quick --output benchmarks/results/ablation_quick.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from joblib import Parallel, delayed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (CITIES, TARGETS, Scorer, environment, few_shot_sample, frame_markdown,  # noqa: E402
+                      load_sources, load_target, markdown_tables, paired_margins, quiet_data_notes, sources_of,
+                      timed, write_json)
+from transfer import FULL, QUICK, Settings  # noqa: E402
+
+from trajmoe import HistoryFrequencyBaseline, TrajMoERegressor  # noqa: E402
+
+VARIANTS = {
+    "trajmoe": {},
+    "no_shared_expert": {"shared_expert": False},
+    "no_mixture": {"experts": False},
+    "no_selector": {"selector": "none"},
+    "no_temporal_router": {"router": "spatial"},
+    "no_spatial_router": {"router": "temporal"},
+    "sparse_top2": {"top_k": 2},
+    "faithful": {"copy_path": False},
+}
+FRACTION = 0.05
+
+
+def run_task(target, seed, settings, variants, split="test", data_home=None, threads=None, log=print):
+    """Every variant on one target and one seed; returns the result rows."""
+    if threads:
+        torch.set_num_threads(threads)
+    quiet_data_notes()
+    t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target))
+    score = Scorer(t, split)
+    src_visits, src_pois = load_sources(sources_of(target), data_home, settings.source_users)
+    few = few_shot_sample(t.train, FRACTION, seed)
+    rows = []
+    for name in variants:
+        params = {"random_state": seed, "max_epochs": settings.max_epochs, **VARIANTS[name]}
+        pretrained, pre_seconds = timed(lambda: TrajMoERegressor(**params).fit(src_visits, pois=src_pois))
+        model = copy.deepcopy(pretrained)
+        _, seconds = timed(lambda: model.partial_fit(few, pois=t.pois))
+        out = score.rows(model, name, FRACTION, seed, seconds, pretrain_seconds=round(pre_seconds, 1))
+        rows.extend(out)
+        log(f"  seed {seed} {target:8s} {name:20s} acc@1 {out[0]['acc@1']:.4f}  mrr {out[0]['mrr']:.4f}  "
+            f"({pre_seconds + seconds:.0f} s)", flush=True)
+    reference, seconds = timed(lambda: HistoryFrequencyBaseline().fit(t.train, pois=t.pois))
+    rows.extend(score.rows(reference, "history_frequency", 1.0, seed, seconds))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the capped users and epochs of transfer.py --quick")
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--split", choices=("test", "val"), default="test")
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=2, help="parallel processes (one torch thread each)")
+    parser.add_argument("--data-home", default=None)
+    parser.add_argument("--output", default=None, help="JSON results file (Markdown beside it)")
+    args = parser.parse_args(argv)
+
+    base = QUICK if args.quick else FULL
+    settings = Settings(train_users=base.train_users, eval_users=base.eval_users, source_users=base.source_users,
+                        max_epochs=args.max_epochs or base.max_epochs, fractions=(FRACTION,),
+                        seeds=tuple(int(s) for s in args.seeds.split(",")))
+    variants = tuple(args.variants.split(","))
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+    targets = tuple(args.targets.split(","))
+    print(f"{'quick' if args.quick else 'full'} mode; {settings.describe()}")
+    start = time.perf_counter()
+    threads = 1 if args.jobs > 1 else None
+    outs = Parallel(n_jobs=args.jobs)(
+        delayed(run_task)(target, seed, settings, variants, args.split, args.data_home, threads)
+        for seed in settings.seeds for target in targets)
+    results = [row for rows in outs for row in rows]
+    wall = time.perf_counter() - start
+    description = (f"{'Quick' if args.quick else 'Full'} mode, scored on {args.split} users. {settings.describe()}. "
+                   f"Every variant pre-trained on the other cities of {', '.join(CITIES)} and fine-tuned for one "
+                   f"epoch on {FRACTION:.0%} of the target's training users; TrajMoE preset small (2 layers, d 64). "
+                   f"Wall time {wall / 60:.1f} min.")
+    margins = paired_margins(results, "trajmoe", FRACTION, [(v, FRACTION) for v in variants if v != "trajmoe"])
+    text = (markdown_tables(results, "SAMoE ablations (transfer setting)", description)
+            + "\n## The default model vs each variant (paired over seeds)\n\n"
+            + (frame_markdown(margins) if len(margins) else "(only one variant run)") + "\n")
+    print(text)
+    if args.output:
+        out = Path(args.output)
+        write_json(out, {"benchmark": "ablation", "mode": "quick" if args.quick else "full", "split": args.split,
+                         "settings": settings.describe(), "wall_seconds": round(wall, 1),
+                         "environment": environment(), "results": results})
+        out.with_suffix(".md").write_text(text)
+        print(f"results: {out}, {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

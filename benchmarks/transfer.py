@@ -1,0 +1,238 @@
+"""The paper's transfer claims, measured side by side on public data.
+
+For each target city (Foursquare NYC and YJMob100K city A by default), with the source cities
+pre-trained on once per seed:
+
+* ``trajmoe_finetuned``: TrajMoE pre-trained on the sources, then ONE epoch on 1 %, 5 % and
+  10 % of the target's training users (MODEL.md section 4);
+* ``trajmoe_full_target``: the same model trained from scratch on 100 % of the target's
+  training users (single city);
+* ``trajmoe_multi_city``: trained on the sources and the target jointly;
+* the neural baselines ``lstm`` and ``transformer`` (same windows, features and retrieval head,
+  trained on the target) and the counting baselines ``history_frequency``, ``markov`` and
+  ``popularity``.
+
+All are scored on the target's test users (fixed split, 70/10/20 by users) under both protocols,
+by full ranking. Seeds change the few-shot user sample and the networks' initialisation.
+
+Run ``python benchmarks/transfer.py --quick --output benchmarks/results/transfer_quick.json``
+(under 10 minutes on 2 CPU cores) or without ``--quick`` for the full data (hours; the script
+prints its projected time after the first seed). ``--split val`` scores the validation users
+instead: choose settings there, never on the test users.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from joblib import Parallel, delayed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (CITIES, TARGETS, Scorer, environment, few_shot_sample, frame_markdown, load_sources,  # noqa: E402
+                      load_target, markdown_tables, paired_margins, quiet_data_notes, sources_of, timed,
+                      write_json)
+
+from trajmoe import (HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, PopularityBaseline,  # noqa: E402
+                     TrajMoERegressor, TransformerRegressor)
+
+MODELS = ("trajmoe_finetuned", "trajmoe_full_target", "trajmoe_multi_city", "lstm", "transformer",
+          "history_frequency", "markov", "popularity")
+COUNTING = {"history_frequency": HistoryFrequencyBaseline, "markov": MarkovBaseline,
+            "popularity": PopularityBaseline}
+NEURAL = {"lstm": LSTMRegressor, "transformer": TransformerRegressor}
+
+
+@dataclass
+class Settings:
+    """Data sizes and training budget of a run."""
+
+    train_users: dict = field(default_factory=dict)    # target city -> max training users (None = all)
+    eval_users: dict = field(default_factory=dict)     # target city -> max validation / test users
+    source_users: int | None = None                    # max users per source city
+    max_epochs: int = 50
+    fractions: tuple = (0.01, 0.05, 0.10)
+    seeds: tuple = (0, 1, 2)
+
+    def describe(self):
+        users = ", ".join(f"{c} {self.train_users.get(c) or 'all'} training / {self.eval_users.get(c) or 'all'} "
+                          f"evaluation users" for c in self.train_users)
+        return (f"targets: {users}; sources: {self.source_users or 'all'} users per city; "
+                f"at most {self.max_epochs} epochs (early stopping on 10 % held-out users); "
+                f"fractions {list(self.fractions)}; seeds {list(self.seeds)}")
+
+
+QUICK = Settings(train_users={"nyc": 300, "yjmob_A": 100}, eval_users={"nyc": None, "yjmob_A": 100},
+                 source_users=100, max_epochs=3)
+FULL = Settings(train_users={"nyc": None, "yjmob_A": None}, eval_users={"nyc": None, "yjmob_A": None},
+                source_users=None, max_epochs=50)
+
+
+def run_task(target, seed, sources, settings, split="test", models=MODELS, model_params=None, data_home=None,
+             threads=None, log=print):
+    """All models of one target city and one seed; returns the result rows."""
+    if threads:
+        torch.set_num_threads(threads)
+    quiet_data_notes()
+    t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target))
+    score = Scorer(t, split)
+    results = []
+
+    def add(rows):
+        results.extend(rows)
+        row = rows[0]
+        log(f"  seed {seed} {target:8s} {row['model']:20s} {row['fraction']:5.2f}  acc@1 {row['acc@1']:.4f}  "
+            f"mrr {row['mrr']:.4f}  ({row['fit_seconds']:.0f} s)", flush=True)
+
+    def trajmoe():
+        return TrajMoERegressor(random_state=seed, max_epochs=settings.max_epochs, **(model_params or {}))
+
+    src_visits, src_pois = load_sources(sources, data_home, settings.source_users)
+    if "trajmoe_finetuned" in models:
+        pretrained, pre_seconds = timed(lambda: trajmoe().fit(src_visits, pois=src_pois))
+        for fraction in settings.fractions:
+            few = few_shot_sample(t.train, fraction, seed)
+            model = copy.deepcopy(pretrained)
+            _, seconds = timed(lambda: model.partial_fit(few, pois=t.pois))
+            add(score.rows(model, "trajmoe_finetuned", fraction, seed, seconds,
+                           pretrain_seconds=round(pre_seconds, 1), n_users=few.user_id.nunique()))
+    if "trajmoe_full_target" in models:
+        model, seconds = timed(lambda: trajmoe().fit(t.train, pois=t.pois))
+        add(score.rows(model, "trajmoe_full_target", 1.0, seed, seconds))
+    if "trajmoe_multi_city" in models:
+        joint = pd.concat([src_visits, t.train], ignore_index=True)
+        pois = pd.concat([p for p in (src_pois, t.pois) if p is not None], ignore_index=True)
+        model, seconds = timed(lambda: trajmoe().fit(joint, pois=pois))
+        add(score.rows(model, "trajmoe_multi_city", 1.0, seed, seconds))
+    for name, cls in NEURAL.items():
+        if name in models:
+            est = cls(random_state=seed, max_epochs=settings.max_epochs)
+            model, seconds = timed(lambda: est.fit(t.train, pois=t.pois))
+            add(score.rows(model, name, 1.0, seed, seconds))
+    for name, cls in COUNTING.items():
+        if name in models:
+            model, seconds = timed(lambda: cls().fit(t.train, pois=t.pois))
+            add(score.rows(model, name, 1.0, seed, seconds))
+    return results
+
+
+def run(targets=TARGETS, settings=QUICK, split="test", models=MODELS, model_params=None, data_home=None,
+        jobs=2, log=print):
+    """Run the transfer benchmark, one task per (target, seed) on ``jobs`` processes (one torch thread
+    each); returns the result rows (see the module docstring)."""
+    tasks = [(target, seed) for seed in settings.seeds for target in targets]
+    for target in targets:
+        log(f"{target}: sources {list(sources_of(target))}")
+    threads = 1 if jobs > 1 else None
+    outs = Parallel(n_jobs=jobs)(
+        delayed(run_task)(target, seed, sources_of(target), settings, split, models, model_params, data_home,
+                          threads, log)
+        for target, seed in tasks)
+    return [row for rows in outs for row in rows]
+
+
+def claims(results):
+    """The issue's bar: fine-tuned on 5 % vs the single-city model and every baseline (paired)."""
+    versus = [("trajmoe_full_target", 1.0), ("trajmoe_multi_city", 1.0), ("lstm", 1.0), ("transformer", 1.0),
+              ("history_frequency", 1.0), ("markov", 1.0), ("popularity", 1.0)]
+    return paired_margins(results, "trajmoe_finetuned", 0.05, versus)
+
+
+def plot(results, path):
+    """Acc@1 (protocol "all") against the target fraction, with the single-city line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame(results)
+    frame = frame[frame.protocol == "all"]
+    cities = list(dict.fromkeys(frame.target_city))
+    fig, axes = plt.subplots(1, len(cities), figsize=(5 * len(cities), 3.8), squeeze=False)
+    for ax, city in zip(axes[0], cities):
+        data = frame[frame.target_city == city]
+        ft = data[data.model == "trajmoe_finetuned"].groupby("fraction")["acc@1"].agg(["mean", "std"])
+        ax.errorbar(ft.index * 100, ft["mean"], yerr=ft["std"].fillna(0), marker="o", capsize=3,
+                    label="TrajMoE, pre-trained + 1 epoch")
+        styles = {"trajmoe_full_target": ("C3", "-", "TrajMoE, 100 % of the city"),
+                  "trajmoe_multi_city": ("C2", "-.", "TrajMoE, sources + city jointly"),
+                  "history_frequency": ("0.4", "--", "history frequency"),
+                  "transformer": ("C4", ":", "Transformer"), "lstm": ("C5", ":", "LSTM")}
+        for model, (color, style, label) in styles.items():
+            values = data[data.model == model]["acc@1"]
+            if len(values):
+                ax.axhline(values.mean(), color=color, linestyle=style, label=label)
+        ax.set_xlabel("share of the target city's training users (%)")
+        ax.set_ylabel("Acc@1 (all positions)")
+        ax.set_title(city)
+        ax.set_xticks(ft.index * 100)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="capped users and epochs: under 10 min on 2 cores")
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--jobs", type=int, default=2, help="parallel processes (one torch thread each)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--fractions", default="0.01,0.05,0.1")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="score test users, or validation users (to choose settings)")
+    parser.add_argument("--model-params", default=None, help="JSON of extra TrajMoERegressor parameters")
+    parser.add_argument("--max-epochs", type=int, default=None, help="override the mode's epoch budget")
+    parser.add_argument("--data-home", default=None)
+    parser.add_argument("--output", default=None, help="JSON results file (Markdown and PNG beside it)")
+    args = parser.parse_args(argv)
+
+    base = QUICK if args.quick else FULL
+    settings = Settings(train_users=base.train_users, eval_users=base.eval_users, source_users=base.source_users,
+                        max_epochs=args.max_epochs or base.max_epochs,
+                        fractions=tuple(float(f) for f in args.fractions.split(",")),
+                        seeds=tuple(int(s) for s in args.seeds.split(",")))
+    targets = tuple(args.targets.split(","))
+    models = tuple(args.models.split(","))
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        parser.error(f"unknown models {sorted(unknown)}; choose from {list(MODELS)}")
+    model_params = json.loads(args.model_params) if args.model_params else None
+    quiet_data_notes()
+    print(f"{'quick' if args.quick else 'full'} mode; {settings.describe()}")
+    start = time.perf_counter()
+    results = run(targets, settings, args.split, models, model_params, args.data_home, args.jobs)
+    wall = time.perf_counter() - start
+    description = (f"{'Quick' if args.quick else 'Full'} mode, scored on {args.split} users. "
+                   f"{settings.describe()}. Sources of a target: every other city of {', '.join(CITIES)}. "
+                   f"TrajMoE preset small "
+                   f"(2 layers, d 64){', ' + json.dumps(model_params) if model_params else ''}. "
+                   f"Full ranking over every cell of the target city. Wall time {wall / 60:.1f} min.")
+    table = markdown_tables(results, "Cross-city transfer", description)
+    margins = claims(results)
+    text = table + "\n## Fine-tuned on 5 % vs the others (paired over seeds)\n\n" + (
+        frame_markdown(margins) if len(margins) else "(not enough models run)") + "\n"
+    print(text)
+    if args.output:
+        out = Path(args.output)
+        write_json(out, {"benchmark": "transfer", "mode": "quick" if args.quick else "full", "split": args.split,
+                         "settings": settings.describe(), "sources": {t: list(sources_of(t)) for t in targets},
+                         "model_params": model_params,
+                         "wall_seconds": round(wall, 1), "environment": environment(), "results": results})
+        out.with_suffix(".md").write_text(text)
+        plot(results, out.with_suffix(".png"))
+        print(f"results: {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
