@@ -1,9 +1,10 @@
 """What the benchmark scripts share: data, the user split, fraction samples, scoring, outputs.
 
-Every model of a run is scored on the same target users, windows and targets, by full ranking,
-under both protocols ("all" positions and the "last" position of every window). The user split
-of a target city is fixed (seed 0, 70/10/20 by users); a benchmark seed changes the few-shot
-user sample and the networks' initialisation and batch order.
+Within a seed, every model is scored on the same target users, windows and targets, by full
+ranking, under both protocols ("all" positions and the "last" position of every window). A
+benchmark seed draws the user split of the target (70/10/20 by users), the few-shot user sample
+and the networks' initialisation and batch order, so the spread over seeds includes the spread
+between user populations; model differences are paired within a seed.
 """
 
 from __future__ import annotations
@@ -60,22 +61,24 @@ def _cap_users(visits, max_users, seed=0):
     return visits[visits["user_id"].isin(keep)]
 
 
-def load_target(name, data_home=None, train_users=None, eval_users=None):
-    """Load a target city, split it 70/10/20 by users (seed 0, the same split in every mode), and
-    keep at most ``train_users`` random training users and ``eval_users`` random validation and
-    test users (None keeps all)."""
+def load_target(name, data_home=None, train_users=None, eval_users=None, split_seed=0):
+    """Load a target city, split it 70/10/20 by users with ``split_seed``, and keep at most
+    ``train_users`` random training users and ``eval_users`` random validation and test users
+    (None keeps all)."""
     visits, pois = load_city(name, data_home)
-    train, val, test = train_test_users(visits, random_state=0)
-    return Target(name, _cap_users(visits.iloc[train], train_users), _cap_users(visits.iloc[val], eval_users),
-                  _cap_users(visits.iloc[test], eval_users), pois)
+    train, val, test = train_test_users(visits, random_state=split_seed)
+    cap = lambda frame, n: _cap_users(frame, n, seed=split_seed)  # noqa: E731
+    return Target(name, cap(visits.iloc[train], train_users), cap(visits.iloc[val], eval_users),
+                  cap(visits.iloc[test], eval_users), pois)
 
 
 def load_sources(names, data_home=None, max_users=None):
-    """Visits and POIs of the source cities (at most ``max_users`` random users per city)."""
+    """Visits and POIs of the source cities (``max_users``: dict city -> at most that many random
+    users; cities not in it keep all)."""
     frames, poi_frames = [], []
     for name in names:
         visits, pois = load_city(name, data_home)
-        frames.append(_cap_users(visits, max_users))
+        frames.append(_cap_users(visits, (max_users or {}).get(name)))
         if pois is not None:
             poi_frames.append(pois)
     return pd.concat(frames, ignore_index=True), (pd.concat(poi_frames, ignore_index=True) if poi_frames else None)
@@ -141,13 +144,12 @@ def summary(results, group=("target_city", "protocol", "model", "fraction")):
     """Mean and standard deviation over seeds of every metric."""
     frame = pd.DataFrame(results)
     agg = frame.groupby(list(group), sort=False)[[*METRICS, "fit_seconds"]].agg(["mean", "std"])
-    agg["n_seeds"] = frame.groupby(list(group), sort=False)["seed"].nunique()
-    agg["n_targets"] = frame.groupby(list(group), sort=False)["n_targets"].first()
+    agg[("n_seeds", "")] = frame.groupby(list(group), sort=False)["seed"].nunique()
     return agg
 
 
 def paired_margins(results, model, fraction, versus):
-    """Seed-wise (paired: same test users) differences ``model - versus`` of Acc@1 and MRR.
+    """Seed-wise (paired: same users within a seed) differences ``model - versus`` of Acc@1 and MRR.
 
     Returns a DataFrame indexed by (target_city, protocol, versus) with the mean and standard
     deviation of the differences and whether the mean exceeds the standard deviation.
@@ -171,10 +173,12 @@ def paired_margins(results, model, fraction, versus):
 def markdown_tables(results, title, settings):
     """Markdown: one table per target city and protocol, mean ± std over seeds."""
     agg = summary(results)
+    frame = pd.DataFrame(results)
     lines = [f"# {title}", "", settings, ""]
     for (city, protocol), block in agg.groupby(level=[0, 1], sort=False):
-        n_targets = int(block["n_targets"].iloc[0])
-        lines += [f"## {city}, protocol `{protocol}` ({n_targets} targets)", "",
+        counts = frame[(frame.target_city == city) & (frame.protocol == protocol)].groupby("seed")["n_targets"].first()
+        span = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
+        lines += [f"## {city}, protocol `{protocol}` ({span} targets per seed)", "",
                   "| model | fraction | " + " | ".join(METRICS) + " | fit s | seeds |",
                   "|---|---|" + "---|" * (len(METRICS) + 2)]
         for (_, _, model, fraction), row in block.iterrows():

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (CITIES, TARGETS, Scorer, environment, few_shot_sample, frame_markdown,  # noqa: E402
                       load_sources, load_target, markdown_tables, paired_margins, quiet_data_notes, sources_of,
                       timed, write_json)
-from transfer import FULL, QUICK, Settings  # noqa: E402
+from transfer import FULL, QUICK, Settings, collect  # noqa: E402
 
 from trajmoe import HistoryFrequencyBaseline, TrajMoERegressor  # noqa: E402
 
@@ -51,7 +51,7 @@ def run_task(target, seed, settings, variants, split="test", data_home=None, thr
     if threads:
         torch.set_num_threads(threads)
     quiet_data_notes()
-    t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target))
+    t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target), seed)
     score = Scorer(t, split)
     src_visits, src_pois = load_sources(sources_of(target), data_home, settings.source_users)
     few = few_shot_sample(t.train, FRACTION, seed)
@@ -96,10 +96,11 @@ def main(argv=None):
     print(f"{'quick' if args.quick else 'full'} mode; {settings.describe()}")
     start = time.perf_counter()
     threads = 1 if args.jobs > 1 else None
-    outs = Parallel(n_jobs=args.jobs)(
+    tasks = [(target, seed) for seed in settings.seeds for target in targets]
+    outs = Parallel(n_jobs=args.jobs, return_as="generator_unordered")(
         delayed(run_task)(target, seed, settings, variants, args.split, args.data_home, threads)
-        for seed in settings.seeds for target in targets)
-    results = [row for rows in outs for row in rows]
+        for target, seed in tasks)
+    results = collect(outs, len(tasks))
     wall = time.perf_counter() - start
     description = (f"{'Quick' if args.quick else 'Full'} mode, scored on {args.split} users. {settings.describe()}. "
                    f"Every variant pre-trained on the other cities of {', '.join(CITIES)} and fine-tuned for one "

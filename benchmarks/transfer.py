@@ -1,7 +1,7 @@
 """The paper's transfer claims, measured side by side on public data.
 
-For each target city (Foursquare NYC and YJMob100K city A by default), with the source cities
-pre-trained on once per seed:
+For each target city (Foursquare NYC and YJMob100K city A by default), whose sources are all the
+other real cities:
 
 * ``trajmoe_finetuned``: TrajMoE pre-trained on the sources, then ONE epoch on 1 %, 5 % and
   10 % of the target's training users (MODEL.md section 4);
@@ -12,12 +12,13 @@ pre-trained on once per seed:
   trained on the target) and the counting baselines ``history_frequency``, ``markov`` and
   ``popularity``.
 
-All are scored on the target's test users (fixed split, 70/10/20 by users) under both protocols,
-by full ranking. Seeds change the few-shot user sample and the networks' initialisation.
+All are scored on the target's test users (70/10/20 split by users) under both protocols, by full
+ranking. A seed draws the user split, the few-shot user sample and the networks' initialisation;
+within a seed every model sees the same users, so differences are paired.
 
 Run ``python benchmarks/transfer.py --quick --output benchmarks/results/transfer_quick.json``
 (under 10 minutes on 2 CPU cores) or without ``--quick`` for the full data (hours; the script
-prints its projected time after the first seed). ``--split val`` scores the validation users
+prints the projected time left after each (target, seed) task). ``--split val`` scores the validation users
 instead: choose settings there, never on the test users.
 """
 
@@ -57,7 +58,7 @@ class Settings:
 
     train_users: dict = field(default_factory=dict)    # target city -> max training users (None = all)
     eval_users: dict = field(default_factory=dict)     # target city -> max validation / test users
-    source_users: int | None = None                    # max users per source city
+    source_users: dict = field(default_factory=dict)   # source city -> max users (absent = all)
     max_epochs: int = 50
     fractions: tuple = (0.01, 0.05, 0.10)
     seeds: tuple = (0, 1, 2)
@@ -65,15 +66,17 @@ class Settings:
     def describe(self):
         users = ", ".join(f"{c} {self.train_users.get(c) or 'all'} training / {self.eval_users.get(c) or 'all'} "
                           f"evaluation users" for c in self.train_users)
-        return (f"targets: {users}; sources: {self.source_users or 'all'} users per city; "
+        sources = ", ".join(f"{c} {n}" for c, n in self.source_users.items()) or "all"
+        return (f"targets: {users}; source users at most: {sources}; "
                 f"at most {self.max_epochs} epochs (early stopping on 10 % held-out users); "
                 f"fractions {list(self.fractions)}; seeds {list(self.seeds)}")
 
 
-QUICK = Settings(train_users={"nyc": 300, "yjmob_A": 100}, eval_users={"nyc": None, "yjmob_A": 100},
-                 source_users=100, max_epochs=3)
+#: YJMob100K is the slow city: every position is ranked against its 21,000 cells.
+QUICK = Settings(train_users={"nyc": 150, "yjmob_A": 50}, eval_users={"nyc": None, "yjmob_A": 50},
+                 source_users={"nyc": 150, "yjmob_A": 50, "singapore": 300}, max_epochs=2)
 FULL = Settings(train_users={"nyc": None, "yjmob_A": None}, eval_users={"nyc": None, "yjmob_A": None},
-                source_users=None, max_epochs=50)
+                source_users={}, max_epochs=50)
 
 
 def run_task(target, seed, sources, settings, split="test", models=MODELS, model_params=None, data_home=None,
@@ -82,7 +85,7 @@ def run_task(target, seed, sources, settings, split="test", models=MODELS, model
     if threads:
         torch.set_num_threads(threads)
     quiet_data_notes()
-    t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target))
+    t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target), seed)
     score = Scorer(t, split)
     results = []
 
@@ -132,11 +135,24 @@ def run(targets=TARGETS, settings=QUICK, split="test", models=MODELS, model_para
     for target in targets:
         log(f"{target}: sources {list(sources_of(target))}")
     threads = 1 if jobs > 1 else None
-    outs = Parallel(n_jobs=jobs)(
+    outs = Parallel(n_jobs=jobs, return_as="generator_unordered")(
         delayed(run_task)(target, seed, sources_of(target), settings, split, models, model_params, data_home,
                           threads, log)
         for target, seed in tasks)
-    return [row for rows in outs for row in rows]
+    return collect(outs, len(tasks), log)
+
+
+def collect(outs, n_tasks, log=print):
+    """Gather the rows of finished tasks, printing the time spent and a projection of the rest."""
+    start = time.perf_counter()
+    finished = []
+    for done, rows in enumerate(outs, start=1):
+        finished.append(rows)
+        elapsed = time.perf_counter() - start
+        log(f"{done}/{n_tasks} tasks done in {elapsed / 60:.1f} min; about "
+            f"{elapsed / done * (n_tasks - done) / 60:.0f} min left", flush=True)
+    finished.sort(key=lambda rows: (rows[0]["target_city"], rows[0]["seed"]))   # the order of the tasks
+    return [row for rows in finished for row in rows]
 
 
 def claims(results):

@@ -1,0 +1,63 @@
+"""The benchmark harness scores models as the library does: derived protocols, paired margins."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from _harness import Scorer, Target, few_shot_sample, markdown_tables, paired_margins  # noqa: E402
+
+from trajmoe import HistoryFrequencyBaseline, TrajMoERegressor, metrics  # noqa: E402
+from trajmoe.datasets import load_foursquare_nyc  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def target(data_home):
+    visits = load_foursquare_nyc().visits
+    users = visits["user_id"].unique()
+    part = lambda a, b: visits[visits["user_id"].isin(users[a:b])]  # noqa: E731
+    return Target("nyc", part(0, 12), part(12, 14), part(14, 20), None)
+
+
+@pytest.mark.parametrize("make", [lambda: HistoryFrequencyBaseline(),
+                                  lambda: TrajMoERegressor(d_model=16, n_layers=1, max_epochs=1, random_state=0,
+                                                           device="cpu")])
+def test_scorer_last_protocol_equals_the_models_own(target, make):
+    model = make().fit(target.train)
+    rows = Scorer(target, "test").rows(model, "m", 1.0, 0, 0.0)
+    assert [r["protocol"] for r in rows] == ["all", "last"]
+    for row in rows:
+        expected = metrics.ranking_report(model.target_ranks(target.test, protocol=row["protocol"]).to_numpy())
+        assert row["n_targets"] == expected["n_targets"] > 0
+        assert row["acc@1"] == pytest.approx(expected["acc@1"], abs=1e-5)
+        assert row["mrr"] == pytest.approx(expected["mrr"], abs=1e-5)
+    assert rows[1]["n_targets"] < rows[0]["n_targets"]
+
+
+def test_few_shot_sample_takes_whole_users():
+    frame = pd.DataFrame({"user_id": np.repeat(np.arange(40), 3), "v": np.arange(120)})
+    few = few_shot_sample(frame, 0.05, seed=1)
+    assert few["user_id"].nunique() == 2 and len(few) == 6
+    assert few_shot_sample(frame, 0.001, seed=1)["user_id"].nunique() == 1     # at least one user
+    assert few_shot_sample(frame, 0.05, seed=1).equals(few)                     # seeded
+
+
+def test_paired_margins_by_hand():
+    rows = []
+    for seed, (ours, theirs) in enumerate([(0.30, 0.25), (0.32, 0.25), (0.28, 0.25)]):
+        for model, value, fraction in (("a", ours, 0.05), ("b", theirs, 1.0)):
+            rows.append({"target_city": "x", "protocol": "all", "model": model, "fraction": fraction,
+                         "seed": seed, "acc@1": value, "mrr": value, "acc@3": 0, "acc@5": 0, "acc@10": 0,
+                         "ndcg@10": 0, "fit_seconds": 1.0, "n_targets": 10})
+    margins = paired_margins(rows, "a", 0.05, [("b", 1.0)])
+    acc = margins[margins.metric == "acc@1"].iloc[0]
+    assert acc.mean_diff == pytest.approx(0.05) and acc.std_diff == pytest.approx(0.02)   # diffs .05 .07 .03
+    assert bool(acc.holds)
+    table = markdown_tables(rows, "T", "settings")
+    assert "| a | 0.05 | 0.3000 ± 0.0200 |" in table and "| b | 1 | 0.2500 |" in table
