@@ -9,6 +9,7 @@ between user populations; model differences are paired within a seed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
@@ -124,6 +125,44 @@ class Scorer:
                         "n_targets": report["n_targets"], "fit_seconds": round(seconds, 1),
                         **({"epochs": len(model.net_.history)} if hasattr(model, "net_") else {}), **extra})
         return out
+
+
+# ----------------------------------------------------------------------------- arguments
+def _items(text, convert, what, check):
+    try:
+        values = tuple(convert(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+    bad = [v for v in values if not check(v)]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+    return values
+
+
+def seed_list(text):
+    """argparse type: comma-separated ints >= 0."""
+    return _items(text, int, "seeds (ints >= 0)", lambda v: v >= 0)
+
+
+def fraction_list(text):
+    """argparse type: comma-separated shares in (0, 1]."""
+    return _items(text, float, "fractions in (0, 1]", lambda v: 0 < v <= 1)
+
+
+def city_list(text):
+    """argparse type: comma-separated names of :data:`CITIES`."""
+    return _items(text, str, f"cities among {', '.join(CITIES)}", lambda v: v in CITIES)
+
+
+def positive_int(text):
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
 
 
 def timed(fn):

@@ -26,9 +26,9 @@ from joblib import Parallel, delayed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (CITIES, TARGETS, Scorer, environment, few_shot_sample, frame_markdown,  # noqa: E402
-                      load_sources, load_target, markdown_tables, paired_margins, quiet_data_notes, sources_of,
-                      timed, write_json)
+from _harness import (CITIES, TARGETS, Scorer, city_list, environment, few_shot_sample,  # noqa: E402
+                      frame_markdown, load_sources, load_target, markdown_tables, paired_margins, positive_int,
+                      quiet_data_notes, seed_list, sources_of, timed, write_json)
 from transfer import FULL, QUICK, Settings, collect  # noqa: E402
 
 from trajmoe import HistoryFrequencyBaseline, TrajMoERegressor  # noqa: E402
@@ -74,12 +74,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the capped users and epochs of transfer.py --quick")
-    parser.add_argument("--targets", default=",".join(TARGETS))
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--targets", type=city_list, default=TARGETS, help="comma-separated target cities")
+    parser.add_argument("--seeds", type=seed_list, default=(0, 1, 2), help="comma-separated seeds")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--split", choices=("test", "val"), default="test")
-    parser.add_argument("--max-epochs", type=int, default=None)
-    parser.add_argument("--jobs", type=int, default=2, help="parallel processes (one torch thread each)")
+    parser.add_argument("--max-epochs", type=positive_int, default=None)
+    parser.add_argument("--jobs", type=positive_int, default=2, help="parallel processes (one torch thread each)")
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--output", default=None, help="JSON results file (Markdown beside it)")
     args = parser.parse_args(argv)
@@ -87,12 +87,12 @@ def main(argv=None):
     base = QUICK if args.quick else FULL
     settings = Settings(train_users=base.train_users, eval_users=base.eval_users, source_users=base.source_users,
                         max_epochs=args.max_epochs or base.max_epochs, fractions=(FRACTION,),
-                        seeds=tuple(int(s) for s in args.seeds.split(",")))
+                        seeds=args.seeds)
     variants = tuple(args.variants.split(","))
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
-    targets = tuple(args.targets.split(","))
+    targets = args.targets
     print(f"{'quick' if args.quick else 'full'} mode; {settings.describe()}")
     start = time.perf_counter()
     threads = 1 if args.jobs > 1 else None

@@ -38,9 +38,9 @@ from joblib import Parallel, delayed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (CITIES, TARGETS, Scorer, environment, few_shot_sample, frame_markdown, load_sources,  # noqa: E402
-                      load_target, markdown_tables, paired_margins, quiet_data_notes, sources_of, timed,
-                      write_json)
+from _harness import (CITIES, TARGETS, Scorer, city_list, environment, few_shot_sample,  # noqa: E402
+                      fraction_list, frame_markdown, load_sources, load_target, markdown_tables, paired_margins,
+                      positive_int, quiet_data_notes, seed_list, sources_of, timed, write_json)
 
 from trajmoe import (HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, PopularityBaseline,  # noqa: E402
                      TrajMoERegressor, TransformerRegressor)
@@ -199,30 +199,36 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="capped users and epochs: under 10 min on 2 cores")
-    parser.add_argument("--targets", default=",".join(TARGETS))
-    parser.add_argument("--jobs", type=int, default=2, help="parallel processes (one torch thread each)")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--fractions", default="0.01,0.05,0.1")
+    parser.add_argument("--targets", type=city_list, default=TARGETS, help="comma-separated target cities")
+    parser.add_argument("--jobs", type=positive_int, default=2, help="parallel processes (one torch thread each)")
+    parser.add_argument("--seeds", type=seed_list, default=(0, 1, 2), help="comma-separated seeds")
+    parser.add_argument("--fractions", type=fraction_list, default=(0.01, 0.05, 0.1),
+                        help="comma-separated shares of the target's training users")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="score test users, or validation users (to choose settings)")
     parser.add_argument("--model-params", default=None, help="JSON of extra TrajMoERegressor parameters")
-    parser.add_argument("--max-epochs", type=int, default=None, help="override the mode's epoch budget")
+    parser.add_argument("--max-epochs", type=positive_int, default=None, help="override the mode's epoch budget")
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--output", default=None, help="JSON results file (Markdown and PNG beside it)")
     args = parser.parse_args(argv)
 
     base = QUICK if args.quick else FULL
     settings = Settings(train_users=base.train_users, eval_users=base.eval_users, source_users=base.source_users,
-                        max_epochs=args.max_epochs or base.max_epochs,
-                        fractions=tuple(float(f) for f in args.fractions.split(",")),
-                        seeds=tuple(int(s) for s in args.seeds.split(",")))
-    targets = tuple(args.targets.split(","))
+                        max_epochs=args.max_epochs or base.max_epochs, fractions=args.fractions, seeds=args.seeds)
+    targets = args.targets
     models = tuple(args.models.split(","))
     unknown = set(models) - set(MODELS)
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}; choose from {list(MODELS)}")
-    model_params = json.loads(args.model_params) if args.model_params else None
+    model_params = None
+    if args.model_params:
+        try:
+            model_params = json.loads(args.model_params)
+            TrajMoERegressor(**model_params)._check_params()
+            TrajMoERegressor(**model_params)._module_params()
+        except (ValueError, TypeError) as exc:
+            parser.error(f"--model-params must be a JSON object of valid TrajMoERegressor parameters: {exc}")
     quiet_data_notes()
     print(f"{'quick' if args.quick else 'full'} mode; {settings.describe()}")
     start = time.perf_counter()

@@ -16,10 +16,12 @@ from sklearn.exceptions import NotFittedError
 
 from trajmoe import (
     HistoryFrequencyBaseline,
+    LSTMRegressor,
     MarkovBaseline,
     PopularityBaseline,
     SpatialSemanticEncoder,
     TrajMoERegressor,
+    TransformerRegressor,
 )
 from trajmoe.schema import DataWarning, SchemaError, validate_pois, validate_visits
 from trajmoe.taxonomy import TAXONOMY
@@ -513,6 +515,34 @@ def test_predict_topk_bad_k(k, fitted_baseline):
 def test_trajmoe_zero_size_parameters(param):
     with pytest.raises(ValueError, match=param):
         tiny_model().set_params(**{param: 0}).fit(grid_visits())
+
+
+NEURAL = [TrajMoERegressor, LSTMRegressor, TransformerRegressor]
+
+
+@pytest.mark.parametrize("E", NEURAL, ids=lambda E: E.__name__)
+@pytest.mark.parametrize("param,value", [
+    ("clip_grad", -1.0), ("clip_grad", 0), ("finetune_lr", float("nan")), ("finetune_lr", -1e-3),
+    ("finetune_lr", "fast"), ("lr", "abc"), ("lr", -1.0), ("weight_decay", -1), ("time_weight", -1),
+    ("validation_fraction", "0.1"), ("copy_path", "no"), ("copy_path", None)])
+def test_neural_training_parameters_are_checked_at_fit(E, param, value):
+    model = E(d_model=16, n_layers=1, max_epochs=1, random_state=0).set_params(**{param: value})
+    with pytest.raises(ValueError, match=param):
+        model.fit(grid_visits())
+
+
+@pytest.mark.parametrize("param,value", [("top_k", 2.0), ("top_k", True), ("top_k", "2"), ("top_k", 4),
+                                         ("copy_successor", "no"), ("experts", 1)])
+def test_trajmoe_option_types_are_checked_at_fit(param, value):
+    with pytest.raises(ValueError, match=param):
+        tiny_model().set_params(**{param: value}).fit(grid_visits())
+
+
+@pytest.mark.parametrize("E", [LSTMRegressor, TransformerRegressor], ids=lambda E: E.__name__)
+@pytest.mark.parametrize("param", ["d_model", "n_layers"])
+def test_baseline_sizes_have_no_preset_so_none_is_refused(E, param):
+    with pytest.raises(ValueError, match=param):
+        E(max_epochs=1).set_params(**{param: None}).fit(grid_visits())
 
 
 def test_location_form_switch_names_the_city():

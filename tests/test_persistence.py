@@ -73,3 +73,18 @@ def test_neural_baselines_round_trip_as_their_own_class(cls, fitted_and_test, tm
     params = {k: v for k, v in model.get_params(deep=False).items() if k != "encoder"}
     assert type(loaded) is cls and params.items() <= loaded.get_params(deep=False).items()
     np.testing.assert_array_equal(model.predict_topk(test, k=3)[1], loaded.predict_topk(test, k=3)[1])
+
+
+def test_a_swapped_or_edited_folder_is_a_clear_error(fitted_and_test, tmp_path):
+    model, test = fitted_and_test
+    folder = save_model(model, tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["class"] = "LSTMRegressor"                   # TrajMoE weights under another class
+    config["estimator"] = {k: v for k, v in config["estimator"].items() if k in LSTMRegressor().get_params()}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="weights.pt does not match"):
+        load_model(folder)
+    config["estimator"]["no_such_parameter"] = 1
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="no_such_parameter"):
+        load_model(folder)

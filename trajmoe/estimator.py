@@ -155,6 +155,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         self.verbose = verbose
 
     _network = SAMoETransformer
+    _preset_sizes = True
 
     def _module_params(self):
         if self.preset not in PRESETS:

@@ -76,19 +76,37 @@ class NeuralNextLocationEstimator(NextLocationEstimator):
 
     #: The network class (a :class:`trajmoe.nn.RetrievalNetwork`); set by subclasses.
     _network = None
+    #: Whether None sizes (d_model, n_layers, n_heads) mean "the preset's".
+    _preset_sizes = False
 
     # ----------------------------------------------------------------- building
     def _check_params(self):
         super()._check_params()
-        for name in ("max_epochs", "batch_size", "d_model", "n_layers", "n_heads", "finetune_epochs",
-                     "stride_days", "patience"):
-            value = getattr(self, name, None)
-            if value is None and name in ("d_model", "n_layers", "n_heads"):
+        sizes = ("d_model", "n_layers", "n_heads")
+        for name in ("max_epochs", "batch_size", *sizes, "finetune_epochs", "stride_days", "patience"):
+            if not hasattr(self, name):
                 continue
+            value = getattr(self, name)
+            if value is None and name in sizes and self._preset_sizes:
+                continue    # None: the preset's size
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
+        for name in ("lr", "weight_decay", "time_weight", "finetune_lr", "clip_grad"):
+            value = getattr(self, name)
+            if value is None and name in ("finetune_lr", "clip_grad"):
+                continue
+            if not _is_number(value) or not np.isfinite(value) or value < 0 or (name == "clip_grad" and value == 0):
+                raise ValueError(f"{name} must be a finite number {'> 0' if name == 'clip_grad' else '>= 0'}"
+                                 f"{' or None' if name in ('finetune_lr', 'clip_grad') else ''}, got {value!r}.")
+        if not _is_number(self.validation_fraction) or not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be a number in [0, 1), got {self.validation_fraction!r}.")
+        for name in ("experts", "shared_expert", "shared_gate", "copy_path", "copy_successor", "time_in_trajectory"):
+            if hasattr(self, name) and not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+        top_k = getattr(self, "top_k", None)
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
+                                  or not 1 <= top_k <= 3):
+            raise ValueError(f"top_k must be None or an int in 1..3 (of the three specialists), got {top_k!r}.")
 
     def _module_params(self):
         """Keyword arguments of the network, prefixed ``module__`` (skorch)."""
@@ -350,6 +368,10 @@ class NeuralNextLocationEstimator(NextLocationEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         return tags
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _subset(windows, mask):

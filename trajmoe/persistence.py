@@ -106,7 +106,8 @@ def load_model(path, device=None):
     FileNotFoundError
         If a file of the folder is missing.
     ValueError
-        If the model was saved with another POI taxonomy or names an unknown class.
+        If the model was saved with another POI taxonomy, names an unknown class, or its
+        parameters or weights do not match that class.
     """
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
@@ -118,7 +119,10 @@ def load_model(path, device=None):
     params = dict(config["estimator"])
     if device is not None:
         params["device"] = device
-    model = cls(encoder=SpatialSemanticEncoder(**config["encoder"]), **params)
+    try:
+        model = cls(encoder=SpatialSemanticEncoder(**config["encoder"]), **params)
+    except TypeError as exc:
+        raise ValueError(f"{path}/config.json does not hold {cls.__name__} parameters: {exc}") from None
     encoder = SpatialSemanticEncoder(**config["encoder"])
     with np.load(path / "tables.npz", allow_pickle=False) as tables:
         encoder.cities_ = {
@@ -135,5 +139,9 @@ def load_model(path, device=None):
     model.net_ = model._new_net(None)
     model.net_.initialize()
     state = torch.load(path / "weights.pt", map_location=model.net_.device, weights_only=True)
-    model.net_.module_.load_state_dict(state)
+    try:
+        model.net_.module_.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}/weights.pt does not match the {cls.__name__} of config.json "
+                         f"(was a file changed or swapped?): {str(exc).splitlines()[0]}") from None
     return model

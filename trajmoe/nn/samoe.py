@@ -177,8 +177,9 @@ class STARRouter(nn.Module):
         top_k: int | None = None,
     ) -> None:
         super().__init__()
-        if top_k is not None and not 1 <= top_k <= N_SPECIALISTS:
-            raise ValueError(f"top_k must be None or in 1..{N_SPECIALISTS}, got {top_k}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                                  or not 1 <= top_k <= N_SPECIALISTS):
+            raise ValueError(f"top_k must be None or an int in 1..{N_SPECIALISTS}, got {top_k!r}")
         self.top_k = top_k
         self.noise = nn.Linear(d_model, N_SPECIALISTS) if top_k is not None else None
         self.router = router
