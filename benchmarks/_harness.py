@@ -213,7 +213,10 @@ def markdown_tables(results, title, settings):
     """Markdown: one table per target city and protocol, mean ± std over seeds."""
     agg = summary(results)
     frame = pd.DataFrame(results)
-    lines = [f"# {title}", "", settings, ""]
+    lines = [f"# {title}", "", settings, "",
+             "Cells: mean ± standard deviation over seeds (no ± where every seed gives the same value). "
+             "fit s: seconds of training of that model; for a fine-tuned model the fine-tune only (its "
+             "pre-training is `pretrain_seconds` in the JSON).", ""]
     for (city, protocol), block in agg.groupby(level=[0, 1], sort=False):
         counts = frame[(frame.target_city == city) & (frame.protocol == protocol)].groupby("seed")["n_targets"].first()
         span = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"

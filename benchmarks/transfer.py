@@ -251,8 +251,13 @@ def main(argv=None):
                          "model_params": model_params,
                          "wall_seconds": round(wall, 1), "environment": environment(), "results": results})
         out.with_suffix(".md").write_text(text)
-        plot(results, out.with_suffix(".png"))
-        print(f"results: {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+        try:
+            plot(results, out.with_suffix(".png"))
+        except ImportError:
+            print(f"results: {out}, {out.with_suffix('.md')} (no plot: matplotlib is not installed; "
+                  f"python3 -m pip install -e \".[plot]\")")
+        else:
+            print(f"results: {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
     return 0
 
 
