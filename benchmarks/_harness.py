@@ -28,7 +28,6 @@ from trajmoe.model_selection import train_test_users
 from trajmoe.schema import DataWarning
 
 METRICS = ("acc@1", "acc@3", "acc@5", "acc@10", "mrr", "ndcg@10")
-PROTOCOLS = ("all", "last")
 #: Every real city with trajectories; a target's sources are all the others.
 CITIES = ("nyc", "yjmob_A", "singapore", "edinburgh", "melbourne", "osaka", "toronto")
 TARGETS = ("nyc", "yjmob_A")

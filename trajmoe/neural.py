@@ -26,6 +26,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 from .base import NextLocationEstimator
 from .nn import TrajMoELoss, location_log_probs
+from .nn.samoe import N_SPECIALISTS
 from .sequences import PAD, CityBatchLoader, Windows, WindowDataset
 
 __all__ = ["NeuralNextLocationEstimator", "adamw_matrices_decay"]
@@ -105,8 +106,9 @@ class NeuralNextLocationEstimator(NextLocationEstimator):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
         top_k = getattr(self, "top_k", None)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
-                                  or not 1 <= top_k <= 3):
-            raise ValueError(f"top_k must be None or an int in 1..3 (of the three specialists), got {top_k!r}.")
+                                  or not 1 <= top_k <= N_SPECIALISTS):
+            raise ValueError(f"top_k must be None or an int in 1..{N_SPECIALISTS} (of the specialist experts), "
+                             f"got {top_k!r}.")
 
     def _module_params(self):
         """Keyword arguments of the network, prefixed ``module__`` (skorch)."""
