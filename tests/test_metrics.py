@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from scipy.stats import rankdata
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
 
@@ -33,20 +34,23 @@ from trajmoe.metrics import (
 # --------------------------------------------------------------------------------------------------
 # target_ranks
 # --------------------------------------------------------------------------------------------------
-# Hand-checked: rank = 1 + #(s > s_t) + #(s == s_t and id < t)
+# Hand-checked, pessimistic ties: rank = 1 + #(s > s_t) + #(s == s_t and id != t)
 HAND_SCORES = np.array(
     [
-        [0.1, 0.9, 0.9, 0.0],  # t=2: nothing greater, tie with id 1 before it -> 2
-        [0.5, 0.5, 0.5, 0.5],  # t=3: all tie, ids 0,1,2 before it -> 4
-        [3.0, 1.0, 2.0, 2.0],  # t=3: id 0 greater, id 2 ties before -> 3
-        [3.0, 1.0, 2.0, 2.0],  # t=2: id 0 greater, tie id 3 comes after -> 2
+        [0.1, 0.9, 0.9, 0.0],  # t=2: nothing greater, tie with id 1 -> 2
+        [0.1, 0.9, 0.9, 0.0],  # t=1: nothing greater, tie with id 2 (after it, still counts) -> 2
+        [0.5, 0.5, 0.5, 0.5],  # t=3: all tie, ids 0,1,2 -> 4
+        [0.5, 0.5, 0.5, 0.5],  # t=0: all tie, ids 1,2,3 -> 4 (chance level, never 1)
+        [3.0, 1.0, 2.0, 2.0],  # t=3: id 0 greater, id 2 ties -> 3
+        [3.0, 1.0, 2.0, 2.0],  # t=2: id 0 greater, id 3 ties -> 3
         [0.0, 0.0, 1.0, 0.0],  # t=-1: out of vocabulary -> OOV_RANK
-        [-np.inf, 0.2, -np.inf, 0.1],  # t=1: top -> 1
-        [-np.inf, 0.2, -np.inf, 0.1],  # t=2: -inf, beaten by ids 1, 3, tie id 0 before -> 4
+        [-np.inf, 0.2, -np.inf, 0.1],  # t=1: strictly top -> 1
+        [-np.inf, 0.2, -np.inf, 0.1],  # t=2: -inf, beaten by ids 1, 3, tie id 0 -> 4
+        [-np.inf, 0.2, -np.inf, 0.1],  # t=0: -inf, beaten by ids 1, 3, tie id 2 -> 4
     ]
 )
-HAND_TARGETS = np.array([2, 3, 3, 2, -1, 1, 2])
-HAND_RANKS = [2, 4, 3, 2, OOV_RANK, 1, 4]
+HAND_TARGETS = np.array([2, 1, 3, 0, 3, 2, -1, 1, 2, 0])
+HAND_RANKS = [2, 2, 4, 4, 3, 3, OOV_RANK, 1, 4, 4]
 
 
 def test_target_ranks_hand_checked():
@@ -80,25 +84,52 @@ def test_target_ranks_torch_input():
     with pytest.raises(ValueError, match="integer"):
         target_ranks(bf, torch.tensor(HAND_TARGETS, dtype=torch.float32))
     with pytest.raises(ValueError, match=r"0\.\.3"):
-        target_ranks(bf, torch.tensor([0, 1, 2, 3, 4, 0, 0]))
+        target_ranks(bf, torch.tensor([0, 1, 2, 3, 4, 0, 0, 0, 0, 0]))
 
 
-def test_rank_one_iff_argmax():
-    # Acc@1 == accuracy of predict = argmax (first maximum), even with ties
+@pytest.mark.parametrize("n_cand", [1, 2, 10, 1000])
+def test_constant_scorer_is_chance_level(n_cand):
+    # every cell tied: each target is ranked last, never first
+    scores = np.zeros((3, n_cand))
+    targets = [0, n_cand - 1, n_cand // 2]
+    ranks = target_ranks(scores, targets)
+    assert ranks.tolist() == [n_cand] * 3
+    assert target_ranks(torch.tensor(scores).to(torch.bfloat16), targets).tolist() == [n_cand] * 3
+    assert accuracy_at_k(ranks, 1) == (1.0 if n_cand == 1 else 0.0)
+    assert mean_reciprocal_rank(ranks) == pytest.approx(1 / n_cand)
+    assert ranking_report(ranks, ks=(1, 10))["acc@10"] == (1.0 if n_cand <= 10 else 0.0)
+
+
+def test_target_ranks_brief_example():
+    assert target_ranks(np.zeros((3, 10)), [0, 0, 0]).tolist() == [10, 10, 10]
+    # the two tied top cells both rank 2, whichever of them is the truth
+    assert target_ranks(np.array([[0.1, 0.9, 0.9, 0.0]] * 2), [2, 1]).tolist() == [2, 2]
+
+
+def test_rank_one_iff_strict_maximum_and_acc1_at_most_predict_accuracy():
+    # rank 1 <=> the target's score is strictly the highest of its row; argmax (first maximum,
+    # what predict returns) can hit a tied target that is not ranked 1
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 3, size=(200, 6)).astype(float)
     targets = rng.integers(0, 6, size=200)
     ranks = target_ranks(scores, targets)
-    np.testing.assert_array_equal(ranks == 1, scores.argmax(1) == targets)
+    st_ = scores[np.arange(200), targets]
+    strictly_top = (scores < st_[:, None]).sum(1) == 5
+    np.testing.assert_array_equal(ranks == 1, strictly_top)
+    argmax_hit = scores.argmax(1) == targets
+    assert not (ranks == 1)[~argmax_hit].any()           # rank 1 implies a hit of predict
+    assert (argmax_hit & (ranks > 1)).any()              # ties make some hits of predict rank > 1
+    assert accuracy_at_k(ranks, 1) < argmax_hit.mean()
 
 
 def _reference_ranks(scores, targets):
+    """Pessimistic ranks by sorting: score descending, the target after every cell tied with it."""
     out = []
     for s, t in zip(scores, targets):
         if t < 0:
             out.append(OOV_RANK)
             continue
-        order = np.lexsort((np.arange(len(s)), -s))  # score desc, id asc
+        order = np.lexsort((np.arange(len(s)) == t, -s))  # score desc, target last among ties
         out.append(int(np.flatnonzero(order == t)[0]) + 1)
     return out
 
@@ -265,16 +296,22 @@ def test_rank_range_and_reference(data):
     assert ((ranks[valid] >= 1) & (ranks[valid] <= n_cand)).all()
     assert (ranks[~valid] == OOV_RANK).all()
     assert ranks.tolist() == _reference_ranks(scores, targets)
-    # ranks of all N cells of one row are a permutation of 1..N
+    # ranks of all N cells of one row are the "max" ranks of -score: a group of m tied cells
+    # that starts at position p all get p + m - 1 (a permutation of 1..N only without ties)
     all_ranks = target_ranks(np.repeat(scores[:1], n_cand, 0), np.arange(n_cand))
-    assert sorted(all_ranks.tolist()) == list(range(1, n_cand + 1))
+    np.testing.assert_array_equal(all_ranks, rankdata(-scores[0], method="max").astype(np.int64))
+    assert all_ranks.max() == n_cand
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 12), st.integers(1, 6), st.integers(0, 2**31 - 1))
-def test_rank_invariant_under_id_permutation_without_ties(n_cand, n, seed):
+@given(st.integers(1, 12), st.integers(1, 6), st.integers(0, 2**31 - 1), st.booleans())
+def test_rank_invariant_under_id_permutation(n_cand, n, seed, ties):
+    # pessimistic ties do not depend on how cells are numbered, with or without ties
     rng = np.random.default_rng(seed)
-    scores = np.stack([rng.permutation(n_cand) for _ in range(n)]).astype(float)  # no ties
+    if ties:
+        scores = rng.integers(0, 3, size=(n, n_cand)).astype(float)
+    else:
+        scores = np.stack([rng.permutation(n_cand) for _ in range(n)]).astype(float)
     targets = rng.integers(0, n_cand, size=n)
     perm = rng.permutation(n_cand)  # new id of old id j is perm[j]
     permuted = np.empty_like(scores)
@@ -282,6 +319,42 @@ def test_rank_invariant_under_id_permutation_without_ties(n_cand, n, seed):
     np.testing.assert_array_equal(
         target_ranks(scores, targets), target_ranks(permuted, perm[targets])
     )
+
+
+# scores with many ties (small integers, exact in bfloat16), some masked cells (-inf)
+tied_matrices = st.integers(1, 9).flatmap(
+    lambda n_cand: st.tuples(
+        hnp.arrays(
+            np.float64,
+            st.tuples(st.integers(1, 12), st.just(n_cand)),
+            elements=st.one_of(st.integers(-3, 3).map(float), st.just(-np.inf)),
+        ),
+        st.integers(0, 2**31 - 1),
+        st.one_of(st.none(), st.integers(1, 5)),
+    )
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(tied_matrices)
+def test_torch_and_numpy_paths_agree(data):
+    # bfloat16 tensors take the pure-torch path (the one CUDA tensors take), float64 arrays the
+    # numpy path: same pessimistic ranks, OOV included, for any chunking
+    scores, seed, chunk = data
+    n, n_cand = scores.shape
+    targets = np.random.default_rng(seed).integers(-1, n_cand, size=n)
+    numpy_ranks = target_ranks(scores, targets, chunk_size=chunk)
+    torch_ranks = target_ranks(torch.tensor(scores).to(torch.bfloat16), torch.tensor(targets), chunk_size=chunk)
+    assert torch_ranks.dtype == numpy_ranks.dtype == np.int64
+    np.testing.assert_array_equal(torch_ranks, numpy_ranks)
+    assert numpy_ranks.tolist() == _reference_ranks(scores, targets)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_path_hand_checked():
+    s = torch.tensor(HAND_SCORES, dtype=torch.float32, device="cuda")
+    assert target_ranks(s, torch.tensor(HAND_TARGETS, device="cuda"), chunk_size=3).tolist() == HAND_RANKS
+    assert target_ranks(torch.zeros(3, 10, device="cuda"), [0, 0, 0]).tolist() == [10, 10, 10]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -403,3 +476,176 @@ def test_scorer_in_grid_search():
     gs.fit(X, groups=X["user_id"])
     assert gs.best_params_ == {"shift": 0}
     assert gs.cv_results_["mean_test_acc@1"].tolist() == pytest.approx([(0.75 + 1 / 3) / 2, 0.0])
+
+
+# --------------------------------------------------------------------------------------------------
+# return / explore split and out-of-vocabulary share
+# --------------------------------------------------------------------------------------------------
+KIND = ["return", "explore", "return", "explore"]  # returns: ranks 1, 4; explorations: 2, OOV
+OOV = [False, False, False, True]
+
+
+def test_ranking_report_split_hand_computed():
+    rep = ranking_report(RANKS, ks=(1, 3, 5), kind=KIND, oov=OOV)
+    assert list(rep) == [
+        "acc@1", "acc@3", "acc@5", "mrr", "ndcg@1", "ndcg@3", "ndcg@5", "n_targets",
+        "return_share", "explore_share",
+        "acc@1_return", "acc@3_return", "acc@5_return", "mrr_return",
+        "ndcg@1_return", "ndcg@3_return", "ndcg@5_return",
+        "acc@1_explore", "acc@3_explore", "acc@5_explore", "mrr_explore",
+        "ndcg@1_explore", "ndcg@3_explore", "ndcg@5_explore",
+        "oov_share",
+    ]  # fmt: skip
+    # the overall part is unchanged by the split
+    assert {k: rep[k] for k in ranking_report(RANKS, ks=(1, 3, 5))} == ranking_report(RANKS, ks=(1, 3, 5))
+    assert rep["return_share"] == 0.5 and rep["explore_share"] == 0.5
+    # returns: ranks 1 and 4
+    assert (rep["acc@1_return"], rep["acc@3_return"], rep["acc@5_return"]) == (0.5, 0.5, 1.0)
+    assert rep["mrr_return"] == pytest.approx((1 + 1 / 4) / 2)
+    assert rep["ndcg@5_return"] == pytest.approx((1 + 1 / math.log2(5)) / 2)
+    assert rep["ndcg@3_return"] == 0.5
+    # explorations: rank 2 and an out-of-vocabulary miss (0 in MRR and NDCG)
+    assert (rep["acc@1_explore"], rep["acc@3_explore"], rep["acc@5_explore"]) == (0.0, 0.5, 0.5)
+    assert rep["mrr_explore"] == pytest.approx(0.25)
+    assert rep["ndcg@3_explore"] == pytest.approx((1 / math.log2(3)) / 2)
+    assert rep["oov_share"] == 0.25
+
+
+def test_ranking_report_empty_part_is_nan_and_input_types():
+    rep = ranking_report(pd.Series([1, 3]), ks=(1,), kind=pd.Series(["return", "return"], index=[5, 6]))
+    assert rep["return_share"] == 1.0 and rep["explore_share"] == 0.0
+    assert rep["acc@1_return"] == 0.5 and rep["mrr_return"] == pytest.approx(2 / 3)
+    assert all(math.isnan(rep[k]) for k in ("acc@1_explore", "mrr_explore", "ndcg@1_explore"))
+    assert "oov_share" not in rep
+    # categorical kinds, integer 0/1 oov flags, no kind
+    rep = ranking_report([2, OOV_RANK], ks=(1,), kind=pd.Categorical(["explore", "explore"]), oov=np.array([0, 1]))
+    assert math.isnan(rep["mrr_return"]) and rep["mrr_explore"] == 0.25 and rep["oov_share"] == 0.5
+    rep = ranking_report([1], oov=[False])
+    assert rep["oov_share"] == 0.0 and "return_share" not in rep
+
+
+@pytest.mark.parametrize(
+    "kind, oov, match",
+    [
+        (["return", "visit"], None, "'return' or 'explore'"),
+        (["return", None], None, "'return' or 'explore'"),
+        (["return"], None, "one value per rank"),
+        (None, [0.0, 1.0], "booleans"),
+        (None, [0, 2], "booleans"),
+        (None, [[True, False]], "one value per rank"),
+    ],
+)
+def test_ranking_report_split_errors(kind, oov, match):
+    with pytest.raises(ValueError, match=match):
+        ranking_report([1, 2], kind=kind, oov=oov)
+
+
+class FixedTable(FixedRanks):
+    """Fake estimator with a target_table (rank, kind, oov)."""
+
+    def target_table(self, X, protocol="all"):
+        self.calls.append(("table", protocol))
+        table = pd.DataFrame({"rank": self.ranks, "kind": KIND, "oov": OOV}, index=np.arange(4) * 10)
+        return table if protocol == "all" else table.iloc[-1:]
+
+
+def test_evaluate_uses_target_table_and_scorers_target_ranks():
+    est = FixedTable(RANKS)
+    rep = evaluate(est, None, ks=(1, 3, 5))
+    assert rep == pytest.approx(ranking_report(RANKS, ks=(1, 3, 5), kind=KIND, oov=OOV), nan_ok=True)
+    assert rep["mrr_return"] == pytest.approx(0.625) and rep["oov_share"] == 0.25
+    last = evaluate(est, None, protocol="last", ks=(1,))
+    assert last["n_targets"] == 1 and last["explore_share"] == 1.0 and last["oov_share"] == 1.0
+    assert math.isnan(last["acc@1_return"]) and last["acc@1_explore"] == 0.0
+    assert est.calls == [("table", "all"), ("table", "last")]
+    # the scorers keep using target_ranks
+    assert mrr_scorer(est, None) == pytest.approx(0.4375) and est.calls[-1] == "all"
+    # without target_table: no split
+    assert "return_share" not in evaluate(FixedRanks(RANKS), None)
+
+
+# --------------------------------------------------------------------------------------------------
+# target_table of a real estimator on a hand-made frame (grid cells x/y, day/slot times)
+# --------------------------------------------------------------------------------------------------
+CELLS = {"A": (1, 1), "B": (2, 2), "C": (3, 3), "D": (4, 4), "Z": (50, 50), "Y": (60, 60)}  # Z, Y: OOV
+
+
+def _grid_visits(trajectories, labels=None):
+    """[(user, day, "cells")] -> visit frame, one visit per half-hour slot from slot 10."""
+    rows = [
+        {"user_id": user, "day": day, "slot": 10 + t, "x": CELLS[c][0], "y": CELLS[c][1]}
+        for user, day, cells in trajectories
+        for t, c in enumerate(cells)
+    ]
+    return pd.DataFrame(rows, index=labels)
+
+
+@pytest.fixture(scope="module")
+def history_model():
+    from trajmoe import HistoryFrequencyBaseline
+
+    # training counts: A 3, B 2, C 1, D 1 (popularity breaks the ties of never-visited cells)
+    return HistoryFrequencyBaseline(min_stays=1).fit(_grid_visits([(1, 0, "AAABBCD")]))
+
+
+def test_target_table_hand_checked(history_model):
+    X = _grid_visits([(9, 10, "ABAC")], labels=["a", "b", "c", "d"])
+    table = history_model.target_table(X)
+    assert list(table.columns) == ["rank", "kind", "oov"]
+    assert table["rank"].dtype == np.int64 and table["oov"].dtype == bool
+    assert table.index.tolist() == ["a", "b", "c"]
+    assert table["kind"].tolist() == ["explore", "return", "explore"]
+    assert not table["oov"].any()
+    # history frequency: count so far + 0.5 x recency + tiny popularity
+    #   at A -> B: A (1.5) first, then B (popularity 2/7)                   -> 2
+    #   at B -> A: B (1 + 0.5) before A (1 + 0.25)                          -> 2
+    #   at A -> C: A (2.5), B (1.25), then C ties D (popularity 1/7 each):
+    #   pessimistic, D counts as ranked before C                            -> 4 (3 by cell id)
+    assert table["rank"].tolist() == [2, 2, 4]
+    pd.testing.assert_series_equal(history_model.target_ranks(X), table["rank"])
+    rep = evaluate(history_model, X, ks=(1, 3))
+    assert rep["return_share"] == pytest.approx(1 / 3) and rep["oov_share"] == 0.0
+    assert rep["acc@1"] == 0.0 and rep["acc@3"] == pytest.approx(2 / 3)
+    assert rep["mrr_return"] == 0.5 and rep["mrr_explore"] == pytest.approx((1 / 2 + 1 / 4) / 2)
+
+
+def test_target_table_current_cell_windows_and_oov_cells(history_model):
+    n_cells = history_model.encoder_.cities_["city"].n_locations
+    X = _grid_visits([(9, 10, "ABACCZZYA"), (9, 20, "BA"), (8, 10, "CA")])
+    X.index = [f"r{i}" for i in range(len(X))]
+    shuffled = X.sample(frac=1.0, random_state=0)
+    table = history_model.target_table(shuffled)
+    # targets listed in the order of the X passed
+    assert table.index.tolist() == [i for i in shuffled.index if i in set(table.index)]
+    table = table.loc[[f"r{i}" for i in [0, 1, 2, 3, 4, 5, 6, 7, 9, 11]]]
+    assert table["kind"].tolist() == [
+        "explore",  # A -> B
+        "return",   # B -> A (A before)
+        "explore",  # A -> C
+        "return",   # C -> C: the current cell counts
+        "explore",  # C -> Z
+        "return",   # Z -> Z: an out-of-vocabulary cell is recognised by its grid cell
+        "explore",  # Z -> Y: another out-of-vocabulary cell
+        "return",   # Y -> A
+        "explore",  # user 9, next window: B -> A (A was visited only in an earlier window)
+        "explore",  # user 8: C -> A (A was visited only by another user)
+    ]  # fmt: skip
+    assert table["oov"].tolist() == [False] * 4 + [True, True, True] + [False] * 3
+    # cells outside the fitted region are scored on the fly (Z and Y join the candidates): no miss
+    assert (table["rank"] <= n_cells + 2).all()
+    # C -> C: A (2 visits + 0.5 x 1/2) before C (1 visit + 0.5, the current cell) -> 2
+    assert table.loc["r3", "rank"] == 2
+    last = history_model.target_table(X, protocol="last")
+    assert last.index.tolist() == ["r7", "r9", "r11"]
+    assert last["kind"].tolist() == ["return", "explore", "explore"]
+    pd.testing.assert_frame_equal(last, history_model.target_table(X).loc[last.index])
+    rep = evaluate(history_model, X)
+    assert rep["n_targets"] == 10 and rep["return_share"] == 0.4 and rep["oov_share"] == 0.3
+
+
+def test_target_table_no_targets(history_model):
+    table = history_model.target_table(_grid_visits([(9, 10, "A")]))
+    assert table.empty and list(table.columns) == ["rank", "kind", "oov"]
+    assert table["rank"].dtype == np.int64 and table["oov"].dtype == bool
+    with pytest.raises(ValueError, match="protocol"):
+        history_model.target_table(_grid_visits([(9, 10, "AB")]), protocol="first")

@@ -1,19 +1,27 @@
 """Ranking metrics for next-location prediction: Acc@k, MRR, NDCG@k and scikit-learn scorers.
 
 Every metric here works on *full* rankings: the true next cell is ranked against ALL of the city's
-candidate cells (never against sampled negatives), as MODEL.md section 5 requires.
+candidate cells (never against sampled negatives), as the user guide's section "Evaluation
+protocols" requires.
 
-Ranking convention
-------------------
-Cells are ordered by score, descending; ties are broken by location id, ascending. The 1-based
-rank of the true cell ``t`` among the ``N`` candidates of its row is therefore::
+Ranking convention (pessimistic ties)
+-------------------------------------
+Cells are ordered by score, descending. A tie never helps the true cell: every other cell with the
+same score is counted as ranked before it. The 1-based rank of the true cell ``t`` among the ``N``
+candidates of its row is therefore::
 
-    rank = 1 + #{j : s_j > s_t} + #{j : s_j == s_t and j < t}
+    rank = 1 + #{j : s_j > s_t} + #{j : s_j == s_t and j != t}
 
-so that ``rank == 1`` exactly when ``argmax`` (first maximum, as :func:`numpy.argmax` picks it)
-equals the truth, i.e. Acc@1 equals the accuracy of ``predict``. A target that is not a candidate
-(out-of-vocabulary, id ``-1``) gets the sentinel rank :data:`OOV_RANK` (the largest int64): it is a
-miss for every ``k`` and contributes exactly 0 to MRR and NDCG.
+so a scorer that gives every cell the same score gets rank ``N`` for every target (chance level:
+Acc@1 = 0 for ``N > 1``, MRR = ``1 / N``), never rank 1, and ranks do not depend on how location
+ids are numbered. ``rank == 1`` exactly when the true cell has the strictly highest score. With
+ties, Acc@1 can therefore be *below* the accuracy of an estimator's ``predict``, which returns the
+lowest location id among the tied best cells. Pessimistic ties are the standard of honest
+evaluation: an optimistic or id-based rule would reward a model for scores it did not separate.
+
+A target that is not a candidate (out-of-vocabulary cell, id ``-1``) gets the sentinel rank
+:data:`OOV_RANK` (the largest int64), never ``N + 1``: it is a miss for every ``k`` and
+contributes exactly 0 to MRR and NDCG, as a rank of infinity would.
 
 Protocols
 ---------
@@ -24,14 +32,20 @@ Protocols
     only the last target of each evaluation window (the common next-POI protocol).
 
 Estimators expose ``target_ranks(X, protocol="all") -> pandas.Series`` (index = row labels of the
-visits whose next visit is a target, values = rank in the convention above). :func:`evaluate` and
-the scorers of this module call that method.
+visits whose next visit is a target, values = rank in the convention above) and, for the estimators
+of this library, ``target_table(X, protocol="all") -> pandas.DataFrame`` with the same index and
+the columns ``rank``, ``kind`` (``"return"``: the true next cell was already visited earlier in the
+window, current visit included; ``"explore"``: a new cell) and ``oov``. :func:`evaluate` uses
+``target_table`` when the estimator has it (and then also reports every metric on returns and on
+explorations separately); the scorers of this module call ``target_ranks``.
 
 References
 ----------
 - Han, Yuan, Chen, Ding, Li. "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human
   Mobility Modeling", arXiv:2505.18670 (2025), evaluation section.
-- ``docs/MODEL.md`` section 5 (metrics and protocols) of this project.
+- The project's user guide (``docs/user_guide.rst``), sections "Evaluation protocols" (metrics,
+  full ranking, both protocols) and "The copy path (option)" (about half of all next visits return
+  to a cell already visited in the window).
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ import numpy as np
 __all__ = [
     "OOV_RANK",
     "PROTOCOLS",
+    "KINDS",
     "target_ranks",
     "accuracy_at_k",
     "mean_reciprocal_rank",
@@ -56,16 +71,16 @@ __all__ = [
     "get_scorer",
 ]
 
-#: Rank given to a target that is not among the candidates (out-of-vocabulary target, id ``-1``).
-#: It is larger than any possible real rank, so it is a miss for every ``k`` and the metrics of this
-#: module count it as 0 for MRR and NDCG.
+#: Rank given to a target that is not among the candidates (out-of-vocabulary target, id ``-1``):
+#: the largest int64, not ``N + 1``. It is larger than any possible real rank, so it is a miss for
+#: every ``k``, and the metrics of this module read it as an infinite rank: 0 for MRR and NDCG.
 OOV_RANK: int = int(np.iinfo(np.int64).max)
 
 #: Evaluation protocols understood by :func:`evaluate` and the scorers.
 PROTOCOLS: tuple[str, ...] = ("all", "last")
 
-# Number of score entries (rows * candidates) compared at once by ``target_ranks``; two boolean
-# temporaries of this size are alive per chunk (about 2 x 4 MB).
+# Number of score entries (rows * candidates) compared at once by ``target_ranks``; one boolean
+# temporary of this size is alive per chunk (about 4 MB).
 _CHUNK_ELEMENTS = 1 << 22
 
 
@@ -98,8 +113,9 @@ def target_ranks(scores, targets, *, chunk_size=None):
     Returns
     -------
     ranks : ndarray of shape (n_targets,), int64
-        1-based rank of the target: ``1 + #(s > s_t) + #(s == s_t and id < t)`` (score
-        descending, ties by location id ascending), in ``1..n_candidates``; :data:`OOV_RANK` for
+        1-based rank of the target: ``1 + #(s > s_t) + #(s == s_t and id != t)`` (score
+        descending; every cell tied with the target counts as ranked before it), in
+        ``1..n_candidates``; :data:`OOV_RANK` (the largest int64, not ``n_candidates + 1``) for
         targets equal to ``-1``.
 
     Raises
@@ -115,12 +131,21 @@ def target_ranks(scores, targets, *, chunk_size=None):
 
     Notes
     -----
-    With this tie rule ``rank == 1`` exactly when ``scores.argmax(axis=1) == targets``, so Acc@1
-    equals the accuracy of a ``predict`` that takes the first maximum.
+    Ties are pessimistic: they never reward the true cell. A constant scorer ranks every target
+    last (``n_candidates``), i.e. chance level, and ``rank == 1`` exactly when the target's score
+    is strictly the highest of its row. With ties, Acc@1 can be below the accuracy of an
+    estimator's ``predict``, which takes the lowest location id among the tied best cells.
+    Pessimistic ties are the standard of honest evaluation. The rule does not depend on how
+    location ids are numbered, and the numpy path (CPU) and the torch path (CUDA tensors,
+    ``bfloat16``) compute the same ranks.
+
+    An out-of-vocabulary target gets :data:`OOV_RANK`, so that :func:`mean_reciprocal_rank` and
+    :func:`ndcg_at_k` count it as exactly 0 and :func:`accuracy_at_k` as a miss for every ``k``.
 
     References
     ----------
-    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5 (full ranking, never sampled negatives).
+    .. [1] arXiv:2505.18670; user guide, section "Evaluation protocols" (full ranking,
+       never sampled negatives).
 
     Examples
     --------
@@ -129,6 +154,14 @@ def target_ranks(scores, targets, *, chunk_size=None):
     ...                    [0.5, 0.5, 0.5, 0.5]])
     >>> target_ranks(scores, [2, 3]).tolist()
     [2, 4]
+
+    Cells 1 and 2 tie for the top: each ranks 2, whichever is the truth. A constant row ranks
+    every target last (chance level):
+
+    >>> target_ranks(scores, [1, 0]).tolist()
+    [2, 4]
+    >>> target_ranks(np.zeros((3, 10)), [0, 0, 0]).tolist()
+    [10, 10, 10]
     >>> int(target_ranks(scores, [-1, 0])[0]) == OOV_RANK
     True
     """
@@ -195,7 +228,6 @@ def target_ranks(scores, targets, *, chunk_size=None):
         return out
 
     if torch_mode:
-        ids = torch.arange(n_cand, device=s_all.device)
         for start in range(0, n, chunk_size):
             s = s_all[start : start + chunk_size]
             t = t_all[start : start + chunk_size]
@@ -206,12 +238,12 @@ def target_ranks(scores, targets, *, chunk_size=None):
                     "scores of true targets contain NaN; rank is undefined. Replace NaN scores "
                     "(e.g. by -inf for masked cells)."
                 )
-            r = 1 + (s > st).sum(1) + ((s == st) & (ids[None, :] < t[:, None])).sum(1)
+            # 1 + #(s > s_t) + #(s == s_t, j != t) == #(s >= s_t), as s_t is not NaN
+            r = (s >= st).sum(1)
             r = torch.where(valid, r, torch.full_like(r, OOV_RANK))
             out[start : start + len(t)] = r.cpu().numpy()
         return out
 
-    ids = np.arange(n_cand)
     for start in range(0, n, chunk_size):
         s = s_all[start : start + chunk_size]
         t = t_all[start : start + chunk_size]
@@ -222,8 +254,8 @@ def target_ranks(scores, targets, *, chunk_size=None):
                 "scores of true targets contain NaN; rank is undefined. Replace NaN scores "
                 "(e.g. by -inf for masked cells)."
             )
-        r = 1 + np.count_nonzero(s > st, axis=1)
-        r += np.count_nonzero((s == st) & (ids[None, :] < t[:, None]), axis=1)
+        # 1 + #(s > s_t) + #(s == s_t, j != t) == #(s >= s_t), as s_t is not NaN
+        r = np.count_nonzero(s >= st, axis=1)
         out[start : start + len(t)] = np.where(valid, r, OOV_RANK)
     return out
 
@@ -297,7 +329,7 @@ def accuracy_at_k(ranks, k):
 
     References
     ----------
-    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+    .. [1] arXiv:2505.18670; user guide, section "Evaluation protocols".
 
     Examples
     --------
@@ -331,7 +363,7 @@ def mean_reciprocal_rank(ranks):
 
     References
     ----------
-    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+    .. [1] arXiv:2505.18670; user guide, section "Evaluation protocols".
 
     Examples
     --------
@@ -368,7 +400,7 @@ def ndcg_at_k(ranks, k):
     ----------
     .. [1] Jarvelin, Kekalainen. "Cumulated gain-based evaluation of IR techniques", ACM TOIS 20(4),
        2002.
-    .. [2] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+    .. [2] arXiv:2505.18670; user guide, section "Evaluation protocols".
 
     Examples
     --------
@@ -392,50 +424,146 @@ def _check_ks(ks) -> tuple[int, ...]:
     return tuple(sorted(set(ks)))
 
 
-def ranking_report(ranks, ks=(1, 3, 5, 10)):
-    """All ranking metrics of a set of targets in one dict.
+#: Kinds of target of :meth:`NextLocationEstimator.target_table` and :func:`ranking_report`, in the
+#: order their metrics are reported.
+KINDS: tuple[str, ...] = ("return", "explore")
+
+
+def _metrics_of(r: np.ndarray, ks: tuple[int, ...], suffix: str = "") -> dict:
+    """Acc@k, MRR and NDCG@k of checked float ranks (inf = OOV); NaN for every metric if empty."""
+    out: dict = {}
+    empty = r.size == 0
+    for k in ks:
+        out[f"acc@{k}{suffix}"] = np.nan if empty else float(np.mean(r <= k))
+    out[f"mrr{suffix}"] = np.nan if empty else float(np.mean(1.0 / r))
+    for k in ks:
+        if empty:
+            out[f"ndcg@{k}{suffix}"] = np.nan
+            continue
+        hit = r <= k
+        gains = np.zeros_like(r)
+        gains[hit] = 1.0 / np.log2(r[hit] + 1.0)
+        out[f"ndcg@{k}{suffix}"] = float(np.mean(gains))
+    return out
+
+
+def _as_1d(values, name: str, n: int) -> np.ndarray:
+    if _is_torch_tensor(values):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(getattr(values, "to_numpy", lambda: values)())
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(
+            f"{name} must be 1-D with one value per rank ({n}), got shape {arr.shape}."
+        )
+    return arr
+
+
+def _check_kind(kind, n: int) -> np.ndarray:
+    """``kind`` as a boolean array: True for "return", False for "explore"."""
+    arr = _as_1d(kind, "kind", n).astype(object)
+    is_return = np.asarray(arr == "return", dtype=bool)
+    is_explore = np.asarray(arr == "explore", dtype=bool)
+    bad = ~(is_return | is_explore)
+    if bad.any():
+        raise ValueError(
+            f"kind must hold only 'return' or 'explore'; {int(bad.sum())} values do not, e.g. "
+            f"{arr[bad][:5].tolist()}."
+        )
+    return is_return
+
+
+def _check_oov(oov, n: int) -> np.ndarray:
+    arr = _as_1d(oov, "oov", n)
+    if arr.dtype.kind == "b":
+        return arr
+    if arr.dtype.kind in "iu" and np.isin(arr, (0, 1)).all():
+        return arr.astype(bool)
+    raise ValueError(
+        f"oov must be booleans (True = out-of-vocabulary target), got dtype {arr.dtype}."
+    )
+
+
+def ranking_report(ranks, ks=(1, 3, 5, 10), kind=None, oov=None):
+    """All ranking metrics of a set of targets in one dict, optionally split into returns and
+    explorations.
 
     Parameters
     ----------
     ranks : array-like of shape (n_targets,), int
-        1-based ranks (:data:`OOV_RANK` or ``inf`` = out-of-vocabulary target).
+        1-based ranks (:data:`OOV_RANK` or ``inf`` = out-of-vocabulary target, counted as a miss
+        and as 0 in MRR and NDCG).
     ks : sequence of int, default (1, 3, 5, 10)
         Cut-offs for Acc@k and NDCG@k.
+    kind : array-like of shape (n_targets,), str, optional
+        ``"return"`` where the true next cell was already visited earlier in the same evaluation
+        window (the current visit included), ``"explore"`` where it is a new cell; e.g. the
+        ``kind`` column of an estimator's ``target_table``. When given, the report also holds
+        the share of each kind and every metric on each kind separately.
+    oov : array-like of shape (n_targets,), bool, optional
+        True where the true next cell is not a candidate of the city's vocabulary (the ``oov``
+        column of ``target_table``; for an estimator's output it is ``ranks == OOV_RANK``). When
+        given, the report also holds ``oov_share``.
 
     Returns
     -------
     dict
         ``{"acc@1": float, ..., "acc@10": float, "mrr": float, "ndcg@1": float, ...,
         "ndcg@10": float, "n_targets": int}`` with one ``acc@k`` and ``ndcg@k`` per ``k`` of
-        ``ks`` (ascending).
+        ``ks`` (ascending). With ``kind``, then ``"return_share"`` and ``"explore_share"`` (floats
+        in ``[0, 1]``, summing to 1) and the same metrics on each part, suffixed
+        ``_return`` then ``_explore`` (``"acc@1_return"``, ..., ``"mrr_return"``, ...,
+        ``"ndcg@10_explore"``); the metrics of an empty part are NaN. With ``oov``, then
+        ``"oov_share"`` (float in ``[0, 1]``).
 
     Raises
     ------
     ValueError
-        As :func:`accuracy_at_k`; also if ``ks`` is empty.
+        As :func:`accuracy_at_k`; also if ``ks`` is empty, ``kind`` holds a value other than
+        ``"return"``/``"explore"``, ``oov`` is not boolean, or ``kind``/``oov`` do not have one
+        value per rank.
+
+    See Also
+    --------
+    evaluate : The report of a fitted estimator on a visit frame.
+
+    Notes
+    -----
+    On public check-in and GPS data about half of all targets are returns, on which a copy of the
+    user's history is hard to beat; the split shows whether a model gains on returns, on
+    explorations, or only on the mix.
 
     References
     ----------
-    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+    .. [1] arXiv:2505.18670; user guide, section "Evaluation protocols".
+    .. [2] User guide, section "The copy path (option)": about half of all next visits are a cell
+       already visited earlier in the same window.
 
     Examples
     --------
     >>> rep = ranking_report([1, 2, 4, OOV_RANK], ks=(1, 3))
     >>> rep["acc@1"], rep["acc@3"], rep["mrr"], rep["n_targets"]
     (0.25, 0.5, 0.4375, 4)
+    >>> rep = ranking_report([1, 2, 4, OOV_RANK], ks=(1, 3),
+    ...                      kind=["return", "return", "explore", "explore"],
+    ...                      oov=[False, False, False, True])
+    >>> rep["return_share"], rep["acc@1_return"], rep["mrr_return"]
+    (0.5, 0.5, 0.75)
+    >>> rep["explore_share"], rep["acc@3_explore"], rep["mrr_explore"], rep["oov_share"]
+    (0.5, 0.0, 0.125, 0.25)
     """
     r = _check_ranks(ranks)
     ks = _check_ks(ks)
-    report: dict = {}
-    for k in ks:
-        report[f"acc@{k}"] = float(np.mean(r <= k))
-    report["mrr"] = float(np.mean(1.0 / r))
-    for k in ks:
-        hit = r <= k
-        gains = np.zeros_like(r)
-        gains[hit] = 1.0 / np.log2(r[hit] + 1.0)
-        report[f"ndcg@{k}"] = float(np.mean(gains))
+    is_return = None if kind is None else _check_kind(kind, r.size)
+    is_oov = None if oov is None else _check_oov(oov, r.size)
+    report = _metrics_of(r, ks)
     report["n_targets"] = int(r.size)
+    if is_return is not None:
+        report["return_share"] = float(np.mean(is_return))
+        report["explore_share"] = float(np.mean(~is_return))
+        report.update(_metrics_of(r[is_return], ks, "_return"))
+        report.update(_metrics_of(r[~is_return], ks, "_explore"))
+    if is_oov is not None:
+        report["oov_share"] = float(np.mean(is_oov))
     return report
 
 
@@ -455,13 +583,17 @@ def _estimator_ranks(estimator, X, protocol):
 
 
 def evaluate(estimator, X, protocol="all", ks=(1, 3, 5, 10)):
-    """Score a fitted estimator on a visit frame with every ranking metric.
+    """Score a fitted estimator on a visit frame with every ranking metric, on all targets and
+    separately on returns and explorations.
 
     Parameters
     ----------
     estimator : fitted estimator
-        Must implement ``target_ranks(X, protocol=...) -> pandas.Series`` of 1-based ranks (one
-        per target visit, see the module docstring).
+        Implements ``target_table(X, protocol=...) -> pandas.DataFrame`` with columns ``rank``
+        (int64), ``kind`` (``"return"``/``"explore"``) and ``oov`` (bool), as every
+        :class:`trajmoe.base.NextLocationEstimator` does; or at least
+        ``target_ranks(X, protocol=...) -> pandas.Series`` of 1-based ranks (one per target
+        visit, see the module docstring), in which case the report has no split.
     X : DataFrame of shape (n_visits, n_columns)
         Canonical visit frame of the evaluation users (see ``trajmoe.schema``).
     protocol : {"all", "last"}, default "all"
@@ -473,23 +605,34 @@ def evaluate(estimator, X, protocol="all", ks=(1, 3, 5, 10)):
     Returns
     -------
     dict
-        As :func:`ranking_report`: ``acc@k``, ``mrr``, ``ndcg@k`` (floats) and ``n_targets``.
+        As :func:`ranking_report`: ``acc@k``, ``mrr``, ``ndcg@k`` (floats) and ``n_targets``
+        (int); with ``target_table`` also ``return_share``, ``explore_share``, every metric
+        suffixed ``_return`` and ``_explore`` (NaN for an empty part) and ``oov_share``.
 
     Raises
     ------
     ValueError
         If ``protocol`` is unknown, or the estimator returns no targets / invalid ranks.
     TypeError
-        If the estimator has no ``target_ranks`` method.
+        If the estimator has neither ``target_table`` nor ``target_ranks``.
+
+    See Also
+    --------
+    ranking_report : The same report from ranks (and kinds) already computed.
 
     References
     ----------
-    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5 (both protocols, full ranking).
+    .. [1] arXiv:2505.18670; user guide, section "Evaluation protocols" (both
+       protocols, full ranking).
+    .. [2] User guide, section "The copy path (option)": about half of all next visits are a cell
+       already visited earlier in the same window, hence the split into returns and explorations.
     """
     protocol = _check_protocol(protocol)
     ks = _check_ks(ks)
+    if hasattr(estimator, "target_table"):
+        table = estimator.target_table(X, protocol=protocol)
+        return ranking_report(table["rank"], ks=ks, kind=table.get("kind"), oov=table.get("oov"))
     return ranking_report(_estimator_ranks(estimator, X, protocol), ks=ks)
-
 
 # --------------------------------------------------------------------------------------------------
 # scikit-learn scorers
@@ -559,7 +702,7 @@ def acc_at_k_scorer(k, protocol="all"):
 
     References
     ----------
-    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+    .. [1] arXiv:2505.18670; user guide, section "Evaluation protocols".
     """
     return _RankScorer("acc", _check_k(k), _check_protocol(protocol))
 
@@ -586,7 +729,7 @@ def ndcg_scorer(k, protocol="all"):
 
     References
     ----------
-    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+    .. [1] arXiv:2505.18670; user guide, section "Evaluation protocols".
     """
     return _RankScorer("ndcg", _check_k(k), _check_protocol(protocol))
 
@@ -638,7 +781,7 @@ def get_scorer(name, protocol="all"):
 
     References
     ----------
-    .. [1] arXiv:2505.18670; ``docs/MODEL.md`` section 5.
+    .. [1] arXiv:2505.18670; user guide, section "Evaluation protocols".
 
     Examples
     --------
