@@ -16,6 +16,7 @@ from trajmoe.datasets import (
     load_flickr,
     load_foursquare_nyc,
     load_foursquare_singapore,
+    load_gowalla_ca,
     load_movegpt,
     load_yjmob100k,
 )
@@ -252,3 +253,200 @@ def test_movegpt_chicago_out_of_vocabulary_ids_reported():
 def test_movegpt_bad_city():
     with pytest.raises(ValueError, match="unknown MoveGPT city 'Boston'"):
         load_movegpt("Boston", DATA)
+
+
+# ---------------------------------------------------------------------------------- Gowalla
+GOWALLA_METROS = {  # city: (check-ins, users, spots), measured on gowalla_ca/checkins.csv.gz
+    "gowalla_bay_area": (24_480, 948, 4_359),
+    "gowalla_los_angeles": (12_417, 678, 2_107),
+    "gowalla_las_vegas": (6_719, 352, 745),
+    "gowalla_san_diego": (2_755, 154, 416),
+    "gowalla_sacramento": (673, 48, 141),
+    "gowalla_other": (1_060, 179, 199),
+}
+FARM = r"21 of 47373 category names are not mapped by 'gowalla'.*'Farm' \(21\)"
+
+
+@pytest.fixture(scope="module")
+def gowalla():
+    with pytest.warns(DataWarning, match=FARM):  # the one Gowalla name left unmapped
+        return load_gowalla_ca(data_home=DATA)
+
+
+def test_gowalla_counts_and_columns(gowalla):
+    v = gowalla.visits
+    assert v.shape == (48_104, 10)
+    assert list(v.columns) == ["user_id", "venue_id", "lat", "lon", "started_at", "poi_category",
+                               "source_category", "source_category_code", "trajectory_id", "city"]
+    assert v["user_id"].nunique() == 1_704 and v["venue_id"].nunique() == 7_967
+    assert v["user_id"].dtype == np.int64 and v["venue_id"].dtype == np.int64
+    assert str(v["started_at"].dt.tz) == "America/Los_Angeles"
+    assert v["started_at"].min() == pd.Timestamp("2010-08-24 19:18:03", tz="UTC")
+    assert v["started_at"].max() == pd.Timestamp("2010-10-22 23:25:31", tz="UTC")
+    # Pacific daylight time throughout (DST ended 2010-11-07): UTC-7 for every row
+    assert (v["started_at"].map(lambda t: t.utcoffset()) == pd.Timedelta(hours=-7)).all()
+    assert gowalla.n_dropped == {} and gowalla.city == "gowalla_ca"
+    assert gowalla.cities == tuple(GOWALLA_METROS)
+    assert set(v["poi_category"].dropna()) <= set(TAXONOMY)
+    assert v["poi_category"].isna().sum() == 731 + 21  # no Gowalla category; "Farm"
+
+
+@pytest.mark.parametrize(("city", "counts"), GOWALLA_METROS.items())
+def test_gowalla_metro_counts_hand_checked(gowalla, city, counts):
+    sub = gowalla.visits[gowalla.visits["city"] == city]
+    assert (len(sub), sub["user_id"].nunique(), sub["venue_id"].nunique()) == counts
+
+
+def test_gowalla_metro_split_keeps_every_row_and_is_reproducible(gowalla):
+    from trajmoe.datasets._gowalla import METRO_BOXES, metro_of
+
+    v = gowalla.visits
+    # every check-in kept: the cities add up to the file
+    assert sum(n for n, _, _ in GOWALLA_METROS.values()) == len(v) == 48_104
+    # the city IS the fixed box of the check-in's coordinates
+    expected = "gowalla_" + metro_of(v["lat"], v["lon"]).astype(str)
+    assert (v["city"].to_numpy(dtype=str) == expected).all()
+    for metro, (lat0, lat1, lon0, lon1) in METRO_BOXES.items():
+        inside = v["city"] == f"gowalla_{metro}"
+        assert v.loc[inside, "lat"].between(lat0, lat1, inclusive="left").all()
+        assert v.loc[inside, "lon"].between(lon0, lon1, inclusive="left").all()
+    # the boxes are disjoint: each box's centre lies in that box only
+    for metro, (lat0, lat1, lon0, lon1) in METRO_BOXES.items():
+        assert metro_of([(lat0 + lat1) / 2], [(lon0 + lon1) / 2]).tolist() == [metro]
+    # a spot lies in one city, its POI row in the same one
+    assert (v.groupby("venue_id")["city"].nunique() == 1).all()
+    spot_city = v.drop_duplicates("venue_id").set_index("venue_id")["city"]
+    p = gowalla.pois
+    assert (p["city"].to_numpy() == spot_city.reindex(p["venue_id"]).to_numpy()).all()
+    # a second load gives the same frames
+    with pytest.warns(DataWarning, match=FARM):
+        again = load_gowalla_ca(data_home=DATA)
+    pd.testing.assert_frame_equal(again.visits, v)
+    pd.testing.assert_frame_equal(again.pois, p)
+    assert list(gowalla.metro_boxes["city"]) == list(GOWALLA_METROS)[:-1]
+
+
+def test_gowalla_categories_parsed_and_trimmed(gowalla):
+    v = gowalla.visits
+    names = pd.Series(v["source_category"].dropna().unique())
+    assert len(names) == 288  # 289 categories, "Music" twice, "Subway" told apart
+    assert names.str.strip().eq(names).all()
+    for bad in ("[", "]", "{", "}", "'url'", "'name'", ";", '"', "/categories"):
+        assert not names.str.contains(bad, regex=False).any(), bad
+    assert not names.str.startswith("'").any() and not names.str.endswith("'").any()
+    assert {"Other - Food", "Other - Parks", "Other - Nightlife", "Peet's Coffee", "McDonald's",
+            "Subway", "Subway (sandwich chain)"} <= set(names)
+    # one name and one category per spot; the placeholder "dummy" is a missing name
+    assert (v.groupby("venue_id")["source_category_code"].nunique() == 1).all()
+    dummy = v["source_category_code"] == 300
+    assert dummy.sum() == 731 and v.loc[dummy, "source_category"].isna().all()
+    assert v["source_category"].isna().sum() == 731
+    # the Gowalla name of each code is unique
+    assert (v.dropna(subset=["source_category"]).groupby("source_category_code")[
+        "source_category"].nunique() == 1).all()
+
+
+def test_gowalla_rows_hand_checked(gowalla):
+    v = gowalla.visits  # index labels are the raw row numbers (file line - 2)
+    # line 2: 2283,75441,249,[{'url': '/categories/64'; 'name': 'Other - Food '}],
+    #         37.7698192624,-122.4040114592,2010-08-24 19:18:03+00:00,...,2283_12
+    row = v.loc[0]
+    assert (row["user_id"], row["venue_id"], row["source_category_code"]) == (2283, 75441, 249)
+    assert row["source_category"] == "Other - Food" and row["poi_category"] == "restaurant"
+    assert row["lat"] == pytest.approx(37.7698192624)
+    assert row["lon"] == pytest.approx(-122.4040114592)
+    assert row["started_at"] == pd.Timestamp("2010-08-24 12:18:03", tz="America/Los_Angeles")
+    assert row["started_at"] == pd.Timestamp("2010-08-24 19:18:03", tz="UTC")
+    assert row["trajectory_id"] == "2283_12" and row["city"] == "gowalla_bay_area"
+    # line 22: a name with an apostrophe, double-quoted in the raw literal
+    row = v.loc[20]
+    assert (row["user_id"], row["source_category"], row["poi_category"]) == (
+        71752, "Peet's Coffee", "cafe")
+    assert row["started_at"] == pd.Timestamp("2010-08-24 12:39:17-07:00")
+    # line 715: Gowalla category 454 "Subway" is the sandwich chain (164 is the transit one)
+    row = v.loc[713]
+    assert (row["venue_id"], row["source_category"], row["poi_category"]) == (
+        261875, "Subway (sandwich chain)", "fast_food")
+    # line 110: 84943,966839,300,dummy,... (no Gowalla category)
+    row = v.loc[108]
+    assert row["venue_id"] == 966839 and pd.isna(row["source_category"])
+    assert pd.isna(row["poi_category"])
+    # line 1033: 1146,637254,215,...'Subway'...,36.1273937072,-115.1693773792,
+    #            2010-08-25 23:27:02+00:00: Las Vegas, Pacific time as well
+    row = v.loc[1031]
+    assert (row["user_id"], row["venue_id"], row["city"]) == (1146, 637254, "gowalla_las_vegas")
+    assert row["started_at"] == pd.Timestamp("2010-08-25 16:27:02-07:00")
+
+
+def test_gowalla_sorted_per_city_and_user(gowalla):
+    v = gowalla.visits
+    for _, sub in v.groupby("city"):
+        assert sub["user_id"].is_monotonic_increasing
+    assert v.groupby(["city", "user_id"])["started_at"].apply(
+        lambda s: s.is_monotonic_increasing).all()
+
+
+def test_gowalla_pois(gowalla):
+    p = gowalla.pois
+    assert p.shape == (7_806, 7) and p["venue_id"].is_unique
+    assert set(p["category"]) <= set(TAXONOMY) and (p["count"] == 1).all()
+    # spots without a (mapped) category are in the visits only: 158 "dummy", 3 "Farm"
+    assert 7_967 - len(p) == 158 + 3
+    row = p.loc[p["venue_id"] == 75441].iloc[0]
+    assert (row["source_category"], row["category"], row["city"]) == (
+        "Other - Food", "restaurant", "gowalla_bay_area")
+    # the coordinates of a spot are the median of its check-ins'
+    v = gowalla.visits
+    med = v.groupby("venue_id")[["lat", "lon"]].median()
+    assert np.allclose(med.reindex(p["venue_id"]).to_numpy(), p[["lat", "lon"]].to_numpy())
+
+
+def test_gowalla_one_metro_a_real_slice():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # no "Farm" spot in San Diego
+        sd = load_gowalla_ca("san_diego", DATA)
+    assert sd.city == "gowalla_san_diego" and sd.cities == ("gowalla_san_diego",)
+    assert sd.visits.shape == (2_755, 10) and (sd.visits["city"] == "gowalla_san_diego").all()
+    assert (sd.pois["city"] == "gowalla_san_diego").all()
+    assert sd.visits["lat"].between(32.5, 33.4).all()
+    # the prefix and the case do not matter
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        again = load_gowalla_ca("Gowalla_San_Diego", DATA)
+    pd.testing.assert_frame_equal(again.visits, sd.visits)
+    # a slice of 20 users fits and predicts with a baseline end to end
+    from trajmoe import HistoryFrequencyBaseline
+
+    users = np.sort(sd.visits["user_id"].unique())[:20]
+    part = sd.visits[sd.visits["user_id"].isin(users)]
+    model = HistoryFrequencyBaseline().fit(part, pois=sd.pois)
+    assert len(model.predict(part)) == len(part)
+
+
+def test_gowalla_other_and_the_state_as_one_city():
+    with pytest.warns(DataWarning, match=r"'Farm' \(3\)"):  # Coalinga
+        other = load_gowalla_ca("other", DATA)
+    assert other.city == "gowalla_other" and len(other.visits) == 1_060
+    with pytest.warns(DataWarning, match=FARM):
+        state = load_gowalla_ca(data_home=DATA, split_metros=False)
+    assert state.cities == ("gowalla_ca",) and state.city == "gowalla_ca"
+    assert len(state.visits) == 48_104 and (state.visits["city"] == "gowalla_ca").all()
+    assert (state.pois["city"] == "gowalla_ca").all() and len(state.pois) == 7_806
+
+
+def test_gowalla_bad_arguments():
+    with pytest.raises(ValueError, match=r"unknown Gowalla metro 'fresno'.*los_angeles"):
+        load_gowalla_ca("fresno", DATA)
+    with pytest.raises(ValueError, match="split_metros=False"):
+        load_gowalla_ca("los_angeles", DATA, split_metros=False)
+
+
+def test_gowalla_metros_are_cli_cities():
+    from trajmoe import cli
+
+    names = [f"gowalla_{m}" for m in ("bay_area", "los_angeles", "las_vegas", "san_diego",
+                                      "sacramento")]
+    assert set(names) <= set(cli.CITY_LOADERS)
+    visits, pois = cli.load_city("gowalla_los_angeles", data_home=DATA)
+    assert len(visits) == 12_417 and (visits["city"] == "gowalla_los_angeles").all()
+    assert (pois["city"] == "gowalla_los_angeles").all() and len(pois) == 2_034

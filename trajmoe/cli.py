@@ -34,6 +34,12 @@ CITY_LOADERS = {
     "melbourne": ("load_flickr", ("Melbourne",)),
     "osaka": ("load_flickr", ("Osaka",)),
     "toronto": ("load_flickr", ("Toronto",)),
+    # Gowalla check-ins, one city per metro box (load_gowalla_ca; "gowalla_other" is no city)
+    "gowalla_bay_area": ("load_gowalla_ca", ("bay_area",)),
+    "gowalla_los_angeles": ("load_gowalla_ca", ("los_angeles",)),
+    "gowalla_las_vegas": ("load_gowalla_ca", ("las_vegas",)),
+    "gowalla_san_diego": ("load_gowalla_ca", ("san_diego",)),
+    "gowalla_sacramento": ("load_gowalla_ca", ("sacramento",)),
 }
 DEFAULT_TARGET = "nyc"
 #: Check-in and photo-trail cities (the dense GPS-like YJMob100K is slower and, measured on NYC
@@ -49,6 +55,12 @@ def load_city(name, data_home=None):
     visits : DataFrame
         Canonical visit frame (``city`` = name).
     pois : DataFrame or None
+        The city's POI frame (``city`` = name), or None when the loader has none.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a key of :data:`CITY_LOADERS`.
     """
     if name not in CITY_LOADERS:
         raise ValueError(f"Unknown city {name!r}; choose from {sorted(CITY_LOADERS)}.")
@@ -57,6 +69,7 @@ def load_city(name, data_home=None):
     pois = bunch.pois
     if pois is not None:
         pois = pois[pois["city"] == name]   # YJMob ships the POIs of cities B-D too
+        pois = pois if len(pois) else None
     return bunch.visits, pois
 
 

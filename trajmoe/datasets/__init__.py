@@ -9,6 +9,7 @@ the loader looked and how to fix it.
 
 from ._flickr import load_flickr
 from ._foursquare import load_foursquare_nyc, load_foursquare_singapore
+from ._gowalla import load_gowalla_ca
 from ._home import get_data_home
 from ._movegpt import load_movegpt
 from ._yjmob import load_yjmob100k
@@ -17,6 +18,7 @@ __all__ = [
     "get_data_home",
     "load_foursquare_nyc",
     "load_foursquare_singapore",
+    "load_gowalla_ca",
     "load_yjmob100k",
     "load_flickr",
     "load_movegpt",

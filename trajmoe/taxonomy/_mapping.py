@@ -53,7 +53,7 @@ TAXONOMY: tuple[str, ...] = (
 )
 
 #: Source vocabularies with a mapping table shipped in ``trajmoe/taxonomy/data/<source>.csv``.
-SOURCES: tuple[str, ...] = ("foursquare", "yjmob", "flickr", "osm")
+SOURCES: tuple[str, ...] = ("foursquare", "yjmob", "flickr", "osm", "gowalla")
 
 
 
@@ -78,10 +78,15 @@ def mapping_table(source: str) -> pd.DataFrame:
 
     Parameters
     ----------
-    source : {"foursquare", "yjmob", "flickr", "osm"}
+    source : {"foursquare", "yjmob", "flickr", "osm", "gowalla"}
         The vocabulary. OSM names are ``"key=value"`` tags (e.g. ``"amenity=cafe"``) of the keys
         amenity, shop, tourism, leisure, office, building, landuse, healthcare, historic,
-        railway, public_transport, highway (bus stops), aeroway and military.
+        railway, public_transport, highway (bus stops), aeroway and military. Gowalla names are
+        the spot category names of the SNAP Gowalla check-ins as parsed and trimmed by
+        :func:`trajmoe.datasets.load_gowalla_ca` (287 rows: each of the 288 names of its 289
+        categories, "Music" naming two, except ``"Farm"``, which has no single function and is
+        left unmapped; ``"Subway"`` is the transit category, the sandwich chain is
+        ``"Subway (sandwich chain)"``).
 
     Returns
     -------
@@ -107,6 +112,9 @@ def mapping_table(source: str) -> pd.DataFrame:
     .. [4] Lim, Chen, Leckie, Karunasekera, "Personalized tour recommendation based on user
        interests and points of interest visit durations", IJCAI 2015 (Flickr categories).
     .. [5] OpenStreetMap wiki, "Map features" (amenity/shop/tourism/leisure/office tags).
+    .. [6] Cho, Myers, Leskovec, "Friendship and mobility: user movement in location-based
+       social networks", KDD 2011 (Gowalla check-ins; spot categories as in Yan et al.,
+       "Spatio-temporal hypergraph learning for next POI recommendation", SIGIR 2023).
     """
     return _load_table(_check_source(source)).copy()
 
@@ -134,7 +142,7 @@ def map_categories(names, source) -> pd.Series:
     names : array-like of str of shape (n,)
         Raw category names (e.g. Foursquare ``"Coffee Shop"``, OSM ``"amenity=cafe"``). Leading
         and trailing white space is ignored. A Series keeps its index.
-    source : {"foursquare", "yjmob", "flickr", "osm"} or dict
+    source : {"foursquare", "yjmob", "flickr", "osm", "gowalla"} or dict
         Which shipped table to use, or a custom ``{raw name: taxonomy name}`` mapping.
 
     Returns
@@ -166,12 +174,17 @@ def map_categories(names, source) -> pd.Series:
     .. [4] Lim, Chen, Leckie, Karunasekera, "Personalized tour recommendation based on user
        interests and points of interest visit durations", IJCAI 2015 (Flickr categories).
     .. [5] OpenStreetMap wiki, "Map features" (amenity/shop/tourism/leisure/office tags).
+    .. [6] Cho, Myers, Leskovec, "Friendship and mobility: user movement in location-based
+       social networks", KDD 2011 (Gowalla check-ins; spot categories as in Yan et al.,
+       "Spatio-temporal hypergraph learning for next POI recommendation", SIGIR 2023).
 
     Examples
     --------
     >>> from trajmoe.taxonomy import map_categories
     >>> map_categories(["Subway", "Bar", "Home (private)"], "foursquare").tolist()
     ['public_transport', 'pub', 'residential']
+    >>> map_categories(["Corporate Office", "Starbucks", "Craftsman"], "gowalla").tolist()
+    ['office', 'cafe', 'residential']
     """
     lookup = _lookup(source)
     s = names if isinstance(names, pd.Series) else pd.Series(list(names), dtype=object)
