@@ -203,8 +203,10 @@ def test_huge_grid_indices_are_refused_not_corrupted(col):
 
 
 def test_negative_grid_indices_are_fine():
-    enc = SpatialSemanticEncoder().fit(grid_visits().assign(x=lambda d: d.x - 5))
+    enc = SpatialSemanticEncoder(region_margin=None).fit(grid_visits().assign(x=lambda d: d.x - 5))
     assert enc.location_table("city")["ix"].min() == -5
+    # the region widens the box by 2000 m = 4 cells of 500 m
+    assert SpatialSemanticEncoder().fit(grid_visits().assign(x=lambda d: d.x - 5)).location_table("city")["ix"].min() == -9
 
 
 # ------------------------------------------------------------------------------- time
@@ -410,8 +412,10 @@ def test_bad_cell_size(cell_size):
 
 
 def test_very_large_cell_size_is_one_cell():
-    enc = SpatialSemanticEncoder(cell_size=1e9).fit(latlon_visits())
+    enc = SpatialSemanticEncoder(cell_size=1e9, region_margin=None).fit(latlon_visits())
     assert len(enc.location_table("city")) == 1
+    # a margin rounds up to whole cells: one cell on every side
+    assert len(SpatialSemanticEncoder(cell_size=1e9).fit(latlon_visits()).location_table("city")) == 9
 
 
 @pytest.mark.parametrize("cell_size", [np.int64(500), np.float32(500)])

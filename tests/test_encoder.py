@@ -82,7 +82,7 @@ def grid_frame():
 
 
 def test_grid_cells_labels_and_visit_counts():
-    enc = SpatialSemanticEncoder().fit(grid_frame())
+    enc = SpatialSemanticEncoder(region_margin=None).fit(grid_frame())
     table = enc.location_table("city")
     # ids follow sorted (ix, iy): (3,7)=0, (4,7)=1, (5,1)=2
     assert table["label"].tolist() == ["city:3_7", "city:4_7", "city:5_1"]
@@ -99,7 +99,7 @@ def test_grid_cells_labels_and_visit_counts():
 
 
 def test_z_scored_coordinates_by_hand():
-    enc = SpatialSemanticEncoder().fit(grid_frame())
+    enc = SpatialSemanticEncoder(region_margin=None).fit(grid_frame())
     table = enc.location_table("city")
     # centroids = index * 500 m: x 1500, 2000, 2500 (mean 2000, std 408.248),
     # y 3500, 3500, 500 (mean 2500, std 1414.214)
@@ -112,7 +112,7 @@ def test_z_scored_coordinates_by_hand():
 
 def test_transform_values_by_hand():
     X = grid_frame()
-    enc = SpatialSemanticEncoder().fit(X)
+    enc = SpatialSemanticEncoder(region_margin=None).fit(X)
     out = enc.transform(X)
     assert out.shape == (4, N_POI + 3)
     np.testing.assert_allclose(out[:, N_POI], [-1.2247449, 0.0, -1.2247449, 1.2247449], rtol=1e-6)
@@ -134,7 +134,7 @@ def test_poi_frame_counts_per_cell():
         "count": [2, 1, 4, 3, 100],
     })
     with pytest.warns(DataWarning, match=r"not used: \{'other': 1\}"):
-        enc = SpatialSemanticEncoder().fit(X, pois=pois)
+        enc = SpatialSemanticEncoder(region_margin=None).fit(X, pois=pois)
     table = enc.location_table("city").set_index("label")
     # (9,9) holds POIs but no visit: it joins the vocabulary; ids (3,7) (4,7) (5,1) (9,9)
     assert table.index.tolist() == ["city:3_7", "city:4_7", "city:5_1", "city:9_9"]
@@ -154,14 +154,14 @@ def test_poi_frame_counts_per_cell():
 def test_poi_frame_category_outside_taxonomy_is_an_error():
     pois = pd.DataFrame({"x": [3, 3], "y": [7, 7], "category": ["cafe", "not_a_category"]})
     with pytest.raises(SchemaError, match="not_a_category"):
-        SpatialSemanticEncoder().fit(grid_frame(), pois=pois)
+        SpatialSemanticEncoder(region_margin=None).fit(grid_frame(), pois=pois)
 
 
 def test_visited_category_outside_taxonomy_warns_and_is_not_counted():
     X = grid_frame().assign(poi_category=["cafe", "not_a_category", "cafe", None])
     with pytest.warns(DataWarning, match="not_a_category"), \
             pytest.warns(DataWarning, match="1 visits have no 'poi_category'"):
-        enc = SpatialSemanticEncoder().fit(X)
+        enc = SpatialSemanticEncoder(region_margin=None).fit(X)
     table = enc.location_table("city")
     # (3,7) is visited twice with "cafe" and no venue column: one distinct (cell, category)
     assert table.loc[0, "poi_cafe"] == 1
@@ -172,7 +172,7 @@ def test_city_without_any_visited_category_is_silent():
     X = grid_frame().assign(poi_category=None)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
-        enc = SpatialSemanticEncoder().fit(X)
+        enc = SpatialSemanticEncoder(region_margin=None).fit(X)
     assert enc.location_table("city")[[f"poi_{c}" for c in TAXONOMY]].to_numpy().sum() == 0
 
 
@@ -218,7 +218,7 @@ BATCH2 = [(3, 1, "2012-04-05 09:00"), (3, 6, "2012-04-05 10:00"), (3, 3, "2012-0
 @pytest.mark.parametrize("with_venue_id", [True, False])
 def test_poi_counts_from_distinct_visited_venues(with_venue_id):
     X = checkins(BATCH1, with_venue_id)
-    enc = SpatialSemanticEncoder().fit(X)
+    enc = SpatialSemanticEncoder(region_margin=None).fit(X)
     grid = enc.cities_["nyc"].grid
     assert grid.crs == "EPSG:32618"
     table = enc.location_table("nyc").set_index("label")
@@ -241,7 +241,7 @@ def test_poi_counts_from_distinct_visited_venues(with_venue_id):
 
 def test_lat_lon_city_labels_and_oov_features():
     X = checkins(BATCH1)
-    enc = SpatialSemanticEncoder().fit(X)
+    enc = SpatialSemanticEncoder(region_margin=None).fit(X)
     test = checkins([(9, 1, "2012-05-01 10:00"), (9, 6, "2012-05-01 11:00"),
                      (9, 4, "2012-05-01 12:00")])
     # venue 6 is in a known cell (1171, 9024); move the last visit 3 km north: unknown cell
@@ -264,7 +264,7 @@ def test_lat_lon_city_labels_and_oov_features():
 
 
 def test_oov_cell_of_grid_city():
-    enc = SpatialSemanticEncoder().fit(grid_frame())
+    enc = SpatialSemanticEncoder(region_margin=None).fit(grid_frame())
     test = pd.DataFrame({"user_id": [5, 5], "day": [3, 3], "slot": [1, 2], "x": [7, 4], "y": [7, 7]})
     located = enc.locate(test)
     assert located["location_id"].tolist() == [-1, 1]
@@ -295,7 +295,7 @@ def test_transform_follows_x_order_with_any_index(index):
         "x": [5, 3, 3, 4],
         "y": [1, 7, 7, 7],
     }, index=index)
-    enc = SpatialSemanticEncoder().fit(X)
+    enc = SpatialSemanticEncoder(region_margin=None).fit(X)
     located = enc.locate(X)
     assert located.index.equals(X.index)
     assert located["label"].tolist() == ["city:5_1", "city:3_7", "city:3_7", "city:4_7"]
@@ -310,7 +310,7 @@ def test_caller_frame_never_modified():
     X.index = ["g", "f", "e", "d", "c", "b", "a"]
     pois = pd.DataFrame({"city": ["nyc"], "lat": [40.757], "lon": [-73.985], "category": ["cafe"]})
     X_before, pois_before = X.copy(), pois.copy()
-    enc = SpatialSemanticEncoder().fit(X, pois=pois)
+    enc = SpatialSemanticEncoder(region_margin=None).fit(X, pois=pois)
     enc.partial_fit(X, pois=pois)
     enc.transform(X)
     enc.locate(X)
@@ -323,7 +323,7 @@ def test_caller_frame_never_modified():
 # partial_fit
 # --------------------------------------------------------------------------------------------------
 def test_partial_fit_adds_a_city_and_accumulates_visits_of_a_known_city():
-    enc = SpatialSemanticEncoder().fit(grid_frame())
+    enc = SpatialSemanticEncoder(region_margin=None).fit(grid_frame())
     more = pd.DataFrame({"user_id": [7, 7], "day": [1, 1], "slot": [3, 4], "x": [3, 6], "y": [7, 6]})
     enc.partial_fit(more)
     table = enc.location_table("city")
@@ -340,17 +340,17 @@ def test_partial_fit_adds_a_city_and_accumulates_visits_of_a_known_city():
     assert enc.location_table("nyc")["n_visits"].tolist() == [5, 1, 1]
     assert enc.location_table("city")["n_visits"].tolist() == [3, 1, 1, 1]  # untouched
     # partial_fit on an unfitted encoder fits it
-    assert list(SpatialSemanticEncoder().partial_fit(grid_frame()).cities_) == ["city"]
+    assert list(SpatialSemanticEncoder(region_margin=None).partial_fit(grid_frame()).cities_) == ["city"]
 
 
 def test_fit_forgets_earlier_cities():
-    enc = SpatialSemanticEncoder().fit(checkins(BATCH1))
+    enc = SpatialSemanticEncoder(region_margin=None).fit(checkins(BATCH1))
     enc.fit(grid_frame())
     assert list(enc.cities_) == ["city"]
 
 
 def test_partial_fit_unites_visited_venues_without_double_counting():
-    enc = SpatialSemanticEncoder().fit(checkins(BATCH1))
+    enc = SpatialSemanticEncoder(region_margin=None).fit(checkins(BATCH1))
     enc.partial_fit(checkins(BATCH2))
     table = enc.location_table("nyc").set_index("label")
     # batch 2 revisits venues 1 and 3 (already counted) and adds venue 6 (office) in (1171, 9024)
@@ -366,7 +366,7 @@ def test_partial_fit_unites_visited_venues_without_double_counting():
 def test_partial_fit_keeps_poi_frame_counts():
     pois = pd.DataFrame({"city": "nyc", "lat": [40.757], "lon": [-73.984], "category": ["finance"],
                          "count": [3]})  # in cell (1171, 9024)
-    enc = SpatialSemanticEncoder().fit(checkins(BATCH1), pois=pois)
+    enc = SpatialSemanticEncoder(region_margin=None).fit(checkins(BATCH1), pois=pois)
     table = enc.location_table("nyc").set_index("label")
     assert table.loc["nyc:1171_9024", "poi_finance"] == 3
     assert table[[f"poi_{c}" for c in TAXONOMY]].to_numpy().sum() == 3  # the frame, not the visits
@@ -384,7 +384,7 @@ def test_partial_fit_keeps_poi_frame_counts():
 # scikit-learn API
 # --------------------------------------------------------------------------------------------------
 def test_not_fitted_and_unknown_city_errors():
-    enc = SpatialSemanticEncoder()
+    enc = SpatialSemanticEncoder(region_margin=None)
     for call in (enc.transform, enc.locate):
         with pytest.raises(NotFittedError):
             call(grid_frame())
@@ -399,14 +399,14 @@ def test_not_fitted_and_unknown_city_errors():
 
 @pytest.mark.parametrize("cell_size", [0, -500.0, "500", None])
 def test_invalid_cell_size(cell_size):
-    enc = SpatialSemanticEncoder(cell_size=cell_size)
+    enc = SpatialSemanticEncoder(cell_size=cell_size, region_margin=None)
     assert enc.cell_size is cell_size  # stored unchanged, validated in fit
     with pytest.raises(ValueError, match="cell_size"):
         enc.fit(grid_frame())
 
 
 def test_cell_size_of_lat_lon_city():
-    enc = SpatialSemanticEncoder(cell_size=1000.0).fit(checkins(BATCH1))
+    enc = SpatialSemanticEncoder(cell_size=1000.0, region_margin=None).fit(checkins(BATCH1))
     # venues 1-3: (585, 4512); venue 4 (586300, 4512300): (586, 4512); venue 5 (586250, 4511800):
     # (586, 4511)
     table = enc.location_table("nyc")
@@ -417,18 +417,18 @@ def test_cell_size_of_lat_lon_city():
 def test_set_output_pandas_with_feature_names():
     X = grid_frame()
     X.index = ["r1", "r0", "r1", "r9"]
-    enc = SpatialSemanticEncoder().set_output(transform="pandas")
+    enc = SpatialSemanticEncoder(region_margin=None).set_output(transform="pandas")
     out = enc.fit_transform(X)
     assert isinstance(out, pd.DataFrame)
     assert out.columns.tolist() == enc.get_feature_names_out().tolist()
     assert out.index.equals(X.index)
     assert out["popularity"].tolist() == [1, 5, 1, 5]
-    np.testing.assert_allclose(out.to_numpy(), SpatialSemanticEncoder().fit(X).transform(X))
+    np.testing.assert_allclose(out.to_numpy(), SpatialSemanticEncoder(region_margin=None).fit(X).transform(X))
 
 
 def test_clone_and_pickle_round_trip():
-    enc = SpatialSemanticEncoder(cell_size=250.0)
-    assert clone(enc).get_params() == {"cell_size": 250.0}
+    enc = SpatialSemanticEncoder(cell_size=250.0, region_margin=None)
+    assert clone(enc).get_params() == {"cell_size": 250.0, "region_margin": None}
     X = checkins(BATCH1)
     enc.fit(X)
     fresh = clone(enc)
@@ -445,3 +445,49 @@ def test_clone_and_pickle_round_trip():
 def test_cell_labels_broadcast():
     assert cell_labels("a", [1, -2], [3, 4]).tolist() == ["a:1_3", "a:-2_4"]
     assert cell_labels(["a", "bb"], [1, 2], [3, 4]).tolist() == ["a:1_3", "bb:2_4"]
+
+
+# ------------------------------------------------------------------ open vocabulary (region)
+def test_region_is_the_widened_box_of_pois_and_visits():
+    # cells x 3..5, y 1..7, widened by 1000 m = 2 cells of 500 m: x 1..7 (7) by y -1..9 (11)
+    enc = SpatialSemanticEncoder(region_margin=1000.0).fit(grid_frame())
+    table = enc.location_table("city")
+    assert len(table) == 7 * 11
+    assert (table["ix"].min(), table["ix"].max(), table["iy"].min(), table["iy"].max()) == (1, 7, -1, 9)
+    # visit counts stay where the visits are; every other cell is a never-visited candidate
+    visited = table.set_index("label")["n_visits"]
+    assert visited[["city:3_7", "city:4_7", "city:5_1"]].tolist() == [2, 1, 1] and visited.sum() == 4
+    assert table.loc[table["n_visits"] == 0, "popularity"].nunique() == 1
+    # a margin of 1 m still takes whole cells; 0 m is the bare box
+    assert SpatialSemanticEncoder(region_margin=1.0).fit(grid_frame()).cities_["city"].n_locations == 5 * 9
+    assert SpatialSemanticEncoder(region_margin=0.0).fit(grid_frame()).cities_["city"].n_locations == 3 * 7
+
+
+def test_region_makes_unvisited_cells_of_the_city_candidates():
+    enc = SpatialSemanticEncoder().fit(grid_frame())
+    X = grid_frame().assign(x=[6, 2, 4, 4], y=[4, 5, 6, 2])          # never visited in fit, inside the box
+    assert (enc.locate(X)["location_id"] >= 0).all()
+    far = grid_frame().assign(x=[300, 3, 3, 3])                        # 150 km away: still outside
+    assert enc.locate(far)["location_id"].tolist()[0] == -1
+
+
+def test_region_ignores_a_stray_point_far_away():
+    frame = pd.DataFrame({"user_id": np.repeat(np.arange(50), 40), "day": 0, "slot": 10,
+                          "x": np.tile(np.arange(40), 50), "y": np.repeat(np.arange(50), 40)})
+    stray = pd.DataFrame({"user_id": [99], "day": [0], "slot": [10], "x": [100_000], "y": [100_000]})
+    enc = SpatialSemanticEncoder(region_margin=0.0).fit(pd.concat([frame, stray], ignore_index=True))
+    # the 0.1 % quantile box is the 40 x 50 block; the stray cell is a candidate of its own
+    assert enc.cities_["city"].n_locations == 40 * 50 + 1
+
+
+def test_region_of_far_apart_pieces_is_their_neighbourhoods():
+    frame = pd.DataFrame({"user_id": [1] * 1000 + [2] * 1000, "day": 0, "slot": 10,
+                          "x": [0] * 1000 + [1000] * 1000, "y": [0] * 1000 + [1000] * 1000})
+    enc = SpatialSemanticEncoder(region_margin=500.0).fit(frame)     # the box would hold 1001 x 1001 cells
+    assert enc.cities_["city"].n_locations == 2 * 9                  # 3 x 3 cells around each piece
+
+
+def test_region_margin_is_checked():
+    for bad in (-1.0, float("nan"), "2000", True):
+        with pytest.raises(ValueError, match="region_margin"):
+            SpatialSemanticEncoder(region_margin=bad).fit(grid_frame())

@@ -308,3 +308,62 @@ def test_fit_rules_on_visit_frames(estimator, nyc):
         assert 0.0 <= est.score(test, y=None) <= 1.0
     if hasattr(est, "partial_fit"):
         assert est.partial_fit(test, y=None) is est
+
+
+# ------------------------------------------------------------------ open vocabulary at predict time
+def _grid_users(n_users, seed, shift_x=0):
+    rng = np.random.default_rng(seed)
+    n = n_users * 20
+    return pd.DataFrame({"user_id": np.repeat(np.arange(n_users), 20) + 1000 * seed,
+                         "day": np.tile(np.repeat(np.arange(4), 5), n_users),
+                         "slot": np.tile(np.arange(20) % 5 * 8 + 4, n_users),
+                         "x": rng.integers(0, 6, n) + shift_x, "y": rng.integers(0, 6, n)})
+
+
+@pytest.mark.parametrize("make", [
+    lambda: TrajMoERegressor(**{**TINY, "max_epochs": 1, "cell_embedding": True}),
+    lambda: LSTMRegressor(d_model=16, n_layers=1, max_epochs=1, device="cpu", random_state=0),
+    lambda: MarkovBaseline(), lambda: HistoryFrequencyBaseline()])
+def test_cells_outside_the_region_are_scored_not_lost(make):
+    est = make().fit(_grid_users(20, seed=0))
+    n_fitted = est.encoder_.cities_["city"].n_locations
+    state = ({k: v.clone() for k, v in est.net_.module_.state_dict().items()} if hasattr(est, "net_") else None)
+    test = _grid_users(10, seed=1)
+    test.loc[::7, "x"] = 40                              # 20 km east: outside the region (2 km margin)
+    table = est.target_table(test)
+    outside = table["oov"].to_numpy()
+    assert 0 < outside.mean() < 0.3
+    assert (table["rank"] <= n_fitted + 3 * 10).all()   # no guaranteed miss: every target has a real rank
+    labels = est.predict(test)
+    assert len(labels) == len(test) and all(isinstance(label, str) for label in labels)
+    # predicting changed nothing: same cells, same weights
+    assert est.encoder_.cities_["city"].n_locations == n_fitted and est.encoder_.cities_["city"].n_unseen == 0
+    if state is not None:
+        after = est.net_.module_.state_dict()
+        assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
+
+
+def test_closed_vocabulary_keeps_the_old_misses():
+    est = HistoryFrequencyBaseline(encoder=SpatialSemanticEncoder(region_margin=None)).fit(_grid_users(20, seed=0))
+    test = _grid_users(10, seed=1)
+    test.loc[::7, "x"] = 40
+    table = est.target_table(test)
+    assert table["oov"].any()
+    assert (table.loc[table["oov"], "rank"] == np.iinfo(np.int64).max).all()
+
+
+def test_cell_embedding_survives_a_grown_vocabulary():
+    est = TrajMoERegressor(**{**TINY, "max_epochs": 1, "cell_embedding": True}).fit(_grid_users(20, seed=0))
+    module = est.net_.module_
+    with torch.no_grad():
+        module.city0_residual.copy_(torch.arange(module.city0_residual.shape[0], dtype=torch.float)[:, None])
+    labels = est.encoder_.location_table("city")["label"].tolist()
+    est.partial_fit(_grid_users(5, seed=2, shift_x=30))   # the region grows around the new cells
+    table = est.encoder_.location_table("city")
+    residual = est.net_.module_.city0_residual.detach()[:, 0]
+    old = table["label"].isin(labels).to_numpy()
+    assert residual.shape[0] == len(table) > len(labels)
+    # fitted rows moved with their cells (up to one epoch of updates), new rows start near zero
+    moved = pd.Series(residual[torch.as_tensor(old.copy())].numpy(), index=table.loc[old, "label"])
+    np.testing.assert_allclose(moved[labels].to_numpy(), np.arange(len(labels)), atol=0.2)
+    assert residual[torch.as_tensor(~old.copy())].abs().max() < 0.2

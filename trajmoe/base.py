@@ -3,13 +3,14 @@ predictions per visit row and full-ranking evaluation.
 
 A subclass learns in ``fit``/``partial_fit`` (keeping a fitted :class:`SpatialSemanticEncoder`
 in ``encoder_``) and implements :meth:`NextLocationEstimator._batch_scores`; this base class
-turns those scores into ``predict``, ``predict_topk``, ``target_ranks`` and ``score`` in
-exactly the same way for every model, so that models compared side by side are scored on
-the same targets.
+turns those scores into ``predict``, ``predict_topk``, ``target_table``, ``target_ranks``
+and ``score`` in exactly the same way for every model, so that models compared side by side
+are scored on the same targets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import zoneinfo
 from dataclasses import dataclass
@@ -39,7 +40,11 @@ class Prepared:
     order : ndarray of int64, shape (n,)
         Position in X of each sorted row.
     location, user_key, city_index : ndarray of int64, shape (n,)
+        ``location`` is the city-local location id, -1 outside the city's vocabulary.
     times : DataFrame of shape (n, 4)
+    cell : ndarray of int64, shape (n, 2), optional
+        Grid cell ``(ix, iy)`` of each sorted row, also for out-of-vocabulary cells (the
+        identity of a cell when its location id is -1).
     """
 
     order: np.ndarray
@@ -47,6 +52,7 @@ class Prepared:
     user_key: np.ndarray
     city_index: np.ndarray
     times: pd.DataFrame
+    cell: np.ndarray | None = None
 
 
 class NextLocationEstimator(BaseEstimator):
@@ -115,7 +121,8 @@ class NextLocationEstimator(BaseEstimator):
         return Prepared(order=visits.index.to_numpy(np.int64),
                         location=located["location_id"].to_numpy(np.int64),
                         user_key=user_key, city_index=city_index,
-                        times=times.reset_index(drop=True))
+                        times=times.reset_index(drop=True),
+                        cell=located[["ix", "iy"]].to_numpy(np.int64))
 
     def _windows(self, prep, stride_days=None, min_stays=1):
         bounds = window_bounds(prep.user_key, prep.times["day"].to_numpy(), self.window_days,
@@ -162,6 +169,31 @@ class NextLocationEstimator(BaseEstimator):
         prep = self._prepare(X)
         return prep, self._windows(prep)
 
+    @contextlib.contextmanager
+    def _unseen_cells(self, X):
+        """Score X with its cells outside the fitted regions as extra candidates.
+
+        Swaps ``encoder_`` for :meth:`SpatialSemanticEncoder.with_unseen_cells` while the block
+        runs (subclasses refresh what they derived from it in :meth:`_vocabulary_changed`) and
+        puts the fitted one back afterwards, also on error: predicting never changes the model.
+        """
+        check_is_fitted(self, "encoder_")
+        fitted = self.encoder_
+        extended = fitted.with_unseen_cells(X)
+        if extended is fitted:
+            yield
+            return
+        self.encoder_ = extended
+        try:
+            self._vocabulary_changed()
+            yield
+        finally:
+            self.encoder_ = fitted
+            self._vocabulary_changed()
+
+    def _vocabulary_changed(self):
+        """Hook: ``encoder_`` now has other city tables (cells appended for prediction)."""
+
     def predict_topk(self, X, k=10):
         """The k most likely next locations after every visit.
 
@@ -190,13 +222,18 @@ class NextLocationEstimator(BaseEstimator):
         """
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}.")
+        with self._unseen_cells(X):
+            return self._predict_topk(X, k)
+
+    def _predict_topk(self, X, k):
         prep, windows = self._visit_windows(X)
         labels = np.empty((len(prep.order), k), dtype=object)
         values = np.full((len(prep.order), k), -np.inf)
         for c, rows, _, scores in self._iter_scores(windows):
             scores = scores if torch.is_tensor(scores) else torch.tensor(np.asarray(scores))
             kk = min(k, scores.shape[1])
-            # stable sort: ties go to the lower location id (the ranking convention of trajmoe.metrics)
+            # stable sort: ties go to the lower location id (predict's rule; trajmoe.metrics ranks
+            # ties pessimistically, so with ties Acc@1 can be below the accuracy of predict)
             top = torch.sort(scores, dim=1, descending=True, stable=True)
             ids = top.indices[:, :kk].numpy()
             vals = top.values[:, :kk].double().numpy()
@@ -216,17 +253,127 @@ class NextLocationEstimator(BaseEstimator):
         Returns
         -------
         ndarray of object (str), shape (n_visits,)
-            One cell label per row of X, in X's order.
+            One cell label per row of X, in X's order; among cells tied for the best score,
+            the one with the lowest location id.
         """
         return self.predict_topk(X, k=1)[0][:, 0]
 
-    def target_ranks(self, X, protocol="all"):
-        """Full-ranking rank of the true next location of every evaluated visit.
+    @staticmethod
+    def _returning_rows(prep, windows):
+        """True for every sorted row whose cell was already visited earlier in its window.
+
+        Cells are compared by grid cell ``(ix, iy)`` (one user of one city per window), so an
+        out-of-vocabulary cell (location id -1) is recognised too. Evaluation windows do not
+        overlap, so every row has at most one window; a target row is a return exactly when its
+        cell is one of the cells of the rows before it in the window, i.e. of the current visit
+        and its history.
+        """
+        valid = windows.row >= 0
+        rows = windows.row[valid]                      # row-major: window, then position
+        window = np.nonzero(valid)[0]
+        cell = prep.cell[rows]
+        again = pd.DataFrame({"w": window, "ix": cell[:, 0], "iy": cell[:, 1]}).duplicated().to_numpy()
+        out = np.zeros(len(prep.order), dtype=bool)
+        out[rows] = again
+        return out
+
+    def target_table(self, X, protocol="all"):
+        """Rank, kind (return or explore) and vocabulary status of every evaluated target.
 
         Targets are the next visits within evaluation windows (``window_days`` long,
         non-overlapping, at least ``min_stays`` visits). Protocol ``"all"`` scores every
         position (teacher forcing, as the reference code); ``"last"`` only the last target
-        of every window. A true cell outside the city's vocabulary is a miss (rank N + 1).
+        of every window. Ranks follow :func:`trajmoe.metrics.target_ranks`: full ranking over
+        the city's cells, ties pessimistic (every cell tied with the true one counts as ranked
+        before it). A true cell outside the city's vocabulary is a miss with rank
+        :data:`trajmoe.metrics.OOV_RANK` (the largest int64, so that MRR and NDCG count it
+        as 0).
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+            Canonical visit frame.
+        protocol : {"all", "last"}, default "all"
+
+        Returns
+        -------
+        DataFrame of shape (n_targets, 3)
+            Index: labels of the rows of X that have a target (the visit whose next visit is
+            ranked), in X's order. Columns:
+
+            ``rank`` : int64
+                1-based rank of the true next cell (1 = best), or ``OOV_RANK``.
+            ``kind`` : object (str)
+                ``"return"`` if the true next cell (compared by grid cell, also outside the
+                vocabulary) was already visited earlier in the same evaluation window, at or
+                before the current visit (the current cell included); else ``"explore"``.
+            ``oov`` : bool
+                True if the true next cell is not a candidate of the city's vocabulary (its
+                rank is then ``OOV_RANK``).
+
+        Raises
+        ------
+        ValueError
+            If ``protocol`` is unknown.
+        sklearn.exceptions.NotFittedError
+            Before fit.
+
+        See Also
+        --------
+        target_ranks : The ``rank`` column alone.
+        trajmoe.metrics.evaluate : Every metric, overall and on returns and explorations.
+
+        References
+        ----------
+        User guide, sections "Evaluation protocols" (full ranking; all-positions and
+        last-position protocols) and "The copy path (option)" (about half of all next
+        visits are a cell already visited in the window).
+        """
+        if protocol not in _PROTOCOLS:
+            raise ValueError(f"protocol must be one of {_PROTOCOLS}, got {protocol!r}.")
+        check_is_fitted(self, "encoder_")
+        n_fitted = self._n_locations()
+        with self._unseen_cells(X):
+            return self._target_table(X, protocol, n_fitted)
+
+    def _target_table(self, X, protocol, n_fitted):
+        prep = self._prepare(X)
+        windows = self._windows(prep, min_stays=self.min_stays)
+        if protocol == "last":
+            last = (windows.target_row >= 0).sum(axis=1) - 1
+            keep = np.zeros_like(windows.target_row, dtype=bool)
+            keep[np.arange(len(windows)), np.maximum(last, 0)] = last >= 0
+            windows.target_row = np.where(keep, windows.target_row, -1)
+        returning = self._returning_rows(prep, windows)
+        positions, ranks = [], []
+        for _, rows, targets, scores in self._iter_scores(windows):
+            has = targets >= 0
+            if not has.any():
+                continue
+            truth = prep.location[targets[has]]
+            ranks.append(metrics.target_ranks(scores[torch.as_tensor(has)] if torch.is_tensor(scores) else scores[has], truth))
+            positions.append(np.column_stack([prep.order[rows[has]], targets[has]]))
+        positions = np.concatenate(positions) if positions else np.zeros((0, 2), np.int64)
+        ranks = np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
+        order = np.argsort(positions[:, 0], kind="stable")
+        target = positions[order, 1]
+        kind = np.where(returning[target], "return", "explore").astype(object)
+        truth = prep.location[target]
+        oov = (truth < 0) | (truth >= n_fitted[prep.city_index[target]])
+        return pd.DataFrame({"rank": ranks[order], "kind": kind, "oov": oov},
+                            index=X.index[positions[order, 0]])
+
+    def target_ranks(self, X, protocol="all"):
+        """Full-ranking rank of the true next location of every evaluated visit.
+
+        The ``rank`` column of :meth:`target_table`: targets are the next visits within
+        evaluation windows (``window_days`` long, non-overlapping, at least ``min_stays``
+        visits); protocol ``"all"`` scores every position (teacher forcing, as the reference
+        code), ``"last"`` only the last target of every window. Ties are pessimistic (every
+        cell tied with the true one counts as ranked before it), so with ties Acc@1 can be
+        below the accuracy of :meth:`predict`. A true cell outside the city's vocabulary is a
+        miss with rank :data:`trajmoe.metrics.OOV_RANK` (the largest int64, not N + 1), which
+        MRR and NDCG count as 0.
 
         Parameters
         ----------
@@ -235,8 +382,9 @@ class NextLocationEstimator(BaseEstimator):
 
         Returns
         -------
-        Series of int64
-            Index: labels of the rows of X that have a target; values: ranks (1 = best).
+        Series of int64, named ``"rank"``
+            Index: labels of the rows of X that have a target, in X's order; values: ranks
+            (1 = best).
 
         Raises
         ------
@@ -245,33 +393,17 @@ class NextLocationEstimator(BaseEstimator):
 
         References
         ----------
-        MODEL.md section 5 (full ranking; all-positions and last-position protocols).
+        User guide, section "Evaluation protocols" (full ranking; all-positions and
+        last-position protocols).
         """
-        if protocol not in _PROTOCOLS:
-            raise ValueError(f"protocol must be one of {_PROTOCOLS}, got {protocol!r}.")
-        check_is_fitted(self, "encoder_")
-        prep = self._prepare(X)
-        windows = self._windows(prep, min_stays=self.min_stays)
-        if protocol == "last":
-            last = (windows.target_row >= 0).sum(axis=1) - 1
-            keep = np.zeros_like(windows.target_row, dtype=bool)
-            keep[np.arange(len(windows)), np.maximum(last, 0)] = last >= 0
-            windows.target_row = np.where(keep, windows.target_row, -1)
-        positions, ranks = [], []
-        for _, rows, targets, scores in self._iter_scores(windows):
-            has = targets >= 0
-            if not has.any():
-                continue
-            truth = prep.location[targets[has]]
-            ranks.append(metrics.target_ranks(scores[torch.as_tensor(has)] if torch.is_tensor(scores) else scores[has], truth))
-            positions.append(prep.order[rows[has]])
-        positions = np.concatenate(positions) if positions else np.zeros(0, np.int64)
-        ranks = np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
-        order = np.argsort(positions, kind="stable")
-        return pd.Series(ranks[order], index=X.index[positions[order]], name="rank")
+        return self.target_table(X, protocol=protocol)["rank"]
 
     def score(self, X, y=None):
         """Acc@1 of next-location prediction on X (protocol "all", full ranking).
+
+        Ties are pessimistic (see :meth:`target_ranks`): a target tied with another cell for
+        the best score is a miss, so with ties the score can be below the accuracy of
+        :meth:`predict`.
 
         Parameters
         ----------

@@ -12,6 +12,7 @@ Modeling", arXiv 2505.18670, section 3.1 (spatial semantic encoder); MODEL.md se
 
 from __future__ import annotations
 
+import copy
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -26,10 +27,17 @@ from .schema import (CATEGORY, CITY, COUNT, LAT, LON, POI_CATEGORY, X, Y,
 from .spatial import CityGrid
 from .taxonomy import TAXONOMY
 
-__all__ = ["SpatialSemanticEncoder", "CityTable", "popularity_bins", "POPULARITY_EDGES"]
+__all__ = ["SpatialSemanticEncoder", "CityTable", "popularity_bins", "POPULARITY_EDGES", "MAX_REGION_CELLS",
+           "REGION_QUANTILE"]
 
 #: Upper edges of the popularity rank bins (share of cells ranked above), MODEL.md section 2.
 POPULARITY_EDGES = (0.01, 0.05, 0.10, 0.20, 0.40, 0.60, 0.80)
+#: Share of a city's POI and visit cells left out of its region's box at each end (per axis),
+#: so that a few stray points do not stretch the box.
+REGION_QUANTILE = 0.001
+#: Largest region box laid for one city, in cells (25,000 km2 at 500 m; a YJMob100K city is
+#: 200 x 200 = 40,000 cells).
+MAX_REGION_CELLS = 100_000
 _KEY_OFFSET = np.int64(2**30)
 _KEY_SHIFT = 31
 
@@ -99,6 +107,11 @@ class CityTable:
         the POI counts were built from, so that :meth:`SpatialSemanticEncoder.partial_fit`
         adds new venues without counting known ones twice; None when the counts come
         from a POI frame.
+    n_unseen : int, default 0
+        Cells met only in a frame being predicted, appended after the fitted cells (rows
+        ``n_locations - n_unseen`` onwards, not in key order): they have no POIs and the
+        popularity bin of a never-visited cell, and leave the bins of the fitted cells as
+        they are. Always 0 in a fitted encoder.
     """
 
     grid: CityGrid
@@ -108,6 +121,7 @@ class CityTable:
     coord_mean: np.ndarray
     coord_std: np.ndarray
     venues: pd.DataFrame | None = None
+    n_unseen: int = 0
 
     @property
     def n_locations(self):
@@ -126,21 +140,47 @@ class CityTable:
     @property
     def popularity(self):
         """Popularity bin per location, int64 (n_locations,) in 1..8."""
-        return popularity_bins(self.visit_counts)
+        fitted = self.visit_counts[:self.n_locations - self.n_unseen]
+        return np.concatenate([popularity_bins(fitted), np.full(self.n_unseen, self.unseen_popularity, np.int64)])
 
     @property
     def unseen_popularity(self):
         """Bin that a never-visited cell gets in this city."""
-        return int(popularity_bins(np.append(self.visit_counts, 0))[-1])
+        fitted = self.visit_counts[:self.n_locations - self.n_unseen]
+        return int(popularity_bins(np.append(fitted, 0))[-1])
 
     def lookup(self, ix, iy):
         """Location ids of cells, -1 where the cell is not in the vocabulary."""
         keys = self.keys
+        order = np.argsort(keys, kind="stable") if self.n_unseen else np.arange(len(keys))
         query = cell_keys(ix, iy)
-        pos = np.searchsorted(keys, query)
+        pos = np.searchsorted(keys[order], query)
         pos_c = np.minimum(pos, len(keys) - 1)
-        found = (len(keys) > 0) & (keys[pos_c] == query)
-        return np.where(found, pos_c, -1).astype(np.int64)
+        found = (len(keys) > 0) & (keys[order][pos_c] == query)
+        return np.where(found, order[pos_c], -1).astype(np.int64)
+
+    def with_cells(self, cells):
+        """This table with the given cells appended where they are not locations yet.
+
+        Parameters
+        ----------
+        cells : ndarray of int64, shape (n, 2)
+            (ix, iy) grid indices.
+
+        Returns
+        -------
+        CityTable
+            ``self`` when every cell is known; else a new table whose extra cells (no POIs,
+            no visits) are counted in ``n_unseen``.
+        """
+        new = np.unique(cell_keys(*np.asarray(cells, np.int64).reshape(-1, 2).T))
+        new = new[self.lookup(*cells_of_keys(new).T) < 0]
+        if not len(new):
+            return self
+        return CityTable(self.grid, np.concatenate([self.cells, cells_of_keys(new)]),
+                         np.concatenate([self.poi_counts, np.zeros((len(new), self.poi_counts.shape[1]), np.float32)]),
+                         np.concatenate([self.visit_counts, np.zeros(len(new), np.int64)]),
+                         self.coord_mean, self.coord_std, self.venues, self.n_unseen + len(new))
 
 
 class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
@@ -148,8 +188,14 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
 
     For each city, visits are mapped to cells of a square grid (``cell_size`` metres, in
     the city's UTM zone via pyproj, or the given ``x``/``y`` grid). A city's vocabulary
-    is the set of cells that hold a POI or a training visit; location ids 0..N-1 follow
-    the sorted (ix, iy) order. Each cell gets:
+    is the city's region: every cell of the box that spans its POIs and training visits
+    (the 0.1 % to 99.9 % quantiles of their cells, so that a stray point cannot blow it
+    up), widened by ``region_margin`` metres on each side, together with every cell that
+    holds a POI or a training visit. Cells nobody visited are candidates too (zero POIs
+    unless the POI frame says otherwise, the popularity bin of a never-visited cell), so
+    a model can score a cell it never saw in training: the open vocabulary that a
+    feature-based model allows. Location ids 0..N-1 follow the sorted (ix, iy) order.
+    Each cell gets:
 
     - ``poi_<category>``: POI counts over the 34 categories of :data:`trajmoe.taxonomy.TAXONOMY`
       (from the ``pois`` frame of that city, else from the distinct visited venues and
@@ -162,6 +208,13 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
     ----------
     cell_size : float, default 500.0
         Side of a grid cell in metres (lat/lon input only; x/y input is already gridded).
+    region_margin : float or None, default 2000.0
+        Metres added on every side of the box of a city's POIs and visits; rounded up to
+        whole cells. None: the closed vocabulary of earlier versions (only the cells that
+        hold a POI or a training visit), under which every other cell is a guaranteed miss.
+        Where the box would hold more than :data:`MAX_REGION_CELLS` cells (a city in pieces
+        far apart), the region is instead every cell within ``region_margin`` of a cell
+        with a POI or a visit.
 
     Attributes
     ----------
@@ -185,15 +238,22 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
     >>> from trajmoe import SpatialSemanticEncoder
     >>> X = pd.DataFrame({"user_id": [1, 1], "day": [0, 0], "slot": [16, 18],
     ...                   "x": [3, 4], "y": [7, 7]})
-    >>> enc = SpatialSemanticEncoder().fit(X)
+    >>> enc = SpatialSemanticEncoder(region_margin=None).fit(X)
     >>> enc.location_table("city")[["label", "n_visits", "popularity"]]
           label  n_visits  popularity
     0  city:3_7         1           1
     1  city:4_7         1           1
+
+    With the default margin of 2000 m (4 cells of 500 m), the region is the box of
+    (3..4) x (7..7) widened by 4 cells on every side: 9 x 9 = 81 candidate cells.
+
+    >>> SpatialSemanticEncoder().fit(X).cities_["city"].n_locations
+    81
     """
 
-    def __init__(self, cell_size=500.0):
+    def __init__(self, cell_size=500.0, region_margin=2000.0):
         self.cell_size = cell_size
+        self.region_margin = region_margin
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, pois=None):
@@ -223,6 +283,10 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         size = self.cell_size
         if isinstance(size, bool) or not isinstance(size, numbers.Real) or not np.isfinite(size) or size <= 0:
             raise ValueError(f"cell_size must be a finite positive number of metres, got {size!r}.")
+        margin = self.region_margin
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, numbers.Real)
+                                   or not np.isfinite(margin) or margin < 0):
+            raise ValueError(f"region_margin must be None or a finite number of metres >= 0, got {margin!r}.")
         self.cities_ = {}
         self._add(X, pois)
         self.n_features_in_ = X.shape[1]
@@ -323,7 +387,8 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
             weights = np.ones(len(venues))
 
         known = cell_keys(*previous.cells.T) if previous is not None else np.zeros(0, np.int64)
-        all_keys = np.unique(np.concatenate([known, cell_keys(*visit_cells.T), cell_keys(*poi_cells.T)]))
+        region = self._region(city, grid, np.concatenate([visit_cells, poi_cells]))
+        all_keys = np.unique(np.concatenate([known, cell_keys(*visit_cells.T), cell_keys(*poi_cells.T), region]))
         cells = cells_of_keys(all_keys)
 
         visit_counts = np.bincount(np.searchsorted(all_keys, cell_keys(*visit_cells.T)), minlength=len(cells))
@@ -344,6 +409,24 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
             mean, std = xy.mean(axis=0), xy.std(axis=0)
             std = np.where(std > 0, std, 1.0)
         return CityTable(grid, cells, poi_counts, visit_counts.astype(np.int64), mean, std, venues)
+
+    def _region(self, city, grid, cells):
+        """Keys of the region's cells: the quantile-trimmed box of ``cells`` widened by
+        ``region_margin``, or, where that box would exceed :data:`MAX_REGION_CELLS`, the
+        cells within ``region_margin`` of one of ``cells``; empty for the closed vocabulary."""
+        if self.region_margin is None or not len(cells):
+            return np.zeros(0, np.int64)
+        pad = int(np.ceil(self.region_margin / grid.cell_size))
+        lo = np.floor(np.quantile(cells, REGION_QUANTILE, axis=0)).astype(np.int64) - pad
+        hi = np.ceil(np.quantile(cells, 1 - REGION_QUANTILE, axis=0)).astype(np.int64) + pad
+        if np.prod((hi - lo + 1).astype(float)) <= MAX_REGION_CELLS:
+            ix, iy = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
+            return cell_keys(ix.ravel(), iy.ravel())
+        # a city in far-apart pieces (a Flickr "Osaka" with a POI in Tokyo): widen each piece
+        seen = cells_of_keys(np.unique(cell_keys(*cells.T)))
+        step = np.arange(-pad, pad + 1)
+        dx, dy = (a.ravel() for a in np.meshgrid(step, step, indexing="ij"))
+        return np.unique(cell_keys((seen[:, :1] + dx).ravel(), (seen[:, 1:] + dy).ravel()))
 
     # ------------------------------------------------------------ transforming
     def locate(self, X):
@@ -417,6 +500,45 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
             out[pos[known], :n_poi] = table.poi_counts[ids[known]]
             out[pos, n_poi:n_poi + 2] = table.coords(located[["ix", "iy"]].to_numpy()[pos])
             out[pos, -1] = np.where(known, table.popularity[np.maximum(ids, 0)], table.unseen_popularity)
+        return out
+
+    def with_unseen_cells(self, X):
+        """A copy whose city tables also hold the cells of X outside their region.
+
+        A feature-based model can score a cell it never saw: its coordinates are known,
+        its POIs are none, its popularity is that of a never-visited cell. The estimators
+        use this copy while they predict, so that a visit to a cell outside the fitted
+        region is neither a guaranteed miss nor a cell that cannot be copied. The fitted
+        encoder is left as it is.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+            Canonical visit frame of known cities.
+
+        Returns
+        -------
+        SpatialSemanticEncoder
+            ``self`` if every cell of X is a location already or ``region_margin`` is None
+            (the closed vocabulary); else a shallow copy with new :class:`CityTable` objects
+            for the cities that gained cells (appended after the fitted ones, so every fitted
+            location keeps its id).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+        ValueError
+            If X holds a city the encoder has not seen.
+        """
+        located = self.locate(X)
+        unseen = located[located["location_id"] < 0]
+        if self.region_margin is None or not len(unseen):
+            return self
+        out = copy.copy(self)
+        out.cities_ = dict(self.cities_)
+        for city, rows in unseen.groupby(CITY, sort=False):
+            out.cities_[city] = self.cities_[city].with_cells(rows[["ix", "iy"]].to_numpy(np.int64))
         return out
 
     def get_feature_names_out(self, input_features=None):
