@@ -13,7 +13,8 @@ Mobility Modeling", arXiv 2505.18670, 2025.
 
 __version__ = "0.1.0"
 
-from .baselines import HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline
+from .baselines import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, MarkovBaseline,
+                        PopularityBaseline)
 from .encoder import SpatialSemanticEncoder
 from .estimator import TrajMoERegressor
 from .neural_baselines import LSTMRegressor, TransformerRegressor
@@ -22,7 +23,9 @@ from .schema import DataWarning, SchemaError, validate_pois, validate_visits
 
 __all__ = [
     "DataWarning",
+    "GravityBaseline",
     "HistoryFrequencyBaseline",
+    "HistoryGravityBaseline",
     "LSTMRegressor",
     "MarkovBaseline",
     "PopularityBaseline",
