@@ -529,3 +529,120 @@ def test_successor_term_scores_what_followed_earlier_visits_to_the_current_cell(
     finite = torch.isfinite(base[0])
     torch.testing.assert_close(diff[0][finite], expected[finite])
     assert torch.equal(finite, torch.ones(6, 6, dtype=torch.bool).tril())
+
+
+# ------------------------------------------------------------- spatial options (issue: learn space)
+from trajmoe.nn.embeddings import SinusoidalCoordinates  # noqa: E402
+from trajmoe.nn.loss import generation_logits  # noqa: E402
+from trajmoe.nn.retrieval import DISTANCE_EDGES, N_DISTANCE_BUCKETS, distance_buckets  # noqa: E402
+
+
+def grid_metres(n, side=6, cell=500.0):
+    """Centroids of the first n cells of a side x side grid of 500 m cells, in metres."""
+    i = torch.arange(n)
+    return torch.stack([(i % side).float() * cell, (i // side).float() * cell], dim=1)
+
+
+def test_distance_buckets_hand_checked():
+    metres = torch.cat([grid_metres(4, side=2), torch.zeros(1, 2)])     # 2 x 2 cells + OOV row
+    buckets = distance_buckets(torch.tensor([0, 3, 4]), metres)
+    # from cell 0: itself, two edge neighbours (500 m), the diagonal (707 m)
+    assert buckets[0].tolist() == [0, 1, 1, 2]
+    assert buckets[1].tolist() == [2, 1, 1, 0]
+    assert buckets[2].tolist() == [N_DISTANCE_BUCKETS - 1] * 4       # unknown current cell
+    far = distance_buckets(torch.tensor([0]), torch.tensor([[0.0, 0.0], [200_000.0, 0.0], [0.0, 0.0]]))
+    assert far.tolist() == [[0, len(DISTANCE_EDGES)]]
+
+
+def test_sinusoidal_coordinates_are_translation_aware():
+    enc = SinusoidalCoordinates(n_scales=8)
+    points = torch.tensor([[0.0, 0.0], [300.0, 0.0], [20_000.0, 0.0]])
+    feats = enc(points)
+    assert feats.shape == (3, 48) and enc.n_features == 48
+    # every (sin, cos) pair lies on the unit circle, so the dot product is a sum of cosines of offsets
+    assert torch.allclose(feats[:, :24] ** 2 + feats[:, 24:] ** 2, torch.ones(3, 24), atol=1e-5)
+    near, far = feats[0] @ feats[1], feats[0] @ feats[2]
+    assert near > far
+
+
+def spatial_model(n=N_CELLS, **kwargs):
+    torch.manual_seed(0)
+    params = dict(d_model=16, n_layers=1, n_heads=2, max_len=12, dropout=0.0)
+    model = SAMoETransformer(**{**params, **kwargs})
+    model.register_city(0, *city_tables(n), metres=grid_metres(n))
+    return model.eval()
+
+
+def test_distance_prior_starts_as_a_gravity_law_and_sums_to_one():
+    model = spatial_model(distance_prior=True, copy_path=False)
+    with torch.no_grad():
+        model.query.weight.zero_()          # no dot product, no modulation: the prior alone
+        model.distance_gate.weight.zero_()
+    batch = make_batch(batch=1, length=1)
+    batch["location"][:] = 7                # cell (1, 1) of the 6 x 6 grid
+    out = model(**batch)
+    logits = generation_logits(out, torch.tensor([0]), torch.tensor([0]))[0]
+    assert int(logits.argmax()) == 7
+    # the edge neighbours beat the diagonal ones, which beat cells 2 km away
+    assert logits[1] == logits[6] == logits[8] == logits[13]
+    assert logits[13] > logits[0] > logits[4 * 6 + 1]
+    rows, cols = all_positions(1, 1)
+    assert torch.allclose(location_log_probs(out, rows, cols).exp().sum(-1), torch.ones(1), atol=1e-5)
+
+
+def test_spatial_options_need_metric_coordinates():
+    model = SAMoETransformer(d_model=16, n_layers=1, n_heads=2, max_len=12, distance_prior=True)
+    with pytest.raises(ValueError, match="metres"):
+        model.register_city(0, *city_tables(5))
+    with pytest.raises(ValueError, match="coord_encoding"):
+        SAMoETransformer(d_model=16, n_layers=1, n_heads=2, coord_encoding="polar")
+
+
+def test_cell_embedding_is_zero_for_a_new_city_and_kept_when_the_vocabulary_grows():
+    model = spatial_model(cell_embedding=True, coord_encoding="sinusoidal")
+    assert torch.equal(model.city0_residual, torch.zeros(N_CELLS, 16))
+    with torch.no_grad():
+        model.city0_residual.copy_(torch.arange(N_CELLS, dtype=torch.float)[:, None].expand(-1, 16))
+    # the vocabulary grows by one cell inserted at row 0: old rows move down by one
+    keep = torch.cat([torch.tensor([-1]), torch.arange(N_CELLS)])
+    changed = model.register_city(0, *city_tables(N_CELLS + 1), metres=grid_metres(N_CELLS + 1), keep=keep)
+    assert changed
+    assert model.city0_residual[0].abs().sum() == 0
+    assert torch.equal(model.city0_residual[1:, 0], torch.arange(N_CELLS, dtype=torch.float))
+    # registering the same city again with unchanged tables keeps the learned parameters
+    assert not model.register_city(0, *city_tables(N_CELLS + 1), metres=grid_metres(N_CELLS + 1))
+
+
+@pytest.mark.parametrize("network", [LSTMNetwork, TransformerNetwork])
+def test_location_id_baselines_learn_ids_and_round_trip(network):
+    torch.manual_seed(0)
+    model = network(d_model=16, n_layers=1, max_len=12, dropout=0.0, location_ids=True)
+    model.register_city(0, *city_tables(N_CELLS))
+    assert model.city0_id_in.shape == (N_CELLS + 1, 16) and model.city0_id_out.shape == (N_CELLS, 16)
+    out = model(**make_batch())
+    assert torch.equal(out["candidates"], model.city0_id_out)
+    # a cell's input depends on its ID only: two cells with identical features embed differently
+    batch = make_batch(batch=1, length=1)
+    first = model(**batch)["query"]
+    batch["location"][:] = (batch["location"] + 1) % N_CELLS
+    assert not torch.allclose(first, model(**batch)["query"])
+    fresh = network(d_model=16, n_layers=1, max_len=12, dropout=0.0, location_ids=True)
+    fresh.load_state_dict(model.state_dict())
+    fresh.eval(), model.eval()
+    assert torch.equal(fresh(**make_batch())["query"], model(**make_batch())["query"])
+
+
+def test_history_prior_starts_as_history_frequency():
+    model = spatial_model(history_prior=True, copy_path=False)
+    with torch.no_grad():
+        model.query.weight.zero_()
+        model.history_gate.weight.zero_()
+    batch = make_batch(batch=1, length=4)
+    batch["location"] = torch.tensor([[5, 9, 5, 2]])
+    out = model(**batch)
+    logits = generation_logits(out, torch.tensor([0, 0]), torch.tensor([2, 3])).detach()
+    # after 5, 9, 5: cell 5 (2 visits, current: recency 1) > 9 (1 visit, recency 1/2) > never visited
+    assert logits[0, 5] == pytest.approx(2 + 1) and logits[0, 9] == pytest.approx(1 + 0.5)
+    assert logits[0, 0] == 0 and logits[0, 2] == 0
+    # after 5, 9, 5, 2: cell 2 is current (1 visit, recency 1); cell 5 last seen 1 stay back
+    assert logits[1, 2] == pytest.approx(2) and logits[1, 5] == pytest.approx(2 + 0.5)

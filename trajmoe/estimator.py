@@ -42,12 +42,33 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
     top_k : int or None, default None
         None: dense gating (the paper). 1..3: sparse noisy top-k gating of the three
         specialist experts (Shazeer et al. 2017; the ablation benchmark's sparse variant).
-    copy_path : bool, default True
+    copy_path : bool, default False
         Pointer path that lets the network put probability on cells already in the
-        window (MODEL.md section 6 remedy; False = the paper's feature-only model).
+        window (MODEL.md section 6 remedy; not in the paper). The default of earlier
+        versions; with the history prior it lost on the validation users of all three
+        benchmark targets (see the results page).
     copy_successor : bool, default True
         With the copy path, a learned bias for history stays that followed an earlier visit
         to the current cell (what the user did after being here before).
+    distance_prior : bool, default True
+        Add a learned, city-invariant function of the distance (metres) between the
+        current cell and every candidate to the candidate logits, modulated by the hidden
+        state, plus a bias per popularity bin (see :class:`trajmoe.nn.RetrievalNetwork`).
+        Not in the paper (False = the paper's network); chosen on validation users
+        (see the results page).
+    coord_encoding : {"linear", "sinusoidal"}, default "linear"
+        ``"sinusoidal"``: multi-scale sinusoidal features of each cell's position in
+        metres (Space2Vec, Mai et al., ICLR 2020) join the z-scored coordinates in the
+        input embedding and the location tower. ``"linear"`` = the paper's (it won on the
+        validation users of all three benchmark targets; see the results page).
+    cell_embedding : bool, default False
+        Add a per-cell residual embedding to the location tower's output, learned within a
+        city and zero for a city the model has not trained on (MODEL.md section 6 remedy).
+    history_prior : bool, default True
+        Add the window's visit counts and recency (history frequency's rule) to the
+        candidate logits with learned weights modulated by the hidden state; with the
+        distance prior the network starts from the combined history + gravity rule. Not
+        in the paper.
     poi_transform : {"log1p", "raw"}, default "log1p"
     time_in_trajectory : bool, default False
         Add the time embedding to the trajectory stream too.
@@ -114,7 +135,9 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
 
     def __init__(self, encoder=None, preset="small", d_model=None, n_layers=None, n_heads=None,
                  dropout=0.1, experts=True, shared_expert=True, router="star", selector="soft",
-                 shared_gate=True, top_k=None, copy_path=True, copy_successor=True, poi_transform="log1p", time_in_trajectory=False,
+                 shared_gate=True, top_k=None, copy_path=False, copy_successor=True, distance_prior=True,
+                 history_prior=True, coord_encoding="linear", cell_embedding=False, poi_transform="log1p",
+                 time_in_trajectory=False,
                  time_weight=1.0, window_days=3, min_stays=5, max_tokens=144, stride_days=1,
                  lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
                  validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None,
@@ -133,6 +156,10 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         self.top_k = top_k
         self.copy_path = copy_path
         self.copy_successor = copy_successor
+        self.distance_prior = distance_prior
+        self.coord_encoding = coord_encoding
+        self.cell_embedding = cell_embedding
+        self.history_prior = history_prior
         self.poi_transform = poi_transform
         self.time_in_trajectory = time_in_trajectory
         self.time_weight = time_weight
@@ -167,5 +194,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         params.update(max_len=self.max_tokens, dropout=self.dropout, experts=self.experts,
                       shared_expert=self.shared_expert, router=self.router, selector=self.selector,
                       shared_gate=self.shared_gate, top_k=self.top_k, copy_path=self.copy_path, copy_successor=self.copy_successor,
+                      distance_prior=self.distance_prior, coord_encoding=self.coord_encoding,
+                      cell_embedding=self.cell_embedding, history_prior=self.history_prior,
                       poi_transform=self.poi_transform, time_in_trajectory=self.time_in_trajectory)
         return {f"module__{k}": v for k, v in params.items()}

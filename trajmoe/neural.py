@@ -26,10 +26,14 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 from .base import NextLocationEstimator
 from .nn import TrajMoELoss, location_log_probs
+from .nn.retrieval import COORD_ENCODINGS
 from .nn.samoe import N_SPECIALISTS
 from .sequences import PAD, CityBatchLoader, Windows, WindowDataset
 
 __all__ = ["NeuralNextLocationEstimator", "adamw_matrices_decay"]
+
+#: Scores (positions x cells) computed at once at inference.
+_SCORE_CHUNK = 4_000_000
 
 
 def adamw_matrices_decay(params, lr, weight_decay=0.1, betas=(0.9, 0.95)):
@@ -101,9 +105,12 @@ class NeuralNextLocationEstimator(NextLocationEstimator):
                                  f"{' or None' if name in ('finetune_lr', 'clip_grad') else ''}, got {value!r}.")
         if not _is_number(self.validation_fraction) or not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be a number in [0, 1), got {self.validation_fraction!r}.")
-        for name in ("experts", "shared_expert", "shared_gate", "copy_path", "copy_successor", "time_in_trajectory"):
+        for name in ("experts", "shared_expert", "shared_gate", "copy_path", "copy_successor", "time_in_trajectory",
+                     "distance_prior", "cell_embedding", "location_ids", "history_prior"):
             if hasattr(self, name) and not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+        if getattr(self, "coord_encoding", "linear") not in COORD_ENCODINGS:
+            raise ValueError(f"coord_encoding must be one of {COORD_ENCODINGS}, got {self.coord_encoding!r}.")
         top_k = getattr(self, "top_k", None)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
                                   or not 1 <= top_k <= N_SPECIALISTS):
@@ -146,14 +153,36 @@ class NeuralNextLocationEstimator(NextLocationEstimator):
             callbacks=self._callbacks(valid_dataset is not None), device=self._device(),
             verbose=self.verbose)
 
-    def _register_cities(self):
+    def _vocabulary_changed(self):
+        self._register_cities(learned=False)
+
+    def _register_cities(self, learned=True):
+        """Hand every city's feature tables to the network; rebuild the optimizer when the
+        network gained learned per-city tables (a new city, or a grown vocabulary).
+        ``learned=False``: the feature tables only (cells appended for a prediction)."""
         module = self.net_.module_
         device = self.net_.device
+        keys = getattr(self, "_city_keys", {})
+        changed = False
         for index, city in enumerate(self.cities_):
             table = self.encoder_.cities_[city]
-            module.register_city(index, torch.as_tensor(table.poi_counts, device=device),
-                                 torch.as_tensor(table.coords(), device=device),
-                                 torch.as_tensor(table.popularity, device=device))
+            new_keys = table.keys
+            old_keys = keys.get(city)
+            keep = None
+            if learned and old_keys is not None and not np.array_equal(old_keys, new_keys):
+                pos = np.minimum(np.searchsorted(old_keys, new_keys), max(len(old_keys) - 1, 0))
+                keep = np.where((len(old_keys) > 0) & (old_keys[pos] == new_keys), pos, -1)
+            metres = table.grid.centroid_metres(table.cells[:, 0], table.cells[:, 1]) - table.coord_mean
+            changed |= module.register_city(index, torch.as_tensor(table.poi_counts, device=device),
+                                            torch.as_tensor(table.coords(), device=device),
+                                            torch.as_tensor(table.popularity, device=device),
+                                            metres=torch.as_tensor(metres, dtype=torch.float32, device=device),
+                                            keep=keep, learned=learned)
+            if learned:
+                keys[city] = new_keys
+        self._city_keys = keys
+        if changed:
+            self.net_.initialize_optimizer()
 
     def _training_windows(self, X, holdout):
         """Sliding training windows of X; with holdout, also non-overlapping validation
@@ -288,12 +317,20 @@ class NeuralNextLocationEstimator(NextLocationEstimator):
     def _batch_scores(self, batch, city):
         out = self._forward(batch, city)
         rows, cols = torch.nonzero(torch.as_tensor(batch["location"]) != PAD, as_tuple=True)
-        device = self.net_.device
+        rows, cols = rows.to(self.net_.device), cols.to(self.net_.device)
+        # a few million scores at a time: the distance prior's temporaries are as large as the scores
+        step = max(1, _SCORE_CHUNK // max(out["candidates"].shape[0], 1))
         with torch.no_grad():
-            return location_log_probs(out, rows.to(device), cols.to(device)).float().cpu()
+            return torch.cat([location_log_probs(out, rows[i:i + step], cols[i:i + step]).float().cpu()
+                              for i in range(0, len(rows), step)]) if len(rows) else \
+                torch.zeros((0, out["candidates"].shape[0]))
 
     def _per_visit(self, X, key):
         """Network output ``key`` ("query" or "time_logits") at every visit, in X's order."""
+        with self._unseen_cells(X):
+            return self._per_visit_fitted(X, key)
+
+    def _per_visit_fitted(self, X, key):
         prep, windows = self._visit_windows(X)
         out = None
         for c, b, width, batch, valid in self._iter_batches(windows):

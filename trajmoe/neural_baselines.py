@@ -28,6 +28,15 @@ _SHARED_DOC = """
         Width (divisible by 4{heads}).
     n_layers : int, default 2{n_heads}
     dropout : float, default 0.1
+    location_ids : bool, default True
+        The literature's baseline (the paper's and LibCity's): per-city location ID
+        embeddings in and out, learned on the city's own data, plus the time features.
+        False: the feature-only variant that reads TrajMoE's location features and can
+        transfer across cities.
+    distance_prior : bool, default False
+        Add TrajMoE's learned distance prior (not in the literature's baselines).
+    coord_encoding : {{"linear", "sinusoidal"}}, default "linear"
+        Feature-only variant: how coordinates enter (see :class:`TrajMoERegressor`).
     copy_path : bool, default False
         The paper's baseline has none; True adds TrajMoE's copy path (MODEL.md section 6).
     poi_transform : {{"log1p", "raw"}}, default "log1p"
@@ -66,7 +75,9 @@ _SHARED_DOC = """
 class _BaselineRegressor(NeuralNextLocationEstimator):
     def _module_params(self):
         params = dict(d_model=self.d_model, n_layers=self.n_layers, max_len=self.max_tokens,
-                      dropout=self.dropout, copy_path=self.copy_path, poi_transform=self.poi_transform)
+                      dropout=self.dropout, copy_path=self.copy_path, poi_transform=self.poi_transform,
+                      location_ids=self.location_ids, distance_prior=self.distance_prior,
+                      coord_encoding=self.coord_encoding)
         if hasattr(self, "n_heads"):
             params["n_heads"] = self.n_heads
         return {f"module__{k}": v for k, v in params.items()}
@@ -86,7 +97,8 @@ class LSTMRegressor(_BaselineRegressor):
 
     _network = LSTMNetwork
 
-    def __init__(self, encoder=None, d_model=64, n_layers=2, dropout=0.1, copy_path=False,
+    def __init__(self, encoder=None, d_model=64, n_layers=2, dropout=0.1, location_ids=True,
+                 distance_prior=False, coord_encoding="linear", copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
                  validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None, device="auto",
@@ -95,6 +107,9 @@ class LSTMRegressor(_BaselineRegressor):
         self.d_model = d_model
         self.n_layers = n_layers
         self.dropout = dropout
+        self.location_ids = location_ids
+        self.distance_prior = distance_prior
+        self.coord_encoding = coord_encoding
         self.copy_path = copy_path
         self.poi_transform = poi_transform
         self.time_weight = time_weight
@@ -132,7 +147,8 @@ class TransformerRegressor(_BaselineRegressor):
 
     _network = TransformerNetwork
 
-    def __init__(self, encoder=None, d_model=64, n_layers=2, n_heads=4, dropout=0.1, copy_path=False,
+    def __init__(self, encoder=None, d_model=64, n_layers=2, n_heads=4, dropout=0.1, location_ids=True,
+                 distance_prior=False, coord_encoding="linear", copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
                  validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None, device="auto",
@@ -142,6 +158,9 @@ class TransformerRegressor(_BaselineRegressor):
         self.n_layers = n_layers
         self.n_heads = n_heads
         self.dropout = dropout
+        self.location_ids = location_ids
+        self.distance_prior = distance_prior
+        self.coord_encoding = coord_encoding
         self.copy_path = copy_path
         self.poi_transform = poi_transform
         self.time_weight = time_weight

@@ -39,6 +39,13 @@ class LSTMNetwork(RetrievalNetwork):
     poi_transform : {"log1p", "raw"}, default="log1p"
     copy_path : bool, default=False
         The paper's baseline has none; True adds TrajMoE's copy path.
+    location_ids : bool, default=False
+        The literature's variant (the paper's and LibCity's baselines): per-city location ID
+        embeddings in and out instead of the location features (see
+        :class:`~trajmoe.nn.retrieval.RetrievalNetwork`).
+    distance_prior : bool, default=False
+    coord_encoding : {"linear", "sinusoidal"}, default="linear"
+        As :class:`~trajmoe.nn.SAMoETransformer`.
 
     Raises
     ------
@@ -52,8 +59,10 @@ class LSTMNetwork(RetrievalNetwork):
     """
 
     def __init__(self, n_poi_features: int = 34, d_model: int = 64, n_layers: int = 2, max_len: int = 144,
-                 dropout: float = 0.1, poi_transform: str = "log1p", copy_path: bool = False) -> None:
-        super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path)
+                 dropout: float = 0.1, poi_transform: str = "log1p", copy_path: bool = False,
+                 location_ids: bool = False, distance_prior: bool = False, coord_encoding: str = "linear") -> None:
+        super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path,
+                         location_ids=location_ids, distance_prior=distance_prior, coord_encoding=coord_encoding)
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         self.lstm = nn.LSTM(d_model, d_model, num_layers=n_layers, batch_first=True,
@@ -83,6 +92,13 @@ class TransformerNetwork(RetrievalNetwork):
     poi_transform : {"log1p", "raw"}, default="log1p"
     copy_path : bool, default=False
         The paper's baseline has none; True adds TrajMoE's copy path.
+    location_ids : bool, default=False
+        The literature's variant (the paper's and LibCity's baselines): per-city location ID
+        embeddings in and out instead of the location features (see
+        :class:`~trajmoe.nn.retrieval.RetrievalNetwork`).
+    distance_prior : bool, default=False
+    coord_encoding : {"linear", "sinusoidal"}, default="linear"
+        As :class:`~trajmoe.nn.SAMoETransformer`.
 
     Raises
     ------
@@ -92,8 +108,10 @@ class TransformerNetwork(RetrievalNetwork):
 
     def __init__(self, n_poi_features: int = 34, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
                  max_len: int = 144, dropout: float = 0.1, poi_transform: str = "log1p",
-                 copy_path: bool = False) -> None:
-        super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path)
+                 copy_path: bool = False, location_ids: bool = False, distance_prior: bool = False,
+                 coord_encoding: str = "linear") -> None:
+        super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path,
+                         location_ids=location_ids, distance_prior=distance_prior, coord_encoding=coord_encoding)
         if n_layers < 1 or n_heads < 1:
             raise ValueError(f"n_layers and n_heads must be >= 1, got {n_layers} and {n_heads}")
         if d_model % n_heads:

@@ -16,6 +16,8 @@ References
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -100,6 +102,9 @@ class LocationInputEmbedding(nn.Module):
         Number of POI features ``P`` per cell (34 for the shared taxonomy).
     d_model : int
         Embedding width ``d``.
+    n_coord_features : int, default=2
+        Coordinate features per cell ``G``: the 2 z-scored coordinates, plus the multi-scale
+        sinusoidal features of :class:`SinusoidalCoordinates` when the network uses them.
 
     Notes
     -----
@@ -108,10 +113,10 @@ class LocationInputEmbedding(nn.Module):
     centroid.
     """
 
-    def __init__(self, n_poi_features: int, d_model: int) -> None:
+    def __init__(self, n_poi_features: int, d_model: int, n_coord_features: int = 2) -> None:
         super().__init__()
         self.poi = nn.Linear(n_poi_features, d_model)
-        self.geo = nn.Linear(2, d_model)
+        self.geo = nn.Linear(n_coord_features, d_model)
         self.pop = nn.Embedding(N_RANKS, d_model)
 
     def forward(
@@ -123,8 +128,9 @@ class LocationInputEmbedding(nn.Module):
         ----------
         poi : FloatTensor [..., P]
             POI features of each token's cell (after the model's ``poi_transform``).
-        coords : FloatTensor [..., 2]
-            Z-scored cell centroid coordinates.
+        coords : FloatTensor [..., G]
+            Coordinate features (z-scored centroid coordinates, optionally followed by sinusoidal
+            features).
         rank : LongTensor [...]
             Popularity rank bin, 0..8.
 
@@ -134,3 +140,59 @@ class LocationInputEmbedding(nn.Module):
             ``(poi_emb, geo_emb, pop_emb)``.
         """
         return self.poi(poi), self.geo(coords), self.pop(rank)
+
+
+class SinusoidalCoordinates(nn.Module):
+    r"""Multi-scale sinusoidal features of metric coordinates (Space2Vec's "theory" encoder).
+
+    For ``S`` wavelengths :math:`\lambda_s` spaced geometrically from ``min_wavelength`` to
+    ``max_wavelength`` and the three unit vectors :math:`a_j` at 0, 120 and 240 degrees, a point
+    :math:`x` (metres from the city's centre) gets :math:`\sin(2\pi\, a_j \cdot x / \lambda_s)`
+    and :math:`\cos(\cdot)`: ``6 S`` features. A dot product of two such vectors is a sum of
+    cosines of their offset, so a linear layer on top can express "close to" at every scale from a
+    cell to a metropolis, which a linear map of raw coordinates cannot. No learned weights.
+
+    Parameters
+    ----------
+    n_scales : int, default=16
+        Number of wavelengths ``S``.
+    min_wavelength, max_wavelength : float, default=1000.0 and 100000.0
+        Metres. 1 km resolves neighbouring 500 m cells; 100 km spans a metropolitan region.
+
+    References
+    ----------
+    .. [1] Mai, Janowicz, Yan, Zhu, Cai, Lao. "Multi-Scale Representation Learning for Spatial
+       Feature Distributions using Grid Cells", ICLR 2020 (Space2Vec).
+    """
+
+    def __init__(self, n_scales: int = 16, min_wavelength: float = 1000.0, max_wavelength: float = 100_000.0) -> None:
+        super().__init__()
+        if n_scales < 1 or not 0 < min_wavelength <= max_wavelength:
+            raise ValueError("n_scales must be >= 1 and 0 < min_wavelength <= max_wavelength")
+        ratio = (max_wavelength / min_wavelength) ** (1.0 / max(n_scales - 1, 1))
+        frequencies = 2 * math.pi / (min_wavelength * ratio ** torch.arange(n_scales, dtype=torch.float64))
+        angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=torch.float64)
+        directions = torch.stack([torch.cos(angles), torch.sin(angles)])                  # [2, 3]
+        # [2, 3 S]: metres -> phase of every (direction, scale)
+        projection = (directions[:, :, None] * frequencies[None, None, :]).reshape(2, -1)
+        self.register_buffer("projection", projection.float(), persistent=False)
+
+    @property
+    def n_features(self) -> int:
+        """Number of output features, ``6 S``."""
+        return 2 * self.projection.shape[1]
+
+    def forward(self, metres: torch.Tensor) -> torch.Tensor:
+        """Encode points.
+
+        Parameters
+        ----------
+        metres : FloatTensor [..., 2]
+            Easting and northing in metres, relative to the city's centre.
+
+        Returns
+        -------
+        FloatTensor [..., 6 S]
+        """
+        phase = metres @ self.projection.to(metres.dtype)
+        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)

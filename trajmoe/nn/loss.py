@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .retrieval import distance_buckets, history_features
+
 #: Target value meaning "no target at this position" (as in ``torch.nn.CrossEntropyLoss``).
 IGNORE_INDEX = -100
 #: Floor of the gate probabilities inside logarithms (keeps gradients finite at saturation).
@@ -47,7 +49,7 @@ def location_log_probs(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> tor
         ``log(g softmax(q . C^T) + (1 - g) p_copy)``, where ``p_copy`` scatters the softmax of the
         copy scores onto the history cells. Every row log-sum-exps to 0.
     """
-    log_generate = torch.log_softmax(out["query"][rows, cols] @ out["candidates"].T, dim=-1)
+    log_generate = torch.log_softmax(generation_logits(out, rows, cols), dim=-1)
     if out.get("copy_scores") is None:
         return log_generate
     n_locations = out["candidates"].shape[0]
@@ -77,7 +79,7 @@ def target_log_probs(
     -------
     FloatTensor [n]
     """
-    logits = out["query"][rows, cols] @ out["candidates"].T
+    logits = generation_logits(out, rows, cols)
     target = targets.unsqueeze(-1)
     log_generate = logits.gather(1, target)[:, 0] - torch.logsumexp(logits, dim=-1)
     if out.get("copy_scores") is None:
@@ -85,6 +87,39 @@ def target_log_probs(
     weights, ids = _copy_weights(out, rows, cols, out["candidates"].shape[0])
     p_copy = (weights * (ids == target)).sum(-1)
     return _mix(out["gate"][rows, cols], log_generate, p_copy)
+
+
+def generation_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Logits of the candidate (generation) distribution for selected positions.
+
+    ``q . C^T``, plus the network's per-candidate bias (``"candidate_bias"``), its distance
+    prior (``"distance"``: the value of each candidate's distance bucket from the current cell,
+    see :func:`trajmoe.nn.retrieval.distance_buckets`) and its history prior (``"history"``:
+    weights of the window's visit counts and recency, see
+    :func:`trajmoe.nn.retrieval.history_features`) where the output has them.
+
+    Parameters
+    ----------
+    out : dict
+        Output of a :class:`~trajmoe.nn.RetrievalNetwork`.
+    rows, cols : LongTensor [n]
+        Batch index and position index of each selected position.
+
+    Returns
+    -------
+    FloatTensor [n, N]
+    """
+    logits = out["query"][rows, cols] @ out["candidates"].T
+    if out.get("candidate_bias") is not None:
+        logits = logits + out["candidate_bias"]
+    if out.get("distance") is not None:
+        buckets = distance_buckets(out["location"][rows, cols].clamp_min(0), out["cell_metres"])
+        logits = logits + out["distance"][rows, cols].gather(1, buckets)
+    if out.get("history") is not None:
+        count, recency = history_features(out["location"], rows, cols, logits.shape[1])
+        weights = out["history"][rows, cols].to(logits.dtype)
+        logits = logits + weights[:, :1] * count + weights[:, 1:] * recency
+    return logits
 
 
 def _copy_weights(

@@ -79,6 +79,19 @@ class SAMoETransformer(RetrievalNetwork):
     top_k : int or None, default=None
         None: dense gating (the paper). 1..3: sparse noisy top-k gating of the specialists
         (see :class:`~trajmoe.nn.samoe.STARRouter`).
+    distance_prior : bool, default=False
+        Add the learned distance prior to the candidate logits (not in the paper; see
+        :class:`~trajmoe.nn.retrieval.RetrievalNetwork`).
+    coord_encoding : {"linear", "sinusoidal"}, default="linear"
+        ``"sinusoidal"`` adds multi-scale sinusoidal features of the metric position (Space2Vec)
+        to the geography input and the tower (not in the paper).
+    cell_embedding : bool, default=False
+        Add a per-cell residual to the candidate vectors, zero for a new city (MODEL.md
+        section 6; not in the paper).
+    history_prior : bool, default=False
+        Add the window's visit counts and recency to the candidate logits, with learned,
+        hidden-state-modulated weights (not in the paper; see
+        :class:`~trajmoe.nn.retrieval.RetrievalNetwork`).
 
     Attributes
     ----------
@@ -126,8 +139,14 @@ class SAMoETransformer(RetrievalNetwork):
         copy_path: bool = True,
         copy_successor: bool = True,
         top_k: int | None = None,
+        distance_prior: bool = False,
+        coord_encoding: str = "linear",
+        cell_embedding: bool = False,
+        history_prior: bool = False,
     ) -> None:
-        super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path, copy_successor)
+        super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path, copy_successor,
+                         distance_prior=distance_prior, coord_encoding=coord_encoding,
+                         cell_embedding=cell_embedding, history_prior=history_prior)
         _check_choice("router", router, ROUTERS)
         _check_choice("selector", selector, SELECTORS)
         for name, value in dict(n_layers=n_layers, n_heads=n_heads).items():

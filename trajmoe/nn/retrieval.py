@@ -23,16 +23,35 @@ import re
 import torch
 from torch import nn
 
-from .embeddings import N_GAPS, N_RANKS, LocationInputEmbedding, TimeEmbedding
+from .embeddings import N_GAPS, N_RANKS, LocationInputEmbedding, SinusoidalCoordinates, TimeEmbedding
 from .tower import CrossNetwork, LocationTower
 
 POI_TRANSFORMS = ("raw", "log1p")
+#: How cell coordinates enter the input embedding and the location tower: the paper's linear map
+#: of z-scored coordinates, or that plus multi-scale sinusoidal features of the metric position.
+COORD_ENCODINGS = ("linear", "sinusoidal")
+#: Upper edges (metres) of the distance buckets of the distance prior: bucket 0 is the current
+#: cell itself, bucket 1 its 4 edge neighbours on a 500 m grid (500 m), bucket 2 the diagonal
+#: ones (707 m), then one bucket per factor sqrt(2) up to 150 km; the bucket after the last edge
+#: holds farther cells and one more bucket the cells of an unknown current position.
+DISTANCE_EDGES = (1.0,) + tuple(500.0 * 2 ** ((k + 0.5) / 2) for k in range(16))
+N_DISTANCE_BUCKETS = len(DISTANCE_EDGES) + 2
+#: Exponent of the gravity prior ``-beta log(d + 250 m)`` the distance buckets start from.
+GRAVITY_PRIOR = 1.5
+#: Initial weights of the history prior: logit per earlier visit of a cell in the window, and per
+#: unit of recency ``1 / (1 + stays since its last visit)`` (history frequency's rule, MODEL.md 7).
+HISTORY_PRIOR = (1.0, 1.0)
 #: The copy path's prior biases (recency, successor) are stored divided by this factor: a few
 #: scalars among many weights, they would otherwise move by at most about ``lr`` per AdamW step
 #: and stay near their zero initialisation for a whole training run.
 PRIOR_SCALE = 100.0
+#: The same storage scale for the distance and history priors. They start at a good rule (gravity,
+#: history frequency), which a faster scale let noisy early steps undo.
+RULE_SCALE = 10.0
 _TABLES = ("poi", "coords", "rank")
-_CITY_BUFFER = re.compile(r"city(\d+)_(poi|coords|rank)")
+_CITY_BUFFER = re.compile(r"city(\d+)_(poi|coords|rank|metres)")
+#: Per-city learned tables: the residual cell embedding and the ID embeddings of ``location_ids``.
+_CITY_PARAMETER = re.compile(r"city(\d+)_(residual|id_in|id_out|id_bias)")
 
 
 def _adopt_city_tables(module, state_dict, prefix, *_):
@@ -47,6 +66,8 @@ def _adopt_city_tables(module, state_dict, prefix, *_):
         name = key[len(prefix) :]
         if key.startswith(prefix) and _CITY_BUFFER.fullmatch(name):
             module.register_buffer(name, torch.empty(value.shape, dtype=value.dtype, device=device))
+        elif key.startswith(prefix) and _CITY_PARAMETER.fullmatch(name):
+            module.register_parameter(name, nn.Parameter(torch.empty(value.shape, dtype=value.dtype, device=device)))
 
 
 class RetrievalNetwork(nn.Module):
@@ -84,12 +105,40 @@ class RetrievalNetwork(nn.Module):
         Add the gated copy path.
     copy_successor : bool, default=True
         With the copy path, add the successor term ``w_succ [x_{j-1} = x_t]`` to its scores.
+    distance_prior : bool, default=False
+        Add a learned, city-invariant function of the metric distance between the current cell
+        and every candidate to the candidate logits: ``100 b[k(d)] + (W_d h)[k(d)]`` with ``k(d)``
+        the distance bucket of :data:`DISTANCE_EDGES` (log-spaced, metres), ``b`` initialised to
+        the gravity prior ``-1.5 log(d + 250 m)`` of the bucket's lower edge, ``W_d`` a linear map
+        of the hidden state (so the decay depends on who and when), plus a learned bias per
+        popularity rank bin of the candidate (``100 r[rank]``, zero-initialised). Costs
+        O(tokens x cells), like the dot product. Needs the cities' metric coordinates.
+    coord_encoding : {"linear", "sinusoidal"}, default="linear"
+        ``"sinusoidal"``: the input embedding and the location tower also read multi-scale
+        sinusoidal features of the cell's metric position (:class:`SinusoidalCoordinates`), so
+        that ``query . candidate`` can express proximity. Needs metric coordinates.
+    history_prior : bool, default=False
+        Add the window's history to the candidate logits: ``w_c(h) count_t(c) + w_r(h)
+        recency_t(c)``, with ``count_t(c)`` the visits to ``c`` so far in the window (the
+        current one included) and ``recency_t(c) = 1 / (1 + stays since the last of them)``
+        (0 if none); ``w = 100 b + W_h h``, ``b`` initialised to :data:`HISTORY_PRIOR`. With the
+        distance prior, the network starts from the combined rule "history + gravity" and
+        learns where to depart from it. City-invariant; O(tokens x cells).
+    cell_embedding : bool, default=False
+        Add a per-cell residual vector ``R_city[i]`` [N, d] to the location tower's output,
+        learned within a city and zero for a city the model has not trained on (MODEL.md
+        section 6), so transfer is unharmed.
+    location_ids : bool, default=False
+        The literature's baselines: tokens are embedded by a per-city location ID embedding
+        ``E_in`` [N+1, d] (plus the time embedding) and candidates are a per-city output ID
+        embedding ``E_out`` [N, d] with a bias per cell, instead of the location features. Such a
+        model learns one city at a time and cannot transfer.
 
     Raises
     ------
     ValueError
-        On an unknown ``poi_transform``, a non-positive size, ``d_model`` not divisible by 4, or
-        ``dropout`` outside [0, 1).
+        On an unknown ``poi_transform`` or ``coord_encoding``, a non-positive size, ``d_model``
+        not divisible by 4, or ``dropout`` outside [0, 1).
 
     Notes
     -----
@@ -120,9 +169,15 @@ class RetrievalNetwork(nn.Module):
         poi_transform: str,
         copy_path: bool,
         copy_successor: bool = True,
+        distance_prior: bool = False,
+        coord_encoding: str = "linear",
+        cell_embedding: bool = False,
+        location_ids: bool = False,
+        history_prior: bool = False,
     ) -> None:
         super().__init__()
         _check_choice("poi_transform", poi_transform, POI_TRANSFORMS)
+        _check_choice("coord_encoding", coord_encoding, COORD_ENCODINGS)
         for name, value in dict(n_poi_features=n_poi_features, d_model=d_model, max_len=max_len).items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -133,9 +188,21 @@ class RetrievalNetwork(nn.Module):
         self.n_poi_features = n_poi_features
         self.d_model = d_model
         self.poi_transform = poi_transform
+        self.cell_embedding = cell_embedding
+        self.location_ids = location_ids
         self.time = TimeEmbedding(d_model, max_len)
-        self.embed = LocationInputEmbedding(n_poi_features, d_model)
-        self.tower = LocationTower(n_poi_features, d_model)
+        self.sinusoidal = SinusoidalCoordinates() if coord_encoding == "sinusoidal" else None
+        n_coord = 2 + (self.sinusoidal.n_features if self.sinusoidal is not None else 0)
+        self.embed = LocationInputEmbedding(n_poi_features, d_model, n_coord)
+        self.tower = LocationTower(n_poi_features, d_model, n_coord_features=n_coord)
+        # distance prior: a bias per distance bucket (gravity-initialised), its modulation by the
+        # hidden state, and a bias per popularity rank bin of the candidate
+        self.distance_bias = nn.Parameter(_gravity_prior() / RULE_SCALE) if distance_prior else None
+        self.distance_gate = nn.Linear(d_model, N_DISTANCE_BUCKETS) if distance_prior else None
+        self.rank_bias = nn.Parameter(torch.zeros(N_RANKS)) if distance_prior else None
+        # history prior: weights of the window's visit counts and recency, and their modulation
+        self.history_bias = nn.Parameter(torch.tensor(HISTORY_PRIOR) / RULE_SCALE) if history_prior else None
+        self.history_gate = nn.Linear(d_model, len(HISTORY_PRIOR)) if history_prior else None
         self.dropout = nn.Dropout(dropout)
         self.ln_f = nn.LayerNorm(d_model)
         self.query = nn.Linear(d_model, d_model, bias=False)
@@ -159,14 +226,25 @@ class RetrievalNetwork(nn.Module):
 
     # ------------------------------------------------------------------ city tables
     def register_city(
-        self, index: int, poi: torch.Tensor, coords: torch.Tensor, rank: torch.Tensor
-    ) -> None:
+        self,
+        index: int,
+        poi: torch.Tensor,
+        coords: torch.Tensor,
+        rank: torch.Tensor,
+        metres: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+        learned: bool = True,
+    ) -> bool:
         """Register (or replace) the feature tables of city ``index``.
 
         Stores persistent buffers ``city{index}_poi`` [N+1, P] (float), ``city{index}_coords``
-        [N+1, 2] (float) and ``city{index}_rank`` [N+1] (int64) on the device and float dtype of the
-        model. Row ``N`` is the out-of-vocabulary row (POI zeros, coordinates zeros, rank 0), used
-        for input tokens whose cell is unknown; candidates are rows ``0..N-1`` only.
+        [N+1, 2] (float), ``city{index}_rank`` [N+1] (int64) and, when given,
+        ``city{index}_metres`` [N+1, 2] (float) on the device and float dtype of the model. Row
+        ``N`` is the out-of-vocabulary row (POI zeros, coordinates zeros, rank 0), used for input
+        tokens whose cell is unknown; candidates are rows ``0..N-1`` only. With
+        ``cell_embedding`` or ``location_ids``, also the city's learned tables (parameters
+        ``city{index}_residual`` [N, d] zero-initialised; ``city{index}_id_in`` [N+1, d],
+        ``city{index}_id_out`` [N, d] drawn from N(0, 0.02), ``city{index}_id_bias`` [N] zero).
 
         Parameters
         ----------
@@ -178,12 +256,29 @@ class RetrievalNetwork(nn.Module):
             Cell centroid coordinates, z-scored within the city.
         rank : array-like of int [N]
             Popularity rank bins 1..8 (0 = unknown is accepted).
+        metres : array-like [N, 2], optional
+            Cell centroids in metres relative to the city's centre (easting, northing). Required
+            by ``distance_prior`` and ``coord_encoding="sinusoidal"``.
+        keep : array-like of int [N], optional
+            For a city registered before: the old row of each new cell (-1 for a new cell), so
+            that the learned per-city tables keep what they learned when the vocabulary grows.
+            Without it, tables of an unchanged size are kept and others are drawn anew.
+        learned : bool, default=True
+            False: replace the feature tables only. Cells beyond the learned tables' rows (cells
+            appended for one prediction) then get a zero residual, the OOV input ID, a zero
+            output ID vector and the lowest ID bias.
+
+        Returns
+        -------
+        bool
+            Whether learned parameters were added or replaced (an optimizer must then be built
+            anew to train them).
 
         Raises
         ------
         ValueError
-            On wrong shapes, non-finite values, negative POI features under ``log1p``, or ranks
-            outside 0..8.
+            On wrong shapes, non-finite values, negative POI features under ``log1p``, ranks
+            outside 0..8, or missing ``metres`` where the network needs them.
         """
         index = operator.index(index)
         if index < 0:
@@ -217,9 +312,46 @@ class RetrievalNetwork(nn.Module):
             "coords": torch.cat([coords, coords.new_zeros(1, 2)]),
             "rank": torch.cat([rank, rank.new_zeros(1)]),
         }
+        if metres is not None:
+            metres = torch.as_tensor(metres, dtype=float_dtype, device=device)
+            if metres.shape != (n, 2) or not torch.isfinite(metres).all():
+                raise ValueError(f"metres must be a finite array of shape [{n}, 2], got {tuple(metres.shape)}")
+            tables["metres"] = torch.cat([metres, metres.new_zeros(1, 2)])
+        elif self.distance_bias is not None or self.sinusoidal is not None:
+            raise ValueError("this network (distance_prior or sinusoidal coord_encoding) needs the cells' "
+                             "metric coordinates: register_city(..., metres=...)")
         for name, table in tables.items():
             self.register_buffer(f"city{index}_{name}", table)
+        return self._register_city_parameters(index, n, keep) if learned else False
 
+    def _register_city_parameters(self, index: int, n: int, keep) -> bool:
+        """Create or resize the learned per-city tables; True if parameters changed."""
+        shapes = {}
+        if self.cell_embedding:
+            shapes["residual"] = ((n, self.d_model), 0.0)
+        if self.location_ids:
+            shapes.update(id_in=((n + 1, self.d_model), 0.02), id_out=((n, self.d_model), 0.02),
+                          id_bias=((n,), 0.0))
+        changed = False
+        weight = self.query.weight
+        for name, (shape, std) in shapes.items():
+            key = f"city{index}_{name}"
+            old = getattr(self, key, None)
+            if old is not None and old.shape == shape and keep is None:
+                continue
+            new = weight.new_zeros(shape)
+            if std:
+                nn.init.normal_(new, std=std)
+            if old is not None and keep is not None:
+                keep_t = torch.as_tensor(keep, device=new.device, dtype=torch.long)
+                rows = torch.cat([keep_t, keep_t.new_full((shape[0] - len(keep_t),), old.shape[0] - 1)]) \
+                    if shape[0] > len(keep_t) else keep_t        # the OOV row of id_in keeps its row
+                found = (rows >= 0) & (rows < old.shape[0])
+                with torch.no_grad():
+                    new[found] = old.detach()[rows[found]]
+            self.register_parameter(key, nn.Parameter(new))
+            changed = True
+        return changed
     @property
     def cities(self) -> tuple[int, ...]:
         """Indices of the registered cities, ascending."""
@@ -244,7 +376,17 @@ class RetrievalNetwork(nn.Module):
                 "call register_city(index, poi, coords, rank) first"
             )
         poi, coords, rank = (getattr(self, f"city{index}_{name}") for name in _TABLES)
-        return (torch.log1p(poi) if self.poi_transform == "log1p" else poi), coords, rank
+        poi = torch.log1p(poi) if self.poi_transform == "log1p" else poi
+        if self.sinusoidal is not None:
+            coords = torch.cat([coords, self.sinusoidal(self._metres(index))], dim=-1)
+        return poi, coords, rank
+
+    def _metres(self, index: int) -> torch.Tensor:
+        metres = getattr(self, f"city{index}_metres", None)
+        if metres is None:
+            raise ValueError(f"city {index} was registered without metric coordinates, which this network "
+                             "needs (distance_prior or sinusoidal coord_encoding)")
+        return metres
 
     # ------------------------------------------------------------------ forward
     def _encode(
@@ -288,7 +430,12 @@ class RetrievalNetwork(nn.Module):
             ``"copy_scores"`` FloatTensor [B, L, L] (``-inf`` where not copyable) or None;
             ``"gate"`` FloatTensor [B, L] in (0, 1] (generation probability) or None;
             ``"gates"`` FloatTensor [B, L, E] router weights of the last layer, or None for
-            networks without a router. Time features at PAD positions are ignored.
+            networks without a router; ``"candidate_bias"`` FloatTensor [N] (popularity-bin
+            bias of the distance prior, ID bias of ``location_ids``) or None;
+            ``"distance"`` FloatTensor [B, L, K] per-position values of the distance buckets and
+            ``"cell_metres"`` [N+1, 2], or None without the distance prior; ``"history"``
+            FloatTensor [B, L, 2] weights of the history prior, or None. Time features at PAD
+            positions are ignored.
 
         Raises
         ------
@@ -296,25 +443,50 @@ class RetrievalNetwork(nn.Module):
             If the batch mixes cities, the city is not registered, or ids are out of range.
         """
         poi, coords, rank = self._city_tables(_single_city(city))
-        n = poi.shape[0] - 1
+        n = rank.shape[0] - 1
         if location.numel() and (location.min() < -1 or location.max() > n):
             raise ValueError(f"location ids must be in -1..{n} (PAD -1, OOV {n}) for this city")
         pad = location < 0
         t0 = self.time(slot.masked_fill(pad, 0), dow.masked_fill(pad, 0), gap.masked_fill(pad, 0))
         token = location.masked_fill(pad, n)
-        e_poi, e_geo, e_pop = self.embed(poi[token], coords[token], rank[token])
+        index = _single_city(city)
+        if self.location_ids:
+            id_in, id_out, id_bias = (getattr(self, f"city{index}_{name}") for name in ("id_in", "id_out", "id_bias"))
+            learned = id_out.shape[0]          # cells appended for a prediction have no learned ID
+            e_id = id_in[torch.where(token < learned, token, learned)]
+            e_poi, e_geo, e_pop = e_id, torch.zeros_like(e_id), torch.zeros_like(e_id)
+            candidates = torch.cat([id_out, id_out.new_zeros(n - learned, id_out.shape[1])])
+            candidate_bias = torch.cat([id_bias, id_bias.detach().min().expand(n - learned)]) if n > learned else id_bias
+        else:
+            e_poi, e_geo, e_pop = self.embed(poi[token], coords[token], rank[token])
+            candidates = self.tower(poi[:n], coords[:n], rank[:n])
+            candidate_bias = None
+            if self.cell_embedding:
+                residual = getattr(self, f"city{index}_residual")
+                candidates = candidates + torch.cat([residual, residual.new_zeros(n - residual.shape[0], residual.shape[1])])
         hidden, gates = self._encode(e_poi, e_geo, e_pop, t0)
         h = self.ln_f(hidden)
         q = self.query(h)
         out = {
             "query": q,
             "time_logits": self.time_head(q),
-            "candidates": self.tower(poi[:n], coords[:n], rank[:n]),
+            "candidates": candidates,
+            "candidate_bias": candidate_bias,
             "location": location,
             "copy_scores": None,
             "gate": None,
             "gates": gates,
+            "distance": None,
+            "cell_metres": None,
+            "history": None,
         }
+        if self.history_bias is not None:
+            out["history"] = RULE_SCALE * self.history_bias + self.history_gate(h)
+        if self.distance_bias is not None:
+            out["distance"] = RULE_SCALE * self.distance_bias + self.distance_gate(h)
+            out["cell_metres"] = self._metres(index)
+            rank_bias = RULE_SCALE * self.rank_bias[rank[:n]]
+            out["candidate_bias"] = rank_bias if candidate_bias is None else candidate_bias + rank_bias
         if self.copy_key is not None:
             out["copy_scores"], out["gate"] = self._copy(h, q, location, n)
         return out
@@ -339,6 +511,67 @@ class RetrievalNetwork(nn.Module):
         return scores.masked_fill(~copyable, float("-inf")), gate
 
 
+def _gravity_prior() -> torch.Tensor:
+    """Initial values of the distance buckets: ``-GRAVITY_PRIOR log(d + 250 m)`` at each bucket's
+    lower edge (0 for the current cell), shifted so that the current cell scores 0; the
+    unknown-position bucket starts at 0."""
+    lower = torch.tensor((0.0,) + DISTANCE_EDGES, dtype=torch.float64)
+    prior = -GRAVITY_PRIOR * (torch.log(lower + 250.0) - math.log(250.0))
+    return torch.cat([prior, prior.new_zeros(1)]).float()
+
+
+def distance_buckets(current: torch.Tensor, metres: torch.Tensor) -> torch.Tensor:
+    """Distance bucket of every candidate from each current cell.
+
+    Parameters
+    ----------
+    current : LongTensor [n]
+        Current cell of each position, 0..N (N = out of vocabulary: unknown position).
+    metres : FloatTensor [N+1, 2]
+        Cell centroids in metres (row N is the OOV row).
+
+    Returns
+    -------
+    LongTensor [n, N]
+        Bucket index in 0..K-1 (:data:`N_DISTANCE_BUCKETS` = K); K-1 where the current position
+        is unknown.
+    """
+    n_cells = metres.shape[0] - 1
+    d = torch.cdist(metres[current], metres[:n_cells], compute_mode="donot_use_mm_for_euclid_dist")
+    edges = torch.tensor(DISTANCE_EDGES, dtype=d.dtype, device=d.device)
+    buckets = torch.bucketize(d, edges)
+    return buckets.masked_fill_((current >= n_cells).unsqueeze(-1), N_DISTANCE_BUCKETS - 1)
+
+
+def history_features(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_cells: int):
+    """Visit counts and recency of every cell in the window so far, for selected positions.
+
+    Parameters
+    ----------
+    location : LongTensor [B, L]
+        Input cells (0..N-1 real, N out of vocabulary, -1 PAD).
+    rows, cols : LongTensor [n]
+        Batch index and position of each selected position.
+    n_cells : int
+        Number of candidate cells ``N``.
+
+    Returns
+    -------
+    count, recency : FloatTensor [n, N]
+        Visits to each cell at positions ``<= cols`` of the row; ``1 / (1 + cols - j)`` for the
+        last such visit ``j`` (0 for cells not visited).
+    """
+    history = location[rows]                                                     # [n, L]
+    steps = torch.arange(history.shape[1], device=history.device)
+    real = (steps[None, :] <= cols[:, None]) & (history >= 0) & (history < n_cells)
+    index = history.masked_fill(~real, n_cells)                                  # junk column N
+    ones = real.to(torch.float32)
+    count = ones.new_zeros(len(rows), n_cells + 1).scatter_add_(1, index, ones)
+    recent = ones / (1.0 + (cols[:, None] - steps[None, :]).clamp_min(0))
+    recency = ones.new_zeros(len(rows), n_cells + 1).scatter_reduce_(1, index, recent, "amax")
+    return count[:, :n_cells], recency[:, :n_cells]
+
+
 def _single_city(city) -> int:
     """The one city index of a batch (``city`` is an int or a tensor of equal values)."""
     city = torch.as_tensor(city)
@@ -358,4 +591,5 @@ def _check_choice(name: str, value, choices: tuple) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-__all__ = ["POI_TRANSFORMS", "RetrievalNetwork"]
+__all__ = ["COORD_ENCODINGS", "DISTANCE_EDGES", "HISTORY_PRIOR", "N_DISTANCE_BUCKETS", "POI_TRANSFORMS",
+           "RetrievalNetwork", "distance_buckets", "history_features"]

@@ -82,11 +82,14 @@ class LocationTower(nn.Module):
         Output width ``d``; must be divisible by 4.
     n_cross_layers : int, default=2
         Depth of the cross network.
+    n_coord_features : int, default=2
+        Coordinate features per cell ``G`` (2 z-scored coordinates, optionally followed by
+        sinusoidal features).
     """
 
-    def __init__(self, n_poi_features: int, d_model: int, n_cross_layers: int = 2) -> None:
+    def __init__(self, n_poi_features: int, d_model: int, n_cross_layers: int = 2, n_coord_features: int = 2) -> None:
         super().__init__()
-        self.geo = nn.Linear(2, d_model // 2)
+        self.geo = nn.Linear(n_coord_features, d_model // 2)
         self.pop = nn.Embedding(N_RANKS, d_model // 4)
         self.poi = nn.Linear(n_poi_features, d_model // 4)
         self.cross = CrossNetwork(d_model, n_cross_layers)
@@ -102,8 +105,9 @@ class LocationTower(nn.Module):
         ----------
         poi : FloatTensor [N, P]
             POI features (after the model's ``poi_transform``).
-        coords : FloatTensor [N, 2]
-            Z-scored centroid coordinates.
+        coords : FloatTensor [N, G]
+            Coordinate features (z-scored centroid coordinates, optionally followed by
+            sinusoidal features).
         rank : LongTensor [N]
             Popularity rank bins, 0..8.
 
