@@ -28,14 +28,22 @@ from trajmoe.model_selection import train_test_users
 from trajmoe.schema import DataWarning
 
 METRICS = ("acc@1", "acc@3", "acc@5", "acc@10", "mrr", "ndcg@10")
-#: Every real city with trajectories; a target's sources are all the others.
+#: Diagnostics of every result row: shares of targets that return to a cell of the window, explore a
+#: new cell, or lie outside the vocabulary, and Acc@1 / MRR on the return and explore targets.
+SPLIT_METRICS = ("return_share", "oov_share", "acc@1_return", "acc@1_explore", "mrr_return", "mrr_explore")
+#: Real cities with trajectories of several sources: check-ins, the YJMob100K grid, photo trails.
 CITIES = ("nyc", "yjmob_A", "singapore", "edinburgh", "melbourne", "osaka", "toronto")
-TARGETS = ("nyc", "yjmob_A")
+#: Gowalla California, one city per metro area; the largest is the third target.
+GOWALLA = ("gowalla_bay_area", "gowalla_los_angeles", "gowalla_san_diego", "gowalla_sacramento",
+           "gowalla_las_vegas")
+TARGETS = ("nyc", "yjmob_A", "gowalla_bay_area")
 
 
-def sources_of(target, cities=CITIES):
-    """The source cities of a target: every other city."""
-    return tuple(c for c in cities if c != target)
+def sources_of(target):
+    """The source cities of a target: every other city of its group (a Gowalla metro: the other
+    metros; any other target: every other city of :data:`CITIES`)."""
+    group = GOWALLA if target in GOWALLA else CITIES
+    return tuple(c for c in group if c != target)
 
 
 @dataclass
@@ -114,13 +122,13 @@ class Scorer:
         return self._last_rows[key]
 
     def rows(self, model, name, fraction, seed, seconds, **extra):
-        """Result rows (one per protocol) of a fitted model."""
-        ranks = model.target_ranks(self.frame, protocol="all")
+        """Result rows (one per protocol) of a fitted model, with the return / explore split."""
+        table = model.target_table(self.frame, protocol="all")
         out = []
-        for protocol, r in (("all", ranks), ("last", ranks.loc[self.last_rows(model)])):
-            report = metrics.ranking_report(r.to_numpy())
+        for protocol, t in (("all", table), ("last", table.loc[self.last_rows(model)])):
+            report = metrics.ranking_report(t["rank"].to_numpy(), kind=t["kind"].to_numpy(), oov=t["oov"].to_numpy())
             out.append({"target_city": self.target.name, "model": name, "fraction": fraction, "seed": seed,
-                        "protocol": protocol, **{m: round(report[m], 5) for m in METRICS},
+                        "protocol": protocol, **{m: round(report[m], 5) for m in METRICS + SPLIT_METRICS},
                         "n_targets": report["n_targets"], "fit_seconds": round(seconds, 1),
                         **({"epochs": len(model.net_.history)} if hasattr(model, "net_") else {}), **extra})
         return out
@@ -149,8 +157,8 @@ def fraction_list(text):
 
 
 def city_list(text):
-    """argparse type: comma-separated names of :data:`CITIES`."""
-    return _items(text, str, f"cities among {', '.join(CITIES)}", lambda v: v in CITIES)
+    """argparse type: comma-separated names of :data:`CITIES` and :data:`GOWALLA`."""
+    return _items(text, str, f"cities among {', '.join(CITIES + GOWALLA)}", lambda v: v in CITIES + GOWALLA)
 
 
 def positive_int(text):
@@ -181,7 +189,8 @@ def quiet_data_notes():
 def summary(results, group=("target_city", "protocol", "model", "fraction")):
     """Mean and standard deviation over seeds of every metric."""
     frame = pd.DataFrame(results)
-    agg = frame.groupby(list(group), sort=False)[[*METRICS, "fit_seconds"]].agg(["mean", "std"])
+    columns = [m for m in (*METRICS, *SPLIT_METRICS) if m in frame] + ["fit_seconds"]
+    agg = frame.groupby(list(group), sort=False)[columns].agg(["mean", "std"])
     agg[("n_seeds", "")] = frame.groupby(list(group), sort=False)["seed"].nunique()
     return agg
 
@@ -215,15 +224,23 @@ def markdown_tables(results, title, settings):
     lines = [f"# {title}", "", settings, "",
              "Cells: mean ± standard deviation over seeds (no ± where every seed gives the same value). "
              "fit s: seconds of training of that model; for a fine-tuned model the fine-tune only (its "
-             "pre-training is `pretrain_seconds` in the JSON).", ""]
+             "pre-training is `pretrain_seconds` in the JSON). Ranks count ties pessimistically. "
+             "return / explore: Acc@1 on the targets that return to a cell already visited in the window / "
+             "that go to a new cell; the table title gives their shares and the share of targets outside "
+             "the model's vocabulary (always a miss).", ""]
+    shown = [m for m in (*METRICS, "acc@1_return", "acc@1_explore") if (m, "mean") in agg]
     for (city, protocol), block in agg.groupby(level=[0, 1], sort=False):
         counts = frame[(frame.target_city == city) & (frame.protocol == protocol)].groupby("seed")["n_targets"].first()
         span = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
-        lines += [f"## {city}, protocol `{protocol}` ({span} targets per seed)", "",
-                  "| model | fraction | " + " | ".join(METRICS) + " | fit s | seeds |",
-                  "|---|---|" + "---|" * (len(METRICS) + 2)]
+        shares = ""
+        if ("return_share", "mean") in block:
+            shares = (f"; {block[('return_share', 'mean')].iloc[0]:.0%} return, oov share per model "
+                      f"{block[('oov_share', 'mean')].min():.1%}-{block[('oov_share', 'mean')].max():.1%}")
+        lines += [f"## {city}, protocol `{protocol}` ({span} targets per seed{shares})", "",
+                  "| model | fraction | " + " | ".join(m.replace("acc@1_", "") for m in shown) + " | fit s | seeds |",
+                  "|---|---|" + "---|" * (len(shown) + 2)]
         for (_, _, model, fraction), row in block.iterrows():
-            cells = [_mean_std(row[(m, "mean")], row[(m, "std")]) for m in METRICS]
+            cells = [_mean_std(row[(m, "mean")], row[(m, "std")]) for m in shown]
             lines.append(f"| {model} | {fraction:g} | " + " | ".join(cells)
                          + f" | {row[('fit_seconds', 'mean')]:.0f} | {int(row[('n_seeds', '')])} |")
         lines.append("")

@@ -3,13 +3,22 @@
 Each variant is pre-trained on the target's source cities and fine-tuned for ONE epoch on 5 % of
 the target's training users, on the same split, seeds and scoring as ``transfer.py``:
 
-* ``trajmoe``: the library's default (STAR router, soft selector, shared expert, copy path);
+* ``trajmoe``: the library's default (STAR router, soft selector, shared expert, distance prior,
+  history prior, linear coordinates, no copy path);
+* ``faithful``: the paper's network (no copy path, no distance or history prior);
+* ``feature_only``: the default without the history prior (no copy path, no per-cell embedding
+  either): what the network learns from location features and distances alone;
+* ``no_history_prior``, ``no_distance_prior``: the default without one of them; ``copy_path``:
+  plus the copy (pointer) path, the default of earlier versions; ``sinusoidal_coords``: plus
+  multi-scale sinusoidal coordinates (Space2Vec); ``cell_embedding``: plus the per-cell residual
+  embedding;
 * ``no_shared_expert``, ``no_mixture`` (one plain FFN), ``no_selector``, ``no_temporal_router``
   (spatial gate only), ``no_spatial_router`` (temporal gate only): the paper's five ablations;
-* ``sparse_top2``: sparse noisy top-2 gating of the three specialists (Shazeer et al. 2017);
-* ``faithful``: the paper's feature-only model (no copy path, MODEL.md section 6).
+* ``sparse_top2``: sparse noisy top-2 gating of the three specialists (Shazeer et al. 2017).
 
-Run ``python benchmarks/ablation.py --quick --output benchmarks/results/ablation_quick.json``.
+Quick mode runs :data:`QUICK_VARIANTS` (under 20 minutes on 2 CPU cores):
+``python benchmarks/ablation.py --quick --output benchmarks/results/ablation_quick.json``;
+``--variants`` names others (every variant: ``--variants all``, about 45 minutes in quick mode).
 """
 
 from __future__ import annotations
@@ -30,18 +39,26 @@ from _harness import (CITIES, TARGETS, Scorer, city_list, environment, few_shot_
                       quiet_data_notes, seed_list, sources_of, timed, write_json)
 from transfer import FULL, QUICK, Settings, collect  # noqa: E402
 
-from trajmoe import HistoryFrequencyBaseline, TrajMoERegressor  # noqa: E402
+from trajmoe import HistoryFrequencyBaseline, MarkovBaseline, TrajMoERegressor  # noqa: E402
 
 VARIANTS = {
     "trajmoe": {},
+    "faithful": {"copy_path": False, "distance_prior": False, "history_prior": False, "coord_encoding": "linear"},
+    "feature_only": {"history_prior": False},
+    "copy_path": {"copy_path": True},
+    "no_history_prior": {"history_prior": False},
+    "no_distance_prior": {"distance_prior": False},
+    "sinusoidal_coords": {"coord_encoding": "sinusoidal"},
+    "cell_embedding": {"cell_embedding": True},
     "no_shared_expert": {"shared_expert": False},
     "no_mixture": {"experts": False},
     "no_selector": {"selector": "none"},
     "no_temporal_router": {"router": "spatial"},
     "no_spatial_router": {"router": "temporal"},
     "sparse_top2": {"top_k": 2},
-    "faithful": {"copy_path": False},
 }
+#: The variants of quick mode: the spatial additions and the paper's network.
+QUICK_VARIANTS = ("trajmoe", "faithful", "feature_only", "copy_path")
 FRACTION = 0.05
 
 
@@ -64,8 +81,9 @@ def run_task(target, seed, settings, variants, split="test", data_home=None, thr
         rows.extend(out)
         log(f"  seed {seed} {target:8s} {name:20s} acc@1 {out[0]['acc@1']:.4f}  mrr {out[0]['mrr']:.4f}  "
             f"({pre_seconds + seconds:.0f} s)", flush=True)
-    reference, seconds = timed(lambda: HistoryFrequencyBaseline().fit(t.train, pois=t.pois))
-    rows.extend(score.rows(reference, "history_frequency", 1.0, seed, seconds))
+    for name, cls in (("history_frequency", HistoryFrequencyBaseline), ("markov", MarkovBaseline)):
+        reference, seconds = timed(lambda: cls().fit(t.train, pois=t.pois))
+        rows.extend(score.rows(reference, name, 1.0, seed, seconds))
     return rows
 
 
@@ -75,7 +93,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="the capped users and epochs of transfer.py --quick")
     parser.add_argument("--targets", type=city_list, default=TARGETS, help="comma-separated target cities")
     parser.add_argument("--seeds", type=seed_list, default=(0, 1, 2), help="comma-separated seeds")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated variants, or 'all' (default: QUICK_VARIANTS in quick mode, all otherwise)")
     parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument("--max-epochs", type=positive_int, default=None)
     parser.add_argument("--jobs", type=positive_int, default=2, help="parallel processes (one torch thread each)")
@@ -87,7 +106,10 @@ def main(argv=None):
     settings = Settings(train_users=base.train_users, eval_users=base.eval_users, source_users=base.source_users,
                         max_epochs=args.max_epochs or base.max_epochs, fractions=(FRACTION,),
                         seeds=args.seeds)
-    variants = tuple(args.variants.split(","))
+    if args.variants is None:
+        variants = QUICK_VARIANTS if args.quick else tuple(VARIANTS)
+    else:
+        variants = tuple(VARIANTS) if args.variants == "all" else tuple(args.variants.split(","))
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
@@ -102,7 +124,8 @@ def main(argv=None):
     results = collect(outs, len(tasks))
     wall = time.perf_counter() - start
     description = (f"{'Quick' if args.quick else 'Full'} mode, scored on {args.split} users. {settings.describe()}. "
-                   f"Every variant pre-trained on the other cities of {', '.join(CITIES)} and fine-tuned for one "
+                   f"Every variant pre-trained on the other cities of {', '.join(CITIES)} (a Gowalla metro: the other "
+                   f"metros) and fine-tuned for one "
                    f"epoch on {FRACTION:.0%} of the target's training users; TrajMoE preset small (2 layers, d 64). "
                    f"Wall time {wall / 60:.1f} min.")
     margins = paired_margins(results, "trajmoe", FRACTION, [(v, FRACTION) for v in variants if v != "trajmoe"])

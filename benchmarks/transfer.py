@@ -8,16 +8,20 @@ other real cities:
 * ``trajmoe_full_target``: the same model trained from scratch on 100 % of the target's
   training users (single city);
 * ``trajmoe_multi_city``: trained on the sources and the target jointly;
-* the neural baselines ``lstm`` and ``transformer`` (same windows, features and retrieval head,
-  trained on the target) and the counting baselines ``history_frequency``, ``markov`` and
-  ``popularity``.
+* ``trajmoe_paper_finetuned``: the paper's network (no copy path, no distance prior, linear
+  coordinates), pre-trained and fine-tuned the same way;
+* the neural baselines ``lstm`` and ``transformer`` as the literature runs them (per-city location
+  ID embeddings and time features, trained on 100 % of the target's training users);
+* the counting baselines ``history_frequency``, ``markov``, ``popularity``, and the distance rules
+  ``gravity`` and ``history_gravity`` (parameters fitted on the target's training users).
 
 All are scored on the target's test users (70/10/20 split by users) under both protocols, by full
 ranking. A seed draws the user split, the few-shot user sample and the networks' initialisation;
 within a seed every model sees the same users, so differences are paired.
 
-Run ``python benchmarks/transfer.py --quick --output benchmarks/results/transfer_quick.json``
-(under 10 minutes on 2 CPU cores) or without ``--quick`` for the full data (hours; the script
+Targets: Foursquare NYC, YJMob100K city A and Gowalla Bay Area (sources: the other Gowalla
+metros). Run ``python benchmarks/transfer.py --quick --output benchmarks/results/transfer_quick.json``
+(under 20 minutes on 2 CPU cores; quick mode fine-tunes on 5 % only) or without ``--quick`` for the full data (hours; the script
 prints the projected time left after each (target, seed) task). ``--split val`` scores the validation users
 instead: choose settings there, never on the test users.
 """
@@ -42,13 +46,16 @@ from _harness import (CITIES, TARGETS, Scorer, city_list, environment, few_shot_
                       fraction_list, frame_markdown, load_sources, load_target, markdown_tables, paired_margins,
                       positive_int, quiet_data_notes, seed_list, sources_of, timed, write_json)
 
-from trajmoe import (HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, PopularityBaseline,  # noqa: E402
-                     TrajMoERegressor, TransformerRegressor)
+from trajmoe import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, LSTMRegressor,  # noqa: E402
+                     MarkovBaseline, PopularityBaseline, TrajMoERegressor, TransformerRegressor)
 
-MODELS = ("trajmoe_finetuned", "trajmoe_full_target", "trajmoe_multi_city", "lstm", "transformer",
-          "history_frequency", "markov", "popularity")
-COUNTING = {"history_frequency": HistoryFrequencyBaseline, "markov": MarkovBaseline,
-            "popularity": PopularityBaseline}
+MODELS = ("trajmoe_finetuned", "trajmoe_paper_finetuned", "trajmoe_full_target", "trajmoe_multi_city", "lstm",
+          "transformer", "history_frequency", "history_gravity", "gravity", "markov", "popularity")
+COUNTING = {"history_frequency": HistoryFrequencyBaseline, "history_gravity": HistoryGravityBaseline,
+            "gravity": GravityBaseline, "markov": MarkovBaseline, "popularity": PopularityBaseline}
+#: The paper's network: feature-only candidates, linear coordinates, no copy path, no distance or
+#: history prior.
+PAPER = {"copy_path": False, "distance_prior": False, "history_prior": False, "coord_encoding": "linear"}
 NEURAL = {"lstm": LSTMRegressor, "transformer": TransformerRegressor}
 
 
@@ -72,10 +79,13 @@ class Settings:
                 f"fractions {list(self.fractions)}; seeds {list(self.seeds)}")
 
 
-#: YJMob100K is the slow city: every position is ranked against its 21,000 cells.
-QUICK = Settings(train_users={"nyc": 150, "yjmob_A": 50}, eval_users={"nyc": None, "yjmob_A": 50},
-                 source_users={"nyc": 150, "yjmob_A": 50, "singapore": 300}, max_epochs=2)
-FULL = Settings(train_users={"nyc": None, "yjmob_A": None}, eval_users={"nyc": None, "yjmob_A": None},
+#: YJMob100K is the slow city: every position is ranked against its 43,000 cells.
+QUICK = Settings(train_users={"nyc": 150, "yjmob_A": 50, "gowalla_bay_area": 200},
+                 eval_users={"nyc": None, "yjmob_A": 50, "gowalla_bay_area": None},
+                 source_users={"nyc": 150, "yjmob_A": 50, "singapore": 300, "gowalla_los_angeles": 200},
+                 max_epochs=2, fractions=(0.05,))
+FULL = Settings(train_users={"nyc": None, "yjmob_A": None, "gowalla_bay_area": None},
+                eval_users={"nyc": None, "yjmob_A": None, "gowalla_bay_area": None},
                 source_users={}, max_epochs=50)
 
 
@@ -95,17 +105,19 @@ def run_task(target, seed, sources, settings, split="test", models=MODELS, model
         log(f"  seed {seed} {target:8s} {row['model']:20s} {row['fraction']:5.2f}  acc@1 {row['acc@1']:.4f}  "
             f"mrr {row['mrr']:.4f}  ({row['fit_seconds']:.0f} s)", flush=True)
 
-    def trajmoe():
-        return TrajMoERegressor(random_state=seed, max_epochs=settings.max_epochs, **(model_params or {}))
+    def trajmoe(**extra):
+        return TrajMoERegressor(random_state=seed, max_epochs=settings.max_epochs, **{**(model_params or {}), **extra})
 
     src_visits, src_pois = load_sources(sources, data_home, settings.source_users)
-    if "trajmoe_finetuned" in models:
-        pretrained, pre_seconds = timed(lambda: trajmoe().fit(src_visits, pois=src_pois))
+    for name, extra in (("trajmoe_finetuned", {}), ("trajmoe_paper_finetuned", PAPER)):
+        if name not in models:
+            continue
+        pretrained, pre_seconds = timed(lambda: trajmoe(**extra).fit(src_visits, pois=src_pois))
         for fraction in settings.fractions:
             few = few_shot_sample(t.train, fraction, seed)
             model = copy.deepcopy(pretrained)
             _, seconds = timed(lambda: model.partial_fit(few, pois=t.pois))
-            add(score.rows(model, "trajmoe_finetuned", fraction, seed, seconds,
+            add(score.rows(model, name, fraction, seed, seconds,
                            pretrain_seconds=round(pre_seconds, 1), n_users=few.user_id.nunique()))
     if "trajmoe_full_target" in models:
         model, seconds = timed(lambda: trajmoe().fit(t.train, pois=t.pois))
@@ -157,8 +169,9 @@ def collect(outs, n_tasks, log=print):
 
 def claims(results):
     """The issue's bar: fine-tuned on 5 % vs the single-city model and every baseline (paired)."""
-    versus = [("trajmoe_full_target", 1.0), ("trajmoe_multi_city", 1.0), ("lstm", 1.0), ("transformer", 1.0),
-              ("history_frequency", 1.0), ("markov", 1.0), ("popularity", 1.0)]
+    versus = [("trajmoe_full_target", 1.0), ("trajmoe_multi_city", 1.0), ("trajmoe_paper_finetuned", 0.05),
+              ("lstm", 1.0), ("transformer", 1.0), ("history_frequency", 1.0), ("history_gravity", 1.0),
+              ("gravity", 1.0), ("markov", 1.0), ("popularity", 1.0)]
     return paired_margins(results, "trajmoe_finetuned", 0.05, versus)
 
 
@@ -180,6 +193,7 @@ def plot(results, path):
         styles = {"trajmoe_full_target": ("C3", "-", "TrajMoE, 100 % of the city"),
                   "trajmoe_multi_city": ("C2", "-.", "TrajMoE, sources + city jointly"),
                   "history_frequency": ("0.4", "--", "history frequency"),
+                  "history_gravity": ("0.2", "--", "history + gravity rule"),
                   "transformer": ("C4", ":", "Transformer"), "lstm": ("C5", ":", "LSTM")}
         for model, (color, style, label) in styles.items():
             values = data[data.model == model]["acc@1"]
@@ -198,12 +212,13 @@ def plot(results, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="capped users and epochs: under 10 min on 2 cores")
+    parser.add_argument("--quick", action="store_true", help="capped users and epochs, 5 %% only: under 20 min on 2 cores")
     parser.add_argument("--targets", type=city_list, default=TARGETS, help="comma-separated target cities")
     parser.add_argument("--jobs", type=positive_int, default=2, help="parallel processes (one torch thread each)")
     parser.add_argument("--seeds", type=seed_list, default=(0, 1, 2), help="comma-separated seeds")
-    parser.add_argument("--fractions", type=fraction_list, default=(0.01, 0.05, 0.1),
-                        help="comma-separated shares of the target's training users")
+    parser.add_argument("--fractions", type=fraction_list, default=None,
+                        help="comma-separated shares of the target's training users (default: 0.05 in quick "
+                             "mode, 0.01,0.05,0.1 in full mode)")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="score test users, or validation users (to choose settings)")
@@ -215,7 +230,8 @@ def main(argv=None):
 
     base = QUICK if args.quick else FULL
     settings = Settings(train_users=base.train_users, eval_users=base.eval_users, source_users=base.source_users,
-                        max_epochs=args.max_epochs or base.max_epochs, fractions=args.fractions, seeds=args.seeds)
+                        max_epochs=args.max_epochs or base.max_epochs, fractions=args.fractions or base.fractions,
+                        seeds=args.seeds)
     targets = args.targets
     models = tuple(args.models.split(","))
     unknown = set(models) - set(MODELS)
@@ -235,7 +251,8 @@ def main(argv=None):
     results = run(targets, settings, args.split, models, model_params, args.data_home, args.jobs)
     wall = time.perf_counter() - start
     description = (f"{'Quick' if args.quick else 'Full'} mode, scored on {args.split} users. "
-                   f"{settings.describe()}. Sources of a target: every other city of {', '.join(CITIES)}. "
+                   f"{settings.describe()}. Sources of a target: every other city of {', '.join(CITIES)} "
+                   f"(a Gowalla metro: the other metros). "
                    f"TrajMoE preset small "
                    f"(2 layers, d 64){', ' + json.dumps(model_params) if model_params else ''}. "
                    f"Full ranking over every cell of the target city. Wall time {wall / 60:.1f} min.")

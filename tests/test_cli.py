@@ -22,8 +22,8 @@ def small_demo():
 
 def test_demo_rows_compare_every_model_on_the_same_targets(small_demo):
     rows = {row["model"]: row for row in small_demo["rows"]}
-    assert list(rows) == ["trajmoe_finetuned", "trajmoe_full_target", "history_frequency", "markov",
-                          "popularity"]
+    assert list(rows) == ["trajmoe_finetuned", "trajmoe_full_target", "history_frequency", "history_gravity",
+                          "gravity", "markov", "popularity"]
     assert small_demo["target_city"] == "edinburgh" and small_demo["protocol"] == "all"
     n_targets = {row["n_targets"] for row in rows.values()}
     assert len(n_targets) == 1 and n_targets.pop() > 0
@@ -37,7 +37,8 @@ def test_demo_rows_compare_every_model_on_the_same_targets(small_demo):
 
 def test_demo_table_lists_every_model(small_demo):
     table = cli.format_table(small_demo)
-    for name in ("trajmoe_finetuned", "trajmoe_full_target", "history_frequency", "markov", "popularity"):
+    for name in ("trajmoe_finetuned", "trajmoe_full_target", "history_frequency", "history_gravity", "gravity",
+                 "markov", "popularity"):
         assert name in table
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from . import datasets, metrics
-from .baselines import HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline
+from .baselines import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, MarkovBaseline,
+                        PopularityBaseline)
 from .estimator import TrajMoERegressor
 from .model_selection import train_test_users
 from .schema import DataWarning
@@ -155,8 +156,8 @@ def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed
     full = TrajMoERegressor(**params).fit(target_train, pois=pois)
     report("trajmoe_full_target", full, time.perf_counter() - start)
 
-    for name, cls in (("history_frequency", HistoryFrequencyBaseline), ("markov", MarkovBaseline),
-                      ("popularity", PopularityBaseline)):
+    for name, cls in (("history_frequency", HistoryFrequencyBaseline), ("history_gravity", HistoryGravityBaseline),
+                      ("gravity", GravityBaseline), ("markov", MarkovBaseline), ("popularity", PopularityBaseline)):
         start = time.perf_counter()
         model = cls().fit(target_train, pois=pois)
         report(name, model, time.perf_counter() - start)
