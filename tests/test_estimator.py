@@ -367,3 +367,17 @@ def test_cell_embedding_survives_a_grown_vocabulary():
     moved = pd.Series(residual[torch.as_tensor(old.copy())].numpy(), index=table.loc[old, "label"])
     np.testing.assert_allclose(moved[labels].to_numpy(), np.arange(len(labels)), atol=0.2)
     assert residual[torch.as_tensor(~old.copy())].abs().max() < 0.2
+
+
+def test_history_gives_the_loss_of_every_epoch():
+    est = TrajMoERegressor(**{**TINY, "max_epochs": 2, "validation_fraction": 0.3})
+    with pytest.raises(NotFittedError):
+        est.history_
+    est.fit(_grid_users(20, seed=0))
+    first = est.history_
+    assert list(first.columns) == ["epoch", "train_loss", "valid_loss", "lr", "dur"]
+    assert len(first) == len(est.net_.history) >= 1 and first["train_loss"].notna().all()
+    assert first["valid_loss"].notna().all()
+    est.partial_fit(_grid_users(5, seed=3))
+    after = est.history_
+    assert len(after) == len(first) + 1 and np.isnan(after["valid_loss"].iloc[-1])

@@ -16,6 +16,7 @@ import numbers
 import sys
 
 import numpy as np
+import pandas as pd
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping, GradientNormClipping, LRScheduler, ProgressBar
@@ -383,6 +384,29 @@ class NeuralNextLocationEstimator(NextLocationEstimator):
         MODEL.md section 3 (time head: Linear(d, 96) over half-hour gaps).
         """
         return self._per_visit(X, "time_logits").argmax(axis=1).astype(np.int64) * 30
+
+    @property
+    def history_(self):
+        """Loss per epoch of every training call so far (``fit``, then each ``partial_fit``).
+
+        Returns
+        -------
+        DataFrame of shape (n_epochs, 5)
+            ``epoch`` (int, counting on across calls), ``train_loss`` and ``valid_loss``
+            (float; NaN where no users were held out, as in ``partial_fit``), ``lr`` (the
+            learning rate at the end of the epoch, NaN if not recorded) and ``dur``
+            (seconds), from skorch's history (``net_.history``).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+        """
+        check_is_fitted(self, "net_")
+        rows = [{"epoch": int(h.get("epoch", i + 1)), "train_loss": h.get("train_loss", np.nan),
+                 "valid_loss": h.get("valid_loss", np.nan), "lr": h.get("event_lr", np.nan), "dur": h.get("dur", np.nan)}
+                for i, h in enumerate(self.net_.history)]
+        return pd.DataFrame(rows, columns=["epoch", "train_loss", "valid_loss", "lr", "dur"])
 
     def location_embeddings(self, city):
         """Candidate embeddings of a city's cells (location tower output).
