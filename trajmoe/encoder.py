@@ -245,10 +245,10 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
     1  city:4_7         1           1
 
     With the default margin of 2000 m (4 cells of 500 m), the region is the box of
-    (3..4) x (7..7) widened by 4 cells on every side: 9 x 9 = 81 candidate cells.
+    (3..4) x (7..7) widened by 4 cells on every side: 10 x 9 = 90 candidate cells.
 
     >>> SpatialSemanticEncoder().fit(X).cities_["city"].n_locations
-    81
+    90
     """
 
     def __init__(self, cell_size=500.0, region_margin=2000.0):
