@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, clone
+from sklearn.model_selection import GroupShuffleSplit
 from sklearn.utils.validation import check_is_fitted
 
 from . import metrics
@@ -123,6 +124,18 @@ class NextLocationEstimator(BaseEstimator):
                         user_key=user_key, city_index=city_index,
                         times=times.reset_index(drop=True),
                         cell=located[["ix", "iy"]].to_numpy(np.int64))
+
+    def _held_out_users(self, prep):
+        """User keys of a ``validation_fraction`` share of each city's users (cities with at
+        least two users), drawn with ``random_state``: the users held out in fit."""
+        held = [np.zeros(0, np.int64)]
+        for c in np.unique(prep.city_index):
+            users = np.unique(prep.user_key[prep.city_index == c])
+            if len(users) < 2:
+                continue
+            split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction, random_state=self.random_state)
+            held.append(users[next(split.split(users, groups=users))[1]])
+        return np.concatenate(held)
 
     def _windows(self, prep, stride_days=None, min_stays=1):
         bounds = window_bounds(prep.user_key, prep.times["day"].to_numpy(), self.window_days,

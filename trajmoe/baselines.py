@@ -7,13 +7,11 @@ evaluation windows and full ranking as the neural model.
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, signal, sparse, special
-from sklearn.model_selection import GroupShuffleSplit
 from sklearn.utils import check_random_state
 
 from .base import NextLocationEstimator
@@ -735,18 +733,10 @@ class GravityBaseline(_CountingBaseline):
     def _likelihood_data(self, X):
         """Held-out targets of every city, with what the likelihood needs."""
         prep = self._prepare(X)
-        held = np.zeros(len(prep.order), bool)
-        for c in range(len(self.cities_)):
-            users = np.unique(prep.user_key[prep.city_index == c])
-            if len(users) < 2:
-                continue
-            split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction,
-                                      random_state=self.random_state)
-            _, val = next(split.split(users, groups=users))
-            held |= np.isin(prep.user_key, users[val])
+        held = np.isin(prep.user_key, self._held_out_users(prep))
         windows = self._windows(prep, min_stays=self.min_stays)
         keep = held[np.maximum(windows.row[:, 0], 0)] & (windows.row[:, 0] >= 0)
-        windows = _subset(windows, keep)
+        windows = windows.subset(keep)
         history = len(self._weight_names()) > 1
         data = []
         for c, city in enumerate(self.cities_):
@@ -755,7 +745,7 @@ class GravityBaseline(_CountingBaseline):
             fit_rows = (prep.city_index == c) & ~held & (prep.location >= 0)
             parts = {"current": [], "target": [], "token": [], "cell": [], "count": [], "recency": []}
             n_tokens = 0
-            city_windows = _subset(windows, windows.city == c)
+            city_windows = windows.subset(windows.city == c)
             for _, b, width, batch, valid in self._iter_batches(city_windows):
                 parts["current"].append(self._current_keys(batch, valid, table))
                 parts["target"].append(city_windows.next_location[b, :width][valid])
@@ -1069,12 +1059,3 @@ class HistoryGravityBaseline(GravityBaseline):
         out[token, cell] = np.logaddexp(out[token, cell], np.log(h) + np.log(weight / total[token]))
         return out
 
-
-def _subset(windows, keep):
-    """The windows where ``keep`` is True (grid cells included)."""
-    out = dataclasses.replace(windows, **{f.name: getattr(windows, f.name)[keep]
-                                          for f in dataclasses.fields(windows)})
-    for name in ("cell_ix", "cell_iy"):
-        if hasattr(windows, name):
-            setattr(out, name, getattr(windows, name)[keep])
-    return out

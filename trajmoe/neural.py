@@ -21,7 +21,6 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping, GradientNormClipping, LRScheduler, ProgressBar
 from skorch.helper import predefined_split
-from sklearn.model_selection import GroupShuffleSplit
 from sklearn.utils.validation import check_is_fitted
 from torch.optim.lr_scheduler import MultiStepLR
 
@@ -29,7 +28,7 @@ from .base import NextLocationEstimator
 from .nn import TrajMoELoss, location_log_probs
 from .nn.retrieval import COORD_ENCODINGS
 from .nn.samoe import N_SPECIALISTS
-from .sequences import PAD, CityBatchLoader, Windows, WindowDataset
+from .sequences import PAD, CityBatchLoader, WindowDataset
 
 __all__ = ["NeuralNextLocationEstimator", "adamw_matrices_decay"]
 
@@ -189,23 +188,14 @@ class NeuralNextLocationEstimator(NextLocationEstimator):
         """Sliding training windows of X; with holdout, also non-overlapping validation
         windows of a share of each city's users."""
         prep = self._prepare(X)
-        val_users = np.zeros(0, np.int64)
-        if holdout and self.validation_fraction:
-            for c in np.unique(prep.city_index):
-                users = np.unique(prep.user_key[prep.city_index == c])
-                if len(users) < 2:
-                    continue
-                split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction,
-                                          random_state=self.random_state)
-                _, val = next(split.split(users, groups=users))
-                val_users = np.concatenate([val_users, users[val]])
+        val_users = self._held_out_users(prep) if holdout and self.validation_fraction else np.zeros(0, np.int64)
         train = self._windows(prep, stride_days=self.stride_days, min_stays=self.min_stays)
         in_val = np.isin(prep.user_key[np.maximum(train.row[:, 0], 0)], val_users)
         valid = None
         if in_val.any():
             valid = self._windows(prep, min_stays=self.min_stays)
-            valid = _subset(valid, np.isin(prep.user_key[np.maximum(valid.row[:, 0], 0)], val_users))
-            train = _subset(train, ~in_val)
+            valid = valid.subset(np.isin(prep.user_key[np.maximum(valid.row[:, 0], 0)], val_users))
+            train = train.subset(~in_val)
             if not len(valid):
                 valid = None
         if not len(train):
@@ -436,6 +426,3 @@ class NeuralNextLocationEstimator(NextLocationEstimator):
 def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
-
-def _subset(windows, mask):
-    return Windows(**{k: v[mask] for k, v in vars(windows).items()})

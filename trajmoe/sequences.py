@@ -13,6 +13,8 @@ overlap).
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,6 +203,22 @@ class Windows:
 
     def __len__(self):
         return len(self.city)
+
+    def subset(self, mask):
+        """The windows where ``mask`` is True (every per-window array, extra ones included).
+
+        Parameters
+        ----------
+        mask : ndarray of bool, shape (n_windows,)
+
+        Returns
+        -------
+        Windows
+        """
+        out = copy.copy(self)
+        for name, value in vars(self).items():
+            setattr(out, name, value[mask])
+        return out
 
 
 def make_windows(location, times, city_index, n_locations, bounds):
