@@ -1,4 +1,4 @@
-"""Ablations of SAMoE (MODEL.md section 3), measured in the transfer setting of transfer.py.
+"""Ablations of SAMoE (docs/method.rst, "The SAMoE network"), measured in the transfer setting of transfer.py.
 
 Each variant is pre-trained on the target's source cities and fine-tuned for ONE epoch on 5 % of
 the target's training users, on the same split, seeds and scoring as ``transfer.py``:
@@ -70,7 +70,7 @@ def run_task(target, seed, settings, variants, split="test", data_home=None, thr
     t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target), seed)
     score = Scorer(t, split)
     src_visits, src_pois = load_sources(sources_of(target), data_home, settings.source_users)
-    few = few_shot_sample(t.train, FRACTION, seed)
+    few = few_shot_sample(t, FRACTION, seed)
     rows = []
     for name in variants:
         params = {"random_state": seed, "max_epochs": settings.max_epochs, **VARIANTS[name]}

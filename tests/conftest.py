@@ -60,8 +60,34 @@ def dataset_dir(data_home):
     return _get
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread while a module's tests run (tiny networks: on a busy machine with few
+    cores, OpenMP threads waiting for each other make a fit many times slower). Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_report_header(config):
     """Show which data folder the run reads, and whether it exists."""
     path = Path(os.environ["TRAJMOE_DATA"]).expanduser()
     state = "found" if path.is_dir() else "MISSING: set TRAJMOE_DATA (tests that need data will fail)"
     return f"trajmoe data (TRAJMOE_DATA): {path} [{state}]"
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Torch on one thread for the tests of a module: small tensors on a busy 2-CPU machine made
+    OpenMP threads wait for each other (a fit 10x slower). Use with
+    ``pytestmark = pytest.mark.usefixtures("single_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

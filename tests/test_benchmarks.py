@@ -41,11 +41,15 @@ def test_scorer_last_protocol_equals_the_models_own(target, make):
 
 
 def test_few_shot_sample_takes_whole_users():
-    frame = pd.DataFrame({"user_id": np.repeat(np.arange(40), 3), "v": np.arange(120)})
-    few = few_shot_sample(frame, 0.05, seed=1)
+    frame = pd.DataFrame({"user_id": np.repeat(np.arange(40), 3), "city": "c", "v": np.arange(120)})
+    target = Target("c", frame, frame.iloc[:0], frame.iloc[:0], None)
+    few = few_shot_sample(target, 0.05, seed=1)
     assert few["user_id"].nunique() == 2 and len(few) == 6
-    assert few_shot_sample(frame, 0.001, seed=1)["user_id"].nunique() == 1     # at least one user
-    assert few_shot_sample(frame, 0.05, seed=1).equals(few)                     # seeded
+    assert few_shot_sample(target, 0.001, seed=1)["user_id"].nunique() == 1     # at least one user
+    assert few_shot_sample(target, 0.05, seed=1).equals(few)                     # seeded
+    # the draw of the benchmarks before FewShotCitySplit drew it (their results stay comparable)
+    chosen = np.random.default_rng(1).choice(frame["user_id"].unique(), size=2, replace=False)
+    assert set(few["user_id"]) == set(chosen)
 
 
 def test_paired_margins_by_hand():

@@ -649,3 +649,16 @@ def test_target_table_no_targets(history_model):
     assert table["rank"].dtype == np.int64 and table["oov"].dtype == bool
     with pytest.raises(ValueError, match="protocol"):
         history_model.target_table(_grid_visits([(9, 10, "AB")]), protocol="first")
+
+
+def test_scorer_names_are_registered_with_scikit_learn():
+    from sklearn.metrics import get_scorer as sklearn_get_scorer
+    from sklearn.metrics import get_scorer_names
+
+    from trajmoe.metrics import SCORER_NAMES, register_scorers
+
+    assert set(SCORER_NAMES) <= set(get_scorer_names())
+    assert {"acc@1", "acc@10", "mrr", "ndcg@10", "acc@1_last", "ndcg@5_last"} <= set(SCORER_NAMES)
+    assert sklearn_get_scorer("acc@5") == get_scorer("acc@5")
+    assert sklearn_get_scorer("mrr_last") == get_scorer("mrr", protocol="last")
+    assert register_scorers() == SCORER_NAMES                      # again: nothing changes

@@ -176,7 +176,7 @@ def test_few_shot_split_three():
     np.testing.assert_array_equal(test2, test)
 
 
-def test_few_shot_fraction_counts_nesting_and_fixed_test():
+def test_few_shot_fraction_counts_and_fixed_test():
     X = make_visits()
     out = {}
     for frac in (0.01, 0.05, 0.1, 0.5, 1.0):
@@ -186,8 +186,7 @@ def test_few_shot_fraction_counts_nesting_and_fixed_test():
     assert {f: len(v[0]) for f, v in out.items()} == {0.01: 1, 0.05: 2, 0.1: 4, 0.5: 20, 1.0: 40}
     tests = [v[1] for v in out.values()]
     assert all(t == tests[0] for t in tests)  # test users do not depend on the fraction
-    assert out[0.01][0] <= out[0.05][0] <= out[0.1][0] <= out[0.5][0] <= out[1.0][0]  # nested
-    assert not out[1.0][0] & tests[0]
+    assert not any(v[0] & tests[0] for v in out.values())  # fine-tuning users are training users
     assert len(out[1.0][0] | tests[0]) == 50
 
 
@@ -201,6 +200,29 @@ def test_few_shot_repeatable_and_several_splits():
     for _, ft, te in a:
         assert len(set(X["user_id"].iloc[list(ft)])) == 4  # 25 % of 16 training users
         assert not set(X["user_id"].iloc[list(ft)]) & set(X["user_id"].iloc[list(te)])
+
+
+def test_few_shot_finetune_samples_is_the_split_draw():
+    """finetune_samples draws among the target users of X exactly as split_three does among the
+    training users: numpy's default_rng(seed).choice over the users in order of appearance (the
+    draw the demo and the benchmarks made before they used this class)."""
+    X = make_visits()
+    cv = FewShotCitySplit("a", fraction=0.2, n_splits=3, random_state=5)
+    _, _, test = next(cv.split_three(X))
+    train_rows = np.setdiff1d(np.flatnonzero(X["city"] == "a"), test)
+    from_split = [ft for _, ft, _ in cv.split_three(X)]
+    from_samples = [train_rows[rows] for rows in cv.finetune_samples(X.iloc[train_rows])]
+    for a, b in zip(from_split, from_samples, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the rule itself, on a frame whose users appear out of order
+    users = X["user_id"].iloc[train_rows]
+    rng = np.random.default_rng(5)
+    for rows in cv.finetune_samples(X.iloc[train_rows]):
+        chosen = rng.choice(users.unique(), size=round(0.2 * users.nunique()), replace=False)
+        assert set(users.iloc[rows]) == set(chosen)
+        assert users.iloc[rows].isin(chosen).sum() == users.isin(chosen).sum()  # every visit of them
+    with pytest.raises(ValueError, match="target_city 'zz' is not in X"):
+        next(FewShotCitySplit("zz").finetune_samples(X))
 
 
 def test_few_shot_in_cross_val_score():
@@ -326,3 +348,18 @@ def test_cross_city_validate_errors():
         cross_city_validate(RecordingEstimator(), X, protocol="first")
     with pytest.raises(ValueError, match="at least 2 cities"):
         cross_city_validate(RecordingEstimator(), X[X["city"] == "a"])
+
+
+def test_user_kfold_keeps_each_user_in_one_fold():
+    from trajmoe.model_selection import UserKFold
+
+    X = pd.DataFrame({"user_id": [1, 1, 2, 2, 3, 3, 1, 4], "city": ["a"] * 6 + ["b", "b"]})
+    folds = list(UserKFold(n_splits=2).split(X))
+    assert UserKFold(n_splits=2).get_n_splits(X) == 2 and len(folds) == 2
+    users = X["city"] + ":" + X["user_id"].astype(str)
+    for train, test in folds:
+        assert not set(users.iloc[train]) & set(users.iloc[test])
+        assert len(train) + len(test) == len(X)
+    assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(len(X)))
+    with pytest.raises(ValueError, match="user_id"):
+        next(UserKFold(n_splits=2).split(X.drop(columns="user_id")))

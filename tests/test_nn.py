@@ -334,7 +334,7 @@ def test_loss_matches_hand_computation_and_ignores_targets():
 
 # --------------------------------------------------------------------------- size and init
 def test_base_preset_parameter_count():
-    """Base = 4 layers, d 512, 4 heads, P 34; MODEL.md quotes ~41 M.
+    """Base = 4 layers, d 512, 4 heads, P 34; the paper quotes ~41 M.
 
     Counted by hand: time embeddings (48+8+96+144)d; input embeddings (P+1)d + 3d + 9d; tower
     (d + d/2) + 9d/4 + (P+1)d/4 + 4d (cross) + 8d^2+5d (MLP) + 2d^2+d (projection); per block

@@ -1,4 +1,5 @@
-"""Safe save/load of fitted neural estimators: data files only, identical predictions."""
+"""Safe save/load of fitted neural estimators: data files only, identical predictions; a model
+saved for a GPU loads on a CPU, another version warns, the history travels."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+import trajmoe
 from trajmoe import LSTMRegressor, TrajMoERegressor, TransformerRegressor, load_model, save_model
 from trajmoe.datasets import load_yjmob100k
 
@@ -39,7 +42,8 @@ def test_loaded_model_predicts_exactly_as_the_saved_one(fitted_and_test, tmp_pat
 def test_saved_files_hold_data_only(fitted_and_test, tmp_path):
     model, _ = fitted_and_test
     folder = save_model(model, tmp_path / "m")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "tables.npz", "weights.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "history.json", "tables.npz", "weights.pt"]
+    assert isinstance(json.loads((folder / "history.json").read_text()), list)
     config = json.loads((folder / "config.json").read_text())
     assert config["cities"][0]["name"] == "yjmob_A" and config["cities"][0]["crs"] is None
     with zipfile.ZipFile(folder / "tables.npz") as z:        # plain arrays, no pickled objects
@@ -51,7 +55,7 @@ def test_a_loaded_model_keeps_learning(fitted_and_test, tmp_path):
     model, test = fitted_and_test
     loaded = load_model(save_model(model, tmp_path / "m"))
     loaded.partial_fit(test)
-    assert len(loaded.net_.history) == 1
+    assert len(loaded.net_.history) == len(model.net_.history) + 1     # the history travels too
 
 
 def test_save_refuses_unfitted_and_other_estimators(tmp_path):
@@ -88,3 +92,79 @@ def test_a_swapped_or_edited_folder_is_a_clear_error(fitted_and_test, tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="no_such_parameter"):
         load_model(folder)
+
+
+def test_grid_centre_and_excluded_counts_round_trip(tmp_path):
+    """A lat/lon city's robust centre and the counts of rows its fitting left out are saved: after
+    loading, partial_fit still leaves out a visit 1,000 km from the city (as the saved model does)
+    and n_excluded_ goes on from the saved counts."""
+    import pandas as pd
+
+    from trajmoe import SpatialSemanticEncoder
+    from trajmoe.datasets import load_foursquare_nyc
+    from trajmoe.exceptions import DataWarning
+
+    visits = load_foursquare_nyc().visits
+    users = visits["user_id"].unique()
+    train = visits[visits["user_id"].isin(users[:8])]
+    train = pd.concat([train, train.iloc[:2], train.iloc[:1].assign(lat=0.0, lon=0.0)], ignore_index=True)
+    model = TrajMoERegressor(encoder=SpatialSemanticEncoder(region_margin=None), d_model=16, n_layers=1, n_heads=2,
+                             max_epochs=1, min_stays=2, random_state=0, device="cpu")
+    with pytest.warns(DataWarning):
+        model.fit(train)
+    city = model.cities_[0]
+    table = model.encoder_.cities_[city]
+    assert table.grid.centre is not None
+    assert model.encoder_.n_excluded_[city] == {"duplicate_visits": 2, "outlier_visits": 1, "outlier_pois": 0}
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    assert loaded.encoder_.cities_[city].grid == table.grid
+    assert loaded.encoder_.cities_[city].excluded == table.excluded
+    test = visits[visits["user_id"].isin(users[8:11])]
+    np.testing.assert_array_equal(model.predict_topk(test, k=3)[1], loaded.predict_topk(test, k=3)[1])
+    far = pd.concat([test, test.iloc[:1].assign(lat=test["lat"].iloc[0] + 9.0)], ignore_index=True)
+    for m in (model, loaded):
+        with pytest.warns(DataWarning, match="farther than"):
+            m.partial_fit(far)
+    assert loaded.encoder_.n_excluded_ == model.encoder_.n_excluded_
+    assert loaded.encoder_.n_excluded_[city]["outlier_visits"] == 2
+    # the same cells and counts (the weights differ: the optimizer state is not saved)
+    np.testing.assert_array_equal(loaded.encoder_.cities_[city].cells, model.encoder_.cities_[city].cells)
+    np.testing.assert_array_equal(loaded.encoder_.cities_[city].visit_counts, model.encoder_.cities_[city].visit_counts)
+
+
+def test_a_model_saved_for_a_gpu_loads_on_a_machine_without_one(fitted_and_test, tmp_path, monkeypatch):
+    from trajmoe.exceptions import ModelVersionWarning
+
+    model, test = fitted_and_test
+    folder = save_model(model, tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["estimator"]["device"] = "cuda"                    # as written on a GPU machine
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match=r"saved with device='cuda'.*loaded onto the CPU"):
+        loaded = load_model(folder)
+    assert loaded.device == "cpu" and loaded.net_.device == "cpu"
+    np.testing.assert_array_equal(loaded.predict_topk(test, k=3)[1], model.predict_topk(test, k=3)[1])
+    with pytest.raises(ValueError, match="torch has no CUDA device here"):
+        load_model(folder, device="cuda")
+    # another version warns, and the history travels with the weights
+    config["trajmoe_version"] = "0.0.1"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.warns(ModelVersionWarning, match=r"saved by trajmoe 0\.0\.1"):
+        loaded = load_model(folder, device="cpu")
+    pd.testing.assert_frame_equal(loaded.history_.drop(columns="dur"), model.history_.drop(columns="dur"))
+
+
+def test_a_pickle_of_another_version_warns(fitted_and_test):
+    import pickle
+
+    from trajmoe.exceptions import ModelVersionWarning
+
+    model, test = fitted_and_test
+    state = model.__getstate__()
+    assert state["_trajmoe_version"] == trajmoe.__version__
+    copy = pickle.loads(pickle.dumps(model))
+    assert (copy.predict(test) == model.predict(test)).all()
+    clone_ = TrajMoERegressor.__new__(TrajMoERegressor)
+    with pytest.warns(ModelVersionWarning, match=r"saved by trajmoe 0\.0\.1"):
+        clone_.__setstate__({**state, "_trajmoe_version": "0.0.1"})

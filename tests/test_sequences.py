@@ -11,17 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trajmoe.schema import SchemaError, validate_visits
-from trajmoe.sequences import (
-    IGNORE,
-    N_GAPS,
-    PAD,
-    CityBatchLoader,
-    CityBatchSampler,
-    WindowDataset,
-    make_windows,
-    time_features,
-    window_bounds,
-)
+from trajmoe.nn.data import CityBatchLoader, CityBatchSampler, WindowDataset
+from trajmoe.sequences import IGNORE_INDEX, N_GAPS, PAD, make_windows, time_features, window_bounds
 
 DAY_2012_04_02 = 15432  # days from 1970-01-01 to Monday 2012-04-02
 DAY_2012_11_04 = 15648  # Sunday 2012-11-04 (end of DST in New York, 01:00-02:00 happens twice)
@@ -243,9 +234,9 @@ def test_make_windows_tokens():
 
 def test_make_windows_targets():
     w = hand_windows()
-    # next location; IGNORE for the OOV target (position 1), the last position and padding
-    assert w.next_location.tolist() == [[1, IGNORE, 2, IGNORE], [0, IGNORE, IGNORE, IGNORE]]
-    assert w.next_gap.tolist() == [[1, 3, 76, IGNORE], [95, IGNORE, IGNORE, IGNORE]]
+    # next location; IGNORE_INDEX for the OOV target (position 1), the last position and padding
+    assert w.next_location.tolist() == [[1, IGNORE_INDEX, 2, IGNORE_INDEX], [0, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]
+    assert w.next_gap.tolist() == [[1, 3, 76, IGNORE_INDEX], [95, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]
     # the OOV target keeps its target row (a miss in evaluation)
     assert w.target_row.tolist() == [[1, 2, 3, -1], [5, -1, -1, -1]]
 
@@ -259,7 +250,7 @@ def test_make_windows_oov_id_per_city_and_gap_clamp_from_datetimes():
     assert w.location.tolist() == [[0, 2], [5, 4]]         # OOV = 2 in city 0, 5 in city 1
     assert w.city.tolist() == [0, 1]
     assert w.gap.tolist() == [[0, 0], [0, N_GAPS - 1]]     # 10 min -> 0 slots; 200 slots -> 95
-    assert w.next_location.tolist() == [[IGNORE, IGNORE], [4, IGNORE]]
+    assert w.next_location.tolist() == [[IGNORE_INDEX, IGNORE_INDEX], [4, IGNORE_INDEX]]
     assert w.target_row.tolist() == [[1, -1], [3, -1]]
 
 
@@ -275,7 +266,7 @@ def test_window_dataset_cuts_to_longest_window_of_the_batch():
     X, y = ds[np.array([1])]
     assert X["location"].tolist() == [[1, 0]]
     assert X["city"].tolist() == [0]
-    assert y["next_location"].tolist() == [[0, IGNORE]]
+    assert y["next_location"].tolist() == [[0, IGNORE_INDEX]]
     X, y = ds[np.array([1, 0])]
     assert X["location"].shape == (2, 4) and X["location"].dtype == torch.int64
     assert set(X) == {"location", "slot", "dow", "gap", "city"} and set(y) == {"next_location", "next_gap"}

@@ -5,37 +5,35 @@ spatially-aware mixture-of-experts (SAMoE) Transformer predicts the next locatio
 city by ranking that city's cells. Both are scikit-learn estimators over pandas visit
 frames.
 
+The public names below are imported on first use (PEP 562), so that ``import trajmoe`` and the
+``trajmoe`` command start fast; the estimators live in :mod:`trajmoe.estimators`.
+
 References
 ----------
 Han, Yuan, Chen, Ding, Li, "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human
 Mobility Modeling", arXiv 2505.18670, 2025.
 """
 
-__version__ = "0.1.0"
+from ._lazy import attach
+from ._version import __version__
 
-from .baselines import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, MarkovBaseline,
-                        PopularityBaseline)
-from .encoder import SpatialSemanticEncoder
-from .estimator import TrajMoERegressor
-from .neural_baselines import LSTMRegressor, TransformerRegressor
-from .persistence import load_model, save_model
-from .schema import DataWarning, SchemaError, validate_pois, validate_visits
-
-__all__ = [
-    "DataWarning",
-    "GravityBaseline",
-    "HistoryFrequencyBaseline",
-    "HistoryGravityBaseline",
-    "LSTMRegressor",
-    "MarkovBaseline",
-    "PopularityBaseline",
-    "SchemaError",
-    "SpatialSemanticEncoder",
-    "TrajMoERegressor",
-    "TransformerRegressor",
-    "load_model",
-    "save_model",
-    "validate_pois",
-    "validate_visits",
-    "__version__",
-]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    "GravityBaseline": ".estimators",
+    "HistoryFrequencyBaseline": ".estimators",
+    "HistoryGravityBaseline": ".estimators",
+    "LSTMRegressor": ".estimators",
+    "MarkovBaseline": ".estimators",
+    "PopularityBaseline": ".estimators",
+    "TrajMoERegressor": ".estimators",
+    "TransformerRegressor": ".estimators",
+    "SpatialSemanticEncoder": ".encoder",
+    "load_model": ".persistence",
+    "save_model": ".persistence",
+    "DataWarning": ".exceptions",
+    "SchemaError": ".exceptions",
+    "UnknownCityError": ".exceptions",
+    "validate_pois": ".schema",
+    "validate_visits": ".schema",
+}, submodules=("cli", "datasets", "encoder", "estimators", "exceptions", "metrics", "model_selection", "nn",
+               "persistence", "plotting", "preprocessing", "schema", "sequences", "spatial", "taxonomy"))
+__all__ = [*__all__, "__version__"]

@@ -39,6 +39,21 @@ window, current visit included; ``"explore"``: a new cell) and ``oov``. :func:`e
 ``target_table`` when the estimator has it (and then also reports every metric on returns and on
 explorations separately); the scorers of this module call ``target_ranks``.
 
+Scorers by name
+---------------
+Importing this module (as every trajmoe estimator does) registers the names of
+:data:`SCORER_NAMES` with scikit-learn, so that they work wherever scikit-learn takes a scoring
+name::
+
+    cross_val_score(model, X, cv=LeaveOneCityOut(), scoring="mrr")
+    cross_validate(model, X, cv=UserKFold(), scoring=["acc@1", "acc@5", "mrr", "ndcg@10"])
+    GridSearchCV(model, grid, scoring="ndcg@10")
+
+``acc@k`` and ``ndcg@k`` for k in 1, 3, 5, 10, 20 and ``mrr``, protocol ``"all"``; the same names
+with the suffix ``_last`` (``"acc@1_last"``) use protocol ``"last"``. Other cut-offs:
+:func:`get_scorer` (``scoring=get_scorer("acc@50")``). Without ``scoring``, scikit-learn uses the
+estimator's ``score``: Acc@1, protocol ``"all"``.
+
 References
 ----------
 - Han, Yuan, Chen, Ding, Li. "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human
@@ -51,9 +66,11 @@ References
 from __future__ import annotations
 
 import numbers
-import re
 
 import numpy as np
+
+from ._constants import PROTOCOLS
+from ._validation import check_protocol, parse_metric_name
 
 __all__ = [
     "OOV_RANK",
@@ -69,15 +86,14 @@ __all__ = [
     "mrr_scorer",
     "ndcg_scorer",
     "get_scorer",
+    "SCORER_NAMES",
+    "register_scorers",
 ]
 
 #: Rank given to a target that is not among the candidates (out-of-vocabulary target, id ``-1``):
 #: the largest int64, not ``N + 1``. It is larger than any possible real rank, so it is a miss for
 #: every ``k``, and the metrics of this module read it as an infinite rank: 0 for MRR and NDCG.
 OOV_RANK: int = int(np.iinfo(np.int64).max)
-
-#: Evaluation protocols understood by :func:`evaluate` and the scorers.
-PROTOCOLS: tuple[str, ...] = ("all", "last")
 
 # Number of score entries (rows * candidates) compared at once by ``target_ranks``; one boolean
 # temporary of this size is alive per chunk (about 4 MB).
@@ -567,12 +583,6 @@ def ranking_report(ranks, ks=(1, 3, 5, 10), kind=None, oov=None):
     return report
 
 
-def _check_protocol(protocol) -> str:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
-    return protocol
-
-
 def _estimator_ranks(estimator, X, protocol):
     if not hasattr(estimator, "target_ranks"):
         raise TypeError(
@@ -591,7 +601,7 @@ def evaluate(estimator, X, protocol="all", ks=(1, 3, 5, 10)):
     estimator : fitted estimator
         Implements ``target_table(X, protocol=...) -> pandas.DataFrame`` with columns ``rank``
         (int64), ``kind`` (``"return"``/``"explore"``) and ``oov`` (bool), as every
-        :class:`trajmoe.base.NextLocationEstimator` does; or at least
+        :class:`trajmoe.estimators.NextLocationEstimator` does; or at least
         ``target_ranks(X, protocol=...) -> pandas.Series`` of 1-based ranks (one per target
         visit, see the module docstring), in which case the report has no split.
     X : DataFrame of shape (n_visits, n_columns)
@@ -627,7 +637,7 @@ def evaluate(estimator, X, protocol="all", ks=(1, 3, 5, 10)):
     .. [2] User guide, section "The copy path (option)": about half of all next visits are a cell
        already visited earlier in the same window, hence the split into returns and explorations.
     """
-    protocol = _check_protocol(protocol)
+    protocol = check_protocol(protocol)
     ks = _check_ks(ks)
     if hasattr(estimator, "target_table"):
         table = estimator.target_table(X, protocol=protocol)
@@ -704,7 +714,7 @@ def acc_at_k_scorer(k, protocol="all"):
     ----------
     .. [1] arXiv:2505.18670; user guide, section "Evaluation protocols".
     """
-    return _RankScorer("acc", _check_k(k), _check_protocol(protocol))
+    return _RankScorer("acc", _check_k(k), check_protocol(protocol))
 
 
 def ndcg_scorer(k, protocol="all"):
@@ -731,31 +741,13 @@ def ndcg_scorer(k, protocol="all"):
     ----------
     .. [1] arXiv:2505.18670; user guide, section "Evaluation protocols".
     """
-    return _RankScorer("ndcg", _check_k(k), _check_protocol(protocol))
+    return _RankScorer("ndcg", _check_k(k), check_protocol(protocol))
 
 
 #: Scikit-learn scorer for the mean reciprocal rank, protocol ``"all"``: a callable
 #: ``(estimator, X, y=None) -> float``. Use ``get_scorer("mrr", protocol="last")`` for the other
 #: protocol.
 mrr_scorer = _RankScorer("mrr", None, "all")
-
-_NAME_RE = re.compile(r"^(acc|ndcg)@(\d+)$")
-
-
-def _parse_metric_name(name) -> tuple[str, int | None]:
-    if not isinstance(name, str):
-        raise ValueError(f"metric name must be a string like 'acc@1', 'mrr' or 'ndcg@10', got {name!r}.")
-    key = name.strip().lower()
-    if key == "mrr":
-        return "mrr", None
-    m = _NAME_RE.match(key)
-    if m is None or int(m.group(2)) < 1:
-        raise ValueError(
-            f"unknown metric {name!r}; valid names are 'acc@k' and 'ndcg@k' for an integer k >= 1 "
-            "(e.g. 'acc@1', 'acc@3', 'acc@5', 'acc@10', 'ndcg@10') and 'mrr'."
-        )
-    return m.group(1), int(m.group(2))
-
 
 def get_scorer(name, protocol="all"):
     """Scorer by name.
@@ -788,5 +780,49 @@ def get_scorer(name, protocol="all"):
     >>> get_scorer("acc@5")
     trajmoe_scorer('acc@5', protocol='all')
     """
-    metric, k = _parse_metric_name(name)
-    return _RankScorer(metric, k, _check_protocol(protocol))
+    metric, k = parse_metric_name(name)
+    return _RankScorer(metric, k, check_protocol(protocol))
+
+
+#: Scorer names registered with scikit-learn (usable as ``scoring="mrr"``; see the module notes).
+SCORER_NAMES = tuple(f"{name}{suffix}" for suffix in ("", "_last")
+                     for name in ("mrr", *(f"{m}@{k}" for m in ("acc", "ndcg") for k in (1, 3, 5, 10, 20))))
+
+
+def register_scorers():
+    """Register the scorers of :data:`SCORER_NAMES` with scikit-learn (done on import).
+
+    Afterwards ``scoring="acc@1"`` (or any name of the list, alone, in a list or in a dict) works
+    in :func:`~sklearn.model_selection.cross_val_score`,
+    :func:`~sklearn.model_selection.cross_validate`, ``GridSearchCV`` and
+    :func:`sklearn.metrics.get_scorer`. A name scikit-learn already knows is left as it is.
+    Calling it again does nothing.
+
+    Returns
+    -------
+    tuple of str
+        The names registered.
+
+    Notes
+    -----
+    scikit-learn has no public way to add a scorer name. This adds the names to its registry
+    (``sklearn.metrics._scorer._SCORERS``, the dict :func:`sklearn.metrics.get_scorer` reads) and
+    to the sets of scorer names that its parameter validation built from that registry when its
+    modules were imported (``StrOptions(set(get_scorer_names()))`` of ``scoring=`` in
+    ``GridSearchCV``, ``cross_val_score``, ...); modules imported later build them with the names.
+    """
+    import gc
+
+    from sklearn.metrics import _scorer    # scikit-learn's registry of scorer names
+    from sklearn.utils._param_validation import StrOptions
+
+    for name in SCORER_NAMES:
+        metric, protocol = (name[:-len("_last")], "last") if name.endswith("_last") else (name, "all")
+        _scorer._SCORERS.setdefault(name, get_scorer(metric, protocol=protocol))
+    for obj in gc.get_objects():
+        if type(obj) is StrOptions and {"accuracy", "neg_mean_squared_error"} <= obj.options:
+            obj.options.update(SCORER_NAMES)
+    return SCORER_NAMES
+
+
+register_scorers()

@@ -4,7 +4,13 @@ Rows of a visit frame are visits, not samples: every split here keeps all visits
 (a user's trajectory never leaks from training into evaluation), and cities are the unit of
 transfer. The heavy lifting is done by scikit-learn's own splitters
 (:class:`~sklearn.model_selection.GroupShuffleSplit`,
-:class:`~sklearn.model_selection.LeaveOneGroupOut`); this module only chooses the groups.
+:class:`~sklearn.model_selection.LeaveOneGroupOut`, :class:`~sklearn.model_selection.GroupKFold`);
+this module only chooses the groups.
+
+scikit-learn's default ``cv`` (a :class:`~sklearn.model_selection.KFold` over rows) would put
+visits of one user in the training and the test fold: pass ``cv=UserKFold()`` (k folds of users)
+or ``cv=LeaveOneCityOut()`` instead. A trajmoe estimator scored on users it was fitted on says so
+(:class:`trajmoe.exceptions.SharedUsersWarning`).
 
 User identity is city-local: the pair ``(city, user_id)`` is one user, since the data sets of
 different cities number their users independently.
@@ -13,8 +19,9 @@ References
 ----------
 - Han, Yuan, Chen, Ding, Li. "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human
   Mobility Modeling", arXiv:2505.18670 (2025).
-- ``docs/MODEL.md`` sections 4 (transfer protocol: fine-tune one epoch on 1 %, 5 % or 10 % of
-  the target city's users, sampled at random with a seed) and 5 (evaluation) of this project.
+- ``docs/method.rst`` of this project, sections "Training protocol" (transfer: fine-tune one
+  epoch on 1 %, 5 % or 10 % of the target city's users, sampled at random with a seed) and
+  "Evaluation".
 """
 
 from __future__ import annotations
@@ -24,15 +31,17 @@ import numbers
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.model_selection import BaseCrossValidator, GroupShuffleSplit, LeaveOneGroupOut
+from sklearn.model_selection import BaseCrossValidator, GroupKFold, GroupShuffleSplit, LeaveOneGroupOut
 from sklearn.utils import check_random_state
 
-from trajmoe.metrics import _check_protocol, _parse_metric_name, evaluate
-from trajmoe.schema import CITY, DEFAULT_CITY, USER
+from ._validation import check_protocol, parse_metric_name
+from .metrics import evaluate
+from .schema import CITY, DEFAULT_CITY, USER
 
 __all__ = [
     "train_test_users",
     "LeaveOneCityOut",
+    "UserKFold",
     "FewShotCitySplit",
     "cross_city_validate",
 ]
@@ -145,7 +154,7 @@ def train_test_users(X, test_size=0.2, val_size=0.1, random_state=None):
 
     References
     ----------
-    .. [1] ``docs/MODEL.md`` section 6 (users split 70/10/20) and section 5; arXiv:2505.18670.
+    .. [1] ``docs/method.rst``, "Evaluation" (users split 70/10/20 per city); arXiv:2505.18670.
 
     Examples
     --------
@@ -218,8 +227,8 @@ class LeaveOneCityOut(LeaveOneGroupOut):
 
     References
     ----------
-    .. [1] ``docs/MODEL.md`` sections 4-5 (the target city is excluded from pre-training);
-       arXiv:2505.18670.
+    .. [1] ``docs/method.rst``, "Training protocol" and "Evaluation" (the target city is excluded
+       from pre-training); arXiv:2505.18670.
 
     Examples
     --------
@@ -296,6 +305,101 @@ class LeaveOneCityOut(LeaveOneGroupOut):
 
 
 # --------------------------------------------------------------------------------------------------
+# k folds of users
+# --------------------------------------------------------------------------------------------------
+class UserKFold(GroupKFold):
+    """K folds of users: every visit of a user lies in one fold (the ``cv`` to use by default).
+
+    A :class:`~sklearn.model_selection.GroupKFold` whose groups default to the users of ``X``
+    (the pairs ``(city, user_id)``, as user ids are city-local), so it can be passed as ``cv=`` to
+    :func:`~sklearn.model_selection.cross_val_score`, ``cross_validate`` or ``GridSearchCV`` with
+    visit frames. scikit-learn's default ``cv`` splits rows and would score a model on users it was
+    trained on; this one never does. Every city is in every fold (cities are split by users, not
+    held out: for that, :class:`LeaveOneCityOut`).
+
+    Parameters
+    ----------
+    n_splits : int, default 5
+        Number of folds, at least 2 and at most the number of users.
+    shuffle : bool, default False
+        Shuffle the users before they are dealt into folds (else folds are balanced by visits,
+        deterministically).
+    random_state : int, RandomState instance or None, default None
+        Seed of the shuffle (with ``shuffle=True``).
+
+    Raises
+    ------
+    ValueError
+        When splitting: if X has no ``user_id`` column and no groups are given, or fewer users
+        than ``n_splits``.
+
+    See Also
+    --------
+    LeaveOneCityOut : hold out whole cities.
+    train_test_users : one train / validation / test split by users within each city.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"user_id": [1, 1, 2, 2, 3, 1], "city": ["a", "a", "a", "a", "a", "b"]})
+    >>> [sorted(X.iloc[test][["city", "user_id"]].drop_duplicates().itertuples(index=False, name=None))
+    ...  for _, test in UserKFold(n_splits=2).split(X)]
+    [[('a', 2), ('b', 1)], [('a', 1), ('a', 3)]]
+
+    User 1 of city a and user 1 of city b are two users.
+    """
+
+    @staticmethod
+    def _user_groups(X, groups):
+        if groups is not None:
+            return groups
+        if X is None:
+            raise ValueError("UserKFold needs X (a visit frame with a 'user_id' column) or explicit groups.")
+        _check_visits(X, "UserKFold")
+        return pd.MultiIndex.from_arrays([_city_values(X), X[USER].to_numpy()]).factorize()[0]
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Number of folds (``n_splits``).
+
+        Parameters
+        ----------
+        X, y, groups : object
+            Ignored.
+
+        Returns
+        -------
+        int
+        """
+        return self.n_splits
+
+    def split(self, X, y=None, groups=None):
+        """Generate ``(train, test)`` row positions, one split per fold of users.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+            Visit frame with ``user_id`` (and ``city``) columns.
+        y : object
+            Ignored.
+        groups : array-like of shape (n_visits,), optional
+            User of each row; default the ``(city, user_id)`` pairs of X.
+
+        Yields
+        ------
+        train : ndarray of shape (n_train,), int
+            Positions of the visits of the other folds' users.
+        test : ndarray of shape (n_test,), int
+            Positions of the visits of this fold's users.
+
+        Raises
+        ------
+        ValueError
+            See the class docstring.
+        """
+        yield from super().split(X, y, self._user_groups(X, groups))
+
+
+# --------------------------------------------------------------------------------------------------
 # few-shot transfer split
 # --------------------------------------------------------------------------------------------------
 class FewShotCitySplit(BaseCrossValidator):
@@ -303,9 +407,9 @@ class FewShotCitySplit(BaseCrossValidator):
 
     The target city's users are split once (per ``random_state``) into training users and held-out
     test users (``test_size``); then, for each of ``n_splits`` repetitions, ``fraction`` of the
-    training users are drawn at random (by users, with
-    :class:`~sklearn.model_selection.GroupShuffleSplit`) for fine-tuning. All rows of the other
-    cities are the source (pre-training) data.
+    training users are drawn at random (by users) for fine-tuning. All rows of the other cities are
+    the source (pre-training) data. :meth:`finetune_samples` draws the fine-tuning users alone, from
+    training users split some other way (e.g. by :func:`train_test_users`).
 
     Parameters
     ----------
@@ -313,9 +417,9 @@ class FewShotCitySplit(BaseCrossValidator):
         Name of the target city (compared with ``X["city"]`` as str).
     fraction : float, default 0.05
         Fraction of the target city's TRAINING users used for fine-tuning, in ``(0, 1]``
-        (MODEL.md: 0.01, 0.05, 0.10). The count is ``round(fraction * n_train_users)``, at least 1.
-        For a fixed ``random_state`` the fine-tuning users of a smaller fraction are a subset of
-        those of a larger one, and the test users do not depend on ``fraction``.
+        (the paper's: 0.01, 0.05, 0.10). The count is ``round(fraction * n_train_users)`` (Python's
+        ``round``: halves to even), at least 1. The test users do not depend on ``fraction``; the fine-tuning users of two fractions are
+        separate draws (a smaller fraction's users are not necessarily among a larger one's).
     test_size : float, default 0.2
         Fraction of the target city's users held out for testing, in ``(0, 1)``; the count is
         ``round(test_size * n_users)``, at least 1.
@@ -340,7 +444,7 @@ class FewShotCitySplit(BaseCrossValidator):
 
     References
     ----------
-    .. [1] ``docs/MODEL.md`` section 4 (fine-tune on 1 %, 5 % or 10 % of the target city, sampled
+    .. [1] ``docs/method.rst``, "Training protocol" (fine-tune on 1 %, 5 % or 10 % of the target city, sampled
        by users at random with a seed; the target city is excluded from pre-training);
        arXiv:2505.18670.
 
@@ -436,24 +540,71 @@ class FewShotCitySplit(BaseCrossValidator):
                 f"target city {target!r} has {n_users} user(s): too few to hold out "
                 f"test_size={self.test_size} of them and fine-tune on the others (needs >= 2)."
             )
-        rng = check_random_state(_seed(self.random_state))
-        seed_test, seed_ft = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
+        seed = _seed(self.random_state)
+        seed_test = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
         gss = GroupShuffleSplit(n_splits=1, test_size=n_test, random_state=seed_test)
         train, test = next(gss.split(target_pos, groups=groups_t))
-        test_rows = np.sort(target_pos[test])
-        n_ft = min(n_train_users, max(1, _round_count(self.fraction, n_train_users)))
-        if n_ft == n_train_users:
-            for _ in range(self.n_splits):
-                yield source, np.sort(target_pos[train]), test_rows
-            return
-        gss_ft = GroupShuffleSplit(
-            n_splits=self.n_splits,
-            train_size=n_ft,
-            test_size=n_train_users - n_ft,
-            random_state=seed_ft,
-        )
-        for ft, _ in gss_ft.split(train, groups=groups_t[train]):
-            yield source, np.sort(target_pos[train[ft]]), test_rows
+        train_rows, test_rows = np.sort(target_pos[train]), np.sort(target_pos[test])
+        for finetune in self._draws(X[USER].iloc[train_rows], seed):
+            yield source, train_rows[finetune], test_rows
+
+    def finetune_samples(self, X, y=None, groups=None):
+        """Generate the fine-tuning users of each split, drawn among the target-city users of X.
+
+        The draw of :meth:`split_three`, among every ``target_city`` user of ``X``: for training
+        users split some other way. With an int ``random_state``, the users are those of
+        ``numpy.random.default_rng(random_state).choice`` over the users in order of first
+        appearance in ``X`` (one draw after the other for several splits).
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+            Visit frame with ``user_id`` and ``city`` columns (absent ``city``: one city named
+            ``"city"``); e.g. the target's training users of :func:`train_test_users`. Not
+            modified.
+        y, groups : object
+            Ignored.
+
+        Yields
+        ------
+        finetune : ndarray of shape (n_finetune,), int
+            Sorted positions of all visits of ``round(fraction * n_users)`` (at least one) of the
+            target city's ``n_users`` users of ``X``, one sample per split.
+
+        Raises
+        ------
+        TypeError
+            If ``X`` is not a DataFrame.
+        ValueError
+            If ``X`` is empty, lacks ``user_id`` or has no row of ``target_city``.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> X = pd.DataFrame({"user_id": [u for u in range(20) for _ in range(2)], "city": "t"})
+        >>> rows = next(FewShotCitySplit("t", fraction=0.1, random_state=0).finetune_samples(X))
+        >>> X["user_id"].iloc[rows].nunique(), len(rows)
+        (2, 4)
+        """
+        self._check_params()
+        _check_visits(X, "FewShotCitySplit")
+        cities = _city_values(X)
+        if str(self.target_city) not in set(cities):
+            raise ValueError(
+                f"target_city {self.target_city!r} is not in X; available cities: {_available(cities)}."
+            )
+        pos = np.flatnonzero(cities == str(self.target_city))
+        for finetune in self._draws(X[USER].iloc[pos], _seed(self.random_state)):
+            yield pos[finetune]
+
+    def _draws(self, users, seed):
+        """Positions in ``users`` (the visits' user ids) of the visits of each split's sample."""
+        _user_codes(users)  # every visit has a user
+        candidates = users.unique()
+        size = min(len(candidates), max(1, round(self.fraction * len(candidates))))
+        rng = np.random.default_rng(seed)
+        for _ in range(self.n_splits):
+            yield np.flatnonzero(users.isin(rng.choice(candidates, size=size, replace=False)).to_numpy())
 
     def split(self, X, y=None, groups=None):
         """Generate ``(train, test)`` row positions, as scikit-learn splitters do.
@@ -548,15 +699,15 @@ def cross_city_validate(
 
     References
     ----------
-    .. [1] ``docs/MODEL.md`` sections 4 (transfer: fine-tune ONE epoch on 1 %, 5 % or 10 % of the
+    .. [1] ``docs/method.rst``, "Training protocol" (transfer: fine-tune ONE epoch on 1 %, 5 % or 10 % of the
        target city's users; report mean and spread over seeds) and 5; arXiv:2505.18670.
     """
     _check_visits(X, "cross_city_validate")
-    protocol = _check_protocol(protocol)
+    protocol = check_protocol(protocol)
     names = [scoring] if isinstance(scoring, str) else list(scoring)
     if not names:
         raise ValueError("scoring must name at least one metric, e.g. ('acc@1', 'mrr').")
-    parsed = [_parse_metric_name(name) for name in names]
+    parsed = [parse_metric_name(name) for name in names]
     keys = [m if k is None else f"{m}@{k}" for m, k in parsed]
     ks = sorted({k for _, k in parsed if k is not None}) or [1]
 

@@ -1,25 +1,33 @@
 """Saving and loading a fitted neural estimator (TrajMoE, LSTM, Transformer) without pickle.
 
 Pickle and joblib round-trip a model exactly, but loading a pickle runs code from the file.
-:func:`save_model` writes a folder that holds only data: ``config.json`` (parameters, cities
-and their grids), ``tables.npz`` (each city's cells and location features) and
-``weights.pt`` (the network's ``state_dict``, read back with ``torch.load(weights_only=True)``),
-so a model from an untrusted source can be loaded safely with :func:`load_model`.
+:func:`save_model` writes a folder that holds only data: ``config.json`` (parameters, cities,
+their grids with their robust centres, and the counts of rows their fitting left out),
+``tables.npz`` (each city's cells and location features) and
+``weights.pt`` (the network's ``state_dict``, read back with ``torch.load(weights_only=True)``)
+and ``history.json`` (the training history, skorch's ``save_params(f_history=...)``), so a model
+from an untrusted source can be loaded safely with :func:`load_model`.
+
+A model trained on a GPU loads on a machine without one (onto the CPU, with a warning); a folder
+written by another version of trajmoe loads with a :class:`trajmoe.exceptions.ModelVersionWarning`.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from . import __version__
+from ._version import __version__
 from .encoder import CityTable, SpatialSemanticEncoder
-from .estimator import TrajMoERegressor
-from .neural_baselines import LSTMRegressor, TransformerRegressor
+from .estimators import LSTMRegressor, TrajMoERegressor, TransformerRegressor
+from .estimators._neural import check_device
+from .exceptions import ModelVersionWarning
 from .spatial import CityGrid
 from .taxonomy import TAXONOMY
 
@@ -52,11 +60,17 @@ def save_model(model, path):
     TypeError
         If ``model`` is not one of those classes.
 
+    Warns
+    -----
+    UserWarning
+        For parameters that are not data (``callbacks``, a RandomState ``random_state``, routed
+        objects): they are not saved, and the loaded model has their defaults.
+
     Notes
     -----
-    The training history and the visited-venue lists of the encoder are not saved: a
-    loaded model predicts exactly as the saved one, and ``partial_fit`` on a known city
-    then keeps that city's POI counts as they are.
+    The training history is saved (``history.json``; ``history_`` of the loaded model). The
+    visited-venue lists of the encoder are not: a loaded model predicts exactly as the saved
+    one, and ``partial_fit`` on a known city then keeps that city's POI counts as they are.
     """
     if type(model).__name__ not in _CLASSES or not isinstance(model, _CLASSES[type(model).__name__]):
         raise TypeError(f"save_model saves one of {sorted(_CLASSES)}, got {type(model).__name__}.")
@@ -64,7 +78,21 @@ def save_model(model, path):
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     encoder = model.encoder_
-    params = {k: v for k, v in model.get_params(deep=False).items() if k != "encoder"}
+    params, dropped = {}, []
+    for name, value in model.get_params(deep=False).items():
+        if name == "encoder":
+            continue
+        if isinstance(value, os.PathLike):      # checkpoint_dir as a Path
+            value = os.fspath(value)
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            dropped.append(name)
+            continue
+        params[name] = value
+    if dropped:
+        warnings.warn(f"save_model: parameters {dropped} are objects, not data; they are not saved, and the "
+                      "loaded model has their defaults.", UserWarning, stacklevel=2)
     config = {
         "trajmoe_version": __version__,
         "class": type(model).__name__,
@@ -73,8 +101,7 @@ def save_model(model, path):
         "n_features_in": encoder.n_features_in_,
         "final_lr": getattr(model, "final_lr_", None),
         "taxonomy": list(TAXONOMY),
-        "cities": [{"name": city, "cell_size": encoder.cities_[city].grid.cell_size,
-                    "crs": encoder.cities_[city].grid.crs} for city in model.cities_],
+        "cities": [_city_config(city, encoder.cities_[city]) for city in model.cities_],
     }
     (path / "config.json").write_text(json.dumps(config, indent=2))
     arrays = {f"{i}/{name}": getattr(encoder.cities_[city], name)
@@ -82,6 +109,7 @@ def save_model(model, path):
     np.savez(path / "tables.npz", **arrays)
     state = {k: v.detach().cpu() for k, v in model.net_.module_.state_dict().items()}
     torch.save(state, path / "weights.pt")
+    model.net_.save_params(f_history=path / "history.json")
     return path
 
 
@@ -93,8 +121,9 @@ def load_model(path, device=None):
     path : str or Path
         Folder written by :func:`save_model`.
     device : str, optional
-        Where to put the network (default: the saved ``device`` parameter; "auto" uses
-        CUDA when present, so a model trained on a GPU loads on a CPU).
+        Where to put the network, which also becomes the model's ``device`` parameter.
+        Default: the saved ``device`` parameter when torch has that device here, else the
+        CPU (a model trained on a GPU loads on a machine without one; UserWarning).
 
     Returns
     -------
@@ -107,7 +136,15 @@ def load_model(path, device=None):
         If a file of the folder is missing.
     ValueError
         If the model was saved with another POI taxonomy, names an unknown class, or its
-        parameters or weights do not match that class.
+        parameters or weights do not match that class; if ``device`` is not a device torch
+        has here.
+
+    Warns
+    -----
+    trajmoe.exceptions.ModelVersionWarning
+        If the folder was written by another version of trajmoe.
+    UserWarning
+        If the saved device is not available here and the model is loaded onto the CPU.
     """
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
@@ -116,19 +153,30 @@ def load_model(path, device=None):
     cls = _CLASSES.get(config.get("class", "TrajMoERegressor"))
     if cls is None:
         raise ValueError(f"{path} holds a {config['class']!r}; load_model reads {sorted(_CLASSES)}.")
+    saved_version = config.get("trajmoe_version")
+    if saved_version != __version__:
+        warnings.warn(f"{path} was saved by trajmoe {saved_version} and is loaded by trajmoe {__version__}: it "
+                      "usually works, but predictions may differ where the library changed. Save it again "
+                      "with this version, or refit it.", ModelVersionWarning, stacklevel=2)
     params = dict(config["estimator"])
     if device is not None:
+        check_device(device)
         params["device"] = device
+    else:
+        try:
+            check_device(params.get("device", "auto"))
+        except ValueError:
+            warnings.warn(f"{path} was saved with device={params.get('device')!r}, which torch does not have "
+                          "here: loaded onto the CPU (device='cpu').", UserWarning, stacklevel=2)
+            params["device"] = "cpu"
     try:
         model = cls(encoder=SpatialSemanticEncoder(**config["encoder"]), **params)
     except TypeError as exc:
         raise ValueError(f"{path}/config.json does not hold {cls.__name__} parameters: {exc}") from None
     encoder = SpatialSemanticEncoder(**config["encoder"])
     with np.load(path / "tables.npz", allow_pickle=False) as tables:
-        encoder.cities_ = {
-            city["name"]: CityTable(CityGrid(city["cell_size"], city["crs"]),
-                                    *(tables[f"{i}/{name}"] for name in _ARRAYS), None)
-            for i, city in enumerate(config["cities"])}
+        encoder.cities_ = {city["name"]: _city_table(city, [tables[f"{i}/{name}"] for name in _ARRAYS])
+                           for i, city in enumerate(config["cities"])}
     encoder.feature_names_out_ = np.array(
         [f"poi_{c}" for c in TAXONOMY] + ["x_z", "y_z", "popularity"], dtype=object)
     encoder.n_features_in_ = config["n_features_in"]
@@ -139,9 +187,30 @@ def load_model(path, device=None):
     model.net_ = model._new_net(None)
     model.net_.initialize()
     state = torch.load(path / "weights.pt", map_location=model.net_.device, weights_only=True)
+    if (path / "history.json").exists():        # folders of earlier versions have none
+        model.net_.load_params(f_history=path / "history.json")
     try:
         model.net_.module_.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"{path}/weights.pt does not match the {cls.__name__} of config.json "
                          f"(was a file changed or swapped?): {str(exc).splitlines()[0]}") from None
     return model
+
+
+def _city_config(name, table):
+    """The config.json entry of a city: its grid (cell size, CRS, robust centre) and the rows
+    its fitting left out (``excluded``), which ``partial_fit``'s outlier checks and
+    ``n_excluded_`` go on from."""
+    centre = table.grid.centre
+    return {"name": name, "cell_size": table.grid.cell_size, "crs": table.grid.crs,
+            "centre": None if centre is None else [float(v) for v in centre],
+            "excluded": {str(k): int(v) for k, v in getattr(table, "excluded", {}).items()}}
+
+
+def _city_table(city, arrays):
+    """The :class:`CityTable` of a config.json entry and its arrays (folders of earlier
+    versions have no centre, so outliers are then only checked at null island, and no counts
+    of excluded rows)."""
+    centre = city.get("centre")
+    grid = CityGrid(city["cell_size"], city["crs"], None if centre is None else tuple(float(v) for v in centre))
+    return CityTable(grid, *arrays, venues=None, excluded=dict(city.get("excluded") or {}))

@@ -1,4 +1,5 @@
-"""From visit rows to windows of tokens: time features, windows, single-city batches.
+"""From visit rows to windows of tokens: local time features and windows (numpy; the torch
+dataset and single-city batch loaders are in :mod:`trajmoe.nn.data`).
 
 Per token: city-local location id, half-hour slot of the day (0..47), day of week (1..7,
 0 = padding), gap since the previous stay of the window in half-hour slots (0..95,
@@ -6,7 +7,7 @@ clamped). Targets: the next token's location and gap (teacher forcing at every p
 
 References
 ----------
-Han et al., arXiv 2505.18670, section 3; MODEL.md section 1 (3-day windows, at least 5
+Han et al., arXiv 2505.18670, section 3; docs/method.rst, "Task, grid and windows" (3-day windows, at least 5
 stays, at most 144 tokens; training windows slide by one day, evaluation windows do not
 overlap).
 """
@@ -19,18 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .schema import CITY, DAY, SLOT, STARTED_AT, SchemaError
+from ._constants import IGNORE_INDEX, N_GAPS, N_SLOTS, PAD
+from .exceptions import SchemaError
+from .schema import CITY, DAY, SLOT, STARTED_AT, warn_if_local_time_unknown
 
-__all__ = ["time_features", "window_bounds", "Windows", "make_windows", "WindowDataset",
-           "CityBatchSampler", "CityBatchLoader", "N_SLOTS", "N_GAPS", "PAD", "IGNORE"]
+__all__ = ["time_features", "window_bounds", "Windows", "make_windows", "N_SLOTS", "N_GAPS", "PAD",
+           "IGNORE_INDEX"]
 
-N_SLOTS = 48   #: half-hour slots per day
-N_GAPS = 96    #: gap classes (half-hour slots, clamped to 95 = two days or more)
-PAD = -1       #: location id of padding tokens
-IGNORE = -100  #: target value of positions without a target
 _EPOCH = pd.Timestamp("1970-01-01")
 
 
@@ -58,6 +55,12 @@ def time_features(visits, city_tz=None):
     ------
     trajmoe.schema.SchemaError
         If a city has neither a complete ``started_at`` nor ``day``/``slot``.
+
+    Warns
+    -----
+    trajmoe.exceptions.DataWarning
+        For a city without a ``city_tz`` zone whose tz-aware times are all in UTC, or carry
+        UTC offsets more than an hour apart (:func:`trajmoe.schema.warn_if_local_time_unknown`).
     """
     minute = np.empty(len(visits), np.int64)
     dow = np.empty(len(visits), np.int64)
@@ -66,6 +69,8 @@ def time_features(visits, city_tz=None):
     for city, pos in visits.groupby(CITY, sort=False).indices.items():
         rows = visits.iloc[pos]
         if STARTED_AT in rows and rows[STARTED_AT].notna().all():
+            if city_tz.get(city) is None:
+                warn_if_local_time_unknown(city, rows[STARTED_AT])
             stamps = _local_wall_clock(rows[STARTED_AT], city_tz.get(city))
             minute[pos] = ((stamps - _EPOCH) // pd.Timedelta(minutes=1)).to_numpy(np.int64)
             dow[pos] = stamps.dt.day_of_week.to_numpy(np.int64) + 1
@@ -129,9 +134,15 @@ def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144
     ndarray of int64, shape (n_windows, 2)
         ``[start, stop)`` row positions, sorted.
 
+    Warns
+    -----
+    trajmoe.exceptions.DataWarning
+        When ``min_stays`` leaves visits in no window: how many visits, and how many users
+        have no window at all.
+
     References
     ----------
-    MODEL.md section 1.
+    docs/method.rst, "Task, grid and windows".
     """
     user_key = np.asarray(user_key, np.int64)
     day = np.asarray(day, np.int64)
@@ -157,7 +168,10 @@ def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144
         lo = owner * span + k * stride_days
         bounds = np.column_stack([np.searchsorted(key, lo), np.searchsorted(key, lo + window_days)])
         bounds = np.unique(bounds[bounds[:, 1] > bounds[:, 0]], axis=0)
-    bounds = bounds[(bounds[:, 1] - bounds[:, 0]) >= min_stays]
+    long_enough = (bounds[:, 1] - bounds[:, 0]) >= min_stays
+    if not long_enough.all():
+        _report_short_windows(bounds[long_enough], len(day), user_key, min_stays, window_days)
+    bounds = bounds[long_enough]
     length = bounds[:, 1] - bounds[:, 0]
     pieces = -(-length // max_tokens)
     piece = np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)
@@ -166,6 +180,29 @@ def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144
     out = np.column_stack([start, stop]).astype(np.int64)
     # overlapping (sliding) windows can be cut into the same pieces: keep each once, sorted
     return np.unique(out, axis=0) if stride_days is not None else out
+
+
+def _report_short_windows(kept, n_rows, user_key, min_stays, window_days):
+    """DataWarning: how many visits and users ``min_stays`` leaves without a window."""
+    import warnings
+
+    from .exceptions import DataWarning
+
+    covered = np.zeros(n_rows + 1, np.int64)
+    np.add.at(covered, kept[:, 0], 1)
+    np.add.at(covered, kept[:, 1], -1)
+    covered = np.cumsum(covered[:-1]) > 0
+    n_out = int((~covered).sum())
+    if not n_out:
+        return
+    users = np.unique(user_key)
+    left = np.setdiff1d(users, np.unique(user_key[covered]))
+    warnings.warn(
+        f"min_stays={min_stays}: {n_out} of {n_rows} visits are in no window of at least {min_stays} "
+        f"visits within window_days={window_days} days and are left out (not trained on, not scored); "
+        f"{len(left)} of {len(users)} users have no such window at all. Lower min_stays or raise "
+        "window_days to use them.",
+        DataWarning, stacklevel=4)
 
 
 @dataclass
@@ -180,7 +217,7 @@ class Windows:
     slot, dow, gap : ndarray of int64, shape (n_windows, L)
         Time features (0 at padding).
     next_location, next_gap : ndarray of int64, shape (n_windows, L)
-        Targets; ``IGNORE`` (-100) where the next token is absent (last position, padding)
+        Targets; ``IGNORE_INDEX`` (-100) where the next token is absent (last position, padding)
         or out of the vocabulary.
     city : ndarray of int64, shape (n_windows,)
         City index of every window.
@@ -258,13 +295,13 @@ def make_windows(location, times, city_index, n_locations, bounds):
     gap[:, 0] = 0
     has_next = np.zeros_like(valid)
     has_next[:, :-1] = valid[:, 1:]
-    next_loc = np.full_like(loc, IGNORE)
+    next_loc = np.full_like(loc, IGNORE_INDEX)
     next_loc[:, :-1] = loc[:, 1:]
     target_row = np.where(has_next, np.roll(row, -1, axis=1), -1)
-    next_loc = np.where(has_next & (next_loc < oov), next_loc, IGNORE)
-    next_gap = np.full_like(gap, IGNORE)
+    next_loc = np.where(has_next & (next_loc < oov), next_loc, IGNORE_INDEX)
+    next_gap = np.full_like(gap, IGNORE_INDEX)
     next_gap[:, :-1] = gap[:, 1:]
-    next_gap = np.where(has_next, next_gap, IGNORE)
+    next_gap = np.where(has_next, next_gap, IGNORE_INDEX)
     return Windows(
         location=np.where(valid, loc, PAD),
         slot=np.where(valid, times["slot"].to_numpy()[safe], 0),
@@ -272,112 +309,3 @@ def make_windows(location, times, city_index, n_locations, bounds):
         gap=np.where(valid, gap, 0),
         next_location=next_loc, next_gap=next_gap, city=city.astype(np.int64),
         row=row, target_row=target_row)
-
-
-class WindowDataset(Dataset):
-    """Torch dataset of windows whose items are whole batches.
-
-    Indexing with an array of window indices returns ``(X, y)`` dicts of tensors cut to
-    the longest window of that batch: ``X`` holds ``location``, ``slot``, ``dow``, ``gap``
-    (int64, shape (B, L)) and ``city`` (int64, shape (B,)); ``y`` holds
-    ``next_location`` and ``next_gap`` (int64, shape (B, L)).
-
-    Parameters
-    ----------
-    windows : Windows
-    """
-
-    def __init__(self, windows):
-        self.windows = windows
-        self.lengths = (windows.location != PAD).sum(axis=1)
-
-    def __len__(self):
-        return len(self.windows)
-
-    @property
-    def city(self):
-        return self.windows.city
-
-    def __getitem__(self, index):
-        index = np.atleast_1d(np.asarray(index))
-        width = max(int(self.lengths[index].max()), 1)
-        w = self.windows
-        X = {name: torch.from_numpy(np.ascontiguousarray(getattr(w, name)[index, :width]))
-             for name in ("location", "slot", "dow", "gap")}
-        X["city"] = torch.from_numpy(w.city[index])
-        y = {name: torch.from_numpy(np.ascontiguousarray(getattr(w, name)[index, :width]))
-             for name in ("next_location", "next_gap")}
-        return X, y
-
-
-class CityBatchSampler(Sampler):
-    """Batches of window indices, each from ONE city (candidates are per city).
-
-    Windows of similar length are batched together (within pools of 16 batches drawn
-    at random when shuffling), so that little compute goes to padding.
-
-    Parameters
-    ----------
-    city : ndarray of int64, shape (n_windows,)
-    lengths : ndarray of int64, shape (n_windows,)
-        Tokens per window.
-    batch_size : int
-    shuffle : bool
-        Draw pools at random within each city and shuffle the order of batches across
-        cities (a new order every epoch); else batches follow city then length.
-    random_state : int or None
-
-    References
-    ----------
-    MODEL.md section 4 (every batch from one city; city order shuffled across batches).
-    """
-
-    pool_batches = 16
-
-    def __init__(self, city, lengths, batch_size, shuffle=False, random_state=None):
-        self.city = np.asarray(city)
-        self.lengths = np.asarray(lengths)
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.rng = np.random.default_rng(random_state)
-
-    def _batches(self):
-        batches = []
-        pool = self.batch_size * self.pool_batches
-        for c in np.unique(self.city):
-            idx = np.flatnonzero(self.city == c)
-            if self.shuffle:
-                idx = self.rng.permutation(idx)
-            for start in range(0, len(idx), pool if self.shuffle else len(idx)):
-                part = idx[start:start + (pool if self.shuffle else len(idx))]
-                part = part[np.argsort(self.lengths[part], kind="stable")]
-                batches.extend(np.split(part, np.arange(self.batch_size, len(part), self.batch_size)))
-        if self.shuffle:
-            batches = [batches[i] for i in self.rng.permutation(len(batches))]
-        return batches
-
-    def __iter__(self):
-        return iter(self._batches())
-
-    def __len__(self):
-        sizes = np.unique(self.city, return_counts=True)[1]
-        return int(np.sum(-(-sizes // self.batch_size)))
-
-
-class CityBatchLoader(DataLoader):
-    """DataLoader of single-city batches of a :class:`WindowDataset` (skorch iterator).
-
-    Parameters
-    ----------
-    dataset : WindowDataset
-    batch_size : int, default 32
-        Windows per batch.
-    shuffle : bool, default False
-    random_state : int or None
-    **kwargs
-        Passed to :class:`torch.utils.data.DataLoader` (e.g. ``num_workers``).
-    """
-
-    def __init__(self, dataset, batch_size=32, shuffle=False, random_state=None, **kwargs):
-        sampler = CityBatchSampler(dataset.city, dataset.lengths, batch_size, shuffle, random_state)
-        super().__init__(dataset, sampler=sampler, batch_size=None, **kwargs)

@@ -9,7 +9,7 @@ from sklearn.utils import Bunch
 
 from ..schema import DataWarning, validate_pois, validate_visits
 from ..taxonomy import map_categories
-from ._home import _data_file
+from ._home import data_file
 
 _NYC_REF = (
     "Yang, Zhang, Zheng, Yu, \"Modeling user activity preference by leveraging user spatial "
@@ -64,7 +64,7 @@ def load_foursquare_nyc(data_home=None) -> Bunch:
     .. [2] Yang, Liu, Zhao, "GETNext: Trajectory flow map enhanced transformer for next POI
        recommendation", SIGIR 2022 (the filtering).
     """
-    path = _data_file("foursquare_nyc/checkins.csv.gz", data_home, "Foursquare NYC check-ins")
+    path = data_file("foursquare_nyc/checkins.csv.gz", data_home, "Foursquare NYC check-ins")
     raw = pd.read_csv(
         path,
         dtype={
@@ -179,7 +179,7 @@ def load_foursquare_singapore(data_home=None) -> Bunch:
     """
     frames = []
     for split in ("test", "tune"):
-        path = _data_file(f"foursquare_singapore/{split}.txt", data_home, "Foursquare Singapore")
+        path = data_file(f"foursquare_singapore/{split}.txt", data_home, "Foursquare Singapore")
         f = pd.read_csv(
             path,
             sep="\t",

@@ -11,7 +11,7 @@ from sklearn.utils import Bunch
 
 from ..schema import validate_pois, validate_visits
 from ..taxonomy import map_categories
-from ._home import _data_file
+from ._home import data_file
 
 _REF = (
     "Cho, Myers, Leskovec, \"Friendship and mobility: user movement in location-based social "
@@ -214,7 +214,7 @@ def load_gowalla_ca(metro=None, data_home=None, *, split_metros=True) -> Bunch:
             f"city: pass one or the other"
         )
     key = None if metro is None else _metro_key(metro)
-    path = _data_file("gowalla_ca/checkins.csv.gz", data_home, "Gowalla California check-ins")
+    path = data_file("gowalla_ca/checkins.csv.gz", data_home, "Gowalla California check-ins")
     raw = pd.read_csv(
         path,
         usecols=["user_id", "POI_id", "POI_catid_code", "POI_catname", "latitude", "longitude",

@@ -50,8 +50,28 @@ def get_data_home(data_home=None) -> Path:
     return Path(data_home).expanduser().absolute()
 
 
-def _data_file(relpath: str, data_home=None, what: str = "") -> Path:
-    """Path of a data file under the data home; FileNotFoundError that says how to fix."""
+def data_file(relpath: str, data_home=None, what: str = "") -> Path:
+    """Path of a data file under the data home, checked to exist.
+
+    Parameters
+    ----------
+    relpath : str
+        Path of the file relative to the data home, e.g. ``"foursquare_nyc/checkins.csv.gz"``.
+    data_home : str or path-like, default None
+        See :func:`get_data_home`.
+    what : str, default ""
+        What the file holds, for the message.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is missing; the message says where the loader looked, why there, and how
+        to fix it.
+    """
     home = get_data_home(data_home)
     path = home / relpath
     if not path.is_file():

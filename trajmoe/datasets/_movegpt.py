@@ -12,7 +12,7 @@ from sklearn.utils import Bunch
 
 from ..schema import DataWarning
 from ..taxonomy import TAXONOMY
-from ._home import _data_file
+from ._home import data_file
 
 # canonical name -> (vocab file stem, example text file stem)
 _CITIES = {
@@ -110,7 +110,7 @@ def load_movegpt(city: str, data_home=None) -> Bunch:
     """
     name = _canonical_city(city)
     vocab_stem, txt_stem = _CITIES[name]
-    features = np.load(_data_file(f"movegpt/vocab_{vocab_stem}.npy", data_home, "MoveGPT features"))
+    features = np.load(data_file(f"movegpt/vocab_{vocab_stem}.npy", data_home, "MoveGPT features"))
     if features.ndim != 2 or features.shape[1] != _N_FEATURES:
         raise ValueError(
             f"movegpt/vocab_{vocab_stem}.npy: expected shape (n_locations, {_N_FEATURES}), got "
@@ -125,7 +125,7 @@ def load_movegpt(city: str, data_home=None) -> Bunch:
     table["rank"] = np.rint(features[:, 2 * k + 2]).astype("int64")
     table.index.name = "location_id"
 
-    zpath = _data_file("movegpt/traj_dataset_example.zip", data_home, "MoveGPT example windows")
+    zpath = data_file("movegpt/traj_dataset_example.zip", data_home, "MoveGPT example windows")
     rows: list[tuple] = []
     with zipfile.ZipFile(zpath) as zf:
         members = set(zf.namelist())

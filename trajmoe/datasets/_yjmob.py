@@ -8,7 +8,7 @@ from sklearn.utils import Bunch
 
 from ..schema import validate_pois, validate_visits
 from ..taxonomy import map_categories
-from ._home import _data_file
+from ._home import data_file
 
 _CITIES = ("A", "B", "C", "D")
 _REF = (
@@ -19,7 +19,7 @@ _REF = (
 
 
 def _category_names(data_home) -> list[str]:
-    path = _data_file("yjmob100k/POI_datacategories.csv", data_home, "YJMob100K category names")
+    path = data_file("yjmob100k/POI_datacategories.csv", data_home, "YJMob100K category names")
     with open(path, encoding="utf-8-sig") as f:  # the file starts with a byte-order mark
         return [line.strip() for line in f if line.strip()]
 
@@ -73,7 +73,7 @@ def load_yjmob100k(city: str = "A", data_home=None) -> Bunch:
     name = f"yjmob_{c}"
     visits = None
     if c == "A":
-        path = _data_file("yjmob100k/cityA_1k_users.csv", data_home, "YJMob100K trajectories")
+        path = data_file("yjmob100k/cityA_1k_users.csv", data_home, "YJMob100K trajectories")
         raw = pd.read_csv(path, usecols=["uid", "d", "t", "x", "y"], dtype="int64")
         visits = validate_visits(
             pd.DataFrame(
@@ -88,7 +88,7 @@ def load_yjmob100k(city: str = "A", data_home=None) -> Bunch:
             )
         )
     names = _category_names(data_home)
-    path = _data_file(f"yjmob100k/POIdata_city{c}.csv", data_home, "YJMob100K POI counts")
+    path = data_file(f"yjmob100k/POIdata_city{c}.csv", data_home, "YJMob100K POI counts")
     raw = pd.read_csv(path, dtype="int64")
     idx = raw["category"].to_numpy()
     if idx.min() < 1 or idx.max() > len(names):

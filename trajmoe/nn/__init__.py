@@ -1,14 +1,17 @@
 """Neural networks of trajmoe: the SAMoE transformer, the LSTM and Transformer baselines, their
-shared embeddings, location tower, retrieval head and loss.
+shared embeddings, location tower, retrieval head and loss, and the dataset and single-city batch
+loaders that feed them.
 
-Pure PyTorch. See MODEL.md sections 2-3 (and 6 for the optional copy path) and
-:class:`SAMoETransformer` for the architecture.
+Pure PyTorch. See docs/method.rst, "Location features" and "The SAMoE network" (and "Copy path and rule
+priors" for the options) and :class:`SAMoETransformer` for the architecture.
 """
 
-from .baselines import LSTMNetwork, TransformerNetwork
+from .._constants import IGNORE_INDEX
+from .data import CityBatchLoader, CityBatchSampler, WindowDataset
 from .embeddings import LocationInputEmbedding, TimeEmbedding
-from .loss import IGNORE_INDEX, TrajMoELoss, location_log_probs, target_log_probs
+from .loss import TrajMoELoss, location_log_probs, target_log_probs
 from .model import PRESETS, SAMoETransformer
+from .recurrent import LSTMNetwork, TransformerNetwork
 from .retrieval import RetrievalNetwork
 from .samoe import STREAMS, CausalSelfAttention, ExpertFFN, SAMoEBlock, STARRouter
 from .tower import CrossNetwork, LocationTower
@@ -18,6 +21,8 @@ __all__ = [
     "PRESETS",
     "STREAMS",
     "CausalSelfAttention",
+    "CityBatchLoader",
+    "CityBatchSampler",
     "CrossNetwork",
     "ExpertFFN",
     "LocationInputEmbedding",
@@ -30,6 +35,7 @@ __all__ = [
     "TimeEmbedding",
     "TransformerNetwork",
     "TrajMoELoss",
+    "WindowDataset",
     "location_log_probs",
     "target_log_probs",
 ]

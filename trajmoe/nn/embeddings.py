@@ -1,12 +1,12 @@
-"""Token embeddings of the SAMoE transformer (MODEL.md sections 1-3).
+"""Token embeddings of the SAMoE transformer (docs/method.rst, "Task, grid and windows" to "The SAMoE network").
 
 Two ideas live here:
 
 * :class:`TimeEmbedding` -- the sum of learned slot, day-of-week, gap and position embeddings
-  that is added to every specialist stream and feeds the temporal router (MODEL.md section 3).
+  that is added to every specialist stream and feeds the temporal router (docs/method.rst, "The SAMoE network").
 * :class:`LocationInputEmbedding` -- the input side of the spatial semantic encoder: one learned
   projection per feature family (POI semantics, geography, popularity), giving the POI, Geo and Pop
-  streams (MODEL.md section 2, "Input side").
+  streams (docs/method.rst, "Location features", input side).
 
 References
 ----------
@@ -21,12 +21,8 @@ import math
 import torch
 from torch import nn
 
-#: Half-hour slots of a day (0..47).
-N_SLOTS = 48
-#: Day-of-week vocabulary: 1..7 are Monday..Sunday, 0 is padding.
-N_DOWS = 8
-#: Gap since the previous stay in half-hour slots, clamped to 0..95.
-N_GAPS = 96
+from .._constants import N_DOWS, N_GAPS, N_SLOTS
+
 #: Popularity rank bins 1..8 plus index 0 (padding / unknown, used by the OOV row).
 N_RANKS = 9
 
@@ -34,7 +30,7 @@ N_RANKS = 9
 class TimeEmbedding(nn.Module):
     r"""Learned time embedding :math:`t = E_{slot} + E_{dow} + E_{gap} + E_{pos}`.
 
-    Implements the time embedding of MODEL.md section 3. The layer-0 output is reused unchanged by
+    Implements the time embedding of docs/method.rst, "The SAMoE network". The layer-0 output is reused unchanged by
     the temporal router of every SAMoE block and by the prediction head.
 
     Parameters
@@ -92,7 +88,7 @@ class TimeEmbedding(nn.Module):
 class LocationInputEmbedding(nn.Module):
     """Input side of the spatial semantic encoder: per-feature-family token embeddings.
 
-    Implements MODEL.md section 2, "Input side": POI features -> ``Linear(P, d)``, coordinates ->
+    Implements the input side of docs/method.rst, "Location features": POI features -> ``Linear(P, d)``, coordinates ->
     ``Linear(2, d)``, popularity rank -> ``Embedding(9, d)``. Each projection opens one specialist
     stream (POI, Geo, Pop) of the SAMoE transformer.
 

@@ -1,4 +1,5 @@
-"""The SAMoE transformer: TrajMoE's network (MODEL.md sections 2, 3 and 6).
+"""The SAMoE transformer: TrajMoE's network (docs/method.rst, "Location features", "The SAMoE
+network" and "Copy path and rule priors").
 
 References
 ----------
@@ -13,10 +14,11 @@ import math
 import torch
 from torch import nn
 
-from .retrieval import RetrievalNetwork, _check_choice
+from .._validation import check_choice
+from .retrieval import RetrievalNetwork
 from .samoe import ROUTERS, SELECTORS, ExpertFFN, SAMoEBlock
 
-#: Model sizes. "base" and "ultra" are the paper's (MODEL.md section 3); "small" is a CPU size.
+#: Model sizes. "base" and "ultra" are the paper's (docs/method.rst, "The SAMoE network"); "small" is a CPU size.
 PRESETS = {
     "small": dict(d_model=64, n_layers=2, n_heads=4),
     "base": dict(d_model=512, n_layers=4, n_heads=4),
@@ -32,7 +34,8 @@ class SAMoETransformer(RetrievalNetwork):
     the inputs of the optional copy (pointer) path. Log-probabilities over cells are computed from
     this output by :func:`trajmoe.nn.location_log_probs`.
 
-    Architecture (MODEL.md sections 2-3): time embedding ``t0`` (:class:`TimeEmbedding`); POI, Geo
+    Architecture (docs/method.rst, "Location features" and "The SAMoE network"):
+    time embedding ``t0`` (:class:`TimeEmbedding`); POI, Geo
     and Pop streams ``emb + t0`` and a trajectory stream ``poi_emb + geo_emb + pop_emb``
     (:class:`LocationInputEmbedding`), stacked on the batch axis; ``n_layers`` pre-LN
     :class:`SAMoEBlock`\ s; head ``h = LN_f(H_traj + t0)``, ``q = W_q h`` (no bias),
@@ -72,7 +75,8 @@ class SAMoETransformer(RetrievalNetwork):
     time_in_trajectory : bool, default=False
         Add ``t0`` to the trajectory stream too (the reference code does not).
     copy_path : bool, default=True
-        Add the gated copy path (not in the paper; MODEL.md section 6). ``False`` = faithful model.
+        Add the gated copy path (not in the paper; docs/method.rst, "Copy path and rule
+        priors"). ``False`` = faithful model.
     copy_successor : bool, default=True
         With the copy path, score history stays that followed an earlier visit to the current
         cell (see :class:`~trajmoe.nn.retrieval.RetrievalNetwork`).
@@ -86,8 +90,8 @@ class SAMoETransformer(RetrievalNetwork):
         ``"sinusoidal"`` adds multi-scale sinusoidal features of the metric position (Space2Vec)
         to the geography input and the tower (not in the paper).
     cell_embedding : bool, default=False
-        Add a per-cell residual to the candidate vectors, zero for a new city (MODEL.md
-        section 6; not in the paper).
+        Add a per-cell residual to the candidate vectors, zero for a new city (docs/method.rst,
+        "Copy path and rule priors"; not in the paper).
     history_prior : bool, default=False
         Add the window's visit counts and recency to the candidate logits, with learned,
         hidden-state-modulated weights (not in the paper; see
@@ -113,7 +117,7 @@ class SAMoETransformer(RetrievalNetwork):
     projections (attention output, expert FFN output) N(0, 0.02 / sqrt(2 n_layers)).
 
     **Parameter count** (``P = 34``, buffers excluded): "small" 0.374 M, "base" 40.94 M, "ultra"
-    261.97 M without the copy path, matching MODEL.md's ~41 M and ~261 M; the copy path adds
+    261.97 M without the copy path, matching the paper's ~41 M and ~261 M; the copy path adds
     ``d^2 + d + 1`` (0.378 M, 41.20 M, 262.56 M).
 
     References
@@ -147,8 +151,8 @@ class SAMoETransformer(RetrievalNetwork):
         super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path, copy_successor,
                          distance_prior=distance_prior, coord_encoding=coord_encoding,
                          cell_embedding=cell_embedding, history_prior=history_prior)
-        _check_choice("router", router, ROUTERS)
-        _check_choice("selector", selector, SELECTORS)
+        check_choice("router", router, ROUTERS)
+        check_choice("selector", selector, SELECTORS)
         for name, value in dict(n_layers=n_layers, n_heads=n_heads).items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -176,7 +180,7 @@ class SAMoETransformer(RetrievalNetwork):
         ValueError
             If ``name`` is not a preset.
         """
-        _check_choice("preset", name, tuple(PRESETS))
+        check_choice("preset", name, tuple(PRESETS))
         return cls(**{**PRESETS[name], **kwargs})
 
     def _encode(self, e_poi, e_geo, e_pop, t0):

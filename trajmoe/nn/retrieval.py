@@ -2,7 +2,7 @@
 dot-product retrieval head, time head and the optional copy path.
 
 A subclass only encodes the token sequence (:meth:`RetrievalNetwork._encode`); the input
-embeddings (MODEL.md section 2), the candidate matrix of the current city, the query
+embeddings (docs/method.rst, "Location features"), the candidate matrix of the current city, the query
 ``q = W_q LN_f(h)``, the next-gap logits and the copy path are the same for every network, so
 TrajMoE and its neural baselines differ only by their sequence encoder.
 
@@ -23,7 +23,9 @@ import re
 import torch
 from torch import nn
 
-from .embeddings import N_GAPS, N_RANKS, LocationInputEmbedding, SinusoidalCoordinates, TimeEmbedding
+from .._constants import N_GAPS
+from .._validation import check_choice
+from .embeddings import N_RANKS, LocationInputEmbedding, SinusoidalCoordinates, TimeEmbedding
 from .tower import CrossNetwork, LocationTower
 
 POI_TRANSFORMS = ("raw", "log1p")
@@ -39,7 +41,8 @@ N_DISTANCE_BUCKETS = len(DISTANCE_EDGES) + 2
 #: Exponent of the gravity prior ``-beta log(d + 250 m)`` the distance buckets start from.
 GRAVITY_PRIOR = 1.5
 #: Initial weights of the history prior: logit per earlier visit of a cell in the window, and per
-#: unit of recency ``1 / (1 + stays since its last visit)`` (history frequency's rule, MODEL.md 7).
+#: unit of recency ``1 / (1 + stays since its last visit)`` (history frequency's rule; docs/method.rst,
+#: "What the public data shows").
 HISTORY_PRIOR = (1.0, 1.0)
 #: The copy path's prior biases (recency, successor) are stored divided by this factor: a few
 #: scalars among many weights, they would otherwise move by at most about ``lr`` per AdamW step
@@ -79,7 +82,7 @@ class RetrievalNetwork(nn.Module):
     ``time_logits = Linear(d, 96)(q)`` and the candidates ``C = LocationTower(features)`` [N, d]
     of the batch's city. Locations are scored by ``q . C^T`` (:func:`trajmoe.nn.location_log_probs`).
 
-    Copy path (MODEL.md section 6 remedy, ``copy_path=True``): ``key = W_k h`` (no bias), copy
+    Copy path (docs/method.rst, "Copy path and rule priors"; ``copy_path=True``): ``key = W_k h`` (no bias), copy
     scores ``s[b, t, j] = q_t . key_j / sqrt(d) + 100 (r[t - j] + w_succ [x_{j-1} = x_t])`` for
     ``j <= t`` whose input location is a real cell (else ``-inf``), with ``r`` a learned,
     zero-initialised bias per number of stays back (a recency prior that is the same in every
@@ -126,8 +129,8 @@ class RetrievalNetwork(nn.Module):
         learns where to depart from it. City-invariant; O(tokens x cells).
     cell_embedding : bool, default=False
         Add a per-cell residual vector ``R_city[i]`` [N, d] to the location tower's output,
-        learned within a city and zero for a city the model has not trained on (MODEL.md
-        section 6), so transfer is unharmed.
+        learned within a city and zero for a city the model has not trained on (docs/method.rst,
+        "Copy path and rule priors"), so transfer is unharmed.
     location_ids : bool, default=False
         The literature's baselines: tokens are embedded by a per-city location ID embedding
         ``E_in`` [N+1, d] (plus the time embedding) and candidates are a per-city output ID
@@ -176,8 +179,8 @@ class RetrievalNetwork(nn.Module):
         history_prior: bool = False,
     ) -> None:
         super().__init__()
-        _check_choice("poi_transform", poi_transform, POI_TRANSFORMS)
-        _check_choice("coord_encoding", coord_encoding, COORD_ENCODINGS)
+        check_choice("poi_transform", poi_transform, POI_TRANSFORMS)
+        check_choice("coord_encoding", coord_encoding, COORD_ENCODINGS)
         for name, value in dict(n_poi_features=n_poi_features, d_model=d_model, max_len=max_len).items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -352,6 +355,25 @@ class RetrievalNetwork(nn.Module):
             self.register_parameter(key, nn.Parameter(new))
             changed = True
         return changed
+    def unregister_city(self, index: int) -> None:
+        """Remove city ``index``: its feature tables and its learned per-city tables.
+
+        For a city registered for one prediction only (``register_city(..., learned=False)``
+        of a city the model has not learned: the zero-shot scoring of an unseen city).
+
+        Raises
+        ------
+        ValueError
+            If the city is not registered.
+        """
+        if index not in self.cities:
+            raise ValueError(f"city {index} is not registered (registered: {list(self.cities)})")
+        prefix = f"city{index}_"
+        for name in [n for n, _ in self.named_buffers(recurse=False) if n.startswith(prefix)]:
+            delattr(self, name)
+        for name in [n for n, _ in self.named_parameters(recurse=False) if n.startswith(prefix)]:
+            delattr(self, name)
+
     @property
     def cities(self) -> tuple[int, ...]:
         """Indices of the registered cities, ascending."""
@@ -406,6 +428,7 @@ class RetrievalNetwork(nn.Module):
         dow: torch.Tensor,
         gap: torch.Tensor,
         city: torch.Tensor,
+        city_encoding: dict | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Encode a single-city batch of right-padded trajectories.
 
@@ -421,6 +444,9 @@ class RetrievalNetwork(nn.Module):
             Half-hour slots since the previous stay, 0..95.
         city : LongTensor [B] or int
             City index of every row; all equal (single-city batches).
+        city_encoding : dict, optional
+            :meth:`city_encoding` of the batch's city, computed once for many batches while the
+            weights do not change (inference); None: computed here (training).
 
         Returns
         -------
@@ -442,28 +468,30 @@ class RetrievalNetwork(nn.Module):
         ValueError
             If the batch mixes cities, the city is not registered, or ids are out of range.
         """
-        poi, coords, rank = self._city_tables(_single_city(city))
+        index = _single_city(city)
+        if city_encoding is None:
+            city_encoding = self.city_encoding(index)
+        elif city_encoding["index"] != index:
+            raise ValueError(f"city_encoding is the one of city {city_encoding['index']}, not of city {index}")
+        poi, coords, rank = city_encoding["tables"]
+        candidates, candidate_bias = city_encoding["candidates"], city_encoding["candidate_bias"]
         n = rank.shape[0] - 1
         if location.numel() and (location.min() < -1 or location.max() > n):
             raise ValueError(f"location ids must be in -1..{n} (PAD -1, OOV {n}) for this city")
         pad = location < 0
         t0 = self.time(slot.masked_fill(pad, 0), dow.masked_fill(pad, 0), gap.masked_fill(pad, 0))
         token = location.masked_fill(pad, n)
-        index = _single_city(city)
-        if self.location_ids:
-            id_in, id_out, id_bias = (getattr(self, f"city{index}_{name}") for name in ("id_in", "id_out", "id_bias"))
-            learned = id_out.shape[0]          # cells appended for a prediction have no learned ID
+        if self.location_ids and getattr(self, f"city{index}_id_in", None) is None:
+            # a city registered for one prediction (learned=False) and never learned: no known ID
+            e_id = self.query.weight.new_zeros(*location.shape, self.d_model)
+            e_poi, e_geo, e_pop = e_id, torch.zeros_like(e_id), torch.zeros_like(e_id)
+        elif self.location_ids:
+            id_in = getattr(self, f"city{index}_id_in")
+            learned = getattr(self, f"city{index}_id_out").shape[0]   # cells appended for a prediction have no learned ID
             e_id = id_in[torch.where(token < learned, token, learned)]
             e_poi, e_geo, e_pop = e_id, torch.zeros_like(e_id), torch.zeros_like(e_id)
-            candidates = torch.cat([id_out, id_out.new_zeros(n - learned, id_out.shape[1])])
-            candidate_bias = torch.cat([id_bias, id_bias.detach().min().expand(n - learned)]) if n > learned else id_bias
         else:
             e_poi, e_geo, e_pop = self.embed(poi[token], coords[token], rank[token])
-            candidates = self.tower(poi[:n], coords[:n], rank[:n])
-            candidate_bias = None
-            if self.cell_embedding:
-                residual = getattr(self, f"city{index}_residual")
-                candidates = candidates + torch.cat([residual, residual.new_zeros(n - residual.shape[0], residual.shape[1])])
         hidden, gates = self._encode(e_poi, e_geo, e_pop, t0)
         h = self.ln_f(hidden)
         q = self.query(h)
@@ -485,11 +513,53 @@ class RetrievalNetwork(nn.Module):
         if self.distance_bias is not None:
             out["distance"] = RULE_SCALE * self.distance_bias + self.distance_gate(h)
             out["cell_metres"] = self._metres(index)
-            rank_bias = RULE_SCALE * self.rank_bias[rank[:n]]
-            out["candidate_bias"] = rank_bias if candidate_bias is None else candidate_bias + rank_bias
         if self.copy_key is not None:
             out["copy_scores"], out["gate"] = self._copy(h, q, location, n)
         return out
+
+    def city_encoding(self, city) -> dict:
+        """What :meth:`forward` computes of a city whatever the tokens.
+
+        The feature tables (POI transformed, sinusoidal coordinates), the candidates ``C``
+        [N, d] (location tower, or ID embeddings) and their bias. At inference, where the weights
+        do not change, compute it once per city and hand it to every :meth:`forward` of that city
+        instead of running the location tower for every batch.
+
+        Parameters
+        ----------
+        city : int or LongTensor
+            City index (as in :meth:`forward`).
+
+        Returns
+        -------
+        dict
+            ``"index"`` (int), ``"tables"`` (POI [N+1, P], coordinates [N+1, .], rank [N+1]),
+            ``"candidates"`` FloatTensor [N, d] and ``"candidate_bias"`` FloatTensor [N] or None,
+            as :meth:`forward` returns them.
+        """
+        index = _single_city(city)
+        poi, coords, rank = self._city_tables(index)
+        n = rank.shape[0] - 1
+        if self.location_ids and getattr(self, f"city{index}_id_out", None) is None:
+            # a city never learned (registered for one prediction): every cell alike
+            candidates = self.query.weight.new_zeros(n, self.d_model)
+            candidate_bias = self.query.weight.new_zeros(n)
+        elif self.location_ids:
+            id_out, id_bias = (getattr(self, f"city{index}_{name}") for name in ("id_out", "id_bias"))
+            learned = id_out.shape[0]          # cells appended for a prediction have no learned ID
+            candidates = torch.cat([id_out, id_out.new_zeros(n - learned, id_out.shape[1])])
+            candidate_bias = torch.cat([id_bias, id_bias.detach().min().expand(n - learned)]) if n > learned else id_bias
+        else:
+            candidates = self.tower(poi[:n], coords[:n], rank[:n])
+            candidate_bias = None
+            if self.cell_embedding and getattr(self, f"city{index}_residual", None) is not None:
+                residual = getattr(self, f"city{index}_residual")
+                candidates = candidates + torch.cat([residual, residual.new_zeros(n - residual.shape[0], residual.shape[1])])
+        if self.distance_bias is not None:
+            rank_bias = RULE_SCALE * self.rank_bias[rank[:n]]
+            candidate_bias = rank_bias if candidate_bias is None else candidate_bias + rank_bias
+        return {"index": index, "tables": (poi, coords, rank), "candidates": candidates,
+                "candidate_bias": candidate_bias}
 
     def _copy(
         self, h: torch.Tensor, q: torch.Tensor, location: torch.Tensor, n: int
@@ -561,15 +631,68 @@ def history_features(location: torch.Tensor, rows: torch.Tensor, cols: torch.Ten
         Visits to each cell at positions ``<= cols`` of the row; ``1 / (1 + cols - j)`` for the
         last such visit ``j`` (0 for cells not visited).
     """
+    ids, count, recency = history_entries(location, rows, cols, n_cells)       # one entry a cell
+    dense = count.new_zeros(2, len(rows), n_cells + 1)                             # junk column N
+    dense[0].scatter_(1, ids, count)
+    dense[1].scatter_(1, ids, recency)
+    return dense[0, :, :n_cells], dense[1, :, :n_cells]
+
+
+def first_occurrence(ids: torch.Tensor) -> torch.Tensor:
+    """Position of the first entry of the same value in its row, for every entry.
+
+    Parameters
+    ----------
+    ids : LongTensor [n, L]
+
+    Returns
+    -------
+    LongTensor [n, L]
+        ``first[i, j] = min{j' : ids[i, j'] == ids[i, j]}``: a slot per distinct value of a row,
+        so that sums over the entries of one value (``scatter_add_`` into ``[n, L]``) need no
+        column per cell of the city.
+
+    Examples
+    --------
+    >>> first_occurrence(torch.tensor([[5, 3, 5, 5, 3]])).tolist()
+    [[0, 1, 0, 0, 1]]
+    """
+    if ids.shape[1] == 0:
+        return ids.clone()
+    value, perm = torch.sort(ids, dim=1, stable=True)                   # equal values: j ascending
+    start = torch.ones_like(value, dtype=torch.bool)
+    start[:, 1:] = value[:, 1:] != value[:, :-1]
+    steps = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    group_start = torch.where(start, steps, 0).cummax(dim=1).values   # sorted position of the group's first
+    return torch.empty_like(ids).scatter_(1, perm, perm.gather(1, group_start))
+
+
+def history_entries(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_cells: int):
+    """:func:`history_features` of the visited cells only: one entry per cell of the window so far.
+
+    Parameters are those of :func:`history_features`.
+
+    Returns
+    -------
+    ids : LongTensor [n, L]
+        A cell visited at positions ``<= cols`` of the row at the first history position holding
+        it; ``n_cells`` at every other entry (a later visit of the same cell, a position after
+        ``cols``, PAD or out of vocabulary).
+    count, recency : FloatTensor [n, L]
+        The values of :func:`history_features` at ``ids`` (0 where ``ids == n_cells``), equal to
+        them bit for bit.
+    """
     history = location[rows]                                                     # [n, L]
     steps = torch.arange(history.shape[1], device=history.device)
     real = (steps[None, :] <= cols[:, None]) & (history >= 0) & (history < n_cells)
-    index = history.masked_fill(~real, n_cells)                                  # junk column N
+    index = history.masked_fill(~real, n_cells)
+    first = first_occurrence(index)
     ones = real.to(torch.float32)
-    count = ones.new_zeros(len(rows), n_cells + 1).scatter_add_(1, index, ones)
+    count = torch.zeros_like(ones).scatter_add_(1, first, ones).gather(1, first)
     recent = ones / (1.0 + (cols[:, None] - steps[None, :]).clamp_min(0))
-    recency = ones.new_zeros(len(rows), n_cells + 1).scatter_reduce_(1, index, recent, "amax")
-    return count[:, :n_cells], recency[:, :n_cells]
+    recency = torch.zeros_like(ones).scatter_reduce_(1, first, recent, "amax").gather(1, first)
+    keep = real & (first == steps[None, :])
+    return index.masked_fill(~keep, n_cells), count * keep, recency * keep
 
 
 def _single_city(city) -> int:
@@ -586,10 +709,5 @@ def _single_city(city) -> int:
     return int(first)
 
 
-def _check_choice(name: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
 __all__ = ["COORD_ENCODINGS", "DISTANCE_EDGES", "HISTORY_PRIOR", "N_DISTANCE_BUCKETS", "POI_TRANSFORMS",
-           "RetrievalNetwork", "distance_buckets", "history_features"]
+           "RetrievalNetwork", "distance_buckets", "first_occurrence", "history_entries", "history_features"]

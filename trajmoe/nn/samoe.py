@@ -1,4 +1,4 @@
-"""Spatially-aware mixture of experts (SAMoE) blocks (MODEL.md section 3).
+"""Spatially-aware mixture of experts (SAMoE) blocks (docs/method.rst, "The SAMoE network").
 
 A SAMoE block processes four token streams stacked on the batch axis, ``[4B, L, d]`` in the order
 :data:`STREAMS` (POI, Geo, Pop, trajectory). All streams share the causal self-attention and
@@ -143,7 +143,7 @@ class STARRouter(nn.Module):
 
     ``g_s = softmax(W_s Z_traj)`` (spatial gate), ``g_t = softmax(W_t t0)`` (temporal gate, from the
     layer-0 time embedding), selector ``[w1, w2] = softmax(W_sel [Z_traj; t0])``, and the gate
-    ``g = w1 g_s + w2 g_t`` (MODEL.md section 3).
+    ``g = w1 g_s + w2 g_t`` (docs/method.rst, "The SAMoE network").
 
     Parameters
     ----------

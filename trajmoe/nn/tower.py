@@ -1,4 +1,4 @@
-"""Location tower: the candidate side of the spatial semantic encoder (MODEL.md section 2).
+"""Location tower: the candidate side of the spatial semantic encoder (docs/method.rst, "Location features").
 
 The tower maps every cell's feature row (POI semantics, coordinates, popularity rank) to a candidate
 vector; a city's candidate matrix ``C_city`` [N, d] is what queries are scored against. Because it
@@ -27,7 +27,7 @@ class CrossNetwork(nn.Module):
     d_model : int
         Feature width ``d``.
     n_layers : int, default=2
-        Number of cross layers (MODEL.md: 2).
+        Number of cross layers (the paper's: 2).
 
     Attributes
     ----------
@@ -68,7 +68,7 @@ class CrossNetwork(nn.Module):
 class LocationTower(nn.Module):
     """Deep & Cross location tower producing a city's candidate matrix.
 
-    Implements MODEL.md section 2, "Candidate side": ``concat[Linear(2, d/2)(coords),
+    Implements the candidate side of docs/method.rst, "Location features": ``concat[Linear(2, d/2)(coords),
     Embedding(9, d/4)(rank), Linear(P, d/4)(poi)]`` -> a cross network (2 layers) in parallel with
     an MLP ``d -> 4d -> d`` (GELU) -> concatenation (2d) -> ``Linear(2d, d)``. The weights are
     separate from the input embeddings. (The paper's equation sums the three parts; the reference

@@ -14,8 +14,12 @@ for the single-city TrajMoE, 6 US cities).
 
 from __future__ import annotations
 
-from .neural import NeuralNextLocationEstimator
-from .nn import LSTMNetwork, TransformerNetwork
+from numbers import Integral
+
+from sklearn.utils._param_validation import Interval
+
+from ..nn import LSTMNetwork, TransformerNetwork
+from ._neural import NeuralNextLocationEstimator, store_net_params
 
 __all__ = ["LSTMRegressor", "TransformerRegressor"]
 
@@ -38,7 +42,7 @@ _SHARED_DOC = """
     coord_encoding : {{"linear", "sinusoidal"}}, default "linear"
         Feature-only variant: how coordinates enter (see :class:`TrajMoERegressor`).
     copy_path : bool, default False
-        The paper's baseline has none; True adds TrajMoE's copy path (MODEL.md section 6).
+        The paper's baseline has none; True adds TrajMoE's copy path (docs/method.rst, "Copy path and rule priors").
     poi_transform : {{"log1p", "raw"}}, default "log1p"
     time_weight : float, default 1.0
         Weight of the next-gap cross-entropy in the loss.
@@ -55,9 +59,15 @@ _SHARED_DOC = """
         None = the learning rate ``fit`` ended with.
     clip_grad : float, default 1.0
     city_tz : dict of str -> str, optional
-    device : str, default "auto"
-    random_state : int or None, default None
+    callbacks : list of skorch callbacks or (name, callback) pairs, optional
+        Added after the default callbacks, as :class:`TrajMoERegressor`.
+    checkpoint_dir : str or path-like, optional
+        Checkpoint every epoch of ``fit`` there and resume from it, as :class:`TrajMoERegressor`.
+    device : str or torch.device, default "auto"
+    random_state : int, RandomState instance or None, default None
     verbose : int, default 0
+    **kwargs
+        Parameters routed to the skorch net, as :class:`TrajMoERegressor`.
 
     Attributes
     ----------
@@ -73,6 +83,14 @@ _SHARED_DOC = """
 
 
 class _BaselineRegressor(NeuralNextLocationEstimator):
+    _parameter_constraints: dict = {
+        **NeuralNextLocationEstimator._parameter_constraints,
+        "d_model": [Interval(Integral, 1, None, closed="left")],
+        "n_layers": [Interval(Integral, 1, None, closed="left")],
+        "n_heads": [Interval(Integral, 1, None, closed="left")],
+        "location_ids": ["boolean"],
+    }
+
     def _module_params(self):
         params = dict(d_model=self.d_model, n_layers=self.n_layers, max_len=self.max_tokens,
                       dropout=self.dropout, copy_path=self.copy_path, poi_transform=self.poi_transform,
@@ -101,8 +119,9 @@ class LSTMRegressor(_BaselineRegressor):
                  distance_prior=False, coord_encoding="linear", copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
-                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None, device="auto",
-                 random_state=None, verbose=0):
+                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None,
+                 callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
+                 **kwargs):
         self.encoder = encoder
         self.d_model = d_model
         self.n_layers = n_layers
@@ -127,9 +146,12 @@ class LSTMRegressor(_BaselineRegressor):
         self.finetune_lr = finetune_lr
         self.clip_grad = clip_grad
         self.city_tz = city_tz
+        self.callbacks = callbacks
+        self.checkpoint_dir = checkpoint_dir
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        store_net_params(self, kwargs)
 
 
 class TransformerRegressor(_BaselineRegressor):
@@ -151,8 +173,9 @@ class TransformerRegressor(_BaselineRegressor):
                  distance_prior=False, coord_encoding="linear", copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
-                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None, device="auto",
-                 random_state=None, verbose=0):
+                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None,
+                 callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
+                 **kwargs):
         self.encoder = encoder
         self.d_model = d_model
         self.n_layers = n_layers
@@ -178,6 +201,9 @@ class TransformerRegressor(_BaselineRegressor):
         self.finetune_lr = finetune_lr
         self.clip_grad = clip_grad
         self.city_tz = city_tz
+        self.callbacks = callbacks
+        self.checkpoint_dir = checkpoint_dir
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        store_net_params(self, kwargs)

@@ -1,14 +1,23 @@
 """TrajMoERegressor: the SAMoE network behind a scikit-learn estimator (skorch inside).
 
 The skorch training loop and the inference over visit frames are shared with the neural
-baselines (:class:`trajmoe.neural.NeuralNextLocationEstimator`); this module defines
+baselines (:class:`trajmoe.estimators.NeuralNextLocationEstimator`); this module defines
 TrajMoE's parameters and network.
 """
 
 from __future__ import annotations
 
-from .neural import NeuralNextLocationEstimator
-from .nn import PRESETS, SAMoETransformer
+import numbers
+from numbers import Integral
+
+import numpy as np
+import pandas as pd
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ..nn import PRESETS, SAMoETransformer
+from ..nn.samoe import N_SPECIALISTS, ROUTERS, SELECTORS, STREAMS
+from ._neural import NeuralNextLocationEstimator, store_net_params
 
 __all__ = ["TrajMoERegressor"]
 
@@ -44,7 +53,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         specialist experts (Shazeer et al. 2017; the ablation benchmark's sparse variant).
     copy_path : bool, default False
         Pointer path that lets the network put probability on cells already in the
-        window (MODEL.md section 6 remedy; not in the paper). The default of earlier
+        window (docs/method.rst, "Copy path and rule priors"; not in the paper). The default of earlier
         versions; with the history prior it lost on the validation users of all three
         benchmark targets (see the results page).
     copy_successor : bool, default True
@@ -63,7 +72,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         validation users of all three benchmark targets; see the results page).
     cell_embedding : bool, default False
         Add a per-cell residual embedding to the location tower's output, learned within a
-        city and zero for a city the model has not trained on (MODEL.md section 6 remedy).
+        city and zero for a city the model has not trained on (docs/method.rst, "Copy path and rule priors").
     history_prior : bool, default True
         Add the window's visit counts and recency (history frequency's rule) to the
         candidate logits with learned weights modulated by the hidden state; with the
@@ -105,12 +114,37 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         Gradient norm clipping (None to disable).
     city_tz : dict of str -> str, optional
         Time zone per city (see :func:`trajmoe.sequences.time_features`).
-    device : str, default "auto"
-        "auto" uses CUDA when available.
-    random_state : int or None, default None
-        Seeds weights, batch order and the validation split (CPU runs repeat exactly).
+    callbacks : list of skorch callbacks or (name, callback) pairs, optional
+        Added after the default callbacks (``finite_loss``, ``epoch_seed``, ``early_stopping`` and
+        ``lr_scheduler`` in ``fit``, ``clip``, ``progress``; see
+        :data:`trajmoe.estimators.DEFAULT_CALLBACKS`), e.g. ``[skorch.callbacks.Checkpoint(dirname=...)]`` to save the
+        net after every epoch that improves ``valid_loss`` (``fit`` only: ``partial_fit`` holds
+        no users out, so a callback monitoring ``valid_loss`` fails there). Copied in fit.
+    checkpoint_dir : str or path-like, optional
+        ``fit`` writes a checkpoint there after every epoch (skorch's ``Checkpoint``: weights,
+        optimizer state and history, and the best weights of early stopping), and a ``fit``
+        that finds one of the same run (same data and parameters) resumes it: a fit killed at
+        any point and started again ends with the weights of an uninterrupted one (exactly on
+        CPU with an int ``random_state``), and a finished run returns its model at once. A
+        directory of another run raises a ValueError: give each run (each fold) its own.
+        ``partial_fit`` does not checkpoint.
+    device : str or torch.device, default "auto"
+        "auto" uses CUDA when available; "cpu", "cuda", "cuda:<index>" or "mps" must be a device
+        torch has here (else a ValueError says so, before any work).
+    random_state : int, RandomState instance or None, default None
+        Seeds weights, batch order and the validation split (CPU runs repeat exactly with an
+        int; a RandomState gives a new draw on every fit).
     verbose : int, default 0
-        1 = an epoch table, and progress bars over batches when writing to a terminal.
+        1 = an epoch table, and progress bars over batches on a terminal or in a Jupyter
+        notebook.
+    **kwargs
+        Parameters routed to the skorch net, by prefix (see
+        :data:`trajmoe.estimators.NET_PREFIXES`): ``optimizer__betas=(0.9, 0.99)``,
+        ``iterator_train__num_workers=2``, ``callbacks__early_stopping__patience=5``,
+        ``callbacks__lr_scheduler=None`` (drop a default callback), ``module__<name>`` (wins
+        over the parameters above). ``train_split`` is not one: validation is by held-out
+        users (``validation_fraction``). Checked in fit: an unknown name or ``train_split``
+        raises an InvalidParameterError (a ValueError and a TypeError) saying why.
 
     Attributes
     ----------
@@ -118,12 +152,16 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
     cities_ : list of str
         Registered cities; index = the network's city index.
     net_ : skorch.NeuralNet
-        The trained network (``net_.module_``) and its history.
+        The trained network (``net_.module_``) and its history (``net_.history``).
+    history_ : DataFrame
+        Loss and learning rate per epoch of every training call.
+    final_lr_ : float
+        Learning rate at the end of ``fit``.
 
     References
     ----------
     Han et al., "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human Mobility
-    Modeling", arXiv 2505.18670; MODEL.md sections 3-4.
+    Modeling", arXiv 2505.18670; docs/method.rst, "The SAMoE network" and "Training protocol".
 
     Examples
     --------
@@ -141,7 +179,8 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
                  time_weight=1.0, window_days=3, min_stays=5, max_tokens=144, stride_days=1,
                  lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
                  validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None,
-                 device="auto", random_state=None, verbose=0):
+                 callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
+                 **kwargs):
         self.encoder = encoder
         self.preset = preset
         self.d_model = d_model
@@ -177,16 +216,34 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         self.finetune_lr = finetune_lr
         self.clip_grad = clip_grad
         self.city_tz = city_tz
+        self.callbacks = callbacks
+        self.checkpoint_dir = checkpoint_dir
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        store_net_params(self, kwargs)
 
     _network = SAMoETransformer
-    _preset_sizes = True
+
+    _parameter_constraints: dict = {
+        **NeuralNextLocationEstimator._parameter_constraints,
+        "preset": [StrOptions(set(PRESETS))],
+        "d_model": [Interval(Integral, 1, None, closed="left"), None],
+        "n_layers": [Interval(Integral, 1, None, closed="left"), None],
+        "n_heads": [Interval(Integral, 1, None, closed="left"), None],
+        "experts": ["boolean"],
+        "shared_expert": ["boolean"],
+        "router": [StrOptions(set(ROUTERS))],
+        "selector": [StrOptions(set(SELECTORS))],
+        "shared_gate": ["boolean"],
+        "top_k": [Interval(Integral, 1, N_SPECIALISTS, closed="both"), None],
+        "copy_successor": ["boolean"],
+        "history_prior": ["boolean"],
+        "cell_embedding": ["boolean"],
+        "time_in_trajectory": ["boolean"],
+    }
 
     def _module_params(self):
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}.")
         params = dict(PRESETS[self.preset])
         for name in ("d_model", "n_layers", "n_heads"):
             if getattr(self, name) is not None:
@@ -198,3 +255,82 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
                       cell_embedding=self.cell_embedding, history_prior=self.history_prior,
                       poi_transform=self.poi_transform, time_in_trajectory=self.time_in_trajectory)
         return {f"module__{k}": v for k, v in params.items()}
+
+    def gate_shares(self, X, layer=-1):
+        """Share of each specialist expert in the router's gate, by city and hour of day.
+
+        The STAR router mixes the POI, Geo and Pop experts into the trajectory stream with
+        weights that sum to 1 at every visit (see :class:`trajmoe.nn.samoe.STARRouter`). This
+        averages those weights over the visits of X, per city and local hour of the visit:
+        the explainability figure of the paper (:func:`trajmoe.plotting.plot_gate_shares`
+        draws it).
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+            Canonical visit frame of registered cities. Every visit is read in its evaluation
+            window (``window_days`` long, non-overlapping), as :meth:`predict` reads it.
+        layer : int, default -1
+            Which SAMoE block's router to read (Python indexing: -1 = the last block).
+
+        Returns
+        -------
+        DataFrame of shape (n_city_hours * 3, 5)
+            One row per (city, hour, expert), sorted by city, hour, then expert in the order
+            POI, Geo, Pop. Columns: ``city`` (str); ``hour`` (int64, 0..23, local hour of
+            the visit's start, from its half-hour slot); ``expert`` (str: ``"poi"``,
+            ``"geo"`` or ``"pop"``); ``share`` (float64 in [0, 1], mean gate weight of that
+            expert over the visits; the three shares of a (city, hour) sum to 1);
+            ``n_visits`` (int64, visits averaged: every visit of X counts once).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+        ValueError
+            If the network has no router (``experts=False``) or ``layer`` is not an int
+            indexing one of its ``n_layers`` blocks.
+        trajmoe.exceptions.UnknownCityError
+            If X holds a city the model has not registered.
+
+        Examples
+        --------
+        >>> shares = model.gate_shares(test_visits)                          # doctest: +SKIP
+        >>> shares.pivot_table(index="hour", columns="expert", values="share")  # doctest: +SKIP
+        """
+        check_is_fitted(self, "net_")
+        blocks = self.net_.module_.blocks
+        if blocks[0].router is None:
+            raise ValueError("This model has no router (experts=False): its blocks use one plain FFN.")
+        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not -len(blocks) <= layer < len(blocks):
+            raise ValueError(f"layer must be an int in {-len(blocks)}..{len(blocks) - 1} (the network has "
+                             f"{len(blocks)} blocks), got {layer!r}.")
+        X = self._visits_of(X)
+        captured = []
+        handle = blocks[layer].router.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            with self._unseen_cells(X):
+                cities = list(self.cities_)
+                prep, windows = self._visit_windows(X)
+                gates = np.full((len(prep.order), N_SPECIALISTS), np.nan)
+                for c, b, width, batch, valid in self._iter_batches(windows):
+                    captured.clear()
+                    self._forward(batch, self.cities_[c])
+                    gates[windows.row[b, :width][valid]] = captured[-1].float().cpu().numpy()[valid]
+        finally:
+            handle.remove()
+        experts = list(STREAMS[:N_SPECIALISTS])
+        seen = ~np.isnan(gates[:, 0])
+        wide = pd.DataFrame(gates[seen], columns=experts)
+        wide.insert(0, "hour", prep.times["slot"].to_numpy(np.int64)[seen] // 2)
+        wide.insert(0, "city", np.asarray(cities, dtype=object)[prep.city_index[seen]])
+        grouped = wide.groupby(["city", "hour"], sort=True)
+        means = grouped[experts].mean()
+        means["n_visits"] = grouped.size().astype(np.int64)
+        long = means.reset_index().melt(id_vars=["city", "hour", "n_visits"], value_vars=experts,
+                                        var_name="expert", value_name="share")
+        long["expert"] = pd.Categorical(long["expert"], categories=experts, ordered=True)
+        long = long.sort_values(["city", "hour", "expert"], ignore_index=True)
+        long["expert"] = long["expert"].astype(str)
+        long["city"] = long["city"].astype(str)
+        return long[["city", "hour", "expert", "share", "n_visits"]]

@@ -1,0 +1,808 @@
+"""What trajmoe's neural next-location estimators share: skorch training and inference.
+
+Rows of the frames are visits, not samples, so the estimators compose a skorch
+:class:`~skorch.NeuralNet` (``net_``) rather than inheriting from one: they build windows of
+tokens, hand them to skorch's training loop as a dataset of single-city batches, and use
+skorch's callbacks for early stopping, the learning-rate schedule, gradient clipping and
+progress bars. A subclass names its network (:attr:`NeuralNextLocationEstimator._network`, a
+:class:`trajmoe.nn.RetrievalNetwork`) and its network parameters
+(:meth:`NeuralNextLocationEstimator._module_params`).
+
+skorch stays open to users, as in skorch itself: ``callbacks=`` adds callbacks to the defaults
+(``early_stopping``, ``lr_scheduler``, ``clip``, ``progress``), and keyword arguments with a
+prefix of :data:`NET_PREFIXES` are routed to the net (``optimizer__weight_decay``,
+``iterator_train__num_workers``, ``callbacks__early_stopping__patience``, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import sys
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import GradientNormClipping, ProgressBar
+from skorch.helper import predefined_split
+from sklearn.base import TransformerMixin
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch.optim.lr_scheduler import MultiStepLR
+
+from .._constants import PAD, TOKEN_FEATURES
+from ..exceptions import UnknownCityError
+from ..nn import TrajMoELoss, location_log_probs
+from ..nn.data import CityBatchLoader, WindowDataset
+from ..nn.parallel import (DistributedNeuralNet, ShardedCityBatchLoader, is_distributed, is_main_process,
+                           rank_device, resume_from_checkpoint)
+from ..nn.retrieval import COORD_ENCODINGS, POI_TRANSFORMS
+from ._base import NextLocationEstimator
+from ._scoring import rank_blocks
+from ._training import (EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler,
+                        claim_checkpoint_dir, run_fingerprint)
+
+__all__ = ["NeuralNextLocationEstimator", "adamw_matrices_decay", "check_device", "NET_PREFIXES",
+           "DEFAULT_CALLBACKS"]
+
+#: Prefixes of the keyword arguments routed to the skorch net: ``module__`` (the network; wins
+#: over the estimator's own architecture parameters), ``criterion__`` (:class:`trajmoe.nn.TrajMoELoss`),
+#: ``optimizer__`` (:func:`adamw_matrices_decay`), ``iterator_train__`` / ``iterator_valid__``
+#: (:class:`trajmoe.nn.CityBatchLoader`, e.g. ``num_workers``) and ``callbacks__<name>__<param>``
+#: (a parameter of the callback of that name) or ``callbacks__<name>`` (a callback to put in its
+#: place, None to drop it).
+NET_PREFIXES = ("module__", "criterion__", "optimizer__", "iterator_train__", "iterator_valid__", "callbacks__")
+#: Names of the callbacks the estimators add themselves (``fit``: all that apply; ``partial_fit``:
+#: ``finite_loss``, ``epoch_seed``, ``clip`` and ``progress``). ``finite_loss`` stops training at a
+#: NaN or infinite loss, ``epoch_seed`` seeds every epoch from ``random_state`` (with an int or a
+#: RandomState) and the epoch's number (see :mod:`trajmoe.estimators._training`).
+DEFAULT_CALLBACKS = ("finite_loss", "epoch_seed", "early_stopping", "lr_scheduler", "clip", "progress")
+
+#: Scores (positions x cells) computed at once at inference: the peak memory of scoring is a few
+#: times this many floats, whatever the number of cells (a block of tokens at a time).
+_SCORE_CHUNK = 4_000_000
+
+
+def adamw_matrices_decay(params, lr, weight_decay=0.1, betas=(0.9, 0.95)):
+    """AdamW that decays matrices (ndim >= 2) only, as the reference code.
+
+    Parameters
+    ----------
+    params : iterable of Tensor
+    lr : float
+    weight_decay : float, default 0.1
+    betas : tuple of float, default (0.9, 0.95)
+
+    Returns
+    -------
+    torch.optim.AdamW
+
+    References
+    ----------
+    docs/method.rst, "Training protocol".
+    """
+    params = [q for p in params for q in (p["params"] if isinstance(p, dict) else [p]) if q.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, foreach=True)
+
+
+class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
+    """Base class of the neural next-location estimators (TrajMoE and its neural baselines).
+
+    ``fit`` pre-trains on every city of X (single-city batches, early stopping on held-out
+    users), ``partial_fit`` fine-tunes for ``finetune_epochs`` epochs and registers new
+    cities; inference scores the current city's cells by the network's retrieval head. The
+    subclass's ``__init__`` defines the parameters (see :class:`TrajMoERegressor`).
+
+    Attributes
+    ----------
+    encoder_ : SpatialSemanticEncoder
+    cities_ : list of str
+        Registered cities; index = the network's city index.
+    net_ : skorch.NeuralNet
+        The trained network (``net_.module_``) and its history.
+    final_lr_ : float
+        Learning rate at the end of ``fit`` (the default of ``partial_fit``).
+    history_ : DataFrame
+        Loss and learning rate per epoch (see the property).
+
+    Notes
+    -----
+    ``set_params`` after fit: the learning rate (``lr``, ``finetune_lr``), ``finetune_epochs``,
+    ``batch_size``, ``clip_grad``, ``callbacks``, ``verbose`` and the window parameters take
+    effect in the next ``partial_fit``; the architecture (the network's parameters, ``encoder``,
+    ``device``, ``weight_decay``, ``time_weight`` and routed ``module__``, ``criterion__``,
+    ``optimizer__`` and ``iterator_*__`` parameters) is fixed by ``fit``, and ``partial_fit``
+    raises a ValueError naming what changed; ``max_epochs``, ``patience`` and
+    ``validation_fraction`` are ``fit``'s.
+    """
+
+    #: The network class (a :class:`trajmoe.nn.RetrievalNetwork`); set by subclasses.
+    _network = None
+
+    _parameter_constraints: dict = {
+        **NextLocationEstimator._parameter_constraints,
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "copy_path": ["boolean"],
+        "distance_prior": ["boolean"],
+        "coord_encoding": [StrOptions(set(COORD_ENCODINGS))],
+        "poi_transform": [StrOptions(set(POI_TRANSFORMS))],
+        "time_weight": [Interval(Real, 0, None, closed="left")],
+        "stride_days": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "finetune_epochs": [Interval(Integral, 1, None, closed="left")],
+        "finetune_lr": [Interval(Real, 0, None, closed="left"), None],
+        "clip_grad": [Interval(Real, 0, None, closed="neither"), None],
+        "callbacks": [list, None],
+        "checkpoint_dir": [str, os.PathLike, None],
+        "device": [str, torch.device],          # and a device torch has here: _check_device
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    # ----------------------------------------------------------------- parameters
+    def get_params(self, deep=True):
+        """Parameters of this estimator, the ones routed to the net (:data:`NET_PREFIXES`) included.
+
+        Parameters
+        ----------
+        deep : bool, default True
+            Also the parameters of the encoder (``encoder__<name>``).
+
+        Returns
+        -------
+        dict of str -> object
+        """
+        return {**super().get_params(deep=deep), **self._routed()}
+
+    def set_params(self, **params):
+        """Set parameters, the ones routed to the net (``optimizer__weight_decay=...``) included.
+
+        Parameters
+        ----------
+        **params : dict
+
+        Returns
+        -------
+        self
+        """
+        names = self._get_param_names()
+        for key in [k for k in params if k not in names and k.split("__")[0] not in names]:
+            setattr(self, key, params.pop(key))      # routed to the net; checked in fit
+        return super().set_params(**params)
+
+    def _routed(self):
+        """The keyword arguments beyond the declared parameters: ``{<prefix>__<name>: value}``
+        routed to the net (others are refused by fit)."""
+        names = self._get_param_names()
+        return {k: v for k, v in vars(self).items()
+                if k not in names and not k.startswith("_") and not k.endswith("_")}
+
+    def _check_params(self, partial=False):
+        super()._check_params(partial)
+        for name in ("finetune_lr", "clip_grad", "lr", "weight_decay", "time_weight"):
+            value = getattr(self, name, None)
+            if value is not None and not np.isfinite(value):
+                raise ValueError(f"The {name!r} parameter of {type(self).__name__} must be finite, got {value!r}.")
+        check_device(self.device)
+        sizes = {k[len("module__"):]: v for k, v in self._module_params().items()}
+        d_model, n_heads = sizes.get("d_model"), sizes.get("n_heads")
+        if d_model % 4 or (n_heads and d_model % n_heads):
+            raise ValueError(f"d_model={d_model} must be divisible by 4 (location tower)"
+                             f"{f' and by n_heads={n_heads}' if n_heads else ''}.")
+        names = set(DEFAULT_CALLBACKS) | {_callback_name(entry) for entry in (self.callbacks or [])}
+        for key in self._routed():
+            if key == "train_split":
+                raise InvalidParameterError(
+                    f"{type(self).__name__} takes no train_split: fit holds out validation_fraction of every "
+                    "city's USERS for early stopping (a split of windows would put one user on both sides). "
+                    "Set validation_fraction (0 = train on all users).")
+            if not key.startswith(NET_PREFIXES):
+                raise InvalidParameterError(
+                    f"{type(self).__name__} got an unknown parameter {key!r}: its parameters are "
+                    f"{sorted(self._get_param_names())}, and parameters routed to the skorch net start with "
+                    f"one of {NET_PREFIXES}.")
+            if key.startswith("callbacks__") and key.split("__")[1] not in names:
+                raise ValueError(f"{key}: no callback named {key.split('__')[1]!r}; this estimator's callbacks "
+                                 f"are {sorted(names)} (the defaults and those of callbacks=).")
+        if partial and hasattr(self, "net_"):
+            self._check_architecture()
+
+    def _architecture(self):
+        """What ``fit`` fixes: the network's parameters, the encoder, the device, the loss and
+        the optimizer (dict of name -> value)."""
+        params = {k[len("module__"):]: v for k, v in self._module_params().items()}
+        params.update(encoder=None if self.encoder is None else self.encoder.get_params(),
+                      device=self.device, weight_decay=self.weight_decay, time_weight=self.time_weight)
+        params.update({k: v for k, v in self._routed().items() if not k.startswith("callbacks__")})
+        return params
+
+    def _check_architecture(self):
+        fitted = getattr(self, "_fitted_architecture", None)
+        if fitted is None:           # a model pickled by an earlier version
+            return
+        now = self._architecture()
+        changed = sorted(k for k in set(fitted) | set(now) if fitted.get(k, None) != now.get(k, None))
+        if changed:
+            detail = ", ".join(f"{k}: {fitted.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"set_params changed what fit fixed ({detail}): partial_fit continues the fitted network, "
+                "whose architecture, encoder, device, loss and optimizer cannot change. Set them back, or "
+                "call fit to train a new network (lr, finetune_lr, finetune_epochs, batch_size, clip_grad, "
+                "callbacks and the window parameters do take effect in partial_fit).")
+
+    def _module_params(self):
+        """Keyword arguments of the network, prefixed ``module__`` (skorch)."""
+        raise NotImplementedError
+
+    def _device(self):
+        if self.device == "auto":
+            return rank_device("cuda" if torch.cuda.is_available() else "cpu")
+        return rank_device(self.device)
+
+    def _seed(self, offset=0):
+        """Integer torch seed of ``random_state`` (+ offset), None for None; a RandomState
+        instance gives a new draw on each call."""
+        state = self.random_state
+        if state is None:
+            return None
+        if isinstance(state, Integral):
+            return int(state) + int(offset)
+        return int(state.randint(np.iinfo(np.int32).max))
+
+    def _callbacks(self, validate, schedule=True):
+        """The callbacks of a training call: the defaults that apply, then those of ``callbacks=``,
+        with the routed ``callbacks__`` parameters applied (list of (name, callback))."""
+        callbacks = [("finite_loss", FiniteLoss())]
+        seed = self._seed()
+        if seed is not None:
+            callbacks.append(("epoch_seed", EpochSeed(seed)))
+        if validate:
+            callbacks.append(("early_stopping", ResumableEarlyStopping(monitor="valid_loss", patience=self.patience,
+                                                                       load_best=True)))
+        if schedule and self.max_epochs >= 3:       # by epochs: no validation split needed
+            milestones = sorted({max(1, int(f * self.max_epochs)) for f in (0.4, 0.6, 0.9)})
+            callbacks.append(("lr_scheduler", ResumableLRScheduler(MultiStepLR, milestones=milestones, gamma=0.4)))
+        if self.clip_grad:
+            callbacks.append(("clip", GradientNormClipping(self.clip_grad)))
+        if self.verbose and (sys.stderr.isatty() or _in_notebook()) and is_main_process():
+            # tqdm's notebook widget in Jupyter (skorch's ProgressBar detects it), a text bar on a terminal
+            callbacks.append(("progress", ProgressBar()))
+        callbacks += [(_callback_name(entry), entry[1] if isinstance(entry, tuple) else entry)
+                      for entry in copy.deepcopy(self.callbacks or [])]
+        routed = {k[len("callbacks__"):]: v for k, v in self._routed().items() if k.startswith("callbacks__")}
+        out = []
+        for name, callback in callbacks:
+            callback = copy.deepcopy(routed[name]) if name in routed else callback
+            params = {k[len(name) + 2:]: v for k, v in routed.items() if k.startswith(name + "__")}
+            if callback is not None and params:
+                callback.set_params(**params)
+            if callback is not None:
+                out.append((name, callback))
+        return out
+
+    def _new_net(self, valid_dataset, loader=None, schedule=True):
+        seed = self._seed()
+        # in a process group (torchrun) or on streamed windows: each rank a share of every batch
+        if loader is not None or is_distributed():
+            net, loader = DistributedNeuralNet, loader or ShardedCityBatchLoader
+        else:
+            net, loader = NeuralNet, CityBatchLoader
+        params = dict(
+            module=self._network, **self._module_params(),
+            criterion=TrajMoELoss, criterion__time_weight=self.time_weight,
+            optimizer=adamw_matrices_decay, optimizer__weight_decay=self.weight_decay, lr=self.lr,
+            batch_size=self.batch_size, max_epochs=self.max_epochs,
+            iterator_train=loader, iterator_train__shuffle=True, iterator_train__random_state=seed,
+            iterator_valid=loader,
+            train_split=predefined_split(valid_dataset) if valid_dataset is not None else None,
+            callbacks=self._callbacks(valid_dataset is not None, schedule=schedule), device=self._device(),
+            verbose=self.verbose if is_main_process() else 0)
+        # routed parameters win over the estimator's own (callbacks__ ones are applied above)
+        params.update({k: v for k, v in self._routed().items() if not k.startswith("callbacks__")})
+        self._fitted_architecture = self._architecture()
+        return net(**params)
+
+    def _snapshot(self, state):
+        # the net as its pickling state: weights and optimizer as bytes in host memory, not a
+        # second copy on the GPU
+        net = state.pop("net_", None)
+        saved = super()._snapshot(state)
+        if net is not None:
+            saved["net_"] = _FrozenNet(net)
+        return saved
+
+    def _thaw(self, saved):
+        saved = super()._thaw(saved)
+        if isinstance(saved.get("net_"), _FrozenNet):
+            saved["net_"] = saved["net_"].thaw()
+        return saved
+
+    def _vocabulary_changed(self):
+        self._register_cities(learned=False)
+        module = self.net_.module_
+        for index in module.cities:
+            if index >= len(self.cities_):          # a city registered for one prediction only
+                module.unregister_city(index)
+
+    def _register_cities(self, learned=True):
+        """Hand every city's feature tables to the network; rebuild the optimizer when the
+        network gained learned per-city tables (a new city, or a grown vocabulary).
+        ``learned=False``: the feature tables only (cells appended for a prediction)."""
+        module = self.net_.module_
+        device = self.net_.device
+        keys = getattr(self, "_city_keys", {})
+        changed = False
+        for index, city in enumerate(self.cities_):
+            table = self.encoder_.cities_[city]
+            new_keys = table.keys
+            old_keys = keys.get(city)
+            keep = None
+            if learned and old_keys is not None and not np.array_equal(old_keys, new_keys):
+                pos = np.minimum(np.searchsorted(old_keys, new_keys), max(len(old_keys) - 1, 0))
+                keep = np.where((len(old_keys) > 0) & (old_keys[pos] == new_keys), pos, -1)
+            metres = table.grid.centroid_metres(table.cells[:, 0], table.cells[:, 1]) - table.coord_mean
+            changed |= module.register_city(index, torch.as_tensor(table.poi_counts, device=device),
+                                            torch.as_tensor(table.coords(), device=device),
+                                            torch.as_tensor(table.popularity, device=device),
+                                            metres=torch.as_tensor(metres, dtype=torch.float32, device=device),
+                                            keep=keep, learned=learned)
+            if learned:
+                keys[city] = new_keys
+        self._city_keys = keys
+        if changed:
+            self.net_.initialize_optimizer()
+
+    def _training_windows(self, X, holdout):
+        """Sliding training windows of X; with holdout, also non-overlapping validation
+        windows of a share of each city's users."""
+        prep = self._prepare(X)
+        val_users = self._held_out_users(prep) if holdout and self.validation_fraction else np.zeros(0, np.int64)
+        train = self._windows(prep, stride_days=self.stride_days, min_stays=self.min_stays)
+        in_val = np.isin(prep.user_key[np.maximum(train.row[:, 0], 0)], val_users)
+        valid = None
+        if in_val.any():
+            valid = self._windows(prep, min_stays=self.min_stays)
+            valid = valid.subset(np.isin(prep.user_key[np.maximum(valid.row[:, 0], 0)], val_users))
+            train = train.subset(~in_val)
+            if not len(valid):
+                valid = None
+        if not len(train):
+            raise ValueError(
+                f"No training window: every user needs at least min_stays={self.min_stays} visits within "
+                f"window_days={self.window_days} days. Lower min_stays or raise window_days.")
+        return train, valid
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None, pois=None):
+        """Pre-train on every city of X (single-city batches, early stopping on held-out users).
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+            Canonical visit frame of one or several cities (``city`` column).
+        y : None
+            Ignored: targets are the next visits.
+        pois : DataFrame, optional
+            POI frame for the location features (see :class:`SpatialSemanticEncoder`).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        trajmoe.schema.SchemaError
+            If X is not a valid visit frame.
+        ValueError
+            If no window has ``min_stays`` visits, a parameter is invalid, or ``checkpoint_dir``
+            holds the checkpoint of another run.
+        trajmoe.exceptions.NonFiniteLossError
+            If a batch loss is NaN or infinite (training diverged).
+
+        Notes
+        -----
+        Atomic: if fit raises (or is interrupted), the estimator is left as it was before the
+        call. With ``checkpoint_dir``, the checkpoints of the epochs that finished stay there,
+        and the same fit called again resumes from the last one.
+        """
+        X = self._fit_encoder(X, pois, partial=False)
+        train, valid = self._training_windows(X, holdout=True)
+        return self._fit_windows(WindowDataset(train), WindowDataset(valid) if valid is not None else None,
+                                 checkpoint_dir=self.checkpoint_dir)
+
+    def _fit_windows(self, train, valid, checkpoint_dir=None):
+        """Pre-train a new network on datasets of windows (the training of ``fit``).
+
+        A dataset with a ``batch_loader`` (streamed windows,
+        :class:`trajmoe.nn.shards.ParquetWindows`) brings its own loader. With
+        ``checkpoint_dir``, rank 0 writes a checkpoint there after every epoch and a run that
+        finds one resumes from it (:func:`trajmoe.nn.parallel.resume_from_checkpoint`): the
+        weights, optimizer and history, the schedule's step, early stopping's patience and best
+        weights, the batch order and (with ``random_state``) the random draws of the next epoch,
+        so that it ends as an uninterrupted run. A directory of another run (other data or
+        parameters) raises a ValueError (:func:`trajmoe.estimators._training.claim_checkpoint_dir`).
+        """
+        with self._seeded(0):
+            self.net_ = self._new_net(valid, loader=getattr(train, "batch_loader", None))
+            self.net_.initialize()
+            self._register_cities()
+            epochs = self.max_epochs
+            if checkpoint_dir is not None:
+                claim_checkpoint_dir(checkpoint_dir, self._run_fingerprint(train, valid))
+                done = resume_from_checkpoint(self.net_, checkpoint_dir)
+                stopping = dict(self.net_.callbacks_).get("early_stopping")
+                stopped = False
+                if isinstance(stopping, ResumableEarlyStopping):
+                    stopping.dirname = os.fspath(checkpoint_dir)
+                    stopped = stopping.replay(self.net_.history)
+                epochs = 0 if stopped else max(self.max_epochs - done, 0)
+            self.net_.partial_fit(train, epochs=epochs)
+            if checkpoint_dir is not None and self._finished():
+                # the end of the run too (an epoch where early stopping stopped is not checkpointed):
+                # fit again on this directory then returns the model without training
+                dict(self.net_.callbacks_)["checkpoint"].save_model(self.net_)
+        self.final_lr_ = float(self.net_.optimizer_.param_groups[0]["lr"])
+        self._fit_lr = self.lr
+        return self
+
+    def _finished(self):
+        """Whether the training of ``fit`` ran to its end: ``max_epochs``, or early stopping
+        stopped it (not an interrupt that skorch caught)."""
+        stopping = dict(self.net_.callbacks_).get("early_stopping")
+        return len(self.net_.history) >= self.max_epochs or (
+            isinstance(stopping, ResumableEarlyStopping) and stopping.misses_ >= stopping.patience)
+
+    def _run_fingerprint(self, train, valid):
+        """:func:`trajmoe.estimators._training.run_fingerprint` of a ``fit``: the parameters
+        (``verbose``, ``device``, ``callbacks`` and ``checkpoint_dir`` aside), the cities and
+        their vocabulary sizes, and the arrays of the training and validation windows (for
+        streamed windows, which are not in memory, only their numbers)."""
+        params = {k: v for k, v in self.get_params(deep=True).items()
+                  if k not in ("verbose", "device", "callbacks", "checkpoint_dir", "encoder")}
+        params.update(cities=list(self.cities_), n_locations=self._n_locations().tolist(),
+                      n_windows=[len(d) if d is not None else None for d in (train, valid)])
+        windows = [vars(d.windows) for d in (train, valid) if hasattr(d, "windows")]
+        arrays = [a for w in windows for _, a in sorted(w.items()) if isinstance(a, np.ndarray)]
+        return run_fingerprint(params, arrays)
+
+    def partial_fit(self, X, y=None, pois=None):
+        """Fine-tune all weights for ``finetune_epochs`` epochs (default ONE) on X.
+
+        Cities of X that the model does not know are registered on the fly (their
+        location features come from X and ``pois``); known cities gain X's cells and
+        visit counts. No data is held out and no early stopping applies. On an unfitted
+        model, this initialises the network and trains ``finetune_epochs`` epochs.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+        y : None
+            Ignored.
+        pois : DataFrame, optional
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            If a parameter is invalid, ``set_params`` changed what ``fit`` fixed (the
+            architecture; see the class notes), or X has no window of ``min_stays`` visits.
+        trajmoe.exceptions.NonFiniteLossError
+            If a batch loss is NaN or infinite (training diverged).
+
+        Notes
+        -----
+        Atomic: if partial_fit raises (or is interrupted), the estimator is left exactly as
+        it was before the call (encoder, cities, visit counts, weights, optimizer state and
+        history): a city of X is registered only by a call that succeeds.
+
+        The learning rate is ``finetune_lr``, by default the one ``fit`` ended with (after
+        its step decay): restarting from the initial rate on a few users' windows undid
+        what pre-training taught (measured on validation users of Foursquare NYC: Acc@1
+        .22-.27 after one epoch on 5 % at lr 1e-3, against .28-.29 at the final 1.6e-4).
+        An ``lr`` set with ``set_params`` after ``fit`` is used instead (unless
+        ``finetune_lr`` is given). The learning rate is constant within a ``partial_fit``
+        call (no schedule); ``batch_size``, ``clip_grad`` and ``callbacks`` are read anew.
+
+        References
+        ----------
+        docs/method.rst, "Training protocol" (transfer: one epoch on 1-10 % of the target city).
+        """
+        first = not hasattr(self, "net_")
+        X = self._fit_encoder(X, pois, partial=not first)
+        train, _ = self._training_windows(X, holdout=False)
+        with self._seeded(0 if first else len(self.net_.history)):
+            if first:
+                self.net_ = self._new_net(None, schedule=False)
+                self.net_.initialize()
+            else:
+                self.net_.set_params(train_split=None, callbacks=self._callbacks(validate=False, schedule=False),
+                                     lr=self._finetune_lr(), batch_size=self.batch_size,
+                                     verbose=self.verbose if is_main_process() else 0)
+                self.net_.initialize_callbacks()
+            self._register_cities()
+            self.net_.partial_fit(WindowDataset(train), epochs=self.finetune_epochs)
+        return self
+
+    def _finetune_lr(self):
+        """Learning rate of a ``partial_fit`` after ``fit``: ``finetune_lr``; else ``lr`` when
+        ``set_params`` changed it after fit; else the rate ``fit`` ended with."""
+        if self.finetune_lr is not None:
+            return self.finetune_lr
+        if getattr(self, "_fit_lr", self.lr) != self.lr:
+            return self.lr
+        return getattr(self, "final_lr_", self.lr)
+
+    @contextlib.contextmanager
+    def _seeded(self, offset):
+        """Seed torch from ``random_state`` (+ offset: epochs trained so far) without
+        touching the caller's global random state."""
+        seed = self._seed(offset)
+        if seed is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+            torch.manual_seed(seed)
+            yield
+
+    # -------------------------------------------------------------- inference
+    def _forward(self, batch, city):
+        module = self.net_.module_
+        module.eval()
+        device = self.net_.device
+        index = self.cities_.index(city)
+        inputs = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+        inputs["city"] = torch.full((batch["location"].shape[0],), index, dtype=torch.long, device=device)
+        with torch.no_grad():
+            # candidates and feature tables: once per city and call (_scoring_call), not per batch
+            encoding = self._memo(("city_encoding", index), lambda: module.city_encoding(index))
+            return module(**inputs, city_encoding=encoding)
+
+    def _batch_rank(self, batch, city, k, truth):
+        out = self._forward(batch, city)
+        device = self.net_.device
+        rows, cols = torch.nonzero(torch.as_tensor(batch["location"]) != PAD, as_tuple=True)
+        rows, cols = rows.to(device), cols.to(device)
+
+        def score_rows(index):
+            index = torch.as_tensor(index, device=device)
+            with torch.no_grad():
+                return location_log_probs(out, rows[index], cols[index]).float()
+
+        # a block of tokens at a time (_SCORE_CHUNK scores): memory independent of the batch
+        return rank_blocks(score_rows, len(rows), out["candidates"].shape[0], k, truth, block=_SCORE_CHUNK)
+
+    def _batch_scores(self, batch, city):
+        out = self._forward(batch, city)
+        rows, cols = torch.nonzero(torch.as_tensor(batch["location"]) != PAD, as_tuple=True)
+        rows, cols = rows.to(self.net_.device), cols.to(self.net_.device)
+        # a few million scores at a time: the distance prior's temporaries are as large as the scores
+        step = max(1, _SCORE_CHUNK // max(out["candidates"].shape[0], 1))
+        if not len(rows):
+            return np.zeros((0, out["candidates"].shape[0]), np.float32)
+        with torch.no_grad():
+            return torch.cat([location_log_probs(out, rows[i:i + step], cols[i:i + step]).float().cpu()
+                              for i in range(0, len(rows), step)]).numpy()
+
+    def _per_visit(self, X, key):
+        """Network output ``key`` ("query" or "time_logits") at every visit, in X's order."""
+        X = self._visits_of(X)
+        with self._unseen_cells(X):
+            return self._per_visit_fitted(X, key)
+
+    def _per_visit_fitted(self, X, key):
+        prep, windows = self._visit_windows(X)
+        out = None
+        with self._scoring_call():
+            for c, b, width, batch, valid in self._iter_batches(windows):
+                values = self._forward(batch, self.cities_[c])[key].float().cpu().numpy()
+                if out is None:
+                    out = np.zeros((prep.n_rows, values.shape[-1]), np.float32)
+                out[prep.order[windows.row[b, :width][valid]]] = values[valid]
+        return out if out is None else prep.per_row(out)
+
+    def transform(self, X):
+        """Query vectors (final hidden states) after every visit.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+            Canonical visit frame (or a fitted encoder's output carrying it).
+
+        Returns
+        -------
+        ndarray of float32, shape (n_visits, d_model)
+            The query each visit's next-location ranking uses (dot product with the
+            city's location embeddings, :meth:`location_embeddings`); a DataFrame with the
+            columns of :meth:`get_feature_names_out` under ``set_output(transform="pandas")``.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+        """
+        return self._per_visit(X, "query")
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the columns of :meth:`transform`: ``query0`` .. ``query<d_model - 1>``.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored (the queries do not derive from columns).
+
+        Returns
+        -------
+        ndarray of object (str), shape (d_model,)
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+        """
+        check_is_fitted(self, "net_")
+        return np.array([f"query{i}" for i in range(self.net_.module_.d_model)], dtype=object)
+
+    def predict_time(self, X):
+        """Time until the next visit after every visit, from the time head.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+
+        Returns
+        -------
+        ndarray of int64, shape (n_visits,)
+            Most likely gap in minutes, at half-hour resolution (0, 30, ..., 2850; the
+            last class means 47.5 hours or more).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+
+        References
+        ----------
+        docs/method.rst, "The SAMoE network" (time head: Linear(d, 96) over half-hour gaps).
+        """
+        return self._per_visit(X, "time_logits").argmax(axis=1).astype(np.int64) * 30
+
+    @property
+    def history_(self):
+        """Loss per epoch of every training call so far (``fit``, then each ``partial_fit``).
+
+        Returns
+        -------
+        DataFrame of shape (n_epochs, 5)
+            ``epoch`` (int, counting on across calls), ``train_loss`` and ``valid_loss``
+            (float; NaN where no users were held out, as in ``partial_fit``), ``lr`` (the
+            learning rate at the end of the epoch, NaN if not recorded) and ``dur``
+            (seconds), from skorch's history (``net_.history``).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+        """
+        check_is_fitted(self, "net_")
+        rows = [{"epoch": int(h.get("epoch", i + 1)), "train_loss": h.get("train_loss", np.nan),
+                 "valid_loss": h.get("valid_loss", np.nan), "lr": h.get("event_lr", np.nan), "dur": h.get("dur", np.nan)}
+                for i, h in enumerate(self.net_.history)]
+        return pd.DataFrame(rows, columns=["epoch", "train_loss", "valid_loss", "lr", "dur"])
+
+    def location_embeddings(self, city):
+        """Candidate embeddings of a city's cells (location tower output).
+
+        Parameters
+        ----------
+        city : str
+
+        Returns
+        -------
+        ndarray of float32, shape (n_locations, d_model)
+            Row i = location id i of :meth:`SpatialSemanticEncoder.location_table`.
+
+        Raises
+        ------
+        trajmoe.exceptions.UnknownCityError
+            If the model has not registered ``city``.
+        """
+        check_is_fitted(self, "net_")
+        if city not in self.cities_:
+            raise UnknownCityError(f"Unknown city {city!r}; known cities: {self.cities_}.")
+        batch = {k: np.zeros((1, 1), np.int64) for k in TOKEN_FEATURES}
+        batch["dow"][:] = 1
+        return self._forward(batch, city)["candidates"].cpu().numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+def store_net_params(estimator, params):
+    """Store the keyword arguments routed to the skorch net (the ``**kwargs`` of an ``__init__``).
+
+    As every parameter, they are stored as given and checked in ``fit``: a name without a prefix
+    of :data:`NET_PREFIXES` (a typo, or ``train_split``) raises there.
+
+    Parameters
+    ----------
+    estimator : NeuralNextLocationEstimator
+    params : dict of str -> object
+        ``<prefix>__<name>`` arguments, stored as attributes.
+    """
+    for key, value in params.items():
+        setattr(estimator, key, value)
+
+
+class _FrozenNet:
+    """A copy of a skorch net kept as the state it pickles to (its module, optimizer and
+    criterion as bytes in host memory); :meth:`thaw` makes the net again, on its device."""
+
+    def __init__(self, net):
+        self.cls = type(net)
+        self.state = copy.deepcopy(net.__getstate__())
+
+    def thaw(self):
+        net = object.__new__(self.cls)
+        net.__setstate__(self.state)
+        return net
+
+
+def _callback_name(entry):
+    """Name of an entry of ``callbacks=``: the name of a (name, callback) pair, else the class name."""
+    return entry[0] if isinstance(entry, tuple) else type(entry).__name__
+
+
+def _in_notebook():
+    """Whether the code runs in a Jupyter kernel (IPython's ZMQ shell)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def check_device(device):
+    """Raise a ValueError unless ``device`` is ``"auto"`` or a device torch has here.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:<index>"``, ``"mps"``, ...
+
+    Raises
+    ------
+    ValueError
+        If torch does not know the device (``"gpu"``), or this machine does not have it
+        (``"cuda"`` without a CUDA GPU), saying what to use instead.
+    """
+    if isinstance(device, str) and device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device={device!r} is not a torch device: use 'auto' (CUDA when present, else the "
+                         "CPU), 'cpu', 'cuda', 'cuda:<index>' or 'mps'.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+            raise ValueError(f"device={device!r}, but torch has no CUDA device here (torch {torch.__version__}, "
+                             f"{build}): use device='auto' (CUDA when present, else the CPU) or 'cpu'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA device(s) here "
+                             f"(indices 0..{torch.cuda.device_count() - 1}).")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r}, but torch has no MPS device here: use device='auto' or 'cpu'.")
+
