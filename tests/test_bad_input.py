@@ -7,6 +7,7 @@ never silently dropped; the caller's frames are never modified.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -167,11 +168,12 @@ def test_points_on_two_continents_in_one_city_warn():
     ny = latlon_visits()
     far = latlon_visits().assign(lat=-34.3, lon=151.0, user_id=lambda d: d.user_id + 10)
     X = pd.concat([ny, far.iloc[:4]], ignore_index=True)  # 4 Sydney points in "New York"
-    with pytest.warns(DataWarning, match=r"city 'city': 4 of 40 visits.*1000 km.*rows \[36, 37, 38, 39\].*'city'"):
-        SpatialSemanticEncoder().fit(X)
+    with pytest.warns(DataWarning, match=r"city 'city': 4 of 40 visits are outliers.*500 km.*rows \[36, 37, 38, 39\].*'city'"):
+        enc = SpatialSemanticEncoder().fit(X)
+    assert enc.n_excluded_["city"]["outlier_visits"] == 4
     # a lost minus sign on lon is caught the same way
     with pytest.warns(DataWarning, match=r"lost minus sign"):
-        validate_visits(set_at(latlon_visits(), "lon", 2, 74.0))
+        SpatialSemanticEncoder().fit(set_at(latlon_visits(), "lon", 2, 74.0))
 
 
 def test_two_cities_far_apart_do_not_warn():
@@ -248,11 +250,14 @@ def test_naive_mixed_with_aware_in_one_city_is_refused():
 
 
 def test_strings_of_mixed_zones_name_rows():
+    # tz-aware strings of different offsets are instants; a naive one among them is refused
     X = pd.DataFrame({"user_id": 1, "x": [1, 2, 3], "y": 0,
                       "started_at": ["2020-01-01 10:00+09:00", "2020-01-01 05:00",
                                      "2020-01-01 05:00+01:00"]}, index=list("abc"))
-    with pytest.raises(SchemaError, match=r"'started_at'.*mixed time zones.*rows \['b', 'c'\].*utc=True"):
+    with pytest.raises(SchemaError, match=r"'started_at'.*mixes tz-aware and naive.*rows \['b'\].*tz_localize"):
         validate_visits(X)
+    out = validate_visits(X.drop(index="b"))
+    assert out.index.tolist() == ["a", "c"]  # 01:00 UTC before 04:00 UTC
 
 
 @pytest.mark.parametrize("slot", [48, -1])
@@ -553,3 +558,253 @@ def test_location_form_switch_names_the_city():
     model = PopularityBaseline().fit(latlon_visits(city="NYC"))
     with pytest.raises(SchemaError, match=r"'NYC'"):
         model.partial_fit(grid_visits(city="NYC"))
+
+
+# ------------------------------------------------------------------------------------------
+# Issue 9, "Why": each numbered case, reduced to a tiny frame (the test failed before the fix)
+# ------------------------------------------------------------------------------------------
+def berlin_visits(n_users=3, n=12):
+    """Tz-aware lat/lon visits in Berlin (UTM zone 33), one every three hours."""
+    t0 = pd.Timestamp("2021-03-22 08:00", tz="Europe/Berlin")
+    return pd.DataFrame([dict(user_id=u, started_at=t0 + pd.Timedelta(hours=3 * i),
+                              lat=52.50 + 0.01 * (i % 4), lon=13.40 + 0.01 * u)
+                         for u in range(n_users) for i in range(n)])
+
+
+@pytest.mark.parametrize("value", ["9999-12-31 00:00:00", "1970-01-01 00:00:00", "1900-01-01 12:00:00"])
+def test_case01_placeholder_dates_name_column_and_rows(value):
+    X = latlon_visits().assign(started_at=lambda d: d.started_at.dt.tz_localize(None).astype(str))
+    X.loc[[4, 9], "started_at"] = value
+    with pytest.raises(SchemaError, match=r"column 'started_at' has 2 values outside 1971-01-01\.\.2099-12-31 "
+                                          r"at rows \[4, 9\].*placeholder.*Drop those rows"):
+        PopularityBaseline().fit(X)
+
+
+def test_case01_placeholder_dates_of_every_dtype():
+    # Unix time 0 as a tz-aware value; 9999-12-31 in a second-resolution column (no nanoseconds)
+    epoch = set_at(latlon_visits(), "started_at", 3, pd.Timestamp(0, tz="UTC"))
+    with pytest.raises(SchemaError, match=r"'started_at' has 1 value outside.*rows \[3\].*1970-01-01"):
+        validate_visits(epoch)
+    far = latlon_visits().assign(started_at=lambda d: d.started_at.dt.tz_localize(None).astype("datetime64[s]"))
+    far.loc[0, "started_at"] = np.datetime64("9999-12-31T00:00:00", "s")
+    with pytest.raises(SchemaError, match=r"'started_at' has 1 value outside.*rows \[0\].*9999-12-31"):
+        SpatialSemanticEncoder().fit(far)
+
+
+def test_case02_arrow_timestamps_with_a_time_zone_are_read():
+    pa = pytest.importorskip("pyarrow")
+    X = berlin_visits().sample(frac=1, random_state=1)
+    arrow = X.assign(started_at=X["started_at"].astype(pd.ArrowDtype(pa.timestamp("ns", tz="Europe/Berlin"))))
+    out = validate_visits(arrow)
+    assert out["started_at"].dtype == "datetime64[ns, Europe/Berlin]"
+    assert out.index.tolist() == validate_visits(X).index.tolist()
+    model = MarkovBaseline(min_stays=2).fit(X)
+    np.testing.assert_array_equal(model.predict(arrow), model.predict(X))
+    naive = X.assign(started_at=X["started_at"].dt.tz_localize(None).astype(pd.ArrowDtype(pa.timestamp("s"))))
+    assert validate_visits(naive)["started_at"].dtype == "datetime64[s]"
+
+
+def test_case03_offsets_that_differ_by_a_dst_change_are_instants():
+    from trajmoe.sequences import time_features
+
+    X = pd.DataFrame({"user_id": 1, "x": [1, 2], "y": 0, "city": "berlin",
+                      "started_at": ["2021-03-28T23:00:00+02:00", "2021-03-27T23:00:00+01:00"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # one hour apart: a DST change, no warning
+        out = validate_visits(X)
+        times = time_features(out)
+    assert out.index.tolist() == [1, 0]  # by instant
+    assert times["slot"].tolist() == [46, 46] and times["dow"].tolist() == [6, 7]  # 23:00 Sat, 23:00 Sun
+
+
+def test_case04_utc_or_mixed_offsets_without_city_tz_warn():
+    tokyo = latlon_visits().assign(started_at=lambda d: d.started_at.dt.tz_convert("Asia/Tokyo"))
+    utc = tokyo.assign(started_at=tokyo["started_at"].dt.tz_convert("UTC"))
+    model = MarkovBaseline(min_stays=2).fit(tokyo)
+    with pytest.warns(DataWarning, match=r"city 'city': 'started_at' is in UTC and no city_tz.*city_tz=\{'city'"):
+        model.predict(utc)
+    mixed = tokyo.astype({"started_at": object})
+    mixed.loc[3, "started_at"] = utc.loc[3, "started_at"]
+    with pytest.warns(DataWarning, match=r"UTC offsets more than 1 hour apart \(\+00:00 \(1\), \+09:00 \(35\).*city_tz"):
+        model.predict(mixed)
+    # with city_tz every form of the same instants reads the same, silently
+    zoned = MarkovBaseline(min_stays=2, city_tz="Asia/Tokyo").fit(tokyo)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        ref = zoned.predict(tokyo)
+        np.testing.assert_array_equal(zoned.predict(utc), ref)
+        np.testing.assert_array_equal(zoned.predict(mixed), ref)
+
+
+def test_case05_ties_in_time_are_ordered_by_content_and_duplicates_counted():
+    X = grid_visits(n_users=2, n=8)
+    # user 0: three visits at the same second (day 0, slot 47), two of them exact duplicates
+    tie = pd.DataFrame({"user_id": 0, "day": 0, "slot": 47, "x": [9, 8, 8], "y": 9}, index=[100, 101, 102])
+    X = pd.concat([X, tie])
+    swapped = X.loc[[*X.index[:-3], 102, 100, 101]]
+    cols = list(X.columns)
+    with pytest.warns(DataWarning, match=r"1 exact duplicate row.*kept.*drop_duplicates"):
+        a, b = validate_visits(X), validate_visits(swapped)
+    pd.testing.assert_frame_equal(a[cols].reset_index(drop=True), b[cols].reset_index(drop=True))
+    model = HistoryFrequencyBaseline(min_stays=2)
+    with pytest.warns(DataWarning, match=r"1 exact duplicate row.*dropped: each visit counts once"):
+        model.fit(X)
+    assert model.encoder_.n_excluded_["city"]["duplicate_visits"] == 1
+    assert model.encoder_.location_table("city").set_index("label")["n_visits"]["city:8_9"] == 1
+    ref = pd.Series(model.predict(X), index=X.index)
+    got = pd.Series(model.predict(swapped), index=swapped.index)
+    # every row keeps its prediction; the two identical rows may trade theirs
+    pd.testing.assert_series_equal(got.drop([101, 102]).sort_index(), ref.drop([101, 102]).sort_index())
+    assert sorted(got[[101, 102]]) == sorted(ref[[101, 102]])
+
+
+def london_visits(lons):
+    lons = list(lons)
+    return pd.DataFrame({"user_id": np.arange(len(lons)) % 3, "day": 0, "slot": np.arange(len(lons)) % 48,
+                         "lat": 51.5, "lon": lons})
+
+
+def test_case06_crs_does_not_follow_the_sample_near_a_zone_border():
+    west = SpatialSemanticEncoder().fit(london_visits([-0.05] * 6 + [0.05] * 2))
+    east = SpatialSemanticEncoder().fit(london_visits([-0.05] * 2 + [0.05] * 6))
+    assert west.cities_["city"].grid.crs == east.cities_["city"].grid.crs == "EPSG:32631"
+    points = london_visits([-0.05, 0.05])
+    assert west.locate(points)["label"].tolist() == east.locate(points)["label"].tolist()
+    # the stored CRS and centre are reused by partial_fit, whatever the new rows
+    grid = west.cities_["city"].grid
+    west.partial_fit(london_visits([-0.4] * 9))
+    assert west.cities_["city"].grid == grid
+
+
+def test_case07_null_island_rows_are_left_out_of_the_grid_and_counted():
+    berlin = berlin_visits()
+    bad = pd.concat([berlin, berlin.iloc[:3].assign(lat=0.0, lon=0.0)], ignore_index=True)
+    with pytest.warns(DataWarning, match=r"city 'city': 3 of 39 visits are outliers.*3 at \(0, 0\), 'null island'"
+                                         r".*rows \[36, 37, 38\]"):
+        enc = SpatialSemanticEncoder().fit(bad)
+    clean = SpatialSemanticEncoder().fit(berlin)
+    assert enc.cities_["city"].grid.crs == clean.cities_["city"].grid.crs == "EPSG:32633"
+    np.testing.assert_array_equal(enc.cities_["city"].cells, clean.cities_["city"].cells)
+    assert enc.n_excluded_ == {"city": {"duplicate_visits": 0, "outlier_visits": 3, "outlier_pois": 0}}
+    # a null-island visit is out of the vocabulary: never a candidate, never a prediction
+    with pytest.warns(DataWarning, match="null island"):
+        model = MarkovBaseline(min_stays=2).fit(bad)
+    assert (model.encoder_.locate(bad)["location_id"].to_numpy()[36:] == -1).all()
+    assert set(model.predict(bad)) <= set(clean.location_table("city")["label"])
+    # far from the bulk (a POI in Sydney): the same for POI frames
+    P = pd.DataFrame({"lat": [52.51, -33.9], "lon": [13.41, 151.2], "category": list(TAXONOMY[:2])})
+    with pytest.warns(DataWarning, match=r"1 of 2 POIs are outliers.*farther than 500 km.*rows \[1\]"):
+        enc = SpatialSemanticEncoder().fit(berlin, pois=P)
+    assert enc.n_excluded_["city"]["outlier_pois"] == 1
+
+
+@pytest.mark.parametrize("lat", [89.9, -85.0])
+def test_case08_latitudes_beyond_utm_name_the_rows(lat):
+    from trajmoe.spatial import utm_crs_for
+
+    with pytest.raises(SchemaError, match=r"column 'lat' has 1 value outside -80\.\.84 degrees, the latitudes UTM "
+                                          r"covers, at rows \[7\].*'x'/'y'"):
+        SpatialSemanticEncoder().fit(set_at(latlon_visits(), "lat", 7, lat))
+    with pytest.raises(SchemaError, match=r"outside -80\.\.84 degrees, the latitudes UTM covers"):
+        PopularityBaseline().fit(latlon_visits().assign(lat=lat))
+    with pytest.raises(ValueError, match=r"outside the latitudes UTM covers"):
+        utm_crs_for([lat], [10.0])
+
+
+def test_case09_degrees_or_metres_given_as_grid_cells_warn():
+    X = latlon_visits()
+    rounded = X.drop(columns=["lat", "lon"]).assign(x=X["lon"].round().astype(int), y=X["lat"].round().astype(int))
+    with pytest.warns(DataWarning, match=r"all 36 visits fall into 1 grid cell \(x -74\.\.-74, y 41\.\.41\).*"
+                                         r"rounded degrees.*'lat'/'lon'"):
+        SpatialSemanticEncoder().fit(rounded)
+    # UTM metres of a 21 km walk given as x/y
+    metres = rounded.assign(x=583_000 + 600 * np.arange(len(X)), y=4_507_000 + 11 * np.arange(len(X)))
+    with pytest.warns(DataWarning, match=r"cells span 21,000 cells \(more than 10,000\).*metres.*// 500"):
+        SpatialSemanticEncoder().fit(metres)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # small real grids pass
+        SpatialSemanticEncoder().fit(grid_visits())
+        SpatialSemanticEncoder().fit(metres.assign(x=lambda d: d.x // 500, y=lambda d: d.y // 500))
+
+
+def test_case10_min_stays_that_leaves_users_out_is_reported():
+    counts = [6] + [3] * 9  # one user with a 5-visit window, nine without
+    X = pd.DataFrame({"user_id": np.repeat(np.arange(10), counts)})
+    X["slot"] = X.groupby("user_id").cumcount()
+    X = X.assign(day=0, x=X["slot"] % 3, y=0)
+    model = PopularityBaseline().fit(X)
+    with pytest.warns(DataWarning, match=r"min_stays=5: 27 of 33 visits are in no window of at least 5 visits "
+                                         r"within window_days=3 days.*9 of 10 users have no such window"):
+        ranks = model.target_ranks(X)
+    assert len(ranks) == 5
+
+
+def _no_data(*args, **kwargs):
+    raise AssertionError("data was loaded before every argument was checked")
+
+
+def test_case15_target_without_scorable_windows_fails_before_training(monkeypatch, capsys):
+    from trajmoe import cli
+
+    loaded, real = [], cli.load_city
+    monkeypatch.setattr(cli, "load_city", lambda name, data_home=None: loaded.append(name) or real(name, data_home))
+    assert cli.main(["demo", "--target", "osaka", "--sources", "edinburgh,melbourne,toronto",
+                     "--max-epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "target 'osaka': no window of its" in err
+    assert "at least min_stays=5 visits within window_days=3 days (the longest has 4)" in err
+    assert "lower --min-stays (to 4 at most)" in err
+    assert loaded == ["osaka"]  # no source loaded, nothing trained
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--fraction", "5"], r"argument --fraction: must be in \(0, 1\], got 5"),
+    (["--fraction", "0"], r"argument --fraction: must be in \(0, 1\], got 0"),
+    (["--fraction", "nan"], r"argument --fraction: must be in \(0, 1\]"),
+    (["--fraction", "half"], r"argument --fraction: 'half' is not a number"),
+    (["--max-epochs", "0"], r"argument --max-epochs: must be >= 1, got 0"),
+    (["--min-stays", "0"], r"argument --min-stays: must be >= 1, got 0"),
+    (["--seed", "-1"], r"argument --seed: must be >= 0, got -1"),
+    (["--sources", "nyc,paris"], r"Unknown source city \['paris'\]; choose from \["),
+    (["--sources", ","], r"No source city"),
+    (["--sources", "toronto,toronto"], r"listed more than once: \['toronto'\]"),
+    (["--target", "osaka", "--sources", "osaka,toronto"], r"target city 'osaka' must not be a source"),
+    (["--frac", "0.1"], r"unrecognized arguments: --frac 0\.1"),
+    (["--data-home", "/no/such/folder"], r"data folder /no/such/folder \(from --data-home\) does not exist"),
+    (["--output", "/no/such/folder/r.json"], r"--output .*folder /no/such/folder does not exist"),
+])
+def test_case16_cli_values_are_checked_before_any_data_is_loaded(argv, message, monkeypatch, capsys):
+    from trajmoe import cli
+
+    monkeypatch.setattr(cli, "load_city", _no_data)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", *argv])
+    assert exc.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_case16_run_demo_checks_its_arguments_before_loading(monkeypatch):
+    from trajmoe import cli
+
+    monkeypatch.setattr(cli, "load_city", _no_data)
+    for kwargs, message in [(dict(sources=("paris",)), r"Unknown source city"),
+                            (dict(fraction=5), r"fraction must be .* in \(0, 1\]"),
+                            (dict(max_epochs=0), r"max_epochs must be an int >= 1"),
+                            (dict(sources=()), r"No source city")]:
+        with pytest.raises(ValueError, match=message):
+            cli.run_demo("nyc", **kwargs)
+
+
+def test_cli_default_sources_leave_out_the_target(monkeypatch):
+    from trajmoe import cli
+
+    seen = {}
+
+    def fake_run_demo(target, sources, *args, **kwargs):
+        seen["sources"] = sources
+        return {"target_city": target, "protocol": "all", "rows": [
+            {"model": "m", "acc@1": 0.0, "acc@5": 0.0, "mrr": 0.0, "fit_seconds": 0.0}]}
+
+    monkeypatch.setattr(cli, "run_demo", fake_run_demo)
+    assert cli.main(["demo", "--target", "singapore"]) == 0
+    assert seen["sources"] == tuple(s for s in cli.DEFAULT_SOURCES if s != "singapore")

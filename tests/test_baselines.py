@@ -1,5 +1,5 @@
-"""Tests of trajmoe.baselines on hand-made frames (hand-computed predictions and ranks) and an
-end-to-end check on a slice of the real YJMob100K city A."""
+"""Tests of the counting baselines (trajmoe.estimators._counting) on hand-made frames (hand-computed
+predictions and ranks) and an end-to-end check on a slice of the real YJMob100K city A."""
 
 from __future__ import annotations
 
@@ -199,9 +199,13 @@ def test_scores_hand_values():
 
 
 def test_predict_ties_go_to_lower_location_id():
-    # 14 cells: (1,1) and (2,1) visited once, (3,1)..(14,1) twice each: all 12 tie for the top
-    rows = [{"user_id": 1, "day": 0, "slot": 0, "x": x, "y": 1} for x in [1, 2] + list(range(3, 15)) * 2]
+    # 14 cells: (1,1) and (2,1) visited once, (3,1)..(14,1) twice each: all 12 tie for the top.
+    # One visit per half-hour slot: rows at the same time would be exact duplicates, counted once.
+    cells = [1, 2] + list(range(3, 15)) * 2
+    rows = [{"user_id": 1, "day": 0, "slot": slot, "x": x, "y": 1} for slot, x in enumerate(cells)]
     model = PopularityBaseline(min_stays=1).fit(pd.DataFrame(rows))
+    counts = model.encoder_.location_table("city").set_index(["ix", "iy"])["n_visits"]
+    assert counts[(1, 1)] == counts[(2, 1)] == 1 and (counts.loc[[(x, 1) for x in range(3, 15)]] == 2).all()
     # rank convention: the lowest id among tied cells first, id 2 = (3, 1)
     assert model.predict(pd.DataFrame(rows[:1])).tolist() == ["city:3_1"]
 
@@ -500,7 +504,7 @@ def yjmob_split(data_home):
 def test_real_data_history_beats_markov_beats_popularity(yjmob_split):
     train, test = yjmob_split
     acc = {cls.__name__: cls().fit(train).score(test) for cls in BASELINES}
-    # MODEL.md section 6 on the full data: .213 / .037 / .001; on this slice (measured):
+    # docs/method.rst, "What the public data shows", on the full data: .213 / .037 / .001; on this slice (measured):
     # history .145, Markov .024, popularity .0004
     assert acc["HistoryFrequencyBaseline"] > 0.10
     assert acc["HistoryFrequencyBaseline"] > 3 * acc["MarkovBaseline"]
@@ -536,3 +540,32 @@ def test_cross_val_score_and_grid_search_with_user_groups():
     search.fit(X, groups=X["user_id"])
     assert search.best_params_["window_days"] in (1, 3)
     assert search.best_estimator_.predict(TEST).shape == (len(TEST),)
+
+
+@pytest.mark.filterwarnings("ignore::trajmoe.exceptions.SharedUsersWarning")
+@pytest.mark.parametrize("cls", BASELINES)
+def test_exact_duplicate_rows_are_one_visit_and_share_their_prediction(cls):
+    """An exact duplicate row is dropped by the estimator as by its encoder: the model fitted with
+    it is the model fitted without it (no Markov self-transition, no count), the duplicate is no
+    target, and predict still returns one row per input row, the duplicate getting the
+    prediction of the row it repeats."""
+    from trajmoe.exceptions import DataWarning
+
+    doubled = pd.concat([TRAIN, TRAIN.iloc[[1, 1, 7]]]).sort_index(kind="stable")
+    model = fitted(cls)
+    with pytest.warns(DataWarning, match="3 exact duplicate rows.*dropped"):
+        twin = cls(min_stays=1, encoder=closed()).fit(doubled)
+    assert twin.encoder_.n_excluded_["city"]["duplicate_visits"] == 3
+    assert twin.encoder_.location_table("city").equals(model.encoder_.location_table("city"))
+    if cls is MarkovBaseline:
+        pd.testing.assert_series_equal(twin.transitions_, model.transitions_)
+    with pytest.warns(DataWarning, match=r"3 exact duplicate rows .* at rows \[1, 1, 7\].*the row it repeats"):
+        labels, scores = twin.predict_topk(doubled, k=2)
+    assert labels.shape == (len(doubled), 2)
+    expected_labels, expected_scores = model.predict_topk(TRAIN, k=2)
+    positions = TRAIN.index.get_indexer(doubled.index)       # every row of doubled: its row of TRAIN
+    np.testing.assert_array_equal(labels, expected_labels[positions])
+    np.testing.assert_array_equal(scores, expected_scores[positions])
+    with pytest.warns(DataWarning, match="exact duplicate"):
+        ranks = twin.target_ranks(doubled)
+    pd.testing.assert_series_equal(ranks, model.target_ranks(TRAIN))

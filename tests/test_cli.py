@@ -55,8 +55,9 @@ def test_unknown_city_names_the_choices():
 def test_main_prints_the_table_and_writes_json(tmp_path, monkeypatch, capsys):
     seen = {}
 
-    def fake_run_demo(target, sources, fraction, seed, data_home, max_epochs, protocol):
-        seen.update(target=target, sources=sources, fraction=fraction, seed=seed, max_epochs=max_epochs)
+    def fake_run_demo(target, sources, fraction, seed, data_home, max_epochs, protocol, min_stays=5):
+        seen.update(target=target, sources=sources, fraction=fraction, seed=seed, max_epochs=max_epochs,
+                    min_stays=min_stays)
         return {"target_city": target, "protocol": protocol, "fraction": fraction, "seed": seed,
                 "sources": list(sources),
                 "rows": [{"model": "trajmoe_finetuned", "acc@1": 0.25, "acc@5": 0.5, "mrr": 0.375,
@@ -64,10 +65,9 @@ def test_main_prints_the_table_and_writes_json(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "run_demo", fake_run_demo)
     out = tmp_path / "r.json"
-    assert cli.main(["demo", "--target", "osaka", "--sources", "osaka,toronto", "--fraction", "0.1",
-                     "--max-epochs", "3", "--output", str(out)]) == 0
-    # the target is dropped from the sources
-    assert seen == dict(target="osaka", sources=("toronto",), fraction=0.1, seed=0, max_epochs=3)
+    assert cli.main(["demo", "--target", "osaka", "--sources", "toronto", "--fraction", "0.1",
+                     "--max-epochs", "3", "--min-stays", "4", "--output", str(out)]) == 0
+    assert seen == dict(target="osaka", sources=("toronto",), fraction=0.1, seed=0, max_epochs=3, min_stays=4)
     result = json.loads(out.read_text())
     assert result["target_city"] == "osaka" and result["rows"][0]["model"] == "trajmoe_finetuned"
     assert result["rows"][0]["acc@1"] == 0.25 and "wall_seconds" in result

@@ -428,7 +428,7 @@ def test_set_output_pandas_with_feature_names():
 
 def test_clone_and_pickle_round_trip():
     enc = SpatialSemanticEncoder(cell_size=250.0, region_margin=None)
-    assert clone(enc).get_params() == {"cell_size": 250.0, "region_margin": None}
+    assert clone(enc).get_params() == {"cell_size": 250.0, "region_margin": None, "categories": "auto"}
     X = checkins(BATCH1)
     enc.fit(X)
     fresh = clone(enc)

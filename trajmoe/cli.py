@@ -1,4 +1,5 @@
-"""Command line: ``trajmoe demo``, the cross-city transfer experiment on real data.
+"""Command line: ``trajmoe demo``, the cross-city transfer experiment on real data, and
+``trajmoe pretrain``, cross-city pre-training on N processes (:mod:`trajmoe.scale`).
 
 Pre-train TrajMoE on source cities, fine-tune it for one epoch on a random share of the
 target city's training users, and compare it on the target's held-out test users with
@@ -14,15 +15,11 @@ import sys
 import time
 import warnings
 
-import numpy as np
-import pandas as pd
+from ._constants import PROTOCOLS
+from .exceptions import DataWarning
 
-from . import datasets, metrics
-from .baselines import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, MarkovBaseline,
-                        PopularityBaseline)
-from .estimator import TrajMoERegressor
-from .model_selection import train_test_users
-from .schema import DataWarning
+# the data and models (pandas, scikit-learn, torch) are imported by the commands that use them,
+# so that `trajmoe --help` answers at once
 
 __all__ = ["main", "run_demo", "load_city", "CITY_LOADERS"]
 
@@ -65,6 +62,8 @@ def load_city(name, data_home=None):
     """
     if name not in CITY_LOADERS:
         raise ValueError(f"Unknown city {name!r}; choose from {sorted(CITY_LOADERS)}.")
+    from . import datasets
+
     loader, args = CITY_LOADERS[name]
     bunch = getattr(datasets, loader)(*args, data_home=data_home)
     pois = bunch.pois
@@ -75,12 +74,111 @@ def load_city(name, data_home=None):
 
 
 def _concat(frames):
+    import pandas as pd
+
     frames = [f for f in frames if f is not None and len(f)]
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def check_demo_args(target, sources, fraction=0.05, seed=0, max_epochs=6, protocol="all", min_stays=5):
+    """Check the arguments of :func:`run_demo` before any data is loaded.
+
+    Parameters
+    ----------
+    target, sources, fraction, seed, max_epochs, protocol, min_stays
+        As in :func:`run_demo`.
+
+    Returns
+    -------
+    sources : tuple of str
+
+    Raises
+    ------
+    ValueError
+        Naming the argument, the rule and a valid value: an unknown city, no source, a source
+        listed twice or equal to the target, ``fraction`` outside (0, 1], ``seed`` not an int
+        >= 0, ``max_epochs`` or ``min_stays`` not an int >= 1, an unknown ``protocol``.
+    """
+    import numbers
+
+    import numpy as np
+
+    known = sorted(CITY_LOADERS)
+    if target not in CITY_LOADERS:
+        raise ValueError(f"Unknown target city {target!r}; choose from {known}.")
+    if isinstance(sources, str):
+        sources = [s.strip() for s in sources.split(",") if s.strip()]
+    sources = tuple(sources)
+    if not sources:
+        raise ValueError(f"No source city: give at least one, e.g. {','.join(DEFAULT_SOURCES[:2])}; choose from {known}.")
+    unknown = [s for s in sources if s not in CITY_LOADERS]
+    if unknown:
+        raise ValueError(f"Unknown source cit{'y' if len(unknown) == 1 else 'ies'} {unknown}; choose from {known} "
+                         "(comma-separated).")
+    if target in sources:
+        raise ValueError(f"The target city {target!r} must not be a source city: drop it from the sources.")
+    twice = sorted({s for s in sources if sources.count(s) > 1})
+    if twice:
+        raise ValueError(f"Source cities listed more than once: {twice}.")
+
+    def integer(name, value, low):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+
+    if (isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not np.isfinite(fraction)
+            or not 0 < fraction <= 1):
+        raise ValueError(f"fraction must be a share of the target's training users in (0, 1], got {fraction!r} "
+                         "(e.g. 0.05 for 5 %).")
+    integer("seed", seed, 0)
+    integer("max_epochs", max_epochs, 1)
+    integer("min_stays", min_stays, 1)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be 'all' or 'last', got {protocol!r}.")
+    return sources
+
+
+def _longest_window(frame, window_days, stride_days=None):
+    """Most visits in one window (``window_days`` long; sliding by ``stride_days``, or not
+    overlapping) of any user of ``frame``, without dropping short windows."""
+    import pandas as pd
+
+    from .schema import CITY, USER, validate_visits
+    from .sequences import time_features, window_bounds
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        visits = validate_visits(frame, duplicates="ignore")
+        day = time_features(visits)["day"].to_numpy()
+    users = pd.MultiIndex.from_arrays([visits[CITY], visits[USER]]).factorize()[0]
+    bounds = window_bounds(users, day, window_days, stride_days=stride_days, min_stays=1)
+    return int((bounds[:, 1] - bounds[:, 0]).max()) if len(bounds) else 0
+
+
+class _DataCheckError(ValueError):
+    """A problem of the demo's data found before any training (the CLI prints it as a usage error)."""
+
+
+def _check_windows(target, test, training, min_stays, window_days):
+    """Raise before any training when the target's test users have nothing to score, or a
+    training set of the target has no training window (the rule is ``min_stays``)."""
+    rule = f"at least min_stays={min_stays} visits within window_days={window_days} days"
+    longest = _longest_window(test, window_days)
+    if longest < min_stays:
+        fix = (f"lower --min-stays (to {longest} at most) or choose another target" if longest >= 2
+               else "choose another target")
+        raise _DataCheckError(
+            f"target {target!r}: no window of its {test['user_id'].nunique()} test users has {rule} (the "
+            f"longest has {longest}), so there is nothing to score: {fix}.")
+    for what, frame, fix in training:
+        longest = _longest_window(frame, window_days, stride_days=1)
+        if longest < min_stays:
+            raise _DataCheckError(
+                f"target {target!r}: the {what} ({frame['user_id'].nunique()} users) has no training window with "
+                f"{rule} (the longest has {longest}): {fix}.")
+
+
 def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed=0, data_home=None,
-             max_epochs=6, protocol="all", model_params=None, log=print):
+             max_epochs=6, protocol="all", model_params=None, log=print, min_stays=5):
     """Run the cross-city transfer experiment and return its results table.
 
     Parameters
@@ -101,6 +199,9 @@ def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed
     model_params : dict, optional
         Extra :class:`TrajMoERegressor` parameters.
     log : callable, default print
+    min_stays : int, default 5
+        Visits a window needs to be trained on or scored, for every model (the models'
+        default).
 
     Returns
     -------
@@ -111,28 +212,40 @@ def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed
     Raises
     ------
     ValueError
-        If the target is among the sources or a city is unknown.
+        If an argument is invalid (:func:`check_demo_args`: checked before any data is
+        loaded), or, before any training, if the target's test users have no window with
+        ``min_stays`` visits (nothing to score) or its fine-tuning or training users have no
+        training window.
     """
-    if target in sources:
-        raise ValueError(f"The target city {target!r} must not be a source city.")
+    sources = check_demo_args(target, sources, fraction, seed, max_epochs, protocol, min_stays)
+    import numpy as np
+
+    from . import metrics
+    from .estimators import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, MarkovBaseline,
+                             PopularityBaseline, TrajMoERegressor)
+    from .model_selection import FewShotCitySplit, train_test_users
+
     t0 = time.perf_counter()
     visits, pois = load_city(target, data_home)
-    src = [load_city(s, data_home) for s in sources]
-    src_visits = _concat([v for v, _ in src])
-    src_pois = _concat([p for _, p in src])
     train_idx, val_idx, test_idx = train_test_users(visits, random_state=seed)
     target_train = visits.iloc[np.concatenate([train_idx, val_idx])]
     test = visits.iloc[test_idx]
-    rng = np.random.default_rng(seed)
-    users = target_train["user_id"].unique()
-    few = rng.choice(users, size=max(1, int(round(fraction * len(users)))), replace=False)
-    finetune = target_train[target_train["user_id"].isin(few)]
+    sample = FewShotCitySplit(target, fraction=fraction, random_state=seed)
+    finetune = target_train.iloc[next(sample.finetune_samples(target_train))]
+    few = finetune["user_id"].unique()
+    window_days = (model_params or {}).get("window_days", 3)
+    _check_windows(target, test, [
+        ("fine-tuning sample", finetune, "raise --fraction or lower --min-stays"),
+        ("training split", target_train, "lower --min-stays or choose another target")], min_stays, window_days)
+    src = [load_city(s, data_home) for s in sources]
+    src_visits = _concat([v for v, _ in src])
+    src_pois = _concat([p for _, p in src])
     log(f"target {target}: {visits['user_id'].nunique()} users, {len(visits)} visits; fine-tune on "
         f"{len(few)} users ({len(finetune)} visits), test on {test['user_id'].nunique()} users "
         f"({len(test)} visits); sources {list(sources)}: {len(src_visits)} visits "
         f"(loaded in {time.perf_counter() - t0:.0f} s)")
 
-    params = dict(random_state=seed, max_epochs=max_epochs, verbose=1)
+    params = dict(random_state=seed, max_epochs=max_epochs, verbose=1, min_stays=min_stays)
     params.update(model_params or {})
     rows = []
 
@@ -159,7 +272,7 @@ def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed
     for name, cls in (("history_frequency", HistoryFrequencyBaseline), ("history_gravity", HistoryGravityBaseline),
                       ("gravity", GravityBaseline), ("markov", MarkovBaseline), ("popularity", PopularityBaseline)):
         start = time.perf_counter()
-        model = cls().fit(target_train, pois=pois)
+        model = cls(min_stays=min_stays).fit(target_train, pois=pois)
         report(name, model, time.perf_counter() - start)
     return {"target_city": target, "protocol": protocol, "fraction": fraction, "seed": seed,
             "sources": list(sources), "rows": rows}
@@ -167,6 +280,8 @@ def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed
 
 def format_table(result):
     """Plain-text table (model x metric) of :func:`run_demo`'s result."""
+    import pandas as pd
+
     frame = pd.DataFrame(result["rows"]).set_index("model")
     cols = ["acc@1", "acc@3", "acc@5", "acc@10", "mrr", "ndcg@10", "n_targets", "epochs", "fit_seconds"]
     frame = frame[[c for c in cols if c in frame]].astype(object)
@@ -180,12 +295,59 @@ def format_table(result):
     return frame.to_string()
 
 
+def _number(kind, low, high=None, low_open=False):
+    """argparse ``type`` for a number of ``kind`` (int or float) within bounds."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an int' if kind is int else 'a number'}") from None
+        bad = (value != value or value < low or (low_open and value == low)
+               or (high is not None and value > high))
+        if bad:
+            span = (f"in ({low:g}, {high:g}]" if low_open else f"in [{low:g}, {high:g}]") if high is not None \
+                else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _check_paths(parser, args):
+    """The data folder exists and the output file can be written: checked before any data is loaded."""
+    import os
+    from pathlib import Path
+
+    from .datasets import get_data_home
+
+    home = get_data_home(args.data_home)
+    if not home.is_dir():
+        source = "--data-home" if args.data_home is not None else (
+            "$TRAJMOE_DATA" if os.environ.get("TRAJMOE_DATA") else "the default ~/trajmoe_data")
+        parser.error(f"data folder {home} (from {source}) does not exist: point --data-home or TRAJMOE_DATA "
+                     "at the folder that holds foursquare_nyc/, flickr_tours/, ...")
+    if args.output is not None:
+        out = Path(args.output).expanduser()
+        if out.is_dir():
+            parser.error(f"--output {args.output} is a folder: give a file name, e.g. {out / 'results.json'}")
+        if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+            parser.error(f"--output {args.output}: folder {out.parent} does not exist or is not writable")
+
+
 def main(argv=None):
-    """Entry point of the ``trajmoe`` console script."""
-    parser = argparse.ArgumentParser(prog="trajmoe", description="TrajMoE: next-location prediction in any city.")
+    """Entry point of the ``trajmoe`` console script.
+
+    Every argument is checked before any data is loaded (unknown or abbreviated options,
+    values out of range, unknown cities, a source equal to the target, a missing data folder
+    or output folder end with a usage message and exit status 2).
+    """
+    parser = argparse.ArgumentParser(prog="trajmoe", description="TrajMoE: next-location prediction in any city.",
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
-        "demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False,
         help="cross-city transfer on real data: pre-train, fine-tune on a few users of a new city, "
              "compare with baselines",
         description="Pre-train TrajMoE on the source cities, fine-tune it for ONE epoch on a random "
@@ -193,18 +355,37 @@ def main(argv=None):
                     "all of them, and score both and the baselines on the target's test users.",
         epilog="example: TRAJMOE_DATA=../shared/data trajmoe demo --target nyc --output results.json")
     demo.add_argument("--target", default=DEFAULT_TARGET, choices=sorted(CITY_LOADERS), help="target city")
-    demo.add_argument("--sources", default=",".join(DEFAULT_SOURCES), help="comma-separated source cities")
-    demo.add_argument("--fraction", type=float, default=0.05, help="share of the target's training users")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the user split, the sample and the networks")
-    demo.add_argument("--max-epochs", type=int, default=6,
-                      help="training epochs at most, for pre-training and the from-scratch model")
-    demo.add_argument("--protocol", choices=("all", "last"), default="all",
+    demo.add_argument("--sources", default=argparse.SUPPRESS,
+                      help=f"comma-separated source cities, not the target (default: {','.join(DEFAULT_SOURCES)}, "
+                           "less the target)")
+    demo.add_argument("--fraction", type=_number(float, 0.0, 1.0, low_open=True), default=0.05,
+                      help="share of the target's training users that fine-tune, in (0, 1]")
+    demo.add_argument("--seed", type=_number(int, 0), default=0,
+                      help="seed of the user split, the sample and the networks (int >= 0)")
+    demo.add_argument("--max-epochs", type=_number(int, 1), default=6,
+                      help="training epochs at most, for pre-training and the from-scratch model (>= 1)")
+    demo.add_argument("--min-stays", type=_number(int, 1), default=5,
+                      help="visits a 3-day window needs to be trained on or scored, for every model")
+    demo.add_argument("--protocol", choices=PROTOCOLS, default="all",
                       help="score every position of a window, or its last one")
     demo.add_argument("--data-home", default=None, help="data folder; unset: $TRAJMOE_DATA")
     demo.add_argument("--output", default=None, help="write the results as JSON to this file")
-    args = parser.parse_args(argv)
+    from .scale import add_pretrain_command, run_pretrain_command
 
-    sources = tuple(s for s in args.sources.split(",") if s and s != args.target)
+    pretrain = add_pretrain_command(sub, _number)
+    args = parser.parse_args(argv)
+    if args.command == "pretrain":  # also under torchrun: `torchrun ... -m trajmoe.cli pretrain ...`
+        return run_pretrain_command(args, pretrain)
+
+    sources = getattr(args, "sources", None)
+    if sources is None:  # the default sources, less the target
+        sources = tuple(s for s in DEFAULT_SOURCES if s != args.target)
+    try:
+        sources = check_demo_args(args.target, sources, args.fraction, args.seed, args.max_epochs, args.protocol,
+                                  args.min_stays)
+    except ValueError as exc:
+        demo.error(str(exc))
+    _check_paths(demo, args)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("always", DataWarning)
@@ -212,8 +393,12 @@ def main(argv=None):
         warnings.showwarning = lambda message, category, *args, **kwargs: print(
             f"note: {message}" if issubclass(category, DataWarning) else f"{category.__name__}: {message}",
             file=sys.stderr)
-        result = run_demo(args.target, sources, args.fraction, args.seed, args.data_home,
-                          args.max_epochs, args.protocol)
+        try:
+            result = run_demo(args.target, sources, args.fraction, args.seed, args.data_home,
+                              args.max_epochs, args.protocol, min_stays=args.min_stays)
+        except _DataCheckError as exc:  # found in the data before any training (see run_demo)
+            print(f"trajmoe demo: error: {exc}", file=sys.stderr)
+            return 2
     result["wall_seconds"] = round(time.perf_counter() - start, 1)
     print(f"\nNext-location prediction in {result['target_city']} (protocol: {result['protocol']} "
           f"positions, full ranking, test users only):")

@@ -7,30 +7,38 @@ the city) and how popular it is (a rank bin of its training visit count).
 References
 ----------
 Han et al., "TrajMoE: Spatially-Aware Mixture of Experts for Unified Human Mobility
-Modeling", arXiv 2505.18670, section 3.1 (spatial semantic encoder); MODEL.md section 2.
+Modeling", arXiv 2505.18670, section 3.1 (spatial semantic encoder); docs/method.rst, "Location features".
 """
 
 from __future__ import annotations
 
 import copy
 import numbers
+import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
-from .schema import (CATEGORY, CITY, COUNT, LAT, LON, POI_CATEGORY, X, Y,
-                     DataWarning, SchemaError, validate_pois, validate_visits)
-from .spatial import CityGrid
-from .taxonomy import TAXONOMY
+from ._constants import CELL_KEY_BITS, MAX_CELL_INDEX
+from ._encoded import encoded_output
+from .exceptions import DataWarning, SchemaError, UnknownCityError
+from .schema import (CATEGORY, CITY, COUNT, DEFAULT_CITY, LAT, LON, POI_CATEGORY, USER, X, Y, validate_pois,
+                     validate_visits)
+from .spatial import OUTLIER_DISTANCE, CityGrid, distance_to, outlier_mask, utm_crs_for
+from .taxonomy import TAXONOMY, map_frame_categories
 
 __all__ = ["SpatialSemanticEncoder", "CityTable", "popularity_bins", "POPULARITY_EDGES", "MAX_REGION_CELLS",
-           "REGION_QUANTILE"]
+           "REGION_QUANTILE", "MAX_GRID_SPAN", "ChunkedEncoder"]
 
-#: Upper edges of the popularity rank bins (share of cells ranked above), MODEL.md section 2.
+#: An x/y city whose cells span more than this many cells on one axis gets a DataWarning
+#: (metres or other fine units given as ``x``/``y``; YJMob100K spans 200).
+MAX_GRID_SPAN = 10_000
+#: Upper edges of the popularity rank bins (share of cells ranked above), docs/method.rst, "Location features".
 POPULARITY_EDGES = (0.01, 0.05, 0.10, 0.20, 0.40, 0.60, 0.80)
 #: Share of a city's POI and visit cells left out of its region's box at each end (per axis),
 #: so that a few stray points do not stretch the box.
@@ -38,8 +46,8 @@ REGION_QUANTILE = 0.001
 #: Largest region box laid for one city, in cells (25,000 km2 at 500 m; a YJMob100K city is
 #: 200 x 200 = 40,000 cells).
 MAX_REGION_CELLS = 100_000
-_KEY_OFFSET = np.int64(2**30)
-_KEY_SHIFT = 31
+_KEY_OFFSET = np.int64(MAX_CELL_INDEX)
+_KEY_SHIFT = CELL_KEY_BITS
 
 
 def cell_keys(ix, iy):
@@ -75,7 +83,7 @@ def popularity_bins(visit_counts, edges=POPULARITY_EDGES):
 
     References
     ----------
-    MODEL.md section 2 (popularity rank bins; computed on training data only).
+    docs/method.rst, "Location features" (popularity rank bins; computed on training data only).
     """
     counts = np.asarray(visit_counts)
     n = counts.size
@@ -112,6 +120,15 @@ class CityTable:
         ``n_locations - n_unseen`` onwards, not in key order): they have no POIs and the
         popularity bin of a never-visited cell, and leave the bins of the fitted cells as
         they are. Always 0 in a fitted encoder.
+    excluded : dict of str -> int, default {}
+        Rows of the fitting frames left out of this city's cells and counts, summed over
+        fit and partial_fit: ``"duplicate_visits"`` (exact duplicate rows, counted once),
+        ``"outlier_visits"`` and ``"outlier_pois"`` (null island, or farther than
+        :data:`trajmoe.spatial.OUTLIER_DISTANCE` from the city's centre).
+    zero_shot_bin : int or None, default None
+        Set only for a city met in a frame being scored, which the encoder was never fitted
+        on (:meth:`SpatialSemanticEncoder.with_unseen_cities`): the popularity bin of every one
+        of its cells, none of which has a training visit. None for a fitted city.
     """
 
     grid: CityGrid
@@ -122,6 +139,8 @@ class CityTable:
     coord_std: np.ndarray
     venues: pd.DataFrame | None = None
     n_unseen: int = 0
+    excluded: dict = field(default_factory=dict)
+    zero_shot_bin: int | None = None
 
     @property
     def n_locations(self):
@@ -140,12 +159,16 @@ class CityTable:
     @property
     def popularity(self):
         """Popularity bin per location, int64 (n_locations,) in 1..8."""
+        if getattr(self, "zero_shot_bin", None) is not None:
+            return np.full(self.n_locations, self.zero_shot_bin, np.int64)
         fitted = self.visit_counts[:self.n_locations - self.n_unseen]
         return np.concatenate([popularity_bins(fitted), np.full(self.n_unseen, self.unseen_popularity, np.int64)])
 
     @property
     def unseen_popularity(self):
         """Bin that a never-visited cell gets in this city."""
+        if getattr(self, "zero_shot_bin", None) is not None:
+            return int(self.zero_shot_bin)
         fitted = self.visit_counts[:self.n_locations - self.n_unseen]
         return int(popularity_bins(np.append(fitted, 0))[-1])
 
@@ -180,7 +203,8 @@ class CityTable:
         return CityTable(self.grid, np.concatenate([self.cells, cells_of_keys(new)]),
                          np.concatenate([self.poi_counts, np.zeros((len(new), self.poi_counts.shape[1]), np.float32)]),
                          np.concatenate([self.visit_counts, np.zeros(len(new), np.int64)]),
-                         self.coord_mean, self.coord_std, self.venues, self.n_unseen + len(new))
+                         self.coord_mean, self.coord_std, self.venues, self.n_unseen + len(new),
+                         dict(getattr(self, "excluded", {})), getattr(self, "zero_shot_bin", None))
 
 
 class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
@@ -215,11 +239,27 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         Where the box would hold more than :data:`MAX_REGION_CELLS` cells (a city in pieces
         far apart), the region is instead every cell within ``region_margin`` of a cell
         with a POI or a visit.
+    categories : {"auto", "taxonomy", "foursquare", "yjmob", "flickr", "osm", "gowalla"} \
+or dict, default "auto"
+        Vocabulary of the visits' ``poi_category`` and the POIs' ``category`` names. ``"auto"``
+        recognises a vocabulary the library maps (:func:`trajmoe.taxonomy.detect_source`:
+        Foursquare, Gowalla, YJMob, Flickr names or OSM ``key=value`` tags) and maps the names
+        onto the taxonomy; taxonomy names pass unchanged. A source name or a dict ``{raw
+        name: taxonomy name}`` names the mapping; ``"taxonomy"`` takes the names as taxonomy
+        names. Visit names left unmapped are reported (DataWarning) and not counted; POI
+        names left unmapped raise a SchemaError naming them (drop them first with
+        :func:`trajmoe.taxonomy.map_frame_categories` ``(pois, "category",
+        unmapped="drop")``).
 
     Attributes
     ----------
     cities_ : dict of str -> CityTable
         Fitted locations per city, in order of registration.
+    n_excluded_ : dict of str -> dict of str -> int
+        Per city, the rows of the fitting frames left out of its cells and counts (summed
+        over fit and partial_fit; each reported with a DataWarning when it happens):
+        ``"duplicate_visits"`` (exact duplicate rows count once), ``"outlier_visits"`` and
+        ``"outlier_pois"`` (see Notes).
     feature_names_out_ : ndarray of str, shape (37,)
     n_features_in_ : int
         Number of columns of the frame seen in fit.
@@ -228,9 +268,25 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
     --------
     trajmoe.TrajMoERegressor : uses this encoder for its location features.
 
+    Notes
+    -----
+    Input checks of the grid (see the user guide's page "Bad inputs"):
+
+    - A lat/lon city is projected onto the UTM zone of its robust centre
+      (:func:`trajmoe.spatial.utm_crs_for`), stored in its grid and reused by
+      :meth:`partial_fit`, so that its cell ids do not depend on which rows were fitted.
+    - Outliers, points at null island (0, 0) or farther than
+      :data:`trajmoe.spatial.OUTLIER_DISTANCE` (500 km) from the city's centre, are left out
+      of the city's grid, vocabulary, visit and POI counts (DataWarning with the count and
+      the rows; ``n_excluded_``). Their visits stay in the frame as out-of-vocabulary
+      visits: never a candidate, a miss when they are a target.
+    - An x/y city whose visits (20 or more) all lie in a 2 x 2 block of cells within
+      degree ranges (rounded degrees given as ``x``/``y``), or whose cells span more than
+      :data:`MAX_GRID_SPAN` cells (metres given as ``x``/``y``), gets a DataWarning.
+
     References
     ----------
-    Han et al., arXiv 2505.18670, section 3.1; MODEL.md section 2.
+    Han et al., arXiv 2505.18670, section 3.1; docs/method.rst, "Location features".
 
     Examples
     --------
@@ -251,9 +307,10 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
     90
     """
 
-    def __init__(self, cell_size=500.0, region_margin=2000.0):
+    def __init__(self, cell_size=500.0, region_margin=2000.0, categories="auto"):
         self.cell_size = cell_size
         self.region_margin = region_margin
+        self.categories = categories
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, pois=None):
@@ -310,7 +367,11 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         return self._add(X, pois)
 
     def _add(self, X, pois):
-        visits = validate_visits(positional(X))
+        if self.categories != "taxonomy":  # raw names of a known vocabulary onto the taxonomy
+            X = map_frame_categories(X, POI_CATEGORY, self.categories, unmapped="keep")
+            pois = map_frame_categories(pois, CATEGORY, self.categories, unmapped="keep")
+        visits = validate_visits(positional(X), duplicates="drop")
+        duplicates = _duplicates_per_city(X, visits)
         poi_frame = validate_pois(pois) if pois is not None else None
         if poi_frame is not None:
             stray = poi_frame.loc[~poi_frame[CITY].isin(visits[CITY].unique()), CITY].value_counts()
@@ -324,17 +385,83 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
             if poi_frame is not None:
                 city_pois = poi_frame[poi_frame[CITY] == city]
                 city_pois = city_pois if len(city_pois) else None
-            self.cities_[city] = self._fit_city(city, rows, city_pois, self.cities_.get(city))
+            self.cities_[city] = self._fit_city(city, rows, city_pois, self.cities_.get(city),
+                                                n_duplicates=duplicates.get(city, 0))
         self.feature_names_out_ = np.array(
             [f"poi_{c}" for c in TAXONOMY] + ["x_z", "y_z", "popularity"], dtype=object)
         return self
 
-    def _grid_for(self, frame, previous):
+    def _grid_for(self, frame, previous, city=None):
         if previous is not None:
             return previous.grid
         if LAT in frame and frame[LAT].notna().all():
-            return CityGrid.from_points(frame[LAT], frame[LON], self.cell_size)
+            try:
+                return CityGrid.from_points(frame[LAT], frame[LON], self.cell_size)
+            except ValueError as exc:  # every point at null island
+                raise SchemaError(
+                    f"city {city!r}: no grid can be laid, {exc} Rows {_labels(frame.index)}: give "
+                    f"their real {LAT!r}/{LON!r}, or drop them.") from None
         return CityGrid(float(self.cell_size), None)
+
+    @property
+    def n_excluded_(self):
+        """Rows left out of each city's cells and counts, dict of str -> dict of str -> int
+        (``"duplicate_visits"``, ``"outlier_visits"``, ``"outlier_pois"``; summed over fit and
+        partial_fit). See the class Notes."""
+        check_is_fitted(self, "cities_")
+        keys = ("duplicate_visits", "outlier_visits", "outlier_pois")
+        return {city: {k: int(getattr(t, "excluded", {}).get(k, 0)) for k in keys}
+                for city, t in self.cities_.items()}
+
+    @staticmethod
+    def _drop_outliers(city, grid, frame, what):
+        """``frame`` without the outliers of a lat/lon city (DataWarning with counts), and
+        how many were dropped."""
+        if not grid.is_projected or not len(frame) or LAT not in frame:
+            return frame, 0
+        lat, lon = frame[LAT].to_numpy(float), frame[LON].to_numpy(float)
+        out = grid.outliers(lat, lon)
+        if not out.any():
+            return frame, 0
+        null = outlier_mask(lat, lon, None)  # null island only
+        far = out & ~null
+        parts = []
+        if null[out].any():
+            parts.append(f"{int(null.sum())} at (0, 0), 'null island', a placeholder for a missing position")
+        if far.any():
+            parts.append(f"{int(far.sum())} farther than {OUTLIER_DISTANCE / 1000:g} km from the city's centre "
+                         f"({grid.centre[0]:.4f}, {grid.centre[1]:.4f}), up to "
+                         f"{distance_to(lat[far], lon[far], grid.centre).max() / 1000:,.0f} km (a lost minus "
+                         "sign? another city?)")
+        warnings.warn(
+            f"city {city!r}: {int(out.sum())} of {len(frame)} {what} are outliers and left out of the city's "
+            f"grid and counts: {'; '.join(parts)}; rows {_labels(frame.index[out])}. Fix their "
+            f"{LAT!r}/{LON!r}, drop them, or give far-away points their own {CITY!r} value "
+            "(counts in n_excluded_).", DataWarning, stacklevel=5)
+        return frame[~out], int(out.sum())
+
+    @staticmethod
+    def _check_grid_scale(city, visits):
+        """DataWarning for x/y cities that look like degrees or metres, not cell indices."""
+        if not len(visits) or X not in visits:
+            return
+        x, y = visits[X].to_numpy(np.int64), visits[Y].to_numpy(np.int64)
+        span = max(int(x.max() - x.min()), int(y.max() - y.min()))
+        n_cells = len(np.unique(cell_keys(x, y)))
+        if (len(visits) >= 20 and span <= 1 and np.abs(x).max() <= 180 and np.abs(y).max() <= 180
+                and max(np.abs(x).max(), np.abs(y).max()) > 1):
+            warnings.warn(
+                f"city {city!r}: all {len(visits)} visits fall into {n_cells} grid cell"
+                f"{'' if n_cells == 1 else 's'} (x {x.min()}..{x.max()}, y {y.min()}..{y.max()}): "
+                f"'{X}'/'{Y}' are grid cell indices (e.g. 1..200 of 500 m cells for YJMob100K), and "
+                f"these look like rounded degrees. Give coordinates in degrees as '{LAT}'/'{LON}' floats.",
+                DataWarning, stacklevel=5)
+        elif span > MAX_GRID_SPAN:
+            warnings.warn(
+                f"city {city!r}: its '{X}'/'{Y}' cells span {span:,} cells (more than {MAX_GRID_SPAN:,}): "
+                f"'{X}'/'{Y}' are grid cell indices, and these look like metres or other fine units. "
+                f"Give coordinates in degrees as '{LAT}'/'{LON}', or divide metres by a cell size "
+                f"(e.g. X['x'] // 500).", DataWarning, stacklevel=5)
 
     @staticmethod
     def _cells(grid, frame, city):
@@ -353,8 +480,17 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
             return np.column_stack(grid.cells_of(frame[LAT].to_numpy(), frame[LON].to_numpy()))
         return np.column_stack([frame[X].to_numpy(np.int64), frame[Y].to_numpy(np.int64)])
 
-    def _fit_city(self, city, visits, pois, previous):
-        grid = self._grid_for(visits, previous)
+    def _fit_city(self, city, visits, pois, previous, n_duplicates=0):
+        grid = self._grid_for(visits, previous, city)
+        visits, n_out = self._drop_outliers(city, grid, visits, "visits")
+        n_poi_out = 0
+        if pois is not None:
+            pois, n_poi_out = self._drop_outliers(city, grid, pois, "POIs")
+        if not grid.is_projected:
+            self._check_grid_scale(city, visits)
+        excluded = dict(getattr(previous, "excluded", {})) if previous is not None else {}
+        for key, n in (("duplicate_visits", n_duplicates), ("outlier_visits", n_out), ("outlier_pois", n_poi_out)):
+            excluded[key] = excluded.get(key, 0) + int(n)
         visit_cells = self._cells(grid, visits, city)
         venues = None
         no_pois = np.zeros((0, 2), np.int64), np.zeros(0, np.int64), np.zeros(0)
@@ -386,12 +522,26 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
             cat_index = venues["cat"].to_numpy(np.int64)
             weights = np.ones(len(venues))
 
+        return self._city_table(city, grid, visit_cells, poi_cells, cat_index, weights, venues, excluded, previous,
+                                pois)
+
+    def _city_table(self, city, grid, visit_cells, poi_cells, cat_index, weights, venues, excluded, previous=None,
+                    pois=None, visit_weights=None):
+        """A city's table from its visit cells and POI cells (the second half of ``_fit_city``).
+
+        ``visit_weights`` (int64, one per row of ``visit_cells``): visits per row, when the rows
+        are distinct cells with counts (:class:`trajmoe.streaming.ChunkedEncoder`); None = one.
+        """
         known = cell_keys(*previous.cells.T) if previous is not None else np.zeros(0, np.int64)
-        region = self._region(city, grid, np.concatenate([visit_cells, poi_cells]))
+        region_weights = None
+        if visit_weights is not None:
+            region_weights = np.concatenate([visit_weights, np.ones(len(poi_cells), np.int64)])
+        region = self._region(city, grid, np.concatenate([visit_cells, poi_cells]), region_weights)
         all_keys = np.unique(np.concatenate([known, cell_keys(*visit_cells.T), cell_keys(*poi_cells.T), region]))
         cells = cells_of_keys(all_keys)
 
-        visit_counts = np.bincount(np.searchsorted(all_keys, cell_keys(*visit_cells.T)), minlength=len(cells))
+        visit_counts = np.bincount(np.searchsorted(all_keys, cell_keys(*visit_cells.T)), weights=visit_weights,
+                                   minlength=len(cells)).astype(np.int64)
         if previous is not None:
             visit_counts[np.searchsorted(all_keys, known)] += previous.visit_counts
 
@@ -408,17 +558,19 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         else:
             mean, std = xy.mean(axis=0), xy.std(axis=0)
             std = np.where(std > 0, std, 1.0)
-        return CityTable(grid, cells, poi_counts, visit_counts.astype(np.int64), mean, std, venues)
+        return CityTable(grid, cells, poi_counts, visit_counts.astype(np.int64), mean, std, venues,
+                         excluded=excluded)
 
-    def _region(self, city, grid, cells):
+    def _region(self, city, grid, cells, weights=None):
         """Keys of the region's cells: the quantile-trimmed box of ``cells`` widened by
         ``region_margin``, or, where that box would exceed :data:`MAX_REGION_CELLS`, the
-        cells within ``region_margin`` of one of ``cells``; empty for the closed vocabulary."""
+        cells within ``region_margin`` of one of ``cells``; empty for the closed vocabulary.
+        ``weights``: how many times each row of ``cells`` counts (None: once)."""
         if self.region_margin is None or not len(cells):
             return np.zeros(0, np.int64)
         pad = int(np.ceil(self.region_margin / grid.cell_size))
-        lo = np.floor(np.quantile(cells, REGION_QUANTILE, axis=0)).astype(np.int64) - pad
-        hi = np.ceil(np.quantile(cells, 1 - REGION_QUANTILE, axis=0)).astype(np.int64) + pad
+        lo = np.floor(_quantile(cells, REGION_QUANTILE, weights)).astype(np.int64) - pad
+        hi = np.ceil(_quantile(cells, 1 - REGION_QUANTILE, weights)).astype(np.int64) + pad
         if np.prod((hi - lo + 1).astype(float)) <= MAX_REGION_CELLS:
             ix, iy = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
             return cell_keys(ix.ravel(), iy.ravel())
@@ -448,45 +600,83 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         ------
         sklearn.exceptions.NotFittedError
             Before fit.
-        ValueError
-            If X holds a city the encoder has not seen (fit or partial_fit it first).
+        trajmoe.exceptions.UnknownCityError
+            If X holds a city the encoder has not seen (fit or partial_fit it first); a
+            ValueError.
         """
+        return self._locate(X)[0]
+
+    def _locate(self, X):
+        """:meth:`locate` and a bool mask (n_visits,) of the outlier rows (their cells are
+        never added as candidates by :meth:`with_unseen_cells`)."""
         check_is_fitted(self, "cities_")
-        visits = validate_visits(positional(X))
+        visits = validate_visits(positional(X), duplicates="ignore")
         unknown = sorted(set(visits[CITY].unique()) - set(self.cities_))
         if unknown:
-            raise ValueError(
+            raise UnknownCityError(
                 f"Column '{CITY}' holds cities the encoder has not seen: {unknown}. Known cities: "
                 f"{list(self.cities_)}. Register them with partial_fit first.")
         n = len(visits)
         city = np.empty(n, dtype=object)
         location = np.empty(n, np.int64)
         cells = np.empty((n, 2), np.int64)
+        outlier = np.zeros(n, dtype=bool)
         for name, rows in visits.groupby(CITY, sort=False):
             table = self.cities_[name]
             pos = rows.index.to_numpy()
             cells[pos] = self._cells(table.grid, rows, name)
             location[pos] = table.lookup(cells[pos, 0], cells[pos, 1])
             city[pos] = name
-        return pd.DataFrame({CITY: city, "location_id": location,
-                             "label": cell_labels(city, cells[:, 0], cells[:, 1]),
-                             "ix": cells[:, 0], "iy": cells[:, 1]}, index=X.index)
+            if table.grid.is_projected:
+                outlier[pos] = table.grid.outliers(rows[LAT].to_numpy(float), rows[LON].to_numpy(float))
+        located = pd.DataFrame({CITY: city, "location_id": location,
+                                "label": cell_labels(city, cells[:, 0], cells[:, 1]),
+                                "ix": cells[:, 0], "iy": cells[:, 1]}, index=X.index)
+        return located, outlier
 
     def transform(self, X):
-        """Location features of every visit's cell.
+        """Location features of every visit's cell, carrying the visits (a pipeline step).
 
         Parameters
         ----------
         X : DataFrame of shape (n_visits, n_columns)
+            Canonical visit frame. A city the encoder was not fitted on is described from X
+            alone (see :meth:`with_unseen_cities`; DataWarning).
 
         Returns
         -------
-        ndarray of float64, shape (n_visits, 37)
+        EncodedArray of float64, shape (n_visits, 37)
             34 POI counts, 2 z-scored coordinates, 1 popularity bin (1..8; a cell outside
             the vocabulary has no POIs and the bin of a never-visited cell), in the row
-            order of X. A DataFrame with :meth:`get_feature_names_out` columns under
-            ``set_output(transform="pandas")``.
+            order of X: an ndarray that also carries X (``.visits``) and this encoder
+            (``.encoder``), so that a trajmoe estimator after it in a pipeline reads the visits
+            (see :mod:`trajmoe._encoded`). Under ``set_output(transform="pandas")``, an
+            :class:`~trajmoe._encoded.EncodedFrame` with :meth:`get_feature_names_out`
+            columns and X's index, carrying the same.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+        trajmoe.exceptions.UnknownCityError
+            For an unseen city under the closed vocabulary (``region_margin=None``).
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from sklearn.pipeline import make_pipeline
+        >>> from trajmoe import HistoryFrequencyBaseline, SpatialSemanticEncoder
+        >>> X = pd.DataFrame({"user_id": 1, "day": 0, "slot": [0, 1, 2, 3], "x": [1, 2, 1, 2], "y": 0})
+        >>> pipe = make_pipeline(SpatialSemanticEncoder(), HistoryFrequencyBaseline(min_stays=1)).fit(X)
+        >>> pipe.predict(X).tolist()
+        ['city:1_0', 'city:2_0', 'city:1_0', 'city:2_0']
         """
+        features = self.with_unseen_cities(X)._features(X)
+        return encoded_output(features, X, self, self.feature_names_out_,
+                              _get_output_config("transform", self)["dense"])
+
+    def _features(self, X):
+        """The 37 features of every visit of X (cities of X known), float64 (n_visits, 37)."""
         located = self.locate(X)
         out = np.zeros((len(located), len(self.feature_names_out_)))
         city = located[CITY].to_numpy()
@@ -500,6 +690,95 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
             out[pos[known], :n_poi] = table.poi_counts[ids[known]]
             out[pos, n_poi:n_poi + 2] = table.coords(located[["ix", "iy"]].to_numpy()[pos])
             out[pos, -1] = np.where(known, table.popularity[np.maximum(ids, 0)], table.unseen_popularity)
+        return out
+
+    def with_unseen_cities(self, X, pois=None):
+        """A copy that also describes the cities of X it was not fitted on (zero-shot).
+
+        A feature-based model can score a city it never saw: its cells are described in the
+        shared feature space from what is known without its training data. Each such city
+        gets a temporary :class:`CityTable`, built as :meth:`fit` would build it from X's
+        visits of the city (their grid, and the region of their cells widened by
+        ``region_margin``) with these exceptions, so that nothing of the visits being scored
+        but where they lie enters the features:
+
+        - POI counts come from ``pois`` only (none without it); the visits' ``poi_category``
+          is not read (on check-in data it names the visited cells, the targets among them);
+        - no cell has a visit: every cell gets the popularity bin that never-visited cells
+          have in most fitted cities (``CityTable.zero_shot_bin``).
+
+        The fitted encoder is left as it is. The estimators use this copy while they predict
+        or score (``cross_val_score`` with :class:`trajmoe.model_selection.LeaveOneCityOut`).
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+            Canonical visit frame.
+        pois : DataFrame of shape (n_pois, n_columns), optional
+            POI frame; only the rows of the unseen cities are read.
+
+        Returns
+        -------
+        SpatialSemanticEncoder
+            ``self`` if X holds no unseen city; else a shallow copy whose ``cities_`` also
+            holds the temporary tables (after the fitted cities).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+        trajmoe.exceptions.UnknownCityError
+            If X holds an unseen city and the vocabulary is closed (``region_margin=None``):
+            its candidates would then be exactly the cells X visits, the targets included.
+
+        Warns
+        -----
+        trajmoe.exceptions.DataWarning
+            Naming every unseen city, how it is described and how to learn it instead.
+        """
+        check_is_fitted(self, "cities_")
+        if isinstance(X, pd.DataFrame):         # the usual case, every city known: no validation pass
+            named = X[CITY].astype(str).unique() if CITY in X.columns else [DEFAULT_CITY]
+            if set(named) <= set(self.cities_):
+                return self
+        visits = validate_visits(positional(X), duplicates="ignore")
+        unknown = sorted(set(visits[CITY].unique()) - set(self.cities_))
+        if not unknown:
+            return self
+        if self.region_margin is None:
+            raise UnknownCityError(
+                f"Column '{CITY}' holds cities the encoder has not seen: {unknown}. Known cities: "
+                f"{list(self.cities_)}. With region_margin=None (the closed vocabulary) an unseen city "
+                "cannot be scored zero-shot: its only candidates would be the cells visited in X. "
+                "Register it with partial_fit, or give the encoder a region_margin.")
+        rows = visits[visits[CITY].isin(unknown)].drop(columns=[POI_CATEGORY], errors="ignore")
+        city_pois = None
+        if pois is not None:
+            of_city = (pois[CITY].astype(str) if CITY in pois.columns
+                       else pd.Series(DEFAULT_CITY, index=pois.index)).isin(unknown).to_numpy()
+            city_pois = pois[of_city] if of_city.any() else None
+        described = SpatialSemanticEncoder(**self.get_params()).fit(rows, pois=city_pois)
+        fitted_bins = [t.unseen_popularity for t in self.cities_.values()
+                       if getattr(t, "zero_shot_bin", None) is None]
+        zero_shot_bin = (int(pd.Series(fitted_bins).mode().max()) if fitted_bins
+                         else len(POPULARITY_EDGES) + 1)
+        out = copy.copy(self)
+        out.cities_ = dict(self.cities_)
+        for city in unknown:
+            table = described.cities_[city]
+            out.cities_[city] = replace(table, visit_counts=np.zeros_like(table.visit_counts), venues=None,
+                                        zero_shot_bin=zero_shot_bin)
+        warnings.warn(
+            f"Cities {unknown} are unknown to this model: scored zero-shot, each from a temporary "
+            f"grid and location table built from its {len(rows)} visits in X (their region widened by "
+            f"region_margin={self.region_margin} m), POI counts "
+            f"{'from pois' if city_pois is not None else 'none (pass pois= to use POI features)'} and no "
+            f"visit counts (every cell gets popularity bin {zero_shot_bin}, that of a never-visited cell); "
+            "the fitted model is left unchanged. Register a city with partial_fit to learn it."
+            + (f" X has no '{CITY}' column, so all its visits are taken to be in the city "
+               f"'{DEFAULT_CITY}': add the column to score the fitted cities {list(self.cities_)}."
+               if DEFAULT_CITY in unknown and isinstance(X, pd.DataFrame) and CITY not in X.columns else ""),
+            DataWarning, stacklevel=_caller_stacklevel())
         return out
 
     def with_unseen_cells(self, X):
@@ -531,8 +810,9 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         ValueError
             If X holds a city the encoder has not seen.
         """
-        located = self.locate(X)
-        unseen = located[located["location_id"] < 0]
+        located, outlier = self._locate(X)
+        # outliers (null island, far from the city) never become candidates
+        unseen = located[(located["location_id"] < 0).to_numpy() & ~outlier]
         if self.region_margin is None or not len(unseen):
             return self
         out = copy.copy(self)
@@ -562,12 +842,12 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
 
         Raises
         ------
-        KeyError
-            If the city is unknown.
+        trajmoe.exceptions.UnknownCityError
+            If the city is unknown (a KeyError).
         """
         check_is_fitted(self, "cities_")
         if city not in self.cities_:
-            raise KeyError(f"Unknown city {city!r}; known cities: {list(self.cities_)}.")
+            raise UnknownCityError(f"Unknown city {city!r}; known cities: {list(self.cities_)}.")
         t = self.cities_[city]
         lat, lon = t.grid.centroid_lonlat(t.cells[:, 0], t.cells[:, 1])
         coords = t.coords()
@@ -584,6 +864,36 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.requires_fit = True
         return tags
+
+
+def _quantile(values, q, weights=None):
+    """``np.quantile(values, q, axis=0)`` (linear), of the rows repeated ``weights`` times.
+
+    Exactly numpy's value: the two order statistics around the virtual index are found from
+    the cumulative weights and interpolated by numpy itself.
+    """
+    if weights is None:
+        return np.quantile(values, q, axis=0)
+    values = np.asarray(values)
+    weights = np.asarray(weights, np.int64)
+    n = int(weights.sum())
+    index = q * (n - 1)
+    below = int(np.floor(index))
+    out = np.empty(values.shape[1])
+    for j in range(values.shape[1]):
+        order = np.argsort(values[:, j], kind="stable")
+        ends = np.cumsum(weights[order])
+        pick = values[order, j][np.searchsorted(ends, [below, min(below + 1, n - 1)], side="right")]
+        out[j] = np.quantile(pick.astype(float), index - below)
+    return out
+
+
+def _caller_stacklevel():
+    """Stack level of the first frame outside trajmoe (and contextlib), for warnings."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("trajmoe", "contextlib"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _category_index(city, categories):
@@ -609,6 +919,22 @@ def _category_index(city, categories):
     return cat_index.astype(np.int64)
 
 
+def _labels(index):
+    """Up to five row labels, e.g. ``[3, 8, 9]`` or ``[0, 1, 2, 3, 4, ...]``."""
+    shown = [v.item() if isinstance(v, np.generic) else v for v in index[:5]]
+    return "[" + ", ".join(repr(v) for v in shown) + (", ...]" if len(index) > 5 else "]")
+
+
+def _duplicates_per_city(X, visits):
+    """Exact duplicate rows dropped by ``validate_visits(..., duplicates="drop")`` per city."""
+    if CITY in X.columns:
+        before = X[CITY].astype(str).value_counts()
+    else:
+        before = pd.Series({DEFAULT_CITY: len(X)})
+    after = visits[CITY].value_counts()
+    return {str(c): int(n - after.get(c, 0)) for c, n in before.items() if n > after.get(c, 0)}
+
+
 def positional(X):
     """X with a RangeIndex (row positions), so results can be put back in X's order."""
     return X.reset_index(drop=True) if isinstance(X, pd.DataFrame) else X
@@ -630,3 +956,220 @@ def cell_labels(city, ix, iy):
     iy = np.asarray(iy).astype(str)
     city = np.broadcast_to(np.asarray(city, dtype=object), ix.shape).astype(str)
     return np.char.add(np.char.add(np.char.add(city, ":"), np.char.add(ix, "_")), iy).astype(object)
+
+
+def _weighted_median(values, weights):
+    """``np.median`` of ``values`` repeated ``weights`` times (exactly numpy's value)."""
+    order = np.argsort(values, kind="stable")
+    ends = np.cumsum(weights[order])
+    n = int(ends[-1])
+    pick = values[order][np.searchsorted(ends, [(n - 1) // 2, n // 2], side="right")]
+    return float(np.median(pick))
+
+
+def _weighted_centre(lat, lon, weights):
+    """:func:`trajmoe.spatial.robust_centre` of points repeated ``weights`` times (outlier_mask
+    without a centre: null island only)."""
+    keep = ~outlier_mask(lat, lon, None)
+    if not keep.any():
+        raise ValueError(f"all {int(weights.sum())} points lie at (0, 0), 'null island', a placeholder for a "
+                         "missing position: there is no city to project.")
+    lat, lon, weights = lat[keep], lon[keep], weights[keep]
+    clat, clon = _weighted_median(lat, weights), _weighted_median(lon, weights)
+    near = distance_to(lat, lon, (clat, clon)) <= OUTLIER_DISTANCE
+    if near.any():
+        clat, clon = _weighted_median(lat[near], weights[near]), _weighted_median(lon[near], weights[near])
+    return clat, clon
+
+
+def _merge_counts(previous, frame, columns):
+    """Distinct rows of ``columns`` with a ``n`` column of counts, ``previous`` added."""
+    counts = frame.groupby(columns, sort=False, dropna=False).size().rename("n").reset_index()
+    if previous is not None:
+        counts = pd.concat([previous, counts]).groupby(columns, sort=False, dropna=False)["n"].sum().reset_index()
+    return counts
+
+
+class ChunkedEncoder:
+    """A :class:`~trajmoe.SpatialSemanticEncoder` fitted chunk by chunk, exactly as by one fit.
+
+    ``partial_fit`` keeps per city only what the encoder's tables follow from: the distinct
+    coordinates (lat/lon, or x/y cells) with their numbers of visits, the distinct visited
+    venues, the POI frame rows and the numbers of duplicate rows; :attr:`encoder_` then lays the
+    same grid (robust centre by weighted medians), drops the same outliers, takes the same
+    region (weighted quantiles) and counts the same visits as ``encoder.fit(all chunks,
+    pois=all POIs)``. Memory grows with the distinct coordinates, not with the visits: for
+    check-ins the venues, for gridded data the cells (raw GPS fixes should be snapped, or
+    gridded as x/y, first).
+
+    The encoder's own ``partial_fit`` is different on purpose: it extends a fitted encoder
+    whose grid and coordinate scaling a trained network relies on.
+
+    Parameters
+    ----------
+    encoder : SpatialSemanticEncoder or None, default None
+        Template (cloned); None = the default encoder.
+
+    Attributes
+    ----------
+    encoder_ : SpatialSemanticEncoder
+        The fitted encoder (built on access from the statistics so far).
+    n_chunks_ : int
+
+    Raises
+    ------
+    ValueError
+        From ``partial_fit``, if a user of a city appears in two chunks (each chunk must hold
+        all the visits of its users: exact duplicate rows and windows are found within
+        chunks), or a city changes location form (lat/lon against x/y) between chunks.
+
+    Notes
+    -----
+    The rows of a table's ``venues`` frame are the same as ``fit``'s, possibly in another order
+    (sorted here); every array of the tables is identical.
+
+    Examples
+    --------
+    >>> chunked = ChunkedEncoder()                                  # doctest: +SKIP
+    >>> for chunk in chunks:                                         # doctest: +SKIP
+    ...     chunked.partial_fit(chunk)
+    >>> chunked.encoder_.cities_["nyc"].n_locations                  # doctest: +SKIP
+    """
+
+    def __init__(self, encoder=None):
+        self.encoder = encoder
+
+    def partial_fit(self, X, y=None, pois=None):
+        """Add the visits of one chunk (and, optionally, POI rows).
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_visits, n_columns)
+            Canonical visit frame holding all visits of its users.
+        y : None
+            Ignored.
+        pois : DataFrame of shape (n_pois, n_columns), optional
+            POI rows (any chunk may bring some; they are put together as one frame).
+
+        Returns
+        -------
+        self
+        """
+        if not hasattr(self, "_stats"):
+            self._template = clone(self.encoder) if self.encoder is not None else SpatialSemanticEncoder()
+            self._stats, self._pois, self._users, self.n_chunks_ = {}, [], {}, 0
+        template = self._template
+        if template.categories != "taxonomy":
+            X = map_frame_categories(X, POI_CATEGORY, template.categories, unmapped="keep")
+            pois = map_frame_categories(pois, CATEGORY, template.categories, unmapped="keep")
+        visits = validate_visits(positional(X), duplicates="drop")
+        duplicates = _duplicates_per_city(X, visits)
+        if pois is not None:
+            self._pois.append(validate_pois(pois))
+        for city, rows in visits.groupby(CITY, sort=False):
+            self._add_city(city, rows, duplicates.get(city, 0))
+        self.n_chunks_ += 1
+        self._n_features_in = X.shape[1]
+        self.__dict__.pop("_encoder", None)
+        return self
+
+    def _add_city(self, city, rows, n_duplicates):
+        users = pd.unique(rows[USER])
+        seen = self._users.setdefault(city, set())
+        again = seen.intersection(users)
+        if again:
+            raise ValueError(f"city {city!r}: users {sorted(again, key=str)[:5]} appear in two chunks; each chunk "
+                             "must hold all the visits of its users (split the data by user).")
+        seen.update(users)
+        latlon = LAT in rows and rows[LAT].notna().all()
+        stats = self._stats.setdefault(city, {"latlon": latlon, "points": None, "venues": [], "duplicates": 0})
+        if stats["latlon"] != latlon:
+            raise ValueError(f"city {city!r}: some chunks give lat/lon, others x/y cells; give every visit of a "
+                             "city the same location form.")
+        point_cols = [LAT, LON] if latlon else [X, Y]
+        if not latlon and not all(c in rows and rows[c].notna().all() for c in point_cols):
+            raise SchemaError(f"City {city!r}: rows without '{LAT}'/'{LON}' need '{X}'/'{Y}' grid cells.")
+        stats["points"] = _merge_counts(stats["points"], rows[point_cols], point_cols)
+        stats["duplicates"] += int(n_duplicates)
+        if POI_CATEGORY in rows:
+            cols = [c for c in (LAT, LON, X, Y, "venue_id") if c in rows]
+            venues = rows[cols].assign(cat=_category_index(city, rows[POI_CATEGORY].to_numpy()))
+            stats["venues"] = [pd.concat([*stats["venues"], venues[venues["cat"] >= 0]]).drop_duplicates()]
+
+    @property
+    def encoder_(self):
+        if not hasattr(self, "_stats"):
+            raise AttributeError("ChunkedEncoder has no fitted encoder before the first partial_fit.")
+        if "_encoder" not in self.__dict__:
+            self._encoder = self._build()
+        return self._encoder
+
+    def _build(self):
+        encoder = clone(self._template)
+        encoder.cities_ = {}
+        poi_frame = pd.concat(self._pois, ignore_index=True) if self._pois else None
+        for city, stats in self._stats.items():
+            pois = None
+            if poi_frame is not None:
+                pois = poi_frame[poi_frame[CITY] == city]
+                pois = pois if len(pois) else None
+            encoder.cities_[city] = self._city(encoder, city, stats, pois)
+        encoder.feature_names_out_ = np.array([f"poi_{c}" for c in TAXONOMY] + ["x_z", "y_z", "popularity"],
+                                              dtype=object)
+        encoder.n_features_in_ = self._n_features_in
+        return encoder
+
+    @staticmethod
+    def _city(encoder, city, stats, pois):
+        """The city's table, as ``SpatialSemanticEncoder._fit_city`` lays it from all rows."""
+        points = stats["points"]
+        weights = points["n"].to_numpy(np.int64)
+        n_out = 0
+        if stats["latlon"]:
+            lat, lon = points[LAT].to_numpy(float), points[LON].to_numpy(float)
+            try:
+                centre = _weighted_centre(lat, lon, weights)
+                crs = utm_crs_for([centre[0]], [centre[1]]).to_string()   # the zone of the centre itself
+            except ValueError as exc:
+                raise SchemaError(f"city {city!r}: no grid can be laid, {exc}") from None
+            grid = CityGrid(float(encoder.cell_size), crs, centre)
+            out = grid.outliers(lat, lon)
+            n_out = int(weights[out].sum())
+            points, weights = points[~out], weights[~out]
+        else:
+            grid = CityGrid(float(encoder.cell_size), None)
+        visit_cells = encoder._cells(grid, points, city)
+        n_poi_out = 0
+        venues = None
+        if pois is not None:
+            pois, n_poi_out = encoder._drop_outliers(city, grid, pois, "POIs")
+            cat_index = _category_index(city, pois[CATEGORY].to_numpy())
+            known = cat_index >= 0
+            poi_cells = encoder._cells(grid, pois, city)[known]
+            poi_weights = (pois["count"].to_numpy(np.float64) if "count" in pois else np.ones(len(pois)))[known]
+            cat_index = cat_index[known]
+        else:
+            venues = _venue_frame(grid, stats["venues"], city, encoder)
+            poi_cells = venues[["ix", "iy"]].to_numpy(np.int64)
+            cat_index = venues["cat"].to_numpy(np.int64)
+            poi_weights = np.ones(len(venues))
+        excluded = {"duplicate_visits": stats["duplicates"], "outlier_visits": n_out, "outlier_pois": n_poi_out}
+        return encoder._city_table(city, grid, visit_cells, poi_cells, cat_index, poi_weights, venues, excluded,
+                                   visit_weights=weights)
+
+
+def _venue_frame(grid, parts, city, encoder):
+    """The distinct visited venues as ``_fit_city`` lists them (``ix``, ``iy``, the venue
+    columns, ``cat``), in sorted order."""
+    raw = parts[0] if parts else pd.DataFrame({"cat": np.zeros(0, np.int64)})
+    if grid.is_projected and len(raw):
+        raw = raw[~grid.outliers(raw[LAT].to_numpy(float), raw[LON].to_numpy(float))]
+    cells = encoder._cells(grid, raw, city) if len(raw) else np.zeros((0, 2), np.int64)
+    venues = pd.DataFrame({"ix": cells[:, 0], "iy": cells[:, 1]})
+    if parts:
+        venue_cols = ["venue_id"] if "venue_id" in raw else [c for c in (LAT, LON) if c in raw]
+        for col in venue_cols:
+            venues[col] = raw[col].to_numpy()
+    venues["cat"] = raw["cat"].to_numpy(np.int64)
+    venues = venues.drop_duplicates()
+    return venues.sort_values(list(venues.columns), kind="stable").reset_index(drop=True)

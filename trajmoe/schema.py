@@ -34,6 +34,10 @@ import datetime as _dt
 import numpy as np
 import pandas as pd
 
+from ._constants import MAX_CELL_INDEX, N_SLOTS
+from .exceptions import DataWarning, SchemaError
+from .taxonomy import TAXONOMY
+
 __all__ = [
     "USER",
     "STARTED_AT",
@@ -58,6 +62,9 @@ __all__ = [
     "validate_pois",
     "time_form",
     "location_form",
+    "TIME_RANGE",
+    "MAX_DAY",
+    "MAX_OFFSET_SPREAD",
 ]
 
 USER = "user_id"
@@ -76,29 +83,28 @@ CATEGORY = "category"
 COUNT = "count"
 SOURCE_CATEGORY = "source_category"
 TRAJECTORY_ID = "trajectory_id"
-#: Number of half-hour slots in a day (``slot`` takes values ``0 .. N_SLOTS - 1``).
-N_SLOTS = 48
 
 _MAX_LABELS = 5
-
-
-class SchemaError(ValueError):
-    """A visit or POI frame does not follow the trajmoe data model.
-
-    The message names the column, up to five offending row labels with the total count, and
-    how to fix the input.
-    """
-
-
-class DataWarning(UserWarning):
-    """Rows or values were dropped, filled or left unmapped; the message says how many."""
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _rows(index: pd.Index, mask) -> str:
-    """Format up to five row labels where ``mask`` is True, e.g. ``[4, 9, 12]``."""
+def format_rows(index: pd.Index, mask) -> str:
+    """Format up to five row labels where ``mask`` is True, e.g. ``[4, 9, 12]``, for error messages.
+
+    Parameters
+    ----------
+    index : Index of length n
+        Row labels of the frame.
+    mask : array-like of bool, shape (n,)
+        Rows to name.
+
+    Returns
+    -------
+    str
+        The first five labels in brackets, followed by ``...`` when there are more.
+    """
     mask = np.asarray(mask, dtype=bool)
     labels = list(index[mask][: _MAX_LABELS + 1])
     shown = ", ".join(
@@ -131,7 +137,7 @@ def _no_missing(out: pd.DataFrame, col: str, fix: str = "drop or fill them") -> 
     if miss.any():
         raise SchemaError(
             f"column {col!r} has {_values_word(int(miss.sum()), 'NaN')} at rows "
-            f"{_rows(out.index, miss)}: {fix} before fitting"
+            f"{format_rows(out.index, miss)}: {fix} before fitting"
         )
 
 
@@ -147,20 +153,20 @@ def _numeric(out: pd.DataFrame, col: str) -> pd.Series:
     if bad.any():
         raise SchemaError(
             f"column {col!r} has {int(bad.sum())} non-numeric value"
-            f"{'' if bad.sum() == 1 else 's'} at rows {_rows(out.index, bad)}: convert them "
+            f"{'' if bad.sum() == 1 else 's'} at rows {format_rows(out.index, bad)}: convert them "
             f"to numbers (e.g. pd.to_numeric) or drop those rows before fitting"
         )
     return conv.astype("float64")
 
 
-def _check_range(out: pd.DataFrame, col: str, lo: float, hi: float, unit: str) -> None:
+def _check_range(out: pd.DataFrame, col: str, lo: float, hi: float, unit: str,
+                 fix: str = "fix or drop them before fitting") -> None:
     v = out[col].to_numpy(dtype="float64")
     bad = (v < lo) | (v > hi)
     if bad.any():
         raise SchemaError(
             f"column {col!r} has {int(bad.sum())} value{'' if bad.sum() == 1 else 's'} outside "
-            f"{lo:g}..{hi:g} {unit} at rows {_rows(out.index, bad)}: fix or drop them before "
-            f"fitting"
+            f"{lo:g}..{hi:g} {unit} at rows {format_rows(out.index, bad)}: {fix}"
         )
 
 
@@ -173,7 +179,7 @@ def _integral(out: pd.DataFrame, col: str, what: str, hint: str = "") -> None:
     if bad.any():
         raise SchemaError(
             f"column {col!r} ({what}) has {int(bad.sum())} non-integer value"
-            f"{'' if bad.sum() == 1 else 's'} at rows {_rows(out.index, bad)}: it must hold "
+            f"{'' if bad.sum() == 1 else 's'} at rows {format_rows(out.index, bad)}: it must hold "
             f"whole numbers{hint}"
         )
     out[col] = arr.astype("int64")
@@ -255,9 +261,79 @@ def location_form(X: pd.DataFrame) -> str:
     )
 
 
+#: Accepted ``started_at`` values: from ``TIME_RANGE[0]`` up to, not including, ``TIME_RANGE[1]``
+#: (UTC instants for tz-aware times, local wall-clock times for naive ones). Values outside are
+#: placeholders, not visit times: 9999-12-31 (an "open end"), 1970-01-01 (Unix time 0 for
+#: "unknown"), 1900-01-01 or 0001-01-01 (database minima), or numbers read in the wrong unit
+#: (Unix seconds taken as milliseconds land in January 1970).
+TIME_RANGE = (pd.Timestamp("1971-01-01"), pd.Timestamp("2100-01-01"))
+#: Largest magnitude of a ``day`` index (about 274 years of days; larger ones overflow the
+#: nanosecond time keys).
+MAX_DAY = 100_000
+
+
+def _from_arrow(s: pd.Series) -> pd.Series:
+    """A pyarrow-backed timestamp or date column as the equivalent numpy-backed datetime64
+    column (same unit and time zone); other columns unchanged."""
+    dtype = s.dtype
+    if not isinstance(dtype, pd.ArrowDtype):
+        return s
+    import pyarrow as pa  # present whenever an ArrowDtype exists
+
+    pa_type = dtype.pyarrow_dtype
+    if pa.types.is_timestamp(pa_type):
+        unit = pa_type.unit if pa_type.unit in ("s", "ms", "us", "ns") else "ns"
+        if pa_type.tz is None:
+            return s.astype(f"datetime64[{unit}]")
+        return s.astype(pd.DatetimeTZDtype(unit=unit, tz=pa_type.tz))
+    if pa.types.is_date(pa_type):
+        return s.astype("datetime64[s]")
+    return s
+
+
+def _parse_each(s: pd.Series) -> pd.Series:
+    """Parse every value on its own (object column of Timestamps, each with its own UTC offset
+    or none; NaT where a value does not parse)."""
+
+    def one(v):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return pd.NaT
+        try:
+            return pd.Timestamp(v)
+        except (ValueError, TypeError, OverflowError):
+            return pd.NaT
+
+    return s.map(one).astype(object)
+
+
+def _check_time_range(index: pd.Index, parsed: pd.Series, col: str) -> None:
+    """Raise if parsed times (no NaT) fall outside :data:`TIME_RANGE`."""
+    lo, hi = TIME_RANGE
+    if pd.api.types.is_datetime64_any_dtype(parsed):
+        wall = parsed.dt.tz_convert("UTC").dt.tz_localize(None) if parsed.dt.tz is not None else parsed
+        bad = ((wall < lo) | (wall >= hi)).to_numpy(dtype=bool)
+    else:  # object column of Timestamps with their own zones
+        bad = parsed.map(lambda v: not lo <= (v.tz_convert("UTC").tz_localize(None)
+                                               if v.tzinfo is not None else v) < hi).to_numpy(dtype=bool)
+    if bad.any():
+        first = parsed[bad].iloc[0]
+        raise SchemaError(
+            f"column {col!r} has {int(bad.sum())} value{'' if bad.sum() == 1 else 's'} outside "
+            f"{lo:%Y-%m-%d}..{hi - pd.Timedelta(days=1):%Y-%m-%d} at rows {format_rows(index, bad)} "
+            f"(e.g. {first}): placeholder dates such as 9999-12-31 (an 'open end') or 1970-01-01 "
+            f"(Unix time 0) are not visit times. Drop those rows or give their real times "
+            f"(numbers in the wrong unit: pd.to_datetime(values, unit='s', utc=True))"
+        )
+
+
 def _parse_started_at(out: pd.DataFrame, col: str = STARTED_AT) -> pd.Series:
-    """Return a sort key (UTC instant, or naive local time) and store the parsed column."""
-    s = out[col]
+    """Return a sort key (UTC instant, or naive local time) and store the parsed column.
+
+    Strings whose UTC offsets differ (a daylight-saving change, or several zones) are read
+    value by value as instants, each keeping its own offset; pyarrow-backed timestamps are
+    converted to numpy-backed ones.
+    """
+    s = _from_arrow(out[col])
     if pd.api.types.is_datetime64_any_dtype(s):
         parsed = s
     elif pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
@@ -280,59 +356,105 @@ def _parse_started_at(out: pd.DataFrame, col: str = STARTED_AT) -> pd.Series:
                 retry = (parsed.isna() & s.notna()).to_numpy()
                 if retry.any():
                     parsed = pd.to_datetime(s, errors="coerce", format="mixed")
-            except (ValueError, TypeError):  # mixed time zones
-                raise SchemaError(
-                    f"column {col!r} holds strings with mixed time zones (or naive and "
-                    f"tz-aware strings mixed){_zone_rows(s)}: parse it yourself, e.g. "
-                    f"pd.to_datetime(X[{col!r}], utc=True).dt.tz_convert(tz) per city, or pass "
-                    f"naive local times"
-                ) from None
+            except (ValueError, TypeError, OverflowError):
+                # different UTC offsets (a DST change, several zones) or naive and tz-aware
+                # strings mixed: every value is an instant of its own offset (a city mixing
+                # naive and tz-aware values is refused below)
+                parsed = _parse_each(s)
             bad = (parsed.isna() & s.notna()).to_numpy()
             if bad.any():
                 raise SchemaError(
                     f"column {col!r} has {int(bad.sum())} unparsable value"
-                    f"{'' if bad.sum() == 1 else 's'} at rows {_rows(out.index, bad)}: "
+                    f"{'' if bad.sum() == 1 else 's'} at rows {format_rows(out.index, bad)}: "
                     f"fix or drop them (pd.to_datetime must accept every value)"
                 )
     miss = parsed.isna().to_numpy()
     if miss.any():
         raise SchemaError(
             f"column {col!r} has {_values_word(int(miss.sum()), 'missing (NaT)')} at rows "
-            f"{_rows(out.index, miss)}: drop or fill them before fitting"
+            f"{format_rows(out.index, miss)}: drop or fill them before fitting"
         )
+    if not pd.api.types.is_datetime64_any_dtype(parsed):
+        _no_mixed_naive_aware(out, parsed, col)
+    _check_time_range(out.index, parsed, col)
     out[col] = parsed
     if pd.api.types.is_datetime64_any_dtype(parsed):
         return parsed
-    _no_mixed_naive_aware(out, parsed, col)
     # object column of timestamps with different zones: order by the UTC instant
     return parsed.map(
         lambda v: v.tz_convert("UTC").tz_localize(None) if v.tzinfo is not None else v
     ).astype("datetime64[ns]")
 
 
-def _zone_rows(s: pd.Series) -> str:
-    """``": rows [...] differ from row R (zone Z)"`` for strings whose UTC offset differs
-    from the first parsable value's; empty if that cannot be told."""
+_UTC_NAMES = frozenset({"UTC", "ETC/UTC", "GMT", "ETC/GMT", "Z", "ZULU", "ETC/ZULU", "UNIVERSAL",
+                        "ETC/UNIVERSAL", "UCT", "ETC/UCT", "GMT0", "ETC/GMT0", "ETC/GMT+0", "ETC/GMT-0",
+                        "UTC+00:00", "TZUTC()"})
+#: UTC offsets of one city's times may differ by this much (a daylight-saving change) before
+#: local times read in each value's own offset are reported as inconsistent.
+MAX_OFFSET_SPREAD = pd.Timedelta(hours=1)
 
-    def zone(v):
-        try:
-            t = pd.Timestamp(v)
-        except (ValueError, TypeError):
-            return None
-        return "naive" if t.tzinfo is None else str(t.utcoffset())
 
-    zones = s.map(zone)
-    known = zones.notna().to_numpy()
-    if not known.any():
-        return ""
-    first = zones[known].iloc[0]
-    differ = (known & (zones != first).to_numpy())
-    if not differ.any():
-        return ""
-    label = s.index[known][0]
-    label = label.item() if isinstance(label, np.generic) else label
-    return (f": {int(differ.sum())} value{'' if differ.sum() == 1 else 's'} at rows "
-            f"{_rows(s.index, differ)} differ from the zone of row {label!r} ({first})")
+def _is_utc(tz) -> bool:
+    return tz is not None and str(tz).upper() in _UTC_NAMES
+
+
+def warn_if_local_time_unknown(city, values: pd.Series, stacklevel: int = 4) -> None:
+    """DataWarning when a city's tz-aware times do not tell its local time of day.
+
+    Called for a city without a ``city_tz`` zone, whose local time is read in each value's
+    own zone: warns when every value is in UTC (rarely a city's local time), or when the
+    values' UTC offsets lie more than :data:`MAX_OFFSET_SPREAD` apart (more than a
+    daylight-saving change: the same instant given as UTC and as +09:00 falls into
+    different slots and weekdays). Naive times (already local) pass silently.
+
+    Parameters
+    ----------
+    city : str
+    values : Series of datetime64 or object (Timestamps)
+        The city's validated ``started_at`` values (:func:`validate_visits`).
+    stacklevel : int, default 4
+    """
+    import warnings
+
+    fix = (f"Pass city_tz={{{city!r}: '<IANA zone>'}} (e.g. 'Asia/Tokyo') to the estimator, or "
+           f"convert the times to the city's zone: X[{STARTED_AT!r}].dt.tz_convert(zone)")
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        zones, offsets = [values.dt.tz], None
+    elif pd.api.types.is_object_dtype(values):
+        aware = values[values.map(lambda v: getattr(v, "tzinfo", None) is not None)]
+        if not len(aware):
+            return
+        zones = list({str(v.tzinfo) for v in aware.head(10_000)})
+        offsets = aware.map(lambda v: v.utcoffset())
+    else:
+        return
+    if all(_is_utc(z) for z in zones):
+        warnings.warn(
+            f"city {city!r}: {STARTED_AT!r} is in UTC and no city_tz is given, so the local time "
+            f"of day and the weekday are read in UTC (a visit at 09:00 in Tokyo reads as 00:00). "
+            f"{fix}",
+            DataWarning,
+            stacklevel=stacklevel,
+        )
+        return
+    if offsets is not None and offsets.max() - offsets.min() > MAX_OFFSET_SPREAD:
+        counts = offsets.value_counts().sort_index()
+        shown = ", ".join(f"{_offset_text(k)} ({v})" for k, v in counts.head(6).items())
+        warnings.warn(
+            f"city {city!r}: {STARTED_AT!r} values carry UTC offsets more than "
+            f"{MAX_OFFSET_SPREAD.total_seconds() / 3600:g} hour apart ({shown}; rows per offset) "
+            f"and no city_tz is given: each value's local time is read in its own offset, so "
+            f"the same instant given as UTC and as +09:00 falls into different slots and "
+            f"weekdays. {fix}",
+            DataWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _offset_text(delta: pd.Timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def _no_mixed_naive_aware(out: pd.DataFrame, parsed: pd.Series, col: str) -> None:
@@ -350,7 +472,7 @@ def _no_mixed_naive_aware(out: pd.DataFrame, parsed: pd.Series, col: str) -> Non
             raise SchemaError(
                 f"column {col!r} of city {city!r} mixes tz-aware and naive times: "
                 f"{int(naive.sum())} naive value{'' if naive.sum() == 1 else 's'} at rows "
-                f"{_rows(out.index, naive)} next to {int(a.sum())} tz-aware ones. Make them "
+                f"{format_rows(out.index, naive)} next to {int(a.sum())} tz-aware ones. Make them "
                 f"all tz-aware (e.g. pd.Timestamp(t).tz_localize(<city time zone>) for the naive "
                 f"ones) or all naive local times"
             )
@@ -379,7 +501,7 @@ def _stable_sort(out: pd.DataFrame, keys: list[pd.Series]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # public validators
 # --------------------------------------------------------------------------------------------
-def validate_visits(X: pd.DataFrame) -> pd.DataFrame:
+def validate_visits(X: pd.DataFrame, *, duplicates: str = "warn") -> pd.DataFrame:
     """Check a visit frame and return a clean, sorted copy.
 
     Parameters
@@ -391,35 +513,55 @@ def validate_visits(X: pd.DataFrame) -> pd.DataFrame:
         already local) or ``day`` (int day index) and ``slot`` (int half-hour 0..47); one
         location form, either ``lat``/``lon`` (float WGS84 degrees) or ``x``/``y`` (int grid
         cells). Optional: ``city`` (str), ``poi_category``; other columns are kept untouched.
-        Mixed forms are allowed (e.g. ``day``/``slot`` with ``lat``/``lon``).
+        Mixed forms are allowed (e.g. ``day``/``slot`` with ``lat``/``lon``). Times may be
+        numpy- or pyarrow-backed (``pd.ArrowDtype(pa.timestamp(...))``); strings whose UTC
+        offsets differ (a daylight-saving change, or several zones) are read as instants,
+        each value keeping its own offset as its local time.
+    duplicates : {"warn", "drop", "ignore"}, default "warn"
+        Exact duplicate rows (every column equal, the index aside): ``"warn"`` keeps them
+        (so that every row of ``X`` keeps a prediction) and reports them with a
+        DataWarning; ``"drop"`` keeps the first of each group and reports how many were
+        dropped; ``"ignore"`` keeps them silently.
 
     Returns
     -------
     visits : DataFrame of shape (n_visits, n_columns or n_columns + 1)
         A new frame (``X`` is never modified) with ``city`` added (value ``"city"``) when
-        absent and cast to str, ``started_at`` parsed to datetime64, ``day``/``slot``/``x``/
-        ``y`` cast to int64, ``lat``/``lon`` to float64, rows sorted stably by (city, user_id,
-        time) where time is ``started_at`` (UTC instant) or (``day``, ``slot``). The original
-        index labels are kept so results can be re-aligned with ``X``.
+        absent and cast to str, ``started_at`` parsed to datetime64 (an object column of
+        Timestamps when one column holds several UTC offsets), ``day``/``slot``/``x``/``y``
+        cast to int64, ``lat``/``lon`` to float64, rows sorted stably by (city, user_id,
+        time, content) where time is ``started_at`` (UTC instant) or (``day``, ``slot``) and
+        content is a hash of every column, so that rows at the same time come in the same
+        order whatever their input order. The original index labels are kept so results can
+        be re-aligned with ``X``. With ``duplicates="drop"``, n_visits less the duplicates.
 
     Raises
     ------
     SchemaError
         If ``X`` is not a DataFrame, is empty, lacks ``user_id``, a time form or a location
         form; if ``user_id``/``city`` hold missing values; if ``started_at`` has missing or
-        unparsable values; if ``lat``/``lon`` are NaN or outside -90..90 / -180..180 degrees;
-        if ``slot`` is outside 0..47; if ``day``, ``slot``, ``x`` or ``y`` are NaN or not
-        whole numbers, or ``|x|``/``|y|`` reach 2**30; if one city's ``started_at`` mixes
-        naive and tz-aware values (or strings of different time zones). The message names
-        the column, up to five row labels with the count, and the fix (e.g. swapped
-        ``lat``/``lon``).
+        unparsable values, or values outside :data:`TIME_RANGE` (1971-01-01..2099-12-31:
+        placeholders such as 9999-12-31 or 1970-01-01); if ``lat``/``lon`` are NaN or outside
+        -90..90 / -180..180 degrees, or ``lat`` lies beyond the latitudes UTM covers
+        (-80..84); if ``slot`` is outside 0..47 or ``|day|`` exceeds :data:`MAX_DAY`; if
+        ``day``, ``slot``, ``x`` or ``y`` are NaN or not whole numbers, or ``|x|``/``|y|``
+        reach 2**30; if one city's ``started_at`` mixes naive and tz-aware values. The
+        message names the column, up to five row labels with the count, and the fix (e.g.
+        swapped ``lat``/``lon``).
+    ValueError
+        If ``duplicates`` is not one of the values above.
 
     Warns
     -----
     DataWarning
-        If lat/lon points of a city lie more than 1000 km from the city's median point (one
-        city is projected onto one metric grid; points on another continent or with a lost
-        minus sign get distorted cells).
+        If ``X`` holds exact duplicate rows (count and rows; see ``duplicates``).
+
+    Notes
+    -----
+    Outlier coordinates (null island, points far from a city's centre) are valid degrees
+    and pass; :class:`trajmoe.SpatialSemanticEncoder` leaves them out of the city's grid and
+    reports them. Local time of tz-aware values is read in each value's own zone unless an
+    estimator's ``city_tz`` says otherwise (see :func:`trajmoe.sequences.time_features`).
 
     References
     ----------
@@ -463,18 +605,94 @@ def validate_visits(X: pd.DataFrame) -> pd.DataFrame:
         _integral(sub, DAY, "day index")
         _integral(sub, SLOT, "half-hour slot")
         _check_range(sub, SLOT, 0, N_SLOTS - 1, "(half-hour slots)")
+        _check_range(sub, DAY, -MAX_DAY, MAX_DAY, "(day indices; days since the start of the data)")
         time_key[~dt_rows] = (sub[DAY].to_numpy(np.int64) * 1440 + sub[SLOT].to_numpy(np.int64) * 30) * 60_000_000_000
         if not dt_rows.any():
             out[DAY], out[SLOT] = sub[DAY], sub[SLOT]
 
     _check_locations(out, "visits")
-    return _stable_sort(out, [out[CITY], out[USER], pd.Series(time_key, index=out.index)])
+    # ties in time are ordered by the content of the rows, never by their input order
+    content = row_hash(out)
+    out = _stable_sort(out, [out[CITY], out[USER], pd.Series(time_key, index=out.index), content])
+    return _handle_duplicates(out, duplicates, content.loc[out.index] if out.index.is_unique else None)
+
+
+_DUPLICATES = ("warn", "drop", "ignore")
+
+
+def row_hash(out: pd.DataFrame) -> pd.Series:
+    """A uint64 per row from every column's value (never the index): a tie-break that makes
+    the order of rows at the same time independent of their input order.
+
+    Parameters
+    ----------
+    out : DataFrame of shape (n_rows, n_columns)
+
+    Returns
+    -------
+    Series of uint64, length n_rows
+    """
+    try:
+        return pd.util.hash_pandas_object(out, index=False)
+    except TypeError:  # unhashable values (lists, dicts): hash their text
+        return pd.util.hash_pandas_object(out.astype(str), index=False)
+
+
+def duplicated_rows(out: pd.DataFrame, content=None) -> np.ndarray:
+    """True for rows whose every column equals that of an earlier row.
+
+    ``content``: the rows' :func:`row_hash` when ``out`` is sorted by it within equal keys
+    (exact duplicates are then neighbours with equal hashes: only those are compared).
+    """
+    candidates = np.ones(len(out), dtype=bool)
+    if content is not None:
+        h = content.to_numpy()
+        candidates = np.r_[False, h[1:] == h[:-1]]
+        if not candidates.any():
+            return candidates
+        candidates |= np.r_[candidates[1:], False]  # and the rows they may repeat
+    sub = out.iloc[np.flatnonzero(candidates)]
+    try:
+        dup = sub.duplicated(keep="first").to_numpy()
+    except TypeError:
+        dup = sub.astype(str).duplicated(keep="first").to_numpy()
+    out_mask = np.zeros(len(out), dtype=bool)
+    out_mask[np.flatnonzero(candidates)[dup]] = True
+    return out_mask
+
+
+def _handle_duplicates(out: pd.DataFrame, duplicates: str, content=None) -> pd.DataFrame:
+    """Report (and for ``"drop"`` remove) exact duplicate rows of a sorted visit frame."""
+    import warnings
+
+    if duplicates not in _DUPLICATES:
+        raise ValueError(f"duplicates must be one of {_DUPLICATES}, got {duplicates!r}.")
+    if duplicates == "ignore":
+        return out
+    dup = duplicated_rows(out, content)
+    if not dup.any():
+        return out
+    n = int(dup.sum())
+    rows = f"{n} exact duplicate row{'' if n == 1 else 's'} (every column equal to another row) at rows {format_rows(out.index, dup)}"
+    if duplicates == "drop":
+        warnings.warn(f"{rows} of {len(out)} visits are dropped: each visit counts once.",
+                      DataWarning, stacklevel=3)
+        return out[~dup]
+    warnings.warn(
+        f"{rows} of {len(out)} visits: they are kept, so that every row keeps its prediction, and "
+        f"count as separate visits in histories and windows. If they are copies of one visit, drop "
+        f"them first: X.drop_duplicates()",
+        DataWarning,
+        stacklevel=3,
+    )
+    return out
 
 
 def _check_locations(out: pd.DataFrame, what: str = "visits") -> None:
     """Validate (and cast in place) each city's location form: lat/lon in degrees within
-    range, or whole-number x/y grid cells with ``|x|, |y| < 2**30``. Warns (DataWarning)
-    when a city's lat/lon points lie more than ``_MAX_CITY_KM`` from its median point."""
+    range and within the latitudes UTM covers, or whole-number x/y grid cells with
+    ``|x|, |y| < 2**30``. (Outliers of a city, far from its centre or at null island, are
+    left to the encoder, which leaves them out of the city's grid and reports them.)"""
     lforms = _forms_per_city(out, "location")
     ll_rows = np.isin(out[CITY].to_numpy(), [c for c, f in lforms.items() if f == "latlon"])
     if ll_rows.any():
@@ -487,13 +705,13 @@ def _check_locations(out: pd.DataFrame, what: str = "visits") -> None:
             bad = np.abs(lat) > 90
             raise SchemaError(
                 f"column {LAT!r} has {int(bad.sum())} value{'' if bad.sum() == 1 else 's'} "
-                f"outside -90..90 degrees at rows {_rows(sub.index, bad)}, while every {LON!r} "
+                f"outside -90..90 degrees at rows {format_rows(sub.index, bad)}, while every {LON!r} "
                 f"is within -90..90: latitude and longitude look swapped; fix with "
                 f"X.rename(columns={{{LAT!r}: {LON!r}, {LON!r}: {LAT!r}}})"
             )
         _check_range(sub, LAT, -90, 90, "degrees")
         _check_range(sub, LON, -180, 180, "degrees")
-        _warn_far_points(sub, what)
+        _check_utm_latitudes(sub)
         if ll_rows.all():
             out[LAT], out[LON] = sub[LAT], sub[LON]
     if not ll_rows.all():
@@ -502,53 +720,28 @@ def _check_locations(out: pd.DataFrame, what: str = "visits") -> None:
                 f"coordinates in degrees as {LAT!r}/{LON!r} instead)")
         for col, desc in (("x", "grid column"), ("y", "grid row")):
             _integral(sub, col, desc, hint)
-            big = (np.abs(sub[col].to_numpy()) >= _MAX_CELL_INDEX)
+            big = (np.abs(sub[col].to_numpy()) >= MAX_CELL_INDEX)
             if big.any():
                 raise SchemaError(
                     f"column {col!r} ({desc}) has {int(big.sum())} value"
                     f"{'' if big.sum() == 1 else 's'} of magnitude 2**30 or more at rows "
-                    f"{_rows(sub.index, big)}: grid cell indices must lie within "
+                    f"{format_rows(sub.index, big)}: grid cell indices must lie within "
                     f"-2**30..2**30{hint}"
                 )
         if not ll_rows.any():
             out["x"], out["y"] = sub["x"], sub["y"]
 
 
-#: Largest magnitude of a grid cell index (cells are keyed as two 31-bit halves of an int64).
-_MAX_CELL_INDEX = 2**30
-#: Points farther than this from their city's median point raise a DataWarning (km).
-_MAX_CITY_KM = 1000.0
 
 
-def _warn_far_points(sub: pd.DataFrame, what: str) -> None:
-    """DataWarning for lat/lon points far (> ``_MAX_CITY_KM``) from their city's median.
+def _check_utm_latitudes(sub: pd.DataFrame) -> None:
+    """Raise for latitudes beyond the UTM band (polar caps): no city grid can be laid there."""
+    from .spatial import UTM_LATITUDES  # local import: keeps pyproj out of ``import schema``
 
-    One city is projected onto ONE metric grid (the UTM zone of its points), so points on
-    another continent, or with a lost minus sign, get distorted cells.
-    """
-    import warnings
-
-    lat = np.radians(sub[LAT].to_numpy())
-    lon = np.radians(sub[LON].to_numpy())
-    for city, pos in sub.groupby(CITY, sort=False).indices.items():
-        la, lo = lat[pos], lon[pos]
-        mla, mlo = np.median(la), np.median(lo)
-        # haversine distance to the median point, km
-        h = np.sin((la - mla) / 2) ** 2 + np.cos(la) * np.cos(mla) * np.sin((lo - mlo) / 2) ** 2
-        dist = 2 * 6371.0 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
-        far = dist > _MAX_CITY_KM
-        if far.any():
-            mask = np.zeros(len(sub), dtype=bool)
-            mask[pos[far]] = True
-            warnings.warn(
-                f"city {city!r}: {int(far.sum())} of {len(pos)} {what} lie more than "
-                f"{_MAX_CITY_KM:g} km from the city's median point (up to {dist.max():,.0f} km) "
-                f"at rows {_rows(sub.index, mask)}: one city is projected onto one metric grid, "
-                f"so far-away points get distorted cells. Give them their own {CITY!r} value, "
-                f"or fix their {LAT!r}/{LON!r} (a lost minus sign?)",
-                DataWarning,
-                stacklevel=4,
-            )
+    lo, hi = UTM_LATITUDES
+    _check_range(sub, LAT, lo, hi, "degrees, the latitudes UTM covers,",
+                 fix="each city is projected onto a UTM zone, which the polar caps do not have. Drop "
+                     f"those rows (a placeholder such as 90?), or give polar data as {'x'!r}/{'y'!r} grid cells")
 
 
 def _forms_per_city(out: pd.DataFrame, kind: str) -> dict:
@@ -609,8 +802,6 @@ def validate_pois(P: pd.DataFrame) -> pd.DataFrame:
     Mixture of Experts for Unified Human Mobility Modeling", arXiv 2505.18670, 2025 (34
     OpenStreetMap-derived categories).
     """
-    from .taxonomy import TAXONOMY  # local import: taxonomy imports this module
-
     _check_frame(P, "P")
     location_form(P)
     if CATEGORY not in P.columns:
@@ -637,7 +828,7 @@ def validate_pois(P: pd.DataFrame) -> pd.DataFrame:
         raise SchemaError(
             f"column {CATEGORY!r} has {int(unknown.sum())} value"
             f"{'' if unknown.sum() == 1 else 's'} outside the taxonomy at rows "
-            f"{_rows(out.index, unknown)}: {names}; map raw names with "
+            f"{format_rows(out.index, unknown)}: {names}; map raw names with "
             f"trajmoe.taxonomy.map_categories (valid names: trajmoe.taxonomy.TAXONOMY)"
         )
     out[CATEGORY] = cat
@@ -649,7 +840,7 @@ def validate_pois(P: pd.DataFrame) -> pd.DataFrame:
         if neg.any():
             raise SchemaError(
                 f"column {COUNT!r} has {int(neg.sum())} negative value"
-                f"{'' if neg.sum() == 1 else 's'} at rows {_rows(out.index, neg)}: counts of "
+                f"{'' if neg.sum() == 1 else 's'} at rows {format_rows(out.index, neg)}: counts of "
                 f"POIs must be >= 0; fix or drop them"
             )
     return _stable_sort(out, [out[CITY]])

@@ -1,0 +1,379 @@
+"""The catalogue of bad inputs: every entry is an input a real user writes, with its handling.
+
+Each entry names the call it goes through and what must happen: a documented error (its class and
+a message that names the column, the rows and the fix), a ``DataWarning`` with counts (the call
+then succeeds), or acceptance (the input is read correctly). For every entry the caller's frames are
+never modified, and an error is always raised by trajmoe itself (never a raw pandas, numpy, pyproj
+or torch exception from deep inside). ``docs/bad_inputs.rst`` lists the same entries (checked
+below), so the page and the tests cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from trajmoe import MarkovBaseline, PopularityBaseline, SpatialSemanticEncoder
+from trajmoe.exceptions import DataWarning, SchemaError, UnknownCityError
+from trajmoe.schema import validate_pois, validate_visits
+from trajmoe.taxonomy import TAXONOMY
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "bad_inputs.rst"
+PACKAGE = Path(__file__).resolve().parent.parent / "trajmoe"
+
+
+# ---------------------------------------------------------------------------------- frames
+def grid(n_users=3, n=12, **cols):
+    """Binned, gridded visits (YJMob100K form)."""
+    X = pd.DataFrame([dict(user_id=u, day=i // 6, slot=(i * 7) % 48, x=u + i % 4, y=i % 3)
+                      for u in range(n_users) for i in range(n)])
+    return X.assign(**cols)
+
+
+def nyc(n_users=3, n=12, tz="America/New_York"):
+    """Tz-aware lat/lon visits in New York, one every three hours."""
+    t0 = pd.Timestamp("2020-01-06 08:00", tz=tz)
+    return pd.DataFrame([dict(user_id=u, started_at=t0 + pd.Timedelta(hours=3 * i),
+                              lat=40.70 + 0.01 * (i % 4), lon=-74.00 + 0.01 * u)
+                         for u in range(n_users) for i in range(n)])
+
+
+def naive_strings():
+    return nyc().assign(started_at=lambda d: d.started_at.dt.tz_localize(None).astype(str))
+
+
+def put(X, col, rows, value):
+    """X with ``value`` at ``rows`` of ``col`` (the column widened to object/float as needed)."""
+    X = X.copy()
+    if isinstance(value, str) or value is None or isinstance(value, pd.Timestamp):
+        X[col] = X[col].astype(object)
+    elif isinstance(value, float) and not pd.api.types.is_float_dtype(X[col]):
+        X[col] = X[col].astype(float)
+    for row in np.atleast_1d(rows):
+        X.at[row, col] = value
+    return X
+
+
+def pois(**cols):
+    return pd.DataFrame({"lat": [40.70, 40.71, 40.72], "lon": [-74.0, -73.99, -73.98],
+                         "category": list(TAXONOMY[:3]), "count": [1, 2, 3]}).assign(**cols)
+
+
+def arrow(X, tz):
+    pa = pytest.importorskip("pyarrow")
+    times = X["started_at"] if tz else X["started_at"].dt.tz_localize(None)
+    return X.assign(started_at=times.astype(pd.ArrowDtype(pa.timestamp("ns", tz=tz))))
+
+
+# ------------------------------------------------------------------------------------ calls
+def fit_encoder(X, P=None):
+    return SpatialSemanticEncoder().fit(X, pois=P)
+
+
+def fit_predict(X):
+    return MarkovBaseline(min_stays=2).fit(X).predict(X)
+
+
+def predict_with(model, X):
+    return model.predict(X)
+
+
+@dataclass
+class Entry:
+    """One bad input.
+
+    id : str
+        Short name, listed in docs/bad_inputs.rst.
+    input : str
+        What the user passed (one line, as in the docs page).
+    make : callable
+        Returns the arguments of ``call`` (a tuple).
+    call : callable
+        The public function the input goes through.
+    handling : {"error", "warning", "accepted"}
+    expect : type or None
+        The exception class ("error") or warning class ("warning").
+    match : str
+        Regex the message must match (column, rows, fix).
+    check : callable, optional
+        Extra check of the call's result ("warning", "accepted").
+    """
+
+    id: str
+    input: str
+    make: Callable
+    call: Callable
+    handling: str
+    expect: type | None = None
+    match: str = ""
+    check: Callable | None = None
+
+
+E, W, A = "error", "warning", "accepted"
+
+
+def _same_order(out):
+    return out.index.tolist()
+
+
+CATALOGUE = [
+    # ------------------------------------------------------------------ the frame itself
+    Entry("not-a-frame", "a NumPy array instead of a DataFrame", lambda: (grid().to_numpy(),),
+          validate_visits, E, SchemaError, r"must be a pandas DataFrame.*got ndarray.*pd\.DataFrame"),
+    Entry("series", "one column (a Series) instead of a DataFrame", lambda: (grid()["x"],),
+          fit_encoder, E, SchemaError, r"must be a pandas DataFrame.*got Series"),
+    Entry("dict", "a dict of columns", lambda: (grid().to_dict("list"),),
+          fit_predict, E, SchemaError, r"must be a pandas DataFrame.*got dict"),
+    Entry("empty", "a frame with 0 rows", lambda: (grid().iloc[:0],),
+          fit_predict, E, SchemaError, r"empty \(0 rows\)"),
+    Entry("duplicate-columns", "two columns named x",
+          lambda: (pd.concat([grid(), grid()[["x"]]], axis=1),),
+          validate_visits, E, SchemaError, r"duplicated column names \['x'\]: rename or drop"),
+    Entry("no-user-id", "the user column named uid",
+          lambda: (grid().rename(columns={"user_id": "uid"}),),
+          validate_visits, E, SchemaError, r"missing required column 'user_id'.*rename"),
+    Entry("no-time", "neither started_at nor day/slot", lambda: (grid().drop(columns=["day", "slot"]),),
+          validate_visits, E, SchemaError, r"no time form.*'started_at'.*'day'.*'slot'"),
+    Entry("half-time", "day without slot", lambda: (grid().drop(columns=["slot"]),),
+          validate_visits, E, SchemaError, r"no time form found \(found only 'day'\)"),
+    Entry("no-location", "neither lat/lon nor x/y", lambda: (grid().drop(columns=["x", "y"]),),
+          fit_encoder, E, SchemaError, r"no location form.*'lat'.*'lon'.*'x'.*'y'"),
+    Entry("user-nan", "a missing user_id", lambda: (put(grid(), "user_id", 4, np.nan),),
+          validate_visits, E, SchemaError, r"column 'user_id' has 1 NaN value at rows \[4\]"),
+    Entry("city-nan", "a missing city", lambda: (put(grid(city="A"), "city", 2, None),),
+          validate_visits, E, SchemaError, r"column 'city' has 1 NaN value at rows \[2\].*city name"),
+    # ------------------------------------------------------------------------------ time
+    Entry("time-unparsable", "started_at strings 'not a date' and '2020-13-45'",
+          lambda: (put(put(naive_strings(), "started_at", 3, "not a date"), "started_at", 7, "2020-13-45"),),
+          validate_visits, E, SchemaError, r"column 'started_at' has 2 unparsable values at rows \[3, 7\]"),
+    Entry("time-nat", "a missing time (NaT)", lambda: (put(nyc(), "started_at", 5, pd.NaT),),
+          validate_visits, E, SchemaError, r"column 'started_at' has 1 missing \(NaT\) value at rows \[5\]"),
+    Entry("time-unix-seconds", "Unix seconds as int64",
+          lambda: (nyc().assign(started_at=lambda d: d.started_at.astype("int64") // 10**9),),
+          validate_visits, E, SchemaError, r"'started_at'.*int64.*pd\.to_datetime\(.*unit='s'"),
+    Entry("time-open-end", "the ERP 'open end' sentinel 9999-12-31",
+          lambda: (put(naive_strings(), "started_at", [2, 8], "9999-12-31 00:00:00"),),
+          validate_visits, E, SchemaError, r"'started_at' has 2 values outside 1971-01-01\.\.2099-12-31 at rows \[2, 8\]"),
+    Entry("time-epoch-zero", "Unix time 0 (1970-01-01) for 'unknown'",
+          lambda: (put(nyc(), "started_at", 6, pd.Timestamp(0, tz="UTC")),),
+          validate_visits, E, SchemaError, r"'started_at' has 1 value outside.*rows \[6\].*1970-01-01"),
+    Entry("time-year-one", "the database minimum 0001-01-01",
+          lambda: (put(naive_strings(), "started_at", 1, "0001-01-01 00:00:00"),),
+          validate_visits, E, SchemaError, r"'started_at' has 1 value outside.*rows \[1\]"),
+    Entry("time-seconds-as-ns", "Unix seconds parsed without unit (January 1970)",
+          lambda: (nyc().assign(started_at=lambda d: pd.to_datetime(d.started_at.astype("int64") // 10**9)),),
+          validate_visits, E, SchemaError, r"'started_at' has 36 values outside.*unit='s'"),
+    Entry("time-naive-and-aware", "naive and tz-aware times in one city",
+          lambda: (put(nyc(), "started_at", 1, pd.Timestamp("2020-01-06 10:00")),),
+          validate_visits, E, SchemaError, r"city 'city' mixes tz-aware and naive.*rows \[1\].*tz_localize"),
+    Entry("time-dst-offsets", "strings with +01:00 and +02:00 (a DST change)",
+          lambda: (pd.DataFrame({"user_id": 1, "x": [1, 2], "y": 0,
+                                 "started_at": ["2021-03-28T23:00:00+02:00", "2021-03-27T23:00:00+01:00"]}),),
+          validate_visits, A, check=lambda out: _same_order(out) == [1, 0]),
+    Entry("time-arrow-tz", "pd.ArrowDtype(pa.timestamp('ns', tz='America/New_York'))",
+          lambda: (arrow(nyc(), "America/New_York"),), validate_visits, A,
+          check=lambda out: str(out["started_at"].dtype) == "datetime64[ns, America/New_York]"),
+    Entry("time-arrow-naive", "pd.ArrowDtype(pa.timestamp('ns')) (naive)", lambda: (arrow(nyc(), None),),
+          validate_visits, A, check=lambda out: str(out["started_at"].dtype) == "datetime64[ns]"),
+    Entry("time-utc-no-city-tz", "times in UTC and no city_tz", lambda: (
+        MarkovBaseline(min_stays=2).fit(nyc()), nyc().assign(started_at=lambda d: d.started_at.dt.tz_convert("UTC"))),
+        predict_with, W, DataWarning, r"'started_at' is in UTC and no city_tz.*city_tz="),
+    Entry("time-mixed-offsets", "one visit given in UTC, the others in +09:00, no city_tz", lambda: (
+        MarkovBaseline(min_stays=2).fit(nyc()),
+        put(nyc(tz="Asia/Tokyo"), "started_at", 0, nyc(tz="Asia/Tokyo")["started_at"][0].tz_convert("UTC"))),
+        predict_with, W, DataWarning, r"UTC offsets more than 1 hour apart \(\+00:00 \(1\), \+09:00 \(35\)"),
+    Entry("day-fraction", "day 0.5", lambda: (put(grid(), "day", 4, 0.5),),
+          validate_visits, E, SchemaError, r"column 'day'.*non-integer.*rows \[4\].*whole numbers"),
+    Entry("day-huge", "day 10**9 (overflows time keys)", lambda: (put(grid(), "day", 3, 10**9),),
+          validate_visits, E, SchemaError, r"column 'day'.*outside -100000\.\.100000.*rows \[3\]"),
+    Entry("day-nan", "a missing day", lambda: (put(grid(), "day", 2, np.nan),),
+          validate_visits, E, SchemaError, r"column 'day' has 1 NaN value at rows \[2\]"),
+    Entry("slot-48", "slot 48 (slots are 0..47)", lambda: (put(grid(), "slot", 4, 48),),
+          fit_predict, E, SchemaError, r"column 'slot'.*outside 0\.\.47.*rows \[4\]"),
+    Entry("slot-bool", "a boolean slot column", lambda: (grid(slot=True),),
+          validate_visits, E, SchemaError, r"column 'slot' is boolean"),
+    # -------------------------------------------------------------------------- location
+    Entry("lat-nan", "a missing latitude", lambda: (put(nyc(), "lat", 5, np.nan),),
+          fit_predict, E, SchemaError, r"column 'lat' has 1 NaN value at rows \[5\].*drop or fill"),
+    Entry("lat-95", "latitude 95", lambda: (put(nyc(), "lat", 5, 95.0),),
+          validate_visits, E, SchemaError, r"column 'lat'.*outside -90\.\.90 degrees at rows \[5\]"),
+    Entry("lat-inf", "latitude inf", lambda: (put(nyc(), "lat", 5, np.inf),),
+          validate_visits, E, SchemaError, r"column 'lat'.*outside -90\.\.90.*rows \[5\]"),
+    Entry("lat-lon-swapped", "lat and lon swapped (Singapore)",
+          lambda: (nyc().assign(lat=103.85, lon=1.29),),
+          validate_visits, E, SchemaError, r"column 'lat'.*swapped.*rename"),
+    Entry("lon-text", "lon 'west'", lambda: (put(nyc(), "lon", 3, "west"),),
+          validate_visits, E, SchemaError, r"column 'lon'.*non-numeric.*rows \[3\].*pd\.to_numeric"),
+    Entry("lat-strings", "lat/lon as numeric strings", lambda: (nyc().astype({"lat": str, "lon": str}),),
+          validate_visits, A, check=lambda out: out["lat"].dtype == np.float64),
+    Entry("lat-polar", "latitude 89.9 (beyond UTM)", lambda: (put(nyc(), "lat", 7, 89.9),),
+          fit_encoder, E, SchemaError, r"column 'lat' has 1 value outside -80\.\.84 degrees, the latitudes UTM covers, at rows \[7\]"),
+    Entry("null-island", "three rows at (0, 0) in a New York frame",
+          lambda: (put(put(nyc(), "lat", [0, 1, 2], 0.0), "lon", [0, 1, 2], 0.0),),
+          fit_encoder, W, DataWarning, r"3 of 36 visits are outliers.*null island.*rows \[0, 1, 2\]",
+          check=lambda enc: enc.n_excluded_["city"]["outlier_visits"] == 3),
+    Entry("lost-minus-sign", "lon 74.0 instead of -74.0 in one row", lambda: (put(nyc(), "lon", 2, 74.0),),
+          fit_encoder, W, DataWarning, r"1 of 36 visits are outliers.*farther than 500 km.*lost minus sign.*rows \[2\]",
+          check=lambda enc: enc.cities_["city"].grid.crs == "EPSG:32618"),
+    Entry("all-null-island", "every row at (0, 0)", lambda: (nyc().assign(lat=0.0, lon=0.0),),
+          fit_encoder, E, SchemaError, r"city 'city': no grid can be laid, all 36 points lie at \(0, 0\)"),
+    Entry("zone-border", "London points on both sides of the UTM border at 0 degrees",
+          lambda: (pd.DataFrame({"user_id": [0, 1, 2, 0], "day": 0, "slot": [1, 2, 3, 4], "lat": 51.5,
+                                 "lon": [-0.05, -0.05, -0.05, 0.05]}),),
+          fit_encoder, A, check=lambda enc: enc.cities_["city"].grid.crs == "EPSG:32631"),
+    Entry("x-fraction", "x/y as float degrees", lambda: (grid().assign(x=lambda d: d.x * 1.5 + 0.25),),
+          validate_visits, E, SchemaError, r"column 'x'.*non-integer.*grid cell indices.*'lat'/'lon'"),
+    Entry("x-huge", "x = 2**31 (past the cell keys)", lambda: (grid().assign(x=lambda d: d.x + 2**31),),
+          fit_encoder, E, SchemaError, r"column 'x'.*2\*\*30.*rows \[0, 1, 2, 3, 4, \.\.\.\]"),
+    Entry("x-nan", "a missing x", lambda: (put(grid(), "x", 4, np.nan),),
+          fit_predict, E, SchemaError, r"column 'x' has 1 NaN value at rows \[4\]"),
+    Entry("xy-rounded-degrees", "degrees rounded to int given as x/y",
+          lambda: (grid().assign(x=-74, y=41),),
+          fit_encoder, W, DataWarning, r"all 36 visits fall into 1 grid cell.*rounded degrees"),
+    Entry("xy-metres", "UTM metres given as x/y",
+          lambda: (grid().assign(x=lambda d: 583_000 + 700 * d.index, y=4_507_000),),
+          fit_encoder, W, DataWarning, r"cells span 24,500 cells.*metres"),
+    # ------------------------------------------------------------------------------ rows
+    Entry("exact-duplicates", "two exact duplicate rows",
+          lambda: (pd.concat([grid(), grid().iloc[[5]]]),),
+          validate_visits, W, DataWarning, r"1 exact duplicate row.*kept.*drop_duplicates",
+          check=lambda out: len(out) == 37),
+    Entry("duplicates-counted-once", "an exact duplicate row when fitting the encoder",
+          lambda: (pd.concat([grid(), grid().iloc[[5]]]),),
+          fit_encoder, W, DataWarning, r"1 exact duplicate row.*dropped: each visit counts once",
+          check=lambda enc: enc.n_excluded_["city"]["duplicate_visits"] == 1),
+    Entry("same-second-ties", "rows of one user at the same second, in any order",
+          lambda: (grid().assign(day=0, slot=5).iloc[::-1],),
+          validate_visits, A,
+          check=lambda out: out[["x", "y"]].to_numpy().tolist()
+          == validate_visits(grid().assign(day=0, slot=5))[["x", "y"]].to_numpy().tolist()),
+    Entry("mixed-type-users", "user ids 1 and '1' in one column",
+          lambda: (grid().assign(user_id=lambda d: [1 if u == 0 else "1" if u == 1 else 2 for u in d.user_id]),),
+          fit_predict, A, check=lambda pred: len(pred) == 36),
+    Entry("category-dtypes", "categorical user_id and city", lambda: (
+        grid(city="A").astype({"user_id": "category", "city": "category"}),), fit_predict, A,
+        check=lambda pred: len(pred) == 36),
+    Entry("extra-columns", "extra columns of any dtype", lambda: (grid(note=[["a"]] * 36, flag=True),),
+          validate_visits, A, check=lambda out: "note" in out and "flag" in out),
+    # ------------------------------------------------------------------------------ POIs
+    Entry("poi-category-unknown", "a POI category outside the taxonomy",
+          lambda: (pois(category=["cafe", "Coffee Shop", "cafe"]),),
+          validate_pois, E, SchemaError, r"column 'category'.*outside the taxonomy at rows \[1\].*map_categories"),
+    Entry("poi-count-negative", "a negative POI count", lambda: (pois(count=[1, -2, 3]),),
+          validate_pois, E, SchemaError, r"column 'count' has 1 negative value at rows \[1\]"),
+    Entry("poi-no-category", "a POI frame without category", lambda: (pois().drop(columns="category"),),
+          validate_pois, E, SchemaError, r"missing required column 'category'.*map_categories"),
+    Entry("poi-null-island", "a POI at (0, 0)",
+          lambda: (nyc(), put(put(pois(), "lat", 2, 0.0), "lon", 2, 0.0)),
+          fit_encoder, W, DataWarning, r"1 of 3 POIs are outliers.*null island.*rows \[2\]",
+          check=lambda enc: enc.n_excluded_["city"]["outlier_pois"] == 1),
+    Entry("poi-other-city", "POIs of a city without visits", lambda: (nyc(), pois(city="Boston")),
+          fit_encoder, W, DataWarning, r"POIs of cities without visits in X are not used: \{'Boston': 3\}"),
+    # ------------------------------------------------------------------------- estimators
+    Entry("min-stays-filters", "min_stays=5 leaves 9 of 10 users without a window", lambda: (
+        PopularityBaseline().fit(grid(n_users=1, n=6)),
+        pd.concat([grid(n_users=1, n=6).assign(day=0, slot=range(6))]
+                  + [grid(n_users=1, n=3).assign(user_id=u, day=0, slot=range(3)) for u in range(1, 10)],
+                  ignore_index=True)),
+        lambda model, X: model.target_ranks(X), W, DataWarning,
+        r"min_stays=5: 27 of 33 visits.*9 of 10 users have no such window"),
+    Entry("unknown-city", "predict on a city the model never saw",
+          lambda: (MarkovBaseline(min_stays=2).fit(grid(city="A")), grid(city="B")),
+          predict_with, E, UnknownCityError, r"'B'.*partial_fit"),
+    Entry("not-fitted", "predict before fit", lambda: (MarkovBaseline(), grid()),
+          predict_with, E, NotFittedError, r"not fitted"),
+    Entry("cell-size-negative", "cell_size=-500", lambda: (grid(),),
+          lambda X: SpatialSemanticEncoder(cell_size=-500).fit(X), E, ValueError,
+          r"cell_size must be a finite positive number of metres"),
+    # -------------------------------------------------------------------------------- CLI
+    Entry("cli-fraction", "trajmoe demo --fraction 5", lambda: (["demo", "--fraction", "5"],),
+          "cli", E, SystemExit, r"argument --fraction: must be in \(0, 1\], got 5"),
+    Entry("cli-epochs", "trajmoe demo --max-epochs 0", lambda: (["demo", "--max-epochs", "0"],),
+          "cli", E, SystemExit, r"argument --max-epochs: must be >= 1, got 0"),
+    Entry("cli-unknown-source", "trajmoe demo --sources nyc,paris", lambda: (["demo", "--sources", "nyc,paris"],),
+          "cli", E, SystemExit, r"Unknown source city \['paris'\]"),
+    Entry("cli-target-as-source", "trajmoe demo --target osaka --sources osaka,toronto",
+          lambda: (["demo", "--target", "osaka", "--sources", "osaka,toronto"],),
+          "cli", E, SystemExit, r"target city 'osaka' must not be a source"),
+    Entry("cli-abbreviation", "trajmoe demo --frac 0.1", lambda: (["demo", "--frac", "0.1"],),
+          "cli", E, SystemExit, r"unrecognized arguments: --frac"),
+]
+
+
+def _raised_by_trajmoe(exc):
+    """True when the innermost frame of the traceback is trajmoe's own code (or scikit-learn's
+    ``check_is_fitted``, which raises the documented NotFittedError)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    last = Path(frames[-1].filename).resolve()
+    if isinstance(exc, NotFittedError):
+        return last.name == "validation.py" and "sklearn" in last.parts
+    return PACKAGE in last.parents
+
+
+def _snapshot(args):
+    return [a.copy(deep=True) if isinstance(a, (pd.DataFrame, pd.Series)) else None for a in args]
+
+
+@pytest.mark.parametrize("entry", CATALOGUE, ids=[e.id for e in CATALOGUE])
+def test_catalogue_entry(entry, monkeypatch, capsys):
+    args = entry.make()
+    before = _snapshot(args)
+    if entry.call == "cli":
+        from trajmoe import cli
+
+        def no_data(*a, **k):
+            raise AssertionError("data loaded before the arguments were checked")
+
+        monkeypatch.setattr(cli, "load_city", no_data)
+        with pytest.raises(SystemExit) as info:
+            cli.main(*args)
+        assert info.value.code == 2
+        assert re.search(entry.match, capsys.readouterr().err), entry.id
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if entry.handling == E:
+            with pytest.raises(entry.expect) as info:
+                entry.call(*args)
+            assert re.search(entry.match, str(info.value)), str(info.value)
+            assert _raised_by_trajmoe(info.value), "".join(traceback.format_exception(info.value))
+            result = None
+        else:
+            result = entry.call(*args)
+    data_warnings = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    if entry.handling == W:
+        assert any(re.search(entry.match, m) for m in data_warnings), data_warnings
+    if entry.check is not None:
+        assert entry.check(result)
+    for arg, snap in zip(args, before):  # the caller's frames are never modified
+        if snap is not None:
+            if isinstance(snap, pd.DataFrame):
+                pd.testing.assert_frame_equal(arg, snap)
+            else:
+                pd.testing.assert_series_equal(arg, snap)
+
+
+def test_catalogue_is_large_and_ids_are_unique():
+    ids = [e.id for e in CATALOGUE]
+    assert len(ids) >= 40
+    assert len(set(ids)) == len(ids)
+    assert {e.handling for e in CATALOGUE} == {E, W, A}
+
+
+def test_docs_page_lists_every_entry_with_its_handling():
+    text = DOCS.read_text()
+    for e in CATALOGUE:
+        row = re.search(rf"^\s*\* - ``{re.escape(e.id)}``\n\s*- .+\n\s*- (\S+)", text, re.M)
+        assert row, f"{e.id} is not in {DOCS.name}"
+        assert row.group(1).lower().startswith(e.handling), (e.id, row.group(1))
+    index = (DOCS.parent / "index.rst").read_text()
+    assert re.search(r"^\s+bad_inputs$", index, re.M), "docs/index.rst does not list bad_inputs"
