@@ -15,20 +15,20 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(DOCS))   # helpers of this folder (_gallery_order)
 
 # Gallery examples and doctests read the real data next to the checkout unless told otherwise.
-os.environ.setdefault("TRAJMOE_DATA", str((ROOT / ".." / "shared" / "data").resolve()))
+# A relative TRAJMOE_DATA is read from the checkout's root, as the README and CONTRIBUTING give it
+# (``make -C docs`` runs here, and the examples run in examples/).
+os.environ["TRAJMOE_DATA"] = str((ROOT / Path(os.environ.get("TRAJMOE_DATA", "../shared/data")).expanduser()).resolve())
 
 # -- Project -----------------------------------------------------------------------------------
 project = "trajmoe"
 author = "The trajmoe developers"
 copyright = "2025, The trajmoe developers"  # noqa: A001
-try:
-    from importlib.metadata import PackageNotFoundError, version as _version
 
-    release = _version("trajmoe")
-except Exception:  # not installed (PackageNotFoundError) or metadata unreadable
-    release = "0.1.0"
+from trajmoe import __version__ as release  # noqa: E402  (the checkout's, trajmoe/_version.py)
+
 version = ".".join(release.split(".")[:2])
 
 # -- Extensions (each optional one only when importable) ---------------------------------------
@@ -75,7 +75,7 @@ if _has_gallery:
         "gallery_dirs": "auto_examples",
         "filename_pattern": r"/plot_",
         "download_all_examples": False,
-        "within_subsection_order": "FileNameSortKey",
+        "within_subsection_order": "_gallery_order.ExampleOrder",   # docs/_gallery_order.py
         "abort_on_example_error": False,
     }
     exclude_gallery: list[str] = []

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from trajmoe.schema import DataWarning
-from trajmoe.taxonomy import SOURCES, TAXONOMY, map_categories, mapping_table
+from trajmoe.taxonomy import SOURCES, TAXONOMY, detect_source, map_categories, mapping_table
 
 FLICKR_CITIES = ("Edin", "Melb", "Osak", "Toro")
 
@@ -195,3 +195,90 @@ def test_custom_mapping_and_unknown_source():
 def test_map_categories_returns_str_series_for_lists():
     out = map_categories(np.array(["Bar", "Bar"]), "foursquare")
     assert isinstance(out, pd.Series) and out.tolist() == ["pub", "pub"]
+
+
+# ------------------------------------------------------------------ raw names recognised
+def _raw_nyc(data_home):
+    from trajmoe.datasets import load_foursquare_nyc
+
+    visits = load_foursquare_nyc(data_home).visits
+    return visits, visits.assign(poi_category=visits["source_category"])
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_detect_source_recognises_every_shipped_table(source):
+    names = mapping_table(source)["source_name"]
+    found, shares = detect_source(names, return_shares=True)
+    assert found == source and shares[source] == 1.0
+    assert detect_source(names.sample(frac=0.3, random_state=0)) == source
+
+
+def test_detect_source_edge_cases():
+    assert detect_source(list(TAXONOMY)) == "taxonomy"
+    assert detect_source(["Moon Base", "Mars Base", "Bar"]) is None  # 1/3 < min_share 0.5
+    assert detect_source(["Moon Base", "Mars Base", "Bar"], min_share=0.3) == "foursquare"
+    assert detect_source([None, float("nan")]) is None
+    with pytest.raises(ValueError, match="min_share"):
+        detect_source(["Bar"], min_share=2)
+
+
+def test_map_categories_auto_keeps_taxonomy_names():
+    out = map_categories(["amenity=cafe", "shop=bakery", "cafe"])
+    assert out.tolist() == ["cafe", "food", "cafe"]
+    with pytest.warns(DataWarning, match=r"auto: foursquare.*'Moon Base' \(1\)"):
+        map_categories(["Bar", "Subway", "Moon Base"])
+    assert map_categories(["cafe", "pub"], "taxonomy").tolist() == ["cafe", "pub"]
+
+
+def test_map_frame_categories_modes():
+    from trajmoe.taxonomy import map_frame_categories
+
+    X = pd.DataFrame({"user_id": [1, 2, 3], "poi_category": ["Bar", "Moon Base", None]})
+    before = X.copy()
+    with pytest.warns(DataWarning, match=r"1 of 3 rows .*became NaN: 'Moon Base' \(1\)"):
+        nan = map_frame_categories(X)
+    assert nan["poi_category"].tolist()[:1] == ["pub"] and nan["poi_category"].isna().tolist() == [False, True, True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        keep = map_frame_categories(X, unmapped="keep")
+    assert keep["poi_category"].tolist()[:2] == ["pub", "Moon Base"]
+    with pytest.warns(DataWarning, match="rows were dropped"):
+        assert map_frame_categories(X, unmapped="drop").index.tolist() == [0, 2]
+    pd.testing.assert_frame_equal(X, before)
+    mapped = X.assign(poi_category=["pub", "cafe", None])
+    assert map_frame_categories(mapped) is mapped  # already taxonomy names: untouched
+    assert map_frame_categories(X.drop(columns="poi_category")) is not None
+    with pytest.raises(ValueError, match="unmapped"):
+        map_frame_categories(X, unmapped="ignore")
+
+
+def test_encoder_understands_raw_foursquare_names(data_home):
+    """NYC check-ins in their original Foursquare names give the same POI features as the
+    loader's taxonomy names, without a warning (issue: 31830 POIs were dropped before)."""
+    from trajmoe import SpatialSemanticEncoder
+
+    visits, raw = _raw_nyc(data_home)
+    assert not raw["poi_category"].isin(TAXONOMY).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        enc_raw = SpatialSemanticEncoder().fit(raw)
+    enc = SpatialSemanticEncoder().fit(visits)
+    assert enc_raw.get_params()["categories"] == "auto"
+    a, b = enc_raw.cities_["nyc"].poi_counts, enc.cities_["nyc"].poi_counts
+    assert a.sum() > 4000 and (a == b).all()
+    # the earlier behaviour, on request: names outside the taxonomy are reported and dropped
+    with pytest.warns(DataWarning, match=r"outside the shared taxonomy.*'Home \(private\)'"):
+        strict = SpatialSemanticEncoder(categories="taxonomy").fit(raw)
+    assert strict.cities_["nyc"].poi_counts.sum() == 0
+
+
+def test_encoder_categories_named_source_and_unmapped(data_home):
+    from trajmoe import SpatialSemanticEncoder
+
+    _, raw = _raw_nyc(data_home)
+    sub = raw[raw["user_id"] < 50].copy()
+    ref = SpatialSemanticEncoder(categories="foursquare").fit(sub).cities_["nyc"].poi_counts
+    assert (SpatialSemanticEncoder().fit(sub).cities_["nyc"].poi_counts == ref).all()
+    sub.iloc[:3, sub.columns.get_loc("poi_category")] = "Moon Base"
+    with pytest.warns(DataWarning, match=r"3 POIs have a category outside .*'Moon Base': 3"):
+        SpatialSemanticEncoder().fit(sub)

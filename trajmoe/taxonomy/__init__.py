@@ -7,6 +7,8 @@ semantics are comparable across cities. The tables are plain CSV files shipped w
 hand.
 """
 
-from ._mapping import SOURCES, TAXONOMY, map_categories, mapping_table
+from ._mapping import (SOURCES, TAXONOMY, detect_source, map_categories, map_frame_categories,
+                       mapping_table)
 
-__all__ = ["TAXONOMY", "SOURCES", "map_categories", "mapping_table"]
+__all__ = ["TAXONOMY", "SOURCES", "map_categories", "mapping_table", "detect_source",
+           "map_frame_categories"]

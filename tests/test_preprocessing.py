@@ -1,0 +1,307 @@
+"""Tests of trajmoe.preprocessing (raw GPS -> stay points -> visits) and the GeoLife loader."""
+
+from __future__ import annotations
+
+import time
+import types
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
+
+from trajmoe.datasets import load_geolife
+from trajmoe.exceptions import DataWarning, SchemaError
+from trajmoe.preprocessing import StayPointDetector, as_fixes, is_staypoints, staypoints_to_visits
+from trajmoe.schema import validate_visits
+
+pytest.importorskip("trackintel")
+gpd = pytest.importorskip("geopandas")
+
+TZ = "Europe/Helsinki"
+
+
+def _fixes(user=1, start="2024-05-01 08:00", stays=((60.170, 24.940, 15), (60.200, 24.900, 15)),
+           tz=TZ):
+    """One fix a minute: ``minutes`` fixes at each (lat, lon), then the next stay."""
+    rows = []
+    t = pd.Timestamp(start, tz=tz)
+    for lat, lon, minutes in stays:
+        for _ in range(minutes):
+            rows.append((user, t, lat, lon))
+            t += pd.Timedelta(minutes=1)
+    return pd.DataFrame(rows, columns=["user_id", "tracked_at", "lat", "lon"])
+
+
+@pytest.fixture(scope="module")
+def geolife():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        return load_geolife()
+
+
+# ------------------------------------------------------------------ GeoLife loader
+def test_load_geolife(geolife):
+    fixes = geolife.fixes
+    assert list(fixes.columns) == ["user_id", "tracked_at", "lat", "lon", "elevation", "mode",
+                                   "trajectory_id"]
+    assert len(fixes) == 8458 and sorted(fixes["user_id"].unique()) == ["000", "001", "010", "020", "178"]
+    assert str(fixes["tracked_at"].dt.tz) == "Asia/Shanghai"
+    assert geolife.n_dropped == {"duplicate_files": 1, "invalid_fixes": 0}
+    # transport modes from labels.txt of users 010 and 020 only
+    labelled = fixes.loc[fixes["mode"].notna(), "user_id"].unique()
+    assert set(labelled) <= {"010", "020"} and fixes["mode"].notna().sum() == 4132
+    assert set(fixes["mode"].dropna()) <= set(geolife.labels["mode"])
+    assert fixes["elevation"].isna().any()  # -777 is "no altitude"
+    assert fixes.groupby("user_id")["tracked_at"].is_monotonic_increasing.all()
+
+
+def test_load_geolife_users_and_utc():
+    data = load_geolife(users=["178"], tz=None)
+    assert set(data.fixes["user_id"]) == {"178"} and str(data.fixes["tracked_at"].dt.tz) == "UTC"
+    # first fix of 20100312172608.plt: 2010-03-12 17:26:08 GMT, 492 ft
+    first = data.fixes.iloc[0]
+    assert first["tracked_at"] == pd.Timestamp("2010-03-12 17:26:08", tz="UTC")
+    assert first["elevation"] == pytest.approx(492 * 0.3048)
+
+
+def test_load_geolife_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="geolife"):
+        load_geolife(data_home=tmp_path)
+
+
+# ------------------------------------------------------------------ the detector
+def test_two_stays_hand_made():
+    fixes = _fixes()
+    det = StayPointDetector(include_last=True)
+    visits = det.fit_transform(fixes)
+    validate_visits(visits)
+    assert list(visits.columns) == ["user_id", "started_at", "finished_at", "lat", "lon", "city",
+                                    "n_fixes", "staypoint_id"]
+    assert len(visits) == 2 and visits["n_fixes"].tolist() == [15, 15]
+    assert visits["lat"].tolist() == pytest.approx([60.17, 60.20])
+    assert visits["started_at"].iloc[0] == pd.Timestamp("2024-05-01 08:00", tz=TZ)
+    # the first stay lasts until the first fix outside it
+    assert visits["finished_at"].iloc[0] == pd.Timestamp("2024-05-01 08:15", tz=TZ)
+    assert str(visits["started_at"].dt.tz) == TZ and (visits["city"] == "city").all()
+    assert det.counts_ == dict(n_fixes=30, n_invalid=0, n_duplicates=0, n_fixes_merged=30,
+                               n_fixes_unassigned=0, n_staypoints=2, n_users=1,
+                               n_users_without_staypoints=0)
+
+
+def test_last_stay_omitted_by_default_and_counted():
+    det = StayPointDetector()
+    with pytest.warns(DataWarning, match=r"30 fixes of 1 users -> 1 stay points.*15 in motion"):
+        visits = det.fit_transform(_fixes())
+    assert len(visits) == 1 and det.n_fixes_merged_ == 15 and det.n_fixes_unassigned_ == 15
+
+
+def test_thresholds_in_metres_and_minutes():
+    # 16 one-minute fixes 55 m apart every 4 minutes: one stay for 100 m, none for 30 m (runs
+    # of 4 minutes are shorter than 5); none either when 20 minutes are needed
+    a, b = (60.1700, 24.94, 4), (60.1705, 24.94, 4)
+    wobble = _fixes(stays=(a, b, a, b, (60.30, 24.5, 5)))
+    with pytest.warns(DataWarning, match="5 in motion"):
+        assert len(StayPointDetector().fit_transform(wobble)) == 1
+    with pytest.raises(ValueError, match="no stay point found"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)
+            StayPointDetector(dist_threshold=30).fit_transform(wobble)
+    with pytest.raises(ValueError, match="time_threshold=20"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)
+            StayPointDetector(time_threshold=20).fit_transform(wobble)
+
+
+def test_gap_threshold_minutes():
+    # 8 fixes at one place with a 31-minute gap after the fifth: runs of 4 and 3 minutes
+    fixes = _fixes(stays=((60.17, 24.94, 8), (60.20, 24.90, 3)))
+    gap = fixes.copy()
+    gap.loc[5:, "tracked_at"] += pd.Timedelta(minutes=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        one = StayPointDetector(gap_threshold=60).fit_transform(gap)  # the gap is tolerated
+        assert len(one) == 1 and one["n_fixes"].iloc[0] == 8
+        assert one["finished_at"].iloc[0] == pd.Timestamp("2024-05-01 08:38", tz=TZ)
+        with pytest.raises(ValueError, match="gap_threshold=15"):
+            StayPointDetector(gap_threshold=15).fit_transform(gap)
+
+
+def test_invalid_and_duplicate_fixes_are_dropped_and_counted():
+    fixes = _fixes()
+    bad = pd.concat([fixes, fixes.iloc[[3, 4]],
+                     pd.DataFrame({"user_id": [1, None], "tracked_at": [fixes.tracked_at[0]] * 2,
+                                   "lat": [np.nan, 60.1], "lon": [24.9, 24.9]}),
+                     pd.DataFrame({"user_id": [1], "tracked_at": [fixes.tracked_at[1]],
+                                   "lat": [95.0], "lon": [24.9]})], ignore_index=True)
+    det = StayPointDetector(include_last=True)
+    with pytest.warns(DataWarning, match=r"3 invalid .* and 2 duplicates"):
+        visits = det.fit_transform(bad)
+    assert (det.n_fixes_, det.n_invalid_, det.n_duplicates_, det.n_fixes_merged_) == (35, 3, 2, 30)
+    assert len(visits) == 2
+
+
+def test_users_and_cities_kept_apart():
+    a = _fixes(user="ann")
+    b = _fixes(user="bob", start="2024-05-01 09:00").assign(city="espoo")
+    fixes = pd.concat([a.assign(city="helsinki"), b], ignore_index=True).sample(frac=1, random_state=0)
+    before = fixes.copy()
+    visits = StayPointDetector(include_last=True).fit_transform(fixes)
+    pd.testing.assert_frame_equal(fixes, before)  # the caller's frame is not modified
+    assert visits[["city", "user_id"]].drop_duplicates().values.tolist() == [
+        ["espoo", "bob"], ["helsinki", "ann"]]
+    assert visits["staypoint_id"].tolist() == [0, 1, 2, 3]
+    assert (StayPointDetector(city="x", include_last=True).fit_transform(fixes)["city"] == "x").all()
+
+
+def test_naive_times_and_tz():
+    naive = _fixes(tz=None)
+    out = StayPointDetector(include_last=True).fit_transform(naive)
+    assert out["started_at"].dt.tz is None and out["started_at"].iloc[0] == pd.Timestamp("2024-05-01 08:00")
+    local = StayPointDetector(include_last=True, tz=TZ).fit_transform(naive)
+    assert local["started_at"].iloc[0] == pd.Timestamp("2024-05-01 08:00", tz=TZ)
+    utc = StayPointDetector(include_last=True, tz="UTC").fit_transform(_fixes())
+    assert utc["started_at"].iloc[0] == pd.Timestamp("2024-05-01 05:00", tz="UTC")
+
+
+def test_bad_input_messages():
+    with pytest.raises(SchemaError, match=r"lack the columns \['tracked_at'\]"):
+        StayPointDetector().fit_transform(_fixes().drop(columns="tracked_at"))
+    with pytest.raises(SchemaError, match="not datetime64"):
+        StayPointDetector().fit_transform(_fixes().assign(tracked_at=1))
+    with pytest.raises(SchemaError, match="must be a DataFrame"):
+        StayPointDetector().fit_transform([1, 2])
+    with pytest.raises(ValueError, match="dist_threshold"):
+        StayPointDetector(dist_threshold=-1).fit(_fixes())
+
+
+def test_sklearn_api():
+    det = StayPointDetector(dist_threshold=50, time_threshold=3)
+    assert clone(det).get_params()["dist_threshold"] == 50
+    assert det.__sklearn_tags__().requires_fit is False
+    # stateless: transform works without fit, and fit records the counts
+    assert len(StayPointDetector(include_last=True).transform(_fixes())) == 2
+    assert StayPointDetector(include_last=True).fit(_fixes()).n_staypoints_ == 2
+
+
+# ------------------------------------------------------------------ adapters
+def test_geodataframe_of_points_and_staypoints():
+    fixes = _fixes()
+    gdf = gpd.GeoDataFrame(fixes[["user_id", "tracked_at"]],
+                           geometry=gpd.points_from_xy(fixes.lon, fixes.lat), crs="EPSG:4326")
+    projected = gdf.to_crs(3067)  # ETRS-TM35FIN metres: converted back to degrees
+    out = StayPointDetector(include_last=True).fit_transform(projected)
+    assert out["lat"].tolist() == pytest.approx([60.17, 60.20])
+
+    import trackintel as ti
+
+    pfs = ti.Positionfixes(gdf.copy())
+    _, sp = pfs.generate_staypoints(include_last=True)
+    assert is_staypoints(sp) and not is_staypoints(fixes)
+    det = StayPointDetector(city="helsinki")
+    visits = det.fit_transform(sp)  # already stay points: passed through
+    assert len(visits) == 2 and det.n_fixes_ == 0 and det.n_staypoints_ == 2
+    assert (visits["city"] == "helsinki").all()
+    assert "id" in staypoints_to_visits(sp).columns  # trackintel's stay point ids kept
+
+
+def test_movingpandas_and_skmob_duck_typing():
+    fixes = _fixes()
+    df = gpd.GeoDataFrame({"speed": 0.0}, index=pd.DatetimeIndex(fixes["tracked_at"], name="t"),
+                          geometry=gpd.points_from_xy(fixes.lon, fixes.lat), crs="EPSG:4326")
+    collection = types.SimpleNamespace(
+        trajectories=[types.SimpleNamespace(df=df, obj_id="ann", id="ann_1")])
+    out = as_fixes(collection)
+    assert out[["user_id", "trajectory_id"]].drop_duplicates().values.tolist() == [["ann", "ann_1"]]
+    assert len(StayPointDetector(include_last=True).fit_transform(collection)) == 2
+    single = types.SimpleNamespace(df=df, obj_id=None, id="t1")
+    assert (as_fixes(single)["user_id"] == "t1").all()
+
+    tdf = fixes.rename(columns={"user_id": "uid", "tracked_at": "datetime", "lon": "lng"})
+    assert list(as_fixes(tdf).columns[:4]) == ["user_id", "tracked_at", "lat", "lon"]
+    assert len(StayPointDetector(include_last=True).fit_transform(tdf)) == 2
+
+
+# ------------------------------------------------------------------ real data, pipeline
+def test_geolife_pipeline_matches_trackintel_and_is_fast(geolife):
+    start = time.perf_counter()
+    det = StayPointDetector(city="beijing", tz="Asia/Shanghai")
+    with pytest.warns(DataWarning, match=r"8,458 fixes of 5 users -> 40 stay points"):
+        visits = det.fit_transform(geolife.fixes)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 60, elapsed  # the bar is 2 minutes on 2 cores for load + detect
+    assert det.counts_ == dict(n_fixes=8458, n_invalid=0, n_duplicates=0, n_fixes_merged=1339,
+                               n_fixes_unassigned=7119, n_staypoints=40, n_users=5,
+                               n_users_without_staypoints=2)
+    validate_visits(visits)
+    # trackintel's own stay points of user 000 (its first stay: 2008-10-23 09:45:05 UTC)
+    first = visits[visits["user_id"] == "000"].iloc[0]
+    assert first["started_at"] == pd.Timestamp("2008-10-23 09:45:05", tz="UTC")
+    assert first["n_fixes"] == 97
+
+
+def test_pipeline_runs_detector_then_estimator(geolife):
+    from trajmoe.estimators import PopularityBaseline
+
+    pipe = make_pipeline(StayPointDetector(city="beijing", tz="Asia/Shanghai", include_last=True),
+                         PopularityBaseline())
+    fixes = geolife.fixes[geolife.fixes["user_id"].isin(["000", "001"])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        pipe.fit(fixes)
+        pred = pipe.predict(fixes)
+    n_visits = pipe[0].n_staypoints_
+    assert n_visits > 0 and len(pred) == n_visits
+
+
+# ------------------------------------------------------------------------------------------------
+# time zones per city, short users
+# ------------------------------------------------------------------------------------------------
+def test_city_time_zone_localizer_hand_checked():
+    from trajmoe.preprocessing import CityTimeZoneLocalizer
+
+    X = pd.DataFrame({"user_id": [1, 1, 2], "city": ["nyc", "nyc", "tokyo"], "x": 0, "y": 0,
+                      "started_at": pd.to_datetime(["2024-01-15 12:00", "2024-07-15 12:00", "2024-01-15 12:00"],
+                                                   utc=True)}, index=["a", "b", "c"])
+    before = X.copy()
+    step = CityTimeZoneLocalizer({"nyc": "America/New_York", "tokyo": "Asia/Tokyo"})
+    out = step.fit_transform(X)
+    # winter -5 h, summer (DST) -4 h, Tokyo +9 h; naive local wall-clock times
+    assert out["started_at"].astype(str).tolist() == ["2024-01-15 07:00:00", "2024-07-15 08:00:00",
+                                                      "2024-01-15 21:00:00"]
+    assert out.index.equals(X.index) and out["started_at"].dt.tz is None
+    pd.testing.assert_frame_equal(X, before)                       # the caller's frame is not modified
+    naive = X.assign(started_at=X["started_at"].dt.tz_localize(None))
+    assert step.transform(naive)["started_at"].equals(out["started_at"])    # naive input read as UTC
+    assert CityTimeZoneLocalizer("Asia/Tokyo", naive_tz=None).fit_transform(naive)["started_at"].equals(
+        naive["started_at"])                                       # naive input already local
+    with pytest.raises(ValueError, match=r"no time zone for the cities \['tokyo'\]"):
+        CityTimeZoneLocalizer({"nyc": "America/New_York"}).fit(X)
+    with pytest.raises(ValueError, match="needs city_tz"):
+        CityTimeZoneLocalizer().fit(X)
+    with pytest.raises(ValueError, match=r"city_tz\['nyc'\] = 'Mars/Olympus' is not a known IANA time zone"):
+        CityTimeZoneLocalizer({"nyc": "Mars/Olympus", "tokyo": "Asia/Tokyo"}).fit(X)
+
+
+def test_short_user_filter_drops_in_fit_reports_counts_and_keeps_every_row_to_predict():
+    from trajmoe import HistoryFrequencyBaseline
+    from trajmoe.exceptions import DataWarning
+    from trajmoe.preprocessing import ShortUserFilter
+
+    X = pd.DataFrame({"user_id": [1] * 6 + [2] * 2 + [1] * 3, "city": ["a"] * 8 + ["b"] * 3,
+                      "day": 0, "slot": list(range(6)) + [0, 1] + [0, 1, 2], "x": 1, "y": 1})
+    step = ShortUserFilter(min_visits=3)
+    with pytest.warns(DataWarning, match=r"1 of 3 users have fewer than min_visits=3 visits; their 2 of 11 visits"):
+        kept = step.fit_transform(X)
+    assert kept.index.tolist() == [0, 1, 2, 3, 4, 5, 8, 9, 10]     # user 1 of city b is another user
+    assert step.counts_ == {"n_users": 3, "n_users_dropped": 1, "n_visits": 11, "n_visits_dropped": 2}
+    assert step.transform(X) is X
+    pipe = make_pipeline(ShortUserFilter(min_visits=3), HistoryFrequencyBaseline(min_stays=1))
+    with pytest.warns(DataWarning, match="ShortUserFilter"):
+        pipe.fit(X)
+    assert pipe.predict(X).shape == (len(X),)                       # every row gets a prediction
+    assert pipe.set_output(transform="pandas") is pipe
+    with pytest.raises(ValueError, match="'min_visits' parameter"):
+        ShortUserFilter(min_visits=0).fit(X)
