@@ -1,0 +1,150 @@
+"""Data-parallel training (trajmoe.nn.parallel): 2 CPU processes with gloo on the loopback
+interface train the same model as 1 process with the same global batch.
+
+Real data, small: 14 users of YJMob100K city A and 6 of Foursquare NYC, so that batches of two
+cities alternate. Dropout is off (its masks are per process), everything else is the default
+training loop (AdamW, step decay, gradient clipping, early stopping on held-out users).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from skorch.callbacks import Callback
+
+from trajmoe import SpatialSemanticEncoder, TrajMoERegressor
+from trajmoe.datasets import load_foursquare_nyc, load_yjmob100k
+from trajmoe.nn.data import CityBatchSampler, WindowDataset
+from trajmoe.nn.parallel import ShardedCityBatchLoader, share_rows
+from trajmoe.scale import pretrain
+
+# closed vocabulary (visited cells only): a few hundred candidates per city keep a step fast
+PARAMS = dict(encoder=SpatialSemanticEncoder(region_margin=None), d_model=16, n_layers=1, n_heads=2,
+              dropout=0.0, max_epochs=5, batch_size=12, patience=10, validation_fraction=0.2, device="cpu",
+              random_state=0)
+WORLD = 2
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _users(visits, n):
+    return visits[visits["user_id"].isin(visits["user_id"].unique()[:n])]
+
+
+@pytest.fixture(scope="module")
+def visits(data_home):
+    return pd.concat([_users(load_yjmob100k("A").visits, 14), _users(load_foursquare_nyc().visits, 6)],
+                     ignore_index=True)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_rank(rank, world, port, data_path, out_path):
+    """One rank: join the gloo group on 127.0.0.1, fit, write the history and the weights."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        X = pd.read_pickle(data_path)
+        model = TrajMoERegressor(**PARAMS).fit(X)
+        state = {k: v.detach().clone() for k, v in model.net_.module_.state_dict().items()}
+        with open(f"{out_path}.{rank}", "wb") as f:
+            pickle.dump({"history": model.history_, "state": state, "net": type(model.net_).__name__}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_train_the_model_of_one(visits, tmp_path):
+    data_path = tmp_path / "visits.pkl"
+    visits.to_pickle(data_path)
+    out = tmp_path / "rank"
+    mp.spawn(_train_rank, args=(WORLD, _free_port(), str(data_path), str(out)), nprocs=WORLD, join=True)
+    ranks = [pickle.loads((tmp_path / f"rank.{r}").read_bytes()) for r in range(WORLD)]
+
+    single = TrajMoERegressor(**PARAMS).fit(visits)
+    assert type(single.net_).__name__ == "NeuralNet"       # no group: the plain, unchanged path
+    assert ranks[0]["net"] == "DistributedNeuralNet"
+
+    expected = single.history_
+    assert len(expected) == PARAMS["max_epochs"]
+    for r in ranks:
+        got = r["history"]
+        assert len(got) == len(expected)
+        # the curves of one process, to float32 round-off (sums of a split batch in another order)
+        np.testing.assert_allclose(got["train_loss"], expected["train_loss"], rtol=2e-5)
+        np.testing.assert_allclose(got["valid_loss"], expected["valid_loss"], rtol=2e-5)
+        np.testing.assert_allclose(got["lr"], expected["lr"])
+    # every rank ends with exactly the same weights (one all-reduced gradient per step)
+    for name, value in ranks[0]["state"].items():
+        torch.testing.assert_close(ranks[1]["state"][name], value, rtol=0, atol=0)
+
+
+def test_shares_of_a_batch_cover_it_once_and_keep_one_city(visits):
+    model = TrajMoERegressor(**PARAMS)
+    model._fit_encoder(visits, None, partial=False)
+    train, _ = model._training_windows(visits, holdout=False)
+    dataset = WindowDataset(train)
+    single = list(CityBatchSampler(dataset.city, dataset.lengths, 5, shuffle=True, random_state=3))
+    loaders = [ShardedCityBatchLoader(dataset, 5, shuffle=True, random_state=3, rank=r, world_size=3)
+               for r in range(3)]
+    for batch, *shares in zip(single, *loaders, strict=True):
+        cities = {int(c) for X, _, share in shares if share.real for c in X["city"]}
+        assert cities == {int(dataset.city[batch[0]])}
+        assert all(share.n_windows == len(batch) for _, _, share in shares)
+        assert sum(len(X["city"]) for X, _, share in shares if share.real) == len(batch)
+
+
+def test_empty_share_is_a_placeholder_without_targets():
+    rows, real = share_rows(2, 3, 4)
+    assert not real and rows.tolist() == [0]
+    rows, real = share_rows(9, 1, 4)
+    assert real and rows.tolist() == [1, 5]
+
+
+def test_resumed_loader_goes_on_with_the_next_epoch_order(visits):
+    model = TrajMoERegressor(**PARAMS)
+    model._fit_encoder(visits, None, partial=False)
+    dataset = WindowDataset(model._training_windows(visits, holdout=False)[0])
+    run = ShardedCityBatchLoader(dataset, 8, shuffle=True, random_state=1, rank=0, world_size=1)
+    epochs = [[X["city"].tolist() + X["slot"][:, 0].tolist() for X, _, _ in run] for _ in range(3)]
+    resumed = ShardedCityBatchLoader(dataset, 8, shuffle=True, random_state=1, skip_epochs=2, rank=0, world_size=1)
+    assert [X["city"].tolist() + X["slot"][:, 0].tolist() for X, _, _ in resumed] == epochs[2]
+
+
+class _StopAfter(Callback):
+    """Interrupt training (as a killed job would) after ``n`` epochs."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) >= self.n:
+            raise KeyboardInterrupt
+
+
+def test_a_run_resumes_from_its_checkpoint(visits, tmp_path, monkeypatch):
+    """Interrupted in epoch 2 of 5 and started again with the same arguments, a run ends with
+    the loss curve of an uninterrupted one (weights, optimizer, schedule and batch order resume)."""
+    whole = pretrain(TrajMoERegressor(**PARAMS), visits, checkpoint_dir=tmp_path / "whole")
+    callbacks = TrajMoERegressor._callbacks
+    monkeypatch.setattr(TrajMoERegressor, "_callbacks",
+                        lambda self, *args, **kw: callbacks(self, *args, **kw) + [("stop", _StopAfter(2))])
+    pretrain(TrajMoERegressor(**PARAMS), visits, checkpoint_dir=tmp_path / "run")
+    monkeypatch.setattr(TrajMoERegressor, "_callbacks", callbacks)
+    # the interrupted epoch 2 left no checkpoint (its callbacks stopped before): epoch 1 did
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 1
+    resumed = pretrain(TrajMoERegressor(**PARAMS), visits, checkpoint_dir=tmp_path / "run")
+    assert (tmp_path / "whole" / "params.pt").is_file()
+    np.testing.assert_allclose(resumed.history_["train_loss"], whole.history_["train_loss"], rtol=1e-6)
+    np.testing.assert_allclose(resumed.history_["valid_loss"], whole.history_["valid_loss"], rtol=1e-6)
+    np.testing.assert_allclose(resumed.history_["lr"], whole.history_["lr"])

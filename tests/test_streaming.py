@@ -1,0 +1,158 @@
+"""Streaming (trajmoe.streaming, trajmoe.nn.shards): cell tables by chunks equal one fit,
+windows written to Parquet come back unchanged, and a model trains on them."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("pyarrow")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+from trajmoe import SpatialSemanticEncoder, TrajMoERegressor  # noqa: E402
+from trajmoe.datasets import load_foursquare_nyc, load_yjmob100k  # noqa: E402
+from trajmoe.exceptions import DataWarning  # noqa: E402
+from trajmoe.nn.shards import ParquetBatchLoader  # noqa: E402
+from trajmoe.scale import pretrain  # noqa: E402
+from trajmoe.streaming import ChunkedEncoder, write_windows  # noqa: E402
+
+TINY = dict(encoder=SpatialSemanticEncoder(region_margin=None), d_model=16, n_layers=1, n_heads=2, max_epochs=2,
+            batch_size=16, device="cpu", random_state=0)
+
+
+def by_users(visits, n_chunks):
+    """``n_chunks`` frames, each with all the visits of its users."""
+    users = visits["user_id"].unique()
+    return [visits[visits["user_id"].isin(part)] for part in np.array_split(users, n_chunks)]
+
+
+@pytest.fixture(scope="module")
+def nyc(data_home):
+    return load_foursquare_nyc()
+
+
+@pytest.fixture(scope="module")
+def yjmob(data_home):
+    return load_yjmob100k("A")
+
+
+def assert_same_tables(expected, got):
+    assert list(got.cities_) == list(expected.cities_)
+    for city, table in expected.cities_.items():
+        other = got.cities_[city]
+        assert other.grid == table.grid
+        for name in ("cells", "poi_counts", "visit_counts", "coord_mean", "coord_std", "popularity"):
+            np.testing.assert_array_equal(getattr(other, name), getattr(table, name), err_msg=f"{city}: {name}")
+        assert other.excluded == table.excluded
+        if table.venues is None:
+            assert other.venues is None
+        else:
+            venues = table.venues.sort_values(list(table.venues.columns)).reset_index(drop=True)
+            pd.testing.assert_frame_equal(other.venues, venues)
+    np.testing.assert_array_equal(got.feature_names_out_, expected.feature_names_out_)
+
+
+def test_chunked_encoder_gives_the_tables_of_one_fit(nyc, yjmob):
+    """Two real cities (lat/lon check-ins with venues; x/y cells), 7 chunks of users, with an
+    outlier, a null-island visit and an exact duplicate row added."""
+    visits = pd.concat([nyc.visits, yjmob.visits], ignore_index=True)
+    extra = nyc.visits.iloc[[0, 1, 2]].copy()
+    extra.loc[extra.index[0], ["lat", "lon"]] = (48.85, 2.35)       # Paris: an outlier of New York
+    extra.loc[extra.index[1], ["lat", "lon"]] = (0.0, 0.0)          # null island
+    visits = pd.concat([visits, extra], ignore_index=True)           # row 2 is now an exact duplicate
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        expected = SpatialSemanticEncoder().fit(visits)
+        chunked = ChunkedEncoder()
+        for chunk in by_users(visits, 7):
+            chunked.partial_fit(chunk)
+    assert chunked.n_chunks_ == 7
+    assert expected.cities_["nyc"].excluded == {"duplicate_visits": 1, "outlier_visits": 2, "outlier_pois": 0}
+    assert_same_tables(expected, chunked.encoder_)
+
+
+def test_chunked_encoder_with_a_poi_frame(yjmob):
+    pois = yjmob.pois[yjmob.pois["city"] == "yjmob_A"]
+    expected = SpatialSemanticEncoder(region_margin=1000.0).fit(yjmob.visits, pois=pois)
+    chunked = ChunkedEncoder(SpatialSemanticEncoder(region_margin=1000.0))
+    for i, chunk in enumerate(by_users(yjmob.visits, 4)):
+        chunked.partial_fit(chunk, pois=pois if i == 0 else None)
+    assert_same_tables(expected, chunked.encoder_)
+
+
+def test_a_user_in_two_chunks_is_refused(yjmob):
+    visits = yjmob.visits[yjmob.visits["user_id"] == yjmob.visits["user_id"].iloc[0]]
+    chunked = ChunkedEncoder().partial_fit(visits.iloc[:10])
+    with pytest.raises(ValueError, match="appear in two chunks"):
+        chunked.partial_fit(visits.iloc[10:])
+
+
+def _window_rows(batches):
+    """Every window of (X, y, share) batches as a tuple of its tokens and targets."""
+    rows = []
+    for X, y, share in batches:
+        assert share.real
+        for i in range(len(X["city"])):
+            n = int((X["location"][i] >= 0).sum())
+            rows.append((int(X["city"][i]), *(tuple(X[k][i, :n].tolist()) for k in ("location", "slot", "dow", "gap")),
+                         tuple(y["next_location"][i, :n].tolist()), tuple(y["next_gap"][i, :n].tolist())))
+    return sorted(rows)
+
+
+@pytest.fixture(scope="module")
+def store(nyc, yjmob, tmp_path_factory):
+    visits = pd.concat([by_users(nyc.visits, 20)[0], by_users(yjmob.visits, 40)[0]], ignore_index=True)
+    model = TrajMoERegressor(**TINY, validation_fraction=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        written = write_windows(model, by_users(visits, 3), tmp_path_factory.mktemp("store"), rows_per_group=50)
+    return visits, model, written
+
+
+def test_stored_windows_come_back_unchanged(store):
+    visits, model, written = store
+    assert_same_tables(SpatialSemanticEncoder(region_margin=None).fit(visits), written.encoder)
+    in_memory = TrajMoERegressor(**TINY, validation_fraction=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        in_memory._fit_encoder(visits, None, partial=False)
+        windows, _ = in_memory._training_windows(visits, holdout=False)
+    from trajmoe.nn.data import CityBatchLoader, WindowDataset
+
+    expected = [(X, y, type("Share", (), {"real": True})) for X, y in CityBatchLoader(WindowDataset(windows), 7)]
+    streamed = written.windows("train")
+    assert len(streamed) == len(windows) and written.windows("valid") is None
+    assert len(streamed.groups) > 2                     # several row groups per city
+    assert _window_rows(ParquetBatchLoader(streamed, 7, rank=0, world_size=1)) == _window_rows(expected)
+    shuffled = list(ParquetBatchLoader(streamed, 7, shuffle=True, random_state=0, open_groups=2, rank=0,
+                                       world_size=1))
+    assert _window_rows(shuffled) == _window_rows(expected)
+    assert all(len(set(X["city"].tolist())) == 1 for X, _, _ in shuffled)   # single-city batches
+    assert len(ParquetBatchLoader(streamed, 7, shuffle=True)) == len(shuffled)
+
+
+def test_ranks_share_the_same_streamed_batches(store):
+    streamed = store[2].windows("train")
+    whole = list(ParquetBatchLoader(streamed, 9, shuffle=True, random_state=4, rank=0, world_size=1))
+    ranks = [list(ParquetBatchLoader(streamed, 9, shuffle=True, random_state=4, rank=r, world_size=2))
+             for r in range(2)]
+    for batch, *parts in zip(whole, *ranks, strict=True):
+        assert all(part[2].n_windows == batch[2].n_windows for part in parts)
+        assert _window_rows([part for part in parts if part[2].real]) == _window_rows([batch])
+    resumed = ParquetBatchLoader(streamed, 9, shuffle=True, random_state=4, skip_epochs=1, rank=0, world_size=1)
+    loader = ParquetBatchLoader(streamed, 9, shuffle=True, random_state=4, rank=0, world_size=1)
+    list(loader)
+    assert _window_rows(resumed) == _window_rows(loader)
+
+
+def test_a_model_trains_on_streamed_windows(store, tmp_path):
+    visits, _, written = store
+    model = pretrain(TrajMoERegressor(**TINY, validation_fraction=0.0), written)
+    history = model.history_
+    assert len(history) == TINY["max_epochs"] and np.isfinite(history["train_loss"]).all()
+    assert model.predict(visits.iloc[:50]).shape == (50,)
+    with pytest.raises(ValueError, match="other parameters"):
+        pretrain(TrajMoERegressor(**TINY, validation_fraction=0.0, window_days=2), written)
