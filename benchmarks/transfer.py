@@ -4,7 +4,7 @@ For each target city (Foursquare NYC and YJMob100K city A by default), whose sou
 other real cities:
 
 * ``trajmoe_finetuned``: TrajMoE pre-trained on the sources, then ONE epoch on 1 %, 5 % and
-  10 % of the target's training users (MODEL.md section 4);
+  10 % of the target's training users (docs/method.rst, "Training protocol");
 * ``trajmoe_full_target``: the same model trained from scratch on 100 % of the target's
   training users (single city);
 * ``trajmoe_multi_city``: trained on the sources and the target jointly;
@@ -42,7 +42,7 @@ from joblib import Parallel, delayed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (CITIES, TARGETS, Scorer, city_list, environment, few_shot_sample,  # noqa: E402
+from _harness import (TARGETS, Scorer, city_list, environment, few_shot_sample,  # noqa: E402
                       fraction_list, frame_markdown, load_sources, load_target, markdown_tables, paired_margins,
                       positive_int, quiet_data_notes, seed_list, sources_of, timed, write_json)
 
@@ -114,7 +114,7 @@ def run_task(target, seed, sources, settings, split="test", models=MODELS, model
             continue
         pretrained, pre_seconds = timed(lambda: trajmoe(**extra).fit(src_visits, pois=src_pois))
         for fraction in settings.fractions:
-            few = few_shot_sample(t.train, fraction, seed)
+            few = few_shot_sample(t, fraction, seed)
             model = copy.deepcopy(pretrained)
             _, seconds = timed(lambda: model.partial_fit(few, pois=t.pois))
             add(score.rows(model, name, fraction, seed, seconds,
@@ -176,35 +176,22 @@ def claims(results):
 
 
 def plot(results, path):
-    """Acc@1 (protocol "all") against the target fraction, with the single-city line."""
+    """Acc@1 (protocol "all") against the target fraction, with the single-city line
+    (:func:`trajmoe.plotting.plot_transfer_curve`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frame = pd.DataFrame(results)
-    frame = frame[frame.protocol == "all"]
-    cities = list(dict.fromkeys(frame.target_city))
-    fig, axes = plt.subplots(1, len(cities), figsize=(5 * len(cities), 3.8), squeeze=False)
-    for ax, city in zip(axes[0], cities):
-        data = frame[frame.target_city == city]
-        ft = data[data.model == "trajmoe_finetuned"].groupby("fraction")["acc@1"].agg(["mean", "std"])
-        ax.errorbar(ft.index * 100, ft["mean"], yerr=ft["std"].fillna(0), marker="o", capsize=3,
-                    label="TrajMoE, pre-trained + 1 epoch")
-        styles = {"trajmoe_full_target": ("C3", "-", "TrajMoE, 100 % of the city"),
-                  "trajmoe_multi_city": ("C2", "-.", "TrajMoE, sources + city jointly"),
-                  "history_frequency": ("0.4", "--", "history frequency"),
-                  "history_gravity": ("0.2", "--", "history + gravity rule"),
-                  "transformer": ("C4", ":", "Transformer"), "lstm": ("C5", ":", "LSTM")}
-        for model, (color, style, label) in styles.items():
-            values = data[data.model == model]["acc@1"]
-            if len(values):
-                ax.axhline(values.mean(), color=color, linestyle=style, label=label)
-        ax.set_xlabel("share of the target city's training users (%)")
-        ax.set_ylabel("Acc@1 (all positions)")
-        ax.set_title(city)
-        ax.set_xticks(ft.index * 100)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    from trajmoe.plotting import plot_transfer_curve
+
+    styles = {"trajmoe_full_target": ("C3", "-", "TrajMoE, 100 % of the city"),
+              "trajmoe_multi_city": ("C2", "-.", "TrajMoE, sources + city jointly"),
+              "history_frequency": ("0.4", "--", "history frequency"),
+              "history_gravity": ("0.2", "--", "history + gravity rule"),
+              "transformer": ("C4", ":", "Transformer"), "lstm": ("C5", ":", "LSTM")}
+    fig, _ = plot_transfer_curve(results, "acc@1", curve="trajmoe_finetuned", label="TrajMoE, pre-trained + 1 epoch",
+                                 references={model: {"color": color, "linestyle": style, "label": label}
+                                             for model, (color, style, label) in styles.items()})
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -251,8 +238,8 @@ def main(argv=None):
     results = run(targets, settings, args.split, models, model_params, args.data_home, args.jobs)
     wall = time.perf_counter() - start
     description = (f"{'Quick' if args.quick else 'Full'} mode, scored on {args.split} users. "
-                   f"{settings.describe()}. Sources of a target: every other city of {', '.join(CITIES)} "
-                   f"(a Gowalla metro: the other metros). "
+                   f"{settings.describe()}. Sources: "
+                   f"{'; '.join(f'{t} <- {chr(44).join(sources_of(t))}' for t in targets)}. "
                    f"TrajMoE preset small "
                    f"(2 layers, d 64){', ' + json.dumps(model_params) if model_params else ''}. "
                    f"Full ranking over every cell of the target city. Wall time {wall / 60:.1f} min.")
