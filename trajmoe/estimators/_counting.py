@@ -8,15 +8,18 @@ evaluation windows and full ranking as the neural model.
 from __future__ import annotations
 
 import numbers
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, signal, sparse, special
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from .base import NextLocationEstimator
-from .encoder import cell_keys, cells_of_keys
-from .sequences import PAD
+from .._constants import PAD
+from ..encoder import cell_keys, cells_of_keys
+from ._base import NextLocationEstimator
+from ._scoring import rank_sparse
 
 __all__ = ["PopularityBaseline", "MarkovBaseline", "HistoryFrequencyBaseline", "GravityBaseline",
            "HistoryGravityBaseline"]
@@ -41,7 +44,15 @@ _FITTED = ("beta", "offset", "history_weight", "popularity_weight", "count_weigh
 
 
 class _CountingBaseline(NextLocationEstimator):
-    """Shared parameters and fitting of the count-based baselines."""
+    """Shared parameters and fitting of the count-based baselines.
+
+    Scored on a city they were not fitted on (zero-shot, see :class:`NextLocationEstimator`),
+    the counting baselines do what they can without that city's training data: its cells have
+    no visit counts, so popularity ranks every cell alike (uniform: every target ties with
+    every cell), the Markov chain falls back to the window's history (history frequency's
+    scores), history frequency works as everywhere, and the gravity baselines use their
+    city-invariant fitted decay with uniform popularity.
+    """
 
     def __init__(self, encoder=None, window_days=3, min_stays=5, max_tokens=144, city_tz=None):
         self.encoder = encoder
@@ -81,9 +92,58 @@ class _CountingBaseline(NextLocationEstimator):
         self._fit_encoder(X, pois, partial)
         return self
 
+    def _is_zero_shot(self, city):
+        """Whether ``city`` is scored zero-shot (not fitted: no training visit)."""
+        return getattr(self.encoder_.cities_[city], "zero_shot_bin", None) is not None
+
     def _popularity(self, city):
         counts = self.encoder_.cities_[city].visit_counts.astype(np.float64)
         return counts / max(counts.sum(), 1.0)
+
+    def _sparse_scores(self, batch, city):
+        """The scores of :meth:`_batch_scores` as base rows with a few cells changed per token.
+
+        Returns
+        -------
+        tuple or None
+            ``(base, row_of, token, cell, value, sorted_base)`` as the arguments of
+            :func:`~trajmoe.estimators._scoring.rank_sparse` (``sorted_base`` None when not
+            known); None where the scores are dense (then :meth:`_batch_scores` is ranked).
+        """
+        return None
+
+    def _batch_rank(self, batch, city, k, truth):
+        scores = self._sparse_scores(batch, city)
+        if scores is None:
+            return super()._batch_rank(batch, city, k, truth)
+        base, row_of, token, cell, value, sorted_base = scores
+        return rank_sparse(base, row_of, token, cell, value, k, truth, sorted_base=sorted_base)
+
+    def _fixed_base(self, key, compute):
+        """One base row ``compute()`` [1, N] and its sorted values, once per call (:meth:`_memo`)."""
+        return self._memo(key, lambda: (lambda base: (base, np.sort(base[0])))(compute()))
+
+    def _popularity_entries(self, batch, city, cells=None):
+        """Sparse scores of a batch whose base is popularity: ``cells`` (csr rows per token)
+        score ``count + popularity`` (Markov), none when None (popularity alone)."""
+        n = int((batch["location"] != PAD).sum())
+        base, sorted_base = self._fixed_base(("popularity", city), lambda: self._popularity(city)[None, :])
+        if cells is None:
+            token = cell = np.zeros(0, np.int64)
+            return base, np.zeros(n, np.int64), token, cell, np.zeros(0), sorted_base
+        token = np.repeat(np.arange(n), np.diff(cells.indptr))
+        cell = cells.indices.astype(np.int64)
+        return base, np.zeros(n, np.int64), token, cell, cells.data + base[0, cell], sorted_base
+
+    def _history_entries(self, batch, city):
+        """Sparse scores of history frequency (see :func:`_history_frequency_scores`)."""
+        loc = batch["location"]
+        n = int((loc != PAD).sum())
+        scale = _popularity_scale(loc, self.max_tokens)
+        base, sorted_base = self._fixed_base(("history", city, scale),
+                                             lambda: (self._popularity(city) * scale)[None, :])
+        token, cell, count, recency = _history(loc, base.shape[1])
+        return base, np.zeros(n, np.int64), token, cell, base[0, cell] + (count + 0.5 * recency), sorted_base
 
 
 class PopularityBaseline(_CountingBaseline):
@@ -110,12 +170,15 @@ class PopularityBaseline(_CountingBaseline):
 
     References
     ----------
-    MODEL.md section 6 (global popularity baseline).
+    docs/method.rst, "What the public data shows" (global popularity baseline).
     """
 
     def _batch_scores(self, batch, city):
         n = int((batch["location"] != PAD).sum())
         return np.tile(self._popularity(city), (n, 1))
+
+    def _sparse_scores(self, batch, city):
+        return self._popularity_entries(batch, city)
 
 
 class MarkovBaseline(_CountingBaseline):
@@ -125,6 +188,8 @@ class MarkovBaseline(_CountingBaseline):
     (consecutive visits of one user within a window), backing off to global popularity
     for unseen transitions (score = transition count + popularity share, which is < 1).
     Parameters as :class:`PopularityBaseline`.
+    A city scored zero-shot (not fitted; no transition known) is scored by the window's
+    history, as :class:`HistoryFrequencyBaseline` scores it.
 
     Attributes
     ----------
@@ -133,11 +198,12 @@ class MarkovBaseline(_CountingBaseline):
 
     References
     ----------
-    MODEL.md sections 5-6 (first-order Markov baseline, Acc@1 .119 in the paper's table).
+    docs/method.rst, "Evaluation" and "What the public data shows" (first-order Markov baseline,
+    Acc@1 .119 in the paper's table).
     """
 
     def _learn(self, X, pois, partial):
-        self._fit_encoder(X, pois, partial)
+        X = self._fit_encoder(X, pois, partial)
         prep = self._prepare(X)
         windows = self._windows(prep)
         src = windows.row[:, :-1].ravel()
@@ -177,11 +243,18 @@ class MarkovBaseline(_CountingBaseline):
         return self._matrices[city]
 
     def _batch_scores(self, batch, city):
+        if self._is_zero_shot(city):        # no transition known: the window's history
+            return _history_frequency_scores(batch["location"], self._popularity(city), self.max_tokens)
         loc = batch["location"][batch["location"] != PAD]
         return self._matrix(city)[loc].toarray() + self._popularity(city)
 
+    def _sparse_scores(self, batch, city):
+        if self._is_zero_shot(city):
+            return self._history_entries(batch, city)
+        return self._popularity_entries(batch, city, self._matrix(city)[batch["location"][batch["location"] != PAD]])
+
     def __getstate__(self):
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state.pop("_matrices", None)
         return state
 
@@ -247,20 +320,48 @@ class HistoryFrequencyBaseline(_CountingBaseline):
 
     References
     ----------
-    MODEL.md section 6 (history frequency: Acc@1 .297 on Foursquare NYC, .213 on YJMob100K).
+    docs/method.rst, "What the public data shows" (history frequency: Acc@1 .297 on Foursquare NYC, .213 on YJMob100K).
     """
 
     def _batch_scores(self, batch, city):
-        loc = batch["location"]
-        n_cells = self.encoder_.cities_[city].n_locations
-        n_valid = int((loc != PAD).sum())
-        # recency terms of distinct last visits differ by at least 0.5 / (L (L + 1)) in a window
-        # of L <= max_tokens tokens: popularity (a share <= 1) stays below half that
-        m = max(int(self.max_tokens), loc.shape[1], 1)
-        out = np.tile(self._popularity(city) * (0.25 / (m * (m + 1))), (n_valid, 1))
-        token, cell, count, recency = _history(loc, n_cells)
-        out[token, cell] += count + 0.5 * recency
-        return out
+        return _history_frequency_scores(batch["location"], self._popularity(city), self.max_tokens)
+
+    def _sparse_scores(self, batch, city):
+        return self._history_entries(batch, city)
+
+
+def _popularity_scale(loc, max_tokens):
+    """Factor of the popularity share in history frequency's scores: ``0.25 / (m (m + 1))``.
+
+    Recency terms of distinct last visits differ by at least ``0.5 / (L (L + 1))`` in a window of
+    ``L <= m`` tokens (``m``: ``max_tokens``, or the batch's width if longer): popularity (a share
+    <= 1) stays below half that, so it only breaks ties.
+    """
+    m = max(int(max_tokens), loc.shape[1], 1)
+    return 0.25 / (m * (m + 1))
+
+
+def _history_frequency_scores(loc, popularity, max_tokens):
+    """History frequency's scores of a batch: visits so far in the window + 0.5 x recency, ties
+    broken by popularity (see :class:`HistoryFrequencyBaseline`).
+
+    Parameters
+    ----------
+    loc : ndarray of int64, shape (B, L)
+        Location ids of a batch of one city's windows.
+    popularity : ndarray of float64, shape (n_cells,)
+        Visit shares of the city's cells.
+    max_tokens : int
+
+    Returns
+    -------
+    ndarray of float64, shape (n_valid, n_cells)
+    """
+    n_valid = int((loc != PAD).sum())
+    out = np.tile(popularity * _popularity_scale(loc, max_tokens), (n_valid, 1))
+    token, cell, count, recency = _history(loc, len(popularity))
+    out[token, cell] += count + 0.5 * recency
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,9 +373,14 @@ def _log_popularity(visit_counts):
     return np.log((counts + 1.0) / (counts.sum() + len(counts)))
 
 
-def _log_distance(query, xy, offset):
-    """``log(d + offset)`` of shape (n_query, n_cells), d in metres between centroids."""
-    return np.log(np.hypot(query[:, :1] - xy[:, 0], query[:, 1:] - xy[:, 1]) + offset)
+def _log_distance(query, xy, offset, out=None, work=None):
+    """``log(d + offset)`` of shape (n_query, n_cells), d in metres between centroids (into
+    ``out``, with ``work`` as scratch, when given: arrays of that shape)."""
+    out = np.subtract(query[:, :1], xy[:, 0], out=out)
+    work = np.subtract(query[:, 1:], xy[:, 1], out=work)
+    np.hypot(out, work, out=out)
+    out += offset
+    return np.log(out, out=out)
 
 
 def _log_softmax_rows(scores):
@@ -295,9 +401,15 @@ def _gravity(log_pop, xy, query, beta, offset, log_norm=None):
     located = np.flatnonzero(~np.isnan(query[:, 0]))
     if beta != 0:
         step = max(1, _CHUNK_ENTRIES // max(len(log_pop), 1))
+        buffers = np.empty((2, min(step, len(located)), len(log_pop)))     # reused: no page faults
         for start in range(0, len(located), step):
             rows = located[start:start + step]
-            out[rows] -= beta * _log_distance(query[rows], xy, offset)
+            ld = _log_distance(query[rows], xy, offset, out=buffers[0, :len(rows)], work=buffers[1, :len(rows)])
+            ld *= beta
+            if rows[-1] - rows[0] + 1 == len(rows):                        # a slice: in place
+                np.subtract(out[rows[0]:rows[-1] + 1], ld, out=out[rows[0]:rows[-1] + 1])
+            else:
+                out[rows] -= ld
     if log_norm is not None:
         out -= log_norm[:, None]
         return out
@@ -529,7 +641,7 @@ class GravityBaseline(_CountingBaseline):
     .. [2] F. Simini, M. C. Gonzalez, A. Maritan, A.-L. Barabasi, "A universal model for
        mobility and migration patterns", Nature 484, 96-100, 2012 (gravity and radiation
        models of human mobility).
-    .. [3] The project's user guide (MODEL.md section 7): ranking every cell by popularity x
+    .. [3] The project's method page (docs/method.rst, "What the public data shows"): ranking every cell by popularity x
        (d + 250 m)^-beta from the current cell reaches Acc@1 .306 on NYC validation users
        (history frequency .290).
 
@@ -547,6 +659,19 @@ class GravityBaseline(_CountingBaseline):
     Cell (8, 0) is the most visited, but 3.5 km away: the current cell and its visited
     neighbour come first.
     """
+
+    _parameter_constraints: dict = {
+        **NextLocationEstimator._parameter_constraints,
+        "beta": [Interval(Real, 0, None, closed="left"), None],
+        "offset": [Interval(Real, 0, None, closed="neither"), None],
+        "offset_grid": ["array-like"],
+        "selection": [StrOptions(set(_SELECTION))],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "max_fit_targets": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
+    }
+    #: Parameters that must also be finite.
+    _finite = ("beta", "offset")
 
     def __init__(self, encoder=None, window_days=3, min_stays=5, max_tokens=144, city_tz=None,
                  beta=None, offset=None, offset_grid=(50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0),
@@ -611,35 +736,20 @@ class GravityBaseline(_CountingBaseline):
             ll, grad = ll + ll_c, grad + grad_c
         return ll, grad
 
-    def _check_gravity_params(self):
-        _check_real("beta", self.beta, 0.0, False, True)
-        _check_real("offset", self.offset, 0.0, True, True)
-        grid = self.offset_grid
-        if isinstance(grid, (str, bytes)) or not np.iterable(grid) or not len(grid):
-            raise ValueError(f"offset_grid must be a non-empty sequence of metres > 0, got {grid!r}.")
-        for value in grid:
+    def _check_params(self, partial=False):
+        super()._check_params(partial)
+        for name in self._finite:           # an interval's constraint admits infinity
+            _check_real(name, getattr(self, name), 0.0, False, True)
+        if not len(self.offset_grid):
+            raise ValueError(f"offset_grid must be a non-empty sequence of metres > 0, got {self.offset_grid!r}.")
+        for value in self.offset_grid:
             _check_real("every value of offset_grid", value, 0.0, True, False)
-        if self.selection not in _SELECTION:
-            raise ValueError(f"selection must be one of {_SELECTION}, got {self.selection!r}.")
-        f = self.validation_fraction
-        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 < f < 1:
-            raise ValueError(f"validation_fraction must be a number in (0, 1), got {f!r}.")
-        m = self.max_fit_targets
-        if m is not None and (isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1):
-            raise ValueError(f"max_fit_targets must be an int >= 1 or None, got {m!r}.")
 
     def _learn(self, X, pois, partial):
         search = not (partial and hasattr(self, "beta_"))
+        X = self._fit_encoder(X, pois, partial)
         if search:
-            self._check_gravity_params()
-        self._fit_encoder(X, pois, partial)
-        if search:
-            try:
-                self._search(X)
-            except Exception:
-                for name in ("encoder_", "cities_"):
-                    self.__dict__.pop(name, None)
-                raise
+            self._search(X)     # on error, fit is undone as a whole (atomic fits)
         return self
 
     def _search(self, X):
@@ -883,6 +993,27 @@ class GravityBaseline(_CountingBaseline):
         history = _history(batch["location"], table.n_locations) if len(values) > 2 else None
         return self._combine(rows[inverse], _log_popularity(table.visit_counts), history, values)
 
+    def _sparse_scores(self, batch, city):
+        values = {name: getattr(self, name + "_") for name in _FITTED if hasattr(self, name + "_")}
+        if "count_weight" in values:            # additive: a normaliser per token, dense
+            return None
+        rows, inverse = self._gravity_rows(batch, city)       # one row per distinct current cell
+        table = self.encoder_.cities_[city]
+        history = _history(batch["location"], table.n_locations) if len(values) > 2 else None
+        return (*self._sparse_combine(rows, inverse, _log_popularity(table.visit_counts), history, values), None)
+
+    def _sparse_combine(self, rows, inverse, log_pop, history, values):
+        """:meth:`_combine` as base rows (of distinct current cells) and entries.
+
+        Returns
+        -------
+        base, row_of, token, cell, value
+            As the arguments of :func:`~trajmoe.estimators._scoring.rank_sparse`; the same
+            floats as :meth:`_combine` of ``rows[inverse]``.
+        """
+        empty = np.zeros(0, np.int64)
+        return rows, inverse, empty, empty, np.zeros(0)
+
 
 class HistoryGravityBaseline(GravityBaseline):
     """Gravity model combined with the user's visits so far in the window (copying).
@@ -971,7 +1102,7 @@ class HistoryGravityBaseline(GravityBaseline):
     .. [3] C. Song, T. Koren, P. Wang, A.-L. Barabasi, "Modelling the scaling properties of
        human mobility", Nature Physics 6, 818-823, 2010 (exploration and preferential
        return).
-    .. [4] The project's user guide (MODEL.md section 7): a rescaled gravity score plus
+    .. [4] The project's method page (docs/method.rst, "What the public data shows"): a rescaled gravity score plus
        0.05 x (visits in the window + 0.5 x recency), tuned on the validation users
        themselves, reaches Acc@1 .326-.336 on NYC, against .290 for history frequency.
 
@@ -993,7 +1124,15 @@ class HistoryGravityBaseline(GravityBaseline):
     (8, 0), 3.5 km away: it comes first, before the current cell.
     """
 
-    _COMBINE = ("mixture", "additive")
+    _parameter_constraints: dict = {
+        **GravityBaseline._parameter_constraints,
+        "combine": [StrOptions({"mixture", "additive"})],
+        "history_weight": [Interval(Real, 0, 1, closed="left"), None],
+        "popularity_weight": [Interval(Real, 0, 1, closed="left"), None],
+        "count_weight": [Interval(Real, 0, None, closed="left"), None],
+        "recency_weight": [Interval(Real, 0, None, closed="left"), None],
+    }
+    _finite = GravityBaseline._finite + ("count_weight", "recency_weight")
 
     def __init__(self, encoder=None, window_days=3, min_stays=5, max_tokens=144, city_tz=None,
                  beta=None, offset=None, combine="mixture", history_weight=None, popularity_weight=None,
@@ -1025,19 +1164,34 @@ class HistoryGravityBaseline(GravityBaseline):
             ll, grad = ll + ll_c, grad + grad_c
         return ll, grad
 
-    def _check_gravity_params(self):
-        if self.combine not in self._COMBINE:
-            raise ValueError(f"combine must be one of {self._COMBINE}, got {self.combine!r}.")
-        super()._check_gravity_params()
-        _check_real("history_weight", self.history_weight, 0.0, False, True, high=1.0)
-        _check_real("popularity_weight", self.popularity_weight, 0.0, False, True, high=1.0)
-        _check_real("count_weight", self.count_weight, 0.0, False, True)
-        _check_real("recency_weight", self.recency_weight, 0.0, False, True)
-
     def _set_fitted(self, values, log_likelihood, n_targets, results):
         for name in ("count_weight_", "history_weight_", "popularity_weight_"):   # of another combine
             self.__dict__.pop(name, None)
         super()._set_fitted(values, log_likelihood, n_targets, results)
+
+    def _sparse_combine(self, rows, inverse, log_pop, history, values):
+        # the mixture of _combine, with the same floating-point operations in the same order
+        h, p = values["history_weight"], values["popularity_weight"]
+        out = rows
+        if p > 0:
+            out += np.log1p(-p)
+            np.logaddexp(out, np.log(p) + log_pop, out=out)
+        token, cell, count, recency = history
+        if h == 0 or not len(token):
+            return out, inverse, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        n_tokens = len(inverse)
+        out += np.log1p(-h)
+        weight = count + values["recency_weight"] * recency
+        total = np.bincount(token, weight, n_tokens)
+        value = np.logaddexp(out[inverse[token], cell], np.log(h) + np.log(weight / total[token]))
+        # tokens without history: an exploration, the rows with the shift undone
+        alone = np.flatnonzero(total == 0)
+        if len(alone):
+            shifted, back = np.unique(inverse[alone], return_inverse=True)
+            inverse = inverse.copy()
+            inverse[alone] = len(out) + back.ravel()
+            out = np.concatenate([out, out[shifted] - np.log1p(-h)])
+        return out, inverse, token, cell, value
 
     def _combine(self, log_g, log_pop, history, values):
         token, cell, count, recency = history

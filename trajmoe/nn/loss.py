@@ -1,4 +1,4 @@
-"""Location scoring and the training loss (MODEL.md sections 3 and 6).
+"""Location scoring and the training loss (docs/method.rst, "The SAMoE network" and "Copy path and rule priors").
 
 Scores of a position over its city's ``N`` cells are only ever materialised for selected positions
 (``[n, N]``), never for the whole batch (``[B, L, N]``); the loss avoids even most of those.
@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .retrieval import distance_buckets, history_features
+from .._constants import IGNORE_INDEX
+from .retrieval import distance_buckets, first_occurrence, history_entries, history_features
 
-#: Target value meaning "no target at this position" (as in ``torch.nn.CrossEntropyLoss``).
-IGNORE_INDEX = -100
 #: Floor of the gate probabilities inside logarithms (keeps gradients finite at saturation).
 _EPS = 1e-12
 
@@ -50,6 +49,44 @@ def location_log_probs(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> tor
         copy scores onto the history cells. Every row log-sum-exps to 0.
     """
     log_generate = torch.log_softmax(generation_logits(out, rows, cols), dim=-1)
+    if out.get("copy_scores") is None:
+        return log_generate
+    n_locations = out["candidates"].shape[0]
+    weights, ids = _copy_weights(out, rows, cols, n_locations)
+    gate = out["gate"][rows, cols].unsqueeze(-1)
+    # a cell outside the history has p_copy = 0: the mixture is log(g) + log_generate, exactly
+    log_probs = gate.clamp_min(_EPS).log() + log_generate
+    # the copy mass of each history cell (at most L a row), summed in history order
+    first = first_occurrence(ids)
+    p_copy = weights.new_zeros(weights.shape).scatter_add_(1, first, weights).gather(1, first)
+    copied = (ids < n_locations) & (first == torch.arange(ids.shape[1], device=ids.device))   # once a cell
+    mixed = _mix(gate, log_generate.gather(1, ids.clamp(max=n_locations - 1)), p_copy)
+    return _put(log_probs, ids, copied, mixed)
+
+
+def dense_location_log_probs(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Reference of :func:`location_log_probs`: the history prior and the copy mixture over every
+    cell of the city (``[n, N]`` temporaries), as scored before they were added sparsely.
+
+    Equal to :func:`location_log_probs` bit for bit without the copy path, within the last bit
+    of float32 with it; kept for tests and benchmarks.
+
+    Parameters
+    ----------
+    out : dict
+    rows, cols : LongTensor [n]
+        As in :func:`location_log_probs`.
+
+    Returns
+    -------
+    FloatTensor [n, N]
+    """
+    logits = _dense_logits(out, rows, cols)
+    if out.get("history") is not None:
+        count, recency = history_features(out["location"], rows, cols, logits.shape[1])
+        weights = out["history"][rows, cols].to(logits.dtype)
+        logits = logits + weights[:, :1] * count + weights[:, 1:] * recency
+    log_generate = torch.log_softmax(logits, dim=-1)
     if out.get("copy_scores") is None:
         return log_generate
     n_locations = out["candidates"].shape[0]
@@ -109,17 +146,36 @@ def generation_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torc
     -------
     FloatTensor [n, N]
     """
+    logits = _dense_logits(out, rows, cols)
+    if out.get("history") is not None:
+        # only the (at most L) cells of the window's history change: the other cells add 0
+        ids, count, recency = history_entries(out["location"], rows, cols, logits.shape[1])
+        weights = out["history"][rows, cols].to(logits.dtype)
+        visited = ids < logits.shape[1]            # one entry per visited cell
+        values = logits.gather(1, ids.clamp(max=logits.shape[1] - 1)) + weights[:, :1] * count + weights[:, 1:] * recency
+        logits = _put(logits, ids, visited, values)
+    return logits
+
+
+def _dense_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``q . C^T`` plus the candidate bias and the distance prior: the terms of every cell."""
     logits = out["query"][rows, cols] @ out["candidates"].T
     if out.get("candidate_bias") is not None:
         logits = logits + out["candidate_bias"]
     if out.get("distance") is not None:
         buckets = distance_buckets(out["location"][rows, cols].clamp_min(0), out["cell_metres"])
         logits = logits + out["distance"][rows, cols].gather(1, buckets)
-    if out.get("history") is not None:
-        count, recency = history_features(out["location"], rows, cols, logits.shape[1])
-        weights = out["history"][rows, cols].to(logits.dtype)
-        logits = logits + weights[:, :1] * count + weights[:, 1:] * recency
     return logits
+
+
+def _put(scores: torch.Tensor, ids: torch.Tensor, where: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``scores[i, ids[i, j]] = values[i, j]`` where ``where[i, j]`` (ids distinct there), in place
+    unless autograd needs the original."""
+    position = torch.arange(len(ids), device=ids.device).unsqueeze(-1).expand_as(ids)
+    index = (position[where], ids[where])
+    if scores.requires_grad:
+        return scores.index_put(index, values[where])
+    return scores.index_put_(index, values[where])
 
 
 def _copy_weights(
@@ -149,7 +205,7 @@ def _mix(gate: torch.Tensor, log_generate: torch.Tensor, p_copy: torch.Tensor) -
 
 
 class TrajMoELoss(nn.Module):
-    """Next-location NLL plus weighted next-gap cross-entropy (MODEL.md section 3, "Loss").
+    """Next-location NLL plus weighted next-gap cross-entropy (docs/method.rst, "The SAMoE network", loss).
 
     ``loss = mean NLL(next location) + time_weight * mean CE(next gap)``, each averaged over its
     non-ignored positions (teacher forcing: every position is a sample).
@@ -189,16 +245,7 @@ class TrajMoELoss(nn.Module):
         ValueError
             If a location target is neither ``-100`` nor in 0..N-1.
         """
-        next_location = y_true["next_location"]
-        rows, cols = (next_location != IGNORE_INDEX).nonzero(as_tuple=True)
-        targets = next_location[rows, cols]
-        n_locations = y_pred["candidates"].shape[0]
-        if targets.numel() and (targets.min() < 0 or targets.max() >= n_locations):
-            raise ValueError(
-                f"next_location targets must be in 0..{n_locations - 1} or {IGNORE_INDEX} "
-                "(ignore); "
-                "mark out-of-vocabulary targets as ignored"
-            )
+        rows, cols, targets = _location_targets(y_pred, y_true)
         terms = []
         if len(rows):
             terms.append(-target_log_probs(y_pred, rows, cols, targets).mean())
@@ -210,3 +257,50 @@ class TrajMoELoss(nn.Module):
         if not terms:  # nothing to learn from: a zero that still backpropagates
             return 0.0 * y_pred["query"].sum()
         return sum(terms[1:], terms[0])
+
+    def sums(self, y_pred: dict, y_true: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The two terms of the loss as sums over positions, with their numbers of positions.
+
+        ``forward`` is ``location_sum / n_location + time_weight * time_sum / n_time`` (a term
+        without positions left out); data-parallel training divides each rank's sums by the
+        numbers of positions of the whole batch (all ranks), so that the averaged gradient is
+        exactly the one of the undivided batch (:mod:`trajmoe.nn.distributed`).
+
+        Parameters
+        ----------
+        y_pred, y_true : dict
+            As in :meth:`forward`.
+
+        Returns
+        -------
+        location_sum : FloatTensor []
+            Sum of the next-location NLL over the non-ignored positions (0 with a graph when
+            there are none).
+        n_location : LongTensor []
+        time_sum : FloatTensor []
+            Sum of the next-gap cross-entropy (unweighted) over the non-ignored positions.
+        n_time : LongTensor []
+        """
+        rows, cols, targets = _location_targets(y_pred, y_true)
+        zero = 0.0 * y_pred["query"].sum()
+        location_sum = -target_log_probs(y_pred, rows, cols, targets).sum() if len(rows) else zero
+        next_gap = y_true["next_gap"].reshape(-1)
+        time_logits = y_pred["time_logits"].reshape(next_gap.numel(), -1)
+        time_sum = F.cross_entropy(time_logits, next_gap, ignore_index=IGNORE_INDEX, reduction="sum")
+        return (location_sum, torch.tensor(len(rows), device=zero.device),
+                time_sum, (next_gap != IGNORE_INDEX).sum())
+
+
+def _location_targets(y_pred: dict, y_true: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions (rows, cols) with a next-location target and those targets, checked."""
+    next_location = y_true["next_location"]
+    rows, cols = (next_location != IGNORE_INDEX).nonzero(as_tuple=True)
+    targets = next_location[rows, cols]
+    n_locations = y_pred["candidates"].shape[0]
+    if targets.numel() and (targets.min() < 0 or targets.max() >= n_locations):
+        raise ValueError(
+            f"next_location targets must be in 0..{n_locations - 1} or {IGNORE_INDEX} "
+            "(ignore); "
+            "mark out-of-vocabulary targets as ignored"
+        )
+    return rows, cols, targets

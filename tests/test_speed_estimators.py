@@ -1,0 +1,185 @@
+"""The fast scoring paths of the estimators rank as the old dense path did (issue 11).
+
+The old path is re-implemented here as it was: every batch of windows (in window order) scored as
+a dense (tokens x cells) matrix by ``_batch_scores``, the top k by a stable argsort of the
+negated scores, ranks by :func:`trajmoe.metrics.target_ranks`. The new path batches windows by
+length, never holds a dense matrix of a whole batch (neural: a block of tokens; counting
+baselines: base rows and sparse entries) and reads top-k and ranks off one pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import trajmoe.estimators._neural as neural
+from trajmoe import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, MarkovBaseline,
+                     PopularityBaseline, TrajMoERegressor, metrics)
+from trajmoe.cli import load_city
+from trajmoe.estimators import _scoring
+from trajmoe.estimators._scoring import dense_reference
+from trajmoe.nn.loss import dense_location_log_probs
+
+TINY = dict(d_model=16, n_layers=1, n_heads=2, max_epochs=1, device="cpu", random_state=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def users_slice(visits, start, stop):
+    users = visits["user_id"].unique()
+    return visits[visits["user_id"].isin(users[start:stop])]
+
+
+@pytest.fixture(scope="module")
+def cities(data_home):
+    out = {}
+    for name in ("nyc", "yjmob_A"):
+        visits, _ = load_city(name, data_home=data_home)
+        out[name] = (users_slice(visits, 0, 60), users_slice(visits, 300, 306 if name == "nyc" else 303))
+    return out
+
+
+def assert_same(model, X, k=10):
+    labels, values = model.predict_topk(X, k)
+    old_labels, old_values, old_table = dense_reference(model, X, k)
+    np.testing.assert_array_equal(labels, old_labels)
+    np.testing.assert_array_equal(values, old_values)
+    pd.testing.assert_frame_equal(model.target_table(X), old_table)
+    pd.testing.assert_frame_equal(model.target_table(X, protocol="last"), dense_reference(model, X, 1, "last")[2])
+    both = model.predict_and_evaluate(X, k=k)
+    np.testing.assert_array_equal(both["labels"], old_labels)
+    pd.testing.assert_frame_equal(both["table"], old_table)
+    assert both["report"] == metrics.evaluate(model, X)
+    assert not hasattr(model, "_call_memo")          # nothing of a call is kept
+
+
+COUNTING = [
+    PopularityBaseline(),
+    MarkovBaseline(),
+    HistoryFrequencyBaseline(),
+    GravityBaseline(beta=1.9, offset=100.0),
+    HistoryGravityBaseline(beta=3.5, offset=2000.0, history_weight=0.44, popularity_weight=0.1, recency_weight=4.4),
+    HistoryGravityBaseline(beta=2.0, offset=250.0, history_weight=0.4, popularity_weight=0.0, recency_weight=0.0),
+    HistoryGravityBaseline(beta=2.0, offset=250.0, combine="additive", count_weight=1.0, recency_weight=0.5),
+]
+
+
+# YJMob city A has 40,000+ cells: the dense reference is slow there, so the gravity rows are
+# checked on one mixture
+CASES = [("nyc", model) for model in COUNTING] + [("yjmob_A", model) for model in COUNTING[:3] + COUNTING[4:5]]
+
+
+@pytest.mark.parametrize("city, model", CASES, ids=lambda v: v if isinstance(v, str) else
+                         f"{type(v).__name__}-{getattr(v, 'combine', '')}")
+def test_counting_baselines_rank_as_the_dense_path(cities, city, model):
+    train, test = cities[city]
+    assert_same(model.fit(train), test)
+
+
+def test_history_frequency_hand_checked():
+    # cells 0..4 on a line; training visits make cell (4, 0) the most popular, then (3, 0)
+    train = pd.DataFrame({"user_id": 1, "day": 0, "slot": range(7), "x": [4, 4, 4, 3, 3, 0, 1], "y": 0})
+    model = HistoryFrequencyBaseline(min_stays=1).fit(train)
+    # a new user: (1, 0) twice, then (0, 0): history (1, 0) count 2 beats the current cell
+    visits = pd.DataFrame({"user_id": 2, "day": 5, "slot": [0, 1, 2, 3], "x": [1, 1, 0, 4], "y": 0})
+    labels, _ = model.predict_topk(visits, k=4)
+    assert labels[2].tolist() == ["city:1_0", "city:0_0", "city:4_0", "city:3_0"]
+    # the truth after the third visit is (4, 0): ranked after the two history cells
+    assert model.target_ranks(visits, protocol="last").tolist() == [3]
+
+
+def test_scoring_never_holds_more_than_a_block(cities, monkeypatch):
+    train, test = cities["nyc"]
+    model = HistoryGravityBaseline(beta=2.0, offset=250.0, combine="additive", count_weight=1.0,
+                                   recency_weight=0.5).fit(train)
+    expected = model.target_ranks(test)
+    n_cells = model.encoder_.cities_["nyc"].n_locations
+    seen = []
+    original = _scoring.rank_blocks
+
+    def spy(score_rows, n, n_cells, k=None, truth=None, block=_scoring.SCORE_BLOCK):
+        def rows(index):
+            seen.append(len(index))
+            return score_rows(index)
+        return original(rows, n, n_cells, k, truth, block=3 * n_cells)
+
+    monkeypatch.setattr("trajmoe.estimators._base.rank_blocks", spy)
+    pd.testing.assert_series_equal(model.target_ranks(test), expected)
+    assert seen and max(seen) <= 3
+
+
+@pytest.fixture(scope="module")
+def nyc_networks(cities):
+    train, _ = cities["nyc"]
+    train = users_slice(train, 0, 30)
+    return {copy: TrajMoERegressor(copy_path=copy, **TINY).fit(train) for copy in (False, True)}
+
+
+@pytest.mark.parametrize("copy_path", [False, True])
+def test_neural_scoring_ranks_as_the_dense_path(cities, nyc_networks, copy_path, monkeypatch):
+    model = nyc_networks[copy_path]
+    _, test = cities["nyc"]
+    labels, values = model.predict_topk(test, 10)
+    table = model.target_table(test)
+    monkeypatch.setattr(neural, "location_log_probs", dense_location_log_probs)
+    old_labels, old_values, old_table = dense_reference(model, test, 10)
+    # batches of other windows (sorted by length) may move float32 scores by an ulp: rankings hold
+    np.testing.assert_array_equal(labels, old_labels)
+    np.testing.assert_allclose(values, old_values, rtol=1e-5, atol=1e-5)
+    pd.testing.assert_frame_equal(table, old_table)
+
+
+def test_neural_scoring_in_blocks_of_a_few_tokens(cities, nyc_networks, monkeypatch):
+    model = nyc_networks[False]
+    _, test = cities["nyc"]
+    labels, values = model.predict_topk(test, 5)
+    ranks = model.target_ranks(test)
+    monkeypatch.setattr(neural, "_SCORE_CHUNK", 2 * model.encoder_.cities_["nyc"].n_locations + 1)
+    np.testing.assert_array_equal(model.predict_topk(test, 5)[0], labels)
+    pd.testing.assert_series_equal(model.target_ranks(test), ranks)
+
+
+def test_city_encoding_is_computed_once_per_call(cities, nyc_networks, monkeypatch):
+    model = nyc_networks[False]
+    _, test = cities["nyc"]
+    module = model.net_.module_
+    calls = []
+    original = type(module).city_encoding
+
+    def counting(self, city):
+        calls.append(city)
+        return original(self, city)
+
+    monkeypatch.setattr(type(module), "city_encoding", counting)
+    model.target_ranks(test)
+    assert len(calls) == 1
+    model.transform(test)
+    assert len(calls) == 2 and not hasattr(model, "_call_memo")
+    # a forward with the encoding given is the forward that computes it
+    batch = {k: torch.as_tensor(np.zeros((1, 3), np.int64)) for k in ("location", "slot", "gap")}
+    batch["dow"] = torch.ones(1, 3, dtype=torch.long)
+    with torch.no_grad():
+        plain = module(**batch, city=0)
+        cached = module(**batch, city=0, city_encoding=original(module, 0))
+    for key, value in plain.items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, cached[key]), key
+    with pytest.raises(ValueError, match="city_encoding"):
+        module(**batch, city=0, city_encoding={**original(module, 0), "index": 1})
+
+
+@pytest.mark.parametrize("bad, match", [(dict(k=0), "k must be"), (dict(k=True), "k must be"),
+                                        (dict(protocol="first"), "protocol")])
+def test_predict_and_evaluate_checks_its_arguments(cities, bad, match):
+    train, test = cities["nyc"]
+    model = PopularityBaseline().fit(train)
+    with pytest.raises(ValueError, match=match):
+        model.predict_and_evaluate(test, **bad)

@@ -1,0 +1,177 @@
+"""Bounded-memory scoring is the old dense scoring, bit for bit (issue 11, items 1-2).
+
+The reference functions below are the dense implementations the scoring had before: the copy
+mixture and the history prior over every cell of the city. The new code adds both sparsely (at
+most L cells a token): the history prior gives the same float32 values bit for bit (only sums and
+products), the copy mixture the same values up to the last bit of the CPU kernels' log and
+logaddexp.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trajmoe import metrics
+from trajmoe.estimators._scoring import rank_blocks, rank_sparse, topk_lowest_id
+from trajmoe.nn import SAMoETransformer, location_log_probs, target_log_probs
+from trajmoe.nn.loss import dense_location_log_probs, generation_logits
+from trajmoe.nn.retrieval import first_occurrence, history_entries
+
+
+def dense_log_generate(out, rows, cols):
+    """The generation log-probabilities of the dense reference (no copy mixture)."""
+    saved = out.get("copy_scores")
+    try:
+        out["copy_scores"] = None
+        log_probs = dense_location_log_probs(out, rows, cols)
+    finally:
+        out["copy_scores"] = saved
+    return log_probs
+
+
+# ------------------------------------------------------------------ a tiny network
+def network(n_cells, copy_path=True, seed=0):
+    torch.manual_seed(seed)
+    model = SAMoETransformer(d_model=16, n_layers=1, n_heads=2, max_len=24, dropout=0.0, copy_path=copy_path,
+                             distance_prior=True, history_prior=True)
+    g = torch.Generator().manual_seed(seed)
+    i = torch.arange(n_cells)
+    metres = torch.stack([(i % 7).float() * 500.0, (i // 7).float() * 500.0], dim=1)
+    model.register_city(0, torch.randint(0, 6, (n_cells, 34), generator=g).float(),
+                        torch.randn(n_cells, 2, generator=g), torch.randint(1, 9, (n_cells,), generator=g),
+                        metres=metres)
+    with torch.no_grad():       # priors away from their initialisation, copy path strong
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def batch_of(n_cells, batch, length, seed, few_cells=False):
+    g = torch.Generator().manual_seed(seed)
+    high = min(n_cells, 4) if few_cells else n_cells + 1          # n_cells: out of vocabulary
+    location = torch.randint(0, high, (batch, length), generator=g)
+    lengths = torch.randint(1, length + 1, (batch,), generator=g)
+    location[torch.arange(length)[None, :] >= lengths[:, None]] = -1     # trailing PAD
+    return dict(location=location, slot=torch.randint(0, 48, (batch, length), generator=g),
+                dow=torch.randint(1, 8, (batch, length), generator=g),
+                gap=torch.randint(0, 96, (batch, length), generator=g), city=torch.zeros(batch, dtype=torch.long))
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_cells=st.integers(1, 60), batch=st.integers(1, 4), length=st.integers(1, 12), seed=st.integers(0, 10**6),
+       copy_path=st.booleans(), few_cells=st.booleans())
+def test_sparse_scoring_is_the_dense_scoring_bit_for_bit(n_cells, batch, length, seed, copy_path, few_cells):
+    model = network(n_cells, copy_path=copy_path, seed=seed % 7)
+    inputs = batch_of(n_cells, batch, length, seed, few_cells)
+    with torch.no_grad():
+        out = model(**inputs)
+        rows, cols = torch.nonzero(inputs["location"] >= 0, as_tuple=True)
+        new, old = location_log_probs(out, rows, cols), dense_location_log_probs(out, rows, cols)
+        assert torch.equal(torch.log_softmax(generation_logits(out, rows, cols), -1),
+                           dense_log_generate(out, rows, cols))
+    if copy_path:
+        # the mixture's log and logaddexp run on [n, L] instead of [n, N]: the CPU kernels' vector
+        # and scalar paths may round the last bit differently (as the dense one did by position)
+        torch.testing.assert_close(new, old, rtol=3e-7, atol=1e-6)
+        torch.testing.assert_close(new[old == -np.inf], old[old == -np.inf])
+    else:
+        assert torch.equal(new, old)
+
+
+def test_sparse_scoring_gradients_match_the_dense_ones():
+    model = network(20, copy_path=True).train()
+    inputs = batch_of(20, 3, 10, seed=3, few_cells=True)
+    grads = []
+    for score in (location_log_probs, dense_location_log_probs):
+        model.zero_grad()
+        out = model(**inputs)
+        rows, cols = torch.nonzero(inputs["location"] >= 0, as_tuple=True)
+        target = inputs["location"][rows, cols].clamp(max=19)[:, None]
+        score(out, rows, cols).gather(1, target).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    for new, old in zip(*grads):
+        torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-6)
+
+
+def test_target_log_probs_still_reads_the_full_distribution():
+    model = network(15, copy_path=True)
+    inputs = batch_of(15, 2, 9, seed=5, few_cells=True)
+    with torch.no_grad():
+        out = model(**inputs)
+        rows, cols = torch.nonzero(inputs["location"] >= 0, as_tuple=True)
+        targets = torch.arange(len(rows)) % 15
+        full = location_log_probs(out, rows, cols).gather(1, targets[:, None])[:, 0]
+        torch.testing.assert_close(target_log_probs(out, rows, cols, targets), full, rtol=1e-5, atol=1e-5)
+
+
+def test_first_occurrence_and_history_entries_hand_checked():
+    assert first_occurrence(torch.tensor([[5, 3, 5, 5, 3], [1, 1, 1, 1, 1]])).tolist() == \
+        [[0, 1, 0, 0, 1], [0, 0, 0, 0, 0]]
+    location = torch.tensor([[2, 0, 2, 4, -1]])          # 4 = out of vocabulary (N = 4)
+    ids, count, recency = history_entries(location, torch.tensor([0, 0]), torch.tensor([2, 3]), 4)
+    # at position 2: cell 2 twice (last visit now), cell 0 once (1 stay back)
+    assert ids.tolist() == [[2, 0, 4, 4, 4], [2, 0, 4, 4, 4]]
+    assert count.tolist()[0] == [2.0, 1.0, 0.0, 0.0, 0.0]
+    assert recency.tolist()[0] == [1.0, 0.5, 0.0, 0.0, 0.0]
+    assert recency.tolist()[1] == [0.5, pytest.approx(1 / 3), 0.0, 0.0, 0.0]
+
+
+# ------------------------------------------------------------------ top-k and ranks
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_topk_is_the_stable_argsort(data):
+    n, n_cells = data.draw(st.integers(0, 6)), data.draw(st.integers(1, 30))
+    levels = data.draw(st.sampled_from([2, 3, 1000]))             # many ties, or few
+    values = data.draw(st.lists(st.integers(0, levels - 1), min_size=n * n_cells, max_size=n * n_cells))
+    scores = np.asarray(values, np.float32).reshape(n, n_cells)
+    scores[scores == 0] = -np.inf if data.draw(st.booleans()) else 0.0
+    k = data.draw(st.integers(1, 40))
+    top_values, top_ids = topk_lowest_id(torch.from_numpy(scores), k)
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(top_ids.numpy(), expected)
+    np.testing.assert_array_equal(top_values.numpy(), np.take_along_axis(scores, expected, 1))
+    truth = np.asarray(data.draw(st.lists(st.integers(-2, n_cells - 1), min_size=n, max_size=n)), np.int64)
+    ids, _, ranks = rank_blocks(lambda index: scores[index], n, n_cells, k, truth, block=data.draw(st.integers(1, 90)))
+    np.testing.assert_array_equal(ids, expected)
+    ranked = truth >= -1
+    np.testing.assert_array_equal(ranks[ranked], metrics.target_ranks(scores[ranked], truth[ranked]))
+    assert (ranks[~ranked] == 0).all()
+
+
+def test_topk_ties_hand_checked():
+    scores = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    values, ids = topk_lowest_id(scores, 2)
+    assert ids.tolist() == [[1, 2], [0, 1]] and values.tolist() == [[3.0, 3.0], [0.0, 0.0]]
+    assert topk_lowest_id(scores, 9)[1].tolist() == [[1, 2, 4, 3, 0], [0, 1, 2, 3, 4]]
+    # ranks are pessimistic: cell 2 ties with 1 and 4 at the top
+    assert rank_blocks(lambda i: scores[torch.as_tensor(i)], 2, 5, None, np.array([2, -1]))[2].tolist() == \
+        [3, metrics.OOV_RANK]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_sparse_ranking_is_the_dense_ranking(data):
+    n_rows, n_cells, n = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 25)), data.draw(st.integers(0, 6))
+    levels = data.draw(st.sampled_from([2, 4, 1000]))
+    base = np.asarray(data.draw(st.lists(st.integers(0, levels - 1), min_size=n_rows * n_cells,
+                                         max_size=n_rows * n_cells)), np.float64).reshape(n_rows, n_cells)
+    row_of = np.asarray(data.draw(st.lists(st.integers(0, n_rows - 1), min_size=n, max_size=n)), np.int64)
+    pairs = data.draw(st.lists(st.tuples(st.integers(0, max(n - 1, 0)), st.integers(0, n_cells - 1),
+                                         st.integers(0, levels + 1)), max_size=3 * n if n else 0,
+                               unique_by=lambda e: e[:2]))
+    token = np.asarray([p[0] for p in pairs], np.int64)
+    cell = np.asarray([p[1] for p in pairs], np.int64)
+    value = np.asarray([p[2] for p in pairs], np.float64)
+    dense = base[row_of].copy()
+    dense[token, cell] = value
+    k = data.draw(st.integers(1, 30))
+    truth = np.asarray(data.draw(st.lists(st.integers(-2, n_cells - 1), min_size=n, max_size=n)), np.int64)
+    ids, values, ranks = rank_sparse(base, row_of, token, cell, value, k, truth)
+    ref_ids, ref_values, ref_ranks = rank_blocks(lambda i: dense[i], n, n_cells, k, truth)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(values, ref_values)
+    np.testing.assert_array_equal(ranks, ref_ranks)
