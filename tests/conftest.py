@@ -78,16 +78,3 @@ def pytest_report_header(config):
     path = Path(os.environ["TRAJMOE_DATA"]).expanduser()
     state = "found" if path.is_dir() else "MISSING: set TRAJMOE_DATA (tests that need data will fail)"
     return f"trajmoe data (TRAJMOE_DATA): {path} [{state}]"
-
-
-@pytest.fixture(scope="module")
-def single_torch_thread():
-    """Torch on one thread for the tests of a module: small tensors on a busy 2-CPU machine made
-    OpenMP threads wait for each other (a fit 10x slower). Use with
-    ``pytestmark = pytest.mark.usefixtures("single_torch_thread")``."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -40,7 +40,7 @@ TINY = dict(d_model=16, n_layers=1, max_epochs=1, device="cpu", random_state=0)
 TRAJMOE = dict(TINY, n_heads=2)
 
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def city_visits(city, n_users, seed, shift=0):

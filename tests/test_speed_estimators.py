@@ -25,12 +25,7 @@ from trajmoe.nn.loss import dense_location_log_probs
 TINY = dict(d_model=16, n_layers=1, n_heads=2, max_epochs=1, device="cpu", random_state=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def users_slice(visits, start, stop):
