@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,42 @@ def test_download_writes_into_the_data_home(data_home, tmp_path, monkeypatch):
     monkeypatch.setattr(_fetchers, "_download", fake)
     path = datasets.fetch_osm_helsinki(tmp_path)
     assert path == tmp_path / "osm" / "Helsinki.osm.pbf" and path.is_file()
+
+
+DERIVED = sorted(name for name, spec in _fetchers._DATASETS.items()
+                 if any(url is None for _, url in spec.files.values()))
+
+
+def test_the_derived_data_sets():
+    """Five data sets have no download address; the docs list them and how they were made."""
+    assert DERIVED == ["flickr", "foursquare_nyc", "gowalla_ca", "movegpt", "yjmob100k"]
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "datasets.rst").read_text()
+    assert "\nFiles that must be derived\n-------" in docs
+    for name in DERIVED:
+        spec = _fetchers._DATASETS[name]
+        assert spec.derivation and spec.section
+        assert f"\n{spec.section}\n{'~' * len(spec.section)}\n" in docs, spec.section
+        assert spec.section in getattr(datasets, f"fetch_{name}").__doc__.replace("\n    ", " ")
+
+
+@pytest.mark.parametrize("name", DERIVED)
+def test_missing_derived_file_says_how_it_was_made(name, tmp_path, monkeypatch):
+    """Without a download address: the exact path, the SHA-256, how the file was made and the
+    docs section, and no download is tried."""
+    monkeypatch.setattr(_fetchers, "_download", lambda *args: pytest.fail("no download without an address"))
+    spec = _fetchers._DATASETS[name]
+    relpath, (sha, _) = next(iter(spec.files.items()))
+    with pytest.raises(FileNotFoundError) as err:
+        getattr(datasets, f"fetch_{name}")(tmp_path)
+    msg = str(err.value)
+    assert f"Put the file at {tmp_path / relpath} " in msg and sha in msg
+    assert f"How it was made: {spec.derivation}." in msg
+    assert f'docs/datasets.rst, section "Files that must be derived", subsection "{spec.section}"' in msg
+
+
+def test_mismatch_of_a_derived_file_points_at_the_docs(data_home, tmp_path):
+    target = _copy(data_home, tmp_path, "gowalla_ca/checkins.csv.gz")
+    target.write_bytes(target.read_bytes()[:-1])
+    with pytest.raises(ValueError, match=r"corrupted or a different version.*Replace it with the "
+                                         r"original\. How it was made: .*Files that must be derived"):
+        datasets.fetch_gowalla_ca(tmp_path, download=False)

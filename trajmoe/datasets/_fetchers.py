@@ -8,6 +8,7 @@ known and reachable, and otherwise raises an error that says exactly where to pu
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,14 +21,24 @@ _DIFF_POI = (f"{_GITHUB_RAW}/Yifang-Qin/Diff-POI/2c33e75f58958881cbe4a151236360b
              f"data/raw/Foursquare")
 
 
+#: Where the documentation says how every file without a download address was made.
+DERIVED_DOCS = "docs/datasets.rst, section \"Files that must be derived\""
+
+
 @dataclass(frozen=True)
 class _Dataset:
-    """The files of one data set under the data home: ``{relpath: (sha256, url or None)}``."""
+    """The files of one data set under the data home: ``{relpath: (sha256, url or None)}``.
+
+    ``derivation`` (for files without a download address): how the local copy was made from
+    the public data, and ``section``: the subsection of :data:`DERIVED_DOCS` that says more.
+    """
 
     folder: str
     files: dict
     origin: str
     single: bool = False  # the fetcher returns the one file rather than the folder
+    derivation: str = ""
+    section: str = ""
 
 
 def _geolife_files():
@@ -80,6 +91,16 @@ _DATASETS = {
         "GETNext-style (users and venues with >= 10 check-ins); no public address serves "
         "this exact file",
         single=True,
+        derivation=(
+            "from the public TSMC2014 file dataset_TSMC2014_NYC.txt (227,428 check-ins): keep "
+            "venues and users with at least 10 check-ins, cut each user's check-ins into "
+            "trajectories at gaps of more than 24 h and drop trajectories of one check-in "
+            "(113,344 check-ins, 1,082 users, 4,988 venues remain), number users and venues "
+            "from 0 and write the CSV columns user_idx,poi_idx,cat,lat,lon,unix_s (UTC "
+            "seconds),hour,dow (New York local time, Monday = 0),traj_id,block (T0..T5: "
+            "chronological blocks, T0 about the first half) gzipped"
+        ),
+        section="Foursquare NYC (foursquare_nyc/)",
     ),
     "foursquare_singapore": _Dataset(
         "foursquare_singapore",
@@ -98,6 +119,13 @@ _DATASETS = {
         "kgtb/data/dataset/CA/raw/CA_val.csv and CA_test.csv of GitHub kyunuya/kgtb (commit "
         "af2347ff) combined and gzipped; no public address serves this exact file",
         single=True,
+        derivation=(
+            "the two public files CA_val.csv and CA_test.csv of GitHub kyunuya/kgtb (commit "
+            "af2347ffd22f4e4d6b43e13ef5cebd52433c9fa4, folder kgtb/data/dataset/CA/raw) "
+            "combined into one CSV with their columns unchanged (one header line; 48,104 rows "
+            "in time order) and gzipped"
+        ),
+        section="Gowalla California (gowalla_ca/)",
     ),
     "yjmob100k": _Dataset(
         "yjmob100k",
@@ -109,8 +137,17 @@ _DATASETS = {
             ("POIdata_cityC.csv", "4aecb3542d47df022a7fd4d1a28d619b13dadbd7beff3fd65f25bce622ba2b77"),
             ("POIdata_cityD.csv", "f17fbcd3222b1bea32f19dc6007063b57f336c21338bd05adfe2e19842290c3a"))},
         "YJMob100K (Yabe et al., Scientific Data 2024; HuMob challenge 2024, open data in its "
-        "Zenodo record): city A trajectories of the first 1,000 users (first 100 records "
+        "Zenodo record): city A trajectories of 1,000 users (first 100 records "
         "each) and the POI counts of cities A-D; no public address serves these exact files",
+        derivation=(
+            "from the YJMob100K / HuMob 2024 data of city A: the first 100 records (by day, "
+            "then half-hour slot) of each of 1,000 users, columns uid,d,t,x,y plus "
+            "combined_xy = (x-1)+(y-1)*200; which 1,000 users was not recorded (the copy's "
+            "uids run from 26 to 99,743). The POI tables POIdata_city{A,B,C,D}.csv "
+            "(x,y,category,POI_count) and the category list POI_datacategories.csv (85 "
+            "names) come from the same release"
+        ),
+        section="YJMob100K (yjmob100k/)",
     ),
     "flickr": _Dataset(
         "flickr_tours",
@@ -125,6 +162,14 @@ _DATASETS = {
             ("traj", "Toro", "8e70d98cadc7eb652a455ccbaab032375bc98bdff543b77e7cc5ebada3f43251"))},
         "the Flickr photo trails of Lim et al. (IJCAI 2015, from YFCC100M) in the poi-/traj- "
         "CSV format; no public address serves these exact files",
+        derivation=(
+            "the poi-<City>.csv and traj-<City>.csv files (Edin, Melb, Osak, Toro) in the "
+            "CSV format in which Chen, Ong and Xie (CIKM 2016) published Lim et al.'s data "
+            "(poiID,poiCat,poiLon,poiLat; userID,trajID,poiID,startTime,endTime,#photo,"
+            "trajLen,poiDuration), unchanged; the source commit recorded with the copy is "
+            "5f748ed3158c3c63d1f25b50fce1961a04a4091e"
+        ),
+        section="Flickr tours (flickr_tours/)",
     ),
     "movegpt": _Dataset(
         "movegpt",
@@ -139,6 +184,14 @@ _DATASETS = {
         "the location-feature tables and example windows released by the TrajMoE/MoveGPT "
         "authors (MIT licence, GitHub release of MoveGPT, commit cc656677); the exact address "
         "is not recorded here",
+        derivation=(
+            "taken from the authors' release (vocab_<City>.npy of Atlanta, "
+            "Chicago, LosAngeles, NewYork, Seattle, WashingtonDC and "
+            "traj_dataset_example.zip with 30 example windows per city; source commit "
+            "cc6566777c047eb577250545371cf86b5cf7f794); the repository's address was not "
+            "recorded with the copy, so no download is attempted"
+        ),
+        section="MoveGPT feature tables (movegpt/)",
     ),
     "geolife": _Dataset(
         "geolife",
@@ -156,6 +209,13 @@ _DATASETS = {
         single=True,
     ),
 }
+
+
+def _derived_note(spec: _Dataset) -> str:
+    """How a file without a download address was made, and where the docs say more."""
+    return (f" How it was made: {spec.derivation}. See {DERIVED_DOCS}, subsection "
+            f"\"{spec.section}\". A file derived anew may differ byte for byte: the loaders "
+            f"read it, but this checksum will not match it.")
 
 
 def _sha256(path: Path) -> str:
@@ -199,17 +259,18 @@ def _fetch(name, data_home=None, download=True):
                        else "there is no public address of this exact file")
                 raise FileNotFoundError(
                     f"data file {relpath!r} is missing: {how}. Put the file at {path} (data "
-                    f"home {home}, from {_where(data_home)}); expected SHA-256 {sha}. Source: "
-                    f"{spec.origin}."
+                    f"home {home}, from {_where(data_home)}); expected SHA-256 {sha}."
+                    + ("" if url else _derived_note(spec))
+                    + f" Source: {spec.origin}."
                 )
         actual = _sha256(path)
         if actual != sha:
             raise ValueError(
                 f"data file {path} is corrupted or a different version: SHA-256 {actual}, "
                 f"expected {sha}. Replace it with the original"
-                + (f" ({url}; delete the file and call the fetcher again to download it)"
-                   if url else "")
-                + f". Source: {spec.origin}."
+                + (f" ({url}; delete the file and call the fetcher again to download it)."
+                   if url else "." + _derived_note(spec))
+                + f" Source: {spec.origin}."
             )
         paths.append(path)
     return paths[0] if spec.single else home / spec.folder
@@ -239,7 +300,8 @@ _TEMPLATE = """Fetch {what}: verify the local copy, or download it.
     FileNotFoundError
         If a file is missing and cannot be downloaded (no known address, ``download=False``,
         no network, no write access); the message gives the exact path to put it at, its
-        SHA-256 and its origin.
+        SHA-256 and its origin (for a file without a download address also how it was made
+        and the section of the documentation that says more).
     ValueError
         If a local file's SHA-256 differs from the recorded one (corrupted or another
         version).
@@ -250,8 +312,19 @@ _TEMPLATE = """Fetch {what}: verify the local copy, or download it.
 
     Notes
     -----
-    Source: {origin}.
+    Source: {origin}.{derived}
     """
+
+
+def _derived_doc(spec: _Dataset) -> str:
+    """The Notes paragraph of a fetcher whose files have no download address ("" otherwise)."""
+    if not spec.derivation:
+        return ""
+    text = (f"No public address serves these exact files, so the fetcher cannot download them. "
+            f"How they were made: {spec.derivation}. See {DERIVED_DOCS}, subsection "
+            f"\"{spec.section}\".")
+    return "\n\n" + textwrap.fill(text, width=92, initial_indent="    ", subsequent_indent="    ",
+                                  break_on_hyphens=False)
 
 
 def _make_fetcher(func_name, name, what, loader, returns):
@@ -265,7 +338,8 @@ def _make_fetcher(func_name, name, what, loader, returns):
     fetcher.__module__ = "trajmoe.datasets"
     fetcher.__doc__ = _TEMPLATE.format(
         what=what, s="s" if many else "", each="each one's" if many else "its",
-        folder=spec.folder, returns=returns, origin=spec.origin, loader=loader)
+        folder=spec.folder, returns=returns, origin=spec.origin, loader=loader,
+        derived=_derived_doc(spec))
     return fetcher
 
 

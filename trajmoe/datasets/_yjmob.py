@@ -34,8 +34,8 @@ def load_yjmob100k(city: str = "A", data_home=None) -> Bunch:
     Parameters
     ----------
     city : {"A", "B", "C", "D"}, default "A"
-        Which city. Trajectories are shipped for city A only (the first 100 records of the
-        first 1,000 users); for B-D ``visits`` is None.
+        Which city. Trajectories are shipped for city A only (the first 100 records of each
+        of 1,000 users, uids 26 to 99,743); for B-D ``visits`` is None.
     data_home : str or path-like, default None
         Folder holding ``yjmob100k/`` (see :func:`get_data_home`).
 
@@ -117,7 +117,7 @@ def load_yjmob100k(city: str = "A", data_home=None) -> Bunch:
         description=(
             f"YJMob100K city {c} (HuMob challenge 2024): "
             + (
-                "trajectories of the first 1,000 users of city A, first 100 records each "
+                "trajectories of 1,000 users of city A, first 100 records each "
                 "(100,000 records, day index 0..74, half-hour slots, 500 m grid cells 1..200); "
                 if c == "A"
                 else "no trajectories shipped for this city; "
