@@ -168,3 +168,16 @@ def test_a_pickle_of_another_version_warns(fitted_and_test):
     clone_ = TrajMoERegressor.__new__(TrajMoERegressor)
     with pytest.warns(ModelVersionWarning, match=r"saved by trajmoe 0\.0\.1"):
         clone_.__setstate__({**state, "_trajmoe_version": "0.0.1"})
+
+
+def test_a_pickle_without_newer_parameters_takes_their_defaults(fitted_and_test):
+    from trajmoe.exceptions import ModelVersionWarning
+
+    model, test = fitted_and_test
+    state = model.__getstate__()
+    old = {k: v for k, v in state.items() if k != "finetune_batch_size"}
+    clone_ = TrajMoERegressor.__new__(TrajMoERegressor)
+    with pytest.warns(ModelVersionWarning):
+        clone_.__setstate__({**old, "_trajmoe_version": "0.0.1"})
+    assert clone_.finetune_batch_size == 8
+    assert (clone_.predict(test) == model.predict(test)).all()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -184,6 +185,10 @@ class NextLocationEstimator(BaseEstimator):
                 f"Unpickling a {type(self).__name__} saved by trajmoe {version} with trajmoe {__version__}: it "
                 "usually works, but predictions may differ where the library changed. Refit the model, or "
                 "pickle it again with this version.", ModelVersionWarning, stacklevel=2)
+        # parameters added after the model was saved take their defaults
+        for name, param in inspect.signature(type(self).__init__).parameters.items():
+            if param.default is not inspect.Parameter.empty and name not in state and name != "kwargs":
+                state[name] = param.default
         super().__setstate__(state)
 
     def set_params(self, **params):

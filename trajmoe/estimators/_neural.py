@@ -113,7 +113,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
     Notes
     -----
     ``set_params`` after fit: the learning rate (``lr``, ``finetune_lr``), ``finetune_epochs``,
-    ``batch_size``, ``clip_grad``, ``callbacks``, ``verbose`` and the window parameters take
+    ``batch_size``, ``finetune_batch_size``, ``clip_grad``, ``callbacks``, ``verbose`` and the window parameters take
     effect in the next ``partial_fit``; the architecture (the network's parameters, ``encoder``,
     ``device``, ``weight_decay``, ``time_weight`` and routed ``module__``, ``criterion__``,
     ``optimizer__`` and ``iterator_*__`` parameters) is fixed by ``fit``, and ``partial_fit``
@@ -141,6 +141,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "finetune_epochs": [Interval(Integral, 1, None, closed="left")],
         "finetune_lr": [Interval(Real, 0, None, closed="left"), None],
+        "finetune_batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "clip_grad": [Interval(Real, 0, None, closed="neither"), None],
         "callbacks": [list, None],
         "checkpoint_dir": [str, os.PathLike, None],
@@ -237,7 +238,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             raise ValueError(
                 f"set_params changed what fit fixed ({detail}): partial_fit continues the fitted network, "
                 "whose architecture, encoder, device, loss and optimizer cannot change. Set them back, or "
-                "call fit to train a new network (lr, finetune_lr, finetune_epochs, batch_size, clip_grad, "
+                "call fit to train a new network (lr, finetune_lr, finetune_epochs, batch_size, finetune_batch_size, "
+                "clip_grad, "
                 "callbacks and the window parameters do take effect in partial_fit).")
 
     def _module_params(self):
@@ -514,7 +516,13 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         .22-.27 after one epoch on 5 % at lr 1e-3, against .28-.29 at the final 1.6e-4).
         An ``lr`` set with ``set_params`` after ``fit`` is used instead (unless
         ``finetune_lr`` is given). The learning rate is constant within a ``partial_fit``
-        call (no schedule); ``batch_size``, ``clip_grad`` and ``callbacks`` are read anew.
+        call (no schedule); ``finetune_batch_size`` (else ``batch_size``), ``clip_grad`` and
+        ``callbacks`` are read anew. Small fine-tuning batches matter: one epoch on 5 % of a
+        city is a few hundred windows, i.e. 1-5 steps at 64 windows a batch, where the first
+        steps on the new city's features moved the network away from what pre-training taught
+        and there were no more steps to come back (validation users, seed 0, quick benchmark:
+        Gowalla Bay Area Acc@1 .080 at 64 windows a batch, .161 at 16, .254 at 8, .250 at 4;
+        NYC .327 / .328 / .327 / .311; YJMob100K A .248 / .248 / .251; docs/results.rst).
 
         References
         ----------
@@ -527,14 +535,19 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             if first:
                 self.net_ = self._new_net(None, schedule=False)
                 self.net_.initialize()
+                self.net_.set_params(batch_size=self._finetune_batch_size())
             else:
                 self.net_.set_params(train_split=None, callbacks=self._callbacks(validate=False, schedule=False),
-                                     lr=self._finetune_lr(), batch_size=self.batch_size,
+                                     lr=self._finetune_lr(), batch_size=self._finetune_batch_size(),
                                      verbose=self.verbose if is_main_process() else 0)
                 self.net_.initialize_callbacks()
             self._register_cities()
             self.net_.partial_fit(WindowDataset(train), epochs=self.finetune_epochs)
         return self
+
+    def _finetune_batch_size(self):
+        """Windows per batch of ``partial_fit``: ``finetune_batch_size``, else ``batch_size``."""
+        return self.batch_size if self.finetune_batch_size is None else self.finetune_batch_size
 
     def _finetune_lr(self):
         """Learning rate of a ``partial_fit`` after ``fit``: ``finetune_lr``; else ``lr`` when

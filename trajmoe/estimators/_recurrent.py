@@ -57,6 +57,8 @@ _SHARED_DOC = """
     finetune_epochs : int, default 1
     finetune_lr : float or None, default None
         None = the learning rate ``fit`` ended with.
+    finetune_batch_size : int or None, default 8
+        Windows per batch of ``partial_fit`` (None = ``batch_size``), as :class:`TrajMoERegressor`.
     clip_grad : float, default 1.0
     city_tz : dict of str -> str, optional
     callbacks : list of skorch callbacks or (name, callback) pairs, optional
@@ -119,7 +121,8 @@ class LSTMRegressor(_BaselineRegressor):
                  distance_prior=False, coord_encoding="linear", copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
-                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None,
+                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
+                 clip_grad=1.0, city_tz=None,
                  callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
                  **kwargs):
         self.encoder = encoder
@@ -144,6 +147,7 @@ class LSTMRegressor(_BaselineRegressor):
         self.validation_fraction = validation_fraction
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
+        self.finetune_batch_size = finetune_batch_size
         self.clip_grad = clip_grad
         self.city_tz = city_tz
         self.callbacks = callbacks
@@ -173,7 +177,8 @@ class TransformerRegressor(_BaselineRegressor):
                  distance_prior=False, coord_encoding="linear", copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
-                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, clip_grad=1.0, city_tz=None,
+                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
+                 clip_grad=1.0, city_tz=None,
                  callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
                  **kwargs):
         self.encoder = encoder
@@ -199,6 +204,7 @@ class TransformerRegressor(_BaselineRegressor):
         self.validation_fraction = validation_fraction
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
+        self.finetune_batch_size = finetune_batch_size
         self.clip_grad = clip_grad
         self.city_tz = city_tz
         self.callbacks = callbacks
