@@ -6,8 +6,9 @@ Real users start from position fixes (a phone's GPS log: user, time, latitude, l
 from a table of visits. This example takes the GeoLife GPS logs of Beijing, turns them into
 visits with :class:`~trajmoe.preprocessing.StayPointDetector` (and says what became of every
 fix), fine-tunes a TrajMoE pre-trained on Foursquare New York on them with ``partial_fit``, and
-predicts where a GeoLife user the model never saw goes next, through one scikit-learn pipeline
-``make_pipeline(StayPointDetector(...), TrajMoERegressor(...))`` that reads raw fixes. It also
+predicts where a GeoLife user the model never saw goes next, through one pipeline
+``make_pipeline(StayPointDetector(...), TrajMoERegressor(...))`` that reads raw fixes
+(:func:`trajmoe.pipeline.make_pipeline`: scikit-learn's pipeline plus ``partial_fit``). It also
 reads the POIs of an OpenStreetMap extract with :func:`~trajmoe.datasets.read_osm_pois`.
 
 **Which city, which data.** The GeoLife sample of the data folder is Beijing (plus one user's
@@ -17,7 +18,7 @@ say nothing about Beijing's cells, so the example does not pair them: Beijing is
 from its fixes **without POIs** (the model knows its cells by position and visit counts; the
 POI expert sees empty cells), and the OSM reader is shown on Helsinki, producing the POI frame
 that ``pois=`` takes. With an extract covering Beijing in the data home, one argument changes:
-``partial_fit(visits, pois=read_osm_pois(path, city="beijing"))``.
+``pipe.partial_fit(fixes, trajmoeregressor__pois=read_osm_pois(path, city="beijing"))``.
 
 **Small settings**, so that the page builds in well under a minute on 2 CPU cores (about 20
 seconds): the GeoLife sample (5,040 fixes in Beijing of 4 users, at most 2 days each), a
@@ -41,11 +42,11 @@ import copy
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import make_pipeline
 
 from trajmoe import HistoryFrequencyBaseline, TrajMoERegressor
 from trajmoe.datasets import fetch_osm_helsinki, load_foursquare_nyc, load_geolife, read_osm_pois
 from trajmoe.metrics import evaluate
+from trajmoe.pipeline import make_pipeline
 from trajmoe.plotting import plot_prediction_map
 from trajmoe.preprocessing import StayPointDetector
 
@@ -109,15 +110,16 @@ print(pois[["name", "source_category", "category"]].dropna().drop_duplicates("ca
       .head(5).to_string())
 # With an extract covering Beijing (any .osm.pbf of the city), the fine-tuning below would read
 #     beijing_pois = read_osm_pois("beijing.osm.pbf", city="beijing")
-# and pass pois=beijing_pois to partial_fit.
+# and pass trajmoeregressor__pois=beijing_pois to the pipeline's partial_fit.
 
 # %%
 # Pre-train in New York, fine-tune in Beijing from raw fixes
 # ----------------------------------------------------------
 # The network learns on the check-ins of 100 New York users and the city's venues. The
 # pipeline puts the stay point detector in front of it, so that it reads raw fixes.
-# scikit-learn's ``Pipeline`` has no ``partial_fit``: its last step is fine-tuned on what its
-# first step makes of the fixes (one epoch, on every GeoLife user but 000, who is held out),
+# scikit-learn's ``Pipeline`` has no ``partial_fit``; :func:`trajmoe.pipeline.make_pipeline`
+# builds one that has: ``pipe.partial_fit(fixes)`` runs the detector on the fixes and fine-tunes
+# the model on the visits it finds (one epoch, on every GeoLife user but 000, who is held out),
 # which registers Beijing as a new city of the model.
 nyc = load_foursquare_nyc()
 users = np.random.default_rng(0).choice(nyc.visits["user_id"].unique(), size=100, replace=False)
@@ -127,7 +129,7 @@ pretrained = TrajMoERegressor(max_epochs=3, stride_days=3, random_state=0).fit(
 finetune_fixes = fixes[fixes["user_id"] != "000"]
 test_fixes = fixes[fixes["user_id"] == "000"]
 pipe = make_pipeline(StayPointDetector(**settings), copy.deepcopy(pretrained))
-pipe[-1].partial_fit(pipe[0].fit_transform(finetune_fixes))
+pipe.partial_fit(finetune_fixes)
 print(f"fine-tuned on {pipe[0].n_staypoints_} visits of {pipe[0].counts_['n_users']} users; "
       f"cities of the model: {pipe[-1].cities_}")
 

@@ -35,5 +35,5 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "validate_pois": ".schema",
     "validate_visits": ".schema",
 }, submodules=("cli", "datasets", "encoder", "estimators", "exceptions", "metrics", "model_selection", "nn",
-               "persistence", "plotting", "preprocessing", "schema", "sequences", "spatial", "taxonomy"))
+               "persistence", "pipeline", "plotting", "preprocessing", "schema", "sequences", "spatial", "taxonomy"))
 __all__ = [*__all__, "__version__"]

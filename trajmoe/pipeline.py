@@ -1,0 +1,225 @@
+"""A scikit-learn pipeline that can be fine-tuned: :class:`Pipeline` adds ``partial_fit``.
+
+scikit-learn's :class:`sklearn.pipeline.Pipeline` has no ``partial_fit`` (scikit-learn issue
+#3299; the pull request #11321 that proposed one was closed unmerged), so
+``make_pipeline(StayPointDetector(...), TrajMoERegressor()).partial_fit(X)`` raises an
+AttributeError. :class:`Pipeline` is scikit-learn's pipeline with that one method;
+:func:`make_pipeline` builds one as scikit-learn's :func:`sklearn.pipeline.make_pipeline` does.
+"""
+
+from __future__ import annotations
+
+import sklearn.pipeline
+from sklearn import get_config
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import get_tags
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["Pipeline", "make_pipeline"]
+
+
+def _final_step_has_partial_fit(pipe):
+    """``available_if`` check: the last step has a ``partial_fit`` (else an AttributeError)."""
+    final = pipe.steps[-1][1]
+    if final is None or final == "passthrough" or not hasattr(final, "partial_fit"):
+        raise AttributeError(
+            f"This Pipeline has no attribute 'partial_fit': its last step {pipe.steps[-1][0]!r} "
+            f"({type(final).__name__}) has no partial_fit.")
+    return True
+
+
+def _learns_from_fit(step):
+    """Whether ``step`` keeps state learned by ``fit`` (False for the stateless steps)."""
+    try:
+        return get_tags(step).requires_fit
+    except (AttributeError, TypeError, ValueError):  # not a scikit-learn estimator
+        return True
+
+
+def _is_fitted(step):
+    try:
+        check_is_fitted(step)
+    except NotFittedError:
+        return False
+    return True
+
+
+class Pipeline(sklearn.pipeline.Pipeline):
+    """scikit-learn's :class:`~sklearn.pipeline.Pipeline` with ``partial_fit``.
+
+    Everything else (``fit``, ``predict``, ``score``, ``transform``, indexing, ``clone``,
+    ``get_params``/``set_params``, grid search, pickling) is scikit-learn's, unchanged. Use it
+    (or :func:`make_pipeline`) to fine-tune a model that reads the output of preprocessing
+    steps, e.g. a TrajMoE pre-trained in one city on the stay points of raw GPS fixes of
+    another::
+
+        pipe = make_pipeline(StayPointDetector(city="beijing", tz="Asia/Shanghai"),
+                             TrajMoERegressor())
+        pipe.fit(fixes_city_a).partial_fit(fixes_city_b)
+
+    Parameters
+    ----------
+    steps : list of tuple of (str, estimator)
+        As in :class:`sklearn.pipeline.Pipeline`: ``(name, transformer)`` pairs, the last one
+        the model (``partial_fit`` needs a last step that has one).
+    transform_input : list of str or None, default None
+        As in :class:`sklearn.pipeline.Pipeline` (``fit`` only; metadata routing).
+    memory : str or object with the joblib.Memory interface or None, default None
+        As in :class:`sklearn.pipeline.Pipeline` (caches the transformers of ``fit``;
+        ``partial_fit`` does not cache).
+    verbose : bool, default False
+        As in :class:`sklearn.pipeline.Pipeline` (times the steps of ``fit``).
+
+    Attributes
+    ----------
+    named_steps : Bunch
+        The steps by name, as in :class:`sklearn.pipeline.Pipeline`.
+
+    See Also
+    --------
+    make_pipeline : Build a Pipeline, naming the steps after their classes.
+    sklearn.pipeline.Pipeline : The parent class.
+
+    Notes
+    -----
+    ``partial_fit`` follows scikit-learn's meaning (more training on new data, the first call
+    may initialise) for the model; the preprocessing steps are treated as in ``fit`` when
+    they learn nothing, and as in ``predict`` when they learned something:
+
+    - a step that learns nothing from ``fit`` (tag ``requires_fit=False``: the steps of
+      :mod:`trajmoe.preprocessing`) or that is not fitted yet gets ``fit_transform``, as in
+      ``fit``; so :class:`~trajmoe.preprocessing.ShortUserFilter` also leaves the short users
+      out of fine-tuning, and a pipeline whose first call is ``partial_fit`` is initialised;
+    - a fitted step that learned from data gets ``transform`` only: what it learned from the
+      first fit is kept and never refit on the (small) fine-tuning sample. This holds for a
+      step with its own ``partial_fit`` too. A
+      :class:`~trajmoe.SpatialSemanticEncoder` step is the exception in effect, not in rule:
+      the trajmoe model after it extends that same encoder with the new visits (new cities,
+      visit counts) in its own ``partial_fit``, exactly as without a pipeline. The encoder's
+      ``transform`` warns (DataWarning) that a city it has not seen yet is described
+      zero-shot; the model registers that city right after.
+
+    Parameters of the steps are routed as in ``fit``: ``stepname__param``, e.g.
+    ``pipe.partial_fit(X, trajmoeregressor__pois=pois)``; they go to the method the step gets
+    (``fit_transform`` or the model's ``partial_fit``). A parameter for a step that only
+    transforms raises a ValueError rather than being dropped. With scikit-learn's metadata
+    routing enabled, ``partial_fit`` raises a ValueError (use ``stepname__param`` with
+    routing disabled, the default).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from trajmoe import HistoryFrequencyBaseline
+    >>> from trajmoe.pipeline import make_pipeline
+    >>> from trajmoe.preprocessing import ShortUserFilter
+    >>> a = pd.DataFrame({"user_id": 1, "city": "a", "day": 0, "slot": np.arange(6), "x": 1,
+    ...                   "y": np.arange(6)})
+    >>> pipe = make_pipeline(ShortUserFilter(min_visits=2), HistoryFrequencyBaseline(min_stays=1))
+    >>> pipe.fit(a).partial_fit(a.assign(city="b"))[-1].cities_
+    ['a', 'b']
+    """
+
+    @available_if(_final_step_has_partial_fit)
+    def partial_fit(self, X, y=None, **params):
+        """Fine-tune the last step on what the other steps make of X.
+
+        Each step before the last one gets ``fit_transform`` (a step that learns nothing,
+        or one not fitted yet) or ``transform`` (a fitted step that learned from data; see
+        the class Notes), in order; the last step gets ``partial_fit`` on the result.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_rows, n_columns) or what the first step reads
+            Training data of the first step, e.g. raw GPS fixes for a
+            :class:`~trajmoe.preprocessing.StayPointDetector` or visits.
+        y : None or array-like of shape (n_rows,), default None
+            Passed to every step's ``fit_transform`` and to the last step's ``partial_fit``
+            (None for the trajmoe models, whose targets derive from X).
+        **params : dict of str -> object
+            ``stepname__param`` keys, e.g. ``trajmoeregressor__pois=pois``: parameters of the
+            method each step gets (see above).
+
+        Returns
+        -------
+        self : Pipeline
+            This pipeline, its last step further trained.
+
+        Raises
+        ------
+        AttributeError
+            If the last step has no ``partial_fit`` (``hasattr(pipe, "partial_fit")`` is
+            then False, as scikit-learn's ``available_if`` methods are).
+        ValueError
+            If a parameter key is not ``stepname__param`` or names no step, if a parameter
+            is given to a step that only transforms, or if metadata routing is enabled.
+        """
+        if get_config()["enable_metadata_routing"]:
+            raise ValueError(
+                "Pipeline.partial_fit does not support metadata routing: with "
+                "sklearn.set_config(enable_metadata_routing=False) (the default), pass step "
+                "parameters as stepname__param, e.g. trajmoeregressor__pois=pois.")
+        self.steps = list(self.steps)
+        self._validate_steps()
+        per_step = {name: {} for name, _ in self.steps}
+        for key, value in params.items():
+            name, sep, param = key.partition("__")
+            if not sep or name not in per_step:
+                raise ValueError(
+                    f"Pipeline.partial_fit does not accept the {key} parameter: pass parameters to a "
+                    f"step as stepname__parameter (steps: {list(per_step)}), e.g. "
+                    f"`pipe.partial_fit(X, {self.steps[-1][0]}__pois=pois)`.")
+            per_step[name][param] = value
+        Xt = X
+        for name, step in self.steps[:-1]:
+            if step is None or step == "passthrough":
+                continue
+            if not _learns_from_fit(step) or not _is_fitted(step):
+                Xt = step.fit_transform(Xt, y, **per_step[name])
+            elif per_step[name]:
+                raise ValueError(
+                    f"Step {name!r} is fitted and partial_fit only transforms with it, so its "
+                    f"parameters {sorted(per_step[name])} would not be used. Give them to the last "
+                    f"step ({self.steps[-1][0]}__...), or refit the pipeline.")
+            else:
+                Xt = step.transform(Xt)
+        name, final = self.steps[-1]
+        final.partial_fit(Xt, y, **per_step[name])
+        return self
+
+
+def make_pipeline(*steps, memory=None, transform_input=None, verbose=False):
+    """Build a :class:`Pipeline` (with ``partial_fit``) from estimators, named after their classes.
+
+    The drop-in for :func:`sklearn.pipeline.make_pipeline`, with the same arguments.
+
+    Parameters
+    ----------
+    *steps : list of estimators
+        The transformers, then the model.
+    memory : str or object with the joblib.Memory interface or None, default None
+        As in :func:`sklearn.pipeline.make_pipeline`.
+    transform_input : list of str or None, default None
+        As in :func:`sklearn.pipeline.make_pipeline`.
+    verbose : bool, default False
+        As in :func:`sklearn.pipeline.make_pipeline`.
+
+    Returns
+    -------
+    Pipeline
+        With steps named as scikit-learn names them (lower-case class names, numbered when
+        repeated), e.g. ``"staypointdetector"``, ``"trajmoeregressor"``.
+
+    Examples
+    --------
+    >>> from trajmoe import MarkovBaseline
+    >>> from trajmoe.pipeline import make_pipeline
+    >>> from trajmoe.preprocessing import ShortUserFilter
+    >>> pipe = make_pipeline(ShortUserFilter(), MarkovBaseline())
+    >>> list(pipe.named_steps), hasattr(pipe, "partial_fit")
+    (['shortuserfilter', 'markovbaseline'], True)
+    """
+    built = sklearn.pipeline.make_pipeline(*steps, memory=memory, transform_input=transform_input,
+                                           verbose=verbose)
+    return Pipeline(**built.get_params(deep=False))
