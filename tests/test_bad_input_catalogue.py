@@ -10,7 +10,10 @@ below), so the page and the tests cannot drift apart.
 
 from __future__ import annotations
 
+import atexit
 import re
+import shutil
+import tempfile
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -22,8 +25,9 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from trajmoe import MarkovBaseline, PopularityBaseline, SpatialSemanticEncoder
+from trajmoe import HistoryFrequencyBaseline, MarkovBaseline, PopularityBaseline, SpatialSemanticEncoder
 from trajmoe.exceptions import DataWarning, SchemaError, UnknownCityError
+from trajmoe.preprocessing import ShortUserFilter
 from trajmoe.schema import validate_pois, validate_visits
 from trajmoe.taxonomy import TAXONOMY
 
@@ -85,6 +89,110 @@ def fit_predict(X):
 
 def predict_with(model, X):
     return model.predict(X)
+
+
+# ------------------------------------------------------------------- GPS fixes, pipelines
+def fixes(n_users=2, n=40, tz="Asia/Shanghai"):
+    """Raw GPS fixes in Beijing: each user stays 10 minutes at each of 4 places, a fix a minute."""
+    pytest.importorskip("trackintel")
+    t0 = pd.Timestamp("2009-01-05 08:00", tz=tz)
+    return pd.DataFrame([dict(user_id=u, tracked_at=t0 + pd.Timedelta(minutes=i),
+                              lat=39.9 + 0.01 * (i // 10) + 0.001 * u, lon=116.4 + 0.01 * (i // 10))
+                         for u in range(n_users) for i in range(n)])
+
+
+def detect(X, **params):
+    from trajmoe.preprocessing import StayPointDetector
+
+    return StayPointDetector(**params).fit_transform(X)
+
+
+def make_pipeline(*steps):
+    from trajmoe.pipeline import make_pipeline
+
+    return make_pipeline(*steps)
+
+
+def localize(X):
+    from trajmoe.preprocessing import CityTimeZoneLocalizer
+
+    return CityTimeZoneLocalizer("America/New_York").fit_transform(X)
+
+
+def gps_pipeline():
+    from trajmoe.preprocessing import StayPointDetector
+
+    return make_pipeline(StayPointDetector(include_last=True), MarkovBaseline(min_stays=2))
+
+
+def partial_fit_with(**params):
+    return lambda X: gps_pipeline().partial_fit(X, **params)
+
+
+# ------------------------------------------------------------------------- files, plots
+def scratch():
+    """A new folder, removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="trajmoe-bad-input-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def osm_file(content):
+    """An .osm.pbf path holding ``content`` (bytes), or a folder of that name (None)."""
+    pytest.importorskip("osmium")
+    path = scratch() / "broken.osm.pbf"
+    path.mkdir() if content is None else path.write_bytes(content)
+    return path
+
+
+def truncated_osm():
+    from trajmoe.datasets import fetch_osm_helsinki
+
+    return osm_file(fetch_osm_helsinki(download=False).read_bytes()[:5000])
+
+
+def read_osm(path, **params):
+    from trajmoe.datasets import read_osm_pois
+
+    return read_osm_pois(path, **params)
+
+
+def fetch_osm(**params):
+    from trajmoe.datasets import fetch_osm_helsinki
+
+    return fetch_osm_helsinki(**params)
+
+
+def home_with_folder_as_file():
+    home = scratch()
+    (home / "osm" / "Helsinki.osm.pbf").mkdir(parents=True)
+    return home
+
+
+def geolife(**params):
+    from trajmoe.datasets import load_geolife
+
+    return load_geolife(**params)
+
+
+def shares(**cols):
+    pytest.importorskip("matplotlib").use("Agg")
+    return pd.DataFrame({"city": "nyc", "hour": [8, 8, 8, 20, 20, 20], "expert": ["poi", "geo", "pop"] * 2,
+                         "share": [.5, .3, .2, .2, .3, .5], "n_visits": [30, 30, 30, 10, 10, 10]}).assign(**cols)
+
+
+def transfer_rows(**cols):
+    pytest.importorskip("matplotlib").use("Agg")
+    return [dict({"target_city": "nyc", "fraction": f, "seed": s, "acc@1": a}, **cols)
+            for f, s, a in [(0.01, 0, .20), (0.01, 1, .22), (0.05, 0, .25), (0.05, 1, .27)]]
+
+
+def plot(name, **params):
+    def call(*args):
+        from trajmoe import plotting
+
+        return getattr(plotting, name)(*args, **params)
+    return call
 
 
 @dataclass
@@ -306,6 +414,105 @@ CATALOGUE = [
           "cli", E, SystemExit, r"target city 'osaka' must not be a source"),
     Entry("cli-abbreviation", "trajmoe demo --frac 0.1", lambda: (["demo", "--frac", "0.1"],),
           "cli", E, SystemExit, r"unrecognized arguments: --frac"),
+    # --------------------------------------------------------- GPS fixes (StayPointDetector)
+    Entry("fixes-lat-lon-swapped", "GPS fixes with lat and lon swapped (Beijing)",
+          lambda: (fixes().rename(columns={"lat": "lon", "lon": "lat"}),), detect, E, SchemaError,
+          r"column 'lat' has 80 values outside -90\.\.90.*look swapped.*rename"),
+    Entry("fixes-all-invalid", "every fix at latitude 95", lambda: (fixes().assign(lat=95.0),), detect, E,
+          SchemaError, r"all 80 position fixes are invalid: 80 with 'lat' missing or outside -90\.\.90 at rows \[0, 1"),
+    Entry("fixes-invalid-rows", "one fix with a missing latitude", lambda: (put(fixes(), "lat", 3, np.nan),),
+          detect, W, DataWarning, r"1 invalid.*Invalid: 1 with 'lat' missing or outside -90\.\.90 at rows \[3\]",
+          check=lambda visits: len(visits) == 6),
+    Entry("fixes-naive-and-aware", "one naive tracked_at among tz-aware ones",
+          lambda: (put(fixes(), "tracked_at", 0, pd.Timestamp("2009-01-05 08:00")),), detect, E, SchemaError,
+          r"'tracked_at' mixes tz-aware and naive times: 1 naive value at rows \[0\].*tz_localize"),
+    Entry("fixes-seconds-as-ns", "tracked_at from Unix seconds parsed without unit (January 1970)",
+          lambda: (fixes().assign(tracked_at=lambda d: pd.to_datetime(d.tracked_at.astype("int64") // 10**9)),),
+          detect, E, SchemaError, r"'tracked_at' has 80 values outside 1971-01-01\.\.2099-12-31.*unit='s'"),
+    Entry("fixes-unknown-tz", "StayPointDetector(tz='Mars/Olympus')", lambda: (fixes(),),
+          lambda X: detect(X, tz="Mars/Olympus"), E, ValueError, r"tz = 'Mars/Olympus' is not a known IANA time zone"),
+    Entry("fixes-duplicate-columns", "GPS fixes with two lat columns",
+          lambda: (pd.concat([fixes(), fixes()[["lat"]]], axis=1),), detect, E, SchemaError,
+          r"position fixes have duplicated column names \['lat'\]"),
+    Entry("fixes-lat-bool", "a boolean lat column", lambda: (fixes().assign(lat=True),), detect, E, SchemaError,
+          r"column 'lat' is boolean"),
+    Entry("fixes-single-fix", "one fix, include_last=True", lambda: (fixes().iloc[:1],),
+          lambda X: detect(X, include_last=True), E, ValueError,
+          r"no stay point found in 1 fixes.*lower time_threshold; a user with a single fix never has a stay point"),
+    # ------------------------------------------------------------------------ pipelines
+    Entry("pipeline-param-to-detector", "pipe.partial_fit(fixes, staypointdetector__dist=50)",
+          lambda: (fixes(),), partial_fit_with(staypointdetector__dist=50), E, ValueError,
+          r"StayPointDetector\.fit_transform takes no fit parameters, got \['dist'\].*set_params"),
+    Entry("pipeline-unknown-param", "pipe.partial_fit(fixes, markovbaseline__pios=P) (a typo)",
+          lambda: (fixes(),), partial_fit_with(markovbaseline__pios=None), E, ValueError,
+          r"Step 'markovbaseline' \(MarkovBaseline\.partial_fit\) does not take the parameters \['pios'\]; it takes \['pois'\]"),
+    Entry("pipeline-empty-param-name", "pipe.partial_fit(fixes, markovbaseline__=P)",
+          lambda: (fixes(),), partial_fit_with(markovbaseline__=None), E, ValueError,
+          r"does not accept the markovbaseline__ parameter.*stepname__parameter"),
+    Entry("filter-drops-everyone", "ShortUserFilter(min_visits=100) in a pipeline on 3 users of 12 visits",
+          lambda: (grid(),), lambda X: make_pipeline(ShortUserFilter(min_visits=100), MarkovBaseline()).fit(X), E,
+          ValueError, r"ShortUserFilter\(min_visits=100\) would drop every one of the 3 users.*most visits a user has is 12"),
+    Entry("filter-fit-param", "pipe.fit(X, shortuserfilter__min_visit=3) (a typo)", lambda: (grid(),),
+          lambda X: make_pipeline(ShortUserFilter(), MarkovBaseline()).fit(X, shortuserfilter__min_visit=3), E,
+          ValueError, r"ShortUserFilter\.fit_transform takes no fit parameters, got \['min_visit'\]"),
+    Entry("localizer-naive-and-aware", "CityTimeZoneLocalizer on started_at strings with and without offset",
+          lambda: (put(naive_strings(), "started_at", 4, "2020-01-06 20:00:00+00:00"),), localize, E, SchemaError,
+          r"'started_at' mixes tz-aware and naive times: 35 naive values at rows \[0, 1, 2, 3, 5, \.\.\.\] next to 1"),
+    Entry("localizer-unparsable", "CityTimeZoneLocalizer on a started_at string 'soon'",
+          lambda: (put(naive_strings(), "started_at", 6, "soon"),), localize, E, SchemaError,
+          r"column 'started_at' has 1 unparsable value at rows \[6\]"),
+    Entry("localizer-not-a-frame", "CityTimeZoneLocalizer on a NumPy array", lambda: (nyc().to_numpy(),),
+          localize, E, SchemaError, r"CityTimeZoneLocalizer needs a non-empty visit frame \(DataFrame\), got ndarray"),
+    # ---------------------------------------------------------------------- data files
+    Entry("osm-truncated", "read_osm_pois on a truncated .osm.pbf (an interrupted download)",
+          lambda: (truncated_osm(),), read_osm, E, ValueError,
+          r"broken\.osm\.pbf \(5,000 bytes\) is not a readable OpenStreetMap extract.*truncated"),
+    Entry("osm-empty-file", "read_osm_pois on an empty file", lambda: (osm_file(b""),), read_osm, E, ValueError,
+          r"\(0 bytes\) is not a readable OpenStreetMap extract"),
+    Entry("osm-directory", "read_osm_pois on a folder", lambda: (osm_file(None),), read_osm, E, IsADirectoryError,
+          r"broken\.osm\.pbf is a directory"),
+    Entry("osm-path-none", "read_osm_pois(None)", lambda: (None,), read_osm, E, TypeError,
+          r"path must be the path of an OpenStreetMap extract.*got NoneType"),
+    Entry("osm-keys-string", "read_osm_pois(path, keys='amenity')", lambda: (truncated_osm(),),
+          lambda path: read_osm(path, keys="amenity"), E, TypeError, r"keys must be a sequence.*use \('amenity',\)"),
+    Entry("fetch-home-is-file", "fetch_osm_helsinki(data_home=<a file>)", lambda: (osm_file(b"x"),),
+          lambda home: fetch_osm(data_home=home, download=False), E, NotADirectoryError,
+          r"the data home .*broken\.osm\.pbf \(from the data_home argument\) is a file, not a folder"),
+    Entry("fetch-folder-as-file", "a folder where the data file should be", lambda: (home_with_folder_as_file(),),
+          lambda home: fetch_osm(data_home=home, download=False), E, IsADirectoryError,
+          r"data file 'osm/Helsinki\.osm\.pbf' is a directory.*remove it"),
+    Entry("fetch-download-string", "fetch_osm_helsinki(download='no')", lambda: ("no",),
+          lambda flag: fetch_osm(download=flag), E, TypeError, r"download must be True or False, got str 'no'"),
+    Entry("geolife-unknown-tz", "load_geolife(tz='Asia/Beijing')", lambda: ("Asia/Beijing",),
+          lambda tz: geolife(tz=tz), E, ValueError, r"tz = 'Asia/Beijing' is not a known IANA time zone"),
+    Entry("geolife-unknown-user", "load_geolife(users=['000', '999'])", lambda: (["000", "999"],),
+          lambda users: geolife(users=users), E, ValueError,
+          r"users \['999'\] have no GeoLife file.*the users there are \['000'"),
+    Entry("geolife-int-users", "load_geolife(users=[0, 10])", lambda: ([0, 10],),
+          lambda users: geolife(users=users), E, TypeError, r"users must be a list of GeoLife user ids.*03d"),
+    # -------------------------------------------------------------------------- plotting
+    Entry("plot-ax-not-axes", "plot_prediction_map(..., ax='left')",
+          lambda: (HistoryFrequencyBaseline(min_stays=1).fit(grid(n_users=1, n=6)), grid(n_users=1, n=6)),
+          plot("plot_prediction_map", visit=2, ax="left"), E, TypeError, r"ax must be matplotlib Axes.*got str 'left'"),
+    Entry("plot-shares-text", "gate shares as text ('50%')", lambda: (shares(share="50%"),),
+          plot("plot_gate_shares"), E, ValueError, r"shares column 'share' has 6 non-numeric values.*'50%'"),
+    Entry("plot-shares-hour-24", "gate shares at hour 24", lambda: (shares(hour=24),),
+          plot("plot_gate_shares"), E, ValueError, r"shares column 'hour' has 6 values outside 0\.\.23"),
+    Entry("plot-shares-no-visits", "gate shares with n_visits 0", lambda: (shares(n_visits=0),),
+          plot("plot_gate_shares"), E, ValueError, r"n_visits sums to 0.*\('nyc', 'geo'\)"),
+    Entry("plot-shares-city-nan", "gate shares without a city", lambda: (shares(city=None),),
+          plot("plot_gate_shares"), E, ValueError, r"6 rows without a city or expert at rows \[0, 1"),
+    Entry("plot-axes-not-axes", "plot_gate_shares(shares, axes=[1, 2])", lambda: (shares(),),
+          plot("plot_gate_shares", axes=[1, 2]), E, TypeError, r"axes must be matplotlib Axes.*got int 1"),
+    Entry("plot-results-path", "plot_transfer_curve('results.csv')", lambda: ("results.csv",),
+          plot("plot_transfer_curve"), E, TypeError, r"got the path 'results\.csv'.*pd\.read_csv"),
+    Entry("plot-results-fraction-text", "transfer results with fraction '1%'", lambda: (transfer_rows(fraction="1%"),),
+          plot("plot_transfer_curve"), E, ValueError, r"results column 'fraction' has 4 non-numeric values"),
+    Entry("plot-references-list", "plot_transfer_curve(rows, references=['markov'])", lambda: (transfer_rows(),),
+          plot("plot_transfer_curve", references=["markov"]), E, TypeError, r"references must be a dict"),
+    Entry("plot-references-unknown", "a reference model that is not in the results", lambda: (transfer_rows(),),
+          plot("plot_transfer_curve", references={"markov": "Markov"}), E, ValueError,
+          r"references \['markov'\] are not models of results"),
 ]
 
 
@@ -377,3 +584,23 @@ def test_docs_page_lists_every_entry_with_its_handling():
         assert row.group(1).lower().startswith(e.handling), (e.id, row.group(1))
     index = (DOCS.parent / "index.rst").read_text()
     assert re.search(r"^\s+bad_inputs$", index, re.M), "docs/index.rst does not list bad_inputs"
+
+
+def test_failed_gps_pipeline_call_leaves_every_step_as_it_was():
+    pipe = gps_pipeline()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        with pytest.raises(SchemaError, match="must be a pandas DataFrame"):
+            pipe.partial_fit(fixes(), markovbaseline__pois="not a frame")  # fails in the last step
+    assert not hasattr(pipe[0], "counts_") and not hasattr(pipe[-1], "encoder_")
+    with pytest.raises(ValueError, match="no stay point found"):
+        pipe[0].fit(fixes().iloc[:1])  # a failed fit of the detector sets no counts either
+    assert not hasattr(pipe[0], "counts_")
+    with warnings.catch_warnings(record=True) as caught:  # a typo is refused before any step runs
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="does not take the parameters"):
+            pipe.partial_fit(fixes(), markovbaseline__pios=None)
+        pipe.set_params(markovbaseline__min_stays=0)  # and so is an invalid parameter of a step
+        with pytest.raises(ValueError, match="'min_stays' parameter of MarkovBaseline"):
+            pipe.partial_fit(fixes())
+    assert not [w for w in caught if issubclass(w.category, DataWarning)]

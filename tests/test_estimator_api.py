@@ -405,3 +405,15 @@ def test_scorers_by_name_and_estimator_type(two_cities):
         assert is_regressor(estimator) and get_tags(estimator).estimator_type == "regressor"
     assert type(check_cv(5, None, classifier=is_classifier(TrajMoERegressor()))) is KFold
     assert is_classifier(NextTokenClassifier())
+
+
+@pytest.mark.parametrize("name", ["batch_size", "finetune_batch_size", "max_epochs", "min_stays"])
+def test_a_bool_is_not_a_count(name):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from trajmoe import LSTMRegressor, TrajMoERegressor
+
+    for cls in (TrajMoERegressor, LSTMRegressor):
+        with pytest.raises(InvalidParameterError, match=rf"'{name}' parameter .* must be a number, got True"):
+            cls(**{name: True})._check_params()
+    TrajMoERegressor(verbose=True)._check_params()          # a bool where a bool is meant stays valid

@@ -9,6 +9,8 @@ AttributeError. :class:`Pipeline` is scikit-learn's pipeline with that one metho
 
 from __future__ import annotations
 
+import inspect
+
 import sklearn.pipeline
 from sklearn import get_config
 from sklearn.exceptions import NotFittedError
@@ -35,6 +37,27 @@ def _learns_from_fit(step):
         return get_tags(step).requires_fit
     except (AttributeError, TypeError, ValueError):  # not a scikit-learn estimator
         return True
+
+
+def _check_accepts(method, name, what, params):
+    """Raise a ValueError naming the parameters ``method`` does not take (before any work)."""
+    if not params:
+        return
+    try:
+        signature = inspect.signature(method)
+    except (TypeError, ValueError):  # no signature to check: the call itself will tell
+        return
+    accepted = signature.parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in accepted):
+        return
+    names = [p.name for p in accepted if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(params) - set(names) - {"X", "y"})
+    if unknown or {"X", "y"} & set(params):
+        bad = unknown or sorted({"X", "y"} & set(params))
+        raise ValueError(
+            f"Step {name!r} ({type(getattr(method, '__self__', None)).__name__}.{what}) does not take the "
+            f"parameters {bad}; it takes {[n for n in names if n not in ('X', 'y')]} "
+            f"(pass them as {name}__parameter).")
 
 
 def _is_fitted(step):
@@ -152,8 +175,17 @@ class Pipeline(sklearn.pipeline.Pipeline):
             If the last step has no ``partial_fit`` (``hasattr(pipe, "partial_fit")`` is
             then False, as scikit-learn's ``available_if`` methods are).
         ValueError
-            If a parameter key is not ``stepname__param`` or names no step, if a parameter
-            is given to a step that only transforms, or if metadata routing is enabled.
+            If a parameter key is not ``stepname__param`` or names no step, if the last
+            step's ``partial_fit`` does not take a parameter, if a step's own parameter is
+            invalid (``InvalidParameterError``; both checked before any step runs),
+            if a parameter is given to a step that only transforms, or if metadata routing
+            is enabled.
+
+        Notes
+        -----
+        Atomic: if a step raises, the steps that got ``fit_transform`` in this call are put
+        back as they were (the last step's own ``partial_fit`` is atomic), so a failed call
+        leaves the pipeline as it was.
         """
         if get_config()["enable_metadata_routing"]:
             raise ValueError(
@@ -165,27 +197,40 @@ class Pipeline(sklearn.pipeline.Pipeline):
         per_step = {name: {} for name, _ in self.steps}
         for key, value in params.items():
             name, sep, param = key.partition("__")
-            if not sep or name not in per_step:
+            if not sep or name not in per_step or not param:
                 raise ValueError(
                     f"Pipeline.partial_fit does not accept the {key} parameter: pass parameters to a "
                     f"step as stepname__parameter (steps: {list(per_step)}), e.g. "
                     f"`pipe.partial_fit(X, {self.steps[-1][0]}__pois=pois)`.")
             per_step[name][param] = value
-        Xt = X
-        for name, step in self.steps[:-1]:
-            if step is None or step == "passthrough":
-                continue
-            if not _learns_from_fit(step) or not _is_fitted(step):
-                Xt = step.fit_transform(Xt, y, **per_step[name])
-            elif per_step[name]:
-                raise ValueError(
-                    f"Step {name!r} is fitted and partial_fit only transforms with it, so its "
-                    f"parameters {sorted(per_step[name])} would not be used. Give them to the last "
-                    f"step ({self.steps[-1][0]}__...), or refit the pipeline.")
-            else:
-                Xt = step.transform(Xt)
         name, final = self.steps[-1]
-        final.partial_fit(Xt, y, **per_step[name])
+        _check_accepts(final.partial_fit, name, "partial_fit", per_step[name])
+        for _, step in self.steps:  # invalid parameters fail now, not after the preprocessing
+            if hasattr(step, "_parameter_constraints") and hasattr(step, "_validate_params"):
+                step._validate_params()
+        refit = []   # (step, its state before): steps that get fit_transform, restored on failure
+        try:
+            Xt = X
+            for name, step in self.steps[:-1]:
+                if step is None or step == "passthrough":
+                    continue
+                if not _learns_from_fit(step) or not _is_fitted(step):
+                    refit.append((step, dict(step.__dict__)))  # fit binds new attributes
+                    Xt = step.fit_transform(Xt, y, **per_step[name])
+                elif per_step[name]:
+                    raise ValueError(
+                        f"Step {name!r} is fitted and partial_fit only transforms with it, so its "
+                        f"parameters {sorted(per_step[name])} would not be used. Give them to the last "
+                        f"step ({self.steps[-1][0]}__...), or refit the pipeline.")
+                else:
+                    Xt = step.transform(Xt)
+            name, final = self.steps[-1]
+            final.partial_fit(Xt, y, **per_step[name])
+        except BaseException:  # atomic: a failed call leaves every step as it was
+            for step, state in refit:
+                step.__dict__.clear()
+                step.__dict__.update(state)
+            raise
         return self
 
 

@@ -17,11 +17,12 @@ can restyle or save them.
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 import pandas as pd
 
-from .schema import CITY, DEFAULT_CITY, USER
+from .schema import CITY, DEFAULT_CITY, USER, format_rows
 
 __all__ = ["plot_gate_shares", "plot_prediction_map", "plot_transfer_curve"]
 
@@ -47,6 +48,31 @@ def _check_columns(frame, columns, name, producer):
     if missing:
         raise ValueError(f"{name} lacks the columns {missing} (has {list(frame.columns)}); pass the "
                          f"frame returned by {producer}.")
+
+
+def _check_axes(axes, name):
+    """Raise a TypeError unless every item of ``axes`` is a matplotlib Axes."""
+    from matplotlib.axes import Axes
+
+    for ax in axes:
+        if not isinstance(ax, Axes):
+            raise TypeError(f"{name} must be matplotlib Axes (e.g. from plt.subplots()), got "
+                            f"{type(ax).__name__} {ax!r}.")
+
+
+def _numeric_column(frame, col, name, producer):
+    """Column ``col`` as float64; a ValueError names the rows that hold no number."""
+    values = frame[col]
+    if pd.api.types.is_bool_dtype(values):
+        raise ValueError(f"{name} column {col!r} is boolean; pass the frame returned by {producer}.")
+    number = pd.to_numeric(values, errors="coerce")
+    bad = (number.isna() & values.notna()).to_numpy()
+    if bad.any():
+        raise ValueError(f"{name} column {col!r} has {int(bad.sum())} non-numeric value"
+                         f"{'' if bad.sum() == 1 else 's'} at rows {format_rows(frame.index, bad)} "
+                         f"(e.g. {values[bad].iloc[0]!r}): convert them with pd.to_numeric or pass the "
+                         f"frame returned by {producer}.")
+    return number.astype("float64")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,6 +187,8 @@ def plot_prediction_map(estimator, X, visit=None, k=5, *, n_history=10, margin=1
         raise ValueError(f"margin must be a number of metres >= 0, got {margin!r}.")
     if not isinstance(X, pd.DataFrame) or USER not in X.columns or not len(X):
         raise ValueError(f"X must be a non-empty visit DataFrame with a {USER!r} column.")
+    if ax is not None:
+        _check_axes([ax], "ax")
     if visit is None:
         visit = _default_visit(estimator, X)
     matches = np.flatnonzero(X.index == visit)
@@ -302,6 +330,28 @@ def plot_gate_shares(shares, *, axes=None):
     _check_columns(shares, ("city", "hour", "expert", "share"), "shares", "TrajMoERegressor.gate_shares(X)")
     if not len(shares):
         raise ValueError("shares is empty: no visit of X was read by the router.")
+    producer = "TrajMoERegressor.gate_shares(X)"
+    numbers_of = {col: _numeric_column(shares, col, "shares", producer)
+                  for col in ("hour", "share", "n_visits") if col in shares.columns}
+    shares = shares.assign(**numbers_of)
+    missing = (shares["city"].isna() | shares["expert"].isna()).to_numpy()
+    if missing.any():
+        raise ValueError(f"shares has {int(missing.sum())} rows without a city or expert at rows "
+                         f"{format_rows(shares.index, missing)}: fill or drop them.")
+    slack = 1e-6  # a mean of float32 gate weights may pass 1 by a rounding error
+    for col, lo, hi in (("hour", 0, 23), ("share", 0, 1), ("n_visits", 0, np.inf)):
+        if col in shares.columns:
+            tol = slack if col == "share" else 0
+            bad = ~shares[col].between(lo - tol, hi + tol).to_numpy()
+            if bad.any():
+                raise ValueError(f"shares column {col!r} has {int(bad.sum())} value"
+                                 f"{'' if bad.sum() == 1 else 's'} outside {lo}..{hi} (or NaN) at rows "
+                                 f"{format_rows(shares.index, bad)}; pass the frame returned by {producer}.")
+    if "n_visits" in shares.columns:
+        total = shares.groupby([shares["city"].astype(str), shares["expert"]])["n_visits"].sum()
+        if (total <= 0).any():
+            raise ValueError(f"shares has no visit (n_visits sums to 0) for (city, expert) "
+                             f"{list(total.index[total <= 0])[:5]}: drop those rows.")
     experts = [e for e in EXPERT_NAMES if e in set(shares["expert"])]
     experts += sorted(set(shares["expert"]) - set(experts))
     cities = sorted(shares["city"].astype(str).unique())
@@ -315,6 +365,7 @@ def plot_gate_shares(shares, *, axes=None):
         axes = np.asarray(axes, dtype=object).ravel()
         if len(axes) != 1 + len(cities):
             raise ValueError(f"axes must hold 1 + n_cities = {1 + len(cities)} axes, got {len(axes)}.")
+        _check_axes(axes, "axes")
         fig = axes[0].figure
 
     bars = axes[0]
@@ -412,9 +463,21 @@ def plot_transfer_curve(results, metric="acc@1", *, curve=None, label=None, refe
     [[1.0, 0.21], [5.0, 0.26]]
     """
     plt = _pyplot()
-    frame = pd.DataFrame(results)
-    _check_columns(frame, ("target_city", "fraction", metric), "results",
-                   "benchmarks/transfer.py or trajmoe.model_selection.cross_city_validate")
+    producer = "benchmarks/transfer.py or trajmoe.model_selection.cross_city_validate"
+    if isinstance(results, (str, bytes, os.PathLike)):
+        raise TypeError(f"results must be a DataFrame or a list of dicts, got the path {results!r}: "
+                        f"read it first, e.g. plot_transfer_curve(pd.read_csv(path)).")
+    try:
+        frame = pd.DataFrame(results)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"results must be a DataFrame or a list of dicts (one per run), got "
+                        f"{type(results).__name__}: {exc}") from None
+    if references is not None and not isinstance(references, dict):
+        raise TypeError(f"references must be a dict model -> label (str) or axhline keyword arguments, "
+                        f"got {type(references).__name__} {references!r}, e.g. references={{'markov': 'Markov'}}.")
+    _check_columns(frame, ("target_city", "fraction", metric), "results", producer)
+    frame = frame.assign(fraction=_numeric_column(frame, "fraction", "results", producer),
+                         **{metric: _numeric_column(frame, metric, "results", producer)})
     by_protocol = protocol is not None and "protocol" in frame.columns
     if by_protocol:
         frame = frame[frame["protocol"] == protocol]
@@ -427,6 +490,10 @@ def plot_transfer_curve(results, metric="acc@1", *, curve=None, label=None, refe
         raise ValueError(f"curve={curve!r} is not a model of results; models: {sorted(set(frame['model']))}.")
     if references is None:
         references = {m: str(m) for m in dict.fromkeys(frame["model"]) if m != curve}
+    unknown = [m for m in references if m not in set(frame["model"])]
+    if unknown:
+        raise ValueError(f"references {unknown} are not models of results; models: "
+                         f"{sorted(set(frame['model']), key=str)}.")
     cities = list(dict.fromkeys(frame["target_city"]))
     if axes is None:
         fig, axes = plt.subplots(1, len(cities), figsize=(5 * len(cities), 3.8), squeeze=False,
@@ -436,6 +503,7 @@ def plot_transfer_curve(results, metric="acc@1", *, curve=None, label=None, refe
         axes = np.asarray(axes, dtype=object).ravel()
         if len(axes) != len(cities):
             raise ValueError(f"axes must hold one Axes per target city ({len(cities)}), got {len(axes)}.")
+        _check_axes(axes, "axes")
         fig = axes[0].figure
     for ax, city in zip(axes, cities):
         data = frame[frame["target_city"] == city]

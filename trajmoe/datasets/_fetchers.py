@@ -247,10 +247,20 @@ def _download(url, sha, path: Path):
 def _fetch(name, data_home=None, download=True):
     """Paths of every file of data set ``name``, verified; see the public fetchers."""
     spec = _DATASETS[name]
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be True or False, got {type(download).__name__} {download!r}")
     home = get_data_home(data_home)
+    if home.exists() and not home.is_dir():
+        raise NotADirectoryError(
+            f"the data home {home} (from {_where(data_home)}) is a file, not a folder: point it at "
+            f"the folder that holds {spec.folder}/ (or at an empty folder to download into)")
     paths = []
     for relpath, (sha, url) in spec.files.items():
         path = home / relpath
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"data file {relpath!r} is a directory at {path}: remove it (and put the file "
+                f"there, or call the fetcher again to download it). Source: {spec.origin}.")
         if not path.is_file():
             error = _download(url, sha, path) if (download and url) else None
             if not path.is_file():
@@ -305,6 +315,10 @@ _TEMPLATE = """Fetch {what}: verify the local copy, or download it.
     ValueError
         If a local file's SHA-256 differs from the recorded one (corrupted or another
         version).
+    NotADirectoryError, IsADirectoryError
+        If the data home is a file, or a folder stands where a file should be.
+    TypeError
+        If ``download`` is not a bool.
 
     See Also
     --------

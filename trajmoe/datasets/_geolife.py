@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from .._validation import check_time_zone
 from ..exceptions import DataWarning
 from ._home import data_file, get_data_home
 
@@ -113,8 +114,13 @@ def load_geolife(data_home=None, *, users=None, tz=GEOLIFE_TZ) -> Bunch:
     Raises
     ------
     FileNotFoundError
-        If ``geolife/`` holds no .plt file (or none of ``users``); the message says where it
-        looked and how to fix.
+        If ``geolife/`` holds no .plt file; the message says where it looked and how to fix.
+    ValueError
+        If a user of ``users`` has no file there (the message lists the users there), or
+        ``tz`` is no IANA time zone.
+    TypeError
+        If ``users`` is not a list of str (e.g. a single string, or int ids instead of
+        ``"000"``).
 
     Warns
     -----
@@ -134,17 +140,33 @@ def load_geolife(data_home=None, *, users=None, tz=GEOLIFE_TZ) -> Bunch:
     >>> data = load_geolife()  # doctest: +SKIP
     >>> data.fixes[["user_id", "tracked_at", "lat", "lon"]].head(1)  # doctest: +SKIP
     """
+    if tz is not None:
+        check_time_zone("tz", tz)
+    if users is not None:
+        if isinstance(users, (str, bytes)) or not all(isinstance(u, str) for u in users):
+            raise TypeError(
+                f"users must be a list of GeoLife user ids (folder names, str), e.g. ['000', "
+                f"'010'], got {users!r}" + (f": use [{users!r}]" if isinstance(users, str) else
+                                            ": zero-padded strings such as f'{u:03d}'"))
+        users = list(users)
     root = get_data_home(data_home) / "geolife"
     files: dict[tuple[str, str], object] = {}
+    present: set[str] = set()
     n_dup = 0
     for path in sorted(root.glob("**/Trajectory/*.plt")):
         key = (path.parent.parent.name, path.stem)
+        present.add(key[0])
         if users is not None and key[0] not in users:
             continue
         if key in files:
             n_dup += 1
             continue
         files[key] = path
+    missing = [u for u in (users or []) if u not in present]
+    if missing and present:
+        raise ValueError(
+            f"users {missing} have no GeoLife file under {root}: the users there are "
+            f"{sorted(present)[:20]}{' ...' if len(present) > 20 else ''}; drop them from users")
     if not files:
         # the standard missing-file message: where it looked and how to fix
         data_file("geolife/<user>/Trajectory/<file>.plt", data_home,

@@ -69,6 +69,18 @@ def _way_position(way):
     return float(arr[:, 0].mean()), float(arr[:, 1].mean())
 
 
+def _elements(osmium, path):
+    """The elements of the extract; a file osmium cannot read raises a ValueError naming it."""
+    try:
+        yield from osmium.FileProcessor(str(path)).with_locations()
+    except RuntimeError as exc:  # libosmium: empty, truncated or not an OSM file
+        size = path.stat().st_size
+        raise ValueError(
+            f"{path} ({size:,} bytes) is not a readable OpenStreetMap extract ({exc}): it is empty, "
+            f"truncated (an interrupted download?) or not in .osm.pbf / .osm format. Download it "
+            f"again (fetch_osm_helsinki checks the SHA-256 of its file)") from exc
+
+
 def read_osm_pois(path, *, city=None, keys=POI_KEYS, return_unmapped=False):
     """Read the POIs of an OpenStreetMap extract (.osm.pbf) as the canonical POI frame.
 
@@ -111,9 +123,13 @@ def read_osm_pois(path, *, city=None, keys=POI_KEYS, return_unmapped=False):
     Raises
     ------
     FileNotFoundError
-        If ``path`` does not exist.
+        If ``path`` does not exist (IsADirectoryError, a subclass of OSError, if it is a
+        folder).
     ValueError
-        If the extract holds no POI with a mapped category.
+        If the extract holds no POI with a mapped category, or osmium cannot read it (an
+        empty, truncated or corrupted file; the message names it and its size).
+    TypeError
+        If ``path`` is not a str or path, or ``keys`` is a single string or holds non-str.
     ImportError
         If pyosmium is not installed (``pip install 'trajmoe[osm]'``).
 
@@ -137,18 +153,27 @@ def read_osm_pois(path, *, city=None, keys=POI_KEYS, return_unmapped=False):
     >>> pois["category"].value_counts().head(3)  # doctest: +SKIP
     """
     osmium = _osmium()
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be the path of an OpenStreetMap extract (str or pathlib.Path), "
+                        f"got {type(path).__name__} {path!r}, e.g. read_osm_pois(fetch_osm_helsinki())")
     path = Path(os.fspath(path))
+    if path.is_dir():
+        raise IsADirectoryError(f"OpenStreetMap extract {path} is a directory: pass the path of the "
+                                f".osm.pbf file in it")
     if not path.is_file():
         raise FileNotFoundError(f"OpenStreetMap extract not found: {path}")
     if city is None:
         city = path.name.split(".")[0].lower() or "city"
+    if isinstance(keys, (str, bytes)) or not all(isinstance(k, str) for k in keys):
+        raise TypeError(f"keys must be a sequence of OSM keys (str), e.g. ('amenity', 'shop'), got "
+                        f"{keys!r}" + (f": use ({keys!r},)" if isinstance(keys, str) else ""))
     keys = tuple(keys)
     table = mapping_table("osm")
     lookup = dict(zip(table["source_name"], table["category"]))
 
     rows, unmapped_rows = [], []
     n_relations = n_no_position = 0
-    for obj in osmium.FileProcessor(str(path)).with_locations():
+    for obj in _elements(osmium, path):
         kind = obj.type_str()
         if kind not in ("n", "w", "r") or not len(obj.tags):
             continue

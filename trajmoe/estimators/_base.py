@@ -24,7 +24,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, clone
 from sklearn.model_selection import GroupShuffleSplit
 from sklearn.utils import RegressorTags
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.validation import check_is_fitted
 
 from .. import metrics
@@ -229,6 +229,13 @@ class NextLocationEstimator(BaseEstimator):
             On an unknown time zone in ``city_tz``.
         """
         self._validate_params()
+        # scikit-learn's Interval(Integral) accepts True and False (bool is an int): not a count
+        for name, constraints in self._parameter_constraints.items():
+            value = getattr(self, name, None)
+            if (isinstance(value, (bool, np.bool_)) and any(isinstance(c, Interval) for c in constraints)
+                    and not any(c in ("boolean", "verbose") for c in constraints if isinstance(c, str))):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be a number, got {value!r} (a bool).")
         self._check_city_tz()
 
     def _check_city_tz(self):

@@ -133,6 +133,9 @@ scikit-mobility TrajDataFrame
         )
     elif "uid" in X.columns and "lng" in X.columns and USER not in X.columns:
         X = X.rename(columns=_SKMOB)
+    if not X.columns.is_unique:
+        dup = sorted({str(c) for c in X.columns[X.columns.duplicated()]})
+        raise SchemaError(f"position fixes have duplicated column names {dup}: rename or drop them")
     out = _plain(X)
     missing = [c for c in FIX_COLUMNS if c not in out.columns]
     if missing:

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval
 
 from ..exceptions import DataWarning, SchemaError
 from ..schema import CITY, DEFAULT_CITY, USER
-from ._frames import FrameTransformer
+from ._frames import FrameTransformer, no_fit_params
 
 __all__ = ["ShortUserFilter"]
 
@@ -71,6 +71,8 @@ class ShortUserFilter(FrameTransformer):
         ------
         trajmoe.exceptions.SchemaError
             If X is not a DataFrame with a ``user_id`` column.
+        ValueError
+            If every user of X has fewer than ``min_visits`` visits (nothing would be left).
         """
         self._kept(X)
         return self
@@ -85,7 +87,7 @@ class ShortUserFilter(FrameTransformer):
         y : None
             Ignored.
         **fit_params : dict
-            Ignored.
+            None: a ValueError names any given.
 
         Returns
         -------
@@ -97,6 +99,7 @@ class ShortUserFilter(FrameTransformer):
         trajmoe.exceptions.DataWarning
             With the numbers of users and visits dropped, when any are.
         """
+        no_fit_params(self, fit_params)
         kept = self._kept(X)
         if self.counts_["n_users_dropped"]:
             c = self.counts_
@@ -131,6 +134,11 @@ class ShortUserFilter(FrameTransformer):
         user = pd.MultiIndex.from_arrays([city, X[USER].to_numpy()]).factorize()[0]
         visits = np.bincount(user, minlength=user.max() + 1 if len(user) else 0)
         kept = visits[user] >= self.min_visits
+        if len(X) and not kept.any():  # raised before counts_ is set: a failed call changes nothing
+            raise ValueError(
+                f"ShortUserFilter(min_visits={self.min_visits}) would drop every one of the "
+                f"{len(visits)} users of X (the most visits a user has is {int(visits.max())}), "
+                f"leaving nothing to fit: lower min_visits")
         self.counts_ = {"n_users": int(len(visits)), "n_users_dropped": int((visits < self.min_visits).sum()),
                         "n_visits": int(len(X)), "n_visits_dropped": int((~kept).sum())}
         return kept

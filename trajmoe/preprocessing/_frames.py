@@ -2,9 +2,61 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-__all__ = ["FrameTransformer"]
+from ..exceptions import SchemaError
+from ..schema import format_rows
+
+__all__ = ["FrameTransformer", "no_fit_params", "parse_times"]
+
+
+def _is_aware(value):
+    """Whether one time value (a Timestamp, datetime or string) carries a UTC offset."""
+    try:
+        return pd.Timestamp(value).tzinfo is not None
+    except (ValueError, TypeError, OverflowError):
+        return False
+
+
+def parse_times(values, col):
+    """An object or string column of times as datetime64 (NaT where a value does not parse).
+
+    Values with different UTC offsets are instants, each read in its own offset (the result
+    is in UTC). Naive and tz-aware values mixed raise a SchemaError naming the naive rows:
+    pandas would make the tz-aware ones NaT, or read the naive ones as UTC.
+    """
+    parsed = None
+    try:
+        parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+        if not (parsed.isna() & values.notna()).any():
+            return parsed
+    except (ValueError, TypeError, OverflowError):  # different offsets, or naive and aware mixed
+        pass
+    utc = pd.to_datetime(values, errors="coerce", format="mixed", utc=True)
+    valid = utc.notna().to_numpy()
+    aware = valid & values.map(_is_aware).to_numpy(dtype=bool)
+    naive = valid & ~aware
+    if aware.any() and naive.any():
+        raise SchemaError(
+            f"column {col!r} mixes tz-aware and naive times: {int(naive.sum())} naive value"
+            f"{'' if naive.sum() == 1 else 's'} at rows {format_rows(values.index, naive)} next to "
+            f"{int(aware.sum())} tz-aware ones. Make them all tz-aware (e.g. "
+            f"pd.Timestamp(t).tz_localize(<time zone>) for the naive ones) or all naive local times")
+    if aware.any() or parsed is None:
+        return utc if aware.any() else pd.to_datetime(values, errors="coerce", format="mixed")
+    return parsed
+
+
+def no_fit_params(step, fit_params):
+    """Raise a ValueError naming ``fit_params`` (a stateless step takes none; ignoring them
+    would hide a typo such as ``Pipeline.fit(X, shortuserfilter__min_visit=3)``)."""
+    if fit_params:
+        name = type(step).__name__
+        raise ValueError(
+            f"{name}.fit_transform takes no fit parameters, got {sorted(fit_params)}: set the "
+            f"step's parameters with {name}(...) or set_params (in a pipeline: "
+            f"pipe.set_params({name.lower()}__<parameter>=...))")
 
 
 class FrameTransformer(TransformerMixin, BaseEstimator):
@@ -31,6 +83,23 @@ class FrameTransformer(TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         return self
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """``fit(X).transform(X)``; a fit parameter raises a ValueError (none is taken).
+
+        Parameters
+        ----------
+        X, y : as in :meth:`fit`
+        **fit_params : dict
+            None: a ValueError names any given.
+
+        Returns
+        -------
+        DataFrame
+            As ``transform``.
+        """
+        no_fit_params(self, fit_params)
+        return self.fit(X).transform(X)
 
     def set_output(self, *, transform=None):
         """Accept an output configuration: the output is a DataFrame whatever it says.

@@ -10,9 +10,12 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval
 
+from .._validation import check_time_zone
 from ..exceptions import DataWarning, SchemaError
-from ..schema import CITY, DEFAULT_CITY, FINISHED_AT, LAT, LON, STARTED_AT, USER, validate_visits
+from ..schema import (CITY, DEFAULT_CITY, FINISHED_AT, LAT, LON, STARTED_AT, TIME_RANGE, USER, format_rows,
+                      validate_visits)
 from ._adapters import TRACKED_AT, as_fixes, is_staypoints, staypoints_to_visits
+from ._frames import no_fit_params, parse_times
 
 _INSTALL_HINT = "install it with `pip install 'trajmoe[gps]'` (or `pip install trackintel`)"
 
@@ -30,7 +33,9 @@ def _utc_times(times: pd.Series, tz):
     """Times as tz-aware UTC (NaT where missing or not representable) and the output zone.
 
     The output zone is ``tz`` when given, else the input's zone; None for naive input
-    without ``tz`` (the output then is naive local time again).
+    without ``tz`` (the output then is naive local time again). Strings or objects with
+    different UTC offsets are read value by value, each in its own offset; naive and
+    tz-aware values mixed raise (their order would be ambiguous).
     """
     if not pd.api.types.is_datetime64_any_dtype(times):
         if pd.api.types.is_numeric_dtype(times) or pd.api.types.is_bool_dtype(times):
@@ -38,10 +43,7 @@ def _utc_times(times: pd.Series, tz):
                 f"column {TRACKED_AT!r} has dtype {times.dtype}, not datetime64: convert it, "
                 f"e.g. pd.to_datetime(X[{TRACKED_AT!r}], unit='s', utc=True)"
             )
-        try:
-            times = pd.to_datetime(times, errors="coerce", format="mixed")
-        except (ValueError, TypeError):
-            times = pd.to_datetime(times, errors="coerce", format="mixed", utc=True)
+        times = parse_times(times, TRACKED_AT)
     if isinstance(times.dtype, pd.DatetimeTZDtype):
         return times.dt.tz_convert("UTC"), tz or str(times.dt.tz)
     if tz is not None:
@@ -50,8 +52,51 @@ def _utc_times(times: pd.Series, tz):
     return times.dt.tz_localize("UTC"), None
 
 
+def _check_time_range(index, utc: pd.Series):
+    """Raise if a time (UTC, no NaT) lies outside :data:`trajmoe.schema.TIME_RANGE`."""
+    lo, hi = TIME_RANGE
+    wall = utc.dt.tz_localize(None)
+    bad = ((wall < lo) | (wall >= hi)).to_numpy(dtype=bool)
+    if bad.any():
+        raise SchemaError(
+            f"column {TRACKED_AT!r} has {int(bad.sum())} value{'' if bad.sum() == 1 else 's'} "
+            f"outside {lo:%Y-%m-%d}..{hi - pd.Timedelta(days=1):%Y-%m-%d} at rows "
+            f"{format_rows(index, bad)} (e.g. {utc[bad].iloc[0]}): placeholder dates such as "
+            f"9999-12-31 or 1970-01-01 (Unix time 0) are not fix times. Drop those rows or give "
+            f"their real times (numbers in the wrong unit: pd.to_datetime(values, unit='s', utc=True))"
+        )
+
+
 def _to_zone(times: pd.Series, zone):
     return times.dt.tz_convert(zone) if zone is not None else times.dt.tz_localize(None)
+
+
+def _coordinate(fixes, col):
+    """Column ``col`` of the fixes as float64 degrees (NaN where a value is no number)."""
+    if pd.api.types.is_bool_dtype(fixes[col]):
+        raise SchemaError(f"column {col!r} is boolean: give the coordinates as WGS84 degrees")
+    return pd.to_numeric(fixes[col], errors="coerce").astype("float64")
+
+
+def _check_not_swapped(index, lat, lon):
+    """Raise if most latitudes lie beyond -90..90 while every longitude lies within it (a few
+    such fixes are invalid fixes, dropped and counted)."""
+    la, lo = np.abs(lat.to_numpy()), np.abs(lon.to_numpy())
+    ok = np.isfinite(la) & np.isfinite(lo)
+    bad = ok & (la > 90)
+    if bad.sum() * 2 >= ok.sum() > 0 and (lo[ok] <= 90).all() and (la[ok] <= 180).all():
+        raise SchemaError(
+            f"column {LAT!r} has {int(bad.sum())} value{'' if bad.sum() == 1 else 's'} outside "
+            f"-90..90 degrees at rows {format_rows(index, bad)}, while every {LON!r} is within "
+            f"-90..90: latitude and longitude look swapped; fix with "
+            f"X.rename(columns={{{LAT!r}: {LON!r}, {LON!r}: {LAT!r}}})"
+        )
+
+
+def _invalid_text(index, reasons):
+    """'2 with missing 'user_id' at rows [3, 9], ...' for the reasons that hold for some rows."""
+    return ", ".join(f"{int(m.sum())} with {what} at rows {format_rows(index, m)}"
+                     for what, m in reasons.items() if m.any())
 
 
 class StayPointDetector(TransformerMixin, BaseEstimator):
@@ -190,13 +235,15 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
         y : None
             Ignored.
         **fit_params : dict
-            Ignored.
+            None: the step takes no fit parameters (a ValueError names any given, e.g.
+            through ``Pipeline.fit(X, staypointdetector__...=...)``, rather than ignoring it).
 
         Returns
         -------
         visits : DataFrame of shape (n_staypoints, 8)
             As :meth:`transform`.
         """
+        no_fit_params(self, fit_params)
         return self._detect(X)
 
     def transform(self, X):
@@ -227,9 +274,14 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
         Raises
         ------
         SchemaError
-            If a required column is missing or ``tracked_at`` is not a time.
+            If a required column is missing or duplicated, ``tracked_at`` is not a time,
+            mixes naive and tz-aware values or holds times outside 1971..2099
+            (:data:`trajmoe.schema.TIME_RANGE`: placeholders, numbers in the wrong unit),
+            ``lat``/``lon`` look swapped or are boolean, or every fix is invalid (the
+            message names the rows and the reason).
         ValueError
-            If no stay point is found (the message gives the counts and what to change).
+            If no stay point is found (the message gives the counts and what to change), or
+            ``tz`` is no IANA time zone.
         ImportError
             If trackintel is not installed.
 
@@ -250,6 +302,8 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
 
     def _detect(self, X):
         self._validate_params()
+        if self.tz is not None:
+            check_time_zone("tz", self.tz)
         if is_staypoints(X):
             return self._from_staypoints(X)
         ti, gpd = _trackintel()
@@ -264,10 +318,24 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
         else:
             city = pd.Series(DEFAULT_CITY, index=fixes.index, dtype=object)
         utc, zone = _utc_times(fixes[TRACKED_AT], self.tz)
-        lat = pd.to_numeric(fixes[LAT], errors="coerce").astype("float64")
-        lon = pd.to_numeric(fixes[LON], errors="coerce").astype("float64")
-        invalid = (fixes[USER].isna() | city.isna() | utc.isna() | ~lat.between(-90, 90)
-                   | ~lon.between(-180, 180)).to_numpy()
+        lat, lon = (_coordinate(fixes, col) for col in (LAT, LON))
+        _check_not_swapped(fixes.index, lat, lon)
+        known = utc.notna().to_numpy()
+        _check_time_range(fixes.index[known], utc[known])
+        reasons = {
+            f"missing {USER!r}": fixes[USER].isna().to_numpy(),
+            f"missing {CITY!r}": city.isna().to_numpy(),
+            f"missing or unparsable {TRACKED_AT!r}": ~known,
+            f"{LAT!r} missing or outside -90..90": ~lat.between(-90, 90).to_numpy(),
+            f"{LON!r} missing or outside -180..180": ~lon.between(-180, 180).to_numpy(),
+        }
+        invalid = np.logical_or.reduce(list(reasons.values()))
+        why = _invalid_text(fixes.index, reasons)
+        if invalid.all():
+            raise SchemaError(
+                f"all {n_in} position fixes are invalid: {why}. Fix or drop those values "
+                f"(lat/lon in WGS84 degrees; tracked_at a time)"
+            )
         frame = pd.DataFrame({"city": city.astype(str), USER: fixes[USER], "t": utc,
                               LAT: lat, LON: lon})[~invalid]
         dup = frame.duplicated(subset=["city", USER, "t", LAT, LON]).to_numpy()
@@ -300,19 +368,22 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
                       n_fixes_unassigned=n_in - int(invalid.sum()) - int(dup.sum()) - merged,
                       n_staypoints=n_sp, n_users=n_users,
                       n_users_without_staypoints=n_users - len(users_with))
-        self._set_counts(**counts)
-        without = [owners[k] for k in range(n_users) if k not in users_with]
-        self._report(counts, without)
-        if n_sp == 0:
+        if n_sp == 0:  # raised before the counts are set: a failed call changes nothing
             raise ValueError(
                 f"no stay point found in {n_in} fixes of {n_users} users "
                 f"({counts['n_invalid']} invalid, {counts['n_duplicates']} duplicates dropped): "
                 f"no run of fixes stays within dist_threshold={self.dist_threshold} m for "
                 f"time_threshold={self.time_threshold} min without a gap over "
                 f"gap_threshold={self.gap_threshold} min. Raise dist_threshold or "
-                f"gap_threshold, lower time_threshold, or set include_last=True (a single "
-                f"stay per user is otherwise never emitted)"
+                f"gap_threshold, lower time_threshold"
+                + ("" if self.include_last else ", or set include_last=True (a single stay per "
+                   "user is otherwise never emitted)")
+                + ("; a user with a single fix never has a stay point" if n_in - counts["n_invalid"]
+                   - counts["n_duplicates"] <= n_users else "")
             )
+        self._set_counts(**counts)
+        without = [owners[k] for k in range(n_users) if k not in users_with]
+        self._report(counts, without, why)
         owner = owners[sp["user_id"].to_numpy()]
         visits = pd.DataFrame({
             USER: owner.get_level_values(1),
@@ -345,10 +416,11 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
         visits["staypoint_id"] = np.arange(len(visits), dtype="int64")
         return visits
 
-    def _report(self, counts, without):
+    def _report(self, counts, without, why=""):
         lost = counts["n_fixes"] - counts["n_fixes_merged"]
         if not lost:
             return
+        why = f" Invalid: {why}." if counts["n_invalid"] else ""
         who = ""
         if without:
             shown = ", ".join(repr(u) for u in without[:5]) + (", ..." if len(without) > 5 else "")
@@ -362,7 +434,7 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
             f"coordinates out of range) and {counts['n_duplicates']:,} duplicates (same user, "
             f"time and position) dropped, {counts['n_fixes_unassigned']:,} in motion, in "
             f"tracking gaps or in a user's last stay (include_last={self.include_last})."
-            f"{who} The counts are in the attribute counts_.",
+            f"{who}{why} The counts are in the attribute counts_.",
             DataWarning,
             stacklevel=5,  # the caller of transform / fit_transform (set_output wraps them)
         )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from .._validation import check_time_zone
-from ..schema import CITY, DEFAULT_CITY, FINISHED_AT, STARTED_AT
-from ._frames import FrameTransformer
+from ..exceptions import SchemaError
+from ..schema import CITY, DEFAULT_CITY, FINISHED_AT, STARTED_AT, format_rows
+from ._frames import FrameTransformer, parse_times
 
 __all__ = ["CityTimeZoneLocalizer"]
 
@@ -72,6 +73,8 @@ class CityTimeZoneLocalizer(FrameTransformer):
         ------
         ValueError
             If ``city_tz`` is None, names an unknown zone, or misses a city of X.
+        trajmoe.exceptions.SchemaError
+            If X is not a non-empty DataFrame.
         """
         self._zones(X)
         return self
@@ -79,6 +82,9 @@ class CityTimeZoneLocalizer(FrameTransformer):
     def _zones(self, X):
         """Zone name of every city of X (dict), after checking the parameters."""
         self._validate_params()
+        if not isinstance(X, pd.DataFrame) or not len(X):
+            raise SchemaError(f"CityTimeZoneLocalizer needs a non-empty visit frame (DataFrame), got "
+                              f"{type(X).__name__}{' with 0 rows' if isinstance(X, pd.DataFrame) else ''}.")
         if self.city_tz is None:
             raise ValueError("CityTimeZoneLocalizer needs city_tz: the IANA time zone of every city, "
                              "e.g. {'nyc': 'America/New_York'} (or one zone for all).")
@@ -112,6 +118,9 @@ class CityTimeZoneLocalizer(FrameTransformer):
         ------
         ValueError
             As :meth:`fit`, for the cities of this X.
+        trajmoe.exceptions.SchemaError
+            As :meth:`fit`; also if a time string does not parse, or naive and tz-aware times
+            are mixed (the message names the rows).
         """
         zones = self._zones(X)
         out = X.copy()
@@ -127,13 +136,17 @@ class CityTimeZoneLocalizer(FrameTransformer):
 
 
 def _instants(values, naive_tz):
-    """Times as datetime64 (tz-aware where the input has offsets)."""
+    """Times as datetime64 (tz-aware where the input has offsets; offsets that differ: instants,
+    in UTC); values that do not parse, or naive and tz-aware values mixed, raise."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return values
-    try:
-        return pd.to_datetime(values)
-    except (ValueError, TypeError):             # offsets that differ: instants, in UTC
-        return pd.to_datetime(values, utc=True)
+    parsed = parse_times(values, values.name)
+    bad = (parsed.isna() & values.notna()).to_numpy()
+    if bad.any():
+        raise SchemaError(f"column {values.name!r} has {int(bad.sum())} unparsable value"
+                          f"{'' if bad.sum() == 1 else 's'} at rows {format_rows(values.index, bad)}: "
+                          f"fix or drop them (pd.to_datetime must accept every value)")
+    return parsed
 
 
 def _wall_clock(times, zone, naive_tz):
