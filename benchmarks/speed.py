@@ -40,8 +40,6 @@ import torch
 import trajmoe
 import trajmoe.estimators._neural as neural
 from trajmoe.cli import load_city
-from trajmoe.estimators._scoring import dense_reference
-from trajmoe.nn.loss import dense_location_log_probs
 
 warnings.filterwarnings("ignore")
 
@@ -67,6 +65,7 @@ def new_path(model, X, k=10):
 
 def compare(name, model, X, old_scoring=None):
     """Time the old and the new path on X, print targets/s, the ratio and whether they agree."""
+    from trajmoe.estimators._scoring import dense_reference
     first = X[X["user_id"] == X["user_id"].iloc[0]]         # warm-up: one-time costs out of the timings
     new_path(model, first)
     if old_scoring is not None:
@@ -104,6 +103,7 @@ def bench_baselines(args):
 
 
 def bench_neural(args):
+    from trajmoe.nn.loss import dense_location_log_probs
     torch.manual_seed(0)
     for city in ("nyc", "yjmob_A"):
         visits, pois = load_city(city)
@@ -131,11 +131,29 @@ def synthetic_city(n_cells, n_users=30, stays=40, seed=0):
     return visits[visits["user_id"] < n_users], visits[visits["user_id"] >= n_users], pois
 
 
-def memory_child(n_cells, path, model_file):
+def peak_gb():
+    """Peak resident memory of this process in GB: the high-water mark of its address space
+    (``VmHWM``, which starts afresh at ``exec``), else ``ru_maxrss`` (which on Linux keeps the
+    peak of the parent a child was forked from).
+
+    Returns
+    -------
+    float
+        GB (2**30 bytes).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def memory_child(n_cells, path, model_file, n_test_users=30):
     """``path == "fit"``: fit a small network on a synthetic city and pickle it to
-    ``model_file``; else load it, score the test users (old or new path) and print the number of
-    cells, the peak memory before and after scoring (GB) and the seconds scoring took."""
-    train, test, pois = synthetic_city(n_cells)
+    ``model_file``; else load it, score ``n_test_users`` test users (old or new path) and print
+    the number of cells, the peak memory before and after scoring (GB), the seconds scoring took
+    and the number of targets scored."""
+    train, test, pois = synthetic_city(n_cells, n_users=30 if path == "fit" else n_test_users)
     if path == "fit":
         model = trajmoe.TrajMoERegressor(preset="small", max_epochs=1, batch_size=8, random_state=0,
                                          device="cpu", min_stays=1)
@@ -145,14 +163,18 @@ def memory_child(n_cells, path, model_file):
     with open(model_file, "rb") as f:
         model = pickle.load(f)
     n = model.encoder_.cities_["city"].n_locations
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    before = peak_gb()
     if path == "old":
+        # the dense path of the first releases (imported here: this module's fast path also runs
+        # on releases without it, see benchmarks/throughput.py --compare)
+        from trajmoe.estimators._scoring import dense_reference
+        from trajmoe.nn.loss import dense_location_log_probs
         neural.location_log_probs = dense_location_log_probs
-        _, seconds = timed(lambda: dense_reference(model, test, 10))
+        (_, _, table), seconds = timed(lambda: dense_reference(model, test, 10))
     else:
-        _, seconds = timed(lambda: new_path(model, test))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"{n} {before:.3f} {peak:.3f} {seconds:.2f}")
+        (_, _, table), seconds = timed(lambda: new_path(model, test))
+    peak = peak_gb()
+    print(f"{n} {before:.3f} {peak:.3f} {seconds:.2f} {len(table)}")
 
 
 def bench_memory(args):
@@ -170,7 +192,7 @@ def bench_memory(args):
                     continue
                 out = subprocess.run([sys.executable, __file__, "memory-child", str(n_cells), path, model_file],
                                      capture_output=True, text=True, check=True).stdout.split()
-                n, before, peak, seconds = int(out[0]), *map(float, out[1:])
+                n, before, peak, seconds = int(out[0]), *map(float, out[1:4])
                 verdict = f"  within {MEMORY_BOUND_GB:.0f} GB: {peak <= MEMORY_BOUND_GB}" if n_cells == 100_000 else ""
                 print(f"{n:>8} {path:>4} {before:>7.2f} {peak:>7.2f} {peak - before:>8.2f} {seconds:>8.1f}{verdict}",
                       flush=True)
@@ -181,7 +203,7 @@ def main(argv=None):
     parser.add_argument("what", nargs="?", default="all", choices=["baselines", "neural", "memory", "all"])
     parser.add_argument("--users", type=int, default=30, help="test users (default 30)")
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "memory-child":
-        memory_child(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+        memory_child(int(sys.argv[2]), sys.argv[3], sys.argv[4], *map(int, sys.argv[5:6]))
         return
     args = parser.parse_args(argv)
     print(f"trajmoe {trajmoe.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import trajmoe.estimators._neural as neural
 from trajmoe import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, MarkovBaseline,
@@ -178,3 +180,63 @@ def test_predict_and_evaluate_checks_its_arguments(cities, bad, match):
     model = PopularityBaseline().fit(train)
     with pytest.raises(ValueError, match=match):
         model.predict_and_evaluate(test, **bad)
+
+
+# the gravity rows read off the table of grid offsets equal those computed from the centroids
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), beta=st.floats(0.0, 6.0), offset=st.floats(5.0, 3000.0),
+       cell_size=st.sampled_from([500.0, 250.0, 333.3]))
+def test_gravity_rows_from_the_offset_table_equal_the_direct_rows(seed, beta, offset, cell_size):
+    from trajmoe.estimators._counting import _decay_table, _gravity, _gravity_from_table
+    rng = np.random.default_rng(seed)
+    w, h = rng.integers(1, 12, 2)
+    box = np.stack(np.meshgrid(np.arange(w), np.arange(h), indexing="ij"), -1).reshape(-1, 2) + rng.integers(-5, 5, 2)
+    cells = box[np.sort(rng.choice(len(box), rng.integers(1, len(box) + 1), replace=False))]
+    # popularity with ties (unvisited cells share a share)
+    log_pop = np.log((rng.integers(0, 3, len(cells)) + 1.0) / (len(cells) + 10.0))
+    query = rng.integers(cells.min(axis=0), cells.max(axis=0) + 1, (7, 2))      # in the cells' box
+    centroid = lambda c: (c + 0.5) * cell_size      # noqa: E731  (a projected grid's centroids)
+    direct = _gravity(log_pop, centroid(cells), centroid(query), beta, offset)
+    fast = np.empty_like(direct)
+    table = _decay_table(cells, cell_size, beta, offset)
+    assert not _gravity_from_table(log_pop, table, query, fast).any()
+    np.testing.assert_allclose(fast, direct, rtol=1e-12, atol=1e-12)
+    if cell_size != 333.3:     # exact centroids: the same order and pessimistic ranks of every cell
+        np.testing.assert_array_equal(np.argsort(-fast, axis=1, kind="stable"),
+                                      np.argsort(-direct, axis=1, kind="stable"))
+        np.testing.assert_array_equal((fast[:, None, :] >= fast[:, :, None]).sum(-1),
+                                      (direct[:, None, :] >= direct[:, :, None]).sum(-1))
+    # rows computed one at a time or in one block are the same floats
+    for i in range(len(query)):
+        row = np.empty((1, len(cells)))
+        _gravity_from_table(log_pop, table, query[i:i + 1], row)
+        np.testing.assert_array_equal(row[0], fast[i])
+
+
+def test_gravity_rows_outside_the_box_take_the_direct_path(cities, monkeypatch):
+    from trajmoe.encoder import cell_keys
+    from trajmoe.estimators import _counting
+    train, _ = cities["yjmob_A"]
+    model = HistoryGravityBaseline(beta=2.0, offset=250.0, history_weight=0.4, popularity_weight=0.2,
+                                   recency_weight=1.0).fit(train)
+    direct = []
+    original = _counting._gravity
+    monkeypatch.setattr(_counting, "_gravity", lambda *a, **k: direct.append(len(a[2])) or original(*a, **k))
+    # visits 50,000 cells away join the vocabulary (unseen cells): the box is too large for a table
+    far = train[train["user_id"] == train["user_id"].iloc[0]].head(8).copy()
+    far.loc[far.index[2:4], "x"] += 50_000
+    far["user_id"] = -1
+    assert_same(model, far)
+    assert direct
+    # rows of unknown positions (-1) and of cells outside the box, among rows read off the table
+    table = model.encoder_.cities_["yjmob_A"]
+    cells = table.cells[[0, 5, len(table.cells) - 1]]
+    keys = np.r_[-1, cell_keys(cells[:, 0], cells[:, 1]), cell_keys([-400], [7])]
+    direct.clear()
+    rows = model._gravity_rows("yjmob_A", keys)
+    assert direct == [2]                      # the unknown position and the far cell
+    query = np.full((len(keys), 2), np.nan)
+    query[1:] = _counting._centroids(table, np.vstack([cells, [[-400, 7]]]))
+    expected = original(_counting._log_popularity(table.visit_counts), _counting._centroids(table, table.cells),
+                        query, model.beta_, model.offset_)
+    np.testing.assert_allclose(rows, expected, rtol=1e-12, atol=1e-12)
