@@ -522,7 +522,12 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         steps on the new city's features moved the network away from what pre-training taught
         and there were no more steps to come back (validation users, seed 0, quick benchmark:
         Gowalla Bay Area Acc@1 .080 at 64 windows a batch, .161 at 16, .254 at 8, .250 at 4;
-        NYC .327 / .328 / .327 / .311; YJMob100K A .248 / .248 / .251; docs/results.rst).
+        NYC .327 / .328 / .327 / .311; YJMob100K A .248 / .248 / .251). It is a trade-off, not
+        a free gain: on NYC validation users of seeds 1 and 2 the extra steps cost .214 -> .159
+        and .228 -> .173 (fine-tuning on 7 users then drifts from the window's history), and on
+        test users over three seeds NYC fell from .223 to .188 while Gowalla rose from .160 to
+        .233 and YJMob100K A stayed level (docs/results.rst). Set ``finetune_batch_size=None``
+        to fine-tune in ``batch_size`` batches.
 
         References
         ----------

@@ -112,8 +112,9 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         step decay), chosen on validation users of Foursquare NYC.
     finetune_batch_size : int or None, default 8
         Windows per batch of ``partial_fit`` (None = ``batch_size``). One epoch on 5 % of a
-        city is a few hundred windows; 8 a batch gives it enough steps (chosen on the
-        validation users of the three benchmark targets; see ``partial_fit``).
+        city is a few hundred windows; 8 a batch gives it enough steps (better on average over
+        the validation users of the three benchmark targets, worse on two of three NYC
+        seeds; see ``partial_fit``).
     clip_grad : float, default 1.0
         Gradient norm clipping (None to disable).
     city_tz : dict of str -> str, optional
