@@ -170,7 +170,9 @@ def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144
         bounds = np.unique(bounds[bounds[:, 1] > bounds[:, 0]], axis=0)
     long_enough = (bounds[:, 1] - bounds[:, 0]) >= min_stays
     if not long_enough.all():
-        _report_short_windows(bounds[long_enough], len(day), user_key, min_stays, window_days)
+        kind = ("non-overlapping windows, as scored" if stride_days is None
+                else f"training windows starting every {stride_days} day{'s' if stride_days != 1 else ''}")
+        _report_short_windows(bounds[long_enough], len(day), user_key, min_stays, window_days, kind)
     bounds = bounds[long_enough]
     length = bounds[:, 1] - bounds[:, 0]
     pieces = -(-length // max_tokens)
@@ -182,8 +184,8 @@ def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144
     return np.unique(out, axis=0) if stride_days is not None else out
 
 
-def _report_short_windows(kept, n_rows, user_key, min_stays, window_days):
-    """DataWarning: how many visits and users ``min_stays`` leaves without a window."""
+def _report_short_windows(kept, n_rows, user_key, min_stays, window_days, kind):
+    """DataWarning: how many visits and users ``min_stays`` leaves without a window of ``kind``."""
     import warnings
 
     from .exceptions import DataWarning
@@ -201,7 +203,7 @@ def _report_short_windows(kept, n_rows, user_key, min_stays, window_days):
         f"min_stays={min_stays}: {n_out} of {n_rows} visits are in no window of at least {min_stays} "
         f"visits within window_days={window_days} days and are left out (not trained on, not scored); "
         f"{len(left)} of {len(users)} users have no such window at all. Lower min_stays or raise "
-        "window_days to use them.",
+        f"window_days to use them. ({kind.capitalize()}.)",
         DataWarning, stacklevel=4)
 
 
