@@ -197,6 +197,17 @@ def test_partial_fit_continues_from_current_weights(nyc):
     assert changed
 
 
+def test_partial_fit_takes_batches_of_finetune_batch_size(nyc):
+    train, _, _ = nyc
+    model = TrajMoERegressor(**{**TINY, "max_epochs": 1, "batch_size": 64}).fit(train)
+    n_windows = len(model._training_windows(model._visits_of(train), holdout=False)[0])
+    for size, expected in ((8, -(-n_windows // 8)), (None, -(-n_windows // 64))):
+        model.set_params(finetune_batch_size=size).partial_fit(train)
+        assert len(model.net_.history[-1]["batches"]) == expected
+        assert model.net_.batch_size == (size or 64)
+    assert -(-n_windows // 8) > -(-n_windows // 64)              # the two sizes are told apart
+
+
 def test_partial_fit_on_unfitted_model_initialises(nyc):
     train, test, _ = nyc
     model = TrajMoERegressor(**TINY).partial_fit(train)

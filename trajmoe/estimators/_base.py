@@ -187,7 +187,7 @@ class NextLocationEstimator(BaseEstimator):
                 "pickle it again with this version.", ModelVersionWarning, stacklevel=2)
         # parameters added after the model was saved take their defaults
         for name, param in inspect.signature(type(self).__init__).parameters.items():
-            if param.default is not inspect.Parameter.empty and name not in state and name != "kwargs":
+            if param.default is not inspect.Parameter.empty and name not in state:
                 state[name] = param.default
         super().__setstate__(state)
 
