@@ -9,7 +9,8 @@ ratios hold even when the machine's speed drifts:
   batch, a stable argsort per token, two passes) and by the estimators' own path; and whether
   both give the same top 10 and ranks.
 - ``neural``: the same for a small TrajMoE network (trained one epoch) on Foursquare NYC and
-  YJMob100K city A, the old path being the dense copy/history scoring in unsorted batches.
+  YJMob100K city A, the old path being the dense copy/history scoring in unsorted batches with the
+  distance buckets of every (token, cell) pair found by a search over the edges.
 - ``memory``: peak resident memory of ``predict_topk`` and ``target_ranks`` of a TrajMoE network
   on a synthetic city of 1,000, 10,000 and 100,000 cells (one fresh process per figure), new path
   and, up to 10,000 cells, the old one (at 100,000 cells it needs about 20 GB).
@@ -39,6 +40,8 @@ import torch
 
 import trajmoe
 import trajmoe.estimators._neural as neural
+import trajmoe.nn.loss as loss
+from trajmoe.nn.retrieval import DISTANCE_EDGES, N_DISTANCE_BUCKETS
 from trajmoe.cli import load_city
 
 warnings.filterwarnings("ignore")
@@ -63,18 +66,29 @@ def new_path(model, X, k=10):
     return labels, values, model.target_table(X)
 
 
+def bucketize_distance_buckets(current, metres):
+    """The distance buckets of the first releases: Euclidean distances of every (token, cell) pair,
+    then a search over the edges (:func:`trajmoe.nn.retrieval.distance_buckets` gives the same
+    buckets from the squared distances of each distinct current cell)."""
+    n_cells = metres.shape[0] - 1
+    d = torch.cdist(metres[current], metres[:n_cells], compute_mode="donot_use_mm_for_euclid_dist")
+    buckets = torch.bucketize(d, torch.tensor(DISTANCE_EDGES, dtype=d.dtype, device=d.device))
+    return buckets.masked_fill_((current >= n_cells).unsqueeze(-1), N_DISTANCE_BUCKETS - 1)
+
+
 def compare(name, model, X, old_scoring=None):
     """Time the old and the new path on X, print targets/s, the ratio and whether they agree."""
     from trajmoe.estimators._scoring import dense_reference
     first = X[X["user_id"] == X["user_id"].iloc[0]]         # warm-up: one-time costs out of the timings
     new_path(model, first)
     if old_scoring is not None:
-        saved, neural.location_log_probs = neural.location_log_probs, old_scoring
+        saved = neural.location_log_probs, loss.distance_buckets
+        neural.location_log_probs, loss.distance_buckets = old_scoring, bucketize_distance_buckets
     try:
         (old_labels, _, old_table), old_s = timed(lambda: dense_reference(model, X, 10))
     finally:
         if old_scoring is not None:
-            neural.location_log_probs = saved
+            neural.location_log_probs, loss.distance_buckets = saved
     (labels, _, table), new_s = timed(lambda: new_path(model, X))
     report, one_s = timed(lambda: model.predict_and_evaluate(X, k=10))
     n = len(table)

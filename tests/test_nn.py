@@ -114,6 +114,28 @@ def test_trailing_pad_does_not_change_valid_positions():
     assert torch.isneginf(out_padded["copy_scores"][:, :, 5:]).all()
 
 
+@pytest.mark.parametrize("options", [{}, {"experts": False}, {"shared_expert": False}, {"top_k": 2}])
+def test_block_skips_pad_tokens_without_changing_valid_ones(options):
+    """With the valid mask, a block's FFNs and router run on the real tokens only: the same values
+    there as without the mask, no FFN update and zero gates at PAD tokens."""
+    torch.manual_seed(0)
+    block = SAMoEBlock(d_model=16, n_heads=2, dropout=0.0, **options).eval()
+    batch, length = 3, 6
+    h, t0 = torch.randn(4 * batch, length, 16), torch.randn(batch, length, 16)
+    valid = torch.arange(length)[None, :] < torch.tensor([[6], [2], [4]])
+    full, full_gates = block(h, t0)
+    skipped, gates = block(h, t0, valid)
+    streams = valid.repeat(4, 1)
+    torch.testing.assert_close(skipped[streams], full[streams], rtol=1e-5, atol=1e-6)
+    attention_only = h + block.attn(block.ln1(h))
+    torch.testing.assert_close(skipped[~streams], attention_only[~streams], rtol=0, atol=0)
+    if full_gates is not None:
+        torch.testing.assert_close(gates[valid], full_gates[valid], rtol=1e-5, atol=1e-6)
+        assert (gates[~valid] == 0).all()
+    same, _ = block(h, t0, torch.ones(batch, length, dtype=torch.bool))
+    assert torch.equal(same, full)
+
+
 def test_streams_share_weights_but_never_attend_to_each_other():
     torch.manual_seed(0)
     block = SAMoEBlock(d_model=16, n_heads=2, dropout=0.0).eval()

@@ -159,12 +159,12 @@ def generation_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torc
 
 def _dense_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``q . C^T`` plus the candidate bias and the distance prior: the terms of every cell."""
-    logits = out["query"][rows, cols] @ out["candidates"].T
-    if out.get("candidate_bias") is not None:
-        logits = logits + out["candidate_bias"]
+    query, bias = out["query"][rows, cols], out.get("candidate_bias")
+    # one [n, N] tensor, added to in place (the products' backward does not need their output)
+    logits = query @ out["candidates"].T if bias is None else torch.addmm(bias, query, out["candidates"].T)
     if out.get("distance") is not None:
         buckets = distance_buckets(out["location"][rows, cols].clamp_min(0), out["cell_metres"])
-        logits = logits + out["distance"][rows, cols].gather(1, buckets)
+        logits = logits.add_(out["distance"][rows, cols].gather(1, buckets))
     return logits
 
 

@@ -183,16 +183,17 @@ class SAMoETransformer(RetrievalNetwork):
         check_choice("preset", name, tuple(PRESETS))
         return cls(**{**PRESETS[name], **kwargs})
 
-    def _encode(self, e_poi, e_geo, e_pop, t0):
+    def _encode(self, e_poi, e_geo, e_pop, t0, valid=None):
         """Four streams stacked on the batch axis through the SAMoE blocks; returns
-        ``H_traj + t0`` (the head's input) and the last block's router weights."""
+        ``H_traj + t0`` (the head's input) and the last block's router weights. The blocks' expert
+        FFNs and router skip the PAD tokens (``valid`` False)."""
         trajectory = e_poi + e_geo + e_pop
         if self.time_in_trajectory:
             trajectory = trajectory + t0
         h = self.dropout(torch.cat([e_poi + t0, e_geo + t0, e_pop + t0, trajectory]))
         gates = None
         for block in self.blocks:
-            h, gates = block(h, t0)
+            h, gates = block(h, t0, valid)
         return h[-t0.shape[0]:] + t0, gates
 
 

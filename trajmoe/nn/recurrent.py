@@ -69,7 +69,7 @@ class LSTMNetwork(RetrievalNetwork):
                             dropout=dropout if n_layers > 1 else 0.0)
         self._reset_parameters()
 
-    def _encode(self, e_poi, e_geo, e_pop, t0):
+    def _encode(self, e_poi, e_geo, e_pop, t0, valid=None):
         hidden, _ = self.lstm(self.dropout(e_poi + e_geo + e_pop + t0))
         return hidden, None
 
@@ -121,7 +121,7 @@ class TransformerNetwork(RetrievalNetwork):
         self.layers = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self._reset_parameters()
 
-    def _encode(self, e_poi, e_geo, e_pop, t0):
+    def _encode(self, e_poi, e_geo, e_pop, t0, valid=None):
         length = t0.shape[1]
         causal = torch.ones(length, length, dtype=torch.bool, device=t0.device).triu(1)
         return self.layers(self.dropout(e_poi + e_geo + e_pop + t0), mask=causal, is_causal=True), None

@@ -38,6 +38,8 @@ COORD_ENCODINGS = ("linear", "sinusoidal")
 #: holds farther cells and one more bucket the cells of an unknown current position.
 DISTANCE_EDGES = (1.0,) + tuple(500.0 * 2 ** ((k + 0.5) / 2) for k in range(16))
 N_DISTANCE_BUCKETS = len(DISTANCE_EDGES) + 2
+#: Square of the metres the log-spaced edges of :data:`DISTANCE_EDGES` are relative to.
+_SQUARED_BASE = 500.0**2
 #: Exponent of the gravity prior ``-beta log(d + 250 m)`` the distance buckets start from.
 GRAVITY_PRIOR = 1.5
 #: Initial weights of the history prior: logit per earlier visit of a cell in the window, and per
@@ -412,12 +414,15 @@ class RetrievalNetwork(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _encode(
-        self, e_poi: torch.Tensor, e_geo: torch.Tensor, e_pop: torch.Tensor, t0: torch.Tensor
+        self, e_poi: torch.Tensor, e_geo: torch.Tensor, e_pop: torch.Tensor, t0: torch.Tensor,
+        valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Hidden states [B, L, d] (before ``LN_f``) and router weights [B, L, E] or None.
 
         ``e_poi``, ``e_geo``, ``e_pop`` are the tokens' embeddings and ``t0`` their time embedding,
-        all [B, L, d]; position ``t`` must only see positions ``<= t``.
+        all [B, L, d]; position ``t`` must only see positions ``<= t``. ``valid`` [B, L] marks the
+        real (non-PAD) tokens: an encoder may skip work on the others, whose hidden states are
+        never scored.
         """
         raise NotImplementedError
 
@@ -455,8 +460,8 @@ class RetrievalNetwork(nn.Module):
             ``"candidates"`` FloatTensor [N, d]; ``"location"`` LongTensor [B, L] (the input);
             ``"copy_scores"`` FloatTensor [B, L, L] (``-inf`` where not copyable) or None;
             ``"gate"`` FloatTensor [B, L] in (0, 1] (generation probability) or None;
-            ``"gates"`` FloatTensor [B, L, E] router weights of the last layer, or None for
-            networks without a router; ``"candidate_bias"`` FloatTensor [N] (popularity-bin
+            ``"gates"`` FloatTensor [B, L, E] router weights of the last layer (0 at PAD
+            positions), or None for networks without a router; ``"candidate_bias"`` FloatTensor [N] (popularity-bin
             bias of the distance prior, ID bias of ``location_ids``) or None;
             ``"distance"`` FloatTensor [B, L, K] per-position values of the distance buckets and
             ``"cell_metres"`` [N+1, 2], or None without the distance prior; ``"history"``
@@ -492,7 +497,7 @@ class RetrievalNetwork(nn.Module):
             e_poi, e_geo, e_pop = e_id, torch.zeros_like(e_id), torch.zeros_like(e_id)
         else:
             e_poi, e_geo, e_pop = self.embed(poi[token], coords[token], rank[token])
-        hidden, gates = self._encode(e_poi, e_geo, e_pop, t0)
+        hidden, gates = self._encode(e_poi, e_geo, e_pop, t0, ~pad)
         h = self.ln_f(hidden)
         q = self.query(h)
         out = {
@@ -605,12 +610,25 @@ def distance_buckets(current: torch.Tensor, metres: torch.Tensor) -> torch.Tenso
     LongTensor [n, N]
         Bucket index in 0..K-1 (:data:`N_DISTANCE_BUCKETS` = K); K-1 where the current position
         is unknown.
+
+    Notes
+    -----
+    The rows are computed once per distinct current cell and copied to the positions that share
+    it. The edges of :data:`DISTANCE_EDGES` after the first lie a factor ``sqrt(2)`` apart, so the
+    bucket of a distance ``d > 1`` m is ``1 + clip(ceil(log2(d^2 / 500^2) - 1/2), 0, 16)``,
+    computed from the squared distance without a square root or a search over the edges
+    (:func:`torch.bucketize` over the edges gives the same buckets, 2-3x slower; they can differ
+    only for a distance within float32 rounding of an edge, which no two centroids of a 500 m
+    grid are: ``d / 500 = sqrt(integer)``).
     """
     n_cells = metres.shape[0] - 1
-    d = torch.cdist(metres[current], metres[:n_cells], compute_mode="donot_use_mm_for_euclid_dist")
-    edges = torch.tensor(DISTANCE_EDGES, dtype=d.dtype, device=d.device)
-    buckets = torch.bucketize(d, edges)
-    return buckets.masked_fill_((current >= n_cells).unsqueeze(-1), N_DISTANCE_BUCKETS - 1)
+    distinct, inverse = torch.unique(current, return_inverse=True)
+    here, cells = metres[distinct].unsqueeze(1), metres[:n_cells]
+    squared = (here[..., 0] - cells[:, 0]).square_().add_((here[..., 1] - cells[:, 1]).square_())   # [U, N]
+    near = squared <= DISTANCE_EDGES[0] ** 2
+    rows = squared.div_(_SQUARED_BASE).log2_().sub_(0.5).ceil_().clamp_(0, len(DISTANCE_EDGES) - 1).add_(1).long()
+    rows.masked_fill_(near, 0).masked_fill_((distinct >= n_cells).unsqueeze(-1), N_DISTANCE_BUCKETS - 1)
+    return rows[inverse]
 
 
 def history_features(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_cells: int):

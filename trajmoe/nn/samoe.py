@@ -300,7 +300,7 @@ class SAMoEBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, h: torch.Tensor, t0: torch.Tensor
+        self, h: torch.Tensor, t0: torch.Tensor, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Update the stacked streams.
 
@@ -310,25 +310,39 @@ class SAMoEBlock(nn.Module):
             Streams stacked stream-major in the order :data:`STREAMS`.
         t0 : FloatTensor [B, L, d]
             Layer-0 time embedding (router input).
+        valid : BoolTensor [B, L], optional
+            Real (non-PAD) tokens. The expert FFNs and the router then run on these tokens only
+            (PAD tokens keep their attention update and get no FFN update); None: every token.
+            PAD tokens trail the valid ones, so valid tokens get the same values either way.
 
         Returns
         -------
         h : FloatTensor [4B, L, d]
         gates : FloatTensor [B, L, 3] or None
-            Router weights of the specialists (None without experts).
+            Router weights of the specialists (0 at PAD tokens when ``valid`` is given; None
+            without experts).
         """
         h = h + self.dropout(self.attn(self.ln1(h)))
-        z = self.ln2(h)
-        if self.router is None:
-            update = self.ffn(z.reshape(1, -1, z.shape[-1])).view_as(h)
-            return h + self.dropout(update), None
         batch, length, d = t0.shape
-        z = z.view(len(STREAMS), batch, length, d)
-        e = self.ffn(z[: self.ffn.n_experts].reshape(self.ffn.n_experts, -1, d))
-        e = e.view(self.ffn.n_experts, batch, length, d)
-        gates = self.router(z[-1], t0)
-        trajectory = torch.einsum("bli,ibld->bld", gates, e[:N_SPECIALISTS])
-        if self.ffn.n_experts > N_SPECIALISTS:
-            trajectory = trajectory + e[N_SPECIALISTS]
-        update = torch.cat([e[:N_SPECIALISTS], trajectory.unsqueeze(0)]).view_as(h)
-        return h + self.dropout(update), gates
+        streams = h.view(len(STREAMS), batch * length, d)
+        tokens = None if valid is None or bool(valid.all()) else valid.reshape(-1).nonzero().squeeze(1)
+        if tokens is not None:          # the FFNs and the router on real tokens only
+            streams = streams.index_select(1, tokens)
+        z = self.ln2(streams)                                               # [4, M, d]
+        if self.router is None:
+            update, gates = self.ffn(z.reshape(1, -1, d)).view_as(z), None
+        else:
+            e = self.ffn(z[: self.ffn.n_experts])                           # [E, M, d]
+            time = t0.reshape(-1, d) if tokens is None else t0.reshape(-1, d).index_select(0, tokens)
+            gates = self.router(z[-1], time)                                # [M, 3]
+            trajectory = torch.einsum("mi,imd->md", gates, e[:N_SPECIALISTS])
+            if self.ffn.n_experts > N_SPECIALISTS:
+                trajectory = trajectory + e[N_SPECIALISTS]
+            update = torch.cat([e[:N_SPECIALISTS], trajectory.unsqueeze(0)])
+        update = self.dropout(update)
+        if tokens is not None:
+            update = update.new_zeros(len(STREAMS), batch * length, d).index_copy(1, tokens, update)
+            if gates is not None:
+                gates = gates.new_zeros(batch * length, gates.shape[-1]).index_copy(0, tokens, gates)
+        gates = None if gates is None else gates.view(batch, length, -1)
+        return h + update.view_as(h), gates
