@@ -208,6 +208,24 @@ def test_partial_fit_takes_batches_of_finetune_batch_size(nyc):
     assert -(-n_windows // 8) > -(-n_windows // 64)              # the two sizes are told apart
 
 
+def test_partial_fit_keeps_the_finetune_frozen_parts(nyc):
+    """partial_fit after fit keeps the named parts fixed and trains every other weight; () trains
+    all; every weight is trainable again afterwards; an unknown part is named in the error."""
+    train, _, _ = nyc
+    model = TrajMoERegressor(**{**TINY, "max_epochs": 1}).fit(train)
+    for frozen in (("tower",), ("tower", "blocks"), ()):
+        before = {k: v.detach().clone() for k, v in model.net_.module_.named_parameters()}
+        model.set_params(finetune_frozen=frozen).partial_fit(train)
+        moved = {k.split(".")[0] for k, v in model.net_.module_.named_parameters() if not torch.equal(v, before[k])}
+        assert moved.isdisjoint(frozen) and {"query", "embed"} <= moved
+        assert ("tower" in moved) == (frozen == ())
+        assert all(p.requires_grad for p in model.net_.module_.parameters())
+    weights = {k: v.detach().clone() for k, v in model.net_.module_.named_parameters()}
+    with pytest.raises(ValueError, match=r"\['towr'\].*its parts are \[.*'tower'"):
+        model.set_params(finetune_frozen=("towr",)).partial_fit(train)
+    assert all(torch.equal(v, weights[k]) for k, v in model.net_.module_.named_parameters())
+
+
 def test_partial_fit_on_unfitted_model_initialises(nyc):
     train, test, _ = nyc
     model = TrajMoERegressor(**TINY).partial_fit(train)

@@ -14,6 +14,7 @@ written by another version of trajmoe loads with a :class:`trajmoe.exceptions.Mo
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import warnings
@@ -158,7 +159,9 @@ def load_model(path, device=None):
         warnings.warn(f"{path} was saved by trajmoe {saved_version} and is loaded by trajmoe {__version__}: it "
                       "usually works, but predictions may differ where the library changed. Save it again "
                       "with this version, or refit it.", ModelVersionWarning, stacklevel=2)
-    params = dict(config["estimator"])
+    # JSON has no tuples: a parameter whose default is a tuple (finetune_frozen) comes back as one
+    tuples = {name for name, p in inspect.signature(cls.__init__).parameters.items() if isinstance(p.default, tuple)}
+    params = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in config["estimator"].items()}
     if device is not None:
         check_device(device)
         params["device"] = device

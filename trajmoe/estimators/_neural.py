@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import sys
 from numbers import Integral, Real
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import GradientNormClipping, ProgressBar
+from skorch.callbacks import Freezer, GradientNormClipping, ProgressBar
 from skorch.helper import predefined_split
 from sklearn.base import TransformerMixin
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
@@ -142,6 +143,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         "finetune_epochs": [Interval(Integral, 1, None, closed="left")],
         "finetune_lr": [Interval(Real, 0, None, closed="left"), None],
         "finetune_batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "finetune_frozen": [tuple, list],
         "clip_grad": [Interval(Real, 0, None, closed="neither"), None],
         "callbacks": [list, None],
         "checkpoint_dir": [str, os.PathLike, None],
@@ -239,7 +241,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                 f"set_params changed what fit fixed ({detail}): partial_fit continues the fitted network, "
                 "whose architecture, encoder, device, loss and optimizer cannot change. Set them back, or "
                 "call fit to train a new network (lr, finetune_lr, finetune_epochs, batch_size, finetune_batch_size, "
-                "clip_grad, "
+                "finetune_frozen, clip_grad, "
                 "callbacks and the window parameters do take effect in partial_fit).")
 
     def _module_params(self):
@@ -478,7 +480,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         return run_fingerprint(params, arrays)
 
     def partial_fit(self, X, y=None, pois=None):
-        """Fine-tune all weights for ``finetune_epochs`` epochs (default ONE) on X.
+        """Fine-tune for ``finetune_epochs`` epochs (default ONE) on X, every weight but the parts named by ``finetune_frozen``.
 
         Cities of X that the model does not know are registered on the fly (their
         location features come from X and ``pois``); known cities gain X's cells and
@@ -529,6 +531,16 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         .233 and YJMob100K A stayed level (docs/results.rst). Set ``finetune_batch_size=None``
         to fine-tune in ``batch_size`` batches.
 
+        The parts named by ``finetune_frozen`` (default: the location tower, which computes the
+        candidates from the cells' features) stay as ``fit`` left them; a ``partial_fit`` on an
+        unfitted model trains every weight. Measured on the same validation users at 8 windows a
+        batch (Acc@1, NYC seeds 0 / 1 / 2, Gowalla Bay Area seeds 0 / 1 / 2, YJMob100K A seed 0):
+        every weight .327 / .159 / .173, .254 / .186 / .242, .251; tower kept .325 / .202 / .231,
+        .234 / .160 / .236, .249 (64 windows a batch, every weight: .327 / .214 / .228, .080 /
+        .126 / .165, .248). Kept fixed, the tower no longer moves the candidates of the cells the
+        few users visited, which cost the other users' returns on NYC; Gowalla loses a little.
+        ``finetune_frozen=()`` fine-tunes every weight, as the paper does.
+
         References
         ----------
         docs/method.rst, "Training protocol" (transfer: one epoch on 1-10 % of the target city).
@@ -536,13 +548,14 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         first = not hasattr(self, "net_")
         X = self._fit_encoder(X, pois, partial=not first)
         train, _ = self._training_windows(X, holdout=False)
-        with self._seeded(0 if first else len(self.net_.history)):
+        with self._seeded(0 if first else len(self.net_.history)), \
+                _frozen(None if first else self.net_, self.finetune_frozen) as freezing:
             if first:
                 self.net_ = self._new_net(None, schedule=False)
                 self.net_.initialize()
                 self.net_.set_params(batch_size=self._finetune_batch_size())
             else:
-                self.net_.set_params(train_split=None, callbacks=self._callbacks(validate=False, schedule=False),
+                self.net_.set_params(train_split=None, callbacks=freezing + self._callbacks(validate=False, schedule=False),
                                      lr=self._finetune_lr(), batch_size=self._finetune_batch_size(),
                                      verbose=self.verbose if is_main_process() else 0)
                 self.net_.initialize_callbacks()
@@ -824,3 +837,44 @@ def check_device(device):
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r}, but torch has no MPS device here: use device='auto' or 'cpu'.")
 
+
+def _every_epoch(net) -> bool:
+    """``at`` of the freezing callback: apply at the start of every epoch."""
+    return True
+
+
+def _in_parts(parts, name) -> bool:
+    """Whether parameter ``name`` belongs to one of the network parts ``parts``."""
+    return any(name == part or name.startswith(part + ".") for part in parts)
+
+
+@contextlib.contextmanager
+def _frozen(net, parts):
+    """Keep the network parts ``parts`` fixed while training ``net`` inside the block: skorch's
+    :class:`~skorch.callbacks.Freezer` at every epoch, every weight trainable again afterwards.
+
+    Yields
+    ------
+    list of (str, Callback)
+        The callbacks to add to the training call (none where ``net`` is None: a network
+        initialised by this call trains every weight).
+
+    Raises
+    ------
+    ValueError
+        If a name is not a part of the network (a child module or a parameter of its own).
+    """
+    if net is None:
+        yield []
+        return
+    module = net.module_
+    names = [n for n, _ in module.named_children()] + [n for n, _ in module.named_parameters(recurse=False)]
+    unknown = [part for part in parts if not isinstance(part, str) or part not in names]
+    if unknown:
+        raise ValueError(f"finetune_frozen names {unknown!r}, which are not parts of this network; "
+                         f"its parts are {sorted(names)} (e.g. finetune_frozen=('tower',), or () to fine-tune every weight)")
+    try:
+        yield [("finetune_frozen", Freezer(functools.partial(_in_parts, tuple(parts)), at=_every_epoch))]
+    finally:
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)

@@ -59,6 +59,9 @@ _SHARED_DOC = """
         None = the learning rate ``fit`` ended with.
     finetune_batch_size : int or None, default 8
         Windows per batch of ``partial_fit`` (None = ``batch_size``), as :class:`TrajMoERegressor`.
+    finetune_frozen : tuple of str, default ("tower",)
+        Parts of the network kept fixed by ``partial_fit`` after ``fit``, as
+        :class:`TrajMoERegressor` (``()``: every weight).
     clip_grad : float, default 1.0
     city_tz : dict of str -> str, optional
     callbacks : list of skorch callbacks or (name, callback) pairs, optional
@@ -122,6 +125,7 @@ class LSTMRegressor(_BaselineRegressor):
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
                  validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
+                 finetune_frozen=("tower",),
                  clip_grad=1.0, city_tz=None,
                  callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
                  **kwargs):
@@ -148,6 +152,7 @@ class LSTMRegressor(_BaselineRegressor):
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
         self.finetune_batch_size = finetune_batch_size
+        self.finetune_frozen = finetune_frozen
         self.clip_grad = clip_grad
         self.city_tz = city_tz
         self.callbacks = callbacks
@@ -178,6 +183,7 @@ class TransformerRegressor(_BaselineRegressor):
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
                  validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
+                 finetune_frozen=("tower",),
                  clip_grad=1.0, city_tz=None,
                  callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
                  **kwargs):
@@ -205,6 +211,7 @@ class TransformerRegressor(_BaselineRegressor):
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
         self.finetune_batch_size = finetune_batch_size
+        self.finetune_frozen = finetune_frozen
         self.clip_grad = clip_grad
         self.city_tz = city_tz
         self.callbacks = callbacks

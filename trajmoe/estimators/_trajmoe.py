@@ -115,6 +115,12 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         city is a few hundred windows; 8 a batch gives it enough steps (better on average over
         the validation users of the three benchmark targets, worse on two of three NYC
         seeds; see ``partial_fit``).
+    finetune_frozen : tuple of str, default ("tower",)
+        Parts of the network kept fixed by ``partial_fit`` after ``fit`` (names of the
+        network's child modules, e.g. ``"tower"``, ``"blocks"``, ``"embed"``); ``()`` fine-tunes
+        every weight, as the paper does. The location tower is kept by default: fine-tuned on a
+        few users' windows, it moved the candidates of the cells those users visited and cost
+        the window's history on other users (see ``partial_fit``).
     clip_grad : float, default 1.0
         Gradient norm clipping (None to disable).
     city_tz : dict of str -> str, optional
@@ -184,6 +190,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
                  time_weight=1.0, window_days=3, min_stays=5, max_tokens=144, stride_days=1,
                  lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
                  validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
+                 finetune_frozen=("tower",),
                  clip_grad=1.0, city_tz=None,
                  callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
                  **kwargs):
@@ -221,6 +228,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
         self.finetune_batch_size = finetune_batch_size
+        self.finetune_frozen = finetune_frozen
         self.clip_grad = clip_grad
         self.city_tz = city_tz
         self.callbacks = callbacks
