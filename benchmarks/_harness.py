@@ -180,6 +180,14 @@ def positive_int(text):
     return value
 
 
+def seeded(cls, seed, **params):
+    """An estimator of ``cls`` with ``params``, and ``random_state=seed`` where it takes one (the
+    gravity rules draw the targets their fit selects on): the same seed, the same fitted rule."""
+    if "random_state" in cls().get_params():
+        params["random_state"] = seed
+    return cls(**params)
+
+
 def timed(fn):
     start = time.perf_counter()
     value = fn()

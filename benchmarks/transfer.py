@@ -42,7 +42,7 @@ from joblib import Parallel, delayed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (TARGETS, Scorer, city_list, environment, few_shot_sample,  # noqa: E402
+from _harness import (TARGETS, Scorer, city_list, environment, few_shot_sample, seeded,  # noqa: E402
                       fraction_list, frame_markdown, load_sources, load_target, markdown_tables, paired_margins,
                       positive_int, quiet_data_notes, seed_list, sources_of, timed, write_json)
 
@@ -134,7 +134,7 @@ def run_task(target, seed, sources, settings, split="test", models=MODELS, model
             add(score.rows(model, name, 1.0, seed, seconds))
     for name, cls in COUNTING.items():
         if name in models:
-            model, seconds = timed(lambda: cls().fit(t.train, pois=t.pois))
+            model, seconds = timed(lambda: seeded(cls, seed).fit(t.train, pois=t.pois))
             add(score.rows(model, name, 1.0, seed, seconds))
     return results
 

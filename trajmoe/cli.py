@@ -272,7 +272,8 @@ def run_demo(target=DEFAULT_TARGET, sources=DEFAULT_SOURCES, fraction=0.05, seed
     for name, cls in (("history_frequency", HistoryFrequencyBaseline), ("history_gravity", HistoryGravityBaseline),
                       ("gravity", GravityBaseline), ("markov", MarkovBaseline), ("popularity", PopularityBaseline)):
         start = time.perf_counter()
-        model = cls(min_stays=min_stays).fit(target_train, pois=pois)
+        seeding = {"random_state": seed} if "random_state" in cls().get_params() else {}   # the gravity rules' draws
+        model = cls(min_stays=min_stays, **seeding).fit(target_train, pois=pois)
         report(name, model, time.perf_counter() - start)
     return {"target_city": target, "protocol": protocol, "fraction": fraction, "seed": seed,
             "sources": list(sources), "rows": rows}
