@@ -322,7 +322,8 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
                              f"{len(blocks)} blocks), got {layer!r}.")
         X = self._visits_of(X)
         captured = []
-        handle = blocks[layer].router.register_forward_hook(lambda module, args, output: captured.append(output))
+        # the block's gates [B, L, 3] (its router sees the real tokens only)
+        handle = blocks[layer].register_forward_hook(lambda module, args, output: captured.append(output[1]))
         try:
             with self._unseen_cells(X):
                 cities = list(self.cities_)
