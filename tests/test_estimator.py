@@ -223,7 +223,16 @@ def test_partial_fit_keeps_the_finetune_frozen_parts(nyc):
     weights = {k: v.detach().clone() for k, v in model.net_.module_.named_parameters()}
     with pytest.raises(ValueError, match=r"\['towr'\].*its parts are \[.*'tower'"):
         model.set_params(finetune_frozen=("towr",)).partial_fit(train)
+    module = model.net_.module_
+    everything = tuple(n for n, _ in module.named_children()) + tuple(n for n, _ in module.named_parameters(recurse=False))
+    with pytest.raises(ValueError, match="finetune_frozen=.*every weight.*would train nothing"):
+        model.set_params(finetune_frozen=everything).partial_fit(train)
     assert all(torch.equal(v, weights[k]) for k, v in model.net_.module_.named_parameters())
+    # a partial_fit that creates the network checks the names too (they apply to the calls after it)
+    unfitted = TrajMoERegressor(**{**TINY, "finetune_frozen": ("towr",)})
+    with pytest.raises(ValueError, match="towr"):
+        unfitted.partial_fit(train)
+    assert not hasattr(unfitted, "net_")
 
 
 def test_partial_fit_on_unfitted_model_initialises(nyc):

@@ -201,3 +201,14 @@ def test_distance_buckets_equal_the_search_over_edges_on_a_grid(n_cells, n, side
     metres = metres.float()
     current = torch.randint(0, n_cells + 1, (n,), generator=g)
     assert torch.equal(distance_buckets(current, metres), bucketize_reference(current, metres))
+
+
+def test_distance_buckets_of_half_precision_and_unmeasurable_distances():
+    """float16 centroids are measured in float32 (their squared distances overflow beyond 256 m);
+    a NaN or infinite distance falls in the bucket of farther cells, never a negative index."""
+    metres = torch.tensor([[0.0, 0.0], [300.0, 0.0], [400.0, 0.0], [5000.0, 0.0], [0.0, 0.0]])
+    current = torch.tensor([0])
+    assert distance_buckets(current, metres.half()).tolist() == distance_buckets(current, metres).tolist() == [[0, 1, 1, 8]]
+    odd = torch.tensor([[0.0, 0.0], [float("nan"), 0.0], [float("inf"), 0.0], [float("-inf"), 1.0], [0.0, 0.0]])
+    assert distance_buckets(torch.tensor([0, 2]), odd).tolist() == [[0] + [len(DISTANCE_EDGES)] * 3,
+                                                                   [len(DISTANCE_EDGES)] * 4]

@@ -553,6 +553,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             if first:
                 self.net_ = self._new_net(None, schedule=False)
                 self.net_.initialize()
+                _check_frozen(self.net_.module_, self.finetune_frozen)     # for the calls to come
                 self.net_.set_params(batch_size=self._finetune_batch_size())
             else:
                 self.net_.set_params(train_split=None, callbacks=freezing + self._callbacks(validate=False, schedule=False),
@@ -848,6 +849,25 @@ def _in_parts(parts, name) -> bool:
     return any(name == part or name.startswith(part + ".") for part in parts)
 
 
+def _check_frozen(module, parts) -> None:
+    """Check ``finetune_frozen`` against the parts of ``module``.
+
+    Raises
+    ------
+    ValueError
+        If a name is not a part of the network (a child module or a parameter of its own), or
+        if the parts hold every weight (nothing would be fine-tuned).
+    """
+    names = [n for n, _ in module.named_children()] + [n for n, _ in module.named_parameters(recurse=False)]
+    unknown = [part for part in parts if not isinstance(part, str) or part not in names]
+    if unknown:
+        raise ValueError(f"finetune_frozen names {unknown!r}, which are not parts of this network; "
+                         f"its parts are {sorted(names)} (e.g. finetune_frozen=('tower',), or () to fine-tune every weight)")
+    if all(_in_parts(tuple(parts), name) for name, _ in module.named_parameters()):
+        raise ValueError(f"finetune_frozen={tuple(parts)!r} keeps every weight of the network fixed: partial_fit "
+                         "would train nothing. Leave out the parts to fine-tune (e.g. finetune_frozen=('tower',)).")
+
+
 @contextlib.contextmanager
 def _frozen(net, parts):
     """Keep the network parts ``parts`` fixed while training ``net`` inside the block: skorch's
@@ -862,17 +882,13 @@ def _frozen(net, parts):
     Raises
     ------
     ValueError
-        If a name is not a part of the network (a child module or a parameter of its own).
+        As :func:`_check_frozen`.
     """
     if net is None:
         yield []
         return
     module = net.module_
-    names = [n for n, _ in module.named_children()] + [n for n, _ in module.named_parameters(recurse=False)]
-    unknown = [part for part in parts if not isinstance(part, str) or part not in names]
-    if unknown:
-        raise ValueError(f"finetune_frozen names {unknown!r}, which are not parts of this network; "
-                         f"its parts are {sorted(names)} (e.g. finetune_frozen=('tower',), or () to fine-tune every weight)")
+    _check_frozen(module, parts)
     try:
         yield [("finetune_frozen", Freezer(functools.partial(_in_parts, tuple(parts)), at=_every_epoch))]
     finally:

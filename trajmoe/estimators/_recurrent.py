@@ -61,7 +61,9 @@ _SHARED_DOC = """
         Windows per batch of ``partial_fit`` (None = ``batch_size``), as :class:`TrajMoERegressor`.
     finetune_frozen : tuple of str, default ("tower",)
         Parts of the network kept fixed by ``partial_fit`` after ``fit``, as
-        :class:`TrajMoERegressor` (``()``: every weight).
+        :class:`TrajMoERegressor` (``()``: every weight). With ``location_ids=True`` the
+        candidates are the per-city ID tables, not the tower, so the default keeps nothing
+        that is used fixed.
     clip_grad : float, default 1.0
     city_tz : dict of str -> str, optional
     callbacks : list of skorch callbacks or (name, callback) pairs, optional

@@ -619,12 +619,16 @@ def distance_buckets(current: torch.Tensor, metres: torch.Tensor) -> torch.Tenso
     computed from the squared distance without a square root or a search over the edges
     (:func:`torch.bucketize` over the edges gives the same buckets, 2-3x slower; they can differ
     only for a distance within float32 rounding of an edge, which no two centroids of a 500 m
-    grid are: ``d / 500 = sqrt(integer)``).
+    grid are: ``d / 500 = sqrt(integer)``). Squared distances are computed in float32 at least (float16
+    overflows beyond 256 m); a distance that is not a number (NaN or infinite coordinates, which
+    :meth:`RetrievalNetwork.register_city` refuses) falls in the bucket of farther cells.
     """
     n_cells = metres.shape[0] - 1
+    metres = metres.to(torch.promote_types(metres.dtype, torch.float32))     # squares of km overflow float16
     distinct, inverse = torch.unique(current, return_inverse=True)
     here, cells = metres[distinct].unsqueeze(1), metres[:n_cells]
     squared = (here[..., 0] - cells[:, 0]).square_().add_((here[..., 1] - cells[:, 1]).square_())   # [U, N]
+    squared.nan_to_num_(nan=float("inf"), posinf=float("inf"))     # no distance to measure: the farther bucket
     near = squared <= DISTANCE_EDGES[0] ** 2
     rows = squared.div_(_SQUARED_BASE).log2_().sub_(0.5).ceil_().clamp_(0, len(DISTANCE_EDGES) - 1).add_(1).long()
     rows.masked_fill_(near, 0).masked_fill_((distinct >= n_cells).unsqueeze(-1), N_DISTANCE_BUCKETS - 1)
