@@ -23,7 +23,7 @@ import torch
 
 import trajmoe
 from trajmoe import HistoryFrequencyBaseline, metrics
-from trajmoe.cli import load_city
+from trajmoe.cli import TARGET_SOURCES, load_city
 from trajmoe.exceptions import DataWarning
 from trajmoe.model_selection import FewShotCitySplit, train_test_users
 
@@ -39,10 +39,8 @@ GOWALLA = ("gowalla_bay_area", "gowalla_los_angeles", "gowalla_san_diego", "gowa
 TARGETS = ("nyc", "yjmob_A", "gowalla_bay_area")
 
 
-#: Source cities of a target chosen on its validation users (seed 0): NYC check-ins transfer from
-#: Singapore check-ins (Acc@1 .327) and not from the photo trails and the YJMob100K grid mixed in
-#: (.249 with every other city).
-SOURCES = {"nyc": ("singapore",)}
+#: Source cities of a target chosen on its validation users (the library's, shared with the demo).
+SOURCES = TARGET_SOURCES
 
 
 def sources_of(target):

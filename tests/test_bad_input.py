@@ -808,3 +808,6 @@ def test_cli_default_sources_leave_out_the_target(monkeypatch):
     monkeypatch.setattr(cli, "run_demo", fake_run_demo)
     assert cli.main(["demo", "--target", "singapore"]) == 0
     assert seen["sources"] == tuple(s for s in cli.DEFAULT_SOURCES if s != "singapore")
+    # NYC pre-trains on the sources chosen on its validation users, as the benchmarks do
+    assert cli.main(["demo", "--target", "nyc"]) == 0
+    assert seen["sources"] == ("singapore",) == cli.default_sources("nyc")
