@@ -9,6 +9,9 @@ logaddexp.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +22,10 @@ from trajmoe import metrics
 from trajmoe.estimators._scoring import rank_blocks, rank_sparse, topk_lowest_id
 from trajmoe.nn import SAMoETransformer, location_log_probs, target_log_probs
 from trajmoe.nn.loss import dense_location_log_probs, generation_logits
-from trajmoe.nn.retrieval import DISTANCE_EDGES, N_DISTANCE_BUCKETS, distance_buckets, first_occurrence, history_entries
+from trajmoe.nn.retrieval import DISTANCE_EDGES, distance_buckets, first_occurrence, history_entries
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import speed  # noqa: E402  (benchmarks/speed.py)
 
 
 def dense_log_generate(out, rows, cols):
@@ -178,12 +184,9 @@ def test_sparse_ranking_is_the_dense_ranking(data):
 
 
 # ------------------------------------------------------------------ distance buckets
-def bucketize_reference(current, metres):
-    """The distance buckets as first computed: Euclidean distances, then a search over the edges."""
-    n_cells = metres.shape[0] - 1
-    d = torch.cdist(metres[current], metres[:n_cells], compute_mode="donot_use_mm_for_euclid_dist")
-    buckets = torch.bucketize(d, torch.tensor(DISTANCE_EDGES, dtype=d.dtype))
-    return buckets.masked_fill_((current >= n_cells).unsqueeze(-1), N_DISTANCE_BUCKETS - 1)
+# the buckets as first computed (Euclidean distances, then a search over the edges): the old path
+# of benchmarks/speed.py
+bucketize_reference = speed.bucketize_distance_buckets
 
 
 @settings(max_examples=60, deadline=None)

@@ -480,7 +480,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         return run_fingerprint(params, arrays)
 
     def partial_fit(self, X, y=None, pois=None):
-        """Fine-tune for ``finetune_epochs`` epochs (default ONE) on X, every weight but the parts named by ``finetune_frozen``.
+        """Fine-tune on X for ``finetune_epochs`` epochs (default ONE), but not ``finetune_frozen``.
 
         Cities of X that the model does not know are registered on the fly (their
         location features come from X and ``pois``); known cities gain X's cells and

@@ -32,14 +32,13 @@ POI_TRANSFORMS = ("raw", "log1p")
 #: How cell coordinates enter the input embedding and the location tower: the paper's linear map
 #: of z-scored coordinates, or that plus multi-scale sinusoidal features of the metric position.
 COORD_ENCODINGS = ("linear", "sinusoidal")
+_EDGE_BASE = 500.0        # metres the log-spaced edges of DISTANCE_EDGES scale (one grid cell)
 #: Upper edges (metres) of the distance buckets of the distance prior: bucket 0 is the current
 #: cell itself, bucket 1 its 4 edge neighbours on a 500 m grid (500 m), bucket 2 the diagonal
 #: ones (707 m), then one bucket per factor sqrt(2) up to 150 km; the bucket after the last edge
 #: holds farther cells and one more bucket the cells of an unknown current position.
-DISTANCE_EDGES = (1.0,) + tuple(500.0 * 2 ** ((k + 0.5) / 2) for k in range(16))
+DISTANCE_EDGES = (1.0,) + tuple(_EDGE_BASE * 2 ** ((k + 0.5) / 2) for k in range(16))
 N_DISTANCE_BUCKETS = len(DISTANCE_EDGES) + 2
-#: Square of the metres the log-spaced edges of :data:`DISTANCE_EDGES` are relative to.
-_SQUARED_BASE = 500.0**2
 #: Exponent of the gravity prior ``-beta log(d + 250 m)`` the distance buckets start from.
 GRAVITY_PRIOR = 1.5
 #: Initial weights of the history prior: logit per earlier visit of a cell in the window, and per
@@ -630,7 +629,7 @@ def distance_buckets(current: torch.Tensor, metres: torch.Tensor) -> torch.Tenso
     squared = (here[..., 0] - cells[:, 0]).square_().add_((here[..., 1] - cells[:, 1]).square_())   # [U, N]
     squared.nan_to_num_(nan=float("inf"), posinf=float("inf"))     # no distance to measure: the farther bucket
     near = squared <= DISTANCE_EDGES[0] ** 2
-    rows = squared.div_(_SQUARED_BASE).log2_().sub_(0.5).ceil_().clamp_(0, len(DISTANCE_EDGES) - 1).add_(1).long()
+    rows = squared.div_(_EDGE_BASE**2).log2_().sub_(0.5).ceil_().clamp_(0, len(DISTANCE_EDGES) - 1).add_(1).long()
     rows.masked_fill_(near, 0).masked_fill_((distinct >= n_cells).unsqueeze(-1), N_DISTANCE_BUCKETS - 1)
     return rows[inverse]
 
