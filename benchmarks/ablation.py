@@ -104,7 +104,7 @@ def main(argv=None):
 
     base = QUICK if args.quick else FULL
     settings = Settings(train_users=base.train_users, eval_users=base.eval_users, source_users=base.source_users,
-                        max_epochs=args.max_epochs or base.max_epochs, fractions=(FRACTION,),
+                        max_epochs=args.max_epochs or base.max_epochs, baseline_epochs=None, fractions=(FRACTION,),
                         seeds=args.seeds)
     if args.variants is None:
         variants = QUICK_VARIANTS if args.quick else tuple(VARIANTS)

@@ -408,9 +408,61 @@ def test_history_gives_the_loss_of_every_epoch():
         est.history_
     est.fit(_grid_users(20, seed=0))
     first = est.history_
-    assert list(first.columns) == ["epoch", "train_loss", "valid_loss", "lr", "dur"]
+    assert list(first.columns) == ["epoch", "train_loss", "valid_loss", "valid_acc1", "valid_mrr", "lr", "dur"]
     assert len(first) == len(est.net_.history) >= 1 and first["train_loss"].notna().all()
     assert first["valid_loss"].notna().all()
+    # 36 cells drawn at random: about chance level, and Acc@1 never above MRR
+    assert ((first["valid_acc1"] >= 0) & (first["valid_acc1"] <= first["valid_mrr"]) & (first["valid_mrr"] < 0.5)).all()
     est.partial_fit(_grid_users(5, seed=3))
     after = est.history_
-    assert len(after) == len(first) + 1 and np.isnan(after["valid_loss"].iloc[-1])
+    assert len(after) == len(first) + 1 and after[["valid_loss", "valid_mrr"]].iloc[-1].isna().all()
+
+
+def test_valid_ranking_records_acc1_and_mrr_of_the_validation_targets_only():
+    from skorch.history import History
+
+    from trajmoe.estimators._training import ValidRanking
+
+    class Net:
+        history = History()
+
+    net = Net()
+    net.history.new_epoch()
+    callback = ValidRanking(block=2)                       # 2 scores at a time: one token per block
+    callback.on_epoch_begin(net)
+    # one dimension, cells scored 1, 2, 3 times the query
+    y_pred = {"query": torch.tensor([[[1.0], [-1.0], [0.0], [5.0]]]), "candidates": torch.tensor([[1.0], [2.0], [3.0]])}
+    y_true = {"next_location": torch.tensor([[2, 2, 0, -100]]), "next_gap": torch.zeros(1, 4, dtype=torch.long)}
+    callback.on_batch_end(net, batch=({}, y_true), training=False, y_pred=y_pred)
+    # ranks 1 (best cell), 3 (worst cell) and 3 (all tied: pessimistic); the ignored position is not scored
+    callback.on_batch_end(net, batch=({}, {**y_true, "next_location": torch.tensor([[0, 0, 0, 0]])}),
+                          training=True, y_pred=y_pred)                      # training batches are not scored
+    callback.on_epoch_end(net)
+    assert net.history[-1, "valid_acc1"] == pytest.approx(1 / 3)
+    assert net.history[-1, "valid_mrr"] == pytest.approx((1 + 1 / 3 + 1 / 3) / 3)
+
+
+def test_early_stopping_on_a_ranking_metric_keeps_its_best_epoch():
+    from skorch.callbacks import Callback
+
+    class Snapshots(Callback):
+        def initialize(self):
+            self.states = []
+            return self
+
+        def on_epoch_end(self, net, **kwargs):
+            self.states.append({k: v.clone() for k, v in net.module_.state_dict().items()})
+
+    est = LSTMRegressor(d_model=16, n_layers=1, max_epochs=6, patience=6, validation_fraction=0.3, lr=0.2,
+                        device="cpu", random_state=0, callbacks=[("snapshots", Snapshots())])
+    assert est.monitor == "valid_mrr"                   # the ID models' default
+    est.fit(_grid_users(20, seed=0))
+    history = est.history_
+    states = dict(est.net_.callbacks_)["snapshots"].states
+    best_mrr, best_loss = int(history["valid_mrr"].argmax()), int(history["valid_loss"].argmin())
+    assert best_mrr != best_loss and best_mrr < len(history) - 1       # a case where the monitor matters
+    kept = est.net_.module_.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in states[best_mrr].items())
+    assert not all(torch.equal(kept[k], v) for k, v in states[best_loss].items())
+    with pytest.raises(ValueError, match="monitor"):
+        clone(est).set_params(monitor="valid_ndcg").fit(_grid_users(20, seed=0))

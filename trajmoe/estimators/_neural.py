@@ -43,7 +43,7 @@ from ..nn.parallel import (DistributedNeuralNet, ShardedCityBatchLoader, is_dist
 from ..nn.retrieval import COORD_ENCODINGS, POI_TRANSFORMS
 from ._base import NextLocationEstimator
 from ._scoring import rank_blocks
-from ._training import (EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler,
+from ._training import (EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler, ValidRanking,
                         claim_checkpoint_dir, run_fingerprint)
 
 __all__ = ["NeuralNextLocationEstimator", "adamw_matrices_decay", "check_device", "NET_PREFIXES",
@@ -60,11 +60,14 @@ NET_PREFIXES = ("module__", "criterion__", "optimizer__", "iterator_train__", "i
 #: ``finite_loss``, ``epoch_seed``, ``clip`` and ``progress``). ``finite_loss`` stops training at a
 #: NaN or infinite loss, ``epoch_seed`` seeds every epoch from ``random_state`` (with an int or a
 #: RandomState) and the epoch's number (see :mod:`trajmoe.estimators._training`).
-DEFAULT_CALLBACKS = ("finite_loss", "epoch_seed", "early_stopping", "lr_scheduler", "clip", "progress")
+DEFAULT_CALLBACKS = ("finite_loss", "epoch_seed", "valid_ranking", "early_stopping", "lr_scheduler", "clip", "progress")
 
 #: Scores (positions x cells) computed at once at inference: the peak memory of scoring is a few
 #: times this many floats, whatever the number of cells (a block of tokens at a time).
 _SCORE_CHUNK = 4_000_000
+#: What early stopping may monitor on the held-out users: the loss, or a ranking metric
+#: recorded by :class:`~trajmoe.estimators._training.ValidRanking`.
+MONITORS = ("valid_loss", "valid_mrr", "valid_acc1")
 
 
 def adamw_matrices_decay(params, lr, weight_decay=0.1, betas=(0.9, 0.95)):
@@ -118,7 +121,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
     effect in the next ``partial_fit``; the architecture (the network's parameters, ``encoder``,
     ``device``, ``weight_decay``, ``time_weight`` and routed ``module__``, ``criterion__``,
     ``optimizer__`` and ``iterator_*__`` parameters) is fixed by ``fit``, and ``partial_fit``
-    raises a ValueError naming what changed; ``max_epochs``, ``patience`` and
+    raises a ValueError naming what changed; ``max_epochs``, ``patience``, ``monitor`` and
     ``validation_fraction`` are ``fit``'s.
     """
 
@@ -139,6 +142,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "patience": [Interval(Integral, 1, None, closed="left")],
+        "monitor": [StrOptions(set(MONITORS))],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "finetune_epochs": [Interval(Integral, 1, None, closed="left")],
         "finetune_lr": [Interval(Real, 0, None, closed="left"), None],
@@ -271,8 +275,10 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         if seed is not None:
             callbacks.append(("epoch_seed", EpochSeed(seed)))
         if validate:
-            callbacks.append(("early_stopping", ResumableEarlyStopping(monitor="valid_loss", patience=self.patience,
-                                                                       load_best=True)))
+            callbacks.append(("valid_ranking", ValidRanking(block=_SCORE_CHUNK)))
+            callbacks.append(("early_stopping", ResumableEarlyStopping(
+                monitor=self.monitor, patience=self.patience, lower_is_better=self.monitor == "valid_loss",
+                load_best=True)))
         if schedule and self.max_epochs >= 3:       # by epochs: no validation split needed
             milestones = sorted({max(1, int(f * self.max_epochs)) for f in (0.4, 0.6, 0.9)})
             callbacks.append(("lr_scheduler", ResumableLRScheduler(MultiStepLR, milestones=milestones, gamma=0.4)))
@@ -717,11 +723,13 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
 
         Returns
         -------
-        DataFrame of shape (n_epochs, 5)
+        DataFrame of shape (n_epochs, 7)
             ``epoch`` (int, counting on across calls), ``train_loss`` and ``valid_loss``
-            (float; NaN where no users were held out, as in ``partial_fit``), ``lr`` (the
-            learning rate at the end of the epoch, NaN if not recorded) and ``dur``
-            (seconds), from skorch's history (``net_.history``).
+            (float; NaN where no users were held out, as in ``partial_fit``), ``valid_acc1`` and
+            ``valid_mrr`` (Acc@1 and MRR of the held-out users' targets, full ranking, ties
+            pessimistic; NaN where none were held out), ``lr`` (the learning rate at the end of the
+            epoch, NaN if not recorded) and ``dur`` (seconds), from skorch's history
+            (``net_.history``).
 
         Raises
         ------
@@ -729,10 +737,11 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             Before fit.
         """
         check_is_fitted(self, "net_")
-        rows = [{"epoch": int(h.get("epoch", i + 1)), "train_loss": h.get("train_loss", np.nan),
-                 "valid_loss": h.get("valid_loss", np.nan), "lr": h.get("event_lr", np.nan), "dur": h.get("dur", np.nan)}
+        columns = ["epoch", "train_loss", "valid_loss", "valid_acc1", "valid_mrr", "lr", "dur"]
+        rows = [{"epoch": int(h.get("epoch", i + 1)), **{c: h.get(c, np.nan) for c in columns[1:-2]},
+                 "lr": h.get("event_lr", np.nan), "dur": h.get("dur", np.nan)}
                 for i, h in enumerate(self.net_.history)]
-        return pd.DataFrame(rows, columns=["epoch", "train_loss", "valid_loss", "lr", "dur"])
+        return pd.DataFrame(rows, columns=columns)
 
     def location_embeddings(self, city):
         """Candidate embeddings of a city's cells (location tower output).

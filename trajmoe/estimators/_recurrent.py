@@ -53,6 +53,12 @@ _SHARED_DOC = """
     batch_size : int, default 64
     max_epochs : int, default 50
     patience : int, default 3
+    monitor : {{"valid_loss", "valid_mrr", "valid_acc1"}}, default "valid_mrr"
+        What early stopping watches on the held-out users (higher is better for the ranking
+        metrics, which are recorded in ``history_`` either way); ``fit`` ends with the weights of
+        the best epoch.
+        The ID models' validation loss is dominated by the held-out users' own cells, which no
+        training user visited: it rises from the first epoch while their ranking improves.
     validation_fraction : float, default 0.1
     finetune_epochs : int, default 1
     finetune_lr : float or None, default None
@@ -126,6 +132,7 @@ class LSTMRegressor(_BaselineRegressor):
                  distance_prior=False, coord_encoding="linear", copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
+                 monitor="valid_mrr",
                  validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
                  finetune_frozen=("tower",),
                  clip_grad=1.0, city_tz=None,
@@ -150,6 +157,7 @@ class LSTMRegressor(_BaselineRegressor):
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
+        self.monitor = monitor
         self.validation_fraction = validation_fraction
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
@@ -184,6 +192,7 @@ class TransformerRegressor(_BaselineRegressor):
                  distance_prior=False, coord_encoding="linear", copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
+                 monitor="valid_mrr",
                  validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
                  finetune_frozen=("tower",),
                  clip_grad=1.0, city_tz=None,
@@ -209,6 +218,7 @@ class TransformerRegressor(_BaselineRegressor):
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
+        self.monitor = monitor
         self.validation_fraction = validation_fraction
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr

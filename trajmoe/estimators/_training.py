@@ -3,6 +3,8 @@
 - :class:`FiniteLoss` stops training at the first NaN or infinite batch loss with
   :class:`trajmoe.exceptions.NonFiniteLossError`, naming the epoch and the batch (the estimator's
   atomic ``fit``/``partial_fit`` then leaves the model as it was before the call);
+- :class:`ValidRanking` records the validation users' Acc@1 and MRR every epoch
+  (``valid_acc1``, ``valid_mrr``), so that early stopping can monitor a ranking metric;
 - :class:`EpochSeed` seeds torch at the start of every epoch from ``random_state`` and the
   epoch's number, so that an epoch's random draws (dropout) do not depend on how the run got
   there;
@@ -35,10 +37,12 @@ import torch
 from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from .. import metrics
 from ..exceptions import NonFiniteLossError
-from ..nn.parallel import is_main_process
+from ..nn.loss import location_log_probs, location_targets
+from ..nn.parallel import is_main_process, rank_and_world
 
-__all__ = ["FiniteLoss", "EpochSeed", "ResumableLRScheduler", "ResumableEarlyStopping", "claim_checkpoint_dir",
+__all__ = ["FiniteLoss", "ValidRanking", "EpochSeed", "ResumableLRScheduler", "ResumableEarlyStopping", "claim_checkpoint_dir",
            "BEST_FILE", "RUN_FILE"]
 
 #: File of the best weights so far, in a checkpoint directory (with ``load_best`` early stopping).
@@ -74,6 +78,56 @@ class FiniteLoss(Callback):
             "training diverged and was stopped. The estimator is left as it was before this call. Lower the "
             "learning rate (lr, or finetune_lr for partial_fit), keep clip_grad set, or look for extreme "
             "values in the input.")
+
+
+class ValidRanking(Callback):
+    """Record Acc@1 and MRR of the validation targets after every epoch.
+
+    Ranks every validation target against all of its city's cells with the scores of the
+    validation pass (no second forward), ties counted pessimistically
+    (:func:`trajmoe.metrics.target_ranks`), and records ``valid_acc1`` and ``valid_mrr`` in the
+    net's history; in a process group the counts of all ranks are summed first, so every rank
+    records the same values. The validation loss of a model with per-city location IDs is
+    dominated by the held-out users' own cells, which no training user visited, and rises from the
+    first epoch while its ranking still improves: monitor ``valid_mrr`` there.
+
+    Parameters
+    ----------
+    block : int, default 4_000_000
+        Scores held at once (tokens x cells).
+    """
+
+    def __init__(self, block=4_000_000):
+        self.block = block
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.sums_ = torch.zeros(3, dtype=torch.float64)      # hits at 1, reciprocal ranks, targets
+
+    def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+        if training or y_pred is None:
+            return
+        y_true = {k: torch.as_tensor(v, device=y_pred["query"].device) for k, v in batch[1].items()}
+        rows, cols, targets = location_targets(y_pred, y_true)
+        step = max(1, self.block // max(y_pred["candidates"].shape[0], 1))
+        with torch.no_grad():
+            for start in range(0, len(rows), step):
+                part = slice(start, start + step)
+                scores = location_log_probs(y_pred, rows[part], cols[part]).float()
+                ranks = torch.as_tensor(metrics.target_ranks(scores, targets[part]), dtype=torch.float64)
+                self.sums_ += torch.stack([(ranks == 1).sum(), (1.0 / ranks).sum(), ranks.new_tensor(len(ranks))])
+
+    def on_epoch_end(self, net, **kwargs):
+        sums = getattr(self, "sums_", None)
+        if sums is None:
+            return
+        _, world = rank_and_world()
+        if world > 1:
+            sums = sums.to(net.device)
+            torch.distributed.all_reduce(sums)
+        hits, reciprocal, n = sums.tolist()
+        if n:
+            net.history.record("valid_acc1", hits / n)
+            net.history.record("valid_mrr", reciprocal / n)
 
 
 class EpochSeed(Callback):

@@ -103,6 +103,10 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         Pre-training epochs at most (early stopping on held-out users).
     patience : int, default 3
         Epochs without validation improvement before stopping.
+    monitor : {"valid_loss", "valid_mrr", "valid_acc1"}, default "valid_loss"
+        What early stopping watches on the held-out users (higher is better for the ranking
+        metrics, which are recorded in ``history_`` either way); ``fit`` ends with the weights of
+        the best epoch.
     validation_fraction : float, default 0.1
         Share of each city's users held out for early stopping in ``fit``.
     finetune_epochs : int, default 1
@@ -126,7 +130,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
     city_tz : dict of str -> str, optional
         Time zone per city (see :func:`trajmoe.sequences.time_features`).
     callbacks : list of skorch callbacks or (name, callback) pairs, optional
-        Added after the default callbacks (``finite_loss``, ``epoch_seed``, ``early_stopping`` and
+        Added after the default callbacks (``finite_loss``, ``epoch_seed``, ``valid_ranking``, ``early_stopping`` and
         ``lr_scheduler`` in ``fit``, ``clip``, ``progress``; see
         :data:`trajmoe.estimators.DEFAULT_CALLBACKS`), e.g. ``[skorch.callbacks.Checkpoint(dirname=...)]`` to save the
         net after every epoch that improves ``valid_loss`` (``fit`` only: ``partial_fit`` holds
@@ -188,7 +192,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
                  history_prior=True, coord_encoding="linear", cell_embedding=False, poi_transform="log1p",
                  time_in_trajectory=False,
                  time_weight=1.0, window_days=3, min_stays=5, max_tokens=144, stride_days=1,
-                 lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
+                 lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3, monitor="valid_loss",
                  validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
                  finetune_frozen=("tower",),
                  clip_grad=1.0, city_tz=None,
@@ -224,6 +228,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
+        self.monitor = monitor
         self.validation_fraction = validation_fraction
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr

@@ -245,7 +245,7 @@ class TrajMoELoss(nn.Module):
         ValueError
             If a location target is neither ``-100`` nor in 0..N-1.
         """
-        rows, cols, targets = _location_targets(y_pred, y_true)
+        rows, cols, targets = location_targets(y_pred, y_true)
         terms = []
         if len(rows):
             terms.append(-target_log_probs(y_pred, rows, cols, targets).mean())
@@ -281,7 +281,7 @@ class TrajMoELoss(nn.Module):
             Sum of the next-gap cross-entropy (unweighted) over the non-ignored positions.
         n_time : LongTensor []
         """
-        rows, cols, targets = _location_targets(y_pred, y_true)
+        rows, cols, targets = location_targets(y_pred, y_true)
         zero = 0.0 * y_pred["query"].sum()
         location_sum = -target_log_probs(y_pred, rows, cols, targets).sum() if len(rows) else zero
         next_gap = y_true["next_gap"].reshape(-1)
@@ -291,7 +291,7 @@ class TrajMoELoss(nn.Module):
                 time_sum, (next_gap != IGNORE_INDEX).sum())
 
 
-def _location_targets(y_pred: dict, y_true: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def location_targets(y_pred: dict, y_true: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positions (rows, cols) with a next-location target and those targets, checked."""
     next_location = y_true["next_location"]
     rows, cols = (next_location != IGNORE_INDEX).nonzero(as_tuple=True)
