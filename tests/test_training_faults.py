@@ -373,6 +373,26 @@ def test_a_finished_checkpoint_returns_its_model_and_another_run_is_refused(unin
         TrajMoERegressor(**RESUMABLE, checkpoint_dir=done).fit(X.iloc[:-50])
 
 
+@pytest.mark.parametrize("make", [
+    lambda **kw: LSTMRegressor(**{k: v for k, v in RESUMABLE.items() if k != "n_heads"}, monitor="valid_loss", **kw),
+    lambda **kw: TrajMoERegressor(**RESUMABLE, cell_embedding=True, **kw)], ids=["lstm_ids", "trajmoe_cell_embedding"])
+def test_per_city_tables_resume_as_an_uninterrupted_fit_and_keep_training(make, city_a, tmp_path):
+    # the per-city learned tables (location IDs, residual cell embedding) stay the optimizer's
+    # parameters when a state is loaded into them (was: new Parameter objects, left untrained)
+    a, a2 = city_a
+    X = pd.concat([a, a2], ignore_index=True)
+    whole = make(checkpoint_dir=tmp_path / "whole").fit(X)
+    with pytest.raises(RuntimeError, match="killed"):
+        make(checkpoint_dir=tmp_path / "run", callbacks=[("kill", KillAt(2, 2))]).fit(X)
+    resumed = make(checkpoint_dir=tmp_path / "run").fit(X)
+    assert_same(snapshot(resumed)["weights"], snapshot(whole)["weights"])
+    module = whole.net_.module_
+    table = module.city0_id_in if hasattr(module, "city0_id_in") else module.city0_residual
+    before = table.detach().clone()
+    whole.set_params(finetune_frozen=()).partial_fit(a)        # early stopping loaded its best weights at the end
+    assert (table.detach() - before).abs().max() > 0
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 def test_a_process_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(uninterrupted, tmp_path):
     """A real kill: the fit runs in another process, SIGKILLed in the middle of an epoch."""

@@ -62,15 +62,22 @@ def _adopt_city_tables(module, state_dict, prefix, *_):
     """``load_state_dict`` pre-hook: give the city buffers the shapes found in ``state_dict``.
 
     Cities present in ``state_dict`` but not (or with another ``N``) in the module get placeholder
-    buffers of the stored shape, which the normal loading then fills. A city registered in the
-    module but absent from ``state_dict`` stays a missing key (an error under ``strict=True``).
+    buffers of the stored shape, which the normal loading then fills. A table of the right shape
+    and dtype is kept and filled in place: an optimizer holding its parameter goes on training it
+    (early stopping's best weights, a resumed checkpoint). A city registered in the module but
+    absent from ``state_dict`` stays a missing key (an error under ``strict=True``).
     """
     device = module.time.slot.weight.device
     for key, value in state_dict.items():
         name = key[len(prefix) :]
-        if key.startswith(prefix) and _CITY_BUFFER.fullmatch(name):
+        if not key.startswith(prefix):
+            continue
+        current = getattr(module, name, None)
+        if current is not None and current.shape == value.shape and current.dtype == value.dtype:
+            continue
+        if _CITY_BUFFER.fullmatch(name):
             module.register_buffer(name, torch.empty(value.shape, dtype=value.dtype, device=device))
-        elif key.startswith(prefix) and _CITY_PARAMETER.fullmatch(name):
+        elif _CITY_PARAMETER.fullmatch(name):
             module.register_parameter(name, nn.Parameter(torch.empty(value.shape, dtype=value.dtype, device=device)))
 
 
