@@ -466,3 +466,39 @@ def test_early_stopping_on_a_ranking_metric_keeps_its_best_epoch():
     assert not all(torch.equal(kept[k], v) for k, v in states[best_loss].items())
     with pytest.raises(ValueError, match="monitor"):
         clone(est).set_params(monitor="valid_ndcg").fit(_grid_users(20, seed=0))
+
+
+def test_monitor_mistakes_get_clear_errors_and_routed_callback_settings_go_through_set_params():
+    X = _grid_users(12, seed=0)
+    tiny = dict(d_model=16, n_layers=1, max_epochs=1, device="cpu", random_state=0)
+    with pytest.raises(ValueError, match="set the estimator's monitor parameter"):
+        TrajMoERegressor(**TINY, callbacks__early_stopping__monitor="valid_mrr").fit(X)
+    with pytest.raises(ValueError, match="callbacks__valid_ranking=None drops it"):
+        LSTMRegressor(**tiny, callbacks__valid_ranking=None).fit(X)
+    LSTMRegressor(**tiny, monitor="valid_loss", callbacks__valid_ranking=None).fit(X)      # nothing to watch there
+    est = LSTMRegressor(**tiny).set_params(callbacks__early_stopping__patience=2, callbacks__valid_ranking__block=100)
+    assert est.get_params()["callbacks__early_stopping__patience"] == 2
+    est.fit(X)
+    callbacks = dict(est.net_.callbacks_)
+    assert callbacks["early_stopping"].patience == 2 and callbacks["valid_ranking"].block == 100
+
+
+def test_held_out_users_without_a_target_train_instead_of_breaking_early_stopping():
+    X = _grid_users(10, seed=0)
+    # users 0-4 visit once a day: with one-day windows they have no next location to score
+    X = X[(X["user_id"] >= 5) | (X["slot"] == 4)].reset_index(drop=True)
+    params = dict(d_model=16, n_layers=1, max_epochs=2, min_stays=1, window_days=1, device="cpu")
+    # seed 0 holds out one of users 0-4 (was: no valid_mrr recorded, skorch's KeyError; and a valid_loss of 0)
+    history = LSTMRegressor(**params, random_state=0).fit(X).history_
+    assert len(history) == 2 and history[["valid_loss", "valid_acc1", "valid_mrr"]].isna().all().all()
+    history = LSTMRegressor(**params, random_state=3).fit(X).history_      # holds out one of users 5-9
+    assert (history["valid_loss"] > 0).all() and (history["valid_mrr"] > 0).all()
+
+
+def test_models_saved_before_the_monitor_parameter_keep_stopping_on_the_loss():
+    est = LSTMRegressor(d_model=16, n_layers=1, max_epochs=1, device="cpu", random_state=0).fit(_grid_users(8, seed=0))
+    state = est.__getstate__()
+    del state["monitor"]
+    old = LSTMRegressor.__new__(LSTMRegressor)
+    old.__setstate__(state)
+    assert old.monitor == "valid_loss" and LSTMRegressor().monitor == "valid_mrr"

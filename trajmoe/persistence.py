@@ -162,6 +162,7 @@ def load_model(path, device=None):
     # JSON has no tuples: a parameter whose default is a tuple (finetune_frozen) comes back as one
     tuples = {name for name, p in inspect.signature(cls.__init__).parameters.items() if isinstance(p.default, tuple)}
     params = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in config["estimator"].items()}
+    params = {**cls._LEGACY_DEFAULTS, **params}      # parameters added after the model was saved
     if device is not None:
         check_device(device)
         params["device"] = device

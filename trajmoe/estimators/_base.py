@@ -154,6 +154,10 @@ class NextLocationEstimator(BaseEstimator):
 
     #: Constraints of the parameters (scikit-learn's ``_parameter_constraints``); subclasses
     #: extend this dict with their own parameters.
+    #: Parameters added after a release, with the value that reproduces what a model saved before
+    #: them did (a pickle or a saved folder without them gets this value, not the new default).
+    _LEGACY_DEFAULTS: dict = {}
+
     _parameter_constraints: dict = {
         "encoder": [SpatialSemanticEncoder, None],
         "window_days": [Interval(Integral, 1, None, closed="left")],
@@ -185,10 +189,10 @@ class NextLocationEstimator(BaseEstimator):
                 f"Unpickling a {type(self).__name__} saved by trajmoe {version} with trajmoe {__version__}: it "
                 "usually works, but predictions may differ where the library changed. Refit the model, or "
                 "pickle it again with this version.", ModelVersionWarning, stacklevel=2)
-        # parameters added after the model was saved take their defaults
+        # parameters added after the model was saved: what the model did then, else their defaults
         for name, param in inspect.signature(type(self).__init__).parameters.items():
             if param.default is not inspect.Parameter.empty and name not in state:
-                state[name] = param.default
+                state[name] = self._LEGACY_DEFAULTS.get(name, param.default)
         super().__setstate__(state)
 
     def set_params(self, **params):

@@ -128,6 +128,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
     #: The network class (a :class:`trajmoe.nn.RetrievalNetwork`); set by subclasses.
     _network = None
 
+    _LEGACY_DEFAULTS = {"monitor": "valid_loss"}    # early stopping watched the loss before 37d379a
+
     _parameter_constraints: dict = {
         **NextLocationEstimator._parameter_constraints,
         "dropout": [Interval(Real, 0, 1, closed="left")],
@@ -183,7 +185,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         self
         """
         names = self._get_param_names()
-        for key in [k for k in params if k not in names and k.split("__")[0] not in names]:
+        routed = [k for k in params if k.startswith(NET_PREFIXES) or (k not in names and k.split("__")[0] not in names)]
+        for key in routed:
             setattr(self, key, params.pop(key))      # routed to the net; checked in fit
         return super().set_params(**params)
 
@@ -221,6 +224,13 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             if key.startswith("callbacks__") and key.split("__")[1] not in names:
                 raise ValueError(f"{key}: no callback named {key.split('__')[1]!r}; this estimator's callbacks "
                                  f"are {sorted(names)} (the defaults and those of callbacks=).")
+            if key in ("callbacks__early_stopping__monitor", "callbacks__early_stopping__lower_is_better"):
+                raise ValueError(f"{key}: set the estimator's monitor parameter instead (one of {list(MONITORS)}), "
+                                 "which also sets whether higher is better.")
+        ranking = self._routed().get("callbacks__valid_ranking", "kept")
+        if self.monitor != "valid_loss" and ranking is None:
+            raise ValueError(f"monitor={self.monitor!r} watches what the valid_ranking callback records, and "
+                             "callbacks__valid_ranking=None drops it: keep the callback or monitor 'valid_loss'.")
         if partial and hasattr(self, "net_"):
             self._check_architecture()
 
@@ -382,9 +392,12 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         valid = None
         if in_val.any():
             valid = self._windows(prep, min_stays=self.min_stays)
-            valid = valid.subset(np.isin(prep.user_key[np.maximum(valid.row[:, 0], 0)], val_users))
-            train = train.subset(~in_val)
-            if not len(valid):
+            # a window of one stay has no next location to score
+            valid = valid.subset(np.isin(prep.user_key[np.maximum(valid.row[:, 0], 0)], val_users)
+                                 & ((valid.row >= 0).sum(axis=1) >= 2))
+            if len(valid):
+                train = train.subset(~in_val)
+            else:        # nothing to validate on: the held-out users train
                 valid = None
         if not len(train):
             raise ValueError(
@@ -479,6 +492,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         streamed windows, which are not in memory, only their numbers)."""
         params = {k: v for k, v in self.get_params(deep=True).items()
                   if k not in ("verbose", "device", "callbacks", "checkpoint_dir", "encoder")}
+        if params.get("monitor") == self._LEGACY_DEFAULTS["monitor"]:
+            del params["monitor"]        # resumes a checkpoint written before the parameter existed
         params.update(cities=list(self.cities_), n_locations=self._n_locations().tolist(),
                       n_windows=[len(d) if d is not None else None for d in (train, valid)])
         windows = [vars(d.windows) for d in (train, valid) if hasattr(d, "windows")]
