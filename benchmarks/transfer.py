@@ -21,7 +21,7 @@ within a seed every model sees the same users, so differences are paired.
 
 Targets: Foursquare NYC, YJMob100K city A and Gowalla Bay Area (sources: the other Gowalla
 metros). Run ``python benchmarks/transfer.py --quick --output benchmarks/results/transfer_quick.json``
-(under 20 minutes on 2 CPU cores; quick mode fine-tunes on 5 % only) or without ``--quick`` for the full data (hours; the script
+(26-31 minutes on 2 CPU cores; quick mode fine-tunes on 5 % only) or without ``--quick`` for the full data (hours; the script
 prints the projected time left after each (target, seed) task). ``--split val`` scores the validation users
 instead: choose settings there, never on the test users.
 """
@@ -206,7 +206,7 @@ def plot(results, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="capped users and epochs, 5 %% only: under 20 min on 2 cores")
+    parser.add_argument("--quick", action="store_true", help="capped users and epochs, 5 %% only: about 30 min on 2 cores")
     parser.add_argument("--targets", type=city_list, default=TARGETS, help="comma-separated target cities")
     parser.add_argument("--jobs", type=positive_int, default=2, help="parallel processes (one torch thread each)")
     parser.add_argument("--seeds", type=seed_list, default=(0, 1, 2), help="comma-separated seeds")
@@ -217,7 +217,8 @@ def main(argv=None):
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="score test users, or validation users (to choose settings)")
     parser.add_argument("--model-params", default=None, help="JSON of extra TrajMoERegressor parameters")
-    parser.add_argument("--max-epochs", type=positive_int, default=None, help="override the mode's epoch budgets (TrajMoE's and the literature baselines')")
+    parser.add_argument("--max-epochs", type=positive_int, default=None,
+                        help="override the mode's epoch budgets (TrajMoE's and the literature baselines')")
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--output", default=None, help="JSON results file (Markdown and PNG beside it)")
     args = parser.parse_args(argv)
