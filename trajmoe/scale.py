@@ -16,6 +16,8 @@ See the user guide's page "Training at scale".
 
 from __future__ import annotations
 
+import argparse
+
 from pathlib import Path
 
 __all__ = ["pretrain", "add_pretrain_command", "run_pretrain_command"]
@@ -75,7 +77,7 @@ def add_pretrain_command(subparsers, number):
     """Add ``trajmoe pretrain`` to the command line's subparsers (``number``: the CLI's
     bounded-number argparse type factory)."""
     cmd = subparsers.add_parser(
-        "pretrain", allow_abbrev=False,
+        "pretrain", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="cross-city pre-training, on N processes under torchrun, with checkpoints",
         description="Pre-train TrajMoE on source cities (or on windows written with "
                     "trajmoe.streaming.write_windows) and save it (rank 0). Under torchrun every process "
@@ -87,10 +89,12 @@ def add_pretrain_command(subparsers, number):
     data.add_argument("--windows", help="folder of a window store (trajmoe.streaming.write_windows)")
     cmd.add_argument("--output", required=True, help="folder the trained model is saved to (rank 0)")
     cmd.add_argument("--checkpoint-dir", default=None, help="checkpoint every epoch here; resume if one is there")
-    cmd.add_argument("--preset", choices=("small", "base", "ultra"), default="small")
-    cmd.add_argument("--max-epochs", type=number(int, 1), default=50)
+    cmd.add_argument("--preset", choices=("small", "base", "ultra"), default="small", help="network size")
+    cmd.add_argument("--max-epochs", type=number(int, 1), default=50,
+                     help="epochs at most; early stopping on 10 %% held-out users may stop first")
     cmd.add_argument("--batch-size", type=number(int, 1), default=64, help="global batch (all processes)")
-    cmd.add_argument("--seed", type=number(int, 0), default=0)
+    cmd.add_argument("--seed", type=number(int, 0), default=0,
+                     help="random_state of the model: initialisation, held-out users, batch order")
     cmd.add_argument("--device", default="auto", help="auto, cpu or cuda (cuda:<LOCAL_RANK> per process)")
     cmd.add_argument("--data-home", default=None, help="data folder; unset: $TRAJMOE_DATA")
     return cmd
