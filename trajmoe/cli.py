@@ -10,6 +10,7 @@ baselines: all models on the same split, scored by full ranking.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -348,6 +349,18 @@ def _check_paths(parser, args):
             parser.error(f"--output {args.output}: folder {out.parent} does not exist or is not writable")
 
 
+@contextlib.contextmanager
+def _data_notes():
+    """Print every data warning as one ``note:`` line on stderr (other warnings by their class
+    name), not as Python warnings pointing into the library's files."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        warnings.showwarning = lambda message, category, *args, **kwargs: print(
+            f"note: {message}" if issubclass(category, DataWarning) else f"{category.__name__}: {message}",
+            file=sys.stderr)
+        yield
+
+
 def main(argv=None):
     """Entry point of the ``trajmoe`` console script.
 
@@ -387,7 +400,8 @@ def main(argv=None):
     pretrain = add_pretrain_command(sub, _number)
     args = parser.parse_args(argv)
     if args.command == "pretrain":  # also under torchrun: `torchrun ... -m trajmoe.cli pretrain ...`
-        return run_pretrain_command(args, pretrain)
+        with _data_notes():
+            return run_pretrain_command(args, pretrain)
 
     sources = getattr(args, "sources", None)
     if sources is None:  # the default sources of the target
@@ -399,12 +413,7 @@ def main(argv=None):
         demo.error(str(exc))
     _check_paths(demo, args)
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", DataWarning)
-        # data notes as one line each, not as Python warnings pointing into this file
-        warnings.showwarning = lambda message, category, *args, **kwargs: print(
-            f"note: {message}" if issubclass(category, DataWarning) else f"{category.__name__}: {message}",
-            file=sys.stderr)
+    with _data_notes():
         try:
             result = run_demo(args.target, sources, args.fraction, args.seed, args.data_home,
                               args.max_epochs, args.protocol, min_stays=args.min_stays)
