@@ -615,7 +615,8 @@ or dict, default "auto"
         if unknown:
             raise UnknownCityError(
                 f"Column '{CITY}' holds cities the encoder has not seen: {unknown}. Known cities: "
-                f"{list(self.cities_)}. Register them with partial_fit first.")
+                f"{list(self.cities_)}. Register them with partial_fit first (a next-location model can also "
+                "score them zero-shot: predict(X, zero_shot=True, pois=...)).")
         n = len(visits)
         city = np.empty(n, dtype=object)
         location = np.empty(n, np.int64)
