@@ -65,3 +65,18 @@ def test_paired_margins_by_hand():
     assert bool(acc.holds)
     table = markdown_tables(rows, "T", "settings")
     assert "| a | 0.05 | 0.3000 ± 0.0200 |" in table and "| b | 1 | 0.2500 |" in table
+
+
+def test_the_literature_protocol_trains_on_each_users_first_visits_and_scores_the_rest():
+    from literature_protocol import split_in_time
+
+    # user 1: 10 visits given out of order; user 2: 5 visits
+    visits = pd.DataFrame({"user_id": [1] * 10 + [2] * 5,
+                           "day": [9, 0, 8, 1, 7, 2, 6, 3, 5, 4] + [0, 0, 1, 1, 2],
+                           "slot": [0] * 10 + [5, 1, 3, 2, 0]})
+    train, test = split_in_time(visits, share=0.8)
+    assert sorted(train.loc[train.user_id == 1, "day"]) == list(range(8))
+    assert sorted(test.loc[test.user_id == 1, "day"]) == [8, 9]
+    # user 2 in time: (0, 1), (0, 5), (1, 2), (1, 3) train; (2, 0) is scored
+    assert test.loc[test.user_id == 2, ["day", "slot"]].values.tolist() == [[2, 0]]
+    assert len(train) + len(test) == len(visits) and train.index.intersection(test.index).empty

@@ -1,0 +1,98 @@
+"""The literature's protocol for the neural baselines: the same users in training and in scoring.
+
+``transfer.py`` splits a target city by USERS: a model is scored on people it never saw, as a
+foundation model meets a new city. The paper's and LibCity's baselines are instead trained on the
+earlier visits of every user and scored on the later visits of the same users. This script runs
+that protocol for the literature LSTM and Transformer (per-city location IDs, the settings of
+``transfer.LITERATURE``) and for Markov and history frequency, to tell a broken baseline from a
+protocol that ID embeddings cannot serve:
+
+* the target's training users (the 70 % of ``transfer.py``'s split with the seed; ``--quick``:
+  capped as in ``transfer.py --quick``);
+* each user's first 80 % of visits in time train every model, the last 20 % are scored (windows of
+  those visits only, protocol ``all``, full ranking, ties pessimistic);
+* the neural baselines train ``--epochs`` epochs (no held-out users: all users are in training).
+
+Usage::
+
+    TRAJMOE_DATA=/path/to/shared/data python benchmarks/literature_protocol.py --targets nyc --seeds 0
+
+Prints one row per (target, seed, model): Acc@1, MRR and Acc@1 on return / explore targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (city_list, environment, load_target, positive_int, quiet_data_notes, seed_list,  # noqa: E402
+                      timed, write_json)
+from transfer import LITERATURE, QUICK  # noqa: E402
+
+from trajmoe import HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, TransformerRegressor, metrics  # noqa: E402
+
+#: Share of each user's visits (in time) that trains; the rest is scored.
+TRAIN_SHARE = 0.8
+
+
+def split_in_time(visits, share=TRAIN_SHARE):
+    """Each user's first ``share`` of visits (by start time, else by day and slot) and the rest."""
+    order = ["started_at"] if "started_at" in visits else ["day", "slot"]
+    ranked = visits.sort_values(order, kind="stable")
+    position = ranked.groupby("user_id").cumcount() / ranked.groupby("user_id")["user_id"].transform("size")
+    early = position.reindex(visits.index) < share
+    return visits[early], visits[~early]
+
+
+def models(seed, epochs):
+    neural = dict(random_state=seed, max_epochs=epochs, validation_fraction=0.0, **LITERATURE)
+    return {"markov": lambda: MarkovBaseline(), "history_frequency": lambda: HistoryFrequencyBaseline(),
+            "lstm": lambda: LSTMRegressor(**neural), "transformer": lambda: TransformerRegressor(**neural)}
+
+
+def run(targets, seeds, epochs, quick):
+    rows = []
+    for target in targets:
+        for seed in seeds:
+            t = load_target(target, None, QUICK.train_users.get(target) if quick else None, None, seed)
+            train, test = split_in_time(t.train)
+            for name, make in models(seed, epochs).items():
+                model, seconds = timed(lambda: make().fit(train, pois=t.pois))
+                table = model.target_table(test, protocol="all")
+                report = metrics.ranking_report(table["rank"].to_numpy(), kind=table["kind"].to_numpy(),
+                                                oov=table["oov"].to_numpy())
+                row = {"target_city": target, "seed": seed, "model": name, "users": t.train.user_id.nunique(),
+                       **{k: round(report[k], 4) for k in ("acc@1", "mrr", "acc@1_return", "acc@1_explore")},
+                       "n_targets": report["n_targets"], "fit_seconds": round(seconds, 1)}
+                rows.append(row)
+                print(" ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--targets", type=city_list, default=("nyc", "yjmob_A"), help="comma-separated cities")
+    parser.add_argument("--seeds", type=seed_list, default=(0,), help="comma-separated seeds")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="epochs of the LSTM and Transformer")
+    parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
+    parser.add_argument("--output", default=None, help="JSON results file")
+    args = parser.parse_args(argv)
+    quiet_data_notes()
+    rows = run(args.targets, args.seeds, args.epochs, args.quick)
+    frame = pd.DataFrame(rows)
+    print(frame.groupby(["target_city", "model"], sort=False)[["acc@1", "mrr", "acc@1_return", "acc@1_explore"]]
+          .mean().round(3).to_string())
+    if args.output:
+        write_json(args.output, {"benchmark": "literature_protocol", "train_share": TRAIN_SHARE, "epochs": args.epochs,
+                                 "quick": args.quick, "environment": environment(), "results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
