@@ -206,7 +206,8 @@ def plot(results, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="capped users and epochs, 5 %% only: about 30 min on 2 cores")
+    parser.add_argument("--quick", action="store_true",
+                        help="capped users and epochs, 5 %% only: about 30 min on 2 cores")
     parser.add_argument("--targets", type=city_list, default=TARGETS, help="comma-separated target cities")
     parser.add_argument("--jobs", type=positive_int, default=2, help="parallel processes (one torch thread each)")
     parser.add_argument("--seeds", type=seed_list, default=(0, 1, 2), help="comma-separated seeds")
@@ -226,7 +227,8 @@ def main(argv=None):
     base = QUICK if args.quick else FULL
     settings = Settings(train_users=base.train_users, eval_users=base.eval_users, source_users=base.source_users,
                         max_epochs=args.max_epochs or base.max_epochs,
-                        baseline_epochs=args.max_epochs or base.baseline_epochs, fractions=args.fractions or base.fractions,
+                        baseline_epochs=args.max_epochs or base.baseline_epochs,
+                        fractions=args.fractions or base.fractions,
                         seeds=args.seeds)
     targets = args.targets
     models = tuple(args.models.split(","))

@@ -17,7 +17,6 @@ See the user guide's page "Training at scale".
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 
 __all__ = ["pretrain", "add_pretrain_command", "run_pretrain_command"]

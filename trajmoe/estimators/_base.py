@@ -152,12 +152,12 @@ class NextLocationEstimator(BaseEstimator):
         """The attributes of a :meth:`_snapshot`, to put back."""
         return saved
 
-    #: Constraints of the parameters (scikit-learn's ``_parameter_constraints``); subclasses
-    #: extend this dict with their own parameters.
     #: Parameters added after a release, with the value that reproduces what a model saved before
     #: them did (a pickle or a saved folder without them gets this value, not the new default).
     _LEGACY_DEFAULTS: dict = {}
 
+    #: Constraints of the parameters (scikit-learn's ``_parameter_constraints``); subclasses
+    #: extend this dict with their own parameters.
     _parameter_constraints: dict = {
         "encoder": [SpatialSemanticEncoder, None],
         "window_days": [Interval(Integral, 1, None, closed="left")],

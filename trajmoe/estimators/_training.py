@@ -41,9 +41,10 @@ from .. import metrics
 from ..exceptions import NonFiniteLossError
 from ..nn.loss import location_log_probs, location_targets
 from ..nn.parallel import is_main_process, rank_and_world
+from ._scoring import SCORE_BLOCK
 
-__all__ = ["FiniteLoss", "ValidRanking", "EpochSeed", "ResumableLRScheduler", "ResumableEarlyStopping", "claim_checkpoint_dir",
-           "BEST_FILE", "RUN_FILE"]
+__all__ = ["FiniteLoss", "ValidRanking", "EpochSeed", "ResumableLRScheduler", "ResumableEarlyStopping",
+           "claim_checkpoint_dir", "BEST_FILE", "RUN_FILE"]
 
 #: File of the best weights so far, in a checkpoint directory (with ``load_best`` early stopping).
 BEST_FILE = "best_params.pt"
@@ -93,11 +94,11 @@ class ValidRanking(Callback):
 
     Parameters
     ----------
-    block : int, default 4_000_000
-        Scores held at once (tokens x cells).
+    block : int, default :data:`~trajmoe.estimators._scoring.SCORE_BLOCK`
+        Scores held at once (tokens x cells): the memory of the ranking, whatever the number of cells.
     """
 
-    def __init__(self, block=4_000_000):
+    def __init__(self, block=SCORE_BLOCK):
         self.block = block
 
     def on_epoch_begin(self, net, **kwargs):

@@ -292,7 +292,25 @@ class TrajMoELoss(nn.Module):
 
 
 def location_targets(y_pred: dict, y_true: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Positions (rows, cols) with a next-location target and those targets, checked."""
+    """Positions with a next-location target, and those targets.
+
+    Parameters
+    ----------
+    y_pred : dict
+        Network output (its ``"candidates"`` [N, d] give the number of cells N).
+    y_true : dict
+        ``"next_location"`` LongTensor [B, L]: 0..N-1, or ``-100`` (no target).
+
+    Returns
+    -------
+    rows, cols, targets : LongTensor [n]
+        Batch and position index of each of the n positions with a target, and the target.
+
+    Raises
+    ------
+    ValueError
+        If a target is neither ``-100`` nor in 0..N-1.
+    """
     next_location = y_true["next_location"]
     rows, cols = (next_location != IGNORE_INDEX).nonzero(as_tuple=True)
     targets = next_location[rows, cols]
