@@ -608,6 +608,12 @@ def test_distance_prior_starts_as_a_gravity_law_and_sums_to_one():
     # the edge neighbours beat the diagonal ones, which beat cells 2 km away
     assert logits[1] == logits[6] == logits[8] == logits[13]
     assert logits[13] > logits[0] > logits[4 * 6 + 1]
+    # each bucket starts at -1.5 log(d + 250 m) of its grid distance d, the current cell at 0
+    # (from the buckets' lower edges instead, an edge neighbour would start level with the current cell)
+    gravity = lambda d: -1.5 * math.log((d + 250.0) / 250.0)  # noqa: E731
+    # cells 13 (500 m), 0 (707 m), 19 (1 km) and 25 (1.5 km, in the bucket of 1,414 m)
+    for cell, metres in ((13, 500.0), (0, 500.0 * math.sqrt(2)), (19, 1000.0), (25, 1000.0 * math.sqrt(2))):
+        assert float(logits[cell] - logits[7]) == pytest.approx(gravity(metres), abs=1e-5), cell
     rows, cols = all_positions(1, 1)
     assert torch.allclose(location_log_probs(out, rows, cols).exp().sum(-1), torch.ones(1), atol=1e-5)
 
