@@ -121,10 +121,10 @@ class RetrievalNetwork(nn.Module):
         and every candidate to the candidate logits: ``10 b[k(d)] + (W_d h)[k(d)]`` with ``k(d)``
         the distance bucket of :data:`DISTANCE_EDGES` (log-spaced, metres), ``b`` initialised to
         the gravity prior ``-1.5 log(d + 250 m)`` at the bucket's grid distance (0, 500 m,
-        707 m, 1 km, ...), ``W_d`` a linear map
-        of the hidden state (so the decay depends on who and when), plus a learned bias per
-        popularity rank bin of the candidate (``10 r[rank]``, zero-initialised). Costs
-        O(tokens x cells), like the dot product. Needs the cities' metric coordinates.
+        707 m, 1 km, ...), ``W_d`` a linear map of the hidden state (so the decay depends on
+        who and when), plus a learned bias per popularity rank bin of the candidate
+        (``10 r[rank]``, zero-initialised). Costs O(tokens x cells), like the dot product. Needs
+        the cities' metric coordinates.
     coord_encoding : {"linear", "sinusoidal"}, default="linear"
         ``"sinusoidal"``: the input embedding and the location tower also read multi-scale
         sinusoidal features of the cell's metric position (:class:`SinusoidalCoordinates`), so
@@ -601,10 +601,11 @@ def _gravity_prior() -> torch.Tensor:
     The grid distance of bucket ``k >= 1`` is ``500 sqrt(2)^(k-1)`` m, the geometric middle of its
     edges and the distance of the centroids it holds on a 500 m grid (500 m for the edge
     neighbours, 707 m for the diagonal ones, 1 km, ...); bucket 0 (the current cell) is 0 m.
-    Until 2026-12 the buckets started at their lower edge, which gave the edge neighbours (lower
-    edge 1 m) the current cell's value: on Gowalla Bay Area validation users (quick benchmark,
-    seeds 0-2) the fine-tuned model then ranked the current cell first on 69 % of the targets
-    that stay in it, against 76 % now and Acc@1 .210 against .224 (MRR .321 against .330).
+    Before commit 3ba0611 the buckets started at their lower edge, which gave the edge neighbours
+    (lower edge 1 m) the current cell's value: on Gowalla Bay Area validation users (quick
+    benchmark, seeds 0-2) the fine-tuned model then ranked the current cell first on 69 % of the
+    targets that stay in it, against 76 % now, and Acc@1 .210 against .224 (MRR .321 against .330);
+    see the results page, "Where the transfer goes wrong".
     """
     grid = _EDGE_BASE * 2 ** (torch.arange(len(DISTANCE_EDGES), dtype=torch.float64) / 2)
     distance = torch.cat([grid.new_zeros(1), grid])
