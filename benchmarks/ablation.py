@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (CITIES, TARGETS, Scorer, city_list, environment, few_shot_sample,  # noqa: E402
                       frame_markdown, load_sources, load_target, markdown_tables, paired_margins, positive_int,
-                      quiet_data_notes, seed_list, sources_of, timed, write_json)
+                      quiet_data_notes, seed_list, sources_of, task_list, timed, write_json)
 from transfer import FULL, QUICK, Settings, collect  # noqa: E402
 
 from trajmoe import HistoryFrequencyBaseline, MarkovBaseline, TrajMoERegressor  # noqa: E402
@@ -117,7 +117,7 @@ def main(argv=None):
     print(f"{'quick' if args.quick else 'full'} mode; {settings.describe()}")
     start = time.perf_counter()
     threads = 1 if args.jobs > 1 else None
-    tasks = [(target, seed) for seed in settings.seeds for target in targets]
+    tasks = task_list(targets, settings.seeds)
     outs = Parallel(n_jobs=args.jobs, return_as="generator_unordered")(
         delayed(run_task)(target, seed, settings, variants, args.split, args.data_home, threads)
         for target, seed in tasks)

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from _harness import Scorer, Target, few_shot_sample, markdown_tables, paired_margins  # noqa: E402
+from _harness import Scorer, Target, few_shot_sample, markdown_tables, paired_margins, task_list  # noqa: E402
 
 from trajmoe import HistoryFrequencyBaseline, TrajMoERegressor, metrics  # noqa: E402
 from trajmoe.datasets import load_foursquare_nyc  # noqa: E402
@@ -50,6 +50,13 @@ def test_few_shot_sample_takes_whole_users():
     # the draw of the benchmarks before FewShotCitySplit drew it (their results stay comparable)
     chosen = np.random.default_rng(1).choice(frame["user_id"].unique(), size=2, replace=False)
     assert set(few["user_id"]) == set(chosen)
+
+
+def test_tasks_start_slowest_target_first():
+    # Gowalla's tasks before YJMob's before NYC's; a target of unknown cost first; every task once
+    assert task_list(("nyc", "yjmob_A", "gowalla_bay_area"), (0, 1)) == [
+        ("gowalla_bay_area", 0), ("gowalla_bay_area", 1), ("yjmob_A", 0), ("yjmob_A", 1), ("nyc", 0), ("nyc", 1)]
+    assert task_list(("nyc", "osaka"), (2,)) == [("osaka", 2), ("nyc", 2)]
 
 
 def test_paired_margins_by_hand():
