@@ -39,7 +39,7 @@ from _harness import (CITIES, TARGETS, Scorer, city_list, environment, few_shot_
                       quiet_data_notes, seed_list, sources_of, task_list, timed, write_json)
 from transfer import FULL, QUICK, Settings, collect  # noqa: E402
 
-from trajmoe import HistoryFrequencyBaseline, MarkovBaseline, TrajMoERegressor  # noqa: E402
+from trajmoe import HistoryFrequencyBaseline, MarkovBaseline, TrajMoERegressor, tune_malloc  # noqa: E402
 
 VARIANTS = {
     "trajmoe": {},
@@ -66,6 +66,7 @@ def run_task(target, seed, settings, variants, split="test", data_home=None, thr
     """Every variant on one target and one seed; returns the result rows."""
     if threads:
         torch.set_num_threads(threads)
+    tune_malloc()
     quiet_data_notes()
     t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target), seed)
     score = Scorer(t, split)

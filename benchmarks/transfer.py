@@ -47,7 +47,7 @@ from _harness import (TARGETS, Scorer, city_list, environment, few_shot_sample, 
                       positive_int, quiet_data_notes, seed_list, sources_of, task_list, timed, write_json)
 
 from trajmoe import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, LSTMRegressor,  # noqa: E402
-                     MarkovBaseline, PopularityBaseline, TrajMoERegressor, TransformerRegressor)
+                     MarkovBaseline, PopularityBaseline, TrajMoERegressor, TransformerRegressor, tune_malloc)
 
 MODELS = ("trajmoe_finetuned", "trajmoe_paper_finetuned", "trajmoe_full_target", "trajmoe_multi_city", "lstm",
           "transformer", "history_frequency", "history_gravity", "gravity", "markov", "popularity")
@@ -107,6 +107,7 @@ def run_task(target, seed, sources, settings, split="test", models=MODELS, model
     """All models of one target city and one seed; returns the result rows."""
     if threads:
         torch.set_num_threads(threads)
+    tune_malloc()
     quiet_data_notes()
     t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target), seed)
     score = Scorer(t, split)

@@ -28,6 +28,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "TransformerRegressor": ".estimators",
     "SpatialSemanticEncoder": ".encoder",
     "load_model": ".persistence",
+    "tune_malloc": "._malloc",
     "save_model": ".persistence",
     "DataWarning": ".exceptions",
     "SchemaError": ".exceptions",

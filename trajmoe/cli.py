@@ -5,6 +5,8 @@ Pre-train TrajMoE on source cities, fine-tune it for one epoch on a random share
 target city's training users, and compare it on the target's held-out test users with
 the same model trained from scratch on all of the target's training users and with the
 baselines: all models on the same split, scored by full ranking.
+
+Both commands first call :func:`trajmoe.tune_malloc` (glibc keeps freed memory for reuse).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 import warnings
 
 from ._constants import PROTOCOLS
+from ._malloc import tune_malloc
 from .exceptions import DataWarning
 
 # the data and models (pandas, scikit-learn, torch) are imported by the commands that use them,
@@ -399,6 +402,7 @@ def main(argv=None):
 
     pretrain = add_pretrain_command(sub, _number)
     args = parser.parse_args(argv)
+    tune_malloc()          # freed [tokens, cells] tensors stay for reuse (docs/speed.rst, "Memory allocator")
     if args.command == "pretrain":  # also under torchrun: `torchrun ... -m trajmoe.cli pretrain ...`
         with _data_notes():
             return run_pretrain_command(args, pretrain)
