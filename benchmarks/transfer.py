@@ -203,9 +203,10 @@ def plot(results, path):
               "history_frequency": ("0.4", "--", "history frequency"),
               "history_gravity": ("0.2", "--", "history + gravity rule"),
               "transformer": ("C4", ":", "Transformer"), "lstm": ("C5", ":", "LSTM")}
+    run = {row["model"] for row in results}          # the lines of the models this run has
     fig, _ = plot_transfer_curve(results, "acc@1", curve="trajmoe_finetuned", label="TrajMoE, pre-trained + 1 epoch",
                                  references={model: {"color": color, "linestyle": style, "label": label}
-                                             for model, (color, style, label) in styles.items()})
+                                             for model, (color, style, label) in styles.items() if model in run})
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

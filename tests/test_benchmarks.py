@@ -87,3 +87,17 @@ def test_the_literature_protocol_trains_on_each_users_first_visits_and_scores_th
     # user 2 in time: (0, 1), (0, 5), (1, 2), (1, 3) train; (2, 0) is scored
     assert test.loc[test.user_id == 2, ["day", "slot"]].values.tolist() == [[2, 0]]
     assert len(train) + len(test) == len(visits) and train.index.intersection(test.index).empty
+
+
+def test_transfer_plot_draws_the_reference_lines_of_the_models_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    import transfer
+
+    rows = [{"target_city": "nyc", "model": model, "fraction": fraction, "seed": seed, "protocol": "all",
+             "acc@1": value + 0.01 * seed}
+            for seed in (0, 1)
+            for model, fraction, value in (("trajmoe_finetuned", 0.05, 0.2), ("history_gravity", 1.0, 0.25),
+                                           ("lstm", 1.0, 0.01))]
+    path = tmp_path / "curve.png"
+    transfer.plot(rows, path)          # quick mode runs no trajmoe_multi_city: no line for it, no error
+    assert path.stat().st_size > 0
