@@ -7,7 +7,8 @@ other real cities:
   10 % of the target's training users (docs/method.rst, "Training protocol");
 * ``trajmoe_full_target``: the same model trained from scratch on 100 % of the target's
   training users (single city);
-* ``trajmoe_multi_city``: trained on the sources and the target jointly;
+* ``trajmoe_multi_city``: trained on the sources and the target jointly (full mode; quick mode
+  with ``--models``);
 * ``trajmoe_paper_finetuned``: the paper's network (no copy path, no distance prior, linear
   coordinates), pre-trained and fine-tuned the same way;
 * the neural baselines ``lstm`` and ``transformer`` as the literature runs them (per-city location
@@ -21,7 +22,8 @@ within a seed every model sees the same users, so differences are paired.
 
 Targets: Foursquare NYC, YJMob100K city A and Gowalla Bay Area (sources: the other Gowalla
 metros). Run ``python benchmarks/transfer.py --quick --output benchmarks/results/transfer_quick.json``
-(26-31 minutes on 2 CPU cores; quick mode fine-tunes on 5 % only) or without ``--quick`` for the full data (hours; the script
+(14 minutes on 2 CPU cores at b718453; quick mode fine-tunes on 5 % only and runs
+:data:`QUICK_MODELS`) or without ``--quick`` for the full data (hours; the script
 prints the projected time left after each (target, seed) task). ``--split val`` scores the validation users
 instead: choose settings there, never on the test users.
 """
@@ -215,7 +217,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="capped users and epochs, 5 %% only: about 30 min on 2 cores")
+                        help="capped users and epochs, 5 %% only, QUICK_MODELS: about 15 min on 2 cores")
     parser.add_argument("--targets", type=city_list, default=TARGETS, help="comma-separated target cities")
     parser.add_argument("--jobs", type=positive_int, default=2, help="parallel processes (one torch thread each)")
     parser.add_argument("--seeds", type=seed_list, default=(0, 1, 2), help="comma-separated seeds")
