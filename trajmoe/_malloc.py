@@ -30,8 +30,8 @@ def tune_malloc():
     once at the start of a script that trains or scores on a CPU.
 
     Measured on 2 CPU cores (Gowalla Bay Area, 200 training users, whole process, median of 3): an
-    LSTM fit of 3 epochs took 0.68x the wall time (system time 14.9 s -> 2.0 s) and peaked at
-    2.77 GB against 2.28 GB. On a GPU the tensors live in torch's own caching allocator and this
+    LSTM fit of 3 epochs took 0.72x the wall time (system time 13.6 s -> 2.0 s) and peaked at
+    2.76 GB against 2.29 GB; the ranks it gives are the same with and without. On a GPU the tensors live in torch's own caching allocator and this
     changes nothing.
 
     Returns
