@@ -38,7 +38,7 @@ GOWALLA = ("gowalla_bay_area", "gowalla_los_angeles", "gowalla_san_diego", "gowa
            "gowalla_las_vegas")
 TARGETS = ("nyc", "yjmob_A", "gowalla_bay_area")
 #: Targets from the slowest (target, seed) task to the fastest: in the quick transfer run at cdc6762 the
-#: models of one seed took about 20 (Gowalla Bay Area), 15 (YJMob100K city A) and 4 (NYC) minutes of
+#: models of one seed took about 10 (Gowalla Bay Area), 7.5 (YJMob100K city A) and 2 (NYC) minutes of
 #: fitting. Tasks start slowest first so that the processes finish together (longest processing time
 #: first); a target not named here starts before these, its cost being unknown.
 SLOWEST_FIRST = ("gowalla_bay_area", "yjmob_A", "nyc")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from trajmoe import _malloc, tune_malloc
+from trajmoe import tune_malloc
 
 # minor page faults of 10 fresh 64 MB tensors, each filled then freed, in a new process, after 10
 # such tensors (glibc settles into reusing the freed memory after a few)
@@ -53,4 +53,4 @@ def test_without_mallopt_nothing_changes(monkeypatch):
         raise OSError(f"{name}: cannot open shared object file")
 
     monkeypatch.setattr(ctypes, "CDLL", missing)
-    assert _malloc.tune_malloc() is False
+    assert tune_malloc() is False

@@ -1,10 +1,11 @@
 """Process memory allocator settings for CPU training and scoring (docs/speed.rst, "Memory allocator").
 
 Training and full-ranking scoring allocate and free tensors of ``[tokens, cells]`` (tens to hundreds
-of MB) at every step. glibc's ``malloc`` serves requests of more than 32 MB (less, at its defaults'
-dynamic threshold) with a fresh ``mmap`` and returns them to the operating system when freed, so the
-next step page-faults the same amount of memory in again, and the kernel zeroes every page: on the
-project's 2-core machines that system time was 40 % of a TrajMoE fit and a third of an LSTM fit.
+of MB) at every step. glibc's ``malloc`` serves a request above its mmap threshold (128 KB by default,
+raised as blocks are freed, to at most 32 MB) with a fresh ``mmap`` and returns it to the operating
+system when freed, so the next step page-faults the same memory in again and the kernel zeroes every
+page: on the project's 2-core machines that system time was 40 % of a TrajMoE fit and a third of an
+LSTM fit.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def tune_malloc():
     -------
     bool
         True where both settings were applied (Linux with glibc); False elsewhere (macOS,
-        Windows, musl), where nothing is changed.
+        Windows, musl), where nothing is changed. Never raises.
 
     References
     ----------
