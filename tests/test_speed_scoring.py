@@ -22,7 +22,7 @@ from trajmoe import metrics
 from trajmoe.estimators._scoring import rank_blocks, rank_sparse, topk_lowest_id
 from trajmoe.nn import SAMoETransformer, location_log_probs, target_log_probs
 from trajmoe.nn.loss import dense_location_log_probs, generation_logits
-from trajmoe.nn.retrieval import DISTANCE_EDGES, distance_buckets, first_occurrence, history_entries
+from trajmoe.nn.retrieval import DISTANCE_EDGES, N_DISTANCE_BUCKETS, add_distance_prior, distance_buckets, first_occurrence, history_entries
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import speed  # noqa: E402  (benchmarks/speed.py)
@@ -153,6 +153,9 @@ def test_topk_ties_hand_checked():
     values, ids = topk_lowest_id(scores, 2)
     assert ids.tolist() == [[1, 2], [0, 1]] and values.tolist() == [[3.0, 3.0], [0.0, 0.0]]
     assert topk_lowest_id(scores, 9)[1].tolist() == [[1, 2, 4, 3, 0], [0, 1, 2, 3, 4]]
+    # k = 1 (predict) takes the first maximum: the lowest id among the tied best
+    assert topk_lowest_id(scores, 1)[1].tolist() == [[1], [0]]
+    assert topk_lowest_id(torch.full((1, 3), -np.inf), 1)[1].tolist() == [[0]]
     # ranks are pessimistic: cell 2 ties with 1 and 4 at the top
     assert rank_blocks(lambda i: scores[torch.as_tensor(i)], 2, 5, None, np.array([2, -1]))[2].tolist() == \
         [3, metrics.OOV_RANK]
@@ -215,3 +218,40 @@ def test_distance_buckets_of_half_precision_and_unmeasurable_distances():
     odd = torch.tensor([[0.0, 0.0], [float("nan"), 0.0], [float("inf"), 0.0], [float("-inf"), 1.0], [0.0, 0.0]])
     assert distance_buckets(torch.tensor([0, 2]), odd).tolist() == [[0] + [len(DISTANCE_EDGES)] * 3,
                                                                    [len(DISTANCE_EDGES)] * 4]
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_cells=st.integers(1, 60), n=st.integers(0, 25), seed=st.integers(0, 10**6), grad=st.booleans())
+def test_add_distance_prior_is_the_gather_of_the_buckets(n_cells, n, seed, grad):
+    """The grouped path of inference (one bucket row per distinct current cell) adds exactly what
+    gathering the [n, N] buckets adds, repeated and unknown (row N) current cells included; under
+    autograd the gradients are those of the gather."""
+    g = torch.Generator().manual_seed(seed)
+    metres = torch.cat([torch.randint(0, 30, (n_cells, 2), generator=g).float() * 500, torch.zeros(1, 2)])
+    current = torch.randint(0, n_cells + 1, (n,), generator=g)
+    current = current[torch.randint(0, max(n, 1), (n,), generator=g)] if n else current    # repeats
+    logits = torch.randn(n, n_cells, generator=g)
+    values = torch.randn(n, N_DISTANCE_BUCKETS, generator=g)
+    expected = logits + values.gather(1, distance_buckets(current, metres))
+    if not grad:
+        out = add_distance_prior(logits.clone(), values, current, metres)
+        assert torch.equal(out, expected)
+        return
+    values.requires_grad_(True)
+    out = add_distance_prior(logits.clone(), values, current, metres)
+    weight = torch.randn(n, n_cells, generator=g)
+    (out * weight).sum().backward()
+    reference = values.detach().clone().requires_grad_(True)
+    ((logits + reference.gather(1, distance_buckets(current, metres))) * weight).sum().backward()
+    assert torch.equal(out.detach(), expected) and torch.equal(values.grad, reference.grad)
+
+
+def test_add_distance_prior_hand_checked():
+    """Three cells on a line, 0, 500 m and 5 km; positions at cells 0, 0 and 2 (unknown: N = 3):
+    buckets [0, 1, 8], [0, 1, 8] and the unknown bucket K-1 everywhere."""
+    metres = torch.tensor([[0.0, 0.0], [500.0, 0.0], [5000.0, 0.0], [0.0, 0.0]])
+    values = torch.arange(3 * N_DISTANCE_BUCKETS, dtype=torch.float32).view(3, N_DISTANCE_BUCKETS)
+    with torch.no_grad():
+        out = add_distance_prior(torch.zeros(3, 3), values, torch.tensor([0, 3, 0]), metres)
+    k = N_DISTANCE_BUCKETS
+    assert out.tolist() == [[0.0, 1.0, 8.0], [k + k - 1] * 3, [2 * k + 0.0, 2 * k + 1.0, 2 * k + 8.0]]

@@ -19,7 +19,9 @@ from .. import metrics
 
 __all__ = ["dense_reference", "rank_blocks", "rank_sparse", "topk_lowest_id"]
 
-#: Score entries (rows x cells) ranked at once by :func:`rank_blocks` (16 MB of float32).
+#: Score entries (tokens x cells) computed and ranked at once (16 MB of float32): the peak memory of
+#: scoring is a few times this, whatever the number of cells (:func:`rank_blocks`, the neural
+#: estimators' scoring and their ``valid_ranking`` callback).
 SCORE_BLOCK = 1 << 22
 
 
@@ -53,6 +55,10 @@ def topk_lowest_id(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     k = min(int(k), scores.shape[1])
     if k == 0 or not len(scores):
         return scores[:, :k], torch.zeros(scores.shape[0], k, dtype=torch.long, device=scores.device)
+    if k == 1:
+        # the first maximum of a row (torch.max's documented choice) is the lowest id among ties
+        values, ids = scores.max(dim=1, keepdim=True)
+        return values, ids
     # one more than asked: where the (k+1)-th score is below the k-th, every cell tied with the
     # k-th is in the top k; elsewhere topk may have kept other tied cells than the lowest ids
     values, ids = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)

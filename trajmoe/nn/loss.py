@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._constants import IGNORE_INDEX
-from .retrieval import distance_buckets, first_occurrence, history_entries, history_features
+from .retrieval import add_distance_prior, first_occurrence, history_entries, history_features
 
 #: Floor of the gate probabilities inside logarithms (keeps gradients finite at saturation).
 _EPS = 1e-12
@@ -132,7 +132,7 @@ def generation_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torc
 
     ``q . C^T``, plus the network's per-candidate bias (``"candidate_bias"``), its distance
     prior (``"distance"``: the value of each candidate's distance bucket from the current cell,
-    see :func:`trajmoe.nn.retrieval.distance_buckets`) and its history prior (``"history"``:
+    see :func:`trajmoe.nn.retrieval.add_distance_prior`) and its history prior (``"history"``:
     weights of the window's visit counts and recency, see
     :func:`trajmoe.nn.retrieval.history_features`) where the output has them.
 
@@ -164,8 +164,8 @@ def _dense_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Te
     # one [n, N] tensor, added to in place (the products' backward does not need their output)
     logits = query @ out["candidates"].T if bias is None else torch.addmm(bias, query, out["candidates"].T)
     if out.get("distance") is not None:
-        buckets = distance_buckets(out["location"][rows, cols].clamp_min(0), out["cell_metres"])
-        logits = logits.add_(out["distance"][rows, cols].gather(1, buckets))
+        logits = add_distance_prior(logits, out["distance"][rows, cols], out["location"][rows, cols].clamp_min(0),
+                                    out["cell_metres"])
     return logits
 
 
