@@ -139,7 +139,7 @@ def test_neural_scoring_in_blocks_of_a_few_tokens(cities, nyc_networks, monkeypa
     _, test = cities["nyc"]
     labels, values = model.predict_topk(test, 5)
     ranks = model.target_ranks(test)
-    monkeypatch.setattr(neural, "_SCORE_CHUNK", 2 * model.encoder_.cities_["nyc"].n_locations + 1)
+    monkeypatch.setattr(_scoring, "SCORE_BLOCK", 2 * model.encoder_.cities_["nyc"].n_locations + 1)
     np.testing.assert_array_equal(model.predict_topk(test, 5)[0], labels)
     pd.testing.assert_series_equal(model.target_ranks(test), ranks)
 

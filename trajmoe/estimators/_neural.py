@@ -42,6 +42,7 @@ from ..nn.parallel import (DistributedNeuralNet, ShardedCityBatchLoader, is_dist
                            rank_device, resume_from_checkpoint)
 from ..nn.retrieval import COORD_ENCODINGS, POI_TRANSFORMS
 from ._base import NextLocationEstimator
+from . import _scoring
 from ._scoring import rank_blocks
 from ._training import (EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler, ValidRanking,
                         claim_checkpoint_dir, run_fingerprint)
@@ -62,9 +63,6 @@ NET_PREFIXES = ("module__", "criterion__", "optimizer__", "iterator_train__", "i
 #: RandomState) and the epoch's number (see :mod:`trajmoe.estimators._training`).
 DEFAULT_CALLBACKS = ("finite_loss", "epoch_seed", "valid_ranking", "early_stopping", "lr_scheduler", "clip", "progress")
 
-#: Scores (positions x cells) computed at once at inference: the peak memory of scoring is a few
-#: times this many floats, whatever the number of cells (a block of tokens at a time).
-_SCORE_CHUNK = 4_000_000
 #: What early stopping may monitor on the held-out users: the loss, or a ranking metric
 #: recorded by :class:`~trajmoe.estimators._training.ValidRanking`.
 MONITORS = ("valid_loss", "valid_mrr", "valid_acc1")
@@ -285,7 +283,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         if seed is not None:
             callbacks.append(("epoch_seed", EpochSeed(seed)))
         if validate:
-            callbacks.append(("valid_ranking", ValidRanking(block=_SCORE_CHUNK)))
+            callbacks.append(("valid_ranking", ValidRanking(block=_scoring.SCORE_BLOCK)))
             callbacks.append(("early_stopping", ResumableEarlyStopping(
                 monitor=self.monitor, patience=self.patience, lower_is_better=self.monitor == "valid_loss",
                 load_best=True)))
@@ -626,23 +624,30 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
     def _batch_rank(self, batch, city, k, truth):
         out = self._forward(batch, city)
         device = self.net_.device
-        rows, cols = torch.nonzero(torch.as_tensor(batch["location"]) != PAD, as_tuple=True)
-        rows, cols = rows.to(device), cols.to(device)
+        location = torch.as_tensor(batch["location"])
+        rows, cols = torch.nonzero(location != PAD, as_tuple=True)
+        # tokens in the order of their current cell: a score block then holds few distinct current
+        # cells, whose distance buckets it computes once each (add_distance_prior)
+        order = torch.argsort(location[rows, cols], stable=True).numpy()
+        rows, cols = rows[order].to(device), cols[order].to(device)
 
         def score_rows(index):
             index = torch.as_tensor(index, device=device)
             with torch.no_grad():
                 return location_log_probs(out, rows[index], cols[index]).float()
 
-        # a block of tokens at a time (_SCORE_CHUNK scores): memory independent of the batch
-        return rank_blocks(score_rows, len(rows), out["candidates"].shape[0], k, truth, block=_SCORE_CHUNK)
+        # a block of tokens at a time (SCORE_BLOCK scores): memory independent of the batch
+        ranked = rank_blocks(score_rows, len(rows), out["candidates"].shape[0], k,
+                             None if truth is None else truth[order], block=_scoring.SCORE_BLOCK)
+        back = np.argsort(order)                  # results in the batch's token order again
+        return tuple(None if result is None else result[back] for result in ranked)
 
     def _batch_scores(self, batch, city):
         out = self._forward(batch, city)
         rows, cols = torch.nonzero(torch.as_tensor(batch["location"]) != PAD, as_tuple=True)
         rows, cols = rows.to(self.net_.device), cols.to(self.net_.device)
         # a few million scores at a time: the distance prior's temporaries are as large as the scores
-        step = max(1, _SCORE_CHUNK // max(out["candidates"].shape[0], 1))
+        step = max(1, _scoring.SCORE_BLOCK // max(out["candidates"].shape[0], 1))
         if not len(rows):
             return np.zeros((0, out["candidates"].shape[0]), np.float32)
         with torch.no_grad():
