@@ -27,6 +27,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import skorch
 import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -476,6 +477,12 @@ def test_monitor_mistakes_get_clear_errors_and_routed_callback_settings_go_throu
     with pytest.raises(ValueError, match="callbacks__valid_ranking=None drops it"):
         LSTMRegressor(**tiny, callbacks__valid_ranking=None).fit(X)
     LSTMRegressor(**tiny, monitor="valid_loss", callbacks__valid_ranking=None).fit(X)      # nothing to watch there
+    # a replacement that records nothing: a clear error (was skorch's KeyError), the estimator left unfitted
+    est = LSTMRegressor(**tiny, callbacks__valid_ranking=skorch.callbacks.Callback())
+    with pytest.raises(ValueError, match=r"monitors 'valid_mrr', which no callback recorded in epoch 1 "
+                                         r"\(validation scores recorded: \['valid_loss'\]\)"):
+        est.fit(X)
+    assert not hasattr(est, "net_")
     est = LSTMRegressor(**tiny).set_params(callbacks__early_stopping__patience=2, callbacks__valid_ranking__block=100)
     assert est.get_params()["callbacks__early_stopping__patience"] == 2
     est.fit(X)

@@ -242,6 +242,19 @@ class ResumableEarlyStopping(EarlyStopping):
     def on_epoch_begin(self, net, **kwargs):
         self._save_best()
 
+    def on_epoch_end(self, net, **kwargs):
+        """Raises ValueError when no callback recorded the monitored score this epoch (skorch's
+        EarlyStopping would raise a bare KeyError)."""
+        row = net.history[-1]
+        if self.monitor not in row:
+            recorded = sorted(k for k in row if k.startswith("valid_") and not k.endswith(("_best", "_count")))
+            raise ValueError(
+                f"early stopping monitors {self.monitor!r}, which no callback recorded in epoch {row['epoch']} "
+                f"(validation scores recorded: {recorded}). valid_acc1 and valid_mrr are recorded by the "
+                "valid_ranking callback: a callback that replaces it (callbacks__valid_ranking=...) must record "
+                f"them with net.history.record({self.monitor!r}, value), or set the estimator's monitor='valid_loss'.")
+        super().on_epoch_end(net, **kwargs)
+
     def on_train_end(self, net, **kwargs):
         self._save_best()
         super().on_train_end(net, **kwargs)
