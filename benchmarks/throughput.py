@@ -10,7 +10,8 @@ matrix-multiply peak measured in the same process, so that they hold on a shared
   (d = 64, 2 layers) and at d = 256, 4 layers (4 heads): valid tokens per second and the model
   FLOP utilisation (MFU), the model FLOPs of the valid tokens per second over the fp32 peak.
 - ``infer``: ``predict`` targets per second of a small network on NYC and YJMob100K city A
-  (30 test users), and on a synthetic city of 1,000, 10,000 and 100,000 cells (``predict_topk``
+  (30 test users), and target-cell scores per second (targets x the vocabulary's cells: a
+  revision with a larger vocabulary scores more cells per target), and on a synthetic city of 1,000, 10,000 and 100,000 cells (``predict_topk``
   and ``target_table``, one fresh process per figure, as ``benchmarks/speed.py memory``): targets
   per second and peak resident memory.
 - ``scaling``: the cost exponents, slopes of log(scoring seconds) against log(visits) (30 to 240
@@ -375,7 +376,8 @@ def bench_infer(args, folder):
     Returns
     -------
     dict
-        ``cities``: per city ``targets_per_s``; ``synthetic``: per nominal size ``cells`` (the
+        ``cities``: per city ``targets_per_s``, ``cells`` (the fitted vocabulary) and
+        ``mscores_per_s`` (targets x cells per second, millions); ``synthetic``: per nominal size ``cells`` (the
         vocabulary's), ``targets_per_s``, ``peak_gb`` (peak resident memory, GB), ``seconds``.
     """
     out = {"cities": {}, "synthetic": {}}
@@ -390,8 +392,13 @@ def bench_infer(args, folder):
             model.predict(test[test["user_id"] == test["user_id"].iloc[0]])         # warm-up
             n_targets = len(model.target_table(test))
             _, seconds = speed.timed(lambda: model.predict(test))
-        out["cities"][city] = {"targets_per_s": n_targets / seconds}
-        print(f"  {city:<8} {n_targets:>6} targets  {n_targets / seconds:>8.0f} targets/s", flush=True)
+        # a revision with another vocabulary (the open one of issue 7 doubled YJMob's cells) scores
+        # another number of cells per target: the scores per second compare the work per cell
+        n_cells = model.encoder_.cities_[train["city"].iloc[0]].n_locations
+        out["cities"][city] = {"targets_per_s": n_targets / seconds, "cells": n_cells,
+                               "mscores_per_s": n_targets * n_cells / seconds / 1e6}
+        print(f"  {city:<8} {n_targets:>6} targets  {n_targets / seconds:>8.0f} targets/s  {n_cells:>6} cells  "
+              f"{n_targets * n_cells / seconds / 1e6:>6.1f} M target-cell scores/s", flush=True)
     print("inference, predict_topk + target_table, synthetic city (fresh process per figure):", flush=True)
     for n_cells in args.cells:
         model_file = Path(folder) / f"model{n_cells}.pkl"
