@@ -9,8 +9,11 @@ training loop (AdamW, step decay, gradient clipping, early stopping on held-out 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -24,7 +27,9 @@ from trajmoe import SpatialSemanticEncoder, TrajMoERegressor
 from trajmoe.datasets import load_foursquare_nyc, load_yjmob100k
 from trajmoe.nn.data import CityBatchSampler, WindowDataset
 from trajmoe.nn.parallel import ShardedCityBatchLoader, share_rows
+from trajmoe.persistence import load_model
 from trajmoe.scale import pretrain
+from trajmoe.streaming import write_windows
 
 # closed vocabulary (visited cells only): a few hundred candidates per city keep a step fast
 PARAMS = dict(encoder=SpatialSemanticEncoder(region_margin=None), d_model=16, n_layers=1, n_heads=2,
@@ -148,3 +153,25 @@ def test_a_run_resumes_from_its_checkpoint(visits, tmp_path, monkeypatch):
     np.testing.assert_allclose(resumed.history_["train_loss"], whole.history_["train_loss"], rtol=1e-6)
     np.testing.assert_allclose(resumed.history_["valid_loss"], whole.history_["valid_loss"], rtol=1e-6)
     np.testing.assert_allclose(resumed.history_["lr"], whole.history_["lr"])
+
+
+def test_the_pretrain_command_under_torchrun_trains_on_two_processes_and_saves_once(visits, tmp_path):
+    """The README's scale-out command, as a user runs it: ``torchrun --standalone`` starts two CPU
+    processes (gloo) that pre-train on a window store of two cities; rank 0 alone saves, and the
+    saved model loads back and predicts."""
+    write_windows(TrajMoERegressor(**PARAMS), [visits], tmp_path / "store")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
+               "-m", "trajmoe.cli", "pretrain", "--windows", str(tmp_path / "store"), "--output",
+               str(tmp_path / "model"), "--checkpoint-dir", str(tmp_path / "checkpoints"), "--max-epochs", "2",
+               "--batch-size", "12", "--device", "cpu"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("model saved to") == 1 and f"rank 0 of {WORLD}" in run.stdout
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert all(np.isfinite(row["train_loss"]) and np.isfinite(row["valid_loss"]) for row in history)
+    model = load_model(tmp_path / "model")
+    nyc = visits[visits["city"] == "nyc"]
+    labels = model.predict(nyc)
+    assert len(labels) == len(nyc) and set(model.cities_) == set(visits["city"])
+    np.testing.assert_array_equal(load_model(tmp_path / "model").predict(nyc), labels)
