@@ -42,7 +42,8 @@ out) and prints the ratio to the training formula.
 REV`` extracted in a temporary folder and put first on ``PYTHONPATH``; nothing of the working tree
 changes) and then against the working tree, and prints both and the ratios side by side.
 ``--device cuda`` runs the training and the real-city inference on the GPU under bf16 autocast
-(peaks: fp32 without TF32, and bf16)::
+(peaks: fp32 without TF32, and bf16); ``--bf16-train`` runs the training steps under bf16 autocast
+on a CPU too (the MFU stays a ratio to the fp32 peak; the library itself trains in float32)::
 
     TRAJMOE_DATA=/path/to/data python benchmarks/throughput.py [peak|train|infer|scaling|all]
     TRAJMOE_DATA=/path/to/data python benchmarks/throughput.py train --compare HEAD
@@ -109,18 +110,23 @@ def has_bf16(device):
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast(device):
-    """bf16 autocast on a GPU, nothing on a CPU (fp32: the CPU's bf16 products are slower here).
+def autocast(device, bf16=False):
+    """bf16 autocast on a GPU; on a CPU only when asked (``--bf16-train``): the library trains and
+    predicts in float32, and on CPUs without bf16 arithmetic bf16 products are slower.
 
     Parameters
     ----------
     device : {"cpu", "cuda"}
+    bf16 : bool, default False
+        Autocast on a CPU too.
 
     Returns
     -------
     context manager
     """
-    return torch.autocast(device, dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+    if device == "cuda" or bf16:
+        return torch.autocast(device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def synchronize(device):
@@ -290,7 +296,7 @@ def bench_train(args, peak, peak_after):
     visits = speed.users_slice(visits, 0, 200)
     out = {}
     print(f"training, {args.city} (200 users), batches of {args.batch_size} windows, {args.steps} steps after one "
-          f"warm-up step{' (bf16 autocast)' if args.device == 'cuda' else ''}:", flush=True)
+          f"warm-up step{' (bf16 autocast)' if args.device == 'cuda' or args.bf16_train else ''}:", flush=True)
     for config in CONFIGS:
         torch.manual_seed(0)
         model, batches = training_setup(args, config, visits, pois)
@@ -301,7 +307,7 @@ def bench_train(args, peak, peak_after):
 
         def step(X, y):
             optimizer.zero_grad(set_to_none=True)
-            with autocast(args.device):
+            with autocast(args.device, args.bf16_train):
                 loss = criterion(module(**X), y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), model.clip_grad)
@@ -565,6 +571,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", nargs="*", help=f"sections among all, {', '.join(SECTIONS)} (default all)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--bf16-train", action="store_true",
+                        help="train under bf16 autocast on a CPU too (a GPU always is); a revision before "
+                             "this option fails under it")
     parser.add_argument("--city", default="yjmob_A", help="city of the training batches (default yjmob_A)")
     parser.add_argument("--steps", type=int, default=4, help="timed training steps per configuration (default 4)")
     parser.add_argument("--batch-size", type=int, default=64, help="windows per training batch (default 64)")

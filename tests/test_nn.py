@@ -674,3 +674,24 @@ def test_history_prior_starts_as_history_frequency():
     assert logits[0, 0] == 0 and logits[0, 2] == 0
     # after 5, 9, 5, 2: cell 2 is current (1 visit, recency 1); cell 5 last seen 1 stay back
     assert logits[1, 2] == pytest.approx(2) and logits[1, 5] == pytest.approx(2 + 0.5)
+
+
+@pytest.mark.parametrize("copy_path", [False, True])
+def test_bf16_autocast_trains_and_scores(copy_path):
+    """Under bf16 autocast (``benchmarks/throughput.py --device cuda``; checked here with the CPU's
+    autocast) the score product is bf16 and the priors added to it float32: a training step and
+    the inference scores of every prior run, finite, and close to the float32 loss."""
+    model = spatial_model(distance_prior=True, history_prior=True, copy_path=copy_path).train()
+    batch = make_batch(batch=3)
+    y = targets_for(batch)
+    loss_fn = TrajMoELoss()
+    reference = loss_fn(model(**batch), y).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = loss_fn(model(**batch), y)
+    loss.backward()
+    assert math.isfinite(loss.item()) and loss.item() == pytest.approx(reference, rel=0.05)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    rows, cols = all_positions(3, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = location_log_probs(model.eval()(**batch), rows, cols).float()
+    assert scores.shape == (24, N_CELLS) and torch.isfinite(scores).all()

@@ -171,12 +171,14 @@ def _dense_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Te
 
 def _put(scores: torch.Tensor, ids: torch.Tensor, where: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """``scores[i, ids[i, j]] = values[i, j]`` where ``where[i, j]`` (ids distinct there), in place
-    unless autograd needs the original."""
+    unless autograd needs the original; ``values`` take the dtype of ``scores`` (under bf16
+    autocast the scores' product is bf16, the priors added to them float32)."""
     position = torch.arange(len(ids), device=ids.device).unsqueeze(-1).expand_as(ids)
     index = (position[where], ids[where])
+    values = values[where].to(scores.dtype)
     if scores.requires_grad:
-        return scores.index_put(index, values[where])
-    return scores.index_put_(index, values[where])
+        return scores.index_put(index, values)
+    return scores.index_put_(index, values)
 
 
 def _copy_weights(

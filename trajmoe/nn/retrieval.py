@@ -687,7 +687,7 @@ def add_distance_prior(
             logits[i].add_(values[i].index_select(0, row))
         else:
             share = order[start:end]
-            logits.index_add_(0, share, values[share].index_select(1, row))
+            logits.index_add_(0, share, values[share].index_select(1, row).to(logits.dtype))
         start = end
     return logits
 
