@@ -41,8 +41,8 @@ from ..nn.data import CityBatchLoader, WindowDataset
 from ..nn.parallel import (DistributedNeuralNet, ShardedCityBatchLoader, is_distributed, is_main_process,
                            rank_device, resume_from_checkpoint)
 from ..nn.retrieval import COORD_ENCODINGS, POI_TRANSFORMS
-from ._base import NextLocationEstimator
 from . import _scoring
+from ._base import NextLocationEstimator
 from ._scoring import rank_blocks
 from ._training import (EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler, ValidRanking,
                         claim_checkpoint_dir, run_fingerprint)

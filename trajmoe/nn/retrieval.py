@@ -651,8 +651,10 @@ def add_distance_prior(
 ) -> torch.Tensor:
     """Add each position's value of every candidate's distance bucket to its logits, in place.
 
-    ``logits += values.gather(1, distance_buckets(current, metres))``, the same float additions.
-    Under autograd it is computed so; otherwise (inference) without the ``[n, N]`` index of
+    ``logits += values.gather(1, distance_buckets(current, metres))``, the same float additions
+    (``values`` are cast to the dtype of ``logits`` first, which changes nothing in float32; under
+    bf16 autocast the logits are bf16). Under autograd it is computed so; otherwise (inference)
+    without the ``[n, N]`` index of
     :func:`distance_buckets`: the positions that share a current cell read their values through
     that cell's one row of buckets, which on YJMob100K city A (43,264 cells, 92 positions a score
     block, about 45 distinct current cells) writes a fraction of the memory (docs: "Speed on one
@@ -675,7 +677,7 @@ def add_distance_prior(
         ``logits``.
     """
     if torch.is_grad_enabled() and (logits.requires_grad or values.requires_grad):
-        return logits.add_(values.gather(1, distance_buckets(current, metres)))
+        return logits.add_(values.gather(1, distance_buckets(current, metres)).to(logits.dtype))
     distinct, inverse = torch.unique(current, return_inverse=True)
     rows = _bucket_rows(distinct, metres)
     order = torch.argsort(inverse, stable=True)
