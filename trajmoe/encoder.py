@@ -606,11 +606,12 @@ or dict, default "auto"
         """
         return self._locate(X)[0]
 
-    def _locate(self, X):
+    def _locate(self, X, validated=False):
         """:meth:`locate` and a bool mask (n_visits,) of the outlier rows (their cells are
-        never added as candidates by :meth:`with_unseen_cells`)."""
+        never added as candidates by :meth:`with_unseen_cells`). ``validated``: X is an output
+        of :func:`~trajmoe.schema.validate_visits` already (not checked again)."""
         check_is_fitted(self, "cities_")
-        visits = validate_visits(positional(X), duplicates="ignore")
+        visits = positional(X) if validated else validate_visits(positional(X), duplicates="ignore")
         unknown = sorted(set(visits[CITY].unique()) - set(self.cities_))
         if unknown:
             raise UnknownCityError(

@@ -334,7 +334,7 @@ class NextLocationEstimator(BaseEstimator):
         """
         visits = validate_visits(positional(X), duplicates="ignore")
         visits, twin = _drop_duplicate_visits(visits, X.index, warn=not self.__dict__.get("_updating"))
-        located = self.encoder_.locate(visits)
+        located = self.encoder_._locate(visits, validated=True)[0]       # checked just above
         unknown = set(located[CITY]) - set(self.cities_)
         if unknown:
             raise UnknownCityError(f"Cities {sorted(unknown)} are unknown to this model; register them with "
