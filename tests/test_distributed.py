@@ -55,13 +55,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _train_rank(rank, world, port, data_path, out_path):
+def _train_rank(rank, world, port, data_path, out_path, params):
     """One rank: join the gloo group on 127.0.0.1, fit, write the history and the weights."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         X = pd.read_pickle(data_path)
-        model = TrajMoERegressor(**PARAMS).fit(X)
+        model = TrajMoERegressor(**params).fit(X)
         state = {k: v.detach().clone() for k, v in model.net_.module_.state_dict().items()}
         with open(f"{out_path}.{rank}", "wb") as f:
             pickle.dump({"history": model.history_, "state": state, "net": type(model.net_).__name__}, f)
@@ -69,14 +69,20 @@ def _train_rank(rank, world, port, data_path, out_path):
         dist.destroy_process_group()
 
 
-def test_two_gloo_processes_train_the_model_of_one(visits, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"cell_embedding": True}], ids=["default", "per-city tables"])
+def test_two_gloo_processes_train_the_model_of_one(visits, tmp_path, extra):
+    """The default network uses every parameter in every step (DDP without the search for unused
+    parameters); with per-city cell embeddings a step leaves the other city's table out, which
+    DDP must be told (it raises otherwise)."""
+    params = {**PARAMS, **extra}
+    single = TrajMoERegressor(**params).fit(visits)
+    assert single.net_.module_.may_skip_parameters() == bool(extra)
     data_path = tmp_path / "visits.pkl"
     visits.to_pickle(data_path)
     out = tmp_path / "rank"
-    mp.spawn(_train_rank, args=(WORLD, _free_port(), str(data_path), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_train_rank, args=(WORLD, _free_port(), str(data_path), str(out), params), nprocs=WORLD, join=True)
     ranks = [pickle.loads((tmp_path / f"rank.{r}").read_bytes()) for r in range(WORLD)]
 
-    single = TrajMoERegressor(**PARAMS).fit(visits)
     assert type(single.net_).__name__ == "NeuralNet"       # no group: the plain, unchanged path
     assert ranks[0]["net"] == "DistributedNeuralNet"
 

@@ -695,3 +695,14 @@ def test_bf16_autocast_trains_and_scores(copy_path):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         scores = location_log_probs(model.eval()(**batch), rows, cols).float()
     assert scores.shape == (24, N_CELLS) and torch.isfinite(scores).all()
+
+
+def test_steps_may_skip_parameters_only_with_sparse_routing_or_tables_of_several_cities():
+    """What data-parallel training is told (find_unused_parameters): the default network uses every
+    parameter in every step."""
+    assert not make_model().may_skip_parameters()
+    assert make_model(top_k=2).may_skip_parameters()          # experts that routing does not choose
+    tables = make_model(cell_embedding=True)
+    assert not tables.may_skip_parameters()                   # one city: its table is in every step
+    tables.register_city(1, *city_tables(9))
+    assert tables.may_skip_parameters()

@@ -238,7 +238,8 @@ class DistributedNeuralNet(NeuralNet):
         # a wrapper for this fit only: kept out of skorch's registry of modules (and of pickles)
         self.__dict__["_ddp"] = DistributedDataParallel(
             self.module_, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,  # the tables of the cities not in this step's batch
+            # per-city tables of the cities a step does not see, experts top-k routing does not choose
+            find_unused_parameters=getattr(self.module_, "may_skip_parameters", lambda: True)(),
             **_NO_BUFFER_SYNC)
         try:
             return super().fit_loop(X, y, epochs=epochs, **fit_params)

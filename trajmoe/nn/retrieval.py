@@ -389,6 +389,24 @@ class RetrievalNetwork(nn.Module):
         found = (_CITY_BUFFER.fullmatch(name) for name, _ in self.named_buffers(recurse=False))
         return tuple(sorted({int(m[1]) for m in found if m}))
 
+    def may_skip_parameters(self) -> bool:
+        """Whether a training step can leave a trainable parameter out of its graph.
+
+        True when more than one city has trainable per-city tables (``cell_embedding``,
+        ``location_ids``: a single-city step does not use the others') or when a router keeps
+        only its top k experts (the others get no gradient); what data-parallel training needs to
+        know (``find_unused_parameters`` of :class:`~torch.nn.parallel.DistributedDataParallel`,
+        whose search for unused parameters costs a pass over the autograd graph every step).
+
+        Returns
+        -------
+        bool
+        """
+        found = (_CITY_PARAMETER.fullmatch(name) for name, p in self.named_parameters(recurse=False) if p.requires_grad)
+        tables = {m[1] for m in found if m}
+        routed = any(getattr(part, "top_k", None) is not None for part in self.modules() if part is not self)
+        return len(tables) > 1 or routed
+
     def n_locations(self, index: int) -> int:
         """Number of real cells ``N`` of city ``index`` (the OOV row excluded).
 
