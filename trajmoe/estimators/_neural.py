@@ -616,7 +616,9 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         index = self.cities_.index(city)
         inputs = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
         inputs["city"] = torch.full((batch["location"].shape[0],), index, dtype=torch.long, device=device)
-        with torch.no_grad():
+        # inference mode: no autograd bookkeeping at all (version counters, views); the outputs are
+        # only ever scored, never trained on
+        with torch.inference_mode():
             # candidates and feature tables: once per city and call (_scoring_call), not per batch
             encoding = self._memo(("city_encoding", index), lambda: module.city_encoding(index))
             return module(**inputs, city_encoding=encoding)
@@ -633,7 +635,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
 
         def score_rows(index):
             index = torch.as_tensor(index, device=device)
-            with torch.no_grad():
+            with torch.inference_mode():
                 return location_log_probs(out, rows[index], cols[index]).float()
 
         # a block of tokens at a time (SCORE_BLOCK scores): memory independent of the batch
@@ -650,7 +652,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         step = max(1, _scoring.SCORE_BLOCK // max(out["candidates"].shape[0], 1))
         if not len(rows):
             return np.zeros((0, out["candidates"].shape[0]), np.float32)
-        with torch.no_grad():
+        with torch.inference_mode():
             return torch.cat([location_log_probs(out, rows[i:i + step], cols[i:i + step]).float().cpu()
                               for i in range(0, len(rows), step)]).numpy()
 
