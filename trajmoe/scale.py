@@ -8,7 +8,7 @@ in one process or data-parallel on every rank of a ``torchrun`` group
 a restarted run resumes from. The command line::
 
     torchrun --standalone --nproc_per_node=4 -m trajmoe.cli pretrain \\
-        --windows store/ --output model/ --checkpoint-dir ckpt/
+        --windows runs/store/ --output runs/model/ --checkpoint-dir runs/ckpt/
 
 runs it on 4 processes (one per GPU; gloo on CPUs), and the same line again resumes.
 See the user guide's page "Training at scale".
@@ -82,7 +82,7 @@ def add_pretrain_command(subparsers, number):
                     "trajmoe.streaming.write_windows) and save it (rank 0). Under torchrun every process "
                     "trains on its share of each batch; the same command resumes from --checkpoint-dir.",
         epilog="example: torchrun --standalone --nproc_per_node=4 -m trajmoe.cli pretrain "
-               "--sources singapore,edinburgh --output model/ --checkpoint-dir ckpt/")
+               "--sources singapore,edinburgh --output runs/model/ --checkpoint-dir runs/ckpt/")
     data = cmd.add_mutually_exclusive_group(required=True)
     data.add_argument("--sources", help="comma-separated cities (see `trajmoe demo --help`)")
     data.add_argument("--windows", help="folder of a window store (trajmoe.streaming.write_windows)")
