@@ -72,3 +72,17 @@ def test_main_prints_the_table_and_writes_json(tmp_path, monkeypatch, capsys):
     assert result["target_city"] == "osaka" and result["rows"][0]["model"] == "trajmoe_finetuned"
     assert result["rows"][0]["acc@1"] == 0.25 and "wall_seconds" in result
     assert "trajmoe_finetuned" in capsys.readouterr().out
+
+
+def test_data_notes_print_each_distinct_note_once(capsys):
+    """The demo scores every model on the same users: their identical notes are printed once."""
+    import warnings
+
+    from trajmoe.cli import _data_notes
+    with _data_notes():
+        for _ in range(3):
+            warnings.warn("12 of 40 visits are left out", DataWarning)
+        warnings.warn("3 of 40 visits are left out", DataWarning)
+        warnings.warn("a runtime matter", RuntimeWarning)
+    assert capsys.readouterr().err.splitlines() == [
+        "note: 12 of 40 visits are left out", "note: 3 of 40 visits are left out", "RuntimeWarning: a runtime matter"]

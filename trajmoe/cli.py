@@ -354,13 +354,20 @@ def _check_paths(parser, args):
 
 @contextlib.contextmanager
 def _data_notes():
-    """Print every data warning as one ``note:`` line on stderr (other warnings by their class
-    name), not as Python warnings pointing into the library's files."""
+    """Print every distinct data warning as one ``note:`` line on stderr (other warnings by their
+    class name), not as Python warnings pointing into the library's files; a note repeated word for
+    word (the demo scores every model on the same users) is printed once."""
+    printed = set()
+
+    def show(message, category, *args, **kwargs):
+        line = f"note: {message}" if issubclass(category, DataWarning) else f"{category.__name__}: {message}"
+        if line not in printed:
+            printed.add(line)
+            print(line, file=sys.stderr)
+
     with warnings.catch_warnings():
         warnings.simplefilter("always", DataWarning)
-        warnings.showwarning = lambda message, category, *args, **kwargs: print(
-            f"note: {message}" if issubclass(category, DataWarning) else f"{category.__name__}: {message}",
-            file=sys.stderr)
+        warnings.showwarning = show
         yield
 
 
