@@ -10,8 +10,9 @@ matrix-multiply peak measured in the same process, so that they hold on a shared
   (d = 64, 2 layers) and at d = 256, 4 layers (4 heads): valid tokens per second and the model
   FLOP utilisation (MFU), the model FLOPs of the valid tokens per second over the fp32 peak.
 - ``infer``: ``predict`` targets per second of a small network on NYC and YJMob100K city A
-  (30 test users; the median of :data:`PREDICT_REPEATS` calls), and target-cell scores per second (targets x the vocabulary's cells: a
-  revision with a larger vocabulary scores more cells per target), and on a synthetic city of 1,000, 10,000 and 100,000 cells (``predict_topk``
+  (30 test users; the median of :data:`PREDICT_REPEATS` calls) and target-cell scores per second
+  (targets x the vocabulary's cells: a revision with another vocabulary scores another number of
+  cells per target), and on a synthetic city of 1,000, 10,000 and 100,000 cells (``predict_topk``
   and ``target_table``, one fresh process per figure, as ``benchmarks/speed.py memory``): targets
   per second and peak resident memory.
 - ``scaling``: the cost exponents, slopes of log(scoring seconds) against log(visits) (30 to 240
@@ -385,8 +386,9 @@ def bench_infer(args, folder):
     -------
     dict
         ``cities``: per city ``targets_per_s``, ``cells`` (the fitted vocabulary) and
-        ``mscores_per_s`` (targets x cells per second, millions); ``synthetic``: per nominal size ``cells`` (the
-        vocabulary's), ``targets_per_s``, ``peak_gb`` (peak resident memory, GB), ``seconds``.
+        ``mscores_per_s`` (targets x cells per second, millions); ``synthetic``: per nominal size
+        ``cells`` (the vocabulary's), ``targets_per_s``, ``peak_gb`` (peak resident memory, GB),
+        ``seconds``.
     """
     out = {"cities": {}, "synthetic": {}}
     print("inference, predict, TrajMoE small (one epoch on 60 users), 30 test users:", flush=True)
@@ -401,8 +403,8 @@ def bench_infer(args, folder):
             n_targets = len(model.target_table(test))
             # the median of a few calls: one call of a fraction of a second is at the machine's mercy
             seconds = float(np.median([speed.timed(lambda: model.predict(test))[1] for _ in range(PREDICT_REPEATS)]))
-        # a revision with another vocabulary (the open one of issue 7 doubled YJMob's cells) scores
-        # another number of cells per target: the scores per second compare the work per cell
+        # a revision with another vocabulary scores another number of cells per target: the scores
+        # per second compare the work per cell
         n_cells = model.encoder_.cities_[train["city"].iloc[0]].n_locations
         out["cities"][city] = {"targets_per_s": n_targets / seconds, "cells": n_cells,
                                "mscores_per_s": n_targets * n_cells / seconds / 1e6}

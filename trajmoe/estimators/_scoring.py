@@ -29,7 +29,8 @@ def topk_lowest_id(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     """The k best cells of every row, ties going to the lowest location id.
 
     Equal to ``ids = argsort(-scores, stable)[:, :k]`` and ``scores[ids]`` for scores without
-    NaN, at the cost of one :func:`torch.topk` and a few comparisons instead of a full sort.
+    NaN, at the cost of one :func:`torch.topk` and a few comparisons instead of a full sort (for
+    ``k = 1``, of a row maximum: :meth:`torch.Tensor.max` returns the first maximum of a row).
 
     Parameters
     ----------

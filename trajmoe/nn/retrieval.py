@@ -649,8 +649,8 @@ def distance_buckets(current: torch.Tensor, metres: torch.Tensor) -> torch.Tenso
 
     Notes
     -----
-    The rows are computed once per distinct current cell (:func:`_bucket_rows`) and copied to the
-    positions that share it. The edges of :data:`DISTANCE_EDGES` after the first lie a factor
+    The rows are computed once per distinct current cell and copied to the positions that share
+    it. The edges of :data:`DISTANCE_EDGES` after the first lie a factor
     ``sqrt(2)`` apart, so the bucket of a distance ``d > 1`` m is
     ``1 + clip(ceil(log2(d^2 / 500^2) - 1/2), 0, 16)``, computed from the squared distance without
     a square root or a search over the edges (:func:`torch.bucketize` over the edges gives the
