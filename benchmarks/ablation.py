@@ -12,6 +12,9 @@ the target's training users, on the same split, seeds and scoring as ``transfer.
   plus the copy (pointer) path, the default of earlier versions; ``sinusoidal_coords``: plus
   multi-scale sinusoidal coordinates (Space2Vec); ``cell_embedding``: plus the per-cell residual
   embedding;
+* ``paper_popularity``: the default with the paper's popularity bins, ranked among the visited cells
+  (``SpatialSemanticEncoder(popularity_rank="visited")``) instead of every cell of the open
+  vocabulary;
 * ``no_shared_expert``, ``no_mixture`` (one plain FFN), ``no_selector``, ``no_temporal_router``
   (spatial gate only), ``no_spatial_router`` (temporal gate only): the paper's five ablations;
 * ``sparse_top2``: sparse noisy top-2 gating of the three specialists (Shazeer et al. 2017).
@@ -40,7 +43,8 @@ from _harness import (CITIES, TARGETS, Scorer, city_list, environment, few_shot_
                       quiet_data_notes, seed_list, sources_of, task_list, timed, write_json)
 from transfer import FULL, QUICK, Settings, collect  # noqa: E402
 
-from trajmoe import HistoryFrequencyBaseline, MarkovBaseline, TrajMoERegressor, tune_malloc  # noqa: E402
+from trajmoe import (HistoryFrequencyBaseline, MarkovBaseline, SpatialSemanticEncoder, TrajMoERegressor,  # noqa: E402
+                     tune_malloc)
 
 VARIANTS = {
     "trajmoe": {},
@@ -51,6 +55,7 @@ VARIANTS = {
     "no_distance_prior": {"distance_prior": False},
     "sinusoidal_coords": {"coord_encoding": "sinusoidal"},
     "cell_embedding": {"cell_embedding": True},
+    "paper_popularity": {"encoder": SpatialSemanticEncoder(popularity_rank="visited")},
     "no_shared_expert": {"shared_expert": False},
     "no_mixture": {"experts": False},
     "no_selector": {"selector": "none"},
@@ -59,7 +64,7 @@ VARIANTS = {
     "sparse_top2": {"top_k": 2},
 }
 #: The variants of quick mode: the spatial additions and the paper's network.
-QUICK_VARIANTS = ("trajmoe", "faithful", "feature_only", "copy_path")
+QUICK_VARIANTS = ("trajmoe", "faithful", "feature_only", "copy_path", "paper_popularity")
 FRACTION = 0.05
 
 

@@ -52,6 +52,47 @@ def test_popularity_bins_ties_share_a_bin():
     assert popularity_bins([]).tolist() == []
 
 
+def test_popularity_bins_among_visited_cells_are_the_papers():
+    # [9, 5, 5, 5, 0, 0]: shares among the 4 visited cells 0, 1/4, 1/4, 1/4 -> bins 1, 5, 5, 5;
+    # never-visited cells join the last bin
+    assert popularity_bins([9, 5, 5, 5, 0, 0], among="visited").tolist() == [1, 5, 5, 5, 8, 8]
+    assert popularity_bins([0, 0], among="visited").tolist() == [8, 8]
+    assert popularity_bins([], among="visited").tolist() == []
+    with pytest.raises(ValueError, match="among"):
+        popularity_bins([1], among="all")
+
+
+def test_popularity_bins_among_visited_ignore_how_many_cells_were_never_visited():
+    # an open vocabulary adds never-visited cells: ranked among the visited cells, the visited
+    # keep their bins; ranked among the vocabulary, they all move to bin 1
+    counts = np.arange(1, 101)
+    padded = np.concatenate([counts, np.zeros(50_000, np.int64)])
+    assert popularity_bins(padded, among="visited")[:100].tolist() == popularity_bins(counts).tolist()
+    assert np.all(popularity_bins(padded, among="visited")[100:] == 8)
+    assert np.all(popularity_bins(padded)[:100] == 1)
+
+
+def test_encoder_popularity_rank_visited_reaches_table_transform_and_unseen_cells():
+    X = pd.DataFrame({"user_id": 1, "day": 0, "slot": [1, 2, 3, 4], "x": [3, 3, 4, 5], "y": 7})
+    enc = SpatialSemanticEncoder(popularity_rank="visited").fit(X)
+    table = enc.cities_["city"]
+    # visits [2, 1, 1] in cells (3,7) (4,7) (5,7): shares 0, 1/3, 1/3 -> 1, 5, 5; the rest of the
+    # region (margin 2000 m) never visited -> 8
+    by_cell = dict(zip(map(tuple, table.cells), table.popularity))
+    assert [by_cell[(3, 7)], by_cell[(4, 7)], by_cell[(5, 7)], by_cell[(0, 4)]] == [1, 5, 5, 8]
+    # a cell first met in a frame being transformed is never visited: 8; the others keep theirs
+    out = enc.transform(pd.DataFrame({"user_id": 2, "day": 0, "slot": [1, 2], "x": [40, 3], "y": [7, 7]}))
+    assert out[:, -1].tolist() == [8, 1]
+    # the default ranks among the whole region of 11 x 9 = 99 cells: shares 0, 1/99, 1/99 and, never
+    # visited, 3/99 -> 1, 2, 2, 2: two of the visited cells share a bin with the never-visited ones
+    default = SpatialSemanticEncoder().fit(X).cities_["city"]
+    by_cell = dict(zip(map(tuple, default.cells), default.popularity))
+    assert default.n_locations == 99
+    assert [by_cell[(3, 7)], by_cell[(4, 7)], by_cell[(5, 7)], by_cell[(0, 4)]] == [1, 2, 2, 2]
+    with pytest.raises(ValueError, match="popularity_rank"):
+        SpatialSemanticEncoder(popularity_rank="all").fit(X)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(0, 50), min_size=1, max_size=300))
 def test_popularity_bins_properties(counts):
@@ -65,6 +106,12 @@ def test_popularity_bins_properties(counts):
         assert len(np.unique(bins[counts == c])) == 1
     # the most visited cells are bin 1
     assert np.all(bins[counts == counts.max()] == 1)
+    # among the visited: their bins as if the never-visited were not there, the others last
+    visited = popularity_bins(counts, among="visited")
+    if (counts > 0).any():
+        assert np.array_equal(visited[counts > 0], popularity_bins(counts[counts > 0]))
+    assert np.all(visited[counts == 0] == len(POPULARITY_EDGES) + 1)
+    assert np.all(np.diff(visited[order]) >= 0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -428,7 +475,8 @@ def test_set_output_pandas_with_feature_names():
 
 def test_clone_and_pickle_round_trip():
     enc = SpatialSemanticEncoder(cell_size=250.0, region_margin=None)
-    assert clone(enc).get_params() == {"cell_size": 250.0, "region_margin": None, "categories": "auto"}
+    assert clone(enc).get_params() == {"cell_size": 250.0, "region_margin": None, "categories": "auto",
+                                         "popularity_rank": "vocabulary"}
     X = checkins(BATCH1)
     enc.fit(X)
     fresh = clone(enc)

@@ -5,7 +5,8 @@ counted in half-hour slots and clamped to ``N_GAPS - 1`` (two days or more); day
 are ``1..7`` with 0 for padding (:data:`N_DOWS` values). Tokens: :data:`PAD` is the location id
 of padding, :data:`IGNORE_INDEX` the target of positions without one (PyTorch's default
 ``ignore_index``). Grid cells: indices lie within ``-MAX_CELL_INDEX..MAX_CELL_INDEX`` so that
-a cell is keyed as two 31-bit halves of one int64.
+a cell is keyed as two 31-bit halves of one int64. Popularity: a cell's rank falls in one of the
+bins ``1 .. len(POPULARITY_EDGES) + 1``, 0 is padding or unknown (:data:`N_RANKS` values).
 """
 
 #: Half-hour slots per day (``slot`` takes values ``0 .. N_SLOTS - 1``).
@@ -28,3 +29,8 @@ CELL_KEY_BITS = 31
 TOKEN_FEATURES = ("location", "slot", "dow", "gap")
 #: Per-token targets of a window: the next token's location and gap.
 TOKEN_TARGETS = ("next_location", "next_gap")
+#: Upper edges of the popularity rank bins (share of the cells ranked above),
+#: docs/method.rst, "Location features": top 1 %, 1-5 %, ..., 60-80 %, the rest.
+POPULARITY_EDGES = (0.01, 0.05, 0.10, 0.20, 0.40, 0.60, 0.80)
+#: Popularity vocabulary: the rank bins 1..8 and 0 (padding / unknown, used by the OOV row).
+N_RANKS = len(POPULARITY_EDGES) + 2

@@ -24,22 +24,23 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
-from ._constants import CELL_KEY_BITS, MAX_CELL_INDEX
+from ._constants import CELL_KEY_BITS, MAX_CELL_INDEX, POPULARITY_EDGES
 from ._encoded import encoded_output
+from ._validation import check_choice
 from .exceptions import DataWarning, SchemaError, UnknownCityError
 from .schema import (CATEGORY, CITY, COUNT, DEFAULT_CITY, LAT, LON, POI_CATEGORY, USER, X, Y, validate_pois,
                      validate_visits)
 from .spatial import OUTLIER_DISTANCE, CityGrid, distance_to, outlier_mask, utm_crs_for
 from .taxonomy import TAXONOMY, map_frame_categories
 
-__all__ = ["SpatialSemanticEncoder", "CityTable", "popularity_bins", "POPULARITY_EDGES", "MAX_REGION_CELLS",
-           "REGION_QUANTILE", "MAX_GRID_SPAN", "ChunkedEncoder"]
+__all__ = ["SpatialSemanticEncoder", "CityTable", "popularity_bins", "POPULARITY_EDGES",
+           "POPULARITY_RANKS", "MAX_REGION_CELLS", "REGION_QUANTILE", "MAX_GRID_SPAN", "ChunkedEncoder"]
 
 #: An x/y city whose cells span more than this many cells on one axis gets a DataWarning
 #: (metres or other fine units given as ``x``/``y``; YJMob100K spans 200).
 MAX_GRID_SPAN = 10_000
-#: Upper edges of the popularity rank bins (share of cells ranked above), docs/method.rst, "Location features".
-POPULARITY_EDGES = (0.01, 0.05, 0.10, 0.20, 0.40, 0.60, 0.80)
+#: Which cells a cell's popularity is ranked among (:func:`popularity_bins`).
+POPULARITY_RANKS = ("vocabulary", "visited")
 #: Share of a city's POI and visit cells left out of its region's box at each end (per axis),
 #: so that a few stray points do not stretch the box.
 REGION_QUANTILE = 0.001
@@ -61,13 +62,22 @@ def cells_of_keys(keys):
     return np.column_stack([(keys >> _KEY_SHIFT) - _KEY_OFFSET, (keys & ((1 << _KEY_SHIFT) - 1)) - _KEY_OFFSET])
 
 
-def popularity_bins(visit_counts, edges=POPULARITY_EDGES):
+def popularity_bins(visit_counts, edges=POPULARITY_EDGES, among="vocabulary"):
     """Rank bins of cells by visit count, 1 (most popular) .. len(edges) + 1.
 
-    A cell's rank share is the fraction of the city's cells with strictly more visits,
-    so tied cells (e.g. all never-visited cells) share one bin. Share < 1 % -> bin 1,
-    1-5 % -> 2, 5-10 % -> 3, 10-20 % -> 4, 20-40 % -> 5, 40-60 % -> 6, 60-80 % -> 7,
-    >= 80 % -> 8. Bin 0 is reserved for padding.
+    A cell's rank share is the fraction of the cells it is ranked among with strictly more
+    visits, so tied cells share one bin. Share < 1 % -> bin 1, 1-5 % -> 2, 5-10 % -> 3,
+    10-20 % -> 4, 20-40 % -> 5, 40-60 % -> 6, 60-80 % -> 7, >= 80 % -> 8. Bin 0 is reserved
+    for padding.
+
+    - ``among="vocabulary"`` (the default): every cell of the city is ranked, never-visited
+      ones included (they tie, and share the bin their share gives). Under an open
+      vocabulary, where most cells of a region's box were never visited, this puts most or
+      all cells in bins 1-3: every cell of Gowalla Bay Area fine-tuned on 5 % of its users
+      is in bin 1.
+    - ``among="visited"``: the paper's ranking of its vocabulary, whose locations are all
+      visited: only visited cells are ranked, and never-visited cells join the last bin ("the
+      rest"), whatever their number.
 
     Parameters
     ----------
@@ -75,24 +85,32 @@ def popularity_bins(visit_counts, edges=POPULARITY_EDGES):
         Training visits per cell.
     edges : sequence of float, default POPULARITY_EDGES
         Increasing upper edges of the bins, as shares in (0, 1).
+    among : {"vocabulary", "visited"}, default "vocabulary"
+        The cells a cell is ranked among (see above).
 
     Returns
     -------
     ndarray of int64, shape (n_cells,)
         Bin per cell, in 1..len(edges) + 1.
 
+    Raises
+    ------
+    ValueError
+        If ``among`` is not one of :data:`POPULARITY_RANKS`.
+
     References
     ----------
-    docs/method.rst, "Location features" (popularity rank bins; computed on training data only).
+    Han et al., arXiv 2505.18670, section 3.1; docs/method.rst, "Location features"
+    (popularity rank bins; computed on training data only).
     """
+    check_choice("among", among, POPULARITY_RANKS)
     counts = np.asarray(visit_counts)
-    n = counts.size
-    if n == 0:
-        return np.zeros(0, np.int64)
-    ordered = np.sort(counts)
-    above = n - np.searchsorted(ordered, counts, side="right")
-    share = above / n
-    return np.searchsorted(np.asarray(edges), share, side="right").astype(np.int64) + 1
+    bins = np.full(counts.shape, len(edges) + 1, np.int64)
+    visited = counts > 0 if among == "visited" else np.ones(counts.shape, bool)
+    ordered = np.sort(counts[visited])
+    above = len(ordered) - np.searchsorted(ordered, counts[visited], side="right")
+    bins[visited] = np.searchsorted(np.asarray(edges), above / max(len(ordered), 1), side="right") + 1
+    return bins
 
 
 @dataclass
@@ -129,6 +147,8 @@ class CityTable:
         Set only for a city met in a frame being scored, which the encoder was never fitted
         on (:meth:`SpatialSemanticEncoder.with_unseen_cities`): the popularity bin of every one
         of its cells, none of which has a training visit. None for a fitted city.
+    popularity_rank : {"vocabulary", "visited"}, default "vocabulary"
+        The cells a cell's popularity is ranked among (:func:`popularity_bins`).
     """
 
     grid: CityGrid
@@ -141,6 +161,7 @@ class CityTable:
     n_unseen: int = 0
     excluded: dict = field(default_factory=dict)
     zero_shot_bin: int | None = None
+    popularity_rank: str = "vocabulary"
 
     @property
     def n_locations(self):
@@ -158,11 +179,12 @@ class CityTable:
 
     @property
     def popularity(self):
-        """Popularity bin per location, int64 (n_locations,) in 1..8."""
+        """Popularity bin per location, int64 (n_locations,) in 1..8 (see :func:`popularity_bins`)."""
         if getattr(self, "zero_shot_bin", None) is not None:
             return np.full(self.n_locations, self.zero_shot_bin, np.int64)
         fitted = self.visit_counts[:self.n_locations - self.n_unseen]
-        return np.concatenate([popularity_bins(fitted), np.full(self.n_unseen, self.unseen_popularity, np.int64)])
+        bins = popularity_bins(fitted, among=getattr(self, "popularity_rank", "vocabulary"))
+        return np.concatenate([bins, np.full(self.n_unseen, self.unseen_popularity, np.int64)])
 
     @property
     def unseen_popularity(self):
@@ -170,7 +192,7 @@ class CityTable:
         if getattr(self, "zero_shot_bin", None) is not None:
             return int(self.zero_shot_bin)
         fitted = self.visit_counts[:self.n_locations - self.n_unseen]
-        return int(popularity_bins(np.append(fitted, 0))[-1])
+        return int(popularity_bins(np.append(fitted, 0), among=getattr(self, "popularity_rank", "vocabulary"))[-1])
 
     def lookup(self, ix, iy):
         """Location ids of cells, -1 where the cell is not in the vocabulary."""
@@ -204,7 +226,8 @@ class CityTable:
                          np.concatenate([self.poi_counts, np.zeros((len(new), self.poi_counts.shape[1]), np.float32)]),
                          np.concatenate([self.visit_counts, np.zeros(len(new), np.int64)]),
                          self.coord_mean, self.coord_std, self.venues, self.n_unseen + len(new),
-                         dict(getattr(self, "excluded", {})), getattr(self, "zero_shot_bin", None))
+                         dict(getattr(self, "excluded", {})), getattr(self, "zero_shot_bin", None),
+                         getattr(self, "popularity_rank", "vocabulary"))
 
 
 class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
@@ -225,8 +248,8 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
       (from the ``pois`` frame of that city, else from the distinct visited venues and
       their ``poi_category``);
     - ``x_z``, ``y_z``: the centroid's easting/northing z-scored within the city;
-    - ``popularity``: rank bin 1..8 of the cell's training visit count (see
-      :func:`popularity_bins`).
+    - ``popularity``: rank bin 1..8 of the cell's training visit count among the city's cells
+      (its visited cells with ``popularity_rank="visited"``; see :func:`popularity_bins`).
 
     Parameters
     ----------
@@ -250,6 +273,16 @@ or dict, default "auto"
         names left unmapped raise a SchemaError naming them (drop them first with
         :func:`trajmoe.taxonomy.map_frame_categories` ``(pois, "category",
         unmapped="drop")``).
+    popularity_rank : {"vocabulary", "visited"}, default "vocabulary"
+        The cells a cell's popularity is ranked among (:func:`popularity_bins`).
+        ``"visited"`` is the paper's: visited cells ranked among themselves, never-visited cells
+        in the last bin.
+        ``"vocabulary"`` ranks every cell of the region, so that under the open vocabulary
+        most cells share a bin (all of them in a few-shot city): with meaningful bins, the
+        default network pre-trained on popularity counted from the very users it trains on
+        collapsed when fine-tuned on 5 % of a new city (validation Acc@1 .244 -> .126 on
+        Gowalla Bay Area, .254 -> .066 on YJMob100K A; docs/results.rst, "Where the
+        transfer goes wrong").
 
     Attributes
     ----------
@@ -307,10 +340,11 @@ or dict, default "auto"
     90
     """
 
-    def __init__(self, cell_size=500.0, region_margin=2000.0, categories="auto"):
+    def __init__(self, cell_size=500.0, region_margin=2000.0, categories="auto", popularity_rank="vocabulary"):
         self.cell_size = cell_size
         self.region_margin = region_margin
         self.categories = categories
+        self.popularity_rank = popularity_rank
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, pois=None):
@@ -335,8 +369,10 @@ or dict, default "auto"
         trajmoe.schema.SchemaError
             If X or pois is not a valid frame.
         ValueError
-            If ``cell_size`` is not a positive number.
+            If ``cell_size`` is not a positive number, ``region_margin`` not None or a number
+            >= 0, or ``popularity_rank`` not one of :data:`POPULARITY_RANKS`.
         """
+        check_choice("popularity_rank", self.popularity_rank, POPULARITY_RANKS)
         size = self.cell_size
         if isinstance(size, bool) or not isinstance(size, numbers.Real) or not np.isfinite(size) or size <= 0:
             raise ValueError(f"cell_size must be a finite positive number of metres, got {size!r}.")
@@ -559,7 +595,7 @@ or dict, default "auto"
             mean, std = xy.mean(axis=0), xy.std(axis=0)
             std = np.where(std > 0, std, 1.0)
         return CityTable(grid, cells, poi_counts, visit_counts.astype(np.int64), mean, std, venues,
-                         excluded=excluded)
+                         excluded=excluded, popularity_rank=self.popularity_rank)
 
     def _region(self, city, grid, cells, weights=None):
         """Keys of the region's cells: the quantile-trimmed box of ``cells`` widened by
@@ -763,7 +799,7 @@ or dict, default "auto"
         fitted_bins = [t.unseen_popularity for t in self.cities_.values()
                        if getattr(t, "zero_shot_bin", None) is None]
         zero_shot_bin = (int(pd.Series(fitted_bins).mode().max()) if fitted_bins
-                         else len(POPULARITY_EDGES) + 1)
+                         else popularity_bins([0], among=self.popularity_rank)[0])
         out = copy.copy(self)
         out.cities_ = dict(self.cities_)
         for city in unknown:

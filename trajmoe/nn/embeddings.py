@@ -21,10 +21,7 @@ import math
 import torch
 from torch import nn
 
-from .._constants import N_DOWS, N_GAPS, N_SLOTS
-
-#: Popularity rank bins 1..8 plus index 0 (padding / unknown, used by the OOV row).
-N_RANKS = 9
+from .._constants import N_DOWS, N_GAPS, N_RANKS, N_SLOTS
 
 
 class TimeEmbedding(nn.Module):
