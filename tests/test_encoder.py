@@ -60,6 +60,22 @@ def test_popularity_bins_among_visited_cells_are_the_papers():
     assert popularity_bins([], among="visited").tolist() == []
     with pytest.raises(ValueError, match="among"):
         popularity_bins([1], among="all")
+    # an array is not a choice: the parameter's own message, not numpy's "truth value ... ambiguous"
+    with pytest.raises(ValueError, match=r"among must be one of \('vocabulary', 'visited'\)"):
+        popularity_bins([1], among=np.array(["visited", "vocabulary"]))
+    assert popularity_bins([3, 0], among=np.str_("visited")).tolist() == [1, 8]
+
+
+@pytest.mark.parametrize("counts, match", [
+    ([3, -1, 0], r"1 are not, at positions \[1\] \(values \[-1\]\)"),
+    ([np.nan, 1.0], r"at positions \[0\]"),
+    ([[3, 0], [1, 1]], r"1-D array of counts, got shape \(2, 2\)"),
+    (["3", "1"], "dtype <U1"),
+])
+def test_popularity_bins_refuse_what_is_not_counts(counts, match):
+    for among in ("vocabulary", "visited"):
+        with pytest.raises(ValueError, match=match):
+            popularity_bins(counts, among=among)
 
 
 def test_popularity_bins_among_visited_ignore_how_many_cells_were_never_visited():
@@ -91,6 +107,13 @@ def test_encoder_popularity_rank_visited_reaches_table_transform_and_unseen_cell
     assert [by_cell[(3, 7)], by_cell[(4, 7)], by_cell[(5, 7)], by_cell[(0, 4)]] == [1, 2, 2, 2]
     with pytest.raises(ValueError, match="popularity_rank"):
         SpatialSemanticEncoder(popularity_rank="all").fit(X)
+    # partial_fit checks it too, and refuses to rank the fitted cities two ways
+    with pytest.raises(ValueError, match="popularity_rank"):
+        clone(enc).set_params(popularity_rank="all").partial_fit(X)
+    before = table.popularity.copy()
+    with pytest.raises(ValueError, match=r"popularity_rank='vocabulary', but the fitted cities rank popularity \['visited'\]"):
+        enc.set_params(popularity_rank="vocabulary").partial_fit(X.assign(city="other"))
+    assert list(enc.cities_) == ["city"] and np.array_equal(enc.cities_["city"].popularity, before)
 
 
 @settings(max_examples=100, deadline=None)

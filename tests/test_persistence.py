@@ -181,3 +181,28 @@ def test_a_pickle_without_newer_parameters_takes_their_defaults(fitted_and_test)
         clone_.__setstate__({**old, "_trajmoe_version": "0.0.1"})
     assert clone_.finetune_batch_size == 8
     assert (clone_.predict(test) == model.predict(test)).all()
+
+
+def test_popularity_rank_round_trips_to_the_city_tables(tmp_path):
+    """A model whose encoder ranks popularity among the visited cells loads back ranking the same
+    way: same location table, and the same zero-shot bins for a city it never saw."""
+    from trajmoe import SpatialSemanticEncoder
+
+    grid = [(x, y) for x in range(6) for y in range(4)]
+    rows = [{"user_id": u, "day": d, "slot": 2 * i, "x": grid[(u * 5 + d + i) % 24][0],
+             "y": grid[(u * 5 + d + i) % 24][1]} for u in range(6) for d in range(4) for i in range(6)]
+    a = pd.DataFrame(rows).assign(city="a")
+    model = TrajMoERegressor(encoder=SpatialSemanticEncoder(popularity_rank="visited"), d_model=16, n_layers=1,
+                             n_heads=2, max_epochs=1, random_state=0, device="cpu").fit(a)
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    assert loaded.encoder_.cities_["a"].popularity_rank == "visited"
+    assert loaded.encoder_.location_table("a").equals(model.encoder_.location_table("a"))
+    # never-visited cells of the region are in the last bin, on both
+    assert (loaded.encoder_.location_table("a").query("n_visits == 0")["popularity"] == 8).all()
+    b = a.assign(city="b", x=a["x"] + 100)
+    with pytest.warns(trajmoe.DataWarning, match="zero-shot"):
+        bins = [m.encoder_.with_unseen_cities(b).cities_["b"].zero_shot_bin for m in (model, loaded)]
+    assert bins == [8, 8]
+    with pytest.warns(trajmoe.DataWarning, match="zero-shot"):
+        scores, scores2 = (m.predict_topk(b, k=3, zero_shot=True)[1] for m in (model, loaded))
+    np.testing.assert_array_equal(scores, scores2)

@@ -30,7 +30,9 @@ def check_choice(name, value, choices):
     ValueError
         Naming the parameter, the value and the allowed values.
     """
-    if value not in choices:
+    # compared one choice at a time, so that an array value gets this message, not numpy's
+    # "truth value of an array is ambiguous"
+    if not any(isinstance(value, type(choice)) and value == choice for choice in choices):
         raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
     return value
 

@@ -96,7 +96,8 @@ def popularity_bins(visit_counts, edges=POPULARITY_EDGES, among="vocabulary"):
     Raises
     ------
     ValueError
-        If ``among`` is not one of :data:`POPULARITY_RANKS`.
+        If ``among`` is not one of :data:`POPULARITY_RANKS`, or ``visit_counts`` is not a 1-D
+        array of finite numbers >= 0 (naming the first offending positions).
 
     References
     ----------
@@ -105,6 +106,13 @@ def popularity_bins(visit_counts, edges=POPULARITY_EDGES, among="vocabulary"):
     """
     check_choice("among", among, POPULARITY_RANKS)
     counts = np.asarray(visit_counts)
+    if counts.ndim != 1 or counts.dtype.kind not in "biuf":
+        raise ValueError(f"visit_counts must be a 1-D array of counts, got shape {counts.shape} and dtype "
+                         f"{counts.dtype}.")
+    bad = np.flatnonzero(~np.isfinite(counts) | (counts < 0))
+    if len(bad):
+        raise ValueError(f"visit_counts must be finite and >= 0: {len(bad)} are not, at positions "
+                         f"{bad[:5].tolist()} (values {counts[bad[:5]].tolist()}).")
     bins = np.full(counts.shape, len(edges) + 1, np.int64)
     visited = counts > 0 if among == "visited" else np.ones(counts.shape, bool)
     ordered = np.sort(counts[visited])
@@ -397,9 +405,22 @@ or dict, default "auto"
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            As :meth:`fit`; also if ``popularity_rank`` was changed (``set_params``) since the
+            cities were fitted: their bins would be ranked two ways.
         """
         if not hasattr(self, "cities_"):
             return self.fit(X, y, pois=pois)
+        check_choice("popularity_rank", self.popularity_rank, POPULARITY_RANKS)
+        fitted = {getattr(t, "popularity_rank", "vocabulary") for t in self.cities_.values()
+                  if getattr(t, "zero_shot_bin", None) is None}
+        if fitted - {self.popularity_rank}:
+            raise ValueError(
+                f"popularity_rank={self.popularity_rank!r}, but the fitted cities rank popularity "
+                f"{sorted(fitted)}: set it back, or fit() anew to rank every city the new way.")
         return self._add(X, pois)
 
     def _add(self, X, pois):

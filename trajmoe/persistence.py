@@ -208,13 +208,15 @@ def _city_config(name, table):
     centre = table.grid.centre
     return {"name": name, "cell_size": table.grid.cell_size, "crs": table.grid.crs,
             "centre": None if centre is None else [float(v) for v in centre],
-            "excluded": {str(k): int(v) for k, v in getattr(table, "excluded", {}).items()}}
+            "excluded": {str(k): int(v) for k, v in getattr(table, "excluded", {}).items()},
+            "popularity_rank": getattr(table, "popularity_rank", "vocabulary")}
 
 
 def _city_table(city, arrays):
     """The :class:`CityTable` of a config.json entry and its arrays (folders of earlier
     versions have no centre, so outliers are then only checked at null island, and no counts
-    of excluded rows)."""
+    of excluded rows, and rank popularity among the whole vocabulary)."""
     centre = city.get("centre")
     grid = CityGrid(city["cell_size"], city["crs"], None if centre is None else tuple(float(v) for v in centre))
-    return CityTable(grid, *arrays, venues=None, excluded=dict(city.get("excluded") or {}))
+    return CityTable(grid, *arrays, venues=None, excluded=dict(city.get("excluded") or {}),
+                     popularity_rank=city.get("popularity_rank", "vocabulary"))
