@@ -562,3 +562,23 @@ def test_region_margin_is_checked():
     for bad in (-1.0, float("nan"), "2000", True):
         with pytest.raises(ValueError, match="region_margin"):
             SpatialSemanticEncoder(region_margin=bad).fit(grid_frame())
+
+
+def test_a_failed_fit_or_partial_fit_leaves_the_encoder_as_it_was():
+    # city "b" fails (every point at null island: no grid) after city "a" was built
+    a = pd.DataFrame({"city": "a", "user_id": 1, "day": 0, "slot": [1, 2], "lat": [40.7, 40.71], "lon": [-74.0, -74.0]})
+    b = pd.DataFrame({"city": "b", "user_id": 2, "day": 0, "slot": [1, 2], "lat": [0.0, 0.0], "lon": [0.0, 0.0]})
+    enc = SpatialSemanticEncoder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        with pytest.raises(SchemaError, match="no grid can be laid"):
+            enc.fit(pd.concat([a, b], ignore_index=True))
+        with pytest.raises(NotFittedError):
+            enc.transform(a)
+        enc.fit(a)
+        with pytest.raises(SchemaError, match="no grid can be laid"):
+            enc.partial_fit(pd.concat([a.assign(slot=[5, 6]), b], ignore_index=True))
+        assert list(enc.cities_) == ["a"] and enc.cities_["a"].visit_counts.sum() == 2
+        with pytest.raises(SchemaError, match="no grid can be laid"):
+            enc.fit(b)
+        assert list(enc.cities_) == ["a"] and enc.cities_["a"].visit_counts.sum() == 2

@@ -388,8 +388,7 @@ or dict, default "auto"
         if margin is not None and (isinstance(margin, bool) or not isinstance(margin, numbers.Real)
                                    or not np.isfinite(margin) or margin < 0):
             raise ValueError(f"region_margin must be None or a finite number of metres >= 0, got {margin!r}.")
-        self.cities_ = {}
-        self._add(X, pois)
+        self._add(X, pois, fitted={})
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -423,7 +422,9 @@ or dict, default "auto"
                 f"{sorted(fitted)}: set it back, or fit() anew to rank every city the new way.")
         return self._add(X, pois)
 
-    def _add(self, X, pois):
+    def _add(self, X, pois, fitted=None):
+        """Fit the cities of X onto ``fitted`` (default: the fitted cities) and adopt the result
+        only once every city is built, so that a failure leaves the encoder as it was."""
         if self.categories != "taxonomy":  # raw names of a known vocabulary onto the taxonomy
             X = map_frame_categories(X, POI_CATEGORY, self.categories, unmapped="keep")
             pois = map_frame_categories(pois, CATEGORY, self.categories, unmapped="keep")
@@ -437,13 +438,15 @@ or dict, default "auto"
                     f"POIs of cities without visits in X are not used: { {str(k): int(v) for k, v in stray.items()} } (rows per city). "
                     f"Cities of X: {sorted(visits[CITY].unique())}; set the POI frame's '{CITY}' column "
                     "to the matching city names.", DataWarning, stacklevel=3)
+        cities = dict(self.cities_ if fitted is None else fitted)
         for city, rows in visits.groupby(CITY, sort=False):
             city_pois = None
             if poi_frame is not None:
                 city_pois = poi_frame[poi_frame[CITY] == city]
                 city_pois = city_pois if len(city_pois) else None
-            self.cities_[city] = self._fit_city(city, rows, city_pois, self.cities_.get(city),
-                                                n_duplicates=duplicates.get(city, 0))
+            cities[city] = self._fit_city(city, rows, city_pois, cities.get(city),
+                                          n_duplicates=duplicates.get(city, 0))
+        self.cities_ = cities
         self.feature_names_out_ = np.array(
             [f"poi_{c}" for c in TAXONOMY] + ["x_z", "y_z", "popularity"], dtype=object)
         return self
