@@ -582,3 +582,13 @@ def test_a_failed_fit_or_partial_fit_leaves_the_encoder_as_it_was():
         with pytest.raises(SchemaError, match="no grid can be laid"):
             enc.fit(b)
         assert list(enc.cities_) == ["a"] and enc.cities_["a"].visit_counts.sum() == 2
+
+
+def test_a_cell_outside_the_region_gets_the_bin_of_the_never_visited_cells_inside():
+    # 100 cells, 5 visited: never-visited cells have share 5/100 -> bin 3; counted as one more
+    # cell (101), an appended one had share 5/101 < .05 -> bin 2 before
+    X = pd.DataFrame({"user_id": 1, "day": 0, "slot": range(5), "x": [0, 3, 0, 3, 1], "y": [0, 0, 3, 3, 1]})
+    enc = SpatialSemanticEncoder(region_margin=1500.0).fit(X)
+    assert enc.cities_["city"].n_locations == 100
+    far = pd.DataFrame({"user_id": 2, "day": 0, "slot": [1, 2], "x": [1, 40], "y": [2, 40]})
+    assert enc.transform(far)[:, -1].tolist() == [3, 3]

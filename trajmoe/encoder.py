@@ -196,11 +196,16 @@ class CityTable:
 
     @property
     def unseen_popularity(self):
-        """Bin that a never-visited cell gets in this city."""
+        """Bin that a never-visited cell gets in this city: that of its never-visited cells, or,
+        if every cell was visited, the bin one more cell without a visit would get."""
         if getattr(self, "zero_shot_bin", None) is not None:
             return int(self.zero_shot_bin)
         fitted = self.visit_counts[:self.n_locations - self.n_unseen]
-        return int(popularity_bins(np.append(fitted, 0), among=getattr(self, "popularity_rank", "vocabulary"))[-1])
+        among = getattr(self, "popularity_rank", "vocabulary")
+        never = np.flatnonzero(fitted == 0)
+        if len(never):
+            return int(popularity_bins(fitted, among=among)[never[0]])
+        return int(popularity_bins(np.append(fitted, 0), among=among)[-1])
 
     def lookup(self, ix, iy):
         """Location ids of cells, -1 where the cell is not in the vocabulary."""
