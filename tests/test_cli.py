@@ -33,6 +33,8 @@ def test_demo_rows_compare_every_model_on_the_same_targets(small_demo):
     # pre-training epochs (1) + the one fine-tuning epoch; the scratch model trains 1 epoch
     assert rows["trajmoe_finetuned"]["epochs"] == 2
     assert rows["trajmoe_full_target"]["epochs"] == 1
+    # the counting baselines train no epoch: null, as the README says
+    assert all(rows[name]["epochs"] is None for name in ("history_frequency", "gravity", "markov", "popularity"))
 
 
 def test_demo_table_lists_every_model(small_demo):

@@ -266,9 +266,8 @@ def run_demo(target=DEFAULT_TARGET, sources=None, fraction=0.05, seed=0, data_ho
 
     def report(name, model, seconds):
         ranks = model.target_ranks(test, protocol=protocol).to_numpy()
-        row = {"model": name, **metrics.ranking_report(ranks), "fit_seconds": round(seconds, 1)}
-        if hasattr(model, "net_"):
-            row["epochs"] = len(model.net_.history)
+        row = {"model": name, **metrics.ranking_report(ranks), "fit_seconds": round(seconds, 1),
+               "epochs": len(model.net_.history) if hasattr(model, "net_") else None}
         rows.append(row)
         log(f"{name:22s} acc@1 {row['acc@1']:.3f}  acc@5 {row['acc@5']:.3f}  mrr {row['mrr']:.3f}  "
             f"({seconds:.0f} s)")
