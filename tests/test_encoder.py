@@ -78,6 +78,12 @@ def test_popularity_bins_refuse_what_is_not_counts(counts, match):
             popularity_bins(counts, among=among)
 
 
+@pytest.mark.parametrize("edges", [(0.5, 0.1), (0.1, 0.1), (0.0, 0.5), (0.5, 1.0), ()])
+def test_popularity_bins_refuse_edges_that_are_not_increasing_shares(edges):
+    with pytest.raises(ValueError, match=r"edges must be strictly increasing shares in \(0, 1\)"):
+        popularity_bins([3, 1, 0], edges=edges)
+
+
 def test_popularity_bins_among_visited_ignore_how_many_cells_were_never_visited():
     # an open vocabulary adds never-visited cells: ranked among the visited cells, the visited
     # keep their bins; ranked among the vocabulary, they all move to bin 1

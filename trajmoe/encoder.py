@@ -96,8 +96,9 @@ def popularity_bins(visit_counts, edges=POPULARITY_EDGES, among="vocabulary"):
     Raises
     ------
     ValueError
-        If ``among`` is not one of :data:`POPULARITY_RANKS`, or ``visit_counts`` is not a 1-D
-        array of finite numbers >= 0 (naming the first offending positions).
+        If ``among`` is not one of :data:`POPULARITY_RANKS`, ``visit_counts`` is not a 1-D
+        array of finite numbers >= 0 (naming the first offending positions), or ``edges`` are
+        not strictly increasing shares in (0, 1).
 
     References
     ----------
@@ -105,6 +106,9 @@ def popularity_bins(visit_counts, edges=POPULARITY_EDGES, among="vocabulary"):
     (popularity rank bins; computed on training data only).
     """
     check_choice("among", among, POPULARITY_RANKS)
+    cuts = np.asarray(edges, dtype=float)
+    if cuts.ndim != 1 or not len(cuts) or not ((cuts > 0) & (cuts < 1)).all() or (np.diff(cuts) <= 0).any():
+        raise ValueError(f"edges must be strictly increasing shares in (0, 1), got {tuple(np.ravel(edges))}.")
     counts = np.asarray(visit_counts)
     if counts.ndim != 1 or counts.dtype.kind not in "biuf":
         raise ValueError(f"visit_counts must be a 1-D array of counts, got shape {counts.shape} and dtype "
@@ -113,11 +117,11 @@ def popularity_bins(visit_counts, edges=POPULARITY_EDGES, among="vocabulary"):
     if len(bad):
         raise ValueError(f"visit_counts must be finite and >= 0: {len(bad)} are not, at positions "
                          f"{bad[:5].tolist()} (values {counts[bad[:5]].tolist()}).")
-    bins = np.full(counts.shape, len(edges) + 1, np.int64)
+    bins = np.full(counts.shape, len(cuts) + 1, np.int64)
     visited = counts > 0 if among == "visited" else np.ones(counts.shape, bool)
     ordered = np.sort(counts[visited])
     above = len(ordered) - np.searchsorted(ordered, counts[visited], side="right")
-    bins[visited] = np.searchsorted(np.asarray(edges), above / max(len(ordered), 1), side="right") + 1
+    bins[visited] = np.searchsorted(cuts, above / max(len(ordered), 1), side="right") + 1
     return bins
 
 
