@@ -192,24 +192,25 @@ class CityTable:
     @property
     def popularity(self):
         """Popularity bin per location, int64 (n_locations,) in 1..8 (see :func:`popularity_bins`)."""
-        if getattr(self, "zero_shot_bin", None) is not None:
-            return np.full(self.n_locations, self.zero_shot_bin, np.int64)
-        fitted = self.visit_counts[:self.n_locations - self.n_unseen]
-        bins = popularity_bins(fitted, among=getattr(self, "popularity_rank", "vocabulary"))
-        return np.concatenate([bins, np.full(self.n_unseen, self.unseen_popularity, np.int64)])
+        bins, unseen = self._bins()
+        return np.concatenate([bins, np.full(self.n_unseen, unseen, np.int64)])
 
     @property
     def unseen_popularity(self):
         """Bin that a never-visited cell gets in this city: that of its never-visited cells, or,
         if every cell was visited, the bin one more cell without a visit would get."""
-        if getattr(self, "zero_shot_bin", None) is not None:
-            return int(self.zero_shot_bin)
+        return self._bins()[1]
+
+    def _bins(self):
+        """Bins of the fitted cells (int64 [n_locations - n_unseen]) and of a never-visited cell."""
         fitted = self.visit_counts[:self.n_locations - self.n_unseen]
+        if getattr(self, "zero_shot_bin", None) is not None:
+            return np.full(len(fitted), self.zero_shot_bin, np.int64), int(self.zero_shot_bin)
         among = getattr(self, "popularity_rank", "vocabulary")
+        bins = popularity_bins(fitted, among=among)
         never = np.flatnonzero(fitted == 0)
-        if len(never):
-            return int(popularity_bins(fitted, among=among)[never[0]])
-        return int(popularity_bins(np.append(fitted, 0), among=among)[-1])
+        unseen = bins[never[0]] if len(never) else popularity_bins(np.append(fitted, 0), among=among)[-1]
+        return bins, int(unseen)
 
     def lookup(self, ix, iy):
         """Location ids of cells, -1 where the cell is not in the vocabulary."""
@@ -760,7 +761,9 @@ or dict, default "auto"
             known = ids >= 0
             out[pos[known], :n_poi] = table.poi_counts[ids[known]]
             out[pos, n_poi:n_poi + 2] = table.coords(located[["ix", "iy"]].to_numpy()[pos])
-            out[pos, -1] = np.where(known, table.popularity[np.maximum(ids, 0)], table.unseen_popularity)
+            bins, unseen = table._bins()                  # the bins once for both
+            bins = np.append(bins, np.full(table.n_unseen, unseen))
+            out[pos, -1] = np.where(known, bins[np.maximum(ids, 0)], unseen)
         return out
 
     def with_unseen_cities(self, X, pois=None):
@@ -832,7 +835,7 @@ or dict, default "auto"
         fitted_bins = [t.unseen_popularity for t in self.cities_.values()
                        if getattr(t, "zero_shot_bin", None) is None]
         zero_shot_bin = (int(pd.Series(fitted_bins).mode().max()) if fitted_bins
-                         else popularity_bins([0], among=self.popularity_rank)[0])
+                         else len(POPULARITY_EDGES) + 1)
         out = copy.copy(self)
         out.cities_ = dict(self.cities_)
         for city in unknown:

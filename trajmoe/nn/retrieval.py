@@ -650,10 +650,9 @@ def distance_buckets(current: torch.Tensor, metres: torch.Tensor) -> torch.Tenso
     Notes
     -----
     The rows are computed once per distinct current cell and copied to the positions that share
-    it. The edges of :data:`DISTANCE_EDGES` after the first lie a factor
-    ``sqrt(2)`` apart, so the bucket of a distance ``d > 1`` m is
-    ``1 + clip(ceil(log2(d^2 / 500^2) - 1/2), 0, 16)``, computed from the squared distance without
-    a square root or a search over the edges (:func:`torch.bucketize` over the edges gives the
+    it. The edges of :data:`DISTANCE_EDGES` after the first lie a factor ``sqrt(2)`` apart, so the
+    bucket of a distance ``d > 1`` m is ``1 + clip(ceil(log2(d^2 / 500^2) - 1/2), 0, 16)``,
+    computed from the squared distance without a square root or a search over the edges (:func:`torch.bucketize` over the edges gives the
     same buckets, 2-3x slower; they can differ only for a distance within float32 rounding of an
     edge, which no two centroids of a 500 m grid are: ``d / 500 = sqrt(integer)``). Squared
     distances are computed in float32 at least (float16 overflows beyond 256 m); a distance that
@@ -672,11 +671,10 @@ def add_distance_prior(
     ``logits += values.gather(1, distance_buckets(current, metres))``, the same float additions
     (``values`` are cast to the dtype of ``logits`` first, which changes nothing in float32; under
     bf16 autocast the logits are bf16). Under autograd it is computed so; otherwise (inference)
-    without the ``[n, N]`` index of
-    :func:`distance_buckets`: the positions that share a current cell read their values through
-    that cell's one row of buckets, which on YJMob100K city A (43,264 cells, 92 positions a score
-    block, about 45 distinct current cells) writes a fraction of the memory (docs: "Speed on one
-    machine").
+    without the ``[n, N]`` index of :func:`distance_buckets`: the positions that share a current
+    cell read their values through that cell's one row of buckets, which on YJMob100K city A
+    (43,264 cells, 92 positions a score block, about 45 distinct current cells) writes a fraction
+    of the memory (docs: "Speed on one machine").
 
     Parameters
     ----------
