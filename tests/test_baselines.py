@@ -4,6 +4,7 @@ predictions and ranks) and an end-to-end check on a slice of the real YJMob100K 
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from sklearn.exceptions import NotFittedError
 from trajmoe import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, MarkovBaseline,
                      PopularityBaseline, SpatialSemanticEncoder)
 from trajmoe.datasets import load_yjmob100k
+from trajmoe.exceptions import DataWarning
 from trajmoe.metrics import accuracy_at_k
 
 BASELINES = [PopularityBaseline, MarkovBaseline, HistoryFrequencyBaseline]
@@ -489,6 +491,20 @@ def test_gravity_without_held_out_targets_says_how_to_fix():
     assert not hasattr(model, "encoder_")      # not left half-fitted
     # with every parameter given there is nothing to fit
     assert GravityBaseline(beta=1.0, offset=100.0, min_stays=1).fit(X).predict(X).shape == (5,)
+
+
+def test_gravity_held_out_users_drawn_again_among_users_with_a_window():
+    # eight one-visit users and two movers: with random_state=2 the 20 % held out (2 of 10) are
+    # one-visit users, who have no window of min_stays=3; one of the two movers is held out instead
+    X = gvisits({**{u: "ABCDABCD"[u - 1] for u in range(1, 9)}, 10: "ABCAB", 11: "CCBAD"})
+    model = GravityBaseline(min_stays=3, random_state=2, encoder=closed())
+    with pytest.warns(DataWarning, match=r"none of the 2 held-out users .*; 1 of the 2 users that have one is held out instead"):
+        model.fit(X)
+    assert model.n_fit_targets_ == 4                 # one mover's 5 visits: 4 targets
+    # a draw that holds out a mover already is kept, without a warning
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*none of the .* held-out users", category=DataWarning)
+        assert GravityBaseline(min_stays=3, random_state=0, encoder=closed()).fit(X).n_fit_targets_ == 4
 
 
 # --------------------------------------------------------------------------------------------------

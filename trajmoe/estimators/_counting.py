@@ -13,6 +13,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 from scipy import optimize, signal, sparse, special
+from sklearn.model_selection import GroupShuffleSplit
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
@@ -715,7 +716,9 @@ class GravityBaseline(_CountingBaseline):
         maximum-likelihood weights): the best Acc@1 on (at most 3,000 of) the held-out
         targets, ties going to the higher likelihood; or the best likelihood.
     validation_fraction : float in (0, 1), default 0.2
-        Share of every city's training users held out to fit the parameters.
+        Share of every city's training users held out to fit the parameters. Where none of the
+        drawn users has a window of ``min_stays`` visits (a few users), the share is drawn
+        again among the users that have one, with a :class:`~trajmoe.exceptions.DataWarning`.
     max_fit_targets : int or None, default 20000
         At most this many held-out targets (drawn at random) enter the likelihood, which
         bounds the cost of the search; None = all.
@@ -955,10 +958,13 @@ class GravityBaseline(_CountingBaseline):
     def _likelihood_data(self, X):
         """Held-out targets of every city, with what the likelihood needs."""
         prep = self._prepare(X)
-        held = np.isin(prep.user_key, self._held_out_users(prep))
         windows = self._windows(prep, min_stays=self.min_stays)
-        keep = held[np.maximum(windows.row[:, 0], 0)] & (windows.row[:, 0] >= 0)
-        windows = windows.subset(keep)
+        owner = np.where(windows.row[:, 0] >= 0, prep.user_key[np.maximum(windows.row[:, 0], 0)], -1)
+        held_users = self._held_out_users(prep)
+        if not np.isin(owner, held_users).any():
+            held_users = self._redraw_held_out(prep, owner, held_users)
+        held = np.isin(prep.user_key, held_users)
+        windows = windows.subset(np.isin(owner, held_users))
         history = len(self._weight_names()) > 1
         data = []
         for c, city in enumerate(self.cities_):
@@ -981,6 +987,34 @@ class GravityBaseline(_CountingBaseline):
                          "log_pop": _log_popularity(np.bincount(prep.location[fit_rows], minlength=n_cells)),
                          **parts})
         return self._draw_targets(data)
+
+    def _redraw_held_out(self, prep, owner, drawn):
+        """Held-out users drawn again among the users that have a window, where none of the
+        ``drawn`` ones has one (a few users, most with short windows): the same share of each
+        city's users that have a window, with ``random_state``; a DataWarning says so. Returns
+        ``drawn`` unchanged where no city has two users with a window."""
+        import warnings
+
+        from ..exceptions import DataWarning
+
+        eligible = np.unique(owner[owner >= 0])
+        held = [np.zeros(0, np.int64)]
+        for c in np.unique(prep.city_index):
+            users = np.intersect1d(np.unique(prep.user_key[prep.city_index == c]), eligible)
+            if len(users) < 2:
+                continue
+            split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction, random_state=self.random_state)
+            held.append(users[next(split.split(users, groups=users))[1]])
+        held = np.concatenate(held)
+        if not len(held):
+            return drawn
+        warnings.warn(
+            f"{type(self).__name__}: none of the {len(drawn)} held-out users (validation_fraction="
+            f"{self.validation_fraction}) has a window of at least min_stays={self.min_stays} visits; "
+            f"{len(held)} of the {len(eligible)} users that have one {'is' if len(held) == 1 else 'are'} "
+            "held out instead to fit the parameters. So few held-out targets fit them poorly: give more "
+            "users or a larger validation_fraction.", DataWarning, stacklevel=6)
+        return held
 
     def _draw_targets(self, data):
         """Keep targets inside the vocabulary whose current cell has coordinates, at most
