@@ -677,6 +677,39 @@ def test_history_prior_starts_as_history_frequency():
 
 
 @pytest.mark.parametrize("copy_path", [False, True])
+def test_learned_weight_scales_the_learned_terms_only(copy_path):
+    """learned_weight w: logits = priors + w x (q . C, W_d h, W_h h, copy q . key), the same as
+    scaling the query and the two modulations by w; the time logits stay as trained; w = 0
+    leaves the priors alone."""
+    model = spatial_model(distance_prior=True, history_prior=True, copy_path=copy_path)
+    with torch.no_grad():
+        model.rank_bias.normal_()                       # a prior term that w must not touch
+    batch = make_batch()
+    rows, cols = all_positions(3, 8)
+    scaled = copy.deepcopy(model)
+    with torch.no_grad():
+        for name in ("query", "distance_gate", "history_gate"):
+            layer = getattr(scaled, name)
+            layer.weight.mul_(0.3)
+            if layer.bias is not None:
+                layer.bias.mul_(0.3)
+    with torch.no_grad():
+        pooled = model(**batch, learned_weight=0.3)
+        torch.testing.assert_close(location_log_probs(pooled, rows, cols),
+                                   location_log_probs(scaled(**batch), rows, cols))
+        assert torch.equal(pooled["time_logits"], model(**batch)["time_logits"])
+        assert not torch.allclose(location_log_probs(pooled, rows, cols), location_log_probs(model(**batch), rows, cols))
+        if not copy_path:
+            zeroed = copy.deepcopy(model)
+            for name in ("query", "distance_gate", "history_gate"):
+                getattr(zeroed, name).weight.zero_()
+                if getattr(zeroed, name).bias is not None:
+                    getattr(zeroed, name).bias.zero_()
+            torch.testing.assert_close(generation_logits(model(**batch, learned_weight=0.0), rows, cols),
+                                       generation_logits(zeroed(**batch), rows, cols))
+
+
+@pytest.mark.parametrize("copy_path", [False, True])
 def test_bf16_autocast_trains_and_scores(copy_path):
     """Under bf16 autocast (``benchmarks/throughput.py --device cuda``; checked here with the CPU's
     autocast) the score product is bf16 and the priors added to it float32: a training step and

@@ -39,6 +39,23 @@ def test_loaded_model_predicts_exactly_as_the_saved_one(fitted_and_test, tmp_pat
     assert pd_table.equals(model.encoder_.location_table("yjmob_A"))
 
 
+def test_learned_weight_is_a_scoring_parameter_and_old_models_load_with_one(fitted_and_test, tmp_path):
+    model, test = fitted_and_test
+    model = load_model(save_model(model, tmp_path / "m"))          # a copy: the fixture stays as it is
+    assert model.learned_weight == 0.5
+    pooled = model.target_ranks(test)
+    model.set_params(learned_weight=1.0)                            # takes effect without refitting
+    trained = model.target_ranks(test)
+    assert not np.array_equal(pooled, trained)
+    # a model saved before the parameter existed scored with the network as trained
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    del config["estimator"]["learned_weight"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    old = load_model(tmp_path / "m")
+    assert old.learned_weight == 1.0
+    np.testing.assert_array_equal(old.target_ranks(test), trained)
+
+
 def test_saved_files_hold_data_only(fitted_and_test, tmp_path):
     model, _ = fitted_and_test
     folder = save_model(model, tmp_path / "m")

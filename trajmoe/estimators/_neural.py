@@ -489,7 +489,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         their vocabulary sizes, and the arrays of the training and validation windows (for
         streamed windows, which are not in memory, only their numbers)."""
         params = {k: v for k, v in self.get_params(deep=True).items()
-                  if k not in ("verbose", "device", "callbacks", "checkpoint_dir", "encoder")}
+                  if k not in ("verbose", "device", "callbacks", "checkpoint_dir", "encoder", "learned_weight")}
         if params.get("monitor") == self._LEGACY_DEFAULTS["monitor"]:
             del params["monitor"]        # resumes a checkpoint written before the parameter existed
         params.update(cities=list(self.cities_), n_locations=self._n_locations().tolist(),
@@ -609,7 +609,11 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             yield
 
     # -------------------------------------------------------------- inference
-    def _forward(self, batch, city):
+    def _learned_weight(self):
+        """Weight of the learned terms when cells are scored (1 here; see TrajMoERegressor)."""
+        return 1.0
+
+    def _forward(self, batch, city, learned_weight=1.0):
         module = self.net_.module_
         module.eval()
         device = self.net_.device
@@ -621,10 +625,10 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         with torch.inference_mode():
             # candidates and feature tables: once per city and call (_scoring_call), not per batch
             encoding = self._memo(("city_encoding", index), lambda: module.city_encoding(index))
-            return module(**inputs, city_encoding=encoding)
+            return module(**inputs, city_encoding=encoding, learned_weight=learned_weight)
 
     def _batch_rank(self, batch, city, k, truth):
-        out = self._forward(batch, city)
+        out = self._forward(batch, city, self._learned_weight())
         device = self.net_.device
         location = torch.as_tensor(batch["location"])
         rows, cols = torch.nonzero(location != PAD, as_tuple=True)
@@ -645,7 +649,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         return tuple(None if result is None else result[back] for result in ranked)
 
     def _batch_scores(self, batch, city):
-        out = self._forward(batch, city)
+        out = self._forward(batch, city, self._learned_weight())
         rows, cols = torch.nonzero(torch.as_tensor(batch["location"]) != PAD, as_tuple=True)
         rows, cols = rows.to(self.net_.device), cols.to(self.net_.device)
         # a few million scores at a time: the distance prior's temporaries are as large as the scores

@@ -459,6 +459,7 @@ class RetrievalNetwork(nn.Module):
         gap: torch.Tensor,
         city: torch.Tensor,
         city_encoding: dict | None = None,
+        learned_weight: float = 1.0,
     ) -> dict[str, torch.Tensor | None]:
         """Encode a single-city batch of right-padded trajectories.
 
@@ -477,6 +478,13 @@ class RetrievalNetwork(nn.Module):
         city_encoding : dict, optional
             :meth:`city_encoding` of the batch's city, computed once for many batches while the
             weights do not change (inference); None: computed here (training).
+        learned_weight : float, default 1.0
+            Weight of the learned terms of the location scores against the rule priors they
+            are added to (a log-linear pool of the network and its priors; inference): the
+            query ``q`` (hence ``q . C`` and the copy scores' ``q . key``) and the hidden-state
+            modulations ``W_d h`` and ``W_h h`` of the distance and history priors are
+            multiplied by it; the priors' own biases, the popularity-bin bias and the time
+            logits are not. 1 = the network as trained; 0 = its priors alone.
 
         Returns
         -------
@@ -525,9 +533,12 @@ class RetrievalNetwork(nn.Module):
         hidden, gates = self._encode(e_poi, e_geo, e_pop, t0, ~pad)
         h = self.ln_f(hidden)
         q = self.query(h)
+        time_logits = self.time_head(q)
+        if learned_weight != 1.0:
+            q = learned_weight * q
         out = {
             "query": q,
-            "time_logits": self.time_head(q),
+            "time_logits": time_logits,
             "candidates": candidates,
             "candidate_bias": candidate_bias,
             "location": location,
@@ -539,9 +550,9 @@ class RetrievalNetwork(nn.Module):
             "history": None,
         }
         if self.history_bias is not None:
-            out["history"] = RULE_SCALE * self.history_bias + self.history_gate(h)
+            out["history"] = RULE_SCALE * self.history_bias + learned_weight * self.history_gate(h)
         if self.distance_bias is not None:
-            out["distance"] = RULE_SCALE * self.distance_bias + self.distance_gate(h)
+            out["distance"] = RULE_SCALE * self.distance_bias + learned_weight * self.distance_gate(h)
             out["cell_metres"] = self._metres(index)
         if self.copy_key is not None:
             out["copy_scores"], out["gate"] = self._copy(h, q, location, n)
