@@ -63,7 +63,8 @@ COUNTING = {"history_frequency": HistoryFrequencyBaseline, "history_gravity": Hi
             "gravity": GravityBaseline, "markov": MarkovBaseline, "popularity": PopularityBaseline}
 #: The paper's network: feature-only candidates, linear coordinates, no copy path, no distance or
 #: history prior.
-PAPER = {"copy_path": False, "distance_prior": False, "history_prior": False, "coord_encoding": "linear"}
+PAPER = {"copy_path": False, "distance_prior": False, "history_prior": False, "coord_encoding": "linear",
+         "learned_weight": 1.0}
 NEURAL = {"lstm": LSTMRegressor, "transformer": TransformerRegressor}
 #: Settings of the literature baselines, chosen on validation users (quick mode, seed 0) against the
 #: estimators' defaults (lr 1e-3, dropout 0.1): Acc@1 NYC .010 / .009 against .003 / .000 (LSTM /

@@ -101,3 +101,30 @@ def test_transfer_plot_draws_the_reference_lines_of_the_models_run(tmp_path):
     path = tmp_path / "curve.png"
     transfer.plot(rows, path)          # quick mode runs no trajmoe_multi_city: no line for it, no error
     assert path.stat().st_size > 0
+
+
+def test_ablation_scores_a_scoring_only_variant_with_the_fitted_model_it_departs_from(target, monkeypatch):
+    import ablation
+    import transfer
+
+    fits = []
+
+    class Counted(TrajMoERegressor):
+        def fit(self, X, y=None, pois=None):
+            fits.append(self.learned_weight)
+            return super().fit(X, y, pois=pois)
+
+    monkeypatch.setattr(ablation, "TrajMoERegressor", Counted)
+    monkeypatch.setattr(ablation, "load_target", lambda *args: target)
+    monkeypatch.setattr(ablation, "load_sources", lambda *args: (target.train, None))
+    monkeypatch.setattr(ablation, "sources_of", lambda name: ())
+    settings = transfer.Settings(max_epochs=1, baseline_epochs=None, fractions=(0.05,), seeds=(0,))
+    rows = ablation.run_task("nyc", 0, settings, ("trajmoe", "as_trained"), log=lambda *a, **k: None)
+    assert fits == [0.5]                                     # one fit serves both variants
+    by_name = {r["model"]: r for r in rows if r["protocol"] == "all"}
+    # as_trained is the same fitted model scored at learned_weight=1: refit it to check
+    model = TrajMoERegressor(random_state=0, max_epochs=1).fit(target.train)
+    model.partial_fit(few_shot_sample(target, ablation.FRACTION, 0)).set_params(learned_weight=1.0)
+    expected = metrics.ranking_report(model.target_ranks(target.test).to_numpy())
+    assert by_name["as_trained"]["mrr"] == pytest.approx(expected["mrr"], abs=1e-5)
+    assert by_name["as_trained"]["mrr"] != by_name["trajmoe"]["mrr"]
