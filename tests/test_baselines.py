@@ -498,13 +498,32 @@ def test_gravity_held_out_users_drawn_again_among_users_with_a_window():
     # one-visit users, who have no window of min_stays=3; one of the two movers is held out instead
     X = gvisits({**{u: "ABCDABCD"[u - 1] for u in range(1, 9)}, 10: "ABCAB", 11: "CCBAD"})
     model = GravityBaseline(min_stays=3, random_state=2, encoder=closed())
-    with pytest.warns(DataWarning, match=r"none of the 2 held-out users .*; 1 of the 2 users that have one is held out instead"):
+    with pytest.warns(DataWarning, match=r"none of the 2 users held out .*; 1 of the 2 users that have one is held out instead"):
         model.fit(X)
     assert model.n_fit_targets_ == 4                 # one mover's 5 visits: 4 targets
     # a draw that holds out a mover already is kept, without a warning
     with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*none of the .* held-out users", category=DataWarning)
+        warnings.filterwarnings("error", message=".*none of the .* users held out", category=DataWarning)
         assert GravityBaseline(min_stays=3, random_state=0, encoder=closed()).fit(X).n_fit_targets_ == 4
+
+
+def test_gravity_redraw_counts_users_with_a_target_and_never_fails_on_few_users():
+    one_visit = [dict(user_id=u, day=0, slot=10, x=u % 4, y=0) for u in range(10)]
+    movers = [dict(user_id=100 + j, day=0, slot=10 + t, x=(t * 3 + j) % 5, y=t % 2)
+              for j, n in enumerate([7, 6]) for t in range(n)]
+    X = pd.DataFrame(one_visit + movers)
+    # min_stays=1: a one-visit user has a window but no target; the redraw must skip such users
+    with pytest.warns(DataWarning, match="users that have one is held out instead") as record:
+        model = GravityBaseline(min_stays=1, random_state=1).fit(X)
+    assert model.n_fit_targets_ in (5, 6)                    # one mover held out: 6 or 7 visits
+    redraw = [w for w in record if "held out instead" in str(w.message)]
+    assert len(redraw) == 1 and redraw[0].filename == __file__    # the warning points at the caller
+    # a share that would hold out every eligible user of a few: still one at least, no sklearn error
+    X3 = pd.DataFrame(one_visit[:8] + movers)
+    with pytest.warns(DataWarning, match="held out instead"):
+        GravityBaseline(min_stays=3, validation_fraction=0.7, random_state=2).fit(X3)
+    # a first draw of nearly every user keeps one to count popularity on
+    assert len(GravityBaseline(min_stays=2, validation_fraction=0.99, random_state=0).fit(X).search_results_) == 6
 
 
 # --------------------------------------------------------------------------------------------------

@@ -54,6 +54,11 @@ def test_learned_weight_is_a_scoring_parameter_and_old_models_load_with_one(fitt
     old = load_model(tmp_path / "m")
     assert old.learned_weight == 1.0
     np.testing.assert_array_equal(old.target_ranks(test), trained)
+    # checked when the model scores, as fit checks it: set_params after fit and a loaded file
+    for bad in (float("nan"), 1.5, -0.1, "0.5", None):
+        model.set_params(learned_weight=bad)
+        with pytest.raises(ValueError, match="learned_weight"):
+            model.predict(test)
 
 
 def test_saved_files_hold_data_only(fitted_and_test, tmp_path):

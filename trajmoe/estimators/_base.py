@@ -14,6 +14,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import math
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -357,7 +358,10 @@ class NextLocationEstimator(BaseEstimator):
             users = np.unique(prep.user_key[prep.city_index == c])
             if len(users) < 2:
                 continue
-            split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction, random_state=self.random_state)
+            # never every user (a fraction near 1 of a few users): one stays to train
+            size = self.validation_fraction if math.ceil(self.validation_fraction * len(users)) < len(users) \
+                else len(users) - 1
+            split = GroupShuffleSplit(n_splits=1, test_size=size, random_state=self.random_state)
             held.append(users[next(split.split(users, groups=users))[1]])
         return np.concatenate(held)
 

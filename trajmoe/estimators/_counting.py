@@ -7,13 +7,13 @@ evaluation windows and full ranking as the neural model.
 
 from __future__ import annotations
 
+import math
 import numbers
 from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, signal, sparse, special
-from sklearn.model_selection import GroupShuffleSplit
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
@@ -716,9 +716,10 @@ class GravityBaseline(_CountingBaseline):
         maximum-likelihood weights): the best Acc@1 on (at most 3,000 of) the held-out
         targets, ties going to the higher likelihood; or the best likelihood.
     validation_fraction : float in (0, 1), default 0.2
-        Share of every city's training users held out to fit the parameters. Where none of the
-        drawn users has a window of ``min_stays`` visits (a few users), the share is drawn
-        again among the users that have one, with a :class:`~trajmoe.exceptions.DataWarning`.
+        Share of every city's training users held out to fit the parameters (at least one, and
+        never every user of a city). Where none of the drawn users has a target (a window of
+        ``min_stays`` visits with a next visit; a few users), the share is drawn again among
+        the users that have one, with a :class:`~trajmoe.exceptions.DataWarning`.
     max_fit_targets : int or None, default 20000
         At most this many held-out targets (drawn at random) enter the likelihood, which
         bounds the cost of the search; None = all.
@@ -961,8 +962,10 @@ class GravityBaseline(_CountingBaseline):
         windows = self._windows(prep, min_stays=self.min_stays)
         owner = np.where(windows.row[:, 0] >= 0, prep.user_key[np.maximum(windows.row[:, 0], 0)], -1)
         held_users = self._held_out_users(prep)
-        if not np.isin(owner, held_users).any():
-            held_users = self._redraw_held_out(prep, owner, held_users)
+        # a window of two visits or more has a target (with min_stays=1 a window may have none)
+        with_target = np.unique(owner[(windows.row >= 0).sum(axis=1) >= 2])
+        if not np.isin(with_target, held_users).any():
+            held_users = self._redraw_held_out(prep, with_target, held_users)
         held = np.isin(prep.user_key, held_users)
         windows = windows.subset(np.isin(owner, held_users))
         history = len(self._weight_names()) > 1
@@ -988,32 +991,33 @@ class GravityBaseline(_CountingBaseline):
                          **parts})
         return self._draw_targets(data)
 
-    def _redraw_held_out(self, prep, owner, drawn):
-        """Held-out users drawn again among the users that have a window, where none of the
-        ``drawn`` ones has one (a few users, most with short windows): the same share of each
-        city's users that have a window, with ``random_state``; a DataWarning says so. Returns
-        ``drawn`` unchanged where no city has two users with a window."""
+    def _redraw_held_out(self, prep, eligible, drawn):
+        """Held-out users drawn again among the ``eligible`` users (those with a target), where
+        none of the ``drawn`` ones has one (a few users, most with short windows): the same share
+        of each city's eligible users (at least one; never every user of the city, whose
+        popularity the others give), with ``random_state``; a DataWarning says so. Returns
+        ``drawn`` unchanged where no city has such a user."""
         import warnings
 
         from ..exceptions import DataWarning
 
-        eligible = np.unique(owner[owner >= 0])
+        rng = check_random_state(self.random_state)
         held = [np.zeros(0, np.int64)]
         for c in np.unique(prep.city_index):
-            users = np.intersect1d(np.unique(prep.user_key[prep.city_index == c]), eligible)
-            if len(users) < 2:
-                continue
-            split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction, random_state=self.random_state)
-            held.append(users[next(split.split(users, groups=users))[1]])
+            users = np.unique(prep.user_key[prep.city_index == c])
+            candidates = np.intersect1d(users, eligible)
+            n_held = min(max(1, math.ceil(self.validation_fraction * len(candidates))), len(candidates), len(users) - 1)
+            if n_held > 0:
+                held.append(np.sort(rng.permutation(candidates)[:n_held]))
         held = np.concatenate(held)
         if not len(held):
             return drawn
         warnings.warn(
-            f"{type(self).__name__}: none of the {len(drawn)} held-out users (validation_fraction="
-            f"{self.validation_fraction}) has a window of at least min_stays={self.min_stays} visits; "
-            f"{len(held)} of the {len(eligible)} users that have one {'is' if len(held) == 1 else 'are'} "
+            f"{type(self).__name__}: none of the {len(drawn)} users held out (validation_fraction="
+            f"{self.validation_fraction}) has a window of at least min_stays={self.min_stays} visits with a "
+            f"next visit; {len(held)} of the {len(eligible)} users that have one {'is' if len(held) == 1 else 'are'} "
             "held out instead to fit the parameters. So few held-out targets fit them poorly: give more "
-            "users or a larger validation_fraction.", DataWarning, stacklevel=6)
+            "users or a larger validation_fraction.", DataWarning, stacklevel=7)
         return held
 
     def _draw_targets(self, data):

@@ -12,7 +12,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
 from ..nn import PRESETS, SAMoETransformer
@@ -85,8 +85,10 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         copy scores' ``q . key``, the hidden-state modulation of the distance and history
         priors), a log-linear pool of the network and the rule it starts from. Training is
         not affected (the loss and ``history_`` score the network as trained), so
-        ``set_params`` takes effect at once, without refitting. 1 = the network as trained
-        (the paper; without priors the ranking is the same at any weight). 0.5 was chosen on
+        ``set_params`` takes effect at once, without refitting (the value is checked when the
+        model scores). 1 = the network as trained (the paper; without priors a weight only
+        scales the logits, so the ranking is the same at any positive weight up to float32
+        ties of the log-probabilities, and at 0 every cell ties). 0.5 was chosen on
         validation users: fine-tuned on 5 % of a city, the learned terms overrule the priors
         where they should not (see the results page, "Where the transfer goes wrong").
     poi_transform : {"log1p", "raw"}, default "log1p"
@@ -280,7 +282,13 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
     _LEGACY_DEFAULTS = {**NeuralNextLocationEstimator._LEGACY_DEFAULTS, "learned_weight": 1.0}
 
     def _learned_weight(self):
-        return float(self.learned_weight)
+        # checked when used (once per scoring call): set_params after fit is how it is meant to
+        # change, and load_model reads it from a file
+        def checked():
+            validate_parameter_constraints({"learned_weight": self._parameter_constraints["learned_weight"]},
+                                           {"learned_weight": self.learned_weight}, caller_name=type(self).__name__)
+            return float(self.learned_weight)
+        return self._memo("learned_weight", checked)
 
     def _module_params(self):
         params = dict(PRESETS[self.preset])

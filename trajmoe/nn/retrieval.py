@@ -484,7 +484,9 @@ class RetrievalNetwork(nn.Module):
             query ``q`` (hence ``q . C`` and the copy scores' ``q . key``) and the hidden-state
             modulations ``W_d h`` and ``W_h h`` of the distance and history priors are
             multiplied by it; the priors' own biases, the popularity-bin bias and the time
-            logits are not. 1 = the network as trained; 0 = its priors alone.
+            logits are not. 1 = the network as trained; 0 = its priors alone (with the copy
+            path: copy scores of the recency and successor terms only, mixed by the learned
+            gate).
 
         Returns
         -------
