@@ -350,19 +350,23 @@ class NextLocationEstimator(BaseEstimator):
                         times=times.reset_index(drop=True),
                         cell=located[["ix", "iy"]].to_numpy(np.int64), twin=twin)
 
-    def _held_out_users(self, prep):
-        """User keys of a ``validation_fraction`` share of each city's users (cities with at
-        least two users), drawn with ``random_state``: the users held out in fit."""
+    def _held_out_users(self, prep, among=None):
+        """User keys of a ``validation_fraction`` share of each city's users, drawn with
+        ``random_state``: the users held out in fit. At least one user of a city is held out
+        and one kept (cities of one user hold none out). ``among``: the share is drawn from
+        these user keys only (those with a target, say), every one of them if need be."""
         held = [np.zeros(0, np.int64)]
         for c in np.unique(prep.city_index):
             users = np.unique(prep.user_key[prep.city_index == c])
-            if len(users) < 2:
+            pool = users if among is None else np.intersect1d(users, among)
+            n_held = min(math.ceil(self.validation_fraction * len(pool)), len(pool), len(users) - 1)
+            if n_held < 1:
                 continue
-            # never every user (a fraction near 1 of a few users): one stays to train
-            size = self.validation_fraction if math.ceil(self.validation_fraction * len(users)) < len(users) \
-                else len(users) - 1
-            split = GroupShuffleSplit(n_splits=1, test_size=size, random_state=self.random_state)
-            held.append(users[next(split.split(users, groups=users))[1]])
+            if n_held == len(pool):          # all of them (a splitter keeps one to train)
+                held.append(pool)
+                continue
+            split = GroupShuffleSplit(n_splits=1, test_size=n_held, random_state=self.random_state)
+            held.append(pool[next(split.split(pool, groups=pool))[1]])
         return np.concatenate(held)
 
     def _windows(self, prep, stride_days=None, min_stays=1):

@@ -7,8 +7,8 @@ evaluation windows and full ranking as the neural model.
 
 from __future__ import annotations
 
-import math
 import numbers
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -19,6 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._constants import PAD
 from ..encoder import cell_keys, cells_of_keys
+from ..exceptions import DataWarning
 from ._base import NextLocationEstimator
 from ._scoring import rank_sparse
 
@@ -993,23 +994,9 @@ class GravityBaseline(_CountingBaseline):
 
     def _redraw_held_out(self, prep, eligible, drawn):
         """Held-out users drawn again among the ``eligible`` users (those with a target), where
-        none of the ``drawn`` ones has one (a few users, most with short windows): the same share
-        of each city's eligible users (at least one; never every user of the city, whose
-        popularity the others give), with ``random_state``; a DataWarning says so. Returns
-        ``drawn`` unchanged where no city has such a user."""
-        import warnings
-
-        from ..exceptions import DataWarning
-
-        rng = check_random_state(self.random_state)
-        held = [np.zeros(0, np.int64)]
-        for c in np.unique(prep.city_index):
-            users = np.unique(prep.user_key[prep.city_index == c])
-            candidates = np.intersect1d(users, eligible)
-            n_held = min(max(1, math.ceil(self.validation_fraction * len(candidates))), len(candidates), len(users) - 1)
-            if n_held > 0:
-                held.append(np.sort(rng.permutation(candidates)[:n_held]))
-        held = np.concatenate(held)
+        none of the ``drawn`` ones has one (a few users, most with short windows); a
+        DataWarning says so. Returns ``drawn`` unchanged where no city has such a user."""
+        held = self._held_out_users(prep, among=eligible)
         if not len(held):
             return drawn
         warnings.warn(
