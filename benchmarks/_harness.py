@@ -155,7 +155,9 @@ class Scorer:
 
 
 # ----------------------------------------------------------------------------- arguments
-def _items(text, convert, what, check):
+def comma_list(text, convert, what, check):
+    """argparse helper: ``text`` split on commas, each item converted and checked, as a tuple
+    (ArgumentTypeError naming ``what`` on an empty list, a failed conversion or a failed check)."""
     try:
         values = tuple(convert(v) for v in text.split(","))
     except ValueError:
@@ -168,17 +170,17 @@ def _items(text, convert, what, check):
 
 def seed_list(text):
     """argparse type: comma-separated ints >= 0."""
-    return _items(text, int, "seeds (ints >= 0)", lambda v: v >= 0)
+    return comma_list(text, int, "seeds (ints >= 0)", lambda v: v >= 0)
 
 
 def fraction_list(text):
     """argparse type: comma-separated shares in (0, 1]."""
-    return _items(text, float, "fractions in (0, 1]", lambda v: 0 < v <= 1)
+    return comma_list(text, float, "fractions in (0, 1]", lambda v: 0 < v <= 1)
 
 
 def city_list(text):
     """argparse type: comma-separated names of :data:`CITIES` and :data:`GOWALLA`."""
-    return _items(text, str, f"cities among {', '.join(CITIES + GOWALLA)}", lambda v: v in CITIES + GOWALLA)
+    return comma_list(text, str, f"cities among {', '.join(CITIES + GOWALLA)}", lambda v: v in CITIES + GOWALLA)
 
 
 def positive_int(text):

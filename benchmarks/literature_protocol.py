@@ -11,13 +11,17 @@ protocol that ID embeddings cannot serve:
   capped as in ``transfer.py --quick``);
 * each user's first 80 % of visits in time train every model, the last 20 % are scored (windows of
   those visits only, protocol ``all``, full ranking, ties pessimistic);
-* the neural baselines train ``--epochs`` epochs (no held-out users: all users are in training).
+* the neural baselines train ``--epochs`` epochs (no held-out users: all users are in training);
+* ``train acc@1``: Acc@1 of each model on the visits it trained on (same windows and ranking), to
+  tell a model that has not fitted its training data (below Markov's there) from one that fits it
+  and does not generalise.
 
 Usage::
 
     TRAJMOE_DATA=/path/to/shared/data python benchmarks/literature_protocol.py --targets nyc --seeds 0
 
-Prints one row per (target, seed, model): Acc@1, MRR and Acc@1 on return / explore targets.
+Prints one row per (target, seed, model): Acc@1, MRR, Acc@1 on return / explore targets and Acc@1
+on the training visits. ``--models lstm,markov`` runs only those.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (city_list, environment, load_target, positive_int, quiet_data_notes, seed_list,  # noqa: E402
+from _harness import (comma_list, city_list, environment, load_target, positive_int, quiet_data_notes, seed_list,  # noqa: E402
                       timed, write_json)
 from transfer import LITERATURE, QUICK  # noqa: E402
 
@@ -49,26 +53,43 @@ def split_in_time(visits, share=TRAIN_SHARE):
     return visits[early], visits[~early]
 
 
+#: The models of a run, in their order.
+MODELS = ("markov", "history_frequency", "lstm", "transformer")
+
+
+def model_list(text):
+    """argparse type: comma-separated names of :data:`MODELS`."""
+    return comma_list(text, str, f"models among {', '.join(MODELS)}", lambda v: v in MODELS)
+
+
 def models(seed, epochs):
     neural = dict(random_state=seed, max_epochs=epochs, validation_fraction=0.0, **LITERATURE)
     return {"markov": lambda: MarkovBaseline(), "history_frequency": lambda: HistoryFrequencyBaseline(),
             "lstm": lambda: LSTMRegressor(**neural), "transformer": lambda: TransformerRegressor(**neural)}
 
 
-def run(targets, seeds, epochs, quick):
+def score(model, visits):
+    """Ranking report of ``model`` on every target of ``visits`` (protocol ``all``)."""
+    table = model.target_table(visits, protocol="all")
+    return metrics.ranking_report(table["rank"].to_numpy(), kind=table["kind"].to_numpy(), oov=table["oov"].to_numpy())
+
+
+def run(targets, seeds, epochs, quick, names=None):
     rows = []
     for target in targets:
         for seed in seeds:
             t = load_target(target, None, QUICK.train_users.get(target) if quick else None, None, seed)
             train, test = split_in_time(t.train)
             for name, make in models(seed, epochs).items():
+                if names and name not in names:
+                    continue
                 model, seconds = timed(lambda: make().fit(train, pois=t.pois))
-                table = model.target_table(test, protocol="all")
-                report = metrics.ranking_report(table["rank"].to_numpy(), kind=table["kind"].to_numpy(),
-                                                oov=table["oov"].to_numpy())
+                report = score(model, test)
                 row = {"target_city": target, "seed": seed, "model": name, "users": t.train.user_id.nunique(),
                        **{k: round(report[k], 4) for k in ("acc@1", "mrr", "acc@1_return", "acc@1_explore")},
-                       "n_targets": report["n_targets"], "fit_seconds": round(seconds, 1)}
+                       "n_targets": report["n_targets"], "train_acc@1": round(score(model, train)["acc@1"], 4),
+                       "epochs": epochs if name in ("lstm", "transformer") else None,
+                       "fit_seconds": round(seconds, 1)}
                 rows.append(row)
                 print(" ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     return rows
@@ -80,13 +101,14 @@ def main(argv=None):
     parser.add_argument("--targets", type=city_list, default=("nyc", "yjmob_A"), help="comma-separated cities")
     parser.add_argument("--seeds", type=seed_list, default=(0,), help="comma-separated seeds")
     parser.add_argument("--epochs", type=positive_int, default=10, help="epochs of the LSTM and Transformer")
+    parser.add_argument("--models", type=model_list, default=None, help=f"comma-separated, among {', '.join(MODELS)}")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
     parser.add_argument("--output", default=None, help="JSON results file")
     args = parser.parse_args(argv)
     quiet_data_notes()
-    rows = run(args.targets, args.seeds, args.epochs, args.quick)
+    rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models)
     frame = pd.DataFrame(rows)
-    print(frame.groupby(["target_city", "model"], sort=False)[["acc@1", "mrr", "acc@1_return", "acc@1_explore"]]
+    print(frame.groupby(["target_city", "model"], sort=False)[["acc@1", "mrr", "acc@1_return", "acc@1_explore", "train_acc@1"]]
           .mean().round(3).to_string())
     if args.output:
         write_json(args.output, {"benchmark": "literature_protocol", "train_share": TRAIN_SHARE, "epochs": args.epochs,

@@ -89,6 +89,24 @@ def test_the_literature_protocol_trains_on_each_users_first_visits_and_scores_th
     assert len(train) + len(test) == len(visits) and train.index.intersection(test.index).empty
 
 
+def test_the_literature_protocol_reports_how_each_model_fits_its_training_visits(target):
+    import argparse
+
+    from literature_protocol import model_list, score
+
+    from trajmoe import MarkovBaseline
+
+    model = MarkovBaseline().fit(target.train)
+    fitted = score(model, target.train)
+    expected = metrics.ranking_report(model.target_ranks(target.train, protocol="all").to_numpy())
+    assert fitted["acc@1"] == pytest.approx(expected["acc@1"]) and fitted["n_targets"] == expected["n_targets"]
+    # a first-order chain has seen every transition of its training visits: it fits them better than new users'
+    assert fitted["acc@1"] > score(model, target.test)["acc@1"]
+    assert model_list("lstm,markov") == ("lstm", "markov")
+    with pytest.raises(argparse.ArgumentTypeError, match="models among"):
+        model_list("lstm,gru")
+
+
 def test_transfer_plot_draws_the_reference_lines_of_the_models_run(tmp_path):
     pytest.importorskip("matplotlib")
     import transfer
