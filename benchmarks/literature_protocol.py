@@ -10,7 +10,9 @@ protocol that ID embeddings cannot serve:
 * the target's training users (the 70 % of ``transfer.py``'s split with the seed; ``--quick``:
   capped as in ``transfer.py --quick``);
 * each user's first 80 % of visits in time train every model, the last 20 % are scored (windows of
-  those visits only, protocol ``all``, full ranking, ties pessimistic);
+  those visits only, protocol ``all``, full ranking, ties pessimistic); ``--split val`` (to choose
+  settings such as ``--epochs``): the first 70 % train and the next 10 % are scored, the last 20 %
+  are not read;
 * the neural baselines train ``--epochs`` epochs (no held-out users: all users are in training);
 * ``train acc@1``: Acc@1 of each model on the visits it trained on (same windows and ranking), to
   tell a model that has not fitted its training data (below Markov's there) from one that fits it
@@ -42,6 +44,8 @@ from trajmoe import HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, Tra
 
 #: Share of each user's visits (in time) that trains; the rest is scored.
 TRAIN_SHARE = 0.8
+#: Share of each user's visits that trains under ``--split val``; up to TRAIN_SHARE is scored.
+VALID_TRAIN_SHARE = 0.7
 
 
 def split_in_time(visits, share=TRAIN_SHARE):
@@ -55,6 +59,14 @@ def split_in_time(visits, share=TRAIN_SHARE):
 
 #: The models of a run, in their order.
 MODELS = ("markov", "history_frequency", "lstm", "transformer")
+
+
+def split_for(visits, split):
+    """(train, scored) visits of the ``"test"`` or ``"val"`` split (see the module's docstring)."""
+    train, scored = split_in_time(visits)
+    if split == "val":
+        train, scored = split_in_time(train, VALID_TRAIN_SHARE / TRAIN_SHARE)
+    return train, scored
 
 
 def model_list(text):
@@ -74,18 +86,18 @@ def score(model, visits):
     return metrics.ranking_report(table["rank"].to_numpy(), kind=table["kind"].to_numpy(), oov=table["oov"].to_numpy())
 
 
-def run(targets, seeds, epochs, quick, names=None):
+def run(targets, seeds, epochs, quick, names=None, split="test"):
     rows = []
     for target in targets:
         for seed in seeds:
             t = load_target(target, None, QUICK.train_users.get(target) if quick else None, None, seed)
-            train, test = split_in_time(t.train)
+            train, test = split_for(t.train, split)
             for name, make in models(seed, epochs).items():
                 if names and name not in names:
                     continue
                 model, seconds = timed(lambda: make().fit(train, pois=t.pois))
                 report = score(model, test)
-                row = {"target_city": target, "seed": seed, "model": name, "users": t.train.user_id.nunique(),
+                row = {"target_city": target, "split": split, "seed": seed, "model": name, "users": t.train.user_id.nunique(),
                        **{k: round(report[k], 4) for k in ("acc@1", "mrr", "acc@1_return", "acc@1_explore")},
                        "n_targets": report["n_targets"], "train_acc@1": round(score(model, train)["acc@1"], 4),
                        "epochs": epochs if name in ("lstm", "transformer") else None,
@@ -102,16 +114,19 @@ def main(argv=None):
     parser.add_argument("--seeds", type=seed_list, default=(0,), help="comma-separated seeds")
     parser.add_argument("--epochs", type=positive_int, default=10, help="epochs of the LSTM and Transformer")
     parser.add_argument("--models", type=model_list, default=None, help=f"comma-separated, among {', '.join(MODELS)}")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="score each user's last 20 %% of visits, or the 10 %% before them (to choose settings)")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
     parser.add_argument("--output", default=None, help="JSON results file")
     args = parser.parse_args(argv)
     quiet_data_notes()
-    rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models)
+    rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models, args.split)
     frame = pd.DataFrame(rows)
     print(frame.groupby(["target_city", "model"], sort=False)[["acc@1", "mrr", "acc@1_return", "acc@1_explore", "train_acc@1"]]
           .mean().round(3).to_string())
     if args.output:
-        write_json(args.output, {"benchmark": "literature_protocol", "train_share": TRAIN_SHARE, "epochs": args.epochs,
+        write_json(args.output, {"benchmark": "literature_protocol", "split": args.split,
+                                 "train_share": TRAIN_SHARE if args.split == "test" else VALID_TRAIN_SHARE, "epochs": args.epochs,
                                  "quick": args.quick, "environment": environment(), "results": rows})
     return 0
 

@@ -75,7 +75,7 @@ def test_paired_margins_by_hand():
 
 
 def test_the_literature_protocol_trains_on_each_users_first_visits_and_scores_the_rest():
-    from literature_protocol import split_in_time
+    from literature_protocol import split_for, split_in_time
 
     # user 1: 10 visits given out of order; user 2: 5 visits
     visits = pd.DataFrame({"user_id": [1] * 10 + [2] * 5,
@@ -87,6 +87,11 @@ def test_the_literature_protocol_trains_on_each_users_first_visits_and_scores_th
     # user 2 in time: (0, 1), (0, 5), (1, 2), (1, 3) train; (2, 0) is scored
     assert test.loc[test.user_id == 2, ["day", "slot"]].values.tolist() == [[2, 0]]
     assert len(train) + len(test) == len(visits) and train.index.intersection(test.index).empty
+    # the validation split: user 1's first 7 visits train, the 8th is scored, the last 2 are not read
+    train, valid = split_for(visits, "val")
+    assert sorted(train.loc[train.user_id == 1, "day"]) == list(range(7))
+    assert valid.loc[valid.user_id == 1, "day"].tolist() == [7]
+    assert split_for(visits, "test")[1].index.equals(test.index)
 
 
 def test_the_literature_protocol_reports_how_each_model_fits_its_training_visits(target):
