@@ -36,8 +36,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (comma_list, city_list, environment, load_target, positive_int, quiet_data_notes, seed_list,  # noqa: E402
-                      timed, write_json)
+from _harness import (city_list, comma_list, environment, load_target, positive_int,  # noqa: E402
+                      quiet_data_notes, seed_list, timed, write_json)
 from transfer import LITERATURE, QUICK  # noqa: E402
 
 from trajmoe import HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, TransformerRegressor, metrics  # noqa: E402
@@ -57,8 +57,11 @@ def split_in_time(visits, share=TRAIN_SHARE):
     return visits[early], visits[~early]
 
 
-#: The models of a run, in their order.
-MODELS = ("markov", "history_frequency", "lstm", "transformer")
+#: The neural baselines (trained ``--epochs`` epochs) and all the models of a run, in their order.
+NEURAL = ("lstm", "transformer")
+MODELS = ("markov", "history_frequency") + NEURAL
+#: The columns of a row taken from the ranking report of the scored visits.
+REPORTED = ("acc@1", "mrr", "acc@1_return", "acc@1_explore")
 
 
 def split_for(visits, split):
@@ -97,11 +100,10 @@ def run(targets, seeds, epochs, quick, names=None, split="test"):
                     continue
                 model, seconds = timed(lambda: make().fit(train, pois=t.pois))
                 report = score(model, test)
-                row = {"target_city": target, "split": split, "seed": seed, "model": name, "users": t.train.user_id.nunique(),
-                       **{k: round(report[k], 4) for k in ("acc@1", "mrr", "acc@1_return", "acc@1_explore")},
+                row = {"target_city": target, "split": split, "seed": seed, "model": name,
+                       "users": t.train.user_id.nunique(), **{k: round(report[k], 4) for k in REPORTED},
                        "n_targets": report["n_targets"], "train_acc@1": round(score(model, train)["acc@1"], 4),
-                       "epochs": epochs if name in ("lstm", "transformer") else None,
-                       "fit_seconds": round(seconds, 1)}
+                       "epochs": epochs if name in NEURAL else None, "fit_seconds": round(seconds, 1)}
                 rows.append(row)
                 print(" ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     return rows
@@ -122,12 +124,13 @@ def main(argv=None):
     quiet_data_notes()
     rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models, args.split)
     frame = pd.DataFrame(rows)
-    print(frame.groupby(["target_city", "model"], sort=False)[["acc@1", "mrr", "acc@1_return", "acc@1_explore", "train_acc@1"]]
-          .mean().round(3).to_string())
+    means = frame.groupby(["target_city", "model"], sort=False)[[*REPORTED, "train_acc@1"]].mean()
+    print(means.round(3).to_string())
     if args.output:
         write_json(args.output, {"benchmark": "literature_protocol", "split": args.split,
-                                 "train_share": TRAIN_SHARE if args.split == "test" else VALID_TRAIN_SHARE, "epochs": args.epochs,
-                                 "quick": args.quick, "environment": environment(), "results": rows})
+                                 "train_share": TRAIN_SHARE if args.split == "test" else VALID_TRAIN_SHARE,
+                                 "epochs": args.epochs, "quick": args.quick, "environment": environment(),
+                                 "results": rows})
     return 0
 
 
