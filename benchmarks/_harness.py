@@ -228,15 +228,22 @@ def summary(results, group=("target_city", "protocol", "model", "fraction")):
 def paired_margins(results, model, fraction, versus):
     """Seed-wise (paired: same users within a seed) differences ``model - versus`` of Acc@1 and MRR.
 
-    Returns a DataFrame indexed by (target_city, protocol, versus) with the mean and standard
-    deviation of the differences and whether the mean exceeds the standard deviation.
+    ``versus``: (model, fraction) pairs. A fraction of None, there or as ``fraction``, takes every
+    row of the model (for rows without a ``fraction`` column). Returns a DataFrame indexed by (target_city, protocol, versus)
+    with the mean and standard deviation of the differences and whether the mean exceeds the
+    standard deviation.
     """
     frame = pd.DataFrame(results)
     keys = ["target_city", "protocol", "seed"]
-    ours = frame[(frame.model == model) & np.isclose(frame.fraction, fraction)].set_index(keys)
+
+    def rows_of(name, share):
+        chosen = frame.model == name
+        return frame[chosen if share is None else chosen & np.isclose(frame.fraction, share)].set_index(keys)
+
+    ours = rows_of(model, fraction)
     rows = []
     for other, other_fraction in versus:
-        theirs = frame[(frame.model == other) & np.isclose(frame.fraction, other_fraction)].set_index(keys)
+        theirs = rows_of(other, other_fraction)
         for metric in ("acc@1", "mrr"):
             diff = (ours[metric] - theirs[metric]).dropna()
             for (city, protocol), d in diff.groupby(level=[0, 1]):

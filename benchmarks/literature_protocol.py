@@ -14,6 +14,8 @@ protocol that ID embeddings cannot serve:
   settings such as ``--epochs``): the first 70 % train and the next 10 % are scored, the last 20 %
   are not read;
 * the neural baselines train ``--epochs`` epochs (no held-out users: all users are in training);
+  ``--epochs lstm=30,transformer=60`` gives each its own (the numbers chosen on NYC's ``--split
+  val``, docs: results page);
 * ``train acc@1``: Acc@1 of each model on the visits it trained on (same windows and ranking), to
   tell a model that has not fitted its training data (below Markov's there) from one that fits it
   and does not generalise.
@@ -23,7 +25,9 @@ Usage::
     TRAJMOE_DATA=/path/to/shared/data python benchmarks/literature_protocol.py --targets nyc --seeds 0
 
 Prints one row per (target, seed, model): Acc@1, MRR, Acc@1 on return / explore targets and Acc@1
-on the training visits. ``--models lstm,markov`` runs only those.
+on the training visits, then the means over seeds and, with several seeds, each model's paired
+difference from Markov (the same users and visits within a seed): mean and standard deviation over
+seeds. ``--models lstm,markov`` runs only those.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (city_list, comma_list, environment, load_target, positive_int,  # noqa: E402
-                      quiet_data_notes, seed_list, timed, write_json)
+from _harness import (city_list, comma_list, environment, frame_markdown, load_target,  # noqa: E402
+                      paired_margins, positive_int, quiet_data_notes, seed_list, timed, write_json)
 from transfer import LITERATURE, QUICK  # noqa: E402
 
 from trajmoe import HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, TransformerRegressor, metrics  # noqa: E402
@@ -77,10 +81,23 @@ def model_list(text):
     return comma_list(text, str, f"models among {', '.join(MODELS)}", lambda v: v in MODELS)
 
 
+def epochs_arg(text):
+    """argparse type: epochs of every neural baseline (``"30"``) or of each (``"lstm=30,transformer=60"``,
+    the others 10), as a dict over :data:`NEURAL`."""
+    if "=" not in text:
+        return dict.fromkeys(NEURAL, positive_int(text))
+    what = f"name=epochs pairs, names among {', '.join(NEURAL)}"
+    pairs = comma_list(text, lambda v: tuple(v.split("=", 1)), what, lambda v: len(v) == 2 and v[0] in NEURAL)
+    return {**dict.fromkeys(NEURAL, 10), **{name: positive_int(value) for name, value in pairs}}
+
+
 def models(seed, epochs):
-    neural = dict(random_state=seed, max_epochs=epochs, validation_fraction=0.0, **LITERATURE)
+    """Factories of every model of :data:`MODELS`; ``epochs``: dict over :data:`NEURAL`."""
+    def neural(name):
+        return dict(random_state=seed, max_epochs=epochs[name], validation_fraction=0.0, **LITERATURE)
     return {"markov": lambda: MarkovBaseline(), "history_frequency": lambda: HistoryFrequencyBaseline(),
-            "lstm": lambda: LSTMRegressor(**neural), "transformer": lambda: TransformerRegressor(**neural)}
+            "lstm": lambda: LSTMRegressor(**neural("lstm")),
+            "transformer": lambda: TransformerRegressor(**neural("transformer"))}
 
 
 def score(model, visits):
@@ -100,13 +117,24 @@ def run(targets, seeds, epochs, quick, names=None, split="test"):
                     continue
                 model, seconds = timed(lambda: make().fit(train, pois=t.pois))
                 report = score(model, test)
-                row = {"target_city": target, "split": split, "seed": seed, "model": name,
+                row = {"target_city": target, "split": split, "seed": seed, "model": name, "protocol": "all",
                        "users": t.train.user_id.nunique(), **{k: round(report[k], 4) for k in REPORTED},
                        "n_targets": report["n_targets"], "train_acc@1": round(score(model, train)["acc@1"], 4),
-                       "epochs": epochs if name in NEURAL else None, "fit_seconds": round(seconds, 1)}
+                       "epochs": epochs.get(name), "fit_seconds": round(seconds, 1)}
                 rows.append(row)
                 print(" ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     return rows
+
+
+def versus_markov(rows):
+    """Paired differences (model - Markov, within a seed) of Acc@1 and MRR over seeds, for every
+    other model run with at least two seeds (:func:`_harness.paired_margins`); empty otherwise."""
+    frame = pd.DataFrame(rows)
+    if frame.empty or frame["seed"].nunique() < 2 or "markov" not in set(frame["model"]):
+        return pd.DataFrame()
+    names = [name for name in frame["model"].unique() if name != "markov"]
+    return pd.concat([paired_margins(rows, name, None, [("markov", None)]).assign(model=name) for name in names],
+                     ignore_index=True)
 
 
 def main(argv=None):
@@ -114,7 +142,8 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--targets", type=city_list, default=("nyc", "yjmob_A"), help="comma-separated cities")
     parser.add_argument("--seeds", type=seed_list, default=(0,), help="comma-separated seeds")
-    parser.add_argument("--epochs", type=positive_int, default=10, help="epochs of the LSTM and Transformer")
+    parser.add_argument("--epochs", type=epochs_arg, default=dict.fromkeys(NEURAL, 10),
+                        help="epochs of the LSTM and Transformer: one number, or lstm=N,transformer=M")
     parser.add_argument("--models", type=model_list, default=None, help=f"comma-separated, among {', '.join(MODELS)}")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="score each user's last 20 %% of visits, or the 10 %% before them (to choose settings)")
@@ -126,11 +155,15 @@ def main(argv=None):
     frame = pd.DataFrame(rows)
     means = frame.groupby(["target_city", "model"], sort=False)[[*REPORTED, "train_acc@1"]].mean()
     print(means.round(3).to_string())
+    margins = versus_markov(rows)
+    if len(margins):
+        print("paired difference from Markov (mean and sd over seeds):")
+        print(frame_markdown(margins))
     if args.output:
         write_json(args.output, {"benchmark": "literature_protocol", "split": args.split,
                                  "train_share": TRAIN_SHARE if args.split == "test" else VALID_TRAIN_SHARE,
                                  "epochs": args.epochs, "quick": args.quick, "environment": environment(),
-                                 "results": rows})
+                                 "results": rows, "versus_markov": margins.to_dict("records")})
     return 0
 
 

@@ -112,6 +112,30 @@ def test_the_literature_protocol_reports_how_each_model_fits_its_training_visits
         model_list("lstm,gru")
 
 
+def test_the_literature_protocol_takes_epochs_per_model_and_pairs_every_model_with_markov():
+    import argparse
+
+    from literature_protocol import epochs_arg, versus_markov
+
+    assert epochs_arg("30") == {"lstm": 30, "transformer": 30}
+    assert epochs_arg("lstm=30,transformer=60") == {"lstm": 30, "transformer": 60}
+    assert epochs_arg("transformer=60") == {"lstm": 10, "transformer": 60}
+    for bad, message in (("gru=3", "names among lstm, transformer"), ("lstm=0", "int >= 1"), ("0", "int >= 1")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            epochs_arg(bad)
+    # hand-checked: LSTM - Markov per seed .030, .013, .025 -> mean .02267, sd .00874 (ddof 1)
+    rows = [{"target_city": "nyc", "protocol": "all", "seed": seed, "model": model, "acc@1": value, "mrr": value}
+            for seed, (markov, lstm) in enumerate([(0.360, 0.390), (0.387, 0.400), (0.370, 0.395)])
+            for model, value in (("markov", markov), ("lstm", lstm), ("history_frequency", markov - 0.08))]
+    margins = versus_markov(rows).set_index(["model", "metric"])
+    assert margins.loc[("lstm", "acc@1"), "mean_diff"] == pytest.approx(0.0226667, abs=1e-6)
+    assert margins.loc[("lstm", "acc@1"), "std_diff"] == pytest.approx(0.0087369, abs=1e-6)
+    assert margins.loc[("lstm", "acc@1"), "holds"] and margins.loc[("lstm", "mrr"), "n_seeds"] == 3
+    assert margins.loc[("history_frequency", "mrr"), "mean_diff"] == pytest.approx(-0.08)
+    assert not margins.loc[("history_frequency", "mrr"), "holds"]
+    assert versus_markov([r for r in rows if r["seed"] == 0]).empty        # one seed: no spread to pair
+
+
 def test_transfer_plot_draws_the_reference_lines_of_the_models_run(tmp_path):
     pytest.importorskip("matplotlib")
     import transfer
