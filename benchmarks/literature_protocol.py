@@ -18,7 +18,11 @@ protocol that ID embeddings cannot serve:
   val``, docs: results page);
 * ``train acc@1``: Acc@1 of each model on the visits it trained on (same windows and ranking), to
   tell a model that has not fitted its training data (below Markov's there) from one that fits it
-  and does not generalise.
+  and does not generalise;
+* ``--merge-cells K`` (a diagnostic, for cities given as grid cells, YJMob100K): every K x K block
+  of 500 m cells becomes one cell, the same users and visits on a coarser grid (no POI frame: the
+  models of this script do not read it), to see how the baselines fare as cells get more visits
+  each.
 
 Usage::
 
@@ -44,7 +48,8 @@ from _harness import (city_list, comma_list, environment, frame_markdown, load_t
                       paired_margins, positive_int, quiet_data_notes, seed_list, timed, write_json)
 from transfer import LITERATURE, QUICK  # noqa: E402
 
-from trajmoe import HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, TransformerRegressor, metrics  # noqa: E402
+from trajmoe import (HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, SpatialSemanticEncoder,  # noqa: E402
+                     TransformerRegressor, metrics)
 
 #: Share of each user's visits (in time) that trains; the rest is scored.
 TRAIN_SHARE = 0.8
@@ -100,26 +105,63 @@ def models(seed, epochs):
             "transformer": lambda: TransformerRegressor(**neural("transformer"))}
 
 
+def merge_cells(visits, factor):
+    """Grid-coded visits (columns ``x``, ``y``: 500 m cells) on a grid ``factor`` times coarser.
+
+    Raises
+    ------
+    SystemExit
+        If the visits are not grid-coded (latitude / longitude cities have no ``x`` column).
+    """
+    if factor == 1:
+        return visits
+    if not {"x", "y"} <= set(visits):
+        raise SystemExit("--merge-cells needs a city given as grid cells (columns x, y), such as yjmob_A")
+    return visits.assign(x=visits["x"] // factor, y=visits["y"] // factor)
+
+
+def cell_density(visits, pois=None):
+    """How many visits each cell of the training visits gets, and from how many users.
+
+    Returns
+    -------
+    dict
+        ``cells`` (cells with a training visit), ``median_visits`` (per such cell),
+        ``single_user_cells`` (share of them visited by one user), ``single_user_visits`` (share of
+        the visits that fall in those cells).
+    """
+    cell = SpatialSemanticEncoder().fit(visits, pois=pois).locate(visits)["label"]
+    per_cell = visits.groupby(cell.to_numpy())["user_id"].agg(["size", "nunique"])
+    single = per_cell["nunique"] == 1
+    return {"cells": len(per_cell), "median_visits": float(per_cell["size"].median()),
+            "single_user_cells": round(float(single.mean()), 3),
+            "single_user_visits": round(float(per_cell.loc[single, "size"].sum() / len(visits)), 3)}
+
+
 def score(model, visits):
     """Ranking report of ``model`` on every target of ``visits`` (protocol ``all``)."""
     table = model.target_table(visits, protocol="all")
     return metrics.ranking_report(table["rank"].to_numpy(), kind=table["kind"].to_numpy(), oov=table["oov"].to_numpy())
 
 
-def run(targets, seeds, epochs, quick, names=None, split="test"):
+def run(targets, seeds, epochs, quick, names=None, split="test", merge=1):
     rows = []
     for target in targets:
         for seed in seeds:
             t = load_target(target, None, QUICK.train_users.get(target) if quick else None, None, seed)
-            train, test = split_for(t.train, split)
+            train, test = split_for(merge_cells(t.train, merge), split)
+            pois = t.pois if merge == 1 else None
+            print(f"{target} seed {seed}, cells of the training visits:",
+                  " ".join(f"{k} {v}" for k, v in cell_density(train, pois).items()), flush=True)
             for name, make in models(seed, epochs).items():
                 if names and name not in names:
                     continue
-                model, seconds = timed(lambda: make().fit(train, pois=t.pois))
+                model, seconds = timed(lambda: make().fit(train, pois=pois))
                 report = score(model, test)
                 row = {"target_city": target, "split": split, "seed": seed, "model": name, "protocol": "all",
                        "users": t.train.user_id.nunique(), **{k: round(report[k], 4) for k in REPORTED},
-                       "n_targets": report["n_targets"], "train_acc@1": round(score(model, train)["acc@1"], 4),
+                       "n_targets": report["n_targets"], "merge_cells": merge,
+                       "train_acc@1": round(score(model, train)["acc@1"], 4),
                        "epochs": epochs.get(name), "fit_seconds": round(seconds, 1)}
                 rows.append(row)
                 print(" ".join(f"{k} {v}" for k, v in row.items()), flush=True)
@@ -147,11 +189,13 @@ def main(argv=None):
     parser.add_argument("--models", type=model_list, default=None, help=f"comma-separated, among {', '.join(MODELS)}")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="score each user's last 20 %% of visits, or the 10 %% before them (to choose settings)")
+    parser.add_argument("--merge-cells", type=positive_int, default=1,
+                        help="a grid-coded city's K x K cells as one (a diagnostic: cells of K x 500 m)")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
     parser.add_argument("--output", default=None, help="JSON results file")
     args = parser.parse_args(argv)
     quiet_data_notes()
-    rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models, args.split)
+    rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models, args.split, args.merge_cells)
     frame = pd.DataFrame(rows)
     means = frame.groupby(["target_city", "model"], sort=False)[[*REPORTED, "train_acc@1"]].mean()
     print(means.round(3).to_string())
@@ -162,7 +206,7 @@ def main(argv=None):
     if args.output:
         write_json(args.output, {"benchmark": "literature_protocol", "split": args.split,
                                  "train_share": TRAIN_SHARE if args.split == "test" else VALID_TRAIN_SHARE,
-                                 "epochs": args.epochs, "quick": args.quick, "environment": environment(),
+                                 "epochs": args.epochs, "quick": args.quick, "merge_cells": args.merge_cells, "environment": environment(),
                                  "results": rows, "versus_markov": margins.to_dict("records")})
     return 0
 

@@ -136,6 +136,25 @@ def test_the_literature_protocol_takes_epochs_per_model_and_pairs_every_model_wi
     assert versus_markov([r for r in rows if r["seed"] == 0]).empty        # one seed: no spread to pair
 
 
+def test_the_literature_protocol_merges_grid_cells_and_counts_visits_per_cell():
+    from literature_protocol import cell_density, merge_cells
+
+    # grid-coded visits: (0, 0), (1, 1) and (3, 2) of 500 m; merged 2 x 2 -> (0, 0), (0, 0), (1, 1)
+    visits = pd.DataFrame({"user_id": [1, 1, 2, 2, 2], "day": [0, 0, 0, 0, 1], "slot": [1, 2, 1, 2, 1],
+                           "x": [0, 1, 3, 0, 3], "y": [0, 1, 2, 0, 2], "city": "grid"})
+    merged = merge_cells(visits, 2)
+    assert merged[["x", "y"]].values.tolist() == [[0, 0], [0, 0], [1, 1], [0, 0], [1, 1]]
+    assert visits["x"].tolist() == [0, 1, 3, 0, 3] and merge_cells(visits, 1) is visits   # the caller's frame kept
+    # 500 m: cells (0,0) users {1, 2} 2 visits, (1,1) user 1, (3,2) user 2 2 visits -> 2 of 3 single-user
+    assert cell_density(visits) == {"cells": 3, "median_visits": 2.0, "single_user_cells": 0.667,
+                                    "single_user_visits": 0.6}
+    # merged: (0,0) 3 visits of both users, (1,1) 2 visits of user 2
+    assert cell_density(merged) == {"cells": 2, "median_visits": 2.5, "single_user_cells": 0.5,
+                                    "single_user_visits": 0.4}
+    with pytest.raises(SystemExit, match="grid cells"):
+        merge_cells(visits.drop(columns=["x", "y"]).assign(lat=40.7, lon=-74.0), 2)
+
+
 def test_transfer_plot_draws_the_reference_lines_of_the_models_run(tmp_path):
     pytest.importorskip("matplotlib")
     import transfer
