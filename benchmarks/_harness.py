@@ -229,9 +229,9 @@ def paired_margins(results, model, fraction, versus):
     """Seed-wise (paired: same users within a seed) differences ``model - versus`` of Acc@1 and MRR.
 
     ``versus``: (model, fraction) pairs. A fraction of None, there or as ``fraction``, takes every
-    row of the model (for rows without a ``fraction`` column). Returns a DataFrame indexed by (target_city, protocol, versus)
-    with the mean and standard deviation of the differences and whether the mean exceeds the
-    standard deviation.
+    row of the model (for rows without a ``fraction`` column). Returns a DataFrame indexed by
+    (target_city, protocol, versus) with the mean and standard deviation of the differences and
+    whether the mean exceeds the standard deviation.
     """
     frame = pd.DataFrame(results)
     keys = ["target_city", "protocol", "seed"]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -50,6 +51,7 @@ from transfer import LITERATURE, QUICK  # noqa: E402
 
 from trajmoe import (HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, SpatialSemanticEncoder,  # noqa: E402
                      TransformerRegressor, metrics)
+from trajmoe.exceptions import SharedUsersWarning  # noqa: E402
 
 #: Share of each user's visits (in time) that trains; the rest is scored.
 TRAIN_SHARE = 0.8
@@ -68,6 +70,8 @@ def split_in_time(visits, share=TRAIN_SHARE):
 
 #: The neural baselines (trained ``--epochs`` epochs) and all the models of a run, in their order.
 NEURAL = ("lstm", "transformer")
+#: Epochs of a neural baseline that ``--epochs`` does not name.
+DEFAULT_EPOCHS = 10
 MODELS = ("markov", "history_frequency") + NEURAL
 #: The columns of a row taken from the ranking report of the scored visits.
 REPORTED = ("acc@1", "mrr", "acc@1_return", "acc@1_explore")
@@ -88,12 +92,12 @@ def model_list(text):
 
 def epochs_arg(text):
     """argparse type: epochs of every neural baseline (``"30"``) or of each (``"lstm=30,transformer=60"``,
-    the others 10), as a dict over :data:`NEURAL`."""
+    the others :data:`DEFAULT_EPOCHS`), as a dict over :data:`NEURAL`."""
     if "=" not in text:
         return dict.fromkeys(NEURAL, positive_int(text))
     what = f"name=epochs pairs, names among {', '.join(NEURAL)}"
     pairs = comma_list(text, lambda v: tuple(v.split("=", 1)), what, lambda v: len(v) == 2 and v[0] in NEURAL)
-    return {**dict.fromkeys(NEURAL, 10), **{name: positive_int(value) for name, value in pairs}}
+    return {**dict.fromkeys(NEURAL, DEFAULT_EPOCHS), **{name: positive_int(value) for name, value in pairs}}
 
 
 def models(seed, epochs):
@@ -184,7 +188,7 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--targets", type=city_list, default=("nyc", "yjmob_A"), help="comma-separated cities")
     parser.add_argument("--seeds", type=seed_list, default=(0,), help="comma-separated seeds")
-    parser.add_argument("--epochs", type=epochs_arg, default=dict.fromkeys(NEURAL, 10),
+    parser.add_argument("--epochs", type=epochs_arg, default=dict.fromkeys(NEURAL, DEFAULT_EPOCHS),
                         help="epochs of the LSTM and Transformer: one number, or lstm=N,transformer=M")
     parser.add_argument("--models", type=model_list, default=None, help=f"comma-separated, among {', '.join(MODELS)}")
     parser.add_argument("--split", choices=("test", "val"), default="test",
@@ -195,6 +199,8 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="JSON results file")
     args = parser.parse_args(argv)
     quiet_data_notes()
+    # scoring the users a model trained on is this protocol, not the mistake the warning is about
+    warnings.filterwarnings("ignore", category=SharedUsersWarning)
     rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models, args.split, args.merge_cells)
     frame = pd.DataFrame(rows)
     means = frame.groupby(["target_city", "model"], sort=False)[[*REPORTED, "train_acc@1"]].mean()
@@ -206,8 +212,8 @@ def main(argv=None):
     if args.output:
         write_json(args.output, {"benchmark": "literature_protocol", "split": args.split,
                                  "train_share": TRAIN_SHARE if args.split == "test" else VALID_TRAIN_SHARE,
-                                 "epochs": args.epochs, "quick": args.quick, "merge_cells": args.merge_cells, "environment": environment(),
-                                 "results": rows, "versus_markov": margins.to_dict("records")})
+                                 "epochs": args.epochs, "quick": args.quick, "merge_cells": args.merge_cells,
+                                 "environment": environment(), "results": rows, "versus_markov": margins.to_dict("records")})
     return 0
 
 
