@@ -419,6 +419,33 @@ def test_history_gives_the_loss_of_every_epoch():
     assert len(after) == len(first) + 1 and after[["valid_loss", "valid_mrr"]].iloc[-1].isna().all()
 
 
+def test_validation_split_by_time_holds_out_each_users_last_visits():
+    # 4 users, 10 visits each on day 0; visit i of user u in cell (x, y) = (i, 10 + u)
+    X = pd.DataFrame({"user_id": np.repeat(np.arange(4), 10), "day": 0, "slot": np.tile(np.arange(10) * 2, 4),
+                      "x": np.tile(np.arange(10), 4), "y": np.repeat(np.arange(4) + 10, 10)})
+    est = LSTMRegressor(d_model=16, n_layers=1, max_epochs=2, min_stays=2, validation_fraction=0.2,
+                        validation_split="time", device="cpu", random_state=0).fit(X)
+    assert est.history_["valid_mrr"].notna().all()             # validated every epoch
+    train, valid = est._training_windows(X, holdout=True)
+    cell_of = est.encoder_.location_table("city").set_index("location_id")[["ix", "iy"]]
+    origin = est.encoder_.locate(X.iloc[:1])[["ix", "iy"]].to_numpy()[0] - (0, 10)
+
+    def visits(windows):        # (user, visit index) of every token
+        cells = cell_of.loc[windows.location[windows.location >= 0]].to_numpy() - origin
+        return sorted((int(y) - 10, int(x)) for x, y in cells)
+
+    # the last 20 % of each user's visits (visits 8 and 9) validate, the others train
+    assert visits(valid) == [(u, i) for u in range(4) for i in (8, 9)]
+    assert visits(train) == [(u, i) for u in range(4) for i in range(8)]
+    # users: every visit of one user (of 4, 20 % rounded up) validates
+    by_users = clone(est).set_params(validation_split="users").fit(X)
+    train, valid = by_users._training_windows(X, holdout=True)
+    assert len(visits(valid)) == 10 and len(visits(train)) == 30
+    assert {u for u, _ in visits(valid)}.isdisjoint(u for u, _ in visits(train))
+    with pytest.raises(ValueError, match="validation_split"):
+        clone(est).set_params(validation_split="visits").fit(X)
+
+
 def test_valid_ranking_records_acc1_and_mrr_of_the_validation_targets_only():
     from skorch.history import History
 

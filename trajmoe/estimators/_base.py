@@ -80,6 +80,20 @@ class Prepared:
         exact duplicate given the entry of the row it repeats."""
         return values if self.twin is None else values[self.twin]
 
+    def subset(self, mask):
+        """The rows where ``mask`` (bool, shape (n,)) is True, still sorted (``twin`` dropped:
+        a subset serves training, which returns nothing per row of X)."""
+        return Prepared(order=self.order[mask], location=self.location[mask], user_key=self.user_key[mask],
+                        city_index=self.city_index[mask], times=self.times[mask].reset_index(drop=True),
+                        cell=None if self.cell is None else self.cell[mask])
+
+    def last_visits(self, fraction):
+        """Bool mask, shape (n,): each user's last ``fraction`` of visits in time (a visit at
+        position ``i`` of a user's ``n`` visits when ``i / n >= 1 - fraction``)."""
+        users = pd.Series(self.user_key)
+        position = users.groupby(self.user_key).cumcount() / users.groupby(self.user_key).transform("size")
+        return (position >= 1 - fraction).to_numpy()
+
 
 class NextLocationEstimator(BaseEstimator):
     """Base class of next-location estimators over canonical visit frames.

@@ -66,6 +66,8 @@ DEFAULT_CALLBACKS = ("finite_loss", "epoch_seed", "valid_ranking", "early_stoppi
 #: What early stopping may monitor on the held-out users: the loss, or a ranking metric
 #: recorded by :class:`~trajmoe.estimators._training.ValidRanking`.
 MONITORS = ("valid_loss", "valid_mrr", "valid_acc1")
+#: What ``fit`` holds out for early stopping: a share of each city's users, or of each user's visits in time.
+VALIDATION_SPLITS = ("users", "time")
 
 
 def adamw_matrices_decay(params, lr, weight_decay=0.1, betas=(0.9, 0.95)):
@@ -144,6 +146,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         "patience": [Interval(Integral, 1, None, closed="left")],
         "monitor": [StrOptions(set(MONITORS))],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "validation_split": [StrOptions(set(VALIDATION_SPLITS))],
         "finetune_epochs": [Interval(Integral, 1, None, closed="left")],
         "finetune_lr": [Interval(Real, 0, None, closed="left"), None],
         "finetune_batch_size": [Interval(Integral, 1, None, closed="left"), None],
@@ -382,21 +385,30 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
 
     def _training_windows(self, X, holdout):
         """Sliding training windows of X; with holdout, also non-overlapping validation
-        windows of a share of each city's users."""
+        windows: of a share of each city's users (``validation_split="users"``) or of each
+        user's last visits in time (``"time"``: the earlier visits train)."""
         prep = self._prepare(X)
-        val_users = self._held_out_users(prep) if holdout and self.validation_fraction else np.zeros(0, np.int64)
-        train = self._windows(prep, stride_days=self.stride_days, min_stays=self.min_stays)
-        in_val = np.isin(prep.user_key[np.maximum(train.row[:, 0], 0)], val_users)
+        held = bool(holdout and self.validation_fraction)
+        by_time = held and self.validation_split == "time"
         valid = None
-        if in_val.any():
-            valid = self._windows(prep, min_stays=self.min_stays)
+        if by_time:
+            late = prep.last_visits(self.validation_fraction)
+            kept = prep.subset(~late)
+            valid = self._windows(prep.subset(late), min_stays=self.min_stays)
+        else:
+            kept = prep
+            val_users = self._held_out_users(prep) if held else np.zeros(0, np.int64)
+            if np.isin(prep.user_key, val_users).any():
+                valid = self._windows(prep, min_stays=self.min_stays)
+                valid = valid.subset(np.isin(prep.user_key[np.maximum(valid.row[:, 0], 0)], val_users))
+        if valid is not None:
             # a window of one stay has no next location to score
-            valid = valid.subset(np.isin(prep.user_key[np.maximum(valid.row[:, 0], 0)], val_users)
-                                 & ((valid.row >= 0).sum(axis=1) >= 2))
-            if len(valid):
-                train = train.subset(~in_val)
-            else:        # nothing to validate on: the held-out users train
-                valid = None
+            valid = valid.subset((valid.row >= 0).sum(axis=1) >= 2)
+            if not len(valid):           # nothing to validate on: the held-out users or visits train
+                valid, kept = None, prep
+        train = self._windows(kept, stride_days=self.stride_days, min_stays=self.min_stays)
+        if valid is not None and not by_time:        # the held-out users' windows do not train
+            train = train.subset(~np.isin(prep.user_key[np.maximum(train.row[:, 0], 0)], val_users))
         if not len(train):
             raise ValueError(
                 f"No training window: every user needs at least min_stays={self.min_stays} visits within "
@@ -490,8 +502,10 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         streamed windows, which are not in memory, only their numbers)."""
         params = {k: v for k, v in self.get_params(deep=True).items()
                   if k not in ("verbose", "device", "callbacks", "checkpoint_dir", "encoder", "learned_weight")}
-        if params.get("monitor") == self._LEGACY_DEFAULTS["monitor"]:
-            del params["monitor"]        # resumes a checkpoint written before the parameter existed
+        # resumes a checkpoint written before these parameters existed, at the value of then
+        for name, before in (("monitor", self._LEGACY_DEFAULTS["monitor"]), ("validation_split", "users")):
+            if params.get(name) == before:
+                del params[name]
         params.update(cities=list(self.cities_), n_locations=self._n_locations().tolist(),
                       n_windows=[len(d) if d is not None else None for d in (train, valid)])
         windows = [vars(d.windows) for d in (train, valid) if hasattr(d, "windows")]

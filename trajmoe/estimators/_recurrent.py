@@ -60,6 +60,9 @@ _SHARED_DOC = """
         The ID models' validation loss is dominated by the held-out users' own cells, which no
         training user visited: it rises from the first epoch while their ranking improves.
     validation_fraction : float, default 0.1
+    validation_split : {{"users", "time"}}, default "users"
+        Held-out users, or each user's last visits in time (the literature's split), as
+        :class:`TrajMoERegressor`.
     finetune_epochs : int, default 1
     finetune_lr : float or None, default None
         None = the learning rate ``fit`` ended with.
@@ -133,7 +136,7 @@ class LSTMRegressor(_BaselineRegressor):
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
                  monitor="valid_mrr",
-                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
+                 validation_fraction=0.1, validation_split="users", finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
                  finetune_frozen=("tower",),
                  clip_grad=1.0, city_tz=None,
                  callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
@@ -159,6 +162,7 @@ class LSTMRegressor(_BaselineRegressor):
         self.patience = patience
         self.monitor = monitor
         self.validation_fraction = validation_fraction
+        self.validation_split = validation_split
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
         self.finetune_batch_size = finetune_batch_size
@@ -193,7 +197,7 @@ class TransformerRegressor(_BaselineRegressor):
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
                  monitor="valid_mrr",
-                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
+                 validation_fraction=0.1, validation_split="users", finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
                  finetune_frozen=("tower",),
                  clip_grad=1.0, city_tz=None,
                  callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
@@ -220,6 +224,7 @@ class TransformerRegressor(_BaselineRegressor):
         self.patience = patience
         self.monitor = monitor
         self.validation_fraction = validation_fraction
+        self.validation_split = validation_split
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
         self.finetune_batch_size = finetune_batch_size

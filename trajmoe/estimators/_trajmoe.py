@@ -121,7 +121,15 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         metrics, which are recorded in ``history_`` either way); ``fit`` ends with the weights of
         the best epoch.
     validation_fraction : float, default 0.1
-        Share of each city's users held out for early stopping in ``fit``.
+        Share held out for early stopping in ``fit`` (0 = no validation): of each city's
+        users, or of each user's visits (``validation_split``).
+    validation_split : {"users", "time"}, default "users"
+        What ``fit`` holds out: ``"users"``, a share of each city's users (the model is
+        validated on people it never trained on, as a new city meets it); ``"time"``, each
+        user's last ``validation_fraction`` of visits in time, the earlier ones train (the
+        split of the next-location literature, e.g. LibCity's 7:1:2 by time per user; see the
+        results page, literature baselines). Either way, validation windows do not overlap
+        and a held-out window of one stay is not scored.
     finetune_epochs : int, default 1
         Epochs of every ``partial_fit`` call.
     finetune_lr : float or None, default None
@@ -206,7 +214,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
                  time_in_trajectory=False,
                  time_weight=1.0, window_days=3, min_stays=5, max_tokens=144, stride_days=1,
                  lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3, monitor="valid_loss",
-                 validation_fraction=0.1, finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
+                 validation_fraction=0.1, validation_split="users", finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
                  finetune_frozen=("tower",),
                  clip_grad=1.0, city_tz=None,
                  callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
@@ -244,6 +252,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         self.patience = patience
         self.monitor = monitor
         self.validation_fraction = validation_fraction
+        self.validation_split = validation_split
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
         self.finetune_batch_size = finetune_batch_size
