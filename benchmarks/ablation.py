@@ -116,8 +116,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the capped users and epochs of transfer.py --quick")
-    parser.add_argument("--targets", type=city_list, default=TARGETS, help="comma-separated target cities")
-    parser.add_argument("--seeds", type=seed_list, default=(0, 1, 2), help="comma-separated seeds")
+    parser.add_argument("--targets", type=city_list, default=",".join(TARGETS), help="comma-separated target cities")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--variants", default=None,
                         help="comma-separated variants, or 'all' (default: QUICK_VARIANTS in quick mode, all otherwise)")
     parser.add_argument("--split", choices=("test", "val"), default="test")

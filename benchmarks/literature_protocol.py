@@ -19,6 +19,12 @@ protocol that ID embeddings cannot serve:
 * ``train acc@1``: Acc@1 of each model on the visits it trained on (same windows and ranking), to
   tell a model that has not fitted its training data (below Markov's there) from one that fits it
   and does not generalise;
+* ``--early-stopping`` (LibCity's protocol, 7:1:2 in time per user): the LSTM and Transformer train on
+  each user's first 70 % of visits and stop early on the next 10 % (``validation_split="time"``,
+  the validation MRR with the library's patience, at most ``--epochs`` epochs, the best epoch's
+  weights); Markov and history frequency still count the first 80 %. Each neural row then holds
+  its learning curve (``curve``: training loss, validation Acc@1 and MRR per epoch) and the epoch
+  kept;
 * ``--merge-cells K`` (a diagnostic, for cities given as grid cells, YJMob100K): every K x K block
   of 500 m cells becomes one cell, the same users and visits on a coarser grid (no POI frame: the
   models of this script do not read it), to see how the baselines fare as cells get more visits
@@ -100,10 +106,18 @@ def epochs_arg(text):
     return {**dict.fromkeys(NEURAL, DEFAULT_EPOCHS), **{name: positive_int(value) for name, value in pairs}}
 
 
-def models(seed, epochs):
-    """Factories of every model of :data:`MODELS`; ``epochs``: dict over :data:`NEURAL`."""
+#: ``--early-stopping``: the share of the training visits (the first TRAIN_SHARE) that validates.
+STOPPING_SHARE = round((TRAIN_SHARE - VALID_TRAIN_SHARE) / TRAIN_SHARE, 9)        # 0.125
+
+
+def models(seed, epochs, early_stopping=False):
+    """Factories of every model of :data:`MODELS`; ``epochs``: dict over :data:`NEURAL`;
+    ``early_stopping``: the neural models validate on each user's last :data:`STOPPING_SHARE` of
+    their training visits (in time) and keep their best epoch."""
     def neural(name):
-        return dict(random_state=seed, max_epochs=epochs[name], validation_fraction=0.0, **LITERATURE)
+        held = dict(validation_fraction=STOPPING_SHARE, validation_split="time") if early_stopping else \
+            dict(validation_fraction=0.0)
+        return dict(random_state=seed, max_epochs=epochs[name], **held, **LITERATURE)
     return {"markov": lambda: MarkovBaseline(), "history_frequency": lambda: HistoryFrequencyBaseline(),
             "lstm": lambda: LSTMRegressor(**neural("lstm")),
             "transformer": lambda: TransformerRegressor(**neural("transformer"))}
@@ -148,7 +162,17 @@ def score(model, visits):
     return metrics.ranking_report(table["rank"].to_numpy(), kind=table["kind"].to_numpy(), oov=table["oov"].to_numpy())
 
 
-def run(targets, seeds, epochs, quick, names=None, split="test", merge=1):
+def learning_curve(model):
+    """Training loss, validation Acc@1 and MRR per epoch of a model fitted with validation, and
+    the epoch kept (the best validation MRR), as a dict; empty for a model without them."""
+    history = getattr(model, "history_", None)
+    if history is None or history["valid_mrr"].isna().all():
+        return {}
+    curve = history[["epoch", "train_loss", "valid_acc1", "valid_mrr"]].round(4)
+    return {"best_epoch": int(curve.loc[curve["valid_mrr"].idxmax(), "epoch"]), "curve": curve.to_dict("list")}
+
+
+def run(targets, seeds, epochs, quick, names=None, split="test", merge=1, early_stopping=False):
     rows = []
     for target in targets:
         for seed in seeds:
@@ -157,7 +181,7 @@ def run(targets, seeds, epochs, quick, names=None, split="test", merge=1):
             pois = t.pois if merge == 1 else None
             print(f"{target} seed {seed}, cells of the training visits:",
                   " ".join(f"{k} {v}" for k, v in cell_density(train, pois).items()), flush=True)
-            for name, make in models(seed, epochs).items():
+            for name, make in models(seed, epochs, early_stopping).items():
                 if names and name not in names:
                     continue
                 model, seconds = timed(lambda: make().fit(train, pois=pois))
@@ -166,9 +190,11 @@ def run(targets, seeds, epochs, quick, names=None, split="test", merge=1):
                        "users": t.train.user_id.nunique(), **{k: round(report[k], 4) for k in REPORTED},
                        "n_targets": report["n_targets"], "merge_cells": merge,
                        "train_acc@1": round(score(model, train)["acc@1"], 4),
-                       "epochs": epochs.get(name), "fit_seconds": round(seconds, 1)}
+                       "epochs": epochs.get(name), "fit_seconds": round(seconds, 1), **learning_curve(model)}
                 rows.append(row)
-                print(" ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+                print(" ".join(f"{k} {v}" for k, v in row.items() if k != "curve"), flush=True)
+                if "curve" in row:
+                    print(pd.DataFrame(row["curve"]).to_string(index=False), flush=True)
     return rows
 
 
@@ -186,22 +212,28 @@ def versus_markov(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--targets", type=city_list, default=("nyc", "yjmob_A"), help="comma-separated cities")
-    parser.add_argument("--seeds", type=seed_list, default=(0,), help="comma-separated seeds")
-    parser.add_argument("--epochs", type=epochs_arg, default=dict.fromkeys(NEURAL, DEFAULT_EPOCHS),
+    parser.add_argument("--targets", type=city_list, default="nyc,yjmob_A", help="comma-separated cities")
+    parser.add_argument("--seeds", type=seed_list, default="0", help="comma-separated seeds")
+    parser.add_argument("--epochs", type=epochs_arg, default=str(DEFAULT_EPOCHS),
                         help="epochs of the LSTM and Transformer: one number, or lstm=N,transformer=M")
     parser.add_argument("--models", type=model_list, default=None, help=f"comma-separated, among {', '.join(MODELS)}")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="score each user's last 20 %% of visits, or the 10 %% before them (to choose settings)")
     parser.add_argument("--merge-cells", type=positive_int, default=1,
                         help="a grid-coded city's K x K cells as one (a diagnostic: cells of K x 500 m)")
+    parser.add_argument("--early-stopping", action="store_true",
+                        help="the LSTM and Transformer train on each user's first 70 %% of visits and stop early "
+                             "on the next 10 %% (at most --epochs epochs)")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
     parser.add_argument("--output", default=None, help="JSON results file")
     args = parser.parse_args(argv)
+    if args.early_stopping and args.split == "val":
+        parser.error("--early-stopping chooses the epoch on validation visits itself: use it with --split test")
     quiet_data_notes()
     # scoring the users a model trained on is this protocol, not the mistake the warning is about
     warnings.filterwarnings("ignore", category=SharedUsersWarning)
-    rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models, args.split, args.merge_cells)
+    rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models, args.split, args.merge_cells,
+               args.early_stopping)
     frame = pd.DataFrame(rows)
     means = frame.groupby(["target_city", "model"], sort=False)[[*REPORTED, "train_acc@1"]].mean()
     print(means.round(3).to_string())
@@ -212,8 +244,9 @@ def main(argv=None):
     if args.output:
         write_json(args.output, {"benchmark": "literature_protocol", "split": args.split,
                                  "train_share": TRAIN_SHARE if args.split == "test" else VALID_TRAIN_SHARE,
-                                 "epochs": args.epochs, "quick": args.quick, "merge_cells": args.merge_cells,
-                                 "environment": environment(), "results": rows, "versus_markov": margins.to_dict("records")})
+                                 "epochs": args.epochs, "early_stopping": args.early_stopping, "quick": args.quick,
+                                 "merge_cells": args.merge_cells, "environment": environment(), "results": rows,
+                                 "versus_markov": margins.round(4).to_dict("records")})
     return 0
 
 

@@ -219,9 +219,9 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="capped users and epochs, 5 %% only, QUICK_MODELS: about 15 min on 2 cores")
-    parser.add_argument("--targets", type=city_list, default=TARGETS, help="comma-separated target cities")
+    parser.add_argument("--targets", type=city_list, default=",".join(TARGETS), help="comma-separated target cities")
     parser.add_argument("--jobs", type=positive_int, default=2, help="parallel processes (one torch thread each)")
-    parser.add_argument("--seeds", type=seed_list, default=(0, 1, 2), help="comma-separated seeds")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--fractions", type=fraction_list, default=None,
                         help="comma-separated shares of the target's training users (default: 0.05 in quick "
                              "mode, 0.01,0.05,0.1 in full mode)")

@@ -136,6 +136,33 @@ def test_the_literature_protocol_takes_epochs_per_model_and_pairs_every_model_wi
     assert versus_markov([r for r in rows if r["seed"] == 0]).empty        # one seed: no spread to pair
 
 
+def test_the_literature_protocols_early_stopping_validates_on_the_visits_its_val_split_scores(target):
+    from literature_protocol import STOPPING_SHARE, learning_curve, models, split_for, split_in_time
+
+    from trajmoe import MarkovBaseline
+    from trajmoe.estimators._base import Prepared
+
+    # user 1: 10 visits, user 2: 20 visits, one a day; sorted by user and time as the estimators sort them
+    visits = pd.DataFrame({"user_id": [1] * 10 + [2] * 20, "day": list(range(10)) + list(range(20)), "slot": 0})
+    train = split_in_time(visits)[0]
+    prep = Prepared(order=train.index.to_numpy(), location=np.zeros(len(train), np.int64),
+                    user_key=train["user_id"].to_numpy(), city_index=np.zeros(len(train), np.int64),
+                    times=train[["day", "slot"]])
+    held = train[prep.last_visits(STOPPING_SHARE)]
+    # of the first 80 % (8 and 16 visits), the last eighth (days 7 and 14, 15): what --split val scores
+    assert held.index.equals(split_for(visits, "val")[1].index)
+    assert held["day"].tolist() == [7, 14, 15]
+    # the neural models validate on those visits, keep their best epoch and report the curve
+    lstm = models(0, {"lstm": 2, "transformer": 2}, early_stopping=True)["lstm"]()
+    assert lstm.get_params()["validation_split"] == "time" and lstm.validation_fraction == STOPPING_SHARE
+    report = learning_curve(lstm.set_params(min_stays=2).fit(target.train))
+    assert report["curve"]["epoch"] == [1, 2] and report["best_epoch"] in (1, 2)
+    best = report["curve"]["valid_mrr"][report["best_epoch"] - 1]
+    assert best == max(report["curve"]["valid_mrr"]) > 0
+    assert learning_curve(MarkovBaseline().fit(target.train)) == {}
+    assert models(0, {"lstm": 2, "transformer": 2})["lstm"]().validation_fraction == 0.0
+
+
 def test_the_literature_protocol_merges_grid_cells_and_counts_visits_per_cell():
     from literature_protocol import cell_density, merge_cells
 
