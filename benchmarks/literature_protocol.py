@@ -25,6 +25,9 @@ protocol that ID embeddings cannot serve:
   weights); Markov and history frequency still count the first 80 %. Each neural row then holds
   its learning curve (``curve``: training loss, validation Acc@1 and MRR per epoch) and the epoch
   kept;
+* ``--tie-embeddings``: the LSTM and Transformer score cells by their input ID embeddings (weight
+  tying, ``tie_embeddings=True``; not in the literature's baselines, a diagnostic of how they
+  rank the cells of the window);
 * ``--merge-cells K`` (a diagnostic, for cities given as grid cells, YJMob100K): every K x K block
   of 500 m cells becomes one cell, the same users and visits on a coarser grid (no POI frame: the
   models of this script do not read it), to see how the baselines fare as cells get more visits
@@ -110,14 +113,14 @@ def epochs_arg(text):
 STOPPING_SHARE = round((TRAIN_SHARE - VALID_TRAIN_SHARE) / TRAIN_SHARE, 9)        # 0.125
 
 
-def models(seed, epochs, early_stopping=False):
+def models(seed, epochs, early_stopping=False, tie_embeddings=False):
     """Factories of every model of :data:`MODELS`; ``epochs``: dict over :data:`NEURAL`;
     ``early_stopping``: the neural models validate on each user's last :data:`STOPPING_SHARE` of
-    their training visits (in time) and keep their best epoch."""
+    their training visits (in time) and keep their best epoch; ``tie_embeddings``: theirs."""
     def neural(name):
         held = dict(validation_fraction=STOPPING_SHARE, validation_split="time") if early_stopping else \
             dict(validation_fraction=0.0)
-        return dict(random_state=seed, max_epochs=epochs[name], **held, **LITERATURE)
+        return dict(random_state=seed, max_epochs=epochs[name], tie_embeddings=tie_embeddings, **held, **LITERATURE)
     return {"markov": lambda: MarkovBaseline(), "history_frequency": lambda: HistoryFrequencyBaseline(),
             "lstm": lambda: LSTMRegressor(**neural("lstm")),
             "transformer": lambda: TransformerRegressor(**neural("transformer"))}
@@ -172,7 +175,7 @@ def learning_curve(model):
     return {"best_epoch": int(curve.loc[curve["valid_mrr"].idxmax(), "epoch"]), "curve": curve.to_dict("list")}
 
 
-def run(targets, seeds, epochs, quick, names=None, split="test", merge=1, early_stopping=False):
+def run(targets, seeds, epochs, quick, names=None, split="test", merge=1, early_stopping=False, tie_embeddings=False):
     rows = []
     for target in targets:
         for seed in seeds:
@@ -181,7 +184,7 @@ def run(targets, seeds, epochs, quick, names=None, split="test", merge=1, early_
             pois = t.pois if merge == 1 else None
             print(f"{target} seed {seed}, cells of the training visits:",
                   " ".join(f"{k} {v}" for k, v in cell_density(train, pois).items()), flush=True)
-            for name, make in models(seed, epochs, early_stopping).items():
+            for name, make in models(seed, epochs, early_stopping, tie_embeddings).items():
                 if names and name not in names:
                     continue
                 model, seconds = timed(lambda: make().fit(train, pois=pois))
@@ -190,7 +193,8 @@ def run(targets, seeds, epochs, quick, names=None, split="test", merge=1, early_
                        "users": t.train.user_id.nunique(), **{k: round(report[k], 4) for k in REPORTED},
                        "n_targets": report["n_targets"], "merge_cells": merge,
                        "train_acc@1": round(score(model, train)["acc@1"], 4),
-                       "epochs": epochs.get(name), "fit_seconds": round(seconds, 1), **learning_curve(model)}
+                       "epochs": epochs.get(name), "tie_embeddings": tie_embeddings if name in NEURAL else None,
+                       "fit_seconds": round(seconds, 1), **learning_curve(model)}
                 rows.append(row)
                 print(" ".join(f"{k} {v}" for k, v in row.items() if k != "curve"), flush=True)
                 if "curve" in row:
@@ -224,6 +228,8 @@ def main(argv=None):
     parser.add_argument("--early-stopping", action="store_true",
                         help="the LSTM and Transformer train on each user's first 70 %% of visits and stop early "
                              "on the next 10 %% (at most --epochs epochs)")
+    parser.add_argument("--tie-embeddings", action="store_true",
+                        help="the LSTM and Transformer score cells by their input ID embeddings (weight tying)")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
     parser.add_argument("--output", default=None, help="JSON results file")
     args = parser.parse_args(argv)
@@ -233,7 +239,7 @@ def main(argv=None):
     # scoring the users a model trained on is this protocol, not the mistake the warning is about
     warnings.filterwarnings("ignore", category=SharedUsersWarning)
     rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models, args.split, args.merge_cells,
-               args.early_stopping)
+               args.early_stopping, args.tie_embeddings)
     frame = pd.DataFrame(rows)
     means = frame.groupby(["target_city", "model"], sort=False)[[*REPORTED, "train_acc@1"]].mean()
     print(means.round(3).to_string())
@@ -244,7 +250,8 @@ def main(argv=None):
     if args.output:
         write_json(args.output, {"benchmark": "literature_protocol", "split": args.split,
                                  "train_share": TRAIN_SHARE if args.split == "test" else VALID_TRAIN_SHARE,
-                                 "epochs": args.epochs, "early_stopping": args.early_stopping, "quick": args.quick,
+                                 "epochs": args.epochs, "early_stopping": args.early_stopping,
+                                 "tie_embeddings": args.tie_embeddings, "quick": args.quick,
                                  "merge_cells": args.merge_cells, "environment": environment(), "results": rows,
                                  "versus_markov": margins.round(4).to_dict("records")})
     return 0

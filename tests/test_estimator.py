@@ -446,6 +446,18 @@ def test_validation_split_by_time_holds_out_each_users_last_visits():
         clone(est).set_params(validation_split="visits").fit(X)
 
 
+@pytest.mark.parametrize("cls", [LSTMRegressor, TransformerRegressor])
+def test_tied_id_embeddings_rank_cells_by_their_input_embeddings(cls):
+    X = _grid_users(12, seed=0)
+    est = cls(d_model=16, n_layers=1, max_epochs=1, tie_embeddings=True, device="cpu", random_state=0).fit(X)
+    module = est.net_.module_
+    assert not hasattr(module, "city0_id_out")
+    assert torch.equal(module.city_encoding(0)["candidates"], module.city0_id_in[:-1])
+    assert len(est.predict(X)) == len(X)
+    with pytest.raises(ValueError, match="needs location_ids=True"):
+        cls(d_model=16, n_layers=1, max_epochs=1, location_ids=False, tie_embeddings=True, device="cpu").fit(X)
+
+
 def test_valid_ranking_records_acc1_and_mrr_of_the_validation_targets_only():
     from skorch.history import History
 

@@ -642,6 +642,27 @@ def test_cell_embedding_is_zero_for_a_new_city_and_kept_when_the_vocabulary_grow
 
 
 @pytest.mark.parametrize("network", [LSTMNetwork, TransformerNetwork])
+def test_tied_id_embeddings_score_cells_by_their_input_embeddings(network):
+    torch.manual_seed(0)
+    model = network(d_model=16, n_layers=1, max_len=12, dropout=0.0, location_ids=True, tie_embeddings=True)
+    model.register_city(0, *city_tables(N_CELLS))
+    assert not hasattr(model, "city0_id_out")
+    out = model(**make_batch())
+    assert torch.equal(out["candidates"], model.city0_id_in[:N_CELLS])       # the OOV input row is no candidate
+    # the loss reaches a cell's input row through its use as a candidate, also for a cell no token holds
+    batch = make_batch()
+    unused = sorted(set(range(N_CELLS)) - set(batch["location"].flatten().tolist()))[0]
+    out = model(**batch)
+    (out["query"].sum(dim=(0, 1)) @ out["candidates"][unused]).backward()
+    assert model.city0_id_in.grad[unused].abs().sum() > 0
+    fresh = network(d_model=16, n_layers=1, max_len=12, dropout=0.0, location_ids=True, tie_embeddings=True)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.city_encoding(0)["candidates"], model.city0_id_in[:N_CELLS])
+    with pytest.raises(ValueError, match="needs location_ids=True"):
+        network(d_model=16, n_layers=1, max_len=12, dropout=0.0, tie_embeddings=True)
+
+
+@pytest.mark.parametrize("network", [LSTMNetwork, TransformerNetwork])
 def test_location_id_baselines_learn_ids_and_round_trip(network):
     torch.manual_seed(0)
     model = network(d_model=16, n_layers=1, max_len=12, dropout=0.0, location_ids=True)

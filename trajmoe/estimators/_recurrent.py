@@ -37,6 +37,12 @@ _SHARED_DOC = """
         embeddings in and out, learned on the city's own data, plus the time features.
         False: the feature-only variant that reads TrajMoE's location features and can
         transfer across cities.
+    tie_embeddings : bool, default False
+        With ``location_ids``: the output ID embeddings (the candidates) are the input ones
+        (weight tying, Press and Wolf, EACL 2017), so that a query close to the embedding of a
+        cell of the window can rank it first even when the cell has few training visits of
+        its own (not in the literature's baselines; docs: results page, literature
+        baselines). A ValueError in fit without ``location_ids``.
     distance_prior : bool, default False
         Add TrajMoE's learned distance prior (not in the literature's baselines).
     coord_encoding : {{"linear", "sinusoidal"}}, default "linear"
@@ -105,12 +111,14 @@ class _BaselineRegressor(NeuralNextLocationEstimator):
         "n_layers": [Interval(Integral, 1, None, closed="left")],
         "n_heads": [Interval(Integral, 1, None, closed="left")],
         "location_ids": ["boolean"],
+        "tie_embeddings": ["boolean"],
     }
 
     def _module_params(self):
         params = dict(d_model=self.d_model, n_layers=self.n_layers, max_len=self.max_tokens,
                       dropout=self.dropout, copy_path=self.copy_path, poi_transform=self.poi_transform,
-                      location_ids=self.location_ids, distance_prior=self.distance_prior,
+                      location_ids=self.location_ids, tie_embeddings=self.tie_embeddings,
+                      distance_prior=self.distance_prior,
                       coord_encoding=self.coord_encoding)
         if hasattr(self, "n_heads"):
             params["n_heads"] = self.n_heads
@@ -132,11 +140,12 @@ class LSTMRegressor(_BaselineRegressor):
     _network = LSTMNetwork
 
     def __init__(self, encoder=None, d_model=64, n_layers=2, dropout=0.1, location_ids=True,
-                 distance_prior=False, coord_encoding="linear", copy_path=False,
+                 tie_embeddings=False, distance_prior=False, coord_encoding="linear", copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
                  monitor="valid_mrr",
-                 validation_fraction=0.1, validation_split="users", finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
+                 validation_fraction=0.1, validation_split="users", finetune_epochs=1, finetune_lr=None,
+                 finetune_batch_size=8,
                  finetune_frozen=("tower",),
                  clip_grad=1.0, city_tz=None,
                  callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
@@ -146,6 +155,7 @@ class LSTMRegressor(_BaselineRegressor):
         self.n_layers = n_layers
         self.dropout = dropout
         self.location_ids = location_ids
+        self.tie_embeddings = tie_embeddings
         self.distance_prior = distance_prior
         self.coord_encoding = coord_encoding
         self.copy_path = copy_path
@@ -193,11 +203,12 @@ class TransformerRegressor(_BaselineRegressor):
     _network = TransformerNetwork
 
     def __init__(self, encoder=None, d_model=64, n_layers=2, n_heads=4, dropout=0.1, location_ids=True,
-                 distance_prior=False, coord_encoding="linear", copy_path=False,
+                 tie_embeddings=False, distance_prior=False, coord_encoding="linear", copy_path=False,
                  poi_transform="log1p", time_weight=1.0, window_days=3, min_stays=5, max_tokens=144,
                  stride_days=1, lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3,
                  monitor="valid_mrr",
-                 validation_fraction=0.1, validation_split="users", finetune_epochs=1, finetune_lr=None, finetune_batch_size=8,
+                 validation_fraction=0.1, validation_split="users", finetune_epochs=1, finetune_lr=None,
+                 finetune_batch_size=8,
                  finetune_frozen=("tower",),
                  clip_grad=1.0, city_tz=None,
                  callbacks=None, checkpoint_dir=None, device="auto", random_state=None, verbose=0,
@@ -208,6 +219,7 @@ class TransformerRegressor(_BaselineRegressor):
         self.n_heads = n_heads
         self.dropout = dropout
         self.location_ids = location_ids
+        self.tie_embeddings = tie_embeddings
         self.distance_prior = distance_prior
         self.coord_encoding = coord_encoding
         self.copy_path = copy_path

@@ -46,11 +46,15 @@ class LSTMNetwork(RetrievalNetwork):
     distance_prior : bool, default=False
     coord_encoding : {"linear", "sinusoidal"}, default="linear"
         As :class:`~trajmoe.nn.SAMoETransformer`.
+    tie_embeddings : bool, default=False
+        With ``location_ids``: the output ID embeddings are the input ones (weight tying; see
+        :class:`~trajmoe.nn.retrieval.RetrievalNetwork`).
 
     Raises
     ------
     ValueError
-        On a non-positive size or an invalid option (see :class:`RetrievalNetwork`).
+        On a non-positive size or an invalid option (see :class:`RetrievalNetwork`), or
+        ``tie_embeddings`` without ``location_ids``.
 
     Notes
     -----
@@ -60,9 +64,11 @@ class LSTMNetwork(RetrievalNetwork):
 
     def __init__(self, n_poi_features: int = 34, d_model: int = 64, n_layers: int = 2, max_len: int = 144,
                  dropout: float = 0.1, poi_transform: str = "log1p", copy_path: bool = False,
-                 location_ids: bool = False, distance_prior: bool = False, coord_encoding: str = "linear") -> None:
+                 location_ids: bool = False, distance_prior: bool = False, coord_encoding: str = "linear",
+                 tie_embeddings: bool = False) -> None:
         super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path,
-                         location_ids=location_ids, distance_prior=distance_prior, coord_encoding=coord_encoding)
+                         location_ids=location_ids, distance_prior=distance_prior, coord_encoding=coord_encoding,
+                         tie_embeddings=tie_embeddings)
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         self.lstm = nn.LSTM(d_model, d_model, num_layers=n_layers, batch_first=True,
@@ -99,19 +105,24 @@ class TransformerNetwork(RetrievalNetwork):
     distance_prior : bool, default=False
     coord_encoding : {"linear", "sinusoidal"}, default="linear"
         As :class:`~trajmoe.nn.SAMoETransformer`.
+    tie_embeddings : bool, default=False
+        With ``location_ids``: the output ID embeddings are the input ones (weight tying; see
+        :class:`~trajmoe.nn.retrieval.RetrievalNetwork`).
 
     Raises
     ------
     ValueError
-        On a non-positive size, ``d_model`` not divisible by ``n_heads`` or an invalid option.
+        On a non-positive size, ``d_model`` not divisible by ``n_heads``, an invalid option, or
+        ``tie_embeddings`` without ``location_ids``.
     """
 
     def __init__(self, n_poi_features: int = 34, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
                  max_len: int = 144, dropout: float = 0.1, poi_transform: str = "log1p",
                  copy_path: bool = False, location_ids: bool = False, distance_prior: bool = False,
-                 coord_encoding: str = "linear") -> None:
+                 coord_encoding: str = "linear", tie_embeddings: bool = False) -> None:
         super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path,
-                         location_ids=location_ids, distance_prior=distance_prior, coord_encoding=coord_encoding)
+                         location_ids=location_ids, distance_prior=distance_prior, coord_encoding=coord_encoding,
+                         tie_embeddings=tie_embeddings)
         if n_layers < 1 or n_heads < 1:
             raise ValueError(f"n_layers and n_heads must be >= 1, got {n_layers} and {n_heads}")
         if d_model % n_heads:

@@ -145,12 +145,18 @@ class RetrievalNetwork(nn.Module):
         ``E_in`` [N+1, d] (plus the time embedding) and candidates are a per-city output ID
         embedding ``E_out`` [N, d] with a bias per cell, instead of the location features. Such a
         model learns one city at a time and cannot transfer.
+    tie_embeddings : bool, default=False
+        With ``location_ids``: the candidates are the input ID embeddings themselves (``E_out =
+        E_in[:N]``, weight tying; Press and Wolf, EACL 2017; Inan et al., ICLR 2017), so that a
+        query close to the embedding of a cell of the window ranks that cell high even when the
+        cell has few training visits of its own.
 
     Raises
     ------
     ValueError
         On an unknown ``poi_transform`` or ``coord_encoding``, a non-positive size, ``d_model``
-        not divisible by 4, or ``dropout`` outside [0, 1).
+        not divisible by 4, ``dropout`` outside [0, 1), or ``tie_embeddings`` without
+        ``location_ids``.
 
     Notes
     -----
@@ -172,6 +178,9 @@ class RetrievalNetwork(nn.Module):
     are causal, so they never influence valid positions.
     """
 
+    #: Networks pickled before the option existed have no attribute of their own: untied.
+    tie_embeddings = False
+
     def __init__(
         self,
         n_poi_features: int,
@@ -186,6 +195,7 @@ class RetrievalNetwork(nn.Module):
         cell_embedding: bool = False,
         location_ids: bool = False,
         history_prior: bool = False,
+        tie_embeddings: bool = False,
     ) -> None:
         super().__init__()
         check_choice("poi_transform", poi_transform, POI_TRANSFORMS)
@@ -197,11 +207,15 @@ class RetrievalNetwork(nn.Module):
             raise ValueError(f"d_model={d_model} must be divisible by 4 (location tower)")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if tie_embeddings and not location_ids:
+            raise ValueError("tie_embeddings ties the output ID embeddings to the input ones: "
+                             "it needs location_ids=True")
         self.n_poi_features = n_poi_features
         self.d_model = d_model
         self.poi_transform = poi_transform
         self.cell_embedding = cell_embedding
         self.location_ids = location_ids
+        self.tie_embeddings = tie_embeddings
         self.time = TimeEmbedding(d_model, max_len)
         self.sinusoidal = SinusoidalCoordinates() if coord_encoding == "sinusoidal" else None
         n_coord = 2 + (self.sinusoidal.n_features if self.sinusoidal is not None else 0)
@@ -256,7 +270,8 @@ class RetrievalNetwork(nn.Module):
         tokens whose cell is unknown; candidates are rows ``0..N-1`` only. With
         ``cell_embedding`` or ``location_ids``, also the city's learned tables (parameters
         ``city{index}_residual`` [N, d] zero-initialised; ``city{index}_id_in`` [N+1, d],
-        ``city{index}_id_out`` [N, d] drawn from N(0, 0.02), ``city{index}_id_bias`` [N] zero).
+        ``city{index}_id_out`` [N, d] drawn from N(0, 0.02) (none with ``tie_embeddings``),
+        ``city{index}_id_bias`` [N] zero).
 
         Parameters
         ----------
@@ -342,8 +357,9 @@ class RetrievalNetwork(nn.Module):
         if self.cell_embedding:
             shapes["residual"] = ((n, self.d_model), 0.0)
         if self.location_ids:
-            shapes.update(id_in=((n + 1, self.d_model), 0.02), id_out=((n, self.d_model), 0.02),
-                          id_bias=((n,), 0.0))
+            shapes.update(id_in=((n + 1, self.d_model), 0.02), id_bias=((n,), 0.0))
+            if not self.tie_embeddings:
+                shapes["id_out"] = ((n, self.d_model), 0.02)
         changed = False
         weight = self.query.weight
         for name, (shape, std) in shapes.items():
@@ -527,7 +543,7 @@ class RetrievalNetwork(nn.Module):
             e_poi, e_geo, e_pop = e_id, torch.zeros_like(e_id), torch.zeros_like(e_id)
         elif self.location_ids:
             id_in = getattr(self, f"city{index}_id_in")
-            learned = getattr(self, f"city{index}_id_out").shape[0]   # cells appended for a prediction have no learned ID
+            learned = id_in.shape[0] - 1        # cells appended for a prediction have no learned ID
             e_id = id_in[torch.where(token < learned, token, learned)]
             e_poi, e_geo, e_pop = e_id, torch.zeros_like(e_id), torch.zeros_like(e_id)
         else:
@@ -583,12 +599,15 @@ class RetrievalNetwork(nn.Module):
         index = _single_city(city)
         poi, coords, rank = self._city_tables(index)
         n = rank.shape[0] - 1
-        if self.location_ids and getattr(self, f"city{index}_id_out", None) is None:
+        if self.location_ids and getattr(self, f"city{index}_id_in", None) is None:
             # a city never learned (registered for one prediction): every cell alike
             candidates = self.query.weight.new_zeros(n, self.d_model)
             candidate_bias = self.query.weight.new_zeros(n)
         elif self.location_ids:
-            id_out, id_bias = (getattr(self, f"city{index}_{name}") for name in ("id_out", "id_bias"))
+            id_bias = getattr(self, f"city{index}_id_bias")
+            # the output table, or the input one without its out-of-vocabulary row (tie_embeddings)
+            id_out = (getattr(self, f"city{index}_id_in")[:-1] if self.tie_embeddings
+                      else getattr(self, f"city{index}_id_out"))
             learned = id_out.shape[0]          # cells appended for a prediction have no learned ID
             candidates = torch.cat([id_out, id_out.new_zeros(n - learned, id_out.shape[1])])
             candidate_bias = torch.cat([id_bias, id_bias.detach().min().expand(n - learned)]) if n > learned else id_bias
