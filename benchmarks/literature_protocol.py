@@ -21,10 +21,10 @@ protocol that ID embeddings cannot serve:
   and does not generalise;
 * ``--early-stopping`` (LibCity's protocol, 7:1:2 in time per user): the LSTM and Transformer train on
   each user's first 70 % of visits and stop early on the next 10 % (``validation_split="time"``,
-  the validation MRR with the library's patience, at most ``--epochs`` epochs, the best epoch's
-  weights); Markov and history frequency still count the first 80 %. Each neural row then holds
-  its learning curve (``curve``: training loss, validation Acc@1 and MRR per epoch) and the epoch
-  kept;
+  the validation MRR with ``--patience`` epochs of patience, default the estimators', at most
+  ``--epochs`` epochs, the best epoch's weights); Markov and history frequency still count the
+  first 80 %. Each neural row then holds its learning curve (``curve``: training loss, validation
+  Acc@1 and MRR per epoch) and the epoch kept;
 * ``--tie-embeddings``: the LSTM and Transformer score cells by their input ID embeddings (weight
   tying, ``tie_embeddings=True``; not in the literature's baselines, a diagnostic of how they
   rank the cells of the window);
@@ -113,13 +113,16 @@ def epochs_arg(text):
 STOPPING_SHARE = round((TRAIN_SHARE - VALID_TRAIN_SHARE) / TRAIN_SHARE, 9)        # 0.125
 
 
-def models(seed, epochs, early_stopping=False, tie_embeddings=False):
+def models(seed, epochs, early_stopping=False, tie_embeddings=False, patience=None):
     """Factories of every model of :data:`MODELS`; ``epochs``: dict over :data:`NEURAL`;
     ``early_stopping``: the neural models validate on each user's last :data:`STOPPING_SHARE` of
-    their training visits (in time) and keep their best epoch; ``tie_embeddings``: theirs."""
+    their training visits (in time) and keep their best epoch after ``patience`` epochs without a
+    better validation MRR (None: the estimators' default); ``tie_embeddings``: theirs."""
     def neural(name):
         held = dict(validation_fraction=STOPPING_SHARE, validation_split="time") if early_stopping else \
             dict(validation_fraction=0.0)
+        if early_stopping and patience is not None:
+            held["patience"] = patience
         return dict(random_state=seed, max_epochs=epochs[name], tie_embeddings=tie_embeddings, **held, **LITERATURE)
     return {"markov": lambda: MarkovBaseline(), "history_frequency": lambda: HistoryFrequencyBaseline(),
             "lstm": lambda: LSTMRegressor(**neural("lstm")),
@@ -175,7 +178,8 @@ def learning_curve(model):
     return {"best_epoch": int(curve.loc[curve["valid_mrr"].idxmax(), "epoch"]), "curve": curve.to_dict("list")}
 
 
-def run(targets, seeds, epochs, quick, names=None, split="test", merge=1, early_stopping=False, tie_embeddings=False):
+def run(targets, seeds, epochs, quick, names=None, split="test", merge=1, early_stopping=False, tie_embeddings=False,
+        patience=None):
     rows = []
     for target in targets:
         for seed in seeds:
@@ -184,7 +188,7 @@ def run(targets, seeds, epochs, quick, names=None, split="test", merge=1, early_
             pois = t.pois if merge == 1 else None
             print(f"{target} seed {seed}, cells of the training visits:",
                   " ".join(f"{k} {v}" for k, v in cell_density(train, pois).items()), flush=True)
-            for name, make in models(seed, epochs, early_stopping, tie_embeddings).items():
+            for name, make in models(seed, epochs, early_stopping, tie_embeddings, patience).items():
                 if names and name not in names:
                     continue
                 model, seconds = timed(lambda: make().fit(train, pois=pois))
@@ -228,6 +232,9 @@ def main(argv=None):
     parser.add_argument("--early-stopping", action="store_true",
                         help="the LSTM and Transformer train on each user's first 70 %% of visits and stop early "
                              "on the next 10 %% (at most --epochs epochs)")
+    parser.add_argument("--patience", type=positive_int, default=None,
+                        help="--early-stopping: epochs without a better validation MRR before training stops "
+                             "(default: the estimators' own)")
     parser.add_argument("--tie-embeddings", action="store_true",
                         help="the LSTM and Transformer score cells by their input ID embeddings (weight tying)")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
@@ -239,7 +246,7 @@ def main(argv=None):
     # scoring the users a model trained on is this protocol, not the mistake the warning is about
     warnings.filterwarnings("ignore", category=SharedUsersWarning)
     rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models, args.split, args.merge_cells,
-               args.early_stopping, args.tie_embeddings)
+               args.early_stopping, args.tie_embeddings, args.patience)
     frame = pd.DataFrame(rows)
     means = frame.groupby(["target_city", "model"], sort=False)[[*REPORTED, "train_acc@1"]].mean()
     print(means.round(3).to_string())
@@ -251,7 +258,8 @@ def main(argv=None):
         write_json(args.output, {"benchmark": "literature_protocol", "split": args.split,
                                  "train_share": TRAIN_SHARE if args.split == "test" else VALID_TRAIN_SHARE,
                                  "epochs": args.epochs, "early_stopping": args.early_stopping,
-                                 "tie_embeddings": args.tie_embeddings, "quick": args.quick,
+                                 "tie_embeddings": args.tie_embeddings, "patience": args.patience,
+                                 "quick": args.quick,
                                  "merge_cells": args.merge_cells, "environment": environment(), "results": rows,
                                  "versus_markov": margins.round(4).to_dict("records")})
     return 0

@@ -161,6 +161,10 @@ def test_the_literature_protocols_early_stopping_validates_on_the_visits_its_val
     assert best == max(report["curve"]["valid_mrr"]) > 0
     assert learning_curve(MarkovBaseline().fit(target.train)) == {}
     assert models(0, {"lstm": 2, "transformer": 2})["lstm"]().validation_fraction == 0.0
+    # --patience reaches the estimators, and without it they keep their own
+    assert models(0, {"lstm": 2, "transformer": 2}, True, patience=6)["transformer"]().patience == 6
+    assert lstm.patience == type(lstm)().patience
+    assert models(0, {"lstm": 2, "transformer": 2}, True, tie_embeddings=True)["lstm"]().tie_embeddings
 
 
 def test_the_literature_protocol_merges_grid_cells_and_counts_visits_per_cell():
