@@ -36,6 +36,7 @@ from sklearn.utils import estimator_checks as ec
 from trajmoe import (HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, PopularityBaseline,
                      SpatialSemanticEncoder, TrajMoERegressor, TransformerRegressor)
 from trajmoe.datasets import load_foursquare_nyc, load_yjmob100k
+from trajmoe.exceptions import DataWarning
 from trajmoe.metrics import accuracy_at_k
 
 TINY = dict(d_model=16, n_layers=1, n_heads=2, max_epochs=2, device="cpu", random_state=0)
@@ -444,6 +445,16 @@ def test_validation_split_by_time_holds_out_each_users_last_visits():
     assert {u for u, _ in visits(valid)}.isdisjoint(u for u, _ in visits(train))
     with pytest.raises(ValueError, match="validation_split"):
         clone(est).set_params(validation_split="visits").fit(X)
+    # 0.7 of 10 visits is 7 (1 - 0.7 is 0.30000000000000004 in floating point)
+    prep = est._prepare(X)
+    assert prep.last_visits(0.7).sum() == 4 * 7
+    # last visits too few for a window: fit says it trains without validation
+    with pytest.warns(DataWarning, match="trains on every visit without validation"):
+        few = clone(est).set_params(validation_fraction=0.05).fit(X)
+    assert few.history_["valid_mrr"].isna().all()
+    # nearly every visit held out: the error names validation_fraction
+    with pytest.raises(ValueError, match="lower validation_fraction"):
+        clone(est).set_params(validation_fraction=0.95).fit(X)
 
 
 @pytest.mark.parametrize("cls", [LSTMRegressor, TransformerRegressor])

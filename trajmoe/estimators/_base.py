@@ -89,10 +89,11 @@ class Prepared:
 
     def last_visits(self, fraction):
         """Bool mask, shape (n,): each user's last ``fraction`` of visits in time (a visit at
-        position ``i`` of a user's ``n`` visits when ``i / n >= 1 - fraction``)."""
+        position ``i`` of a user's ``n`` visits when ``i / n >= 1 - fraction``, up to float
+        rounding: 0.7 of 10 visits is 7)."""
         users = pd.Series(self.user_key)
         position = users.groupby(self.user_key).cumcount() / users.groupby(self.user_key).transform("size")
-        return (position >= 1 - fraction).to_numpy()
+        return (position >= 1 - fraction - 1e-9).to_numpy()
 
 
 class NextLocationEstimator(BaseEstimator):

@@ -21,6 +21,7 @@ import copy
 import functools
 import os
 import sys
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -35,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch.optim.lr_scheduler import MultiStepLR
 
 from .._constants import PAD, TOKEN_FEATURES
-from ..exceptions import UnknownCityError
+from ..exceptions import DataWarning, UnknownCityError
 from ..nn import TrajMoELoss, location_log_probs
 from ..nn.data import CityBatchLoader, WindowDataset
 from ..nn.parallel import (DistributedNeuralNet, ShardedCityBatchLoader, is_distributed, is_main_process,
@@ -406,13 +407,21 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             valid = valid.subset((valid.row >= 0).sum(axis=1) >= 2)
             if not len(valid):           # nothing to validate on: the held-out users or visits train
                 valid, kept = None, prep
+                if by_time:
+                    warnings.warn(
+                        f"validation_split='time': the last {self.validation_fraction:g} of each user's visits "
+                        f"form no window of at least min_stays={self.min_stays} visits with a next visit, so fit "
+                        "trains on every visit without validation (no early stopping). Raise "
+                        "validation_fraction or lower min_stays to validate.", DataWarning, stacklevel=4)
         train = self._windows(kept, stride_days=self.stride_days, min_stays=self.min_stays)
         if valid is not None and not by_time:        # the held-out users' windows do not train
             train = train.subset(~np.isin(prep.user_key[np.maximum(train.row[:, 0], 0)], val_users))
         if not len(train):
+            held_out = (f" validation_split='time' holds out the last {self.validation_fraction:g} of each user's "
+                        "visits: lower validation_fraction to train on more of them." if by_time else "")
             raise ValueError(
                 f"No training window: every user needs at least min_stays={self.min_stays} visits within "
-                f"window_days={self.window_days} days. Lower min_stays or raise window_days.")
+                f"window_days={self.window_days} days. Lower min_stays or raise window_days.{held_out}")
         return train, valid
 
     # ------------------------------------------------------------------ fitting

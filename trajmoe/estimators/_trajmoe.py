@@ -129,7 +129,10 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         user's last ``validation_fraction`` of visits in time, the earlier ones train (the
         split of the next-location literature, e.g. LibCity's 7:1:2 by time per user; see the
         results page, literature baselines). Either way, validation windows do not overlap
-        and a held-out window of one stay is not scored.
+        and a held-out window of one stay is not scored. With ``"time"``, held-out visits
+        that form no window of ``min_stays`` are in neither set (DataWarning with the count),
+        and where none forms a window, fit trains on every visit without validation
+        (DataWarning).
     finetune_epochs : int, default 1
         Epochs of every ``partial_fit`` call.
     finetune_lr : float or None, default None
