@@ -110,7 +110,7 @@ def epochs_arg(text):
 
 
 #: ``--early-stopping``: the share of the training visits (the first TRAIN_SHARE) that validates.
-STOPPING_SHARE = round((TRAIN_SHARE - VALID_TRAIN_SHARE) / TRAIN_SHARE, 9)        # 0.125
+STOPPING_SHARE = (TRAIN_SHARE - VALID_TRAIN_SHARE) / TRAIN_SHARE        # 0.125 (last_visits allows for rounding)
 
 
 def models(seed, epochs, early_stopping=False, tie_embeddings=False, patience=None):
