@@ -181,3 +181,29 @@ def test_the_pretrain_command_under_torchrun_trains_on_two_processes_and_saves_o
     labels = model.predict(nyc)
     assert len(labels) == len(nyc) and set(model.cities_) == set(visits["city"])
     np.testing.assert_array_equal(load_model(tmp_path / "model").predict(nyc), labels)
+
+
+@pytest.mark.parametrize("device, backend", [("cpu", "gloo"), ("auto", "nccl"), ("cuda", "nccl")])
+def test_the_group_backend_follows_where_the_ranks_train(monkeypatch, device, backend):
+    """On a node with one GPU, ``--device cpu`` joins a gloo group (found on an H200 machine: the
+    torchrun test above asked for NCCL there); CUDA ranks join NCCL on their own GPU."""
+    from trajmoe.nn import parallel
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(parallel.dist, "init_process_group", lambda name, **kw: calls.append(("group", name)))
+    monkeypatch.setattr(parallel, "rank_and_world", lambda: (0, 2))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    assert parallel.init_from_env(device=device) == (0, 2)
+    assert calls == ([("group", "gloo")] if backend == "gloo" else [("set_device", 0), ("group", "nccl")])
+    # a second rank on a one-GPU node: told to start one process per GPU, or to train on the CPU
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    if backend == "nccl":
+        with pytest.raises(RuntimeError, match=r"LOCAL_RANK=1, but torch sees 1 CUDA GPU.*--nproc_per_node=1.*--device cpu"):
+            parallel.init_from_env(device=device)
+    else:
+        assert parallel.init_from_env(device=device) == (0, 2)

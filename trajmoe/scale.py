@@ -123,7 +123,7 @@ def run_pretrain_command(args, parser):
             parser.error(f"unknown cities {unknown}; choose from {sorted(CITY_LOADERS)}")
         loaded = [load_city(c, args.data_home) for c in cities]
         data, pois = _concat([v for v, _ in loaded]), _concat([p for _, p in loaded])
-    rank, world = init_from_env()
+    rank, world = init_from_env(device=args.device)
     model = pretrain(TrajMoERegressor(**params), data, pois=pois, checkpoint_dir=args.checkpoint_dir)
     if is_main_process():
         save_model(model, Path(args.output))

@@ -95,7 +95,7 @@ def rank_device(device):
     return device
 
 
-def init_from_env(backend=None, timeout_s=1800):
+def init_from_env(backend=None, timeout_s=1800, device="auto"):
     """Join the process group that ``torchrun`` describes in the environment.
 
     Reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` (set by
@@ -105,9 +105,12 @@ def init_from_env(backend=None, timeout_s=1800):
     Parameters
     ----------
     backend : {"nccl", "gloo"} or None, default None
-        None: ``"nccl"`` when CUDA is available, else ``"gloo"`` (CPU).
+        None: the one for ``device``: ``"nccl"`` when the ranks train on CUDA GPUs, else ``"gloo"``
+        (CPU), so that ``device="cpu"`` on a machine with a GPU still joins a CPU group.
     timeout_s : float, default 1800
         Seconds a collective may wait for the other ranks.
+    device : str, default "auto"
+        Where the ranks train, as the estimators' ``device`` (``"auto"``: CUDA when present).
 
     Returns
     -------
@@ -117,7 +120,8 @@ def init_from_env(backend=None, timeout_s=1800):
     ------
     RuntimeError
         If ``WORLD_SIZE`` > 1 but ``RANK`` or ``MASTER_ADDR`` is missing (not launched by
-        torchrun).
+        torchrun), or if the ranks train on CUDA and this node has fewer GPUs than ranks
+        (``LOCAL_RANK`` beyond the GPUs torch sees).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or (dist.is_available() and dist.is_initialized()):
@@ -127,9 +131,15 @@ def init_from_env(backend=None, timeout_s=1800):
         raise RuntimeError(f"WORLD_SIZE={world} but {missing} are not set: launch with "
                            "`torchrun --nproc_per_node=N ...`, which sets them.")
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        on_gpu = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        backend = "nccl" if on_gpu else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise RuntimeError(f"LOCAL_RANK={local_rank}, but torch sees {gpus} CUDA GPU(s) on this node: start "
+                               f"one process per GPU (`torchrun --nproc_per_node={gpus}`), or train on the CPU "
+                               "(device='cpu', `--device cpu`).")
+        torch.cuda.set_device(local_rank)
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return rank_and_world()
 
