@@ -25,6 +25,10 @@ protocol that ID embeddings cannot serve:
   ``--epochs`` epochs, the best epoch's weights); Markov and history frequency still count the
   first 80 %. Each neural row then holds its learning curve (``curve``: training loss, validation
   Acc@1 and MRR per epoch) and the epoch kept;
+* ``--plateau`` (with ``--early-stopping``): the learning rate falls tenfold when the validation
+  Acc@1 has not risen by 0.1 % for 2 epochs (``ReduceLROnPlateau``, the schedule of LibCity's
+  ``TrajLocPredExecutor`` and of DeepMove's code: ``lr_step`` 2, ``lr_decay`` 0.1,
+  ``schedule_threshold`` 1e-3) instead of the estimators' steps at 40, 60 and 90 % of the epochs;
 * ``--tie-embeddings``: the LSTM and Transformer score cells by their input ID embeddings (weight
   tying, ``tie_embeddings=True``; not in the literature's baselines, a diagnostic of how they
   rank the cells of the window);
@@ -48,9 +52,12 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from skorch.callbacks import LRScheduler
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -113,20 +120,47 @@ def epochs_arg(text):
 STOPPING_SHARE = (TRAIN_SHARE - VALID_TRAIN_SHARE) / TRAIN_SHARE        # 0.125 (last_visits allows for rounding)
 
 
-def models(seed, epochs, early_stopping=False, tie_embeddings=False, patience=None):
-    """Factories of every model of :data:`MODELS`; ``epochs``: dict over :data:`NEURAL`;
-    ``early_stopping``: the neural models validate on each user's last :data:`STOPPING_SHARE` of
-    their training visits (in time) and keep their best epoch after ``patience`` epochs without a
-    better validation MRR (None: the estimators' default); ``tie_embeddings``: theirs."""
-    def neural(name):
-        held = dict(validation_fraction=STOPPING_SHARE, validation_split="time") if early_stopping else \
+#: ``--plateau``: LibCity's schedule (``TrajLocPredExecutor``: ReduceLROnPlateau on the validation
+#: accuracy, ``lr_step`` 2, ``lr_decay`` 0.1, ``schedule_threshold`` 1e-3), as skorch arguments.
+PLATEAU = dict(policy=ReduceLROnPlateau, monitor="valid_acc1", mode="max", patience=2, factor=0.1, threshold=1e-3)
+#: :data:`PLATEAU` as written to the JSON results.
+PLATEAU_RECORD = {**PLATEAU, "policy": "ReduceLROnPlateau"}
+
+
+@dataclass
+class Neural:
+    """How the neural baselines train (see the module's docstring).
+
+    ``epochs``: dict over :data:`NEURAL`; ``early_stopping``: they validate on each user's last
+    :data:`STOPPING_SHARE` of their training visits (in time) and keep their best epoch after
+    ``patience`` epochs without a better validation MRR (None: the estimators' default);
+    ``plateau``: with early stopping, the learning rate follows :data:`PLATEAU`;
+    ``tie_embeddings``: the estimators' own.
+    """
+
+    epochs: dict
+    early_stopping: bool = False
+    tie_embeddings: bool = False
+    patience: int | None = None
+    plateau: bool = False
+
+    def params(self, name, seed):
+        """Estimator parameters of the neural baseline ``name`` with ``seed``."""
+        held = dict(validation_fraction=STOPPING_SHARE, validation_split="time") if self.early_stopping else \
             dict(validation_fraction=0.0)
-        if early_stopping and patience is not None:
-            held["patience"] = patience
-        return dict(random_state=seed, max_epochs=epochs[name], tie_embeddings=tie_embeddings, **held, **LITERATURE)
+        if self.early_stopping and self.patience is not None:
+            held["patience"] = self.patience
+        if self.early_stopping and self.plateau:
+            held["callbacks__lr_scheduler"] = LRScheduler(**PLATEAU)
+        return dict(random_state=seed, max_epochs=self.epochs[name], tie_embeddings=self.tie_embeddings, **held,
+                    **LITERATURE)
+
+
+def models(seed, neural):
+    """Factories of every model of :data:`MODELS`; ``neural``: a :class:`Neural`."""
     return {"markov": lambda: MarkovBaseline(), "history_frequency": lambda: HistoryFrequencyBaseline(),
-            "lstm": lambda: LSTMRegressor(**neural("lstm")),
-            "transformer": lambda: TransformerRegressor(**neural("transformer"))}
+            "lstm": lambda: LSTMRegressor(**neural.params("lstm", seed)),
+            "transformer": lambda: TransformerRegressor(**neural.params("transformer", seed))}
 
 
 def merge_cells(visits, factor):
@@ -169,17 +203,17 @@ def score(model, visits):
 
 
 def learning_curve(model):
-    """Training loss, validation Acc@1 and MRR per epoch of a model fitted with validation, and
-    the epoch kept (the best validation MRR), as a dict; empty for a model without them."""
+    """Training loss, validation Acc@1 and MRR and the learning rate of each epoch of a model
+    fitted with validation, and the epoch kept (the best validation MRR), as a dict; empty for a
+    model without them."""
     history = getattr(model, "history_", None)
     if history is None or history["valid_mrr"].isna().all():
         return {}
-    curve = history[["epoch", "train_loss", "valid_acc1", "valid_mrr"]].round(4)
+    curve = history[["epoch", "train_loss", "valid_acc1", "valid_mrr", "lr"]].round(6)
     return {"best_epoch": int(curve.loc[curve["valid_mrr"].idxmax(), "epoch"]), "curve": curve.to_dict("list")}
 
 
-def run(targets, seeds, epochs, quick, names=None, split="test", merge=1, early_stopping=False, tie_embeddings=False,
-        patience=None):
+def run(targets, seeds, neural, quick, names=None, split="test", merge=1):
     rows = []
     for target in targets:
         for seed in seeds:
@@ -188,7 +222,7 @@ def run(targets, seeds, epochs, quick, names=None, split="test", merge=1, early_
             pois = t.pois if merge == 1 else None
             print(f"{target} seed {seed}, cells of the training visits:",
                   " ".join(f"{k} {v}" for k, v in cell_density(train, pois).items()), flush=True)
-            for name, make in models(seed, epochs, early_stopping, tie_embeddings, patience).items():
+            for name, make in models(seed, neural).items():
                 if names and name not in names:
                     continue
                 model, seconds = timed(lambda: make().fit(train, pois=pois))
@@ -197,7 +231,9 @@ def run(targets, seeds, epochs, quick, names=None, split="test", merge=1, early_
                        "users": t.train.user_id.nunique(), **{k: round(report[k], 4) for k in REPORTED},
                        "n_targets": report["n_targets"], "merge_cells": merge,
                        "train_acc@1": round(score(model, train)["acc@1"], 4),
-                       "epochs": epochs.get(name), "tie_embeddings": tie_embeddings if name in NEURAL else None,
+                       "epochs": neural.epochs.get(name),
+                       "tie_embeddings": neural.tie_embeddings if name in NEURAL else None,
+                       "plateau": neural.plateau if name in NEURAL else None,
                        "fit_seconds": round(seconds, 1), **learning_curve(model)}
                 rows.append(row)
                 print(" ".join(f"{k} {v}" for k, v in row.items() if k != "curve"), flush=True)
@@ -235,6 +271,9 @@ def main(argv=None):
     parser.add_argument("--patience", type=positive_int, default=None,
                         help="--early-stopping: epochs without a better validation MRR before training stops "
                              "(default: the estimators' own)")
+    parser.add_argument("--plateau", action="store_true",
+                        help="--early-stopping: the learning rate falls tenfold when the validation Acc@1 stalls "
+                             "for 2 epochs (LibCity's ReduceLROnPlateau) instead of the estimators' fixed steps")
     parser.add_argument("--tie-embeddings", action="store_true",
                         help="the LSTM and Transformer score cells by their input ID embeddings (weight tying)")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
@@ -242,11 +281,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.early_stopping and args.split == "val":
         parser.error("--early-stopping chooses the epoch on validation visits itself: use it with --split test")
+    if args.plateau and not args.early_stopping:
+        parser.error("--plateau follows the validation Acc@1: use it with --early-stopping")
     quiet_data_notes()
     # scoring the users a model trained on is this protocol, not the mistake the warning is about
     warnings.filterwarnings("ignore", category=SharedUsersWarning)
-    rows = run(args.targets, args.seeds, args.epochs, args.quick, args.models, args.split, args.merge_cells,
-               args.early_stopping, args.tie_embeddings, args.patience)
+    neural = Neural(args.epochs, args.early_stopping, args.tie_embeddings, args.patience, args.plateau)
+    rows = run(args.targets, args.seeds, neural, args.quick, args.models, args.split, args.merge_cells)
     frame = pd.DataFrame(rows)
     means = frame.groupby(["target_city", "model"], sort=False)[[*REPORTED, "train_acc@1"]].mean()
     print(means.round(3).to_string())
@@ -259,6 +300,7 @@ def main(argv=None):
                                  "train_share": TRAIN_SHARE if args.split == "test" else VALID_TRAIN_SHARE,
                                  "epochs": args.epochs, "early_stopping": args.early_stopping,
                                  "tie_embeddings": args.tie_embeddings, "patience": args.patience,
+                                 "plateau": PLATEAU_RECORD if args.plateau else None,
                                  "quick": args.quick,
                                  "merge_cells": args.merge_cells, "environment": environment(), "results": rows,
                                  "versus_markov": margins.round(4).to_dict("records")})

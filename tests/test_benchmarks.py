@@ -137,7 +137,7 @@ def test_the_literature_protocol_takes_epochs_per_model_and_pairs_every_model_wi
 
 
 def test_the_literature_protocols_early_stopping_validates_on_the_visits_its_val_split_scores(target):
-    from literature_protocol import STOPPING_SHARE, learning_curve, models, split_for, split_in_time
+    from literature_protocol import STOPPING_SHARE, Neural, learning_curve, models, split_for, split_in_time
 
     from trajmoe import MarkovBaseline
     from trajmoe.estimators._base import Prepared
@@ -153,18 +153,41 @@ def test_the_literature_protocols_early_stopping_validates_on_the_visits_its_val
     assert held.index.equals(split_for(visits, "val")[1].index)
     assert held["day"].tolist() == [7, 14, 15]
     # the neural models validate on those visits, keep their best epoch and report the curve
-    lstm = models(0, {"lstm": 2, "transformer": 2}, early_stopping=True)["lstm"]()
+    epochs = {"lstm": 2, "transformer": 2}
+    lstm = models(0, Neural(epochs, early_stopping=True))["lstm"]()
     assert lstm.get_params()["validation_split"] == "time" and lstm.validation_fraction == STOPPING_SHARE
     report = learning_curve(lstm.set_params(min_stays=2).fit(target.train))
     assert report["curve"]["epoch"] == [1, 2] and report["best_epoch"] in (1, 2)
     best = report["curve"]["valid_mrr"][report["best_epoch"] - 1]
     assert best == max(report["curve"]["valid_mrr"]) > 0
     assert learning_curve(MarkovBaseline().fit(target.train)) == {}
-    assert models(0, {"lstm": 2, "transformer": 2})["lstm"]().validation_fraction == 0.0
+    assert models(0, Neural(epochs))["lstm"]().validation_fraction == 0.0
     # --patience reaches the estimators, and without it they keep their own
-    assert models(0, {"lstm": 2, "transformer": 2}, True, patience=6)["transformer"]().patience == 6
+    assert models(0, Neural(epochs, True, patience=6))["transformer"]().patience == 6
     assert lstm.patience == type(lstm)().patience
-    assert models(0, {"lstm": 2, "transformer": 2}, True, tie_embeddings=True)["lstm"]().tie_embeddings
+    assert models(0, Neural(epochs, True, tie_embeddings=True))["lstm"]().tie_embeddings
+
+
+def test_the_literature_protocols_plateau_schedule_cuts_the_learning_rate_when_validation_stalls(target):
+    from literature_protocol import PLATEAU, Neural, learning_curve, models
+
+    neural = Neural({"lstm": 6, "transformer": 6}, early_stopping=True, patience=6, plateau=True)
+    lstm = models(0, neural)["lstm"]().set_params(min_stays=2)
+    assert "callbacks__lr_scheduler" not in models(0, Neural(neural.epochs, True))["lstm"]().get_params()
+    curve = learning_curve(lstm.fit(target.train))["curve"]
+    # ReduceLROnPlateau (mode max, patience 2, factor 0.1, threshold 1e-3 relative), replayed by hand
+    # on the recorded validation Acc@1: the learning rate of every epoch follows from the epochs before
+    lr, best, stalled, expected = lstm.lr, -float("inf"), 0, []
+    for acc in curve["valid_acc1"]:
+        expected.append(lr)
+        if acc > best * (1 + PLATEAU["threshold"]):
+            best, stalled = acc, 0
+        else:
+            stalled += 1
+        if stalled > PLATEAU["patience"]:
+            lr, stalled = lr * PLATEAU["factor"], 0
+    assert curve["lr"] == pytest.approx(expected)
+    assert curve["lr"][-1] == pytest.approx(lstm.lr * PLATEAU["factor"])     # it fell here (epochs 3-5 stalled)
 
 
 def test_the_literature_protocol_merges_grid_cells_and_counts_visits_per_cell():
