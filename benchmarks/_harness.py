@@ -296,8 +296,11 @@ def _mean_std(mean, std):
 
 
 def environment():
+    """The versions and machine a result was measured with (the GPU's name where torch sees one:
+    the estimators' ``device="auto"`` then trains and scores on it)."""
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {"trajmoe": trajmoe.__version__, "torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "machine": platform.machine()}
+            "threads": torch.get_num_threads(), "machine": platform.machine(), "gpu": gpu}
 
 
 def write_json(path, payload):

@@ -43,7 +43,8 @@ out) and prints the ratio to the training formula.
 REV`` extracted in a temporary folder and put first on ``PYTHONPATH``; nothing of the working tree
 changes) and then against the working tree, and prints both and the ratios side by side.
 ``--device cuda`` runs the training and the real-city inference on the GPU under bf16 autocast
-(peaks: fp32 without TF32, and bf16); ``--bf16-train`` runs the training steps under bf16 autocast
+(peaks: fp32 without TF32, and bf16; ``infer`` also gives the GPU memory peak of ``predict``, and
+its synthetic cities stay on the CPU); ``--bf16-train`` runs the training steps under bf16 autocast
 on a CPU too (the MFU stays a ratio to the fp32 peak; the library itself trains in float32)::
 
     TRAJMOE_DATA=/path/to/data python benchmarks/throughput.py [peak|train|infer|scaling|all]
@@ -386,7 +387,8 @@ def bench_infer(args, folder):
     -------
     dict
         ``cities``: per city ``targets_per_s``, ``cells`` (the fitted vocabulary) and
-        ``mscores_per_s`` (targets x cells per second, millions); ``synthetic``: per nominal size
+        ``mscores_per_s`` (targets x cells per second, millions; with ``--device cuda`` also
+        ``gpu_peak_gb``, the GPU memory peak of ``predict``, GB); ``synthetic``: per nominal size
         ``cells`` (the vocabulary's), ``targets_per_s``, ``peak_gb`` (peak resident memory, GB),
         ``seconds``.
     """
@@ -401,6 +403,8 @@ def bench_infer(args, folder):
         with autocast(args.device):
             model.predict(test[test["user_id"] == test["user_id"].iloc[0]])         # warm-up
             n_targets = len(model.target_table(test))
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             # the median of a few calls: one call of a fraction of a second is at the machine's mercy
             seconds = float(np.median([speed.timed(lambda: model.predict(test))[1] for _ in range(PREDICT_REPEATS)]))
         # a revision with another vocabulary scores another number of cells per target: the scores
@@ -408,8 +412,12 @@ def bench_infer(args, folder):
         n_cells = model.encoder_.cities_[train["city"].iloc[0]].n_locations
         out["cities"][city] = {"targets_per_s": n_targets / seconds, "cells": n_cells,
                                "mscores_per_s": n_targets * n_cells / seconds / 1e6}
+        if args.device == "cuda":
+            out["cities"][city]["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
         print(f"  {city:<8} {n_targets:>6} targets  {n_targets / seconds:>8.0f} targets/s  {n_cells:>6} cells  "
-              f"{n_targets * n_cells / seconds / 1e6:>6.1f} M target-cell scores/s", flush=True)
+              f"{n_targets * n_cells / seconds / 1e6:>6.1f} M target-cell scores/s"
+              + (f"  GPU memory peak {out['cities'][city]['gpu_peak_gb']:.2f} GB" if args.device == "cuda" else ""),
+              flush=True)
     print("inference, predict_topk + target_table, synthetic city (fresh process per figure):", flush=True)
     for n_cells in args.cells:
         model_file = Path(folder) / f"model{n_cells}.pkl"
