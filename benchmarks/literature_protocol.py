@@ -67,6 +67,7 @@ from transfer import LITERATURE, QUICK  # noqa: E402
 
 from trajmoe import (HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, SpatialSemanticEncoder,  # noqa: E402
                      TransformerRegressor, metrics)
+from trajmoe.cli import load_city  # noqa: E402
 from trajmoe.exceptions import SharedUsersWarning  # noqa: E402
 
 #: Share of each user's visits (in time) that trains; the rest is scored.
@@ -283,6 +284,11 @@ def main(argv=None):
         parser.error("--early-stopping chooses the epoch on validation visits itself: use it with --split test")
     if args.plateau and not args.early_stopping:
         parser.error("--plateau follows the validation Acc@1: use it with --early-stopping")
+    if args.merge_cells > 1:                    # before any model trains, not at the city that has no grid
+        flat = [city for city in args.targets if not {"x", "y"} <= set(load_city(city)[0])]
+        if flat:
+            parser.error(f"--merge-cells needs cities given as grid cells (columns x, y), such as yjmob_A; "
+                         f"{', '.join(flat)} {'is' if len(flat) == 1 else 'are'} not")
     quiet_data_notes()
     # scoring the users a model trained on is this protocol, not the mistake the warning is about
     warnings.filterwarnings("ignore", category=SharedUsersWarning)

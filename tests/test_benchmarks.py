@@ -209,6 +209,16 @@ def test_the_literature_protocol_merges_grid_cells_and_counts_visits_per_cell():
         merge_cells(visits.drop(columns=["x", "y"]).assign(lat=40.7, lon=-74.0), 2)
 
 
+def test_the_literature_protocol_refuses_merging_a_city_without_a_grid_before_it_trains(capsys, monkeypatch):
+    import literature_protocol
+
+    monkeypatch.setattr(literature_protocol, "run", lambda *a, **k: pytest.fail("a model trained"))
+    with pytest.raises(SystemExit) as exit_info:
+        literature_protocol.main(["--targets", "yjmob_A,nyc", "--merge-cells", "4"])
+    assert exit_info.value.code == 2
+    assert "grid cells (columns x, y), such as yjmob_A; nyc is not" in capsys.readouterr().err
+
+
 def test_transfer_plot_draws_the_reference_lines_of_the_models_run(tmp_path):
     pytest.importorskip("matplotlib")
     import transfer
