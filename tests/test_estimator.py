@@ -540,6 +540,29 @@ def test_monitor_mistakes_get_clear_errors_and_routed_callback_settings_go_throu
     assert callbacks["early_stopping"].patience == 2 and callbacks["valid_ranking"].block == 100
 
 
+def test_a_routed_plateau_scheduler_runs_at_any_epochs_and_records_the_rate_of_the_epoch_that_stops():
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+    X = _grid_users(12, seed=0)
+    params = dict(d_model=16, n_layers=1, device="cpu", random_state=0)
+    # after the first epoch every epoch "stalls" (threshold: a millionfold rise), so the rate halves
+    # after each; these users' validation Acc@1 stays 0, so early stopping on it ends epoch 3
+    plateau = skorch.callbacks.LRScheduler(policy=ReduceLROnPlateau, monitor="valid_acc1", mode="max", patience=0,
+                                           factor=0.5, threshold=1e6)
+    est = LSTMRegressor(**params, max_epochs=8, monitor="valid_acc1", patience=2, callbacks__lr_scheduler=plateau)
+    history = est.fit(X).history_
+    names = [name for name, _ in est.net_.callbacks_]
+    assert names.index("valid_ranking") < names.index("lr_scheduler") < names.index("early_stopping")
+    assert history["epoch"].tolist() == [1, 2, 3] and (history["valid_acc1"] == 0).all()
+    # the rate each epoch trained with, the last one too (was NaN: early stopping ended the epoch first)
+    assert history["lr"].tolist() == pytest.approx([est.lr, est.lr, est.lr / 2])
+    # the default steps need 3 epochs; a routed scheduler runs with fewer (it was dropped silently)
+    short = LSTMRegressor(**params, max_epochs=2, callbacks__lr_scheduler=plateau).fit(X)
+    assert short.history_["lr"].tolist() == pytest.approx([est.lr, est.lr])
+    assert "lr_scheduler" in dict(short.net_.callbacks_)
+    assert "lr_scheduler" not in dict(LSTMRegressor(**params, max_epochs=2).fit(X).net_.callbacks_)
+
+
 def test_held_out_users_without_a_target_train_instead_of_breaking_early_stopping():
     X = _grid_users(10, seed=0)
     # users 0-4 visit once a day: with one-day windows they have no next location to score

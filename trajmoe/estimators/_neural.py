@@ -9,7 +9,7 @@ progress bars. A subclass names its network (:attr:`NeuralNextLocationEstimator.
 (:meth:`NeuralNextLocationEstimator._module_params`).
 
 skorch stays open to users, as in skorch itself: ``callbacks=`` adds callbacks to the defaults
-(``early_stopping``, ``lr_scheduler``, ``clip``, ``progress``), and keyword arguments with a
+(``lr_scheduler``, ``early_stopping``, ``clip``, ``progress``), and keyword arguments with a
 prefix of :data:`NET_PREFIXES` are routed to the net (``optimizer__weight_decay``,
 ``iterator_train__num_workers``, ``callbacks__early_stopping__patience``, ...).
 """
@@ -62,7 +62,7 @@ NET_PREFIXES = ("module__", "criterion__", "optimizer__", "iterator_train__", "i
 #: ``finite_loss``, ``epoch_seed``, ``clip`` and ``progress``). ``finite_loss`` stops training at a
 #: NaN or infinite loss, ``epoch_seed`` seeds every epoch from ``random_state`` (with an int or a
 #: RandomState) and the epoch's number (see :mod:`trajmoe.estimators._training`).
-DEFAULT_CALLBACKS = ("finite_loss", "epoch_seed", "valid_ranking", "early_stopping", "lr_scheduler", "clip", "progress")
+DEFAULT_CALLBACKS = ("finite_loss", "epoch_seed", "valid_ranking", "lr_scheduler", "early_stopping", "clip", "progress")
 
 #: What early stopping may monitor on the held-out users: the loss, or a ranking metric
 #: recorded by :class:`~trajmoe.estimators._training.ValidRanking`.
@@ -288,12 +288,16 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             callbacks.append(("epoch_seed", EpochSeed(seed)))
         if validate:
             callbacks.append(("valid_ranking", ValidRanking(block=_scoring.SCORE_BLOCK)))
+        # by epochs: no validation split needed; a routed scheduler (callbacks__lr_scheduler) takes
+        # this place whatever the epochs. Before early stopping: a scheduler that steps at the end of
+        # an epoch (ReduceLROnPlateau) then records the learning rate of the epoch that stops training
+        if schedule and (self.max_epochs >= 3 or "callbacks__lr_scheduler" in self._routed()):
+            milestones = sorted({max(1, int(f * self.max_epochs)) for f in (0.4, 0.6, 0.9)})
+            callbacks.append(("lr_scheduler", ResumableLRScheduler(MultiStepLR, milestones=milestones, gamma=0.4)))
+        if validate:
             callbacks.append(("early_stopping", ResumableEarlyStopping(
                 monitor=self.monitor, patience=self.patience, lower_is_better=self.monitor == "valid_loss",
                 load_best=True)))
-        if schedule and self.max_epochs >= 3:       # by epochs: no validation split needed
-            milestones = sorted({max(1, int(f * self.max_epochs)) for f in (0.4, 0.6, 0.9)})
-            callbacks.append(("lr_scheduler", ResumableLRScheduler(MultiStepLR, milestones=milestones, gamma=0.4)))
         if self.clip_grad:
             callbacks.append(("clip", GradientNormClipping(self.clip_grad)))
         if self.verbose and (sys.stderr.isatty() or _in_notebook()) and is_main_process():
