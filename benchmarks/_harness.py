@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 import warnings
@@ -303,7 +304,21 @@ def environment():
             "threads": torch.get_num_threads(), "machine": platform.machine(), "gpu": gpu}
 
 
+def strict_json(value):
+    """``value`` with every float NaN or infinity (at any depth of dicts, lists and tuples) as None,
+    so that it is standard JSON (``null``), which strict readers (JavaScript, ``parse_constant``)
+    accept: a metric that does not exist (no learning rate recorded, no target of a kind) is null."""
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path, payload):
+    """Write ``payload`` as indented standard JSON (:func:`strict_json`), creating the folder."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
-        json.dump(payload, fh, indent=1)
+        json.dump(strict_json(payload), fh, indent=1, allow_nan=False)
