@@ -25,10 +25,10 @@ protocol that ID embeddings cannot serve:
   ``--epochs`` epochs, the best epoch's weights); Markov and history frequency still count the
   first 80 %. Each neural row then holds its learning curve (``curve``: training loss, validation
   Acc@1 and MRR per epoch) and the epoch kept;
-* ``--plateau`` (with ``--early-stopping``): the learning rate falls tenfold when the validation
-  Acc@1 has not risen by 0.1 % for 2 epochs (``ReduceLROnPlateau``, the schedule of LibCity's
-  ``TrajLocPredExecutor`` and of DeepMove's code: ``lr_step`` 2, ``lr_decay`` 0.1,
-  ``schedule_threshold`` 1e-3) instead of the estimators' steps at 40, 60 and 90 % of the epochs;
+* ``--plateau`` (with ``--early-stopping`` and a ``--patience`` above 3): the learning rate falls
+  tenfold when the validation Acc@1 has not risen by 0.1 % for 2 epochs (``ReduceLROnPlateau``, the
+  schedule of LibCity's ``TrajLocPredExecutor`` and of DeepMove's code: ``lr_step`` 2, ``lr_decay``
+  0.1, ``schedule_threshold`` 1e-3) instead of the estimators' steps at 40, 60 and 90 % of the epochs;
 * ``--tie-embeddings``: the LSTM and Transformer score cells by their input ID embeddings (weight
   tying, ``tie_embeddings=True``; not in the literature's baselines, a diagnostic of how they
   rank the cells of the window);
@@ -114,6 +114,9 @@ def epochs_arg(text):
         return dict.fromkeys(NEURAL, positive_int(text))
     what = f"name=epochs pairs, names among {', '.join(NEURAL)}"
     pairs = comma_list(text, lambda v: tuple(v.split("=", 1)), what, lambda v: len(v) == 2 and v[0] in NEURAL)
+    names = [name for name, _ in pairs]
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"each model at most once, got {text!r}")
     return {**dict.fromkeys(NEURAL, DEFAULT_EPOCHS), **{name: positive_int(value) for name, value in pairs}}
 
 
@@ -144,6 +147,20 @@ class Neural:
     tie_embeddings: bool = False
     patience: int | None = None
     plateau: bool = False
+
+    def __post_init__(self):
+        missing = sorted(set(NEURAL) - set(self.epochs))
+        if missing:
+            raise ValueError(f"epochs has no entry for {missing}: give one per model of {list(NEURAL)}")
+        if (self.plateau or self.patience is not None) and not self.early_stopping:
+            raise ValueError("the plateau schedule and the patience act on the validation visits: they need early "
+                             "stopping (--early-stopping)")
+        stalled = PLATEAU["patience"] + 1
+        patience = LSTMRegressor().patience if self.patience is None else self.patience
+        if self.plateau and patience <= stalled:
+            raise ValueError(f"the plateau schedule cuts the learning rate after {stalled} stalled epochs, so a "
+                             f"patience of {patience} (--patience; the estimators' own without it) stops training "
+                             "before any epoch runs at the cut rate: give a larger one (the results page used 6)")
 
     def params(self, name, seed):
         """Estimator parameters of the neural baseline ``name`` with ``seed``."""
@@ -205,13 +222,19 @@ def score(model, visits):
 
 def learning_curve(model):
     """Training loss, validation Acc@1 and MRR and the learning rate of each epoch of a model
-    fitted with validation, and the epoch kept (the best validation MRR), as a dict; empty for a
-    model without them."""
+    fitted with validation, and the epoch kept, as a dict; empty for a model without them.
+
+    The epoch kept is early stopping's best epoch (the weights the model holds; its threshold can
+    pass over an epoch with a marginally higher MRR), else the epoch of the best validation MRR.
+    """
     history = getattr(model, "history_", None)
     if history is None or history["valid_mrr"].isna().all():
         return {}
     curve = history[["epoch", "train_loss", "valid_acc1", "valid_mrr", "lr"]].round(6)
-    return {"best_epoch": int(curve.loc[curve["valid_mrr"].idxmax(), "epoch"]), "curve": curve.to_dict("list")}
+    stopper = dict(model.net_.callbacks_).get("early_stopping")
+    best = getattr(stopper, "best_epoch_", None)
+    best = int(curve.loc[curve["valid_mrr"].idxmax(), "epoch"]) if best is None else int(best)
+    return {"best_epoch": best, "curve": curve.to_dict("list")}
 
 
 def run(targets, seeds, neural, quick, names=None, split="test", merge=1):
@@ -261,7 +284,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=seed_list, default="0", help="comma-separated seeds")
     parser.add_argument("--epochs", type=epochs_arg, default=str(DEFAULT_EPOCHS),
                         help="epochs of the LSTM and Transformer: one number, or lstm=N,transformer=M")
-    parser.add_argument("--models", type=model_list, default=None, help=f"comma-separated, among {', '.join(MODELS)}")
+    parser.add_argument("--models", type=model_list, default=None, help=f"comma-separated, among {', '.join(MODELS)} (%(default)s: all)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="score each user's last 20 %% of visits, or the 10 %% before them (to choose settings)")
     parser.add_argument("--merge-cells", type=positive_int, default=1,
@@ -271,10 +294,11 @@ def main(argv=None):
                              "on the next 10 %% (at most --epochs epochs)")
     parser.add_argument("--patience", type=positive_int, default=None,
                         help="--early-stopping: epochs without a better validation MRR before training stops "
-                             "(default: the estimators' own)")
+                             "(%(default)s: the estimators' own)")
     parser.add_argument("--plateau", action="store_true",
                         help="--early-stopping: the learning rate falls tenfold when the validation Acc@1 stalls "
-                             "for 2 epochs (LibCity's ReduceLROnPlateau) instead of the estimators' fixed steps")
+                             "for 2 epochs (LibCity's ReduceLROnPlateau) instead of the estimators' fixed steps; "
+                             "needs a --patience above 3, so that an epoch runs at the cut rate")
     parser.add_argument("--tie-embeddings", action="store_true",
                         help="the LSTM and Transformer score cells by their input ID embeddings (weight tying)")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
@@ -282,8 +306,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.early_stopping and args.split == "val":
         parser.error("--early-stopping chooses the epoch on validation visits itself: use it with --split test")
-    if args.plateau and not args.early_stopping:
-        parser.error("--plateau follows the validation Acc@1: use it with --early-stopping")
+    if (args.plateau or args.patience is not None) and not args.early_stopping:
+        parser.error(f"{'--plateau' if args.plateau else '--patience'} acts on the validation visits: "
+                     "use it with --early-stopping")
     if args.merge_cells > 1:                    # before any model trains, not at the city that has no grid
         flat = [city for city in args.targets if not {"x", "y"} <= set(load_city(city)[0])]
         if flat:
@@ -292,7 +317,10 @@ def main(argv=None):
     quiet_data_notes()
     # scoring the users a model trained on is this protocol, not the mistake the warning is about
     warnings.filterwarnings("ignore", category=SharedUsersWarning)
-    neural = Neural(args.epochs, args.early_stopping, args.tie_embeddings, args.patience, args.plateau)
+    try:
+        neural = Neural(args.epochs, args.early_stopping, args.tie_embeddings, args.patience, args.plateau)
+    except ValueError as exc:
+        parser.error(str(exc))
     rows = run(args.targets, args.seeds, neural, args.quick, args.models, args.split, args.merge_cells)
     frame = pd.DataFrame(rows)
     means = frame.groupby(["target_city", "model"], sort=False)[[*REPORTED, "train_acc@1"]].mean()

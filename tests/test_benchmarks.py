@@ -160,6 +160,7 @@ def test_the_literature_protocols_early_stopping_validates_on_the_visits_its_val
     assert report["curve"]["epoch"] == [1, 2] and report["best_epoch"] in (1, 2)
     best = report["curve"]["valid_mrr"][report["best_epoch"] - 1]
     assert best == max(report["curve"]["valid_mrr"]) > 0
+    assert report["best_epoch"] == dict(lstm.net_.callbacks_)["early_stopping"].best_epoch_     # the weights kept
     assert learning_curve(MarkovBaseline().fit(target.train)) == {}
     assert models(0, Neural(epochs))["lstm"]().validation_fraction == 0.0
     # --patience reaches the estimators, and without it they keep their own
@@ -188,6 +189,29 @@ def test_the_literature_protocols_plateau_schedule_cuts_the_learning_rate_when_v
             lr, stalled = lr * PLATEAU["factor"], 0
     assert curve["lr"] == pytest.approx(expected)
     assert curve["lr"][-1] == pytest.approx(lstm.lr * PLATEAU["factor"])     # it fell here (epochs 3-5 stalled)
+
+
+def test_the_literature_protocol_refuses_settings_it_would_not_apply(capsys):
+    import literature_protocol
+    from literature_protocol import Neural
+
+    epochs = {"lstm": 6, "transformer": 6}
+    with pytest.raises(ValueError, match=r"no entry for \['transformer'\]"):
+        Neural({"lstm": 6})
+    with pytest.raises(ValueError, match="need early stopping"):
+        Neural(epochs, plateau=True, patience=6)
+    with pytest.raises(ValueError, match="need early stopping"):
+        Neural(epochs, patience=6)
+    # the schedule cuts after 3 stalled epochs: patience 3 (the estimators' own) stops at that epoch
+    with pytest.raises(ValueError, match="after 3 stalled epochs, so a patience of 3"):
+        Neural(epochs, True, plateau=True)
+    assert Neural(epochs, True, plateau=True, patience=4).plateau
+    for argv, message in ((["--patience", "6"], "--patience acts on the validation visits"),
+                          (["--early-stopping", "--plateau"], "a patience of 3 (--patience"),
+                          (["--epochs", "lstm=2,lstm=3"], "each model at most once")):
+        with pytest.raises(SystemExit):
+            literature_protocol.main(argv)
+        assert message in capsys.readouterr().err
 
 
 def test_the_literature_protocol_merges_grid_cells_and_counts_visits_per_cell():
