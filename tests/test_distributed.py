@@ -207,3 +207,52 @@ def test_the_group_backend_follows_where_the_ranks_train(monkeypatch, device, ba
             parallel.init_from_env(device=device)
     else:
         assert parallel.init_from_env(device=device) == (0, 2)
+
+
+def test_joining_a_group_refuses_what_would_put_ranks_on_the_wrong_device(monkeypatch):
+    from trajmoe.nn import parallel
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(parallel.dist, "init_process_group", lambda name, **kw: calls.append(("group", name)))
+    monkeypatch.setattr(parallel, "rank_and_world", lambda: (1, 2))
+    env = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # rank 1 told to train on GPU 0, the GPU of rank 0
+    with pytest.raises(ValueError, match=r"device='cuda:0' puts this rank \(LOCAL_RANK=1\) on GPU 0.*device='cuda'"):
+        parallel.init_from_env(device="cuda:0")
+    assert parallel.init_from_env(device="cuda:1") == (1, 2) and calls == [("set_device", 1), ("group", "nccl")]
+    for bad in ("CUDA", "gpu", ""):
+        with pytest.raises(ValueError, match=f"device={bad!r} is not a torch device"):
+            parallel.init_from_env(device=bad)
+    # an explicit backend: its name in any case, and CUDA ranks still take their own GPU
+    calls.clear()
+    parallel.init_from_env(backend="NCCL", device="cpu")
+    parallel.init_from_env(backend="gloo", device="cuda")
+    assert calls == [("set_device", 1), ("group", "nccl"), ("set_device", 1), ("group", "gloo")]
+    for name, value, message in (("LOCAL_RANK", "abc", "LOCAL_RANK='abc' must be an integer >= 0"),
+                                 ("LOCAL_RANK", "-1", "LOCAL_RANK='-1' must be an integer >= 0"),
+                                 ("WORLD_SIZE", "two", "WORLD_SIZE='two' must be an integer >= 1"),
+                                 ("WORLD_SIZE", "0", "WORLD_SIZE='0' must be an integer >= 1"),
+                                 ("MASTER_ADDR", "", r"\['MASTER_ADDR'\] are not set")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(RuntimeError, match=message):
+            parallel.init_from_env(device="cpu")
+        monkeypatch.setenv(name, env[name])
+    # a node without a GPU: no advice to start 0 processes
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(RuntimeError, match=r"sees no CUDA GPU on this node: train on the CPU \(device='cpu'"):
+        parallel.init_from_env(device="cuda")
+
+
+def test_the_pretrain_command_checks_its_device_before_it_loads_data(capsys, monkeypatch, tmp_path):
+    from trajmoe import cli
+
+    monkeypatch.setattr(cli, "load_city", lambda *a, **k: pytest.fail("data loaded"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["pretrain", "--sources", "nyc", "--device", "gpu", "--output", str(tmp_path / "model")])
+    assert exit_info.value.code == 2
+    assert "--device: device='gpu' is not a torch device" in capsys.readouterr().err

@@ -94,7 +94,9 @@ def add_pretrain_command(subparsers, number):
     cmd.add_argument("--batch-size", type=number(int, 1), default=64, help="global batch (all processes)")
     cmd.add_argument("--seed", type=number(int, 0), default=0,
                      help="random_state of the model: initialisation, held-out users, batch order")
-    cmd.add_argument("--device", default="auto", help="auto, cpu or cuda (cuda:<LOCAL_RANK> per process)")
+    cmd.add_argument("--device", default="auto",
+                     help="auto, cpu or cuda (under torchrun: each process the GPU of its LOCAL_RANK, in an NCCL "
+                          "group; cpu: a gloo group)")
     cmd.add_argument("--data-home", default=None, help="data folder; unset: $TRAJMOE_DATA")
     return cmd
 
@@ -103,10 +105,15 @@ def run_pretrain_command(args, parser):
     """Run ``trajmoe pretrain`` with parsed ``args``; returns the exit status."""
     from .cli import CITY_LOADERS, _concat, load_city
     from .estimators import TrajMoERegressor
+    from .estimators._neural import check_device
     from .nn.parallel import init_from_env, is_main_process
     from .persistence import save_model
     from .streaming import WindowStore
 
+    try:                                        # before loading data or joining a group
+        check_device(args.device)
+    except ValueError as exc:
+        parser.error(f"--device: {exc}")
     params = dict(preset=args.preset, max_epochs=args.max_epochs, batch_size=args.batch_size,
                   random_state=args.seed, device=args.device, verbose=1)
     if args.windows is not None:

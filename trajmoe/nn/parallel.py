@@ -95,22 +95,40 @@ def rank_device(device):
     return device
 
 
+def _env_int(name, default, minimum):
+    """The integer environment variable ``name`` (``default`` when unset), at least ``minimum``;
+    a RuntimeError naming it otherwise."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise RuntimeError(f"the environment variable {name}={os.environ[name]!r} must be an integer >= {minimum} "
+                           "(torchrun sets it: launch with `torchrun --nproc_per_node=N ...`).")
+    return value
+
+
 def init_from_env(backend=None, timeout_s=1800, device="auto"):
     """Join the process group that ``torchrun`` describes in the environment.
 
     Reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` (set by
     ``torchrun``); does nothing in a plain single process (no ``WORLD_SIZE`` or 1) or when a group
-    exists already.
+    exists already. Ranks that train on CUDA each take the GPU of their ``LOCAL_RANK``.
 
     Parameters
     ----------
-    backend : {"nccl", "gloo"} or None, default None
-        None: the one for ``device``: ``"nccl"`` when the ranks train on CUDA GPUs, else ``"gloo"``
-        (CPU), so that ``device="cpu"`` on a machine with a GPU still joins a CPU group.
+    backend : str or None, default None
+        A ``torch.distributed`` backend (``"nccl"``, ``"gloo"``, ...). None: the one for ``device``:
+        ``"nccl"`` when the ranks train on CUDA GPUs, else ``"gloo"`` (CPU), so that
+        ``device="cpu"`` on a machine with a GPU still joins a CPU group.
     timeout_s : float, default 1800
         Seconds a collective may wait for the other ranks.
-    device : str, default "auto"
-        Where the ranks train, as the estimators' ``device`` (``"auto"``: CUDA when present).
+    device : str or torch.device, default "auto"
+        Where the ranks train, as the estimators' ``device`` (``"auto"``: CUDA when present;
+        ``"cuda"``: each rank the GPU of its ``LOCAL_RANK``).
 
     Returns
     -------
@@ -118,23 +136,43 @@ def init_from_env(backend=None, timeout_s=1800, device="auto"):
 
     Raises
     ------
+    ValueError
+        If ``device`` is not a torch device, or names one GPU (``"cuda:0"``) for ranks that each
+        need their own.
     RuntimeError
-        If ``WORLD_SIZE`` > 1 but ``RANK`` or ``MASTER_ADDR`` is missing (not launched by
-        torchrun), or if the ranks train on CUDA and this node has fewer GPUs than ranks
-        (``LOCAL_RANK`` beyond the GPUs torch sees).
+        If ``WORLD_SIZE`` > 1 but ``RANK``, ``MASTER_ADDR`` or ``MASTER_PORT`` is missing (not
+        launched by torchrun), if ``WORLD_SIZE``, ``RANK`` or ``LOCAL_RANK`` is not a
+        non-negative integer, or if the ranks train on CUDA and this node has no GPU or fewer
+        GPUs than ranks (``LOCAL_RANK`` beyond the GPUs torch sees).
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _env_int("WORLD_SIZE", 1, 1)
     if world <= 1 or (dist.is_available() and dist.is_initialized()):
         return rank_and_world()
-    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name, "").strip()]
     if missing:
         raise RuntimeError(f"WORLD_SIZE={world} but {missing} are not set: launch with "
                            "`torchrun --nproc_per_node=N ...`, which sets them.")
-    if backend is None:
-        on_gpu = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        backend = "nccl" if on_gpu else "gloo"
-    if backend == "nccl":
-        local_rank, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+    _env_int("RANK", 0, 0)
+    local_rank = _env_int("LOCAL_RANK", 0, 0)
+    if device == "auto":
+        on_gpu = torch.cuda.is_available()
+    else:
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device={device!r} is not a torch device: use 'auto' (CUDA when present, else the "
+                             "CPU), 'cpu' or 'cuda' (each rank the GPU of its LOCAL_RANK).") from None
+        on_gpu = chosen.type == "cuda"
+        if on_gpu and chosen.index is not None and chosen.index != local_rank:
+            raise ValueError(f"device={device!r} puts this rank (LOCAL_RANK={local_rank}) on GPU {chosen.index}, "
+                             "the GPU of another rank: use device='cuda' (each rank the GPU of its LOCAL_RANK).")
+    backend = ("nccl" if on_gpu else "gloo") if backend is None else str(backend).lower()
+    if on_gpu or backend == "nccl":
+        gpus = torch.cuda.device_count()
+        if gpus == 0:
+            raise RuntimeError(f"the ranks would train on CUDA (device={device!r}, backend={backend!r}), but torch "
+                               "sees no CUDA GPU on this node: train on the CPU (device='cpu', `--device cpu`; "
+                               "backend 'gloo').")
         if local_rank >= gpus:
             raise RuntimeError(f"LOCAL_RANK={local_rank}, but torch sees {gpus} CUDA GPU(s) on this node: start "
                                f"one process per GPU (`torchrun --nproc_per_node={gpus}`), or train on the CPU "
