@@ -183,21 +183,32 @@ def test_the_pretrain_command_under_torchrun_trains_on_two_processes_and_saves_o
     np.testing.assert_array_equal(load_model(tmp_path / "model").predict(nyc), labels)
 
 
+TORCHRUN_ENV = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+
+
+def _fake_gpu_node(monkeypatch, gpus, rank):
+    """A node with ``gpus`` CUDA GPUs as rank ``rank`` of 2 under torchrun, without a GPU or a group:
+    the ``set_device`` and ``init_process_group`` calls are recorded in the list returned."""
+    from trajmoe.nn import parallel
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(parallel.dist, "init_process_group", lambda name, **kw: calls.append(("group", name)))
+    monkeypatch.setattr(parallel, "rank_and_world", lambda: (rank, 2))
+    for name, value in {**TORCHRUN_ENV, "RANK": str(rank), "LOCAL_RANK": str(rank)}.items():
+        monkeypatch.setenv(name, value)
+    return calls
+
+
 @pytest.mark.parametrize("device, backend", [("cpu", "gloo"), ("auto", "nccl"), ("cuda", "nccl")])
 def test_the_group_backend_follows_where_the_ranks_train(monkeypatch, device, backend):
     """On a node with one GPU, ``--device cpu`` joins a gloo group (found on an H200 machine: the
     torchrun test above asked for NCCL there); CUDA ranks join NCCL on their own GPU."""
     from trajmoe.nn import parallel
 
-    calls = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
-    monkeypatch.setattr(parallel.dist, "init_process_group", lambda name, **kw: calls.append(("group", name)))
-    monkeypatch.setattr(parallel, "rank_and_world", lambda: (0, 2))
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
-        monkeypatch.setenv(name, value)
+    calls = _fake_gpu_node(monkeypatch, gpus=1, rank=0)
     assert parallel.init_from_env(device=device) == (0, 2)
     assert calls == ([("group", "gloo")] if backend == "gloo" else [("set_device", 0), ("group", "nccl")])
     # a second rank on a one-GPU node: told to start one process per GPU, or to train on the CPU
@@ -212,15 +223,8 @@ def test_the_group_backend_follows_where_the_ranks_train(monkeypatch, device, ba
 def test_joining_a_group_refuses_what_would_put_ranks_on_the_wrong_device(monkeypatch):
     from trajmoe.nn import parallel
 
-    calls = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
-    monkeypatch.setattr(parallel.dist, "init_process_group", lambda name, **kw: calls.append(("group", name)))
-    monkeypatch.setattr(parallel, "rank_and_world", lambda: (1, 2))
-    env = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    calls = _fake_gpu_node(monkeypatch, gpus=2, rank=1)
+    env = {**TORCHRUN_ENV, "RANK": "1", "LOCAL_RANK": "1"}
     # rank 1 told to train on GPU 0, the GPU of rank 0
     with pytest.raises(ValueError, match=r"device='cuda:0' puts this rank \(LOCAL_RANK=1\) on GPU 0.*device='cuda'"):
         parallel.init_from_env(device="cuda:0")
