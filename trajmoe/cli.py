@@ -273,7 +273,8 @@ def run_demo(target=DEFAULT_TARGET, sources=None, fraction=0.05, seed=0, data_ho
             f"({seconds:.0f} s)")
 
     start = time.perf_counter()
-    log(f"pre-training TrajMoE on {len(sources)} source {'city' if len(sources) == 1 else 'cities'}, then one epoch on {fraction:.0%} of {target}")
+    cities = "city" if len(sources) == 1 else "cities"
+    log(f"pre-training TrajMoE on {len(sources)} source {cities}, then one epoch on {fraction:.0%} of {target}")
     finetuned = TrajMoERegressor(**params).fit(src_visits, pois=src_pois)
     finetuned.partial_fit(finetune, pois=pois)
     report("trajmoe_finetuned", finetuned, time.perf_counter() - start)
