@@ -563,6 +563,19 @@ def test_a_routed_plateau_scheduler_runs_at_any_epochs_and_records_the_rate_of_t
     assert "lr_scheduler" not in dict(LSTMRegressor(**params, max_epochs=2).fit(X).net_.callbacks_)
 
 
+def test_a_run_that_stops_early_on_a_step_of_the_schedule_ends_at_the_stepped_rate(tmp_path):
+    # steps at epochs 4, 6, 9 of 10; these users' validation Acc@1 stays 0, so patience 3 stops at epoch 4
+    X = _grid_users(12, seed=0)
+    params = dict(d_model=16, n_layers=1, device="cpu", random_state=0, max_epochs=10, monitor="valid_acc1",
+                  patience=3, checkpoint_dir=tmp_path / "run")
+    est = LSTMRegressor(**params).fit(X)
+    assert est.history_["epoch"].tolist() == [1, 2, 3, 4]
+    # the schedule steps at the end of epoch 4 before early stopping ends the run, as a run that reaches
+    # max_epochs steps at its last epoch (was 1e-3: stopped before the step; a resumed run gave 4e-4)
+    assert est.final_lr_ == pytest.approx(est.lr * 0.4)
+    assert LSTMRegressor(**params).fit(X).final_lr_ == pytest.approx(est.final_lr_)     # resumed: the same
+
+
 def test_held_out_users_without_a_target_train_instead_of_breaking_early_stopping():
     X = _grid_users(10, seed=0)
     # users 0-4 visit once a day: with one-day windows they have no next location to score

@@ -111,7 +111,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
     net_ : skorch.NeuralNet
         The trained network (``net_.module_``) and its history.
     final_lr_ : float
-        Learning rate at the end of ``fit`` (the default of ``partial_fit``).
+        Learning rate at the end of ``fit``, after the schedule's step of the last epoch also when
+        early stopping ends training (the default of ``partial_fit``).
     history_ : DataFrame
         Loss and learning rate per epoch (see the property).
 
@@ -780,8 +781,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             ``epoch`` (int, counting on across calls), ``train_loss`` and ``valid_loss``
             (float; NaN where no users were held out, as in ``partial_fit``), ``valid_acc1`` and
             ``valid_mrr`` (Acc@1 and MRR of the held-out users' targets, full ranking, ties
-            pessimistic; NaN where none were held out), ``lr`` (the learning rate at the end of the
-            epoch, NaN if not recorded) and ``dur`` (seconds), from skorch's history
+            pessimistic; NaN where none were held out), ``lr`` (the learning rate the epoch trained
+            with; NaN where no scheduler ran, as in ``partial_fit``) and ``dur`` (seconds), from skorch's history
             (``net_.history``).
 
         Raises

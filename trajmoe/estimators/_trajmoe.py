@@ -154,8 +154,8 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
     city_tz : dict of str -> str, optional
         Time zone per city (see :func:`trajmoe.sequences.time_features`).
     callbacks : list of skorch callbacks or (name, callback) pairs, optional
-        Added after the default callbacks (``finite_loss``, ``epoch_seed``, ``valid_ranking``, ``early_stopping`` and
-        ``lr_scheduler`` in ``fit``, ``clip``, ``progress``; see
+        Added after the default callbacks (``finite_loss``, ``epoch_seed``, ``valid_ranking``, ``lr_scheduler`` and
+        ``early_stopping`` in ``fit``, ``clip``, ``progress``; see
         :data:`trajmoe.estimators.DEFAULT_CALLBACKS`), e.g. ``[skorch.callbacks.Checkpoint(dirname=...)]`` to save the
         net after every epoch that improves ``valid_loss`` (``fit`` only: ``partial_fit`` holds
         no users out, so a callback monitoring ``valid_loss`` fails there). Copied in fit.
@@ -195,7 +195,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
     history_ : DataFrame
         Loss and learning rate per epoch of every training call.
     final_lr_ : float
-        Learning rate at the end of ``fit``.
+        Learning rate at the end of ``fit`` (after the schedule's step of the last epoch).
 
     References
     ----------
