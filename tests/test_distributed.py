@@ -213,11 +213,14 @@ def test_the_group_backend_follows_where_the_ranks_train(monkeypatch, device, ba
     assert calls == ([("group", "gloo")] if backend == "gloo" else [("set_device", 0), ("group", "nccl")])
     # a second rank on a one-GPU node: told to start one process per GPU, or to train on the CPU
     monkeypatch.setenv("LOCAL_RANK", "1")
+    calls.clear()
     if backend == "nccl":
         with pytest.raises(RuntimeError, match=r"LOCAL_RANK=1, but torch sees 1 CUDA GPU.*--nproc_per_node=1.*--device cpu"):
             parallel.init_from_env(device=device)
+        assert calls == []
     else:
-        assert parallel.init_from_env(device=device) == (0, 2)
+        parallel.init_from_env(device=device)
+        assert calls == [("group", "gloo")]                 # no GPU taken by a CPU rank
 
 
 def test_joining_a_group_refuses_what_would_put_ranks_on_the_wrong_device(monkeypatch):
@@ -234,14 +237,16 @@ def test_joining_a_group_refuses_what_would_put_ranks_on_the_wrong_device(monkey
             parallel.init_from_env(device=bad)
     # an explicit backend: its name in any case, and CUDA ranks still take their own GPU
     calls.clear()
-    parallel.init_from_env(backend="NCCL", device="cpu")
+    parallel.init_from_env(backend="NCCL", device="cuda")
     parallel.init_from_env(backend="gloo", device="cuda")
     assert calls == [("set_device", 1), ("group", "nccl"), ("set_device", 1), ("group", "gloo")]
+    with pytest.raises(ValueError, match=r"backend='nccl' moves CUDA tensors only, and device='cpu'"):
+        parallel.init_from_env(backend="nccl", device="cpu")
     for name, value, message in (("LOCAL_RANK", "abc", "LOCAL_RANK='abc' must be an integer >= 0"),
                                  ("LOCAL_RANK", "-1", "LOCAL_RANK='-1' must be an integer >= 0"),
                                  ("WORLD_SIZE", "two", "WORLD_SIZE='two' must be an integer >= 1"),
                                  ("WORLD_SIZE", "0", "WORLD_SIZE='0' must be an integer >= 1"),
-                                 ("MASTER_ADDR", "", r"\['MASTER_ADDR'\] are not set")):
+                                 ("MASTER_ADDR", "", r"\['MASTER_ADDR'\] are not set \(or empty\)")):
         monkeypatch.setenv(name, value)
         with pytest.raises(RuntimeError, match=message):
             parallel.init_from_env(device="cpu")

@@ -130,7 +130,10 @@ def run_pretrain_command(args, parser):
             parser.error(f"unknown cities {unknown}; choose from {sorted(CITY_LOADERS)}")
         loaded = [load_city(c, args.data_home) for c in cities]
         data, pois = _concat([v for v, _ in loaded]), _concat([p for _, p in loaded])
-    rank, world = init_from_env(device=args.device)
+    try:
+        rank, world = init_from_env(device=args.device)
+    except ValueError as exc:                   # e.g. --device cuda:0 on the rank of another GPU
+        parser.error(f"--device: {exc}")
     model = pretrain(TrajMoERegressor(**params), data, pois=pois, checkpoint_dir=args.checkpoint_dir)
     if is_main_process():
         save_model(model, Path(args.output))

@@ -137,20 +137,21 @@ def init_from_env(backend=None, timeout_s=1800, device="auto"):
     Raises
     ------
     ValueError
-        If ``device`` is not a torch device, or names one GPU (``"cuda:0"``) for ranks that each
-        need their own.
+        With ``WORLD_SIZE`` > 1 (``device`` is not read otherwise): if ``device`` is not a torch
+        device, names a GPU other than this rank's (``"cuda:0"`` on ``LOCAL_RANK`` 1), or is the
+        CPU with ``backend="nccl"`` (NCCL moves CUDA tensors only).
     RuntimeError
-        If ``WORLD_SIZE`` > 1 but ``RANK``, ``MASTER_ADDR`` or ``MASTER_PORT`` is missing (not
-        launched by torchrun), if ``WORLD_SIZE``, ``RANK`` or ``LOCAL_RANK`` is not a
-        non-negative integer, or if the ranks train on CUDA and this node has no GPU or fewer
-        GPUs than ranks (``LOCAL_RANK`` beyond the GPUs torch sees).
+        If ``WORLD_SIZE`` is not an integer >= 1; with ``WORLD_SIZE`` > 1, if ``RANK``,
+        ``MASTER_ADDR`` or ``MASTER_PORT`` is missing or empty (not launched by torchrun), if
+        ``RANK`` or ``LOCAL_RANK`` is not an integer >= 0, or if the ranks train on CUDA and this
+        node has no GPU or fewer GPUs than ranks (``LOCAL_RANK`` beyond the GPUs torch sees).
     """
     world = _env_int("WORLD_SIZE", 1, 1)
     if world <= 1 or (dist.is_available() and dist.is_initialized()):
         return rank_and_world()
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name, "").strip()]
     if missing:
-        raise RuntimeError(f"WORLD_SIZE={world} but {missing} are not set: launch with "
+        raise RuntimeError(f"WORLD_SIZE={world} but {missing} are not set (or empty): launch with "
                            "`torchrun --nproc_per_node=N ...`, which sets them.")
     _env_int("RANK", 0, 0)
     local_rank = _env_int("LOCAL_RANK", 0, 0)
@@ -159,7 +160,7 @@ def init_from_env(backend=None, timeout_s=1800, device="auto"):
     else:
         try:
             chosen = torch.device(device)
-        except (RuntimeError, TypeError):
+        except (RuntimeError, TypeError, ValueError):
             raise ValueError(f"device={device!r} is not a torch device: use 'auto' (CUDA when present, else the "
                              "CPU), 'cpu' or 'cuda' (each rank the GPU of its LOCAL_RANK).") from None
         on_gpu = chosen.type == "cuda"
@@ -167,12 +168,14 @@ def init_from_env(backend=None, timeout_s=1800, device="auto"):
             raise ValueError(f"device={device!r} puts this rank (LOCAL_RANK={local_rank}) on GPU {chosen.index}, "
                              "the GPU of another rank: use device='cuda' (each rank the GPU of its LOCAL_RANK).")
     backend = ("nccl" if on_gpu else "gloo") if backend is None else str(backend).lower()
-    if on_gpu or backend == "nccl":
+    if backend == "nccl" and not on_gpu:
+        raise ValueError(f"backend='nccl' moves CUDA tensors only, and device={device!r} trains on the CPU: use "
+                         "backend='gloo' (or None, which follows the device), or a CUDA device.")
+    if on_gpu:
         gpus = torch.cuda.device_count()
         if gpus == 0:
-            raise RuntimeError(f"the ranks would train on CUDA (device={device!r}, backend={backend!r}), but torch "
-                               "sees no CUDA GPU on this node: train on the CPU (device='cpu', `--device cpu`; "
-                               "backend 'gloo').")
+            raise RuntimeError(f"device={device!r} trains on CUDA, but torch sees no CUDA GPU on this node: train "
+                               "on the CPU (device='cpu', `--device cpu`; backend 'gloo').")
         if local_rank >= gpus:
             raise RuntimeError(f"LOCAL_RANK={local_rank}, but torch sees {gpus} CUDA GPU(s) on this node: start "
                                f"one process per GPU (`torchrun --nproc_per_node={gpus}`), or train on the CPU "
