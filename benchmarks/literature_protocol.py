@@ -26,7 +26,8 @@ protocol that ID embeddings cannot serve:
   first 80 %. Each neural row then holds its learning curve (``curve``: training loss, validation
   Acc@1 and MRR per epoch) and the epoch kept;
 * ``--plateau`` (with ``--early-stopping`` and a ``--patience`` above 3): the learning rate falls
-  tenfold when the validation Acc@1 has not risen by 0.1 % for 2 epochs (``ReduceLROnPlateau``, the
+  tenfold when the validation Acc@1 has not risen by 0.1 % for 3 epochs in a row (``ReduceLROnPlateau``
+  with patience 2, the
   schedule of LibCity's ``TrajLocPredExecutor`` and of DeepMove's code: ``lr_step`` 2, ``lr_decay``
   0.1, ``schedule_threshold`` 1e-3) instead of the estimators' steps at 40, 60 and 90 % of the epochs;
 * ``--tie-embeddings``: the LSTM and Transformer score cells by their input ID embeddings (weight
@@ -159,8 +160,8 @@ class Neural:
         patience = LSTMRegressor().patience if self.patience is None else self.patience
         if self.plateau and patience <= stalled:
             raise ValueError(f"the plateau schedule cuts the learning rate after {stalled} stalled epochs, so a "
-                             f"patience of {patience} (--patience; the estimators' own without it) stops training "
-                             "before any epoch runs at the cut rate: give a larger one (the results page used 6)")
+                             f"patience of {patience} (--patience; the estimators' own without it) can stop "
+                             "training before any epoch runs at the cut rate: give a larger one (the results page used 6)")
 
     def params(self, name, seed):
         """Estimator parameters of the neural baseline ``name`` with ``seed``."""
@@ -230,7 +231,8 @@ def learning_curve(model):
     history = getattr(model, "history_", None)
     if history is None or history["valid_mrr"].isna().all():
         return {}
-    curve = history[["epoch", "train_loss", "valid_acc1", "valid_mrr", "lr"]].round(6)
+    # the learning rate unrounded: after a few tenfold cuts it is below what rounding keeps
+    curve = history[["epoch", "train_loss", "valid_acc1", "valid_mrr"]].round(6).assign(lr=history["lr"])
     stopper = dict(model.net_.callbacks_).get("early_stopping")
     best = getattr(stopper, "best_epoch_", None)
     best = int(curve.loc[curve["valid_mrr"].idxmax(), "epoch"]) if best is None else int(best)
@@ -297,7 +299,7 @@ def main(argv=None):
                              "(%(default)s: the estimators' own)")
     parser.add_argument("--plateau", action="store_true",
                         help="--early-stopping: the learning rate falls tenfold when the validation Acc@1 stalls "
-                             "for 2 epochs (LibCity's ReduceLROnPlateau) instead of the estimators' fixed steps; "
+                             "for 3 epochs in a row (LibCity's ReduceLROnPlateau, patience 2) instead of the estimators' fixed steps; "
                              "needs a --patience above 3, so that an epoch runs at the cut rate")
     parser.add_argument("--tie-embeddings", action="store_true",
                         help="the LSTM and Transformer score cells by their input ID embeddings (weight tying)")

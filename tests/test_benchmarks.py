@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -162,6 +163,12 @@ def test_the_literature_protocols_early_stopping_validates_on_the_visits_its_val
     assert best == max(report["curve"]["valid_mrr"]) > 0
     assert report["best_epoch"] == dict(lstm.net_.callbacks_)["early_stopping"].best_epoch_     # the weights kept
     assert learning_curve(MarkovBaseline().fit(target.train)) == {}
+    # the epoch kept is early stopping's: an MRR higher by less than its threshold (1e-4 relative) is
+    # not a better epoch, and the weights are those of the epoch before
+    stub = SimpleNamespace(history_=pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.9], "valid_acc1": 0.1,
+                                                  "valid_mrr": [0.300000, 0.300020], "lr": [1e-7, 1e-8]}),
+                           net_=SimpleNamespace(callbacks_=[("early_stopping", SimpleNamespace(best_epoch_=1))]))
+    assert learning_curve(stub)["best_epoch"] == 1 and learning_curve(stub)["curve"]["lr"] == [1e-7, 1e-8]
     assert models(0, Neural(epochs))["lstm"]().validation_fraction == 0.0
     # --patience reaches the estimators, and without it they keep their own
     assert models(0, Neural(epochs, True, patience=6))["transformer"]().patience == 6
@@ -173,7 +180,7 @@ def test_the_literature_protocols_plateau_schedule_cuts_the_learning_rate_when_v
     from literature_protocol import PLATEAU, Neural, learning_curve, models
 
     neural = Neural({"lstm": 6, "transformer": 6}, early_stopping=True, patience=6, plateau=True)
-    lstm = models(0, neural)["lstm"]().set_params(min_stays=2)
+    lstm = models(0, neural)["lstm"]().set_params(min_stays=2, device="cpu")      # CPU arithmetic: the curve below
     assert "callbacks__lr_scheduler" not in models(0, Neural(neural.epochs, True))["lstm"]().get_params()
     curve = learning_curve(lstm.fit(target.train))["curve"]
     # ReduceLROnPlateau (mode max, patience 2, factor 0.1, threshold 1e-3 relative), replayed by hand
@@ -233,8 +240,10 @@ def test_the_literature_protocol_merges_grid_cells_and_counts_visits_per_cell():
         merge_cells(visits.drop(columns=["x", "y"]).assign(lat=40.7, lon=-74.0), 2)
 
 
-def test_the_literature_protocol_refuses_merging_a_city_without_a_grid_before_it_trains(capsys, monkeypatch):
+def test_the_literature_protocol_refuses_merging_a_city_without_a_grid_before_it_trains(capsys, monkeypatch, data_home):
     import literature_protocol
+
+    monkeypatch.setenv("TRAJMOE_DATA", str(data_home))      # the real cities' columns (fails loudly without them)
 
     monkeypatch.setattr(literature_protocol, "run", lambda *a, **k: pytest.fail("a model trained"))
     with pytest.raises(SystemExit) as exit_info:
