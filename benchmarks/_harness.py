@@ -305,9 +305,20 @@ def environment():
 
 
 def strict_json(value):
-    """``value`` with every float NaN or infinity (at any depth of dicts, lists and tuples) as None,
-    so that it is standard JSON (``null``), which strict readers (JavaScript, ``parse_constant``)
-    accept: a metric that does not exist (no learning rate recorded, no target of a kind) is null."""
+    """``value`` with every float NaN or infinity as None, so that it is standard JSON.
+
+    Strict readers (JavaScript's ``JSON.parse``, Python's ``parse_constant``) refuse ``NaN``: a
+    figure that does not exist (no learning rate recorded, no target of a kind) is ``null``.
+
+    Parameters
+    ----------
+    value : dict, list, tuple, float or any JSON-serialisable value
+        Nested at any depth; tuples become lists.
+
+    Returns
+    -------
+    The same structure, non-finite floats replaced by None.
+    """
     if isinstance(value, dict):
         return {key: strict_json(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

@@ -164,7 +164,19 @@ class Neural:
                              "training before any epoch runs at the cut rate: give a larger one (the results page used 6)")
 
     def params(self, name, seed):
-        """Estimator parameters of the neural baseline ``name`` with ``seed``."""
+        """Estimator parameters of one neural baseline.
+
+        Parameters
+        ----------
+        name : {"lstm", "transformer"}
+        seed : int
+            Its ``random_state``.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of :class:`trajmoe.LSTMRegressor` or :class:`trajmoe.TransformerRegressor`.
+        """
         held = dict(validation_fraction=STOPPING_SHARE, validation_split="time") if self.early_stopping else \
             dict(validation_fraction=0.0)
         if self.early_stopping and self.patience is not None:
