@@ -561,6 +561,9 @@ def test_a_routed_plateau_scheduler_runs_at_any_epochs_and_records_the_rate_of_t
     assert short.history_["lr"].tolist() == pytest.approx([est.lr, est.lr])
     assert "lr_scheduler" in dict(short.net_.callbacks_)
     assert "lr_scheduler" not in dict(LSTMRegressor(**params, max_epochs=2).fit(X).net_.callbacks_)
+    # a parameter of the default schedule, which 2 epochs do not have: refused, not dropped silently
+    with pytest.raises(ValueError, match=r"callbacks__lr_scheduler__gamma: with max_epochs=2 \(< 3\) fit adds no"):
+        LSTMRegressor(**params, max_epochs=2, callbacks__lr_scheduler__gamma=0.5).fit(X)
 
 
 def test_a_run_that_stops_early_on_a_step_of_the_schedule_ends_at_the_stepped_rate(tmp_path):

@@ -230,7 +230,13 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             if key in ("callbacks__early_stopping__monitor", "callbacks__early_stopping__lower_is_better"):
                 raise ValueError(f"{key}: set the estimator's monitor parameter instead (one of {list(MONITORS)}), "
                                  "which also sets whether higher is better.")
-        ranking = self._routed().get("callbacks__valid_ranking", "kept")
+        routed = self._routed()
+        tuned = sorted(k for k in routed if k.startswith("callbacks__lr_scheduler__"))
+        if not partial and tuned and self.max_epochs < 3 and "callbacks__lr_scheduler" not in routed:
+            raise ValueError(f"{tuned[0]}: with max_epochs={self.max_epochs} (< 3) fit adds no learning-rate "
+                             "schedule to tune; raise max_epochs, or route a whole scheduler "
+                             "(callbacks__lr_scheduler=skorch.callbacks.LRScheduler(...)).")
+        ranking = routed.get("callbacks__valid_ranking", "kept")
         if self.monitor != "valid_loss" and ranking is None:
             raise ValueError(f"monitor={self.monitor!r} watches what the valid_ranking callback records, and "
                              "callbacks__valid_ranking=None drops it: keep the callback or monitor 'valid_loss'.")
