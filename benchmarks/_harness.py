@@ -297,8 +297,15 @@ def _mean_std(mean, std):
 
 
 def environment():
-    """The versions and machine a result was measured with (the GPU's name where torch sees one:
-    the estimators' ``device="auto"`` then trains and scores on it)."""
+    """The versions and machine a result was measured with.
+
+    Returns
+    -------
+    dict
+        ``trajmoe``, ``torch`` and ``python`` versions (str), ``threads`` (int, torch's), ``machine``
+        (str, e.g. ``"x86_64"``) and ``gpu`` (str, the name of the GPU torch sees, where the
+        estimators' ``device="auto"`` then trains and scores; None without one).
+    """
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {"trajmoe": trajmoe.__version__, "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "machine": platform.machine(), "gpu": gpu}

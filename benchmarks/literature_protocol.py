@@ -234,11 +234,21 @@ def score(model, visits):
 
 
 def learning_curve(model):
-    """Training loss, validation Acc@1 and MRR and the learning rate of each epoch of a model
-    fitted with validation, and the epoch kept, as a dict; empty for a model without them.
+    """Training loss, validation Acc@1 and MRR and the learning rate of each epoch, and the epoch kept.
 
-    The epoch kept is early stopping's best epoch (the weights the model holds; its threshold can
-    pass over an epoch with a marginally higher MRR), else the epoch of the best validation MRR.
+    Parameters
+    ----------
+    model : fitted estimator
+        With ``history_`` (the neural estimators); a counting baseline has none.
+
+    Returns
+    -------
+    dict
+        Empty without validation scores; else ``best_epoch`` (int: early stopping's best epoch,
+        the weights the model holds, whose threshold can pass over an epoch with a marginally
+        higher MRR; without early stopping the epoch of the best validation MRR) and ``curve``
+        (dict of lists: ``epoch``, ``train_loss``, ``valid_acc1``, ``valid_mrr`` rounded to 6
+        decimals, ``lr`` unrounded, NaN where no scheduler recorded it).
     """
     history = getattr(model, "history_", None)
     if history is None or history["valid_mrr"].isna().all():
