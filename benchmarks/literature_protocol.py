@@ -26,10 +26,10 @@ protocol that ID embeddings cannot serve:
   first 80 %. Each neural row then holds its learning curve (``curve``: training loss, validation
   Acc@1 and MRR per epoch) and the epoch kept;
 * ``--plateau`` (with ``--early-stopping`` and a ``--patience`` above 3): the learning rate falls
-  tenfold when the validation Acc@1 has not risen by 0.1 % for 3 epochs in a row (``ReduceLROnPlateau``
-  with patience 2, the
-  schedule of LibCity's ``TrajLocPredExecutor`` and of DeepMove's code: ``lr_step`` 2, ``lr_decay``
-  0.1, ``schedule_threshold`` 1e-3) instead of the estimators' steps at 40, 60 and 90 % of the epochs;
+  tenfold when the validation Acc@1 has not risen by 0.1 % for 3 epochs in a row
+  (``ReduceLROnPlateau`` with patience 2, the schedule of LibCity's ``TrajLocPredExecutor`` and of
+  DeepMove's code: ``lr_step`` 2, ``lr_decay`` 0.1, ``schedule_threshold`` 1e-3) instead of the
+  estimators' steps at 40, 60 and 90 % of the epochs;
 * ``--tie-embeddings``: the LSTM and Transformer score cells by their input ID embeddings (weight
   tying, ``tie_embeddings=True``; not in the literature's baselines, a diagnostic of how they
   rank the cells of the window);
@@ -161,7 +161,8 @@ class Neural:
         if self.plateau and patience <= stalled:
             raise ValueError(f"the plateau schedule cuts the learning rate after {stalled} stalled epochs, so a "
                              f"patience of {patience} (--patience; the estimators' own without it) can stop "
-                             "training before any epoch runs at the cut rate: give a larger one (the results page used 6)")
+                             "training before any epoch runs at the cut rate: give a larger one (the results page "
+                             "used 6)")
 
     def params(self, name, seed):
         """Estimator parameters of one neural baseline.
@@ -308,7 +309,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=seed_list, default="0", help="comma-separated seeds")
     parser.add_argument("--epochs", type=epochs_arg, default=str(DEFAULT_EPOCHS),
                         help="epochs of the LSTM and Transformer: one number, or lstm=N,transformer=M")
-    parser.add_argument("--models", type=model_list, default=None, help=f"comma-separated, among {', '.join(MODELS)} (%(default)s: all)")
+    parser.add_argument("--models", type=model_list, default=None,
+                        help=f"comma-separated, among {', '.join(MODELS)} (%(default)s: all)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="score each user's last 20 %% of visits, or the 10 %% before them (to choose settings)")
     parser.add_argument("--merge-cells", type=positive_int, default=1,
@@ -321,8 +323,9 @@ def main(argv=None):
                              "(%(default)s: the estimators' own)")
     parser.add_argument("--plateau", action="store_true",
                         help="--early-stopping: the learning rate falls tenfold when the validation Acc@1 stalls "
-                             "for 3 epochs in a row (LibCity's ReduceLROnPlateau, patience 2) instead of the estimators' fixed steps; "
-                             "needs a --patience above 3, so that an epoch runs at the cut rate")
+                             "for 3 epochs in a row (LibCity's ReduceLROnPlateau, patience 2) instead of the "
+                             "estimators' fixed steps; needs a --patience above 3, so that an epoch runs at the cut "
+                             "rate")
     parser.add_argument("--tie-embeddings", action="store_true",
                         help="the LSTM and Transformer score cells by their input ID embeddings (weight tying)")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")

@@ -215,7 +215,8 @@ def test_the_group_backend_follows_where_the_ranks_train(monkeypatch, device, ba
     monkeypatch.setenv("LOCAL_RANK", "1")
     calls.clear()
     if backend == "nccl":
-        with pytest.raises(RuntimeError, match=r"LOCAL_RANK=1, but torch sees 1 CUDA GPU.*--nproc_per_node=1.*--device cpu"):
+        with pytest.raises(RuntimeError,
+                           match=r"LOCAL_RANK=1, but torch sees 1 CUDA GPU.*--nproc_per_node=1.*--device cpu"):
             parallel.init_from_env(device=device)
         assert calls == []
     else:

@@ -64,6 +64,10 @@ NET_PREFIXES = ("module__", "criterion__", "optimizer__", "iterator_train__", "i
 #: RandomState) and the epoch's number (see :mod:`trajmoe.estimators._training`).
 DEFAULT_CALLBACKS = ("finite_loss", "epoch_seed", "valid_ranking", "lr_scheduler", "early_stopping", "clip", "progress")
 
+#: Fewest ``max_epochs`` for which ``fit`` adds its default learning-rate schedule (steps at 40, 60
+#: and 90 % of the epochs); a routed ``callbacks__lr_scheduler`` runs at any number of epochs.
+MIN_SCHEDULED_EPOCHS = 3
+
 #: What early stopping may monitor on the held-out users: the loss, or a ranking metric
 #: recorded by :class:`~trajmoe.estimators._training.ValidRanking`.
 MONITORS = ("valid_loss", "valid_mrr", "valid_acc1")
@@ -232,9 +236,10 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                                  "which also sets whether higher is better.")
         routed = self._routed()
         tuned = sorted(k for k in routed if k.startswith("callbacks__lr_scheduler__"))
-        if not partial and tuned and self.max_epochs < 3 and "callbacks__lr_scheduler" not in routed:
-            raise ValueError(f"{tuned[0]}: with max_epochs={self.max_epochs} (< 3) fit adds no learning-rate "
-                             "schedule to tune; raise max_epochs, or route a whole scheduler "
+        if (not partial and tuned and self.max_epochs < MIN_SCHEDULED_EPOCHS
+                and "callbacks__lr_scheduler" not in routed):
+            raise ValueError(f"{tuned[0]}: with max_epochs={self.max_epochs} (< {MIN_SCHEDULED_EPOCHS}) fit adds no "
+                             "learning-rate schedule to tune; raise max_epochs, or route a whole scheduler "
                              "(callbacks__lr_scheduler=skorch.callbacks.LRScheduler(...)).")
         ranking = routed.get("callbacks__valid_ranking", "kept")
         if self.monitor != "valid_loss" and ranking is None:
@@ -289,6 +294,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
     def _callbacks(self, validate, schedule=True):
         """The callbacks of a training call: the defaults that apply, then those of ``callbacks=``,
         with the routed ``callbacks__`` parameters applied (list of (name, callback))."""
+        routed = {k[len("callbacks__"):]: v for k, v in self._routed().items() if k.startswith("callbacks__")}
         callbacks = [("finite_loss", FiniteLoss())]
         seed = self._seed()
         if seed is not None:
@@ -298,7 +304,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         # by epochs: no validation split needed; a routed scheduler (callbacks__lr_scheduler) takes
         # this place whatever the epochs. Before early stopping: a scheduler that steps at the end of
         # an epoch (ReduceLROnPlateau) then records the learning rate of the epoch that stops training
-        if schedule and (self.max_epochs >= 3 or "callbacks__lr_scheduler" in self._routed()):
+        if schedule and (self.max_epochs >= MIN_SCHEDULED_EPOCHS or "lr_scheduler" in routed):
             milestones = sorted({max(1, int(f * self.max_epochs)) for f in (0.4, 0.6, 0.9)})
             callbacks.append(("lr_scheduler", ResumableLRScheduler(MultiStepLR, milestones=milestones, gamma=0.4)))
         if validate:
@@ -312,7 +318,6 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             callbacks.append(("progress", ProgressBar()))
         callbacks += [(_callback_name(entry), entry[1] if isinstance(entry, tuple) else entry)
                       for entry in copy.deepcopy(self.callbacks or [])]
-        routed = {k[len("callbacks__"):]: v for k, v in self._routed().items() if k.startswith("callbacks__")}
         out = []
         for name, callback in callbacks:
             callback = copy.deepcopy(routed[name]) if name in routed else callback
@@ -788,8 +793,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             (float; NaN where no users were held out, as in ``partial_fit``), ``valid_acc1`` and
             ``valid_mrr`` (Acc@1 and MRR of the held-out users' targets, full ranking, ties
             pessimistic; NaN where none were held out), ``lr`` (the learning rate the epoch trained
-            with; NaN where no scheduler ran, as in ``partial_fit``) and ``dur`` (seconds), from skorch's history
-            (``net_.history``).
+            with; NaN where no scheduler ran, as in ``partial_fit``) and ``dur`` (seconds), from
+            skorch's history (``net_.history``).
 
         Raises
         ------
