@@ -33,6 +33,10 @@ protocol that ID embeddings cannot serve:
 * ``--tie-embeddings``: the LSTM and Transformer score cells by their input ID embeddings (weight
   tying, ``tie_embeddings=True``; not in the literature's baselines, a diagnostic of how they
   rank the cells of the window);
+* ``--params lr=1e-3,dropout=0.5,d_model=128``: estimator parameters of the LSTM and Transformer
+  over the settings of ``transfer.LITERATURE`` (for instance LibCity's own: learning rate 1e-3,
+  dropout 0.5, L2 1e-5, a hidden size of 128); the parameters the protocol sets itself (seed,
+  epochs, validation, patience, callbacks, weight tying) are refused there;
 * ``--merge-cells K`` (a diagnostic, for cities given as grid cells, YJMob100K): every K x K block
   of 500 m cells becomes one cell, the same users and visits on a coarser grid (no POI frame: the
   models of this script do not read it), to see how the baselines fare as cells get more visits
@@ -51,9 +55,10 @@ seeds. ``--models lstm,markov`` runs only those.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -121,6 +126,46 @@ def epochs_arg(text):
     return {**dict.fromkeys(NEURAL, DEFAULT_EPOCHS), **{name: positive_int(value) for name, value in pairs}}
 
 
+#: Estimator parameters that the protocol sets itself (:meth:`Neural.params`): not ``--params``'.
+PROTOCOL_PARAMS = ("random_state", "max_epochs", "tie_embeddings", "validation_fraction", "validation_split",
+                   "patience", "callbacks", "encoder")
+
+
+def tunable_params():
+    """Names ``--params`` accepts: the parameters the LSTM and Transformer share, less
+    :data:`PROTOCOL_PARAMS`."""
+    shared = set(LSTMRegressor().get_params(deep=False)) & set(TransformerRegressor().get_params(deep=False))
+    return sorted(shared - set(PROTOCOL_PARAMS))
+
+
+def params_arg(text):
+    """argparse type: ``name=value`` pairs (``"lr=1e-3,dropout=0.5"``), each value a Python literal
+    (``1e-3``, ``128``, ``True``) or else a string, as a dict; names among :func:`tunable_params`."""
+    pairs = comma_list(text, lambda v: tuple(v.split("=", 1)), "name=value pairs", lambda v: len(v) == 2)
+    names = [name for name, _ in pairs]
+    unknown = sorted(set(names) - set(tunable_params()))
+    if unknown:
+        set_here = [name for name in unknown if name in PROTOCOL_PARAMS]
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown)}: " + (f"{', '.join(set_here)} set by the protocol's own options; " if set_here
+                                         else "") + f"parameters among {', '.join(tunable_params())}")
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"each parameter at most once, got {text!r}")
+
+    def literal(value):
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    params = {name: literal(value) for name, value in pairs}
+    for cls in (LSTMRegressor, TransformerRegressor):       # a bad value fails here, not after loading data
+        try:
+            cls(**params)._check_params()
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return params
+
+
 #: ``--early-stopping``: the share of the training visits (the first TRAIN_SHARE) that validates.
 STOPPING_SHARE = (TRAIN_SHARE - VALID_TRAIN_SHARE) / TRAIN_SHARE        # 0.125 (last_visits allows for rounding)
 
@@ -140,7 +185,8 @@ class Neural:
     :data:`STOPPING_SHARE` of their training visits (in time) and keep their best epoch after
     ``patience`` epochs without a better validation MRR (None: the estimators' default);
     ``plateau``: with early stopping, the learning rate follows :data:`PLATEAU`;
-    ``tie_embeddings``: the estimators' own.
+    ``tie_embeddings``: the estimators' own; ``overrides``: estimator parameters over
+    ``transfer.LITERATURE`` (``--params``).
     """
 
     epochs: dict
@@ -148,6 +194,7 @@ class Neural:
     tie_embeddings: bool = False
     patience: int | None = None
     plateau: bool = False
+    overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
         missing = sorted(set(NEURAL) - set(self.epochs))
@@ -185,7 +232,7 @@ class Neural:
         if self.early_stopping and self.plateau:
             held["callbacks__lr_scheduler"] = LRScheduler(**PLATEAU)
         return dict(random_state=seed, max_epochs=self.epochs[name], tie_embeddings=self.tie_embeddings, **held,
-                    **LITERATURE)
+                    **{**LITERATURE, **self.overrides})
 
 
 def models(seed, neural):
@@ -283,6 +330,7 @@ def run(targets, seeds, neural, quick, names=None, split="test", merge=1):
                        "epochs": neural.epochs.get(name),
                        "tie_embeddings": neural.tie_embeddings if name in NEURAL else None,
                        "plateau": neural.plateau if name in NEURAL else None,
+                       "params": {**LITERATURE, **neural.overrides} if name in NEURAL else None,
                        "fit_seconds": round(seconds, 1), **learning_curve(model)}
                 rows.append(row)
                 print(" ".join(f"{k} {v}" for k, v in row.items() if k != "curve"), flush=True)
@@ -328,6 +376,9 @@ def main(argv=None):
                              "rate")
     parser.add_argument("--tie-embeddings", action="store_true",
                         help="the LSTM and Transformer score cells by their input ID embeddings (weight tying)")
+    parser.add_argument("--params", type=params_arg, default={},
+                        help="estimator parameters of the LSTM and Transformer over the literature's settings, "
+                             "name=value pairs such as lr=1e-3,dropout=0.5,d_model=128 (%(default)s: none)")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
     parser.add_argument("--output", default=None, help="JSON results file")
     args = parser.parse_args(argv)
@@ -345,7 +396,8 @@ def main(argv=None):
     # scoring the users a model trained on is this protocol, not the mistake the warning is about
     warnings.filterwarnings("ignore", category=SharedUsersWarning)
     try:
-        neural = Neural(args.epochs, args.early_stopping, args.tie_embeddings, args.patience, args.plateau)
+        neural = Neural(args.epochs, args.early_stopping, args.tie_embeddings, args.patience, args.plateau,
+                        args.params)
     except ValueError as exc:
         parser.error(str(exc))
     rows = run(args.targets, args.seeds, neural, args.quick, args.models, args.split, args.merge_cells)
@@ -362,6 +414,7 @@ def main(argv=None):
                                  "epochs": args.epochs, "early_stopping": args.early_stopping,
                                  "tie_embeddings": args.tie_embeddings, "patience": args.patience,
                                  "plateau": PLATEAU_RECORD if args.plateau else None,
+                                 "params": {**LITERATURE, **args.params},
                                  "quick": args.quick,
                                  "merge_cells": args.merge_cells, "environment": environment(), "results": rows,
                                  "versus_markov": margins.round(4).to_dict("records")})

@@ -221,6 +221,34 @@ def test_the_literature_protocol_refuses_settings_it_would_not_apply(capsys):
         assert message in capsys.readouterr().err
 
 
+def test_the_literature_protocols_params_override_the_literature_settings_and_refuse_its_own(capsys):
+    import literature_protocol
+    from literature_protocol import Neural, models, params_arg
+    from transfer import LITERATURE
+
+    params = params_arg("lr=1e-3,dropout=0.5,d_model=128,weight_decay=1e-5,coord_encoding=sinusoidal")
+    assert params == {"lr": 1e-3, "dropout": 0.5, "d_model": 128, "weight_decay": 1e-5,
+                      "coord_encoding": "sinusoidal"}
+    assert isinstance(params["d_model"], int)
+    neural = Neural({"lstm": 2, "transformer": 2}, True, patience=6, overrides=params)
+    for name in ("lstm", "transformer"):
+        model = models(3, neural)[name]()
+        assert (model.lr, model.dropout, model.d_model, model.weight_decay) == (1e-3, 0.5, 128, 1e-5)
+        assert (model.random_state, model.max_epochs, model.patience) == (3, 2, 6)     # the protocol's own kept
+    # without it, the literature's settings
+    plain = models(0, Neural({"lstm": 2, "transformer": 2}))["transformer"]()
+    assert (plain.lr, plain.dropout) == (LITERATURE["lr"], LITERATURE["dropout"])
+    for argv, message in ((["--params", "patience=3"], "patience set by the protocol's own options"),
+                          (["--params", "max_epochs=3"], "max_epochs set by the protocol's own options"),
+                          (["--params", "heads=3"], "heads: parameters among"),
+                          (["--params", "lr=1e-3,lr=1e-2"], "each parameter at most once"),
+                          (["--params", "dropout=1.5"], "'dropout' parameter of LSTMRegressor must be"),
+                          (["--params", "lr"], "name=value pairs")):
+        with pytest.raises(SystemExit):
+            literature_protocol.main(argv)
+        assert message in capsys.readouterr().err
+
+
 def test_the_literature_protocol_merges_grid_cells_and_counts_visits_per_cell():
     from literature_protocol import cell_density, merge_cells
 
