@@ -540,6 +540,29 @@ def test_monitor_mistakes_get_clear_errors_and_routed_callback_settings_go_throu
     assert callbacks["early_stopping"].patience == 2 and callbacks["valid_ranking"].block == 100
 
 
+def test_routed_callbacks_that_need_validation_are_refused_without_validation_users():
+    from torch.optim.lr_scheduler import ReduceLROnPlateau, StepLR
+
+    X = _grid_users(12, seed=0)
+    tiny = dict(d_model=16, n_layers=1, max_epochs=3, device="cpu", random_state=0, validation_fraction=0.0)
+    plateau = skorch.callbacks.LRScheduler(policy=ReduceLROnPlateau, monitor="valid_acc1", mode="max")
+    # validation_fraction=0: no early stopping and no validation scores, so these were dropped
+    # silently (early stopping, ranking) or failed after the first epoch (a plateau on valid_acc1)
+    for routed, message in (({"callbacks__early_stopping__patience": 5}, "callbacks__early_stopping__patience acts"),
+                            ({"callbacks__valid_ranking__block": 10}, "callbacks__valid_ranking__block acts"),
+                            ({"callbacks__lr_scheduler": plateau}, "monitors 'valid_acc1', a validation score")):
+        est = LSTMRegressor(**tiny, **routed)
+        with pytest.raises(ValueError, match=message + ".*validation_fraction=0 holds out nothing"):
+            est.fit(X)
+        assert not hasattr(est, "net_")
+    # a schedule by epochs needs no validation; with validation users the same settings run
+    steps = skorch.callbacks.LRScheduler(policy=StepLR, step_size=1, gamma=0.5)
+    est = LSTMRegressor(**tiny, callbacks__lr_scheduler=steps, callbacks__early_stopping=None).fit(X)
+    assert est.history_["lr"].tolist() == pytest.approx([est.lr, est.lr / 2, est.lr / 4])
+    est = LSTMRegressor(**{**tiny, "validation_fraction": 0.3}, callbacks__early_stopping__patience=5).fit(X)
+    assert dict(est.net_.callbacks_)["early_stopping"].patience == 5
+
+
 def test_a_routed_plateau_scheduler_runs_at_any_epochs_and_records_the_rate_of_the_epoch_that_stops():
     from torch.optim.lr_scheduler import ReduceLROnPlateau
 

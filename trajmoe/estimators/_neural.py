@@ -241,12 +241,27 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             raise ValueError(f"{tuned[0]}: with max_epochs={self.max_epochs} (< {MIN_SCHEDULED_EPOCHS}) fit adds no "
                              "learning-rate schedule to tune; raise max_epochs, or route a whole scheduler "
                              "(callbacks__lr_scheduler=skorch.callbacks.LRScheduler(...)).")
+        if not partial and not self.validation_fraction:
+            self._check_validation_callbacks(routed)
         ranking = routed.get("callbacks__valid_ranking", "kept")
         if self.monitor != "valid_loss" and ranking is None:
             raise ValueError(f"monitor={self.monitor!r} watches what the valid_ranking callback records, and "
                              "callbacks__valid_ranking=None drops it: keep the callback or monitor 'valid_loss'.")
         if partial and hasattr(self, "net_"):
             self._check_architecture()
+
+    def _check_validation_callbacks(self, routed):
+        """Refuse routed callbacks that act on validation scores when ``validation_fraction=0``
+        leaves fit none (they would be dropped, or fail after the first epoch)."""
+        for key, value in routed.items():
+            name = key.split("__")[1]
+            idle = name in ("early_stopping", "valid_ranking") and (key.count("__") > 1 or value is not None)
+            monitor = getattr(value, "monitor", None) if key == "callbacks__lr_scheduler" else None
+            if idle or (isinstance(monitor, str) and monitor.startswith("valid_")):
+                what = (f"monitors {monitor!r}, a validation score" if not idle else
+                        "acts on validation scores")
+                raise ValueError(f"{key} {what}, but validation_fraction=0 holds out nothing to validate on, so "
+                                 "fit would run it without any: set validation_fraction above 0, or drop it.")
 
     def _architecture(self):
         """What ``fit`` fixes: the network's parameters, the encoder, the device, the loss and
