@@ -126,9 +126,11 @@ def epochs_arg(text):
     return {**dict.fromkeys(NEURAL, DEFAULT_EPOCHS), **{name: positive_int(value) for name, value in pairs}}
 
 
-#: Estimator parameters that the protocol sets itself (:meth:`Neural.params`): not ``--params``'.
-PROTOCOL_PARAMS = ("random_state", "max_epochs", "tie_embeddings", "validation_fraction", "validation_split",
-                   "patience", "callbacks", "encoder")
+#: Estimator parameters that the protocol sets itself (:meth:`Neural.params`), not ``--params``: name -> the option
+#: that sets it (None: fixed by the protocol).
+PROTOCOL_PARAMS = {"random_state": "--seeds", "max_epochs": "--epochs", "tie_embeddings": "--tie-embeddings",
+                   "validation_fraction": "--early-stopping", "validation_split": "--early-stopping",
+                   "patience": "--patience", "callbacks": "--plateau", "encoder": None}
 
 
 def tunable_params():
@@ -145,10 +147,11 @@ def params_arg(text):
     names = [name for name, _ in pairs]
     unknown = sorted(set(names) - set(tunable_params()))
     if unknown:
-        set_here = [name for name in unknown if name in PROTOCOL_PARAMS]
+        own = [f"{name} is set by {PROTOCOL_PARAMS[name] or 'the protocol'}" for name in unknown
+               if name in PROTOCOL_PARAMS]
         raise argparse.ArgumentTypeError(
-            f"{', '.join(unknown)}: " + (f"{', '.join(set_here)} set by the protocol's own options; " if set_here
-                                         else "") + f"parameters among {', '.join(tunable_params())}")
+            f"{', '.join(unknown)}: " + (f"{'; '.join(own)}, not --params; " if own else "")
+            + f"parameters among {', '.join(tunable_params())}")
     if len(set(names)) < len(names):
         raise argparse.ArgumentTypeError(f"each parameter at most once, got {text!r}")
 
@@ -376,9 +379,9 @@ def main(argv=None):
                              "rate")
     parser.add_argument("--tie-embeddings", action="store_true",
                         help="the LSTM and Transformer score cells by their input ID embeddings (weight tying)")
-    parser.add_argument("--params", type=params_arg, default={},
+    parser.add_argument("--params", type=params_arg, default=None,
                         help="estimator parameters of the LSTM and Transformer over the literature's settings, "
-                             "name=value pairs such as lr=1e-3,dropout=0.5,d_model=128 (%(default)s: none)")
+                             "name=value pairs such as lr=1e-3,dropout=0.5,d_model=128 (default: none)")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
     parser.add_argument("--output", default=None, help="JSON results file")
     args = parser.parse_args(argv)
@@ -397,7 +400,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore", category=SharedUsersWarning)
     try:
         neural = Neural(args.epochs, args.early_stopping, args.tie_embeddings, args.patience, args.plateau,
-                        args.params)
+                        args.params or {})
     except ValueError as exc:
         parser.error(str(exc))
     rows = run(args.targets, args.seeds, neural, args.quick, args.models, args.split, args.merge_cells)
@@ -414,7 +417,7 @@ def main(argv=None):
                                  "epochs": args.epochs, "early_stopping": args.early_stopping,
                                  "tie_embeddings": args.tie_embeddings, "patience": args.patience,
                                  "plateau": PLATEAU_RECORD if args.plateau else None,
-                                 "params": {**LITERATURE, **args.params},
+                                 "params": {**LITERATURE, **neural.overrides},
                                  "quick": args.quick,
                                  "merge_cells": args.merge_cells, "environment": environment(), "results": rows,
                                  "versus_markov": margins.round(4).to_dict("records")})

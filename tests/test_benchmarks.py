@@ -238,8 +238,8 @@ def test_the_literature_protocols_params_override_the_literature_settings_and_re
     # without it, the literature's settings
     plain = models(0, Neural({"lstm": 2, "transformer": 2}))["transformer"]()
     assert (plain.lr, plain.dropout) == (LITERATURE["lr"], LITERATURE["dropout"])
-    for argv, message in ((["--params", "patience=3"], "patience set by the protocol's own options"),
-                          (["--params", "max_epochs=3"], "max_epochs set by the protocol's own options"),
+    for argv, message in ((["--params", "patience=3"], "patience is set by --patience, not --params"),
+                          (["--params", "max_epochs=3"], "max_epochs is set by --epochs, not --params"),
                           (["--params", "heads=3"], "heads: parameters among"),
                           (["--params", "lr=1e-3,lr=1e-2"], "each parameter at most once"),
                           (["--params", "dropout=1.5"], "'dropout' parameter of LSTMRegressor must be"),
