@@ -214,6 +214,12 @@ class Neural:
                              "training before any epoch runs at the cut rate: give a larger one (the results page "
                              "used 6)")
 
+    @property
+    def settings(self):
+        """The LSTM's and Transformer's settings beside the protocol's: ``transfer.LITERATURE`` with
+        ``overrides`` over it (dict)."""
+        return {**LITERATURE, **self.overrides}
+
     def params(self, name, seed):
         """Estimator parameters of one neural baseline.
 
@@ -235,7 +241,7 @@ class Neural:
         if self.early_stopping and self.plateau:
             held["callbacks__lr_scheduler"] = LRScheduler(**PLATEAU)
         return dict(random_state=seed, max_epochs=self.epochs[name], tie_embeddings=self.tie_embeddings, **held,
-                    **{**LITERATURE, **self.overrides})
+                    **self.settings)
 
 
 def models(seed, neural):
@@ -333,7 +339,7 @@ def run(targets, seeds, neural, quick, names=None, split="test", merge=1):
                        "epochs": neural.epochs.get(name),
                        "tie_embeddings": neural.tie_embeddings if name in NEURAL else None,
                        "plateau": neural.plateau if name in NEURAL else None,
-                       "params": {**LITERATURE, **neural.overrides} if name in NEURAL else None,
+                       "params": neural.settings if name in NEURAL else None,
                        "fit_seconds": round(seconds, 1), **learning_curve(model)}
                 rows.append(row)
                 print(" ".join(f"{k} {v}" for k, v in row.items() if k != "curve"), flush=True)
@@ -417,7 +423,7 @@ def main(argv=None):
                                  "epochs": args.epochs, "early_stopping": args.early_stopping,
                                  "tie_embeddings": args.tie_embeddings, "patience": args.patience,
                                  "plateau": PLATEAU_RECORD if args.plateau else None,
-                                 "params": {**LITERATURE, **neural.overrides},
+                                 "params": neural.settings,
                                  "quick": args.quick,
                                  "merge_cells": args.merge_cells, "environment": environment(), "results": rows,
                                  "versus_markov": margins.round(4).to_dict("records")})

@@ -254,14 +254,18 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         """Refuse routed callbacks that act on validation scores when ``validation_fraction=0``
         leaves fit none (they would be dropped, or fail after the first epoch)."""
         for key, value in routed.items():
+            if not key.startswith("callbacks__"):
+                continue
             name = key.split("__")[1]
-            idle = name in ("early_stopping", "valid_ranking") and (key.count("__") > 1 or value is not None)
             monitor = getattr(value, "monitor", None) if key == "callbacks__lr_scheduler" else None
-            if idle or (isinstance(monitor, str) and monitor.startswith("valid_")):
-                what = (f"monitors {monitor!r}, a validation score" if not idle else
-                        "acts on validation scores")
-                raise ValueError(f"{key} {what}, but validation_fraction=0 holds out nothing to validate on, so "
-                                 "fit would run it without any: set validation_fraction above 0, or drop it.")
+            if name in ("early_stopping", "valid_ranking") and (key.count("__") > 1 or value is not None):
+                what = "acts on validation scores"
+            elif isinstance(monitor, str) and monitor.startswith("valid_"):
+                what = f"monitors {monitor!r}, a validation score"
+            else:
+                continue
+            raise ValueError(f"{key} {what}, but validation_fraction=0 holds out nothing to validate on, so "
+                             "fit would run it without any: set validation_fraction above 0, or drop it.")
 
     def _architecture(self):
         """What ``fit`` fixes: the network's parameters, the encoder, the device, the loss and
