@@ -7,6 +7,7 @@ never silently dropped; the caller's frames are never modified.
 
 from __future__ import annotations
 
+import pickle
 import re
 import warnings
 
@@ -24,6 +25,7 @@ from trajmoe import (
     TrajMoERegressor,
     TransformerRegressor,
 )
+from trajmoe.exceptions import ShortWindowsWarning
 from trajmoe.schema import DataWarning, SchemaError, validate_pois, validate_visits
 from trajmoe.taxonomy import TAXONOMY
 
@@ -734,9 +736,15 @@ def test_case10_min_stays_that_leaves_users_out_is_reported():
     X = X.assign(day=0, x=X["slot"] % 3, y=0)
     model = PopularityBaseline().fit(X)
     with pytest.warns(DataWarning, match=r"min_stays=5: 27 of 33 visits are in no window of at least 5 visits "
-                                         r"within window_days=3 days.*9 of 10 users have no such window"):
+                                         r"within window_days=3 days.*9 of 10 users have no such window") as caught:
         ranks = model.target_ranks(X)
     assert len(ranks) == 5
+    # the counts are attributes too (the demo adds them up), and survive a pickle round trip
+    note = next(w.message for w in caught if isinstance(w.message, ShortWindowsWarning))
+    for warning in (note, pickle.loads(pickle.dumps(note))):
+        assert isinstance(warning, ShortWindowsWarning) and str(warning) == str(note)
+        assert (warning.n_left_out, warning.n_visits, warning.n_users_without, warning.n_users) == (27, 33, 9, 10)
+        assert (warning.min_stays, warning.window_days, warning.kind) == (5, 3, "non-overlapping windows, as scored")
 
 
 def _no_data(*args, **kwargs):

@@ -76,6 +76,29 @@ def test_main_prints_the_table_and_writes_json(tmp_path, monkeypatch, capsys):
     assert "trajmoe_finetuned" in capsys.readouterr().out
 
 
+def test_data_notes_gather_the_short_windows_of_every_frame_into_one_line(capsys):
+    """The demo windows many frames: what min_stays leaves out of each is one line, after the other notes."""
+    import warnings
+
+    from trajmoe.cli import _data_notes
+    from trajmoe.exceptions import ShortWindowsWarning
+
+    def short(n_left_out, n_visits, kind):
+        return ShortWindowsWarning(f"{n_left_out} of {n_visits}", n_left_out=n_left_out, n_visits=n_visits,
+                                   n_users_without=0, n_users=9, min_stays=5, window_days=3, kind=kind)
+
+    with _data_notes():
+        warnings.warn(short(11, 7000, "non-overlapping windows, as scored"))
+        warnings.warn(short(7, 49000, "training windows starting every 1 day"))
+        warnings.warn(short(11, 7000, "non-overlapping windows, as scored"))     # the same frame again
+        warnings.warn("3 of 40 visits are left out", DataWarning)
+    assert capsys.readouterr().err.splitlines() == [
+        "note: 3 of 40 visits are left out",
+        "note: min_stays=5: visits in no window of at least 5 stays within window_days=3 days are left out "
+        "(not trained on, not scored), per frame: 11 of 7,000 (non-overlapping windows, as scored); 7 of 49,000 "
+        "(training windows starting every 1 day). Lower min_stays or raise window_days to use them."]
+
+
 def test_data_notes_print_each_distinct_note_once(capsys):
     """The demo scores every model on the same users: their identical notes are printed once."""
     import warnings

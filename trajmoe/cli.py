@@ -20,7 +20,7 @@ import warnings
 
 from ._constants import PROTOCOLS
 from ._malloc import tune_malloc
-from .exceptions import DataWarning
+from .exceptions import DataWarning, ShortWindowsWarning
 
 # the data and models (pandas, scikit-learn, torch) are imported by the commands that use them,
 # so that `trajmoe --help` answers at once
@@ -356,19 +356,42 @@ def _check_paths(parser, args):
 def _data_notes():
     """Print every distinct data warning as one ``note:`` line on stderr (other warnings by their
     class name), not as Python warnings pointing into the library's files; a note repeated word for
-    word (the demo scores every model on the same users) is printed once."""
-    printed = set()
+    word (the demo scores every model on the same users) is printed once. The visits that
+    ``min_stays`` leaves out of each frame (:class:`ShortWindowsWarning`) are gathered into one
+    line, printed when the block ends."""
+    printed, short = set(), {}
 
     def show(message, category, *args, **kwargs):
+        if isinstance(message, ShortWindowsWarning):
+            key = (message.min_stays, message.window_days, message.kind, message.n_left_out, message.n_visits)
+            short.setdefault(key, message)
+            return
         line = f"note: {message}" if issubclass(category, DataWarning) else f"{category.__name__}: {message}"
         if line not in printed:
             printed.add(line)
             print(line, file=sys.stderr)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", DataWarning)
-        warnings.showwarning = show
-        yield
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DataWarning)
+            warnings.showwarning = show
+            yield
+    finally:
+        for line in _short_windows_lines(short.values()):
+            print(line, file=sys.stderr)
+
+
+def _short_windows_lines(notes):
+    """One ``note:`` line per (min_stays, window_days) for :class:`ShortWindowsWarning` notes,
+    listing the visits each windowed frame left out."""
+    settings = {}
+    for note in notes:
+        settings.setdefault((note.min_stays, note.window_days), []).append(note)
+    for (min_stays, window_days), group in settings.items():
+        counts = "; ".join(f"{n.n_left_out:,} of {n.n_visits:,} ({n.kind})" for n in group)
+        yield (f"note: min_stays={min_stays}: visits in no window of at least {min_stays} stays within "
+               f"window_days={window_days} days are left out (not trained on, not scored), per frame: {counts}. "
+               "Lower min_stays or raise window_days to use them.")
 
 
 def main(argv=None):

@@ -2,14 +2,15 @@
 
 :class:`SchemaError` (a frame does not follow the data model), :class:`UnknownCityError` (a
 city the fitted object has not seen), :class:`DataWarning` (rows or values dropped, filled
-or left unmapped, a city scored zero-shot), :class:`SharedUsersWarning` (a model scored on users
+or left unmapped, a city scored zero-shot), :class:`ShortWindowsWarning` (visits in no window long
+enough to train on or score), :class:`SharedUsersWarning` (a model scored on users
 it was fitted on), :class:`ModelVersionWarning` (a model saved by another trajmoe version) and
 :class:`NonFiniteLossError` (training diverged). Each subclasses the built-in exception code catches already, so
 ``except ValueError`` keeps working.
 """
 
-__all__ = ["SchemaError", "UnknownCityError", "DataWarning", "SharedUsersWarning", "ModelVersionWarning",
-           "NonFiniteLossError"]
+__all__ = ["SchemaError", "UnknownCityError", "DataWarning", "ShortWindowsWarning", "SharedUsersWarning",
+           "ModelVersionWarning", "NonFiniteLossError"]
 
 
 class SchemaError(ValueError):
@@ -35,6 +36,44 @@ class UnknownCityError(KeyError, ValueError):
 
 class DataWarning(UserWarning):
     """Rows or values were dropped, filled or left unmapped; the message says how many."""
+
+
+class ShortWindowsWarning(DataWarning):
+    """Visits in no window of at least ``min_stays`` stays were left out (not trained on, not scored).
+
+    Windows are ``window_days`` days of one user's stays (:func:`trajmoe.sequences.window_bounds`); a window
+    with fewer than ``min_stays`` stays is not used. The message says how many visits and users
+    that leaves out; the counts are also attributes, so that a caller can add them up (the
+    ``trajmoe demo`` command prints one line for all its frames).
+
+    Parameters
+    ----------
+    message : str
+        The note, as printed.
+    n_left_out, n_visits : int
+        Visits left out, of the visits windowed.
+    n_users_without, n_users : int
+        Users with no window at all, of the users windowed.
+    min_stays, window_days : int
+        The estimator's parameters (stays; days).
+    kind : str
+        Which windows: ``"non-overlapping windows, as scored"`` or ``"training windows starting
+        every k days"``.
+    """
+
+    def __init__(self, message, *, n_left_out, n_visits, n_users_without, n_users, min_stays, window_days, kind):
+        super().__init__(message)
+        self.n_left_out, self.n_visits = n_left_out, n_visits
+        self.n_users_without, self.n_users = n_users_without, n_users
+        self.min_stays, self.window_days, self.kind = min_stays, window_days, kind
+
+    def __reduce__(self):
+        # keyword-only counts: pickled (e.g. from a joblib worker) with them, not from args alone
+        return _short_windows_warning, (self.args[0], vars(self))
+
+
+def _short_windows_warning(message, counts):
+    return ShortWindowsWarning(message, **counts)
 
 
 class SharedUsersWarning(DataWarning):

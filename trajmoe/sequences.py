@@ -136,9 +136,9 @@ def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144
 
     Warns
     -----
-    trajmoe.exceptions.DataWarning
+    trajmoe.exceptions.ShortWindowsWarning
         When ``min_stays`` leaves visits in no window: how many visits, and how many users
-        have no window at all.
+        have no window at all (a :class:`~trajmoe.exceptions.DataWarning`).
 
     References
     ----------
@@ -185,10 +185,10 @@ def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144
 
 
 def _report_short_windows(kept, n_rows, user_key, min_stays, window_days, kind):
-    """DataWarning: how many visits and users ``min_stays`` leaves without a window of ``kind``."""
+    """ShortWindowsWarning: how many visits and users ``min_stays`` leaves without a window of ``kind``."""
     import warnings
 
-    from .exceptions import DataWarning
+    from .exceptions import ShortWindowsWarning
 
     covered = np.zeros(n_rows + 1, np.int64)
     np.add.at(covered, kept[:, 0], 1)
@@ -199,12 +199,13 @@ def _report_short_windows(kept, n_rows, user_key, min_stays, window_days, kind):
         return
     users = np.unique(user_key)
     left = np.setdiff1d(users, np.unique(user_key[covered]))
-    warnings.warn(
+    warnings.warn(ShortWindowsWarning(
         f"min_stays={min_stays}: {n_out} of {n_rows} visits are in no window of at least {min_stays} "
         f"visits within window_days={window_days} days and are left out (not trained on, not scored); "
         f"{len(left)} of {len(users)} users have no such window at all. Lower min_stays or raise "
         f"window_days to use them. ({kind.capitalize()}.)",
-        DataWarning, stacklevel=4)
+        n_left_out=n_out, n_visits=n_rows, n_users_without=len(left), n_users=len(users), min_stays=min_stays,
+        window_days=window_days, kind=kind), stacklevel=4)
 
 
 @dataclass
