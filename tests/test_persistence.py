@@ -64,13 +64,15 @@ def test_learned_weight_is_a_scoring_parameter_and_old_models_load_with_one(fitt
 def test_saved_files_hold_data_only(fitted_and_test, tmp_path):
     model, _ = fitted_and_test
     folder = save_model(model, tmp_path / "m")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "history.json", "tables.npz", "weights.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "history.json", "optimizer.pt", "tables.npz",
+                                                        "weights.pt"]
     assert isinstance(json.loads((folder / "history.json").read_text()), list)
     config = json.loads((folder / "config.json").read_text())
     assert config["cities"][0]["name"] == "yjmob_A" and config["cities"][0]["crs"] is None
     with zipfile.ZipFile(folder / "tables.npz") as z:        # plain arrays, no pickled objects
         assert all(name.endswith(".npy") for name in z.namelist())
     torch.load(folder / "weights.pt", weights_only=True)     # raises if anything but tensors
+    torch.load(folder / "optimizer.pt", weights_only=True)
 
 
 def test_a_loaded_model_keeps_learning(fitted_and_test, tmp_path):
@@ -78,6 +80,33 @@ def test_a_loaded_model_keeps_learning(fitted_and_test, tmp_path):
     loaded = load_model(save_model(model, tmp_path / "m"))
     loaded.partial_fit(test)
     assert len(loaded.net_.history) == len(model.net_.history) + 1     # the history travels too
+
+
+@pytest.mark.parametrize("new_city", [False, True], ids=["known city", "new city"])
+def test_a_loaded_model_fine_tunes_as_the_saved_one_would(fitted_and_test, tmp_path, new_city):
+    """Pre-train, save, load, fine-tune: the same weights as fine-tuning the model itself (the
+    optimizer's moments, the rate fit ran with, the cities' learned tables and the training users
+    travel with the folder)."""
+    import copy
+
+    from trajmoe.datasets import load_foursquare_nyc
+    from trajmoe.exceptions import SharedUsersWarning
+
+    model, test = fitted_and_test
+    if new_city:
+        visits = load_foursquare_nyc().visits
+        test = visits[visits["user_id"].isin(visits["user_id"].unique()[:8])]
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    assert loaded.get_params()["encoder"] is None and loaded.get_params().keys() == model.get_params().keys()
+    assert len(loaded.net_.optimizer_.state_dict()["state"]) == len(model.net_.optimizer_.state_dict()["state"]) > 0
+    itself = copy.deepcopy(model).partial_fit(test)
+    loaded.partial_fit(test)
+    for name, weight in itself.net_.module_.state_dict().items():
+        torch.testing.assert_close(loaded.net_.module_.state_dict()[name], weight, rtol=0, atol=0, msg=name)
+    for fine_tuned in (itself, loaded):         # scored on the users it was fine-tuned on: warned
+        with pytest.warns(SharedUsersWarning):
+            fine_tuned.target_ranks(test)
+    np.testing.assert_array_equal(loaded.target_ranks(test), itself.target_ranks(test))
 
 
 def test_save_refuses_unfitted_and_other_estimators(tmp_path):

@@ -4,9 +4,11 @@ Pickle and joblib round-trip a model exactly, but loading a pickle runs code fro
 :func:`save_model` writes a folder that holds only data: ``config.json`` (parameters, cities,
 their grids with their robust centres, and the counts of rows their fitting left out),
 ``tables.npz`` (each city's cells and location features) and
-``weights.pt`` (the network's ``state_dict``, read back with ``torch.load(weights_only=True)``)
-and ``history.json`` (the training history, skorch's ``save_params(f_history=...)``), so a model
-from an untrusted source can be loaded safely with :func:`load_model`.
+``weights.pt`` (the network's ``state_dict``, read back with ``torch.load(weights_only=True)``),
+``optimizer.pt`` (the optimizer's state, read back the same way, so that ``partial_fit`` goes on as
+it would have on the saved model) and ``history.json`` (the training history; skorch's
+``save_params(f_optimizer=..., f_history=...)``), so a model from an untrusted source can be loaded
+safely with :func:`load_model`.
 
 A model trained on a GPU loads on a machine without one (onto the CPU, with a warning); a folder
 written by another version of trajmoe loads with a :class:`trajmoe.exceptions.ModelVersionWarning`.
@@ -47,7 +49,7 @@ def save_model(model, path):
     model : TrajMoERegressor, LSTMRegressor or TransformerRegressor
         A fitted model.
     path : str or Path
-        Folder to write (created if needed; its three files are overwritten).
+        Folder to write (created if needed; its files are overwritten).
 
     Returns
     -------
@@ -69,9 +71,13 @@ def save_model(model, path):
 
     Notes
     -----
-    The training history is saved (``history.json``; ``history_`` of the loaded model). The
-    visited-venue lists of the encoder are not: a loaded model predicts exactly as the saved
-    one, and ``partial_fit`` on a known city then keeps that city's POI counts as they are.
+    The training history (``history.json``; ``history_`` of the loaded model), the optimizer's
+    state (AdamW's moments), the learning rate ``fit`` ran with and the (hashed) users the model
+    was fitted on are saved, so that the loaded model fine-tunes as the saved one would
+    (``partial_fit`` on a new city gives the same weights) and warns when it is scored on its own
+    training users. The visited-venue lists of the encoder are not: a loaded model predicts
+    exactly as the saved one, and ``partial_fit`` on a known city then keeps that city's POI
+    counts as they are.
     """
     if type(model).__name__ not in _CLASSES or not isinstance(model, _CLASSES[type(model).__name__]):
         raise TypeError(f"save_model saves one of {sorted(_CLASSES)}, got {type(model).__name__}.")
@@ -101,16 +107,19 @@ def save_model(model, path):
         "encoder": encoder.get_params(deep=False),
         "n_features_in": encoder.n_features_in_,
         "final_lr": getattr(model, "final_lr_", None),
+        "fit_lr": getattr(model, "_fit_lr", None),
+        "own_encoder": model.encoder is not None,
         "taxonomy": list(TAXONOMY),
         "cities": [_city_config(city, encoder.cities_[city]) for city in model.cities_],
     }
     (path / "config.json").write_text(json.dumps(config, indent=2))
     arrays = {f"{i}/{name}": getattr(encoder.cities_[city], name)
               for i, city in enumerate(model.cities_) for name in _ARRAYS}
+    arrays["fit_user_keys"] = getattr(model, "_fit_user_keys", np.zeros(0, np.uint64))
     np.savez(path / "tables.npz", **arrays)
     state = {k: v.detach().cpu() for k, v in model.net_.module_.state_dict().items()}
     torch.save(state, path / "weights.pt")
-    model.net_.save_params(f_history=path / "history.json")
+    model.net_.save_params(f_optimizer=path / "optimizer.pt", f_history=path / "history.json")
     return path
 
 
@@ -173,14 +182,18 @@ def load_model(path, device=None):
             warnings.warn(f"{path} was saved with device={params.get('device')!r}, which torch does not have "
                           "here: loaded onto the CPU (device='cpu').", UserWarning, stacklevel=2)
             params["device"] = "cpu"
+    # the encoder parameter as it was (folders of earlier versions: the encoder's parameters)
+    own = SpatialSemanticEncoder(**config["encoder"]) if config.get("own_encoder", True) else None
     try:
-        model = cls(encoder=SpatialSemanticEncoder(**config["encoder"]), **params)
+        model = cls(encoder=own, **params)
     except TypeError as exc:
         raise ValueError(f"{path}/config.json does not hold {cls.__name__} parameters: {exc}") from None
     encoder = SpatialSemanticEncoder(**config["encoder"])
     with np.load(path / "tables.npz", allow_pickle=False) as tables:
         encoder.cities_ = {city["name"]: _city_table(city, [tables[f"{i}/{name}"] for name in _ARRAYS])
                            for i, city in enumerate(config["cities"])}
+        if "fit_user_keys" in tables:               # folders of earlier versions have none
+            model._fit_user_keys = tables["fit_user_keys"]
     encoder.feature_names_out_ = np.array(
         [f"poi_{c}" for c in TAXONOMY] + ["x_z", "y_z", "popularity"], dtype=object)
     encoder.n_features_in_ = config["n_features_in"]
@@ -188,6 +201,8 @@ def load_model(path, device=None):
     model.cities_ = [city["name"] for city in config["cities"]]
     if config.get("final_lr") is not None:
         model.final_lr_ = config["final_lr"]
+    if config.get("fit_lr") is not None:
+        model._fit_lr = config["fit_lr"]
     model.net_ = model._new_net(None)
     model.net_.initialize()
     state = torch.load(path / "weights.pt", map_location=model.net_.device, weights_only=True)
@@ -198,6 +213,15 @@ def load_model(path, device=None):
     except RuntimeError as exc:
         raise ValueError(f"{path}/weights.pt does not match the {cls.__name__} of config.json "
                          f"(was a file changed or swapped?): {str(exc).splitlines()[0]}") from None
+    # the tables the network learned for each city are those of the loaded weights
+    model._city_keys = {city: encoder.cities_[city].keys for city in model.cities_}
+    if (path / "optimizer.pt").exists():       # folders of earlier versions have none
+        model.net_.initialize_optimizer()        # over the parameters of the loaded cities too
+        try:
+            model.net_.load_params(f_optimizer=path / "optimizer.pt")
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{path}/optimizer.pt does not match the network of weights.pt "
+                             f"(was a file changed or swapped?): {str(exc).splitlines()[0]}") from None
     return model
 
 
