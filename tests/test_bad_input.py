@@ -591,6 +591,12 @@ def test_case01_placeholder_dates_of_every_dtype():
     far.loc[0, "started_at"] = np.datetime64("9999-12-31T00:00:00", "s")
     with pytest.raises(SchemaError, match=r"'started_at' has 1 value outside.*rows \[0\].*9999-12-31"):
         SpatialSemanticEncoder().fit(far)
+    # past the year 9999 in a zone: no zone-aware Timestamp can show it, so the example is in UTC
+    later = far.assign(started_at=lambda d: d.started_at.astype("datetime64[us]"))
+    later.loc[0, "started_at"] = np.datetime64("12000-01-01T00:00:00", "us")
+    later["started_at"] = later["started_at"].dt.tz_localize("UTC").dt.tz_convert("America/New_York")
+    with pytest.raises(SchemaError, match=r"'started_at' has 1 value outside.*rows \[0\].*12000-01-01 00:00:00 UTC"):
+        validate_visits(later)
 
 
 def test_case02_arrow_timestamps_with_a_time_zone_are_read():

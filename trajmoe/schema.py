@@ -312,11 +312,14 @@ def _check_time_range(index: pd.Index, parsed: pd.Series, col: str) -> None:
     if pd.api.types.is_datetime64_any_dtype(parsed):
         wall = parsed.dt.tz_convert("UTC").dt.tz_localize(None) if parsed.dt.tz is not None else parsed
         bad = ((wall < lo) | (wall >= hi)).to_numpy(dtype=bool)
+        # the example in UTC: a zone-aware Timestamp past the year 9999 cannot be built
+        shown, suffix = wall, " UTC" if parsed.dt.tz is not None else ""
     else:  # object column of Timestamps with their own zones
         bad = parsed.map(lambda v: not lo <= (v.tz_convert("UTC").tz_localize(None)
                                                if v.tzinfo is not None else v) < hi).to_numpy(dtype=bool)
+        shown, suffix = parsed, ""
     if bad.any():
-        first = parsed[bad].iloc[0]
+        first = f"{shown[bad].iloc[0]}{suffix}"
         raise SchemaError(
             f"column {col!r} has {int(bad.sum())} value{'' if bad.sum() == 1 else 's'} outside "
             f"{lo:%Y-%m-%d}..{hi - pd.Timedelta(days=1):%Y-%m-%d} at rows {format_rows(index, bad)} "
