@@ -235,6 +235,10 @@ def test_partial_fit_keeps_the_finetune_frozen_parts(nyc):
     with pytest.raises(ValueError, match="towr"):
         unfitted.partial_fit(train)
     assert not hasattr(unfitted, "net_")
+    # and so does fit, before any epoch (not at the first partial_fit after a pre-training run)
+    with pytest.raises(ValueError, match="towr"):
+        unfitted.fit(train)
+    assert not hasattr(unfitted, "net_")
 
 
 def test_partial_fit_on_unfitted_model_initialises(nyc):

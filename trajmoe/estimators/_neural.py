@@ -513,6 +513,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             self.net_ = self._new_net(valid, loader=getattr(train, "batch_loader", None))
             self.net_.initialize()
             self._register_cities()
+            _check_frozen(self.net_.module_, self.finetune_frozen)     # for the partial_fit calls to come
             epochs = self.max_epochs
             if checkpoint_dir is not None:
                 claim_checkpoint_dir(checkpoint_dir, self._run_fingerprint(train, valid))
