@@ -778,7 +778,8 @@ def test_case15_target_without_scorable_windows_fails_before_training(monkeypatc
     (["--fraction", "half"], r"argument --fraction: 'half' is not a number"),
     (["--max-epochs", "0"], r"argument --max-epochs: must be >= 1, got 0"),
     (["--min-stays", "0"], r"argument --min-stays: must be >= 1, got 0"),
-    (["--seed", "-1"], r"argument --seed: must be >= 0, got -1"),
+    (["--seed", "-1"], r"argument --seed: must be in \[0, 4294967295\], got -1"),
+    (["--seed", "4294967296"], r"argument --seed: must be in \[0, 4294967295\], got 4294967296"),   # numpy's bound
     (["--sources", "nyc,paris"], r"Unknown source city \['paris'\]; choose from \["),
     (["--sources", ","], r"No source city"),
     (["--sources", "toronto,toronto"], r"listed more than once: \['toronto'\]"),
@@ -807,6 +808,8 @@ def test_case16_run_demo_checks_its_arguments_before_loading(monkeypatch):
                             (dict(sources=()), r"No source city")]:
         with pytest.raises(ValueError, match=message):
             cli.run_demo("nyc", **kwargs)
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 4294967295\], got 4294967296"):
+        cli.run_demo("nyc", seed=2**32)
 
 
 def test_cli_default_sources_leave_out_the_target(monkeypatch):

@@ -266,3 +266,13 @@ def test_the_pretrain_command_checks_its_device_before_it_loads_data(capsys, mon
         cli.main(["pretrain", "--sources", "nyc", "--device", "gpu", "--output", str(tmp_path / "model")])
     assert exit_info.value.code == 2
     assert "--device: device='gpu' is not a torch device" in capsys.readouterr().err
+    # the output folder too: training would be lost where save_model cannot write it at the end
+    (tmp_path / "afile").write_text("")
+    for output, message in [(tmp_path / "afile", "is a file: give a folder"),
+                            (tmp_path / "afile" / "model", f"{tmp_path / 'afile'} is not a writable folder")]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["pretrain", "--sources", "nyc", "--output", str(output)])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--sources", "nyc", "--output", str(tmp_path / "m"), "--seed", str(2**32)])
+    assert "argument --seed: must be in [0, 4294967295]" in capsys.readouterr().err

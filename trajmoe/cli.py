@@ -47,6 +47,8 @@ DEFAULT_TARGET = "nyc"
 #: Check-in and photo-trail cities (the dense GPS-like YJMob100K is slower and, measured on NYC
 #: validation users, does not help check-in targets; add it with ``--sources``).
 DEFAULT_SOURCES = ("singapore", "edinburgh", "melbourne", "osaka", "toronto")
+#: Largest seed: numpy's random generators (and scikit-learn's ``random_state``) take 0..2**32 - 1.
+MAX_SEED = 2**32 - 1
 #: Source cities of a target where they were chosen on its validation users (seed 0, the quick
 #: benchmark): NYC check-ins transfer from Singapore check-ins (Acc@1 .327) and not from the photo
 #: trails and the YJMob100K grid mixed in (.249). Other targets: :data:`DEFAULT_SOURCES`, less the target.
@@ -135,15 +137,17 @@ def check_demo_args(target, sources, fraction=0.05, seed=0, max_epochs=6, protoc
     if twice:
         raise ValueError(f"Source cities listed more than once: {twice}.")
 
-    def integer(name, value, low):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+    def integer(name, value, low, high=None):
+        if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low
+                or (high is not None and value > high)):
+            span = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ValueError(f"{name} must be an int {span}, got {value!r}.")
 
     if (isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not np.isfinite(fraction)
             or not 0 < fraction <= 1):
         raise ValueError(f"fraction must be a share of the target's training users in (0, 1], got {fraction!r} "
                          "(e.g. 0.05 for 5 %).")
-    integer("seed", seed, 0)
+    integer("seed", seed, 0, MAX_SEED)
     integer("max_epochs", max_epochs, 1)
     integer("min_stays", min_stays, 1)
     if protocol not in PROTOCOLS:
@@ -322,8 +326,8 @@ def _number(kind, low, high=None, low_open=False):
         bad = (value != value or value < low or (low_open and value == low)
                or (high is not None and value > high))
         if bad:
-            span = (f"in ({low:g}, {high:g}]" if low_open else f"in [{low:g}, {high:g}]") if high is not None \
-                else f">= {low:g}"
+            lo, hi = (low, high) if kind is int else (f"{low:g}", None if high is None else f"{high:g}")
+            span = (f"in ({lo}, {hi}]" if low_open else f"in [{lo}, {hi}]") if high is not None else f">= {lo}"
             raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
         return value
 
@@ -418,8 +422,8 @@ def main(argv=None):
                            f"less the target; for {', '.join(f'{t}: {chr(44).join(c)}' for t, c in TARGET_SOURCES.items())})")
     demo.add_argument("--fraction", type=_number(float, 0.0, 1.0, low_open=True), default=0.05,
                       help="share of the target's training users that fine-tune, in (0, 1]")
-    demo.add_argument("--seed", type=_number(int, 0), default=0,
-                      help="seed of the user split, the sample and the networks (int >= 0)")
+    demo.add_argument("--seed", type=_number(int, 0, MAX_SEED), default=0,
+                      help=f"seed of the user split, the sample and the networks (int in [0, {MAX_SEED}])")
     demo.add_argument("--max-epochs", type=_number(int, 1), default=6,
                       help="training epochs at most, for pre-training and the from-scratch model (>= 1)")
     demo.add_argument("--min-stays", type=_number(int, 1), default=5,

@@ -75,6 +75,7 @@ def pretrain(model, data, pois=None, checkpoint_dir=None):
 def add_pretrain_command(subparsers, number):
     """Add ``trajmoe pretrain`` to the command line's subparsers (``number``: the CLI's
     bounded-number argparse type factory)."""
+    from .cli import MAX_SEED
     cmd = subparsers.add_parser(
         "pretrain", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="cross-city pre-training, on N processes under torchrun, with checkpoints",
@@ -92,13 +93,25 @@ def add_pretrain_command(subparsers, number):
     cmd.add_argument("--max-epochs", type=number(int, 1), default=50,
                      help="epochs at most; early stopping on 10 %% held-out users may stop first")
     cmd.add_argument("--batch-size", type=number(int, 1), default=64, help="global batch (all processes)")
-    cmd.add_argument("--seed", type=number(int, 0), default=0,
+    cmd.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0,
                      help="random_state of the model: initialisation, held-out users, batch order")
     cmd.add_argument("--device", default="auto",
                      help="auto, cpu or cuda (under torchrun: each process the GPU of its LOCAL_RANK, in an NCCL "
                           "group; cpu: a gloo group)")
     cmd.add_argument("--data-home", default=None, help="data folder; unset: $TRAJMOE_DATA")
     return cmd
+
+
+def _check_output_folder(parser, out):
+    """``--output`` can become the model's folder (save_model creates it): checked before any
+    training, which would otherwise be lost at the end."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        parser.error(f"--output {out} is a file: give a folder (save_model writes several files into it)")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        parser.error(f"--output {out}: {existing} is not a writable folder")
 
 
 def run_pretrain_command(args, parser):
@@ -114,6 +127,7 @@ def run_pretrain_command(args, parser):
         check_device(args.device)
     except ValueError as exc:
         parser.error(f"--device: {exc}")
+    _check_output_folder(parser, Path(args.output))
     params = dict(preset=args.preset, max_epochs=args.max_epochs, batch_size=args.batch_size,
                   random_state=args.seed, device=args.device, verbose=1)
     if args.windows is not None:
