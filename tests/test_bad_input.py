@@ -521,6 +521,19 @@ def test_predict_topk_bad_k(k, fitted_baseline):
         fitted_baseline.predict_topk(grid_visits(city="A"), k=k)
 
 
+def test_predict_topk_beyond_the_vocabulary_gives_every_cell_once(fitted_baseline):
+    """k larger than the cities' vocabularies: every cell, not k columns (k=10**9 was a MemoryError)."""
+    X = grid_visits(city="A")
+    n_cells = max(len(table.cells) for table in fitted_baseline.encoder_.cities_.values())
+    labels, scores = fitted_baseline.predict_topk(X, k=10**9)
+    assert labels.shape == scores.shape == (len(X), n_cells)
+    all_cells, _ = fitted_baseline.predict_topk(X, k=n_cells)
+    assert (labels == all_cells).all()
+    network = tiny_model().fit(X)
+    labels, scores = network.predict_topk(X, k=10**9)
+    assert labels.shape == (len(X), len(network.encoder_.cities_["A"].cells)) and np.isfinite(scores).all()
+
+
 @pytest.mark.parametrize("param", ["max_epochs", "batch_size", "d_model"])
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 def test_trajmoe_zero_size_parameters(param):

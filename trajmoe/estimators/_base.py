@@ -555,12 +555,13 @@ class NextLocationEstimator(BaseEstimator):
 
         Returns
         -------
-        labels : ndarray of object (str), shape (n_visits, k)
+        labels : ndarray of object (str), shape (n_visits, min(k, N))
+            N: the most cells a city of the model has (a larger ``k`` asks for every cell).
             Cell labels ``"<city>:<ix>_<iy>"``, best first (see
             :meth:`SpatialSemanticEncoder.location_table` for centroids); cells of equal score
             by ascending location id, also at the k-th place (the order of a stable sort of all
             the scores, found by a top-k).
-        scores : ndarray of float64, shape (n_visits, k)
+        scores : ndarray of float64, shape (n_visits, min(k, N))
             The model's scores of those cells (log-probabilities for neural models).
 
         Raises
@@ -568,8 +569,8 @@ class NextLocationEstimator(BaseEstimator):
         sklearn.exceptions.NotFittedError
             Before fit.
         ValueError
-            If ``k`` is not an int >= 1. A city with fewer than k cells leaves the last
-            columns as None labels with score -inf.
+            If ``k`` is not an int >= 1. A city with fewer cells than another city of the
+            model leaves its last columns as None labels with score -inf.
         trajmoe.exceptions.UnknownCityError
             If X holds a city the model was not fitted on and ``zero_shot`` is False.
         """
@@ -591,6 +592,7 @@ class NextLocationEstimator(BaseEstimator):
         pessimistically, so with ties Acc@1 can be below the accuracy of predict). An exact
         duplicate row gets the labels and scores of the row it repeats.
         """
+        k = min(k, max(len(self.encoder_.cities_[city].cells) for city in self.cities_))   # every cell at most
         labels = np.empty((prep.n_rows, k), dtype=object)
         values = np.full((prep.n_rows, k), -np.inf)
         ranks = np.zeros(len(prep.order), np.int64)
