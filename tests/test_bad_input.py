@@ -541,6 +541,17 @@ def test_trajmoe_zero_size_parameters(param):
         tiny_model().set_params(**{param: 0}).fit(grid_visits())
 
 
+def test_one_stay_windows_have_no_training_target():
+    """max_tokens=1 cuts every window into single stays: nothing to train on, said before training
+    (it fitted on no target and predicted with untrained weights); predict-time windows of one stay
+    stay valid (a counting baseline ranks after the current stay alone)."""
+    model = tiny_model().set_params(max_tokens=1)
+    with pytest.raises(ValueError, match=r"No training target: every training window holds one stay \(max_tokens=1\)"):
+        model.fit(grid_visits())
+    assert not hasattr(model, "net_")
+    assert len(MarkovBaseline(max_tokens=1).fit(grid_visits()).predict(grid_visits())) == len(grid_visits())
+
+
 NEURAL = [TrajMoERegressor, LSTMRegressor, TransformerRegressor]
 
 

@@ -178,7 +178,7 @@ class NextLocationEstimator(BaseEstimator):
         "encoder": [SpatialSemanticEncoder, None],
         "window_days": [Interval(Integral, 1, None, closed="left")],
         "min_stays": [Interval(Integral, 1, None, closed="left")],
-        "max_tokens": [Interval(Integral, 2, None, closed="left")],  # a window of one stay has no target
+        "max_tokens": [Interval(Integral, 1, None, closed="left")],
         "city_tz": "no_validation",             # a name or a dict of names: _check_city_tz
     }
 

@@ -457,6 +457,10 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             raise ValueError(
                 f"No training window: every user needs at least min_stays={self.min_stays} visits within "
                 f"window_days={self.window_days} days. Lower min_stays or raise window_days.{held_out}")
+        if not ((train.row >= 0).sum(axis=1) >= 2).any():
+            raise ValueError(
+                f"No training target: every training window holds one stay (max_tokens={self.max_tokens}), "
+                "whose next location lies in another window. Raise max_tokens (the default is 144).")
         return train, valid
 
     # ------------------------------------------------------------------ fitting
