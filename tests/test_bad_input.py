@@ -25,7 +25,8 @@ from trajmoe import (
     TrajMoERegressor,
     TransformerRegressor,
 )
-from trajmoe.exceptions import ShortWindowsWarning
+from trajmoe.exceptions import ShortWindowsWarning, UnknownCityError
+from trajmoe.metrics import OOV_RANK
 from trajmoe.schema import DataWarning, SchemaError, validate_pois, validate_visits
 from trajmoe.taxonomy import TAXONOMY
 
@@ -401,8 +402,9 @@ def test_predict_on_unknown_city(which, fitted_baseline, fitted_model):
     est = fitted_baseline if which == "baseline" else fitted_model
     with pytest.raises(ValueError, match=r"'city'.*not seen: \['B'\].*Known cities: \['A'\].*partial_fit"):
         est.predict(grid_visits(city="B"))
-    # forgetting the city column is the same mistake, said the same way
-    with pytest.raises(ValueError, match=r"not seen: \['city'\].*Known cities: \['A'\]"):
+    # forgetting the city column: the error says so, and how to add it (not "column 'city' holds 'city'")
+    with pytest.raises(ValueError, match=r"X has no 'city' column.*in the city 'city'.*its cities are \['A'\]\. "
+                                         r"Add the 'city' column \(e\.g\. X\.assign\(city='A'\)\)"):
         est.predict(grid_visits())
 
 
@@ -722,7 +724,17 @@ def test_case07_null_island_rows_are_left_out_of_the_grid_and_counted():
     with pytest.warns(DataWarning, match="null island"):
         model = MarkovBaseline(min_stays=2).fit(bad)
     assert (model.encoder_.locate(bad)["location_id"].to_numpy()[36:] == -1).all()
-    assert set(model.predict(bad)) <= set(clean.location_table("city")["label"])
+    # scored, they are reported as at fit: counts, kinds and rows (before, in silence)
+    with pytest.warns(DataWarning, match=r"city 'city': 3 of the 39 visits scored are outliers: 3 at \(0, 0\), "
+                                         r"'null island'.*rows \[36, 37, 38\]\. They are out of the vocabulary"):
+        assert set(model.predict(bad)) <= set(clean.location_table("city")["label"])
+    swapped = berlin.assign(lat=berlin["lon"], lon=berlin["lat"])
+    with pytest.warns(DataWarning, match=r"36 of the 36 visits scored are outliers: 36 farther than 500 km.*swapped"):
+        ranks = model.target_ranks(swapped)
+    assert (ranks == OOV_RANK).all()
+    # without a city column the visits are in the default city, and the error says so
+    with pytest.raises(UnknownCityError, match=r"X has no 'city' column.*its cities are \['berlin'\]"):
+        MarkovBaseline(min_stays=2).fit(berlin.assign(city="berlin")).predict(berlin)
     # far from the bulk (a POI in Sydney): the same for POI frames
     P = pd.DataFrame({"lat": [52.51, -33.9], "lon": [13.41, 151.2], "category": list(TAXONOMY[:2])})
     with pytest.warns(DataWarning, match=r"1 of 2 POIs are outliers.*farther than 500 km.*rows \[1\]"):

@@ -175,6 +175,10 @@ def test_zero_shot_policy_reads_nothing_of_the_targets_and_changes_nothing(two_c
     assert set(np.unique(table.popularity)) == {table.zero_shot_bin}
     assert table.poi_counts.sum() == 2                   # the two POIs, none of the visits' 'shop'
     assert "b" not in model.encoder_.cities_             # the fitted encoder is untouched
+    # POIs of a city neither fitted nor scored (a misspelt name) are not used, and the note says so
+    with pytest.warns(DataWarning, match=r"2 of the 2 POIs are of cities \['B'\], neither fitted nor in X") as caught:
+        model.encoder_.with_unseen_cities(b, pois=pois.assign(city="B"))
+    assert any("POI counts none (pass pois= of these cities" in str(w.message) for w in caught)
     with pytest.warns(DataWarning, match="scored zero-shot"):
         score = model.score(b, pois=pois)
         labels = model.predict(b, zero_shot=True)

@@ -493,19 +493,9 @@ or dict, default "auto"
         out = grid.outliers(lat, lon)
         if not out.any():
             return frame, 0
-        null = outlier_mask(lat, lon, None)  # null island only
-        far = out & ~null
-        parts = []
-        if null[out].any():
-            parts.append(f"{int(null.sum())} at (0, 0), 'null island', a placeholder for a missing position")
-        if far.any():
-            parts.append(f"{int(far.sum())} farther than {OUTLIER_DISTANCE / 1000:g} km from the city's centre "
-                         f"({grid.centre[0]:.4f}, {grid.centre[1]:.4f}), up to "
-                         f"{distance_to(lat[far], lon[far], grid.centre).max() / 1000:,.0f} km (a lost minus "
-                         "sign? another city?)")
         warnings.warn(
             f"city {city!r}: {int(out.sum())} of {len(frame)} {what} are outliers and left out of the city's "
-            f"grid and counts: {'; '.join(parts)}; rows {_labels(frame.index[out])}. Fix their "
+            f"grid and counts: {_outlier_kinds(grid, lat, lon, out)}; rows {_labels(frame.index[out])}. Fix their "
             f"{LAT!r}/{LON!r}, drop them, or give far-away points their own {CITY!r} value "
             "(counts in n_excluded_).", DataWarning, stacklevel=5)
         return frame[~out], int(out.sum())
@@ -676,13 +666,19 @@ or dict, default "auto"
         """
         return self._locate(X)[0]
 
-    def _locate(self, X, validated=False):
+    def _locate(self, X, validated=False, report=False):
         """:meth:`locate` and a bool mask (n_visits,) of the outlier rows (their cells are
         never added as candidates by :meth:`with_unseen_cells`). ``validated``: X is an output
-        of :func:`~trajmoe.schema.validate_visits` already (not checked again)."""
+        of :func:`~trajmoe.schema.validate_visits` already (not checked again). ``report``: a
+        DataWarning per city with outliers (counts and rows), for frames that are scored."""
         check_is_fitted(self, "cities_")
         visits = positional(X) if validated else validate_visits(positional(X), duplicates="ignore")
         unknown = sorted(set(visits[CITY].unique()) - set(self.cities_))
+        if unknown and isinstance(X, pd.DataFrame) and CITY not in X.columns:
+            raise UnknownCityError(
+                f"X has no '{CITY}' column, so its visits are taken to be in the city '{DEFAULT_CITY}', which "
+                f"the encoder has not seen; its cities are {list(self.cities_)}. Add the '{CITY}' column "
+                f"(e.g. X.assign({CITY}={next(iter(self.cities_))!r})).")
         if unknown:
             raise UnknownCityError(
                 f"Column '{CITY}' holds cities the encoder has not seen: {unknown}. Known cities: "
@@ -700,7 +696,14 @@ or dict, default "auto"
             location[pos] = table.lookup(cells[pos, 0], cells[pos, 1])
             city[pos] = name
             if table.grid.is_projected:
-                outlier[pos] = table.grid.outliers(rows[LAT].to_numpy(float), rows[LON].to_numpy(float))
+                lat, lon = rows[LAT].to_numpy(float), rows[LON].to_numpy(float)
+                outlier[pos] = out = table.grid.outliers(lat, lon)
+                if report and out.any():
+                    warnings.warn(
+                        f"city {name!r}: {int(out.sum())} of the {len(rows)} visits scored are outliers: "
+                        f"{_outlier_kinds(table.grid, lat, lon, out)}; rows {_labels(X.index[pos[out]])}. They are "
+                        "out of the vocabulary: never a candidate, and as a target a miss. Fix their "
+                        f"{LAT!r}/{LON!r} or drop them.", DataWarning, stacklevel=_caller_stacklevel())
         located = pd.DataFrame({CITY: city, "location_id": location,
                                 "label": cell_labels(city, cells[:, 0], cells[:, 1]),
                                 "ix": cells[:, 0], "iy": cells[:, 1]}, index=X.index)
@@ -828,9 +831,17 @@ or dict, default "auto"
         rows = visits[visits[CITY].isin(unknown)].drop(columns=[POI_CATEGORY], errors="ignore")
         city_pois = None
         if pois is not None:
-            of_city = (pois[CITY].astype(str) if CITY in pois.columns
-                       else pd.Series(DEFAULT_CITY, index=pois.index)).isin(unknown).to_numpy()
+            poi_city = (pois[CITY].astype(str) if CITY in pois.columns
+                        else pd.Series(DEFAULT_CITY, index=pois.index)).to_numpy()
+            of_city = np.isin(poi_city, unknown)
             city_pois = pois[of_city] if of_city.any() else None
+            stray = ~of_city & ~np.isin(poi_city, list(self.cities_))    # a fitted city keeps its own tables
+            if stray.any():
+                warnings.warn(
+                    f"{int(stray.sum())} of the {len(pois)} POIs are of cities {sorted(set(poi_city[stray]))}, "
+                    f"neither fitted nor in X (its unseen cities are {unknown}): they are not used. Give the POIs "
+                    f"of the unseen cities, their '{CITY}' column naming them.",
+                    DataWarning, stacklevel=_caller_stacklevel())
         described = SpatialSemanticEncoder(**self.get_params()).fit(rows, pois=city_pois)
         fitted_bins = [t.unseen_popularity for t in self.cities_.values()
                        if getattr(t, "zero_shot_bin", None) is None]
@@ -846,7 +857,7 @@ or dict, default "auto"
             f"Cities {unknown} are unknown to this model: scored zero-shot, each from a temporary "
             f"grid and location table built from its {len(rows)} visits in X (their region widened by "
             f"region_margin={self.region_margin} m), POI counts "
-            f"{'from pois' if city_pois is not None else 'none (pass pois= to use POI features)'} and no "
+            f"{'from pois' if city_pois is not None else 'none (pass pois= of these cities to use POI features)'} and no "
             f"visit counts (every cell gets popularity bin {zero_shot_bin}, that of a never-visited cell); "
             "the fitted model is left unchanged. Register a city with partial_fit to learn it."
             + (f" X has no '{CITY}' column, so all its visits are taken to be in the city "
@@ -884,7 +895,7 @@ or dict, default "auto"
         ValueError
             If X holds a city the encoder has not seen.
         """
-        located, outlier = self._locate(X)
+        located, outlier = self._locate(X, report=True)
         # outliers (null island, far from the city) never become candidates
         unseen = located[(located["location_id"] < 0).to_numpy() & ~outlier]
         if self.region_margin is None or not len(unseen):
@@ -991,6 +1002,21 @@ def _category_index(city, categories):
             f"City {city!r}: {int(missing.sum())} visits have no '{POI_CATEGORY}' and do not count "
             "towards the POI features.", DataWarning, stacklevel=5)
     return cat_index.astype(np.int64)
+
+
+def _outlier_kinds(grid, lat, lon, out):
+    """How many of the outliers ``out`` lie at null island and how many far from the centre, and how far."""
+    null = outlier_mask(lat, lon, None)  # null island only
+    far = out & ~null
+    parts = []
+    if null[out].any():
+        parts.append(f"{int(null.sum())} at (0, 0), 'null island', a placeholder for a missing position")
+    if far.any():
+        parts.append(f"{int(far.sum())} farther than {OUTLIER_DISTANCE / 1000:g} km from the city's centre "
+                     f"({grid.centre[0]:.4f}, {grid.centre[1]:.4f}), up to "
+                     f"{distance_to(lat[far], lon[far], grid.centre).max() / 1000:,.0f} km (a lost minus "
+                     "sign? latitude and longitude swapped? another city?)")
+    return "; ".join(parts)
 
 
 def _labels(index):
