@@ -165,8 +165,7 @@ class PopularityBaseline(_CountingBaseline):
     min_stays : int, default 5
         Evaluation windows with fewer visits are not scored by :meth:`target_ranks`.
     max_tokens : int, default 144
-        Longer windows are cut (into pieces of ``max_tokens`` stays, each stay but the first a
-        target: a neural model needs at least 2 to train).
+        Longer windows are cut (into pieces of ``max_tokens`` stays).
     city_tz : dict of str -> str, optional
         Time zone per city (see :func:`trajmoe.sequences.time_features`).
 
@@ -703,8 +702,7 @@ class GravityBaseline(_CountingBaseline):
         Evaluation windows with fewer visits are not scored by :meth:`target_ranks`, nor used
         by the likelihood of the parameter search.
     max_tokens : int, default 144
-        Longer windows are cut (into pieces of ``max_tokens`` stays, each stay but the first a
-        target: a neural model needs at least 2 to train).
+        Longer windows are cut (into pieces of ``max_tokens`` stays).
     city_tz : dict of str -> str, optional
         Time zone per city (see :func:`trajmoe.sequences.time_features`).
     beta : float >= 0 or None, default None

@@ -102,7 +102,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         Windows with fewer visits are not trained on nor evaluated.
     max_tokens : int, default 144
         Longer windows are cut (into pieces of ``max_tokens`` stays, each stay but the first a
-        target: a neural model needs at least 2 to train).
+        target: ``fit`` needs at least 2).
     stride_days : int, default 1
         Training windows start every ``stride_days`` days.
     lr : float, default 1e-3
