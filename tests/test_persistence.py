@@ -114,6 +114,35 @@ def test_a_loaded_model_fine_tunes_as_the_saved_one_would(fitted_and_test, tmp_p
     np.testing.assert_array_equal(loaded.target_ranks(test), itself.target_ranks(test))
 
 
+def test_a_loaded_check_in_model_grows_its_venues_as_the_saved_one(tmp_path):
+    """A check-in city's POI counts come from its visited venues; fine-tuning on more of its users
+    adds theirs. The venue list travels with the folder, so the loaded model grows the same
+    vocabulary and weights (it kept the counts as they were, 114 fewer cells on 10 NYC users)."""
+    import copy
+
+    from trajmoe.datasets import load_foursquare_nyc
+
+    visits = load_foursquare_nyc().visits
+    users = visits["user_id"].unique()
+    model = TrajMoERegressor(d_model=16, n_layers=1, n_heads=2, max_epochs=1, random_state=0, device="cpu")
+    model.fit(visits[visits["user_id"].isin(users[:20])])
+    more = visits[visits["user_id"].isin(users[20:30])]
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    pd.testing.assert_frame_equal(loaded.encoder_.cities_["nyc"].venues, model.encoder_.cities_["nyc"].venues)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        itself = copy.deepcopy(model).partial_fit(more)
+        loaded.partial_fit(more)
+    finally:
+        torch.set_num_threads(threads)
+    grown = itself.encoder_.cities_["nyc"]
+    assert len(grown.cells) > len(model.encoder_.cities_["nyc"].cells)
+    np.testing.assert_array_equal(loaded.encoder_.cities_["nyc"].poi_counts, grown.poi_counts)
+    for name, weight in itself.net_.module_.state_dict().items():
+        torch.testing.assert_close(loaded.net_.module_.state_dict()[name], weight, rtol=0, atol=0, msg=name)
+
+
 def test_save_refuses_unfitted_and_other_estimators(tmp_path):
     from sklearn.exceptions import NotFittedError
 

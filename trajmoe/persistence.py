@@ -3,7 +3,7 @@
 Pickle and joblib round-trip a model exactly, but loading a pickle runs code from the file.
 :func:`save_model` writes a folder that holds only data: ``config.json`` (parameters, cities,
 their grids with their robust centres, and the counts of rows their fitting left out),
-``tables.npz`` (each city's cells and location features) and
+``tables.npz`` (each city's cells, location features and visited venues) and
 ``weights.pt`` (the network's ``state_dict``, read back with ``torch.load(weights_only=True)``),
 ``optimizer.pt`` (the optimizer's state, read back the same way, so that ``partial_fit`` goes on as
 it would have on the saved model) and ``history.json`` (the training history; skorch's
@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.utils.validation import check_is_fitted
 
@@ -75,9 +76,9 @@ def save_model(model, path):
     state (AdamW's moments), the learning rate ``fit`` ran with and the (hashed) users the model
     was fitted on are saved, so that the loaded model fine-tunes as the saved one would
     (``partial_fit`` on a new city gives the same weights) and warns when it is scored on its own
-    training users. The visited-venue lists of the encoder are not: a loaded model predicts
-    exactly as the saved one, and ``partial_fit`` on a known city then keeps that city's POI
-    counts as they are.
+    training users, as are the visited-venue lists of the encoder (a venue id that is not a
+    number is kept as text), from which ``partial_fit`` on a known check-in city adds new
+    venues to its POI counts.
     """
     if type(model).__name__ not in _CLASSES or not isinstance(model, _CLASSES[type(model).__name__]):
         raise TypeError(f"save_model saves one of {sorted(_CLASSES)}, got {type(model).__name__}.")
@@ -115,6 +116,11 @@ def save_model(model, path):
     (path / "config.json").write_text(json.dumps(config, indent=2))
     arrays = {f"{i}/{name}": getattr(encoder.cities_[city], name)
               for i, city in enumerate(model.cities_) for name in _ARRAYS}
+    for i, city in enumerate(model.cities_):
+        venues = encoder.cities_[city].venues
+        for name in () if venues is None else venues.columns:
+            values = venues[name].to_numpy()
+            arrays[f"{i}/venues/{name}"] = values if values.dtype.kind in "biuf" else values.astype(str)
     arrays["fit_user_keys"] = getattr(model, "_fit_user_keys", np.zeros(0, np.uint64))
     np.savez(path / "tables.npz", **arrays)
     state = {k: v.detach().cpu() for k, v in model.net_.module_.state_dict().items()}
@@ -190,7 +196,8 @@ def load_model(path, device=None):
         raise ValueError(f"{path}/config.json does not hold {cls.__name__} parameters: {exc}") from None
     encoder = SpatialSemanticEncoder(**config["encoder"])
     with np.load(path / "tables.npz", allow_pickle=False) as tables:
-        encoder.cities_ = {city["name"]: _city_table(city, [tables[f"{i}/{name}"] for name in _ARRAYS])
+        encoder.cities_ = {city["name"]: _city_table(city, [tables[f"{i}/{name}"] for name in _ARRAYS],
+                                                     _venues(city, tables, i))
                            for i, city in enumerate(config["cities"])}
         if "fit_user_keys" in tables:               # folders of earlier versions have none
             model._fit_user_keys = tables["fit_user_keys"]
@@ -233,14 +240,24 @@ def _city_config(name, table):
     return {"name": name, "cell_size": table.grid.cell_size, "crs": table.grid.crs,
             "centre": None if centre is None else [float(v) for v in centre],
             "excluded": {str(k): int(v) for k, v in getattr(table, "excluded", {}).items()},
-            "popularity_rank": getattr(table, "popularity_rank", "vocabulary")}
+            "popularity_rank": getattr(table, "popularity_rank", "vocabulary"),
+            "venues": None if table.venues is None else list(table.venues.columns)}
 
 
-def _city_table(city, arrays):
-    """The :class:`CityTable` of a config.json entry and its arrays (folders of earlier
-    versions have no centre, so outliers are then only checked at null island, and no counts
-    of excluded rows, and rank popularity among the whole vocabulary)."""
+def _venues(city, tables, i):
+    """The visited-venue list of the ``i``-th city of config.json (None: its counts come from a POI
+    frame; folders of earlier versions saved none)."""
+    columns = city.get("venues")
+    if columns is None:
+        return None
+    return pd.DataFrame({name: tables[f"{i}/venues/{name}"] for name in columns}, columns=columns)
+
+
+def _city_table(city, arrays, venues=None):
+    """The :class:`CityTable` of a config.json entry, its arrays and its venues (folders of
+    earlier versions have no centre, so outliers are then only checked at null island, no
+    counts of excluded rows and no venues, and rank popularity among the whole vocabulary)."""
     centre = city.get("centre")
     grid = CityGrid(city["cell_size"], city["crs"], None if centre is None else tuple(float(v) for v in centre))
-    return CityTable(grid, *arrays, venues=None, excluded=dict(city.get("excluded") or {}),
+    return CityTable(grid, *arrays, venues=venues, excluded=dict(city.get("excluded") or {}),
                      popularity_rank=city.get("popularity_rank", "vocabulary"))
