@@ -259,9 +259,11 @@ def run_demo(target=DEFAULT_TARGET, sources=None, fraction=0.05, seed=0, data_ho
     src = [load_city(s, data_home) for s in sources]
     src_visits = _concat([v for v, _ in src])
     src_pois = _concat([p for _, p in src])
-    log(f"target {target}: {visits['user_id'].nunique()} users, {len(visits)} visits; fine-tune on "
-        f"{len(few)} users ({len(finetune)} visits), test on {test['user_id'].nunique()} users "
-        f"({len(test)} visits); sources {list(sources)}: {len(src_visits)} visits "
+    # every frame with its number of visits: the min_stays note counts what it left out of each
+    log(f"target {target}: {visits['user_id'].nunique():,} users, {len(visits):,} visits; training split "
+        f"{target_train['user_id'].nunique():,} users ({len(target_train):,} visits), fine-tune on "
+        f"{len(few):,} users ({len(finetune):,} visits), test on {test['user_id'].nunique():,} users "
+        f"({len(test):,} visits); sources {list(sources)}: {len(src_visits):,} visits "
         f"(loaded in {time.perf_counter() - t0:.0f} s)")
 
     params = dict(random_state=seed, max_epochs=max_epochs, verbose=1, min_stays=min_stays)
@@ -392,7 +394,7 @@ def _short_windows_lines(notes):
     for note in notes:
         settings.setdefault((note.min_stays, note.window_days), []).append(note)
     for (min_stays, window_days), group in settings.items():
-        counts = "; ".join(f"{n.n_left_out:,} of {n.n_visits:,} ({n.kind})" for n in group)
+        counts = "; ".join(f"{n.n_left_out:,} of {n.n_visits:,} visits ({n.kind})" for n in group)
         yield (f"note: min_stays={min_stays}: visits in no window of at least {min_stays} stays within "
                f"window_days={window_days} days are left out (not trained on, not scored), per frame: {counts}. "
                "Lower min_stays or raise window_days to use them.")
