@@ -504,6 +504,20 @@ def test_city_tz_given_as_string_applies_to_every_city():
         PopularityBaseline(city_tz=["America/New_York"]).fit(visits)
 
 
+def test_city_tz_of_a_city_neither_in_x_nor_fitted_is_reported():
+    """A misspelt city name in city_tz used to leave that city's times in UTC in silence."""
+    X = grid_visits(city="A").assign(started_at=lambda d: pd.Timestamp("2021-03-01", tz="UTC")
+                                     + pd.to_timedelta((d["day"] * 48 + d["slot"]) * 30, unit="min"))
+    X = X.drop(columns=["day", "slot"])
+    with pytest.warns(DataWarning, match=r"city_tz names cities that are neither in X nor fitted: \['a'\] "
+                                         r"\(the model's cities: \['A'\]\)") as caught:
+        PopularityBaseline(city_tz={"a": "Asia/Tokyo"}).fit(X)
+    assert caught[0].filename == __file__                      # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        PopularityBaseline(city_tz={"A": "Asia/Tokyo"}).fit(X)
+
+
 def test_city_tz_unknown_zone():
     with pytest.raises(ValueError, match=r"city_tz.*'city'.*Mars/Olympus"):
         PopularityBaseline(city_tz={"city": "Mars/Olympus"}).fit(latlon_visits()).predict(latlon_visits())

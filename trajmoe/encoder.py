@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import numbers
-import sys
 import warnings
 from dataclasses import dataclass, field, replace
 
@@ -27,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._constants import CELL_KEY_BITS, MAX_CELL_INDEX, POPULARITY_EDGES
 from ._encoded import encoded_output
 from ._validation import check_choice
+from ._warnings import caller_stacklevel
 from .exceptions import DataWarning, SchemaError, UnknownCityError
 from .schema import (CATEGORY, CITY, COUNT, DEFAULT_CITY, LAT, LON, POI_CATEGORY, USER, X, Y, validate_pois,
                      validate_visits)
@@ -703,7 +703,7 @@ or dict, default "auto"
                         f"city {name!r}: {int(out.sum())} of the {len(rows)} visits scored are outliers: "
                         f"{_outlier_kinds(table.grid, lat, lon, out)}; rows {_labels(X.index[pos[out]])}. They are "
                         "out of the vocabulary: never a candidate, and as a target a miss. Fix their "
-                        f"{LAT!r}/{LON!r} or drop them.", DataWarning, stacklevel=_caller_stacklevel())
+                        f"{LAT!r}/{LON!r} or drop them.", DataWarning, stacklevel=caller_stacklevel())
         located = pd.DataFrame({CITY: city, "location_id": location,
                                 "label": cell_labels(city, cells[:, 0], cells[:, 1]),
                                 "ix": cells[:, 0], "iy": cells[:, 1]}, index=X.index)
@@ -841,7 +841,7 @@ or dict, default "auto"
                     f"{int(stray.sum())} of the {len(pois)} POIs are of cities {sorted(set(poi_city[stray]))}, "
                     f"neither fitted nor in X (its unseen cities are {unknown}): they are not used. Give the POIs "
                     f"of the unseen cities, their '{CITY}' column naming them.",
-                    DataWarning, stacklevel=_caller_stacklevel())
+                    DataWarning, stacklevel=caller_stacklevel())
         described = SpatialSemanticEncoder(**self.get_params()).fit(rows, pois=city_pois)
         fitted_bins = [t.unseen_popularity for t in self.cities_.values()
                        if getattr(t, "zero_shot_bin", None) is None]
@@ -863,7 +863,7 @@ or dict, default "auto"
             + (f" X has no '{CITY}' column, so all its visits are taken to be in the city "
                f"'{DEFAULT_CITY}': add the column to score the fitted cities {list(self.cities_)}."
                if DEFAULT_CITY in unknown and isinstance(X, pd.DataFrame) and CITY not in X.columns else ""),
-            DataWarning, stacklevel=_caller_stacklevel())
+            DataWarning, stacklevel=caller_stacklevel())
         return out
 
     def with_unseen_cells(self, X):
@@ -971,14 +971,6 @@ def _quantile(values, q, weights=None):
         pick = values[order, j][np.searchsorted(ends, [below, min(below + 1, n - 1)], side="right")]
         out[j] = np.quantile(pick.astype(float), index - below)
     return out
-
-
-def _caller_stacklevel():
-    """Stack level of the first frame outside trajmoe (and contextlib), for warnings."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("trajmoe", "contextlib"):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _category_index(city, categories):

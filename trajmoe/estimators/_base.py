@@ -33,6 +33,7 @@ from .._constants import PAD, TOKEN_FEATURES
 from .._encoded import carried
 from .._version import __version__
 from .._validation import check_protocol, check_time_zone
+from .._warnings import caller_stacklevel
 from ..encoder import SpatialSemanticEncoder, cell_labels, positional
 from ..exceptions import DataWarning, ModelVersionWarning, SharedUsersWarning, UnknownCityError
 from ..schema import CITY, DEFAULT_CITY, USER, duplicated_rows, row_hash, format_rows, validate_visits
@@ -291,6 +292,12 @@ class NextLocationEstimator(BaseEstimator):
         else:
             self.encoder_.partial_fit(X, pois=pois)
         self.cities_ = list(self.encoder_.cities_)
+        if isinstance(self.city_tz, dict) and set(self.city_tz) - set(self.cities_):
+            warnings.warn(
+                f"city_tz names cities that are neither in X nor fitted: {sorted(set(self.city_tz) - set(self.cities_))} "
+                f"(the model's cities: {self.cities_}). A misspelt name leaves its city's times in their own "
+                "zone; a city that comes later with partial_fit gets its zone then.", DataWarning,
+                stacklevel=caller_stacklevel())
         keys = _user_keys(X)
         self._fit_user_keys = keys if first else np.union1d(getattr(self, "_fit_user_keys", keys), keys)
         return X
