@@ -156,3 +156,35 @@ def test_a_model_trains_on_streamed_windows(store, tmp_path):
     assert model.predict(visits.iloc[:50]).shape == (50,)
     with pytest.raises(ValueError, match="other parameters"):
         pretrain(TrajMoERegressor(**TINY, validation_fraction=0.0, window_days=2), written)
+
+
+def test_a_store_written_again_holds_only_its_own_windows(store, tmp_path):
+    """Written again into the same folder with fewer cities: the earlier cities' files go (they
+    were listed, and training read a city index the store no longer had)."""
+    visits, _, _ = store
+    two = [visits[visits["city"] == "nyc"], visits[visits["city"] != "nyc"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        write_windows(TrajMoERegressor(**TINY, validation_fraction=0.0), two, tmp_path)
+        again = write_windows(TrajMoERegressor(**TINY, validation_fraction=0.0), two[:1], tmp_path)
+    assert again.meta["files"]["train"] == ["city-0000.parquet"]
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["city-0000.parquet"]
+    assert len(again.windows("train")) == sum(again.meta["windows"]["train"])
+    with pytest.raises(ValueError, match=r"split must be 'train' or 'valid', got 'test'"):
+        again.windows("test")
+
+
+def test_write_windows_refuses_what_it_cannot_do_and_leaves_the_model_as_it_was(store, tmp_path):
+    visits, _, _ = store
+    model = TrajMoERegressor(**TINY, validation_fraction=0.0)
+    with pytest.raises(TypeError, match="chunks is an iterator.*pass a list"):
+        write_windows(model, (c for c in by_users(visits, 2)), tmp_path)      # read twice: empty the second time
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=rf"rows_per_group must be an int >= 1.*got {bad!r}"):
+            write_windows(model, by_users(visits, 2), tmp_path, rows_per_group=bad)
+    lonely = visits.iloc[:3].assign(user_id=-1)                           # a chunk with no training window
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        with pytest.raises(ValueError, match="No training window"):
+            write_windows(model, [visits, lonely], tmp_path)
+    assert not hasattr(model, "encoder_") and not hasattr(model, "cities_")

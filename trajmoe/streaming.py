@@ -30,6 +30,7 @@ Examples
 from __future__ import annotations
 
 import json
+import numbers
 import pickle
 from pathlib import Path
 
@@ -70,6 +71,8 @@ class _CityWriters:
     def __init__(self, folder, rows_per_group):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        for old in self.folder.glob("city-*.parquet"):     # an earlier store's files are replaced
+            old.unlink()
         self.rows_per_group = rows_per_group
         self.writers, self.pending = {}, {}
 
@@ -100,7 +103,7 @@ class _CityWriters:
                 self._write(city, pa.concat_tables(parts))
         for writer in self.writers.values():
             writer.close()
-        return sorted(p.name for p in self.folder.glob("city-*.parquet"))
+        return sorted(f"city-{city:04d}.parquet" for city in self.writers)
 
 
 def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
@@ -136,7 +139,10 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
     Raises
     ------
     ValueError
-        If a user appears in two chunks, or a chunk has no training window.
+        If a user appears in two chunks, or a chunk has no training window; if ``rows_per_group``
+        is not an int >= 1. The model is then left as it was.
+    TypeError
+        If ``chunks`` is an iterator (a generator, ``iter(list)``): it can be read only once.
 
     Notes
     -----
@@ -148,13 +154,33 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
     import pyarrow  # noqa: F401  (a clear ImportError before any work: pip install pyarrow)
 
     model._check_params()
+    if iter(chunks) is chunks:
+        raise TypeError("chunks is an iterator (a generator?), which can be read only once, and write_windows "
+                        "reads the chunks twice (the encoder, then the windows): pass a list of frames, or an "
+                        "object whose __iter__ reads them anew (from files).")
+    if isinstance(rows_per_group, bool) or not isinstance(rows_per_group, numbers.Integral) or rows_per_group < 1:
+        raise ValueError(f"rows_per_group must be an int >= 1 (windows per Parquet row group), got {rows_per_group!r}.")
     path = Path(path)
     chunked = ChunkedEncoder(model.encoder)
     for i, chunk in enumerate(chunks):
         chunked.partial_fit(chunk, pois=pois if i == 0 else None)
+    fitted = {name: getattr(model, name) for name in ("encoder_", "cities_") if hasattr(model, name)}
     model.encoder_ = chunked.encoder_
     model.cities_ = list(model.encoder_.cities_)
-    writers = {split: _CityWriters(path / split, int(rows_per_group)) for split in ("train", "valid")}
+    try:
+        return _write_store(model, chunks, path, int(rows_per_group))
+    except BaseException:
+        for name in ("encoder_", "cities_"):                 # the model as it was
+            if name in fitted:
+                setattr(model, name, fitted[name])
+            elif hasattr(model, name):
+                delattr(model, name)
+        raise
+
+
+def _write_store(model, chunks, path, rows_per_group):
+    """The second pass of :func:`write_windows`, with the model's ``encoder_`` set."""
+    writers = {split: _CityWriters(path / split, rows_per_group) for split in ("train", "valid")}
     counts = {split: np.zeros(len(model.cities_), np.int64) for split in writers}
     tokens = {split: np.zeros(len(model.cities_), np.int64) for split in writers}
     rng = np.random.default_rng(model.random_state)
@@ -227,6 +253,8 @@ class WindowStore:
         """
         from .nn.shards import ParquetWindows
 
+        if split not in ("train", "valid"):
+            raise ValueError(f"split must be 'train' or 'valid', got {split!r}.")
         if not sum(self.meta["windows"][split]):
             return None
         return ParquetWindows([self.path / split / f for f in self.meta["files"][split]],
