@@ -170,6 +170,7 @@ def test_target_ranks_chunks_bound_memory():
         (np.zeros((2, 4)), [0, -2], r"0\.\.3"),
         (np.zeros((2, 4)), [0.0, 1.0], "integer"),
         (np.array([[np.nan, 1.0]]), [0], "NaN"),
+        (np.zeros((2, 4)), [True, False], "integer"),             # a boolean is not a location id
     ],
 )
 def test_target_ranks_errors(scores, targets, match):
@@ -177,9 +178,15 @@ def test_target_ranks_errors(scores, targets, match):
         target_ranks(scores, targets)
 
 
-def test_target_ranks_nan_elsewhere_is_not_an_error_and_bad_chunk():
-    # a NaN that is not the target's score never compares greater: it is simply ranked below
-    assert target_ranks(np.array([[np.nan, 1.0, 2.0]]), [1]).tolist() == [2]
+def test_target_ranks_nan_anywhere_in_a_ranked_row_is_an_error_and_bad_chunk():
+    # a NaN elsewhere in the row compares neither above nor below the target: counted as below, a
+    # row of NaN but the target ranked it first (a diverged model scored well)
+    with pytest.raises(ValueError, match=r"scores contain NaN in 1 row with a target \(e\.g\. rows \[1\]"):
+        target_ranks(np.array([[0.0, 1.0, 2.0], [np.nan, 1.0, 2.0]]), [1, 1])
+    with pytest.raises(ValueError, match=r"NaN in 2 rows"):
+        target_ranks(np.full((2, 3), np.nan), [0, 1], chunk_size=5)
+    # an out-of-vocabulary target is not ranked: its row may hold NaN
+    assert target_ranks(np.array([[np.nan, 1.0, 2.0]]), [-1]).tolist() == [OOV_RANK]
     with pytest.raises(ValueError, match="chunk_size"):
         target_ranks(np.zeros((2, 3)), [0, 1], chunk_size=0)
 

@@ -138,8 +138,9 @@ def target_ranks(scores, targets, *, chunk_size=None):
     ------
     ValueError
         If ``scores`` is not 2-D, ``targets`` is not 1-D of the same length, a target id is outside
-        ``-1..n_candidates-1``, ``targets`` is not integer, ``chunk_size`` is not a positive
-        integer, or the score of a true (in-vocabulary) target is ``NaN``.
+        ``-1..n_candidates-1``, ``targets`` is not integer (booleans are not ids), ``chunk_size``
+        is not a positive integer, or a row with an in-vocabulary target holds a ``NaN`` score
+        (anywhere: a NaN would rank neither above nor below the target).
 
     See Also
     --------
@@ -193,17 +194,17 @@ def target_ranks(scores, targets, *, chunk_size=None):
             t_all = targets.detach().to(device=s_all.device)
         else:
             t_np = np.asarray(targets)
-            if t_np.dtype.kind not in "iub" and t_np.size:
+            if t_np.dtype.kind not in "iu" and t_np.size:
                 raise ValueError(f"targets must be integer location ids, got dtype {t_np.dtype}.")
             t_all = torch.as_tensor(t_np.astype(np.int64, copy=False), device=s_all.device)
-        if t_all.is_floating_point() or t_all.is_complex():
+        if t_all.is_floating_point() or t_all.is_complex() or t_all.dtype == torch.bool:
             raise ValueError(f"targets must be integer location ids, got dtype {t_all.dtype}.")
         t_all = t_all.to(torch.int64)
         ndim_s, ndim_t = s_all.dim(), t_all.dim()
     else:
         s_all = np.asarray(scores)
         t_all = np.asarray(targets.detach().cpu().numpy() if _is_torch_tensor(targets) else targets)
-        if t_all.dtype.kind not in "iub" and t_all.size:
+        if t_all.dtype.kind not in "iu" and t_all.size:
             raise ValueError(f"targets must be integer location ids, got dtype {t_all.dtype}.")
         t_all = t_all.astype(np.int64, copy=False)
         ndim_s, ndim_t = s_all.ndim, t_all.ndim
@@ -249,11 +250,9 @@ def target_ranks(scores, targets, *, chunk_size=None):
             t = t_all[start : start + chunk_size]
             valid = t >= 0
             st = s.gather(1, t.clamp(min=0)[:, None])  # [c, 1]
-            if bool(torch.isnan(st[valid]).any()):
-                raise ValueError(
-                    "scores of true targets contain NaN; rank is undefined. Replace NaN scores "
-                    "(e.g. by -inf for masked cells)."
-                )
+            nan_rows = torch.isnan(s).any(1) & valid
+            if bool(nan_rows.any()):
+                _raise_nan_rows(start + np.flatnonzero(nan_rows.cpu().numpy()))
             # 1 + #(s > s_t) + #(s == s_t, j != t) == #(s >= s_t), as s_t is not NaN
             r = (s >= st).sum(1)
             r = torch.where(valid, r, torch.full_like(r, OOV_RANK))
@@ -265,15 +264,23 @@ def target_ranks(scores, targets, *, chunk_size=None):
         t = t_all[start : start + chunk_size]
         valid = t >= 0
         st = np.take_along_axis(s, np.maximum(t, 0)[:, None], axis=1)  # [c, 1]
-        if np.isnan(st[valid]).any():
-            raise ValueError(
-                "scores of true targets contain NaN; rank is undefined. Replace NaN scores "
-                "(e.g. by -inf for masked cells)."
-            )
+        nan_rows = np.isnan(s).any(axis=1) & valid
+        if nan_rows.any():
+            _raise_nan_rows(start + np.flatnonzero(nan_rows))
         # 1 + #(s > s_t) + #(s == s_t, j != t) == #(s >= s_t), as s_t is not NaN
         r = np.count_nonzero(s >= st, axis=1)
         out[start : start + len(t)] = np.where(valid, r, OOV_RANK)
     return out
+
+
+def _raise_nan_rows(rows):
+    """ValueError for the rows (of a chunk, offset to the whole matrix) whose scores hold a NaN."""
+    raise ValueError(
+        f"scores contain NaN in {len(rows)} row{'' if len(rows) == 1 else 's'} with a target (e.g. rows "
+        f"{rows[:5].tolist()}; counted in the first chunk that holds one): a NaN compares neither above nor "
+        "below the target, so its rank is undefined. Replace NaN scores (e.g. by -inf for masked cells); a "
+        "model that scores NaN has diverged."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
