@@ -346,6 +346,20 @@ def test_token_core_learns_the_next_location():
     assert list(model.classes_) == sorted(set(y[:200]))
     with pytest.raises(NotFittedError):
         NextTokenClassifier().predict(X)
+    # a failed refit leaves the fitted model as it was (it kept the new width and classes, and then
+    # refused the data it had been fitted on)
+    before = model.predict_proba(X[200:])
+    for bad_fit in (lambda: model.fit(np.zeros((4, 5)), [0.1, 0.2, 0.3, 0.4]),         # continuous y
+                    lambda: model.set_params(lr=1e30).fit(X[:50, :3], y[:50])):        # diverges
+        with pytest.raises(ValueError):
+            bad_fit()
+        model.set_params(lr=NextTokenClassifier().lr)
+        assert model.n_features_in_ == 6 and list(model.classes_) == sorted(set(y[:200]))
+        np.testing.assert_array_equal(model.predict_proba(X[200:]), before)
+    unfitted = NextTokenClassifier(device="cpu")
+    with pytest.raises(ValueError):
+        unfitted.fit(np.zeros((4, 5)), [0.1, 0.2, 0.3, 0.4])
+    assert not hasattr(unfitted, "n_features_in_")
 
 
 #: Why each scikit-learn API check that fails on arrays does not apply to the visit-frame

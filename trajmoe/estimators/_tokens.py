@@ -170,8 +170,17 @@ class NextTokenClassifier(ClassifierMixin, BaseEstimator):
         ------
         ValueError
             On an invalid parameter, non-finite or non-numeric X, a continuous y, or X and y of
-            different lengths.
+            different lengths. A failed fit leaves the estimator as it was (fitted or not).
         """
+        fitted = dict(self.__dict__)
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            self.__dict__.clear()            # the fitted attributes (and network) of before
+            self.__dict__.update(fitted)
+            raise
+
+    def _fit(self, X, y):
         self._validate_params()
         X, y = validate_data(self, X, y)
         check_classification_targets(y)
