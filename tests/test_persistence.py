@@ -4,6 +4,7 @@ saved for a GPU loads on a CPU, another version warns, the history travels."""
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -177,6 +178,70 @@ def test_a_swapped_or_edited_folder_is_a_clear_error(fitted_and_test, tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="no_such_parameter"):
         load_model(folder)
+
+
+def _edited(folder, tmp_path, name, edit):
+    """A copy of ``folder`` with ``edit`` applied to one of its files (config.json as a dict,
+    tables.npz as a dict of arrays, other files as bytes)."""
+    import shutil
+
+    copy = tmp_path / f"edited-{len(list(tmp_path.iterdir()))}"
+    shutil.copytree(folder, copy)
+    target = copy / name
+    if name == "config.json":
+        config = json.loads(target.read_text())
+        edit(config)
+        target.write_text(json.dumps(config))
+    elif name == "tables.npz":
+        with np.load(target) as tables:
+            arrays = dict(tables)
+        edit(arrays)
+        np.savez(target, **arrays)
+    else:
+        target.write_bytes(edit(target.read_bytes()))
+    return copy
+
+
+@pytest.mark.parametrize("name, edit, match", [
+    ("config.json", lambda c: c.pop("taxonomy"), r"not a folder written by save_model.*KeyError: 'taxonomy'"),
+    ("config.json", lambda c: c["cities"][0].update(cell_size=-500), r"cell_size of config.json is -500"),
+    ("config.json", lambda c: c["cities"][0].update(cell_size="500"), r"cell_size of config.json is '500'"),
+    ("config.json", lambda c: c["estimator"].update(d_model="16"), r"config.json does not hold .*'d_model' parameter"),
+    ("tables.npz", lambda a: a.update({"0/cells": a["0/cells"][:-10]}), r"poi_counts is shape"),
+    ("tables.npz", lambda a: a.update({"0/poi_counts": a["0/poi_counts"][:, :33]}), r"poi_counts is shape .*33"),
+    ("tables.npz", lambda a: a.update({"0/coord_std": np.zeros(2)}), r"coord_std is not 2 finite numbers > 0"),
+    ("tables.npz", lambda a: a.pop("0/visit_counts"), r"not a folder written by save_model.*visit_counts"),
+    ("weights.pt", lambda b: b[: len(b) // 2], r"weights.pt is not a state_dict written by save_model"),
+    ("config.json", lambda c: None, None),             # unchanged: loads
+])
+def test_a_changed_folder_is_an_error_naming_the_file(fitted_and_test, tmp_path, name, edit, match):
+    """Changed or truncated files used to load and fail later (or predict other labels), or fail deep
+    inside json, numpy, pyproj or torch."""
+    model, _ = fitted_and_test
+    folder = save_model(model, tmp_path / "m")
+    edited = _edited(folder, tmp_path, name, edit)
+    if match is None:
+        load_model(edited)
+        return
+    with pytest.raises(ValueError, match=match):
+        load_model(edited)
+
+
+def test_a_truncated_config_nan_weights_and_a_file_path_are_clear_errors(fitted_and_test, tmp_path):
+    model, _ = fitted_and_test
+    folder = save_model(model, tmp_path / "m")
+    cut = _edited(folder, tmp_path, "history.json", lambda b: b[: len(b) // 2])
+    with pytest.raises(ValueError, match=r"not a folder written by save_model.*JSONDecodeError"):
+        load_model(cut)
+    state = torch.load(folder / "weights.pt", weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    torch.save(state, folder / "weights.pt")
+    with pytest.raises(ValueError, match=rf"weights.pt holds NaN or infinite values in \['{re.escape(name)}'\]"):
+        load_model(folder)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(NotADirectoryError, match="save_model writes a folder of files.*is a file"):
+        save_model(model, tmp_path / "a_file")
 
 
 def test_grid_centre_and_excluded_counts_round_trip(tmp_path):

@@ -19,7 +19,9 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import pickle
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,8 @@ def save_model(model, path):
         If the model is not fitted.
     TypeError
         If ``model`` is not one of those classes.
+    NotADirectoryError
+        If ``path`` is a file.
 
     Warns
     -----
@@ -84,6 +88,9 @@ def save_model(model, path):
         raise TypeError(f"save_model saves one of {sorted(_CLASSES)}, got {type(model).__name__}.")
     check_is_fitted(model, "net_")
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"save_model writes a folder of files, and {path} is a file: give a folder path "
+                                 f"(e.g. {path.with_suffix('')}_model/).")
     path.mkdir(parents=True, exist_ok=True)
     encoder = model.encoder_
     params, dropped = {}, []
@@ -152,8 +159,10 @@ def load_model(path, device=None):
         If a file of the folder is missing.
     ValueError
         If the model was saved with another POI taxonomy, names an unknown class, or its
-        parameters or weights do not match that class; if ``device`` is not a device torch
-        has here.
+        parameters or weights do not match that class; if a file of the folder was changed
+        (a missing key, a value of another type, an array of another shape, NaN weights, a
+        truncated file: the message names the file); if ``device`` is not a device torch has
+        here.
 
     Warns
     -----
@@ -163,7 +172,23 @@ def load_model(path, device=None):
         If the saved device is not available here and the model is loaded onto the CPU.
     """
     path = Path(path)
+    try:
+        return _load(path, device)
+    except _DAMAGE as exc:
+        raise ValueError(f"{path} is not a folder written by save_model, or one of its files was changed "
+                         f"({type(exc).__name__}: {exc}). Save the model again.") from exc
+
+
+#: What a changed or truncated file of a folder raises deep inside json, numpy or torch (the
+#: checks of :func:`_load` raise ValueError naming the file for what they recognise).
+_DAMAGE = (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError, zipfile.BadZipFile, EOFError)
+
+
+def _load(path, device):
+    """:func:`load_model` of a folder (its errors as the file formats raise them)."""
     config = json.loads((path / "config.json").read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}/config.json holds a {type(config).__name__}, not the object save_model writes.")
     if config["taxonomy"] != list(TAXONOMY):
         raise ValueError(f"{path} was saved with another POI taxonomy; it cannot be loaded by this version.")
     cls = _CLASSES.get(config.get("class", "TrajMoERegressor"))
@@ -192,7 +217,8 @@ def load_model(path, device=None):
     own = SpatialSemanticEncoder(**config["encoder"]) if config.get("own_encoder", True) else None
     try:
         model = cls(encoder=own, **params)
-    except TypeError as exc:
+        model._validate_params()                 # a value of another type or range
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}/config.json does not hold {cls.__name__} parameters: {exc}") from None
     encoder = SpatialSemanticEncoder(**config["encoder"])
     with np.load(path / "tables.npz", allow_pickle=False) as tables:
@@ -212,7 +238,15 @@ def load_model(path, device=None):
         model._fit_lr = config["fit_lr"]
     model.net_ = model._new_net(None)
     model.net_.initialize()
-    state = torch.load(path / "weights.pt", map_location=model.net_.device, weights_only=True)
+    try:
+        state = torch.load(path / "weights.pt", map_location=model.net_.device, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"{path}/weights.pt is not a state_dict written by save_model (truncated, or not "
+                         f"data only): {str(exc).splitlines()[0]}") from None
+    bad = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise ValueError(f"{path}/weights.pt holds NaN or infinite values in {bad[:5]}: a diverged or damaged "
+                         "model; save it again from a fitted model.")
     if (path / "history.json").exists():        # folders of earlier versions have none
         model.net_.load_params(f_history=path / "history.json")
     try:
@@ -244,6 +278,31 @@ def _city_config(name, table):
             "venues": None if table.venues is None else list(table.venues.columns)}
 
 
+def _check_tables(city, arrays):
+    """ValueError naming the array of ``tables.npz`` (and the city) whose shape or values are not
+    those :func:`save_model` writes."""
+    cells, poi_counts, visit_counts, coord_mean, coord_std = arrays
+    n = len(cells)
+    size = city["cell_size"]
+    problems = [
+        ("cell_size of config.json", isinstance(size, bool) or not isinstance(size, (int, float))
+         or not np.isfinite(size) or size <= 0, f"{size!r}, not a number of metres > 0"),
+        ("cells", cells.ndim != 2 or cells.shape[1:] != (2,) or cells.dtype.kind not in "iu",
+         f"shape {cells.shape} {cells.dtype}, not (n, 2) integer"),
+        ("poi_counts", poi_counts.shape != (n, len(TAXONOMY)) or not np.isfinite(poi_counts).all()
+         or (poi_counts < 0).any(), f"shape {poi_counts.shape}, not ({n}, {len(TAXONOMY)}) finite counts >= 0"),
+        ("visit_counts", visit_counts.shape != (n,) or visit_counts.dtype.kind not in "iu" or (visit_counts < 0).any(),
+         f"shape {visit_counts.shape} {visit_counts.dtype}, not ({n},) integer counts >= 0"),
+        ("coord_mean", coord_mean.shape != (2,) or not np.isfinite(coord_mean).all(), "not 2 finite numbers"),
+        ("coord_std", coord_std.shape != (2,) or not np.isfinite(coord_std).all() or (coord_std <= 0).any(),
+         "not 2 finite numbers > 0"),
+    ]
+    for name, bad, what in problems:
+        if bad:
+            raise ValueError(f"tables.npz: city {city['name']!r}: {name} is {what}: the folder was changed "
+                             "after save_model wrote it; save the model again.")
+
+
 def _venues(city, tables, i):
     """The visited-venue list of the ``i``-th city of config.json (None: its counts come from a POI
     frame; folders of earlier versions saved none)."""
@@ -257,7 +316,11 @@ def _city_table(city, arrays, venues=None):
     """The :class:`CityTable` of a config.json entry, its arrays and its venues (folders of
     earlier versions have no centre, so outliers are then only checked at null island, no
     counts of excluded rows and no venues, and rank popularity among the whole vocabulary)."""
+    _check_tables(city, arrays)
     centre = city.get("centre")
-    grid = CityGrid(city["cell_size"], city["crs"], None if centre is None else tuple(float(v) for v in centre))
+    try:
+        grid = CityGrid(city["cell_size"], city["crs"], None if centre is None else tuple(float(v) for v in centre))
+    except RuntimeError as exc:                  # pyproj's CRSError
+        raise ValueError(f"config.json: city {city['name']!r} has a CRS pyproj does not know: {exc}") from None
     return CityTable(grid, *arrays, venues=venues, excluded=dict(city.get("excluded") or {}),
                      popularity_rank=city.get("popularity_rank", "vocabulary"))
