@@ -12,6 +12,7 @@ from trajmoe.metrics import get_scorer
 from trajmoe.model_selection import (
     FewShotCitySplit,
     LeaveOneCityOut,
+    UserKFold,
     cross_city_validate,
     train_test_users,
 )
@@ -100,6 +101,25 @@ def test_train_test_users_errors():
         train_test_users(X.drop(columns="user_id"))
     with pytest.raises(TypeError, match="DataFrame"):
         train_test_users(X.to_numpy())
+
+
+def test_missing_users_and_cities_are_named_by_every_splitter():
+    """A missing city was a TypeError deep in a sort or sklearn's 'Input contains NaN'; a missing
+    user a user of its own in UserKFold."""
+    X = make_visits(users_per_city={"a": 10, "b": 10})
+    no_city = X.astype({"city": object})
+    no_city.loc[no_city.index[[4, 9]], "city"] = np.nan
+    for name, split in [("train_test_users", lambda Z: train_test_users(Z, random_state=0)),
+                        ("FewShotCitySplit", lambda Z: next(FewShotCitySplit("a", random_state=0).split(Z))),
+                        ("LeaveOneCityOut", lambda Z: next(LeaveOneCityOut().split(Z))),
+                        ("UserKFold", lambda Z: next(UserKFold(2).split(Z)))]:
+        with pytest.raises(ValueError, match=rf"{name}: column 'city' has 2 missing values at rows "
+                                             rf"\[{no_city.index[4]}, {no_city.index[9]}\]"):
+            split(no_city)
+    no_user = X.astype({"user_id": object})
+    no_user.loc[no_user.index[7], "user_id"] = None
+    with pytest.raises(ValueError, match=r"UserKFold: column 'user_id' has 1 missing value at rows"):
+        next(UserKFold(2).split(no_user))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from sklearn.utils import check_random_state
 
 from ._validation import check_protocol, parse_metric_name
 from .metrics import evaluate
-from .schema import CITY, DEFAULT_CITY, USER
+from .schema import CITY, DEFAULT_CITY, USER, format_rows
 
 __all__ = [
     "train_test_users",
@@ -62,6 +62,21 @@ def _check_visits(X, caller: str) -> None:
         raise ValueError(
             f"{caller}: the visit frame has no {USER!r} column (columns: {list(X.columns)[:10]}). "
             f"Rename the column identifying the person to {USER!r}."
+        )
+    for column in (USER, CITY):
+        _check_complete(X, column, caller)
+
+
+def _check_complete(X: pd.DataFrame, column: str, caller: str) -> None:
+    """ValueError naming the rows where ``column`` (if X has it) is missing."""
+    if column not in X.columns:
+        return
+    missing = X[column].isna().to_numpy()
+    if missing.any():
+        raise ValueError(
+            f"{caller}: column {column!r} has {int(missing.sum())} missing value{'' if missing.sum() == 1 else 's'} "
+            f"at rows {format_rows(X.index, missing)}: every visit needs a {'user' if column == USER else 'city'}. "
+            "Fill or drop those rows."
         )
 
 
@@ -247,6 +262,7 @@ class LeaveOneCityOut(LeaveOneGroupOut):
                 "LeaveOneCityOut needs X (a visit frame with a 'city' column) or explicit groups."
             )
         if isinstance(X, pd.DataFrame) and CITY in X.columns:
+            _check_complete(X, CITY, "LeaveOneCityOut")
             return X[CITY].astype(str).to_numpy(dtype=object)
         raise ValueError(
             f"LeaveOneCityOut: X has no {CITY!r} column and no groups were given; add the city of "
