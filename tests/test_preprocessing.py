@@ -154,6 +154,12 @@ def test_users_and_cities_kept_apart():
         ["espoo", "bob"], ["helsinki", "ann"]]
     assert visits["staypoint_id"].tolist() == [0, 1, 2, 3]
     assert (StayPointDetector(city="x", include_last=True).fit_transform(fixes)["city"] == "x").all()
+    # one user in both cities: city= would merge the two tracks into one
+    both = pd.concat([fixes, _fixes(user="ann", start="2024-06-01 09:00").assign(city="espoo")], ignore_index=True)
+    with pytest.raises(ValueError, match=r"city='x' puts every fix in one city, but users \['ann'\] have fixes "
+                                         r"in several cities"):
+        StayPointDetector(city="x", include_last=True).fit_transform(both)
+    assert set(StayPointDetector(include_last=True).fit_transform(both)["city"]) == {"espoo", "helsinki"}
 
 
 def test_naive_times_and_tz():

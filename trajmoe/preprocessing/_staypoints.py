@@ -280,8 +280,9 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
             ``lat``/``lon`` look swapped or are boolean, or every fix is invalid (the
             message names the rows and the reason).
         ValueError
-            If no stay point is found (the message gives the counts and what to change), or
-            ``tz`` is no IANA time zone.
+            If no stay point is found (the message gives the counts and what to change),
+            ``tz`` is no IANA time zone, or ``city`` is given for fixes of a user in several
+            cities (their ``city`` column).
         ImportError
             If trackintel is not installed.
 
@@ -311,6 +312,15 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
         n_in = len(fixes)
         if n_in == 0:
             raise SchemaError("the position fixes are empty (0 rows): pass at least one fix")
+        if self.city is not None and CITY in fixes.columns:
+            # one city for all: a user tracked in two cities of the column would become one track
+            spread = fixes[[USER, CITY]].dropna().drop_duplicates()[USER].duplicated()
+            if spread.any():
+                users = sorted(map(str, fixes.loc[spread[spread].index, USER].unique()))
+                raise ValueError(
+                    f"city={self.city!r} puts every fix in one city, but users {users[:5]} have fixes in several "
+                    f"cities of the {CITY!r} column: their tracks would be merged. Leave city=None to keep the "
+                    "column, or detect each city's stay points with its own StayPointDetector.")
         if self.city is not None:
             city = pd.Series(self.city, index=fixes.index, dtype=object)
         elif CITY in fixes.columns:
