@@ -450,3 +450,21 @@ def test_gowalla_metros_are_cli_cities():
     visits, pois = cli.load_city("gowalla_los_angeles", data_home=DATA)
     assert len(visits) == 12_417 and (visits["city"] == "gowalla_los_angeles").all()
     assert (pois["city"] == "gowalla_los_angeles").all() and len(pois) == 2_034
+
+
+def test_a_truncated_or_damaged_data_file_is_named_and_asks_for_a_new_download(data_home, tmp_path):
+    """A cut download failed deep in gzip (EOFError) or pandas (an empty or garbled table)."""
+    import shutil
+
+    nyc = tmp_path / "foursquare_nyc"
+    nyc.mkdir()
+    raw = (data_home / "foursquare_nyc" / "checkins.csv.gz").read_bytes()
+    (nyc / "checkins.csv.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"checkins\.csv\.gz \(Foursquare check-ins\), [\d,]+ bytes, cannot be read.*"
+                                         r"truncated or damaged.*EOFError.*Download it again"):
+        load_foursquare_nyc(data_home=tmp_path)
+    flickr = tmp_path / "flickr_tours"
+    shutil.copytree(data_home / "flickr_tours", flickr)
+    (flickr / "poi-Edin.csv").write_text("")
+    with pytest.raises(ValueError, match=r"poi-Edin\.csv \(Flickr POIs\), 0 bytes.*EmptyDataError"):
+        load_flickr("edinburgh", data_home=tmp_path)

@@ -9,7 +9,7 @@ from sklearn.utils import Bunch
 
 from ..schema import DataWarning, validate_pois, validate_visits
 from ..taxonomy import map_categories
-from ._home import data_file
+from ._home import data_file, read_csv
 
 # city -> (file abbreviation, IANA time zone)
 _CITIES = {
@@ -81,9 +81,9 @@ def load_flickr(city: str = "Edinburgh", data_home=None) -> Bunch:
             f"{[k.capitalize() for k in _CITIES]}"
         )
     abbr, tz = _CITIES[key]
-    poi_raw = pd.read_csv(data_file(f"flickr_tours/poi-{abbr}.csv", data_home, "Flickr POIs"))
-    traj = pd.read_csv(
-        data_file(f"flickr_tours/traj-{abbr}.csv", data_home, "Flickr trajectories"),
+    poi_raw = read_csv(data_file(f"flickr_tours/poi-{abbr}.csv", data_home, "Flickr POIs"), "Flickr POIs")
+    traj = read_csv(
+        data_file(f"flickr_tours/traj-{abbr}.csv", data_home, "Flickr trajectories"), "Flickr trajectories",
         dtype={"userID": str},
     )
     # columns are read by name: the order of poiLat/poiLon differs between cities

@@ -9,7 +9,7 @@ from sklearn.utils import Bunch
 
 from ..schema import DataWarning, validate_pois, validate_visits
 from ..taxonomy import map_categories
-from ._home import data_file
+from ._home import data_file, read_csv
 
 _NYC_REF = (
     "Yang, Zhang, Zheng, Yu, \"Modeling user activity preference by leveraging user spatial "
@@ -65,8 +65,8 @@ def load_foursquare_nyc(data_home=None) -> Bunch:
        recommendation", SIGIR 2022 (the filtering).
     """
     path = data_file("foursquare_nyc/checkins.csv.gz", data_home, "Foursquare NYC check-ins")
-    raw = pd.read_csv(
-        path,
+    raw = read_csv(
+        path, "Foursquare check-ins",
         dtype={
             "user_idx": "int64",
             "poi_idx": "int64",
@@ -180,8 +180,8 @@ def load_foursquare_singapore(data_home=None) -> Bunch:
     frames = []
     for split in ("test", "tune"):
         path = data_file(f"foursquare_singapore/{split}.txt", data_home, "Foursquare Singapore")
-        f = pd.read_csv(
-            path,
+        f = read_csv(
+            path, "Foursquare check-ins",
             sep="\t",
             header=None,
             names=["user_id", "venue_id", "latlon", "time", "day"],

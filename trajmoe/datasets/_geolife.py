@@ -10,7 +10,7 @@ from sklearn.utils import Bunch
 
 from .._validation import check_time_zone
 from ..exceptions import DataWarning
-from ._home import data_file, get_data_home
+from ._home import data_file, get_data_home, read_csv
 
 _GEOLIFE_REF = (
     "Zheng, Xie, Ma, \"GeoLife: A Collaborative Social Networking Service among User, "
@@ -26,8 +26,8 @@ GEOLIFE_TZ = "Asia/Shanghai"
 
 def _read_plt(path) -> pd.DataFrame:
     """One .plt file: 6 header lines, then ``lat,lon,0,altitude_ft,days,date,time`` (GMT)."""
-    raw = pd.read_csv(
-        path,
+    raw = read_csv(
+        path, "GeoLife trajectory",
         skiprows=6,
         header=None,
         names=["lat", "lon", "zero", "altitude_ft", "days", "date", "time"],
@@ -44,7 +44,7 @@ def _read_plt(path) -> pd.DataFrame:
 
 def _read_labels(path) -> pd.DataFrame:
     """labels.txt: tab-separated ``Start Time``, ``End Time`` (GMT), ``Transportation Mode``."""
-    raw = pd.read_csv(path, sep="\t", dtype=str)
+    raw = read_csv(path, "GeoLife labels", sep="\t", dtype=str)
     raw.columns = [c.strip() for c in raw.columns]
     fmt = "%Y/%m/%d %H:%M:%S"
     return pd.DataFrame({

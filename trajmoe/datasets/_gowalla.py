@@ -11,7 +11,7 @@ from sklearn.utils import Bunch
 
 from ..schema import validate_pois, validate_visits
 from ..taxonomy import map_categories
-from ._home import data_file
+from ._home import data_file, read_csv
 
 _REF = (
     "Cho, Myers, Leskovec, \"Friendship and mobility: user movement in location-based social "
@@ -215,8 +215,8 @@ def load_gowalla_ca(metro=None, data_home=None, *, split_metros=True) -> Bunch:
         )
     key = None if metro is None else _metro_key(metro)
     path = data_file("gowalla_ca/checkins.csv.gz", data_home, "Gowalla California check-ins")
-    raw = pd.read_csv(
-        path,
+    raw = read_csv(
+        path, "Gowalla check-ins",
         usecols=["user_id", "POI_id", "POI_catid_code", "POI_catname", "latitude", "longitude",
                  "UTC_time", "trajectory_id"],
         dtype={"user_id": "int64", "POI_id": "int64", "POI_catid_code": "int64",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
+
 ENV_VAR = "TRAJMOE_DATA"
 
 
@@ -88,3 +90,40 @@ def data_file(relpath: str, data_home=None, what: str = "") -> Path:
             f"{relpath.split('/')[0]}/."
         )
     return path
+
+
+def read_csv(path, what="", **kwargs):
+    """:func:`pandas.read_csv` of a data file, with a clear error when the file is damaged.
+
+    Parameters
+    ----------
+    path : Path
+        The file (from :func:`data_file`).
+    what : str, default ""
+        What the file holds, for the message.
+    **kwargs
+        Passed to :func:`pandas.read_csv`.
+
+    Returns
+    -------
+    DataFrame
+
+    Raises
+    ------
+    ValueError
+        If the file cannot be read as the data set's table (a truncated download, a damaged
+        archive, another file under the expected name): the message names the file, its size
+        and what the reader said, and asks to download it again.
+    """
+    import gzip
+    import zlib
+
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (ValueError, EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError) as exc:
+        size = Path(path).stat().st_size
+        raise ValueError(
+            f"data file {path}{' (' + what + ')' if what else ''}, {size:,} bytes, cannot be read as that data "
+            f"set's table: it looks truncated or damaged, or is another file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Download it again (see the data README)."
+        ) from exc

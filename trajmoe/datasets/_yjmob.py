@@ -8,7 +8,7 @@ from sklearn.utils import Bunch
 
 from ..schema import validate_pois, validate_visits
 from ..taxonomy import map_categories
-from ._home import data_file
+from ._home import data_file, read_csv
 
 _CITIES = ("A", "B", "C", "D")
 _REF = (
@@ -74,7 +74,7 @@ def load_yjmob100k(city: str = "A", data_home=None) -> Bunch:
     visits = None
     if c == "A":
         path = data_file("yjmob100k/cityA_1k_users.csv", data_home, "YJMob100K trajectories")
-        raw = pd.read_csv(path, usecols=["uid", "d", "t", "x", "y"], dtype="int64")
+        raw = read_csv(path, "YJMob100K trajectories", usecols=["uid", "d", "t", "x", "y"], dtype="int64")
         visits = validate_visits(
             pd.DataFrame(
                 {
@@ -89,7 +89,7 @@ def load_yjmob100k(city: str = "A", data_home=None) -> Bunch:
         )
     names = _category_names(data_home)
     path = data_file(f"yjmob100k/POIdata_city{c}.csv", data_home, "YJMob100K POI counts")
-    raw = pd.read_csv(path, dtype="int64")
+    raw = read_csv(path, "YJMob100K POIs", dtype="int64")
     idx = raw["category"].to_numpy()
     if idx.min() < 1 or idx.max() > len(names):
         raise ValueError(
