@@ -178,6 +178,14 @@ def test_target_ranks_errors(scores, targets, match):
         target_ranks(scores, targets)
 
 
+def test_ranking_report_ks_must_be_a_sequence_of_cut_offs():
+    """ks=None was a TypeError ('NoneType' object is not iterable) and a dict was read by its keys."""
+    for bad in (None, {1: 2}, "5", 2.5):
+        with pytest.raises(ValueError, match=r"ks must be a sequence of cut-offs|\bk\b"):
+            ranking_report([1, 2], ks=bad)
+    assert ranking_report([1, 2], ks=[5, 1])["acc@5"] == 1.0
+
+
 def test_target_ranks_nan_anywhere_in_a_ranked_row_is_an_error_and_bad_chunk():
     # a NaN elsewhere in the row compares neither above nor below the target: counted as below, a
     # row of NaN but the target ranked it first (a diverged model scored well)

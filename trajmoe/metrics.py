@@ -441,6 +441,8 @@ def ndcg_at_k(ranks, k):
 def _check_ks(ks) -> tuple[int, ...]:
     if isinstance(ks, numbers.Integral):
         ks = (ks,)
+    if isinstance(ks, (str, bytes, dict)) or not hasattr(ks, "__iter__"):
+        raise ValueError(f"ks must be a sequence of cut-offs (ints >= 1), e.g. (1, 5, 10), got {ks!r}.")
     ks = tuple(_check_k(k) for k in ks)
     if not ks:
         raise ValueError("ks must contain at least one cut-off.")
@@ -523,9 +525,10 @@ def ranking_report(ranks, ks=(1, 3, 5, 10), kind=None, oov=None):
         ``kind`` column of an estimator's ``target_table``. When given, the report also holds
         the share of each kind and every metric on each kind separately.
     oov : array-like of shape (n_targets,), bool, optional
-        True where the true next cell is not a candidate of the city's vocabulary (the ``oov``
-        column of ``target_table``; for an estimator's output it is ``ranks == OOV_RANK``). When
-        given, the report also holds ``oov_share``.
+        True where the true next cell is outside the fitted vocabulary of its city (the ``oov``
+        column of ``target_table``; with the open vocabulary such a cell is scored on the fly and
+        may have a finite rank, while a target that is no candidate at all has rank
+        :data:`OOV_RANK`). When given, the report also holds ``oov_share``.
 
     Returns
     -------
@@ -541,9 +544,9 @@ def ranking_report(ranks, ks=(1, 3, 5, 10), kind=None, oov=None):
     Raises
     ------
     ValueError
-        As :func:`accuracy_at_k`; also if ``ks`` is empty, ``kind`` holds a value other than
-        ``"return"``/``"explore"``, ``oov`` is not boolean, or ``kind``/``oov`` do not have one
-        value per rank.
+        As :func:`accuracy_at_k`; also if ``ks`` is not a non-empty sequence of cut-offs,
+        ``kind`` holds a value other than ``"return"``/``"explore"``, ``oov`` is not boolean, or
+        ``kind``/``oov`` do not have one value per rank.
 
     See Also
     --------
