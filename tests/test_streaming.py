@@ -188,3 +188,24 @@ def test_write_windows_refuses_what_it_cannot_do_and_leaves_the_model_as_it_was(
         with pytest.raises(ValueError, match="No training window"):
             write_windows(model, [visits, lonely], tmp_path)
     assert not hasattr(model, "encoder_") and not hasattr(model, "cities_")
+
+
+def test_a_changed_store_and_a_foreign_model_are_clear_errors(store, tmp_path):
+    """A store.json without a key was a KeyError; check_model(object()) an AttributeError."""
+    import json
+    import shutil
+
+    from trajmoe.streaming import WindowStore
+
+    copy = tmp_path / "store"
+    shutil.copytree(store[2].path, copy)
+    meta = json.loads((copy / "store.json").read_text())
+    del meta["windows"]
+    (copy / "store.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"store\.json lacks \['windows'\]"):
+        WindowStore(copy)
+    (copy / "store.json").write_text("{")
+    with pytest.raises(ValueError, match=r"store\.json is not JSON"):
+        WindowStore(copy)
+    with pytest.raises(TypeError, match=r"object has no window parameters"):
+        store[2].check_model(object())

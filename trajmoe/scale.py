@@ -133,7 +133,7 @@ def run_pretrain_command(args, parser):
     if args.windows is not None:
         try:
             data = WindowStore(args.windows)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, ValueError) as exc:
             parser.error(str(exc))
         params.update(data.meta["params"])
         pois = None

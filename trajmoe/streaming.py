@@ -227,14 +227,26 @@ class WindowStore:
     ------
     FileNotFoundError
         If ``path`` holds no ``store.json``.
+    ValueError
+        If ``store.json`` is not one :func:`write_windows` wrote (not JSON, or a key missing).
     """
+
+    #: The keys of ``store.json`` (:func:`write_windows`).
+    _KEYS = ("format", "cities", "n_locations", "params", "windows", "tokens", "files")
 
     def __init__(self, path):
         self.path = Path(path)
         meta = self.path / "store.json"
         if not meta.is_file():
             raise FileNotFoundError(f"{meta} not found: write the store with trajmoe.streaming.write_windows first.")
-        self.meta = json.loads(meta.read_text())
+        try:
+            self.meta = json.loads(meta.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{meta} is not JSON ({exc}): write the store again with write_windows.") from None
+        missing = [key for key in self._KEYS if not isinstance(self.meta, dict) or key not in self.meta]
+        if missing:
+            raise ValueError(f"{meta} lacks {missing}: it was changed, or not written by write_windows; write the "
+                             "store again.")
 
     @property
     def encoder(self):
@@ -261,7 +273,12 @@ class WindowStore:
                               np.asarray(self.meta["n_locations"], np.int64))
 
     def check_model(self, model):
-        """Raise ValueError if ``model``'s window parameters differ from the store's."""
+        """Raise ValueError if ``model``'s window parameters differ from the store's (TypeError if
+        it has none: not a next-location estimator)."""
+        lacking = [k for k in self.meta["params"] if not hasattr(model, k)]
+        if lacking:
+            raise TypeError(f"{type(model).__name__} has no window parameters {lacking}: give the estimator the "
+                            "store was written for (e.g. a TrajMoERegressor).")
         differ = {k: (getattr(model, k), v) for k, v in self.meta["params"].items()
                   if _jsonable(getattr(model, k)) != v}
         if differ:
