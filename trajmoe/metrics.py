@@ -250,7 +250,7 @@ def target_ranks(scores, targets, *, chunk_size=None):
             t = t_all[start : start + chunk_size]
             valid = t >= 0
             st = s.gather(1, t.clamp(min=0)[:, None])  # [c, 1]
-            nan_rows = torch.isnan(s).any(1) & valid
+            nan_rows = torch.isnan(s.amax(1)) & valid     # a row maximum is NaN when the row holds one
             if bool(nan_rows.any()):
                 _raise_nan_rows(start + np.flatnonzero(nan_rows.cpu().numpy()))
             # 1 + #(s > s_t) + #(s == s_t, j != t) == #(s >= s_t), as s_t is not NaN
@@ -264,7 +264,7 @@ def target_ranks(scores, targets, *, chunk_size=None):
         t = t_all[start : start + chunk_size]
         valid = t >= 0
         st = np.take_along_axis(s, np.maximum(t, 0)[:, None], axis=1)  # [c, 1]
-        nan_rows = np.isnan(s).any(axis=1) & valid
+        nan_rows = np.isnan(s.max(axis=1)) & valid     # a row maximum is NaN when the row holds one
         if nan_rows.any():
             _raise_nan_rows(start + np.flatnonzero(nan_rows))
         # 1 + #(s > s_t) + #(s == s_t, j != t) == #(s >= s_t), as s_t is not NaN

@@ -161,21 +161,13 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
     if isinstance(rows_per_group, bool) or not isinstance(rows_per_group, numbers.Integral) or rows_per_group < 1:
         raise ValueError(f"rows_per_group must be an int >= 1 (windows per Parquet row group), got {rows_per_group!r}.")
     path = Path(path)
-    chunked = ChunkedEncoder(model.encoder)
-    for i, chunk in enumerate(chunks):
-        chunked.partial_fit(chunk, pois=pois if i == 0 else None)
-    fitted = {name: getattr(model, name) for name in ("encoder_", "cities_") if hasattr(model, name)}
-    model.encoder_ = chunked.encoder_
-    model.cities_ = list(model.encoder_.cities_)
-    try:
+    with model._atomic_update():                 # a failed write leaves the model as it was
+        chunked = ChunkedEncoder(model.encoder)
+        for i, chunk in enumerate(chunks):
+            chunked.partial_fit(chunk, pois=pois if i == 0 else None)
+        model.encoder_ = chunked.encoder_
+        model.cities_ = list(model.encoder_.cities_)
         return _write_store(model, chunks, path, int(rows_per_group))
-    except BaseException:
-        for name in ("encoder_", "cities_"):                 # the model as it was
-            if name in fitted:
-                setattr(model, name, fitted[name])
-            elif hasattr(model, name):
-                delattr(model, name)
-        raise
 
 
 def _write_store(model, chunks, path, rows_per_group):
