@@ -431,7 +431,7 @@ class NextLocationEstimator(BaseEstimator):
             scores = self._batch_scores(batch, self.cities_[c])
             yield c, windows.row[b, :width][valid], windows.target_row[b, :width][valid], scores
 
-    def _batch_rank(self, batch, city, k, truth):
+    def _batch_rank(self, batch, city, k, truth, values=True):
         """Top-k cells and ranks of the truth for the valid tokens of a batch.
 
         The default scores the batch with :meth:`_batch_scores` and ranks a block of rows at a
@@ -449,6 +449,11 @@ class NextLocationEstimator(BaseEstimator):
         truth : ndarray of int64, shape (n_valid,), or None
             True next cell per valid token (-1 outside the vocabulary, -2 no target: rank 0);
             None: no ranks.
+        values : bool, default True
+            Whether the caller reads the scores of the top k. False lets a model rank scores
+            of the same order that it computes more cheaply (a neural network's logits instead
+            of its log-probabilities, :func:`trajmoe.nn.ranking_scores`); the values returned
+            are then those scores.
 
         Returns
         -------
@@ -461,23 +466,24 @@ class NextLocationEstimator(BaseEstimator):
         scores = self._batch_scores(batch, city)
         return rank_blocks(lambda index: scores[index], len(scores), scores.shape[1], k, truth)
 
-    def _iter_ranked(self, windows, k=None, truth=None):
+    def _iter_ranked(self, windows, k=None, truth=None, values=True):
         """One pass over the windows: yield ``(city index, rows, ids, values, ranks)`` per batch.
 
         Windows are batched by city and by length (longest first), so that batches carry little
         padding; ``rows`` (the sorted visit row of every valid token) say where each result
         belongs. ``truth`` (ndarray of int64 over the sorted visit rows, or None) holds the true
         next cell of every row to rank (-1 outside the vocabulary, -2 not ranked); ``ids``,
-        ``values``, ``ranks`` are those of :meth:`_batch_rank`.
+        ``values``, ``ranks`` are those of :meth:`_batch_rank` (``values``: whether the scores
+        of the top k are read).
         """
         length = (windows.location != PAD).sum(axis=1)
         windows = windows.subset(np.lexsort((-length, windows.city)))
         with self._scoring_call():
             for c, b, width, batch, valid in self._iter_batches(windows):
                 rows = windows.row[b, :width][valid]
-                ids, values, ranks = self._batch_rank(batch, self.cities_[c], k,
-                                                      None if truth is None else truth[rows])
-                yield c, rows, ids, values, ranks
+                ids, scores, ranks = self._batch_rank(batch, self.cities_[c], k,
+                                                      None if truth is None else truth[rows], values=values)
+                yield c, rows, ids, scores, ranks
 
     @contextlib.contextmanager
     def _scoring_call(self):
@@ -587,9 +593,9 @@ class NextLocationEstimator(BaseEstimator):
         with self._unseen_cells(X, pois, zero_shot=zero_shot):
             return self._predict_topk(X, k)
 
-    def _predict_topk(self, X, k):
+    def _predict_topk(self, X, k, values=True):
         prep, windows = self._visit_windows(X)
-        return self._topk_frames(prep, self._iter_ranked(windows, k=k), k)[:2]
+        return self._topk_frames(prep, self._iter_ranked(windows, k=k, values=values), k)[:2]
 
     def _topk_frames(self, prep, results, k):
         """Labels and scores of the top k per visit (in X's order) from :meth:`_iter_ranked`
@@ -631,7 +637,10 @@ class NextLocationEstimator(BaseEstimator):
             One cell label per row of X, in X's order; among cells tied for the best score,
             the one with the lowest location id.
         """
-        return self.predict_topk(X, k=1, zero_shot=zero_shot, pois=pois)[0][:, 0]
+        X = self._visits_of(X)
+        with self._unseen_cells(X, pois, zero_shot=zero_shot):
+            # the labels alone: the scores behind them need not be log-probabilities
+            return self._predict_topk(X, 1, values=False)[0][:, 0]
 
     @staticmethod
     def _returning_rows(prep, windows):
@@ -723,7 +732,7 @@ class NextLocationEstimator(BaseEstimator):
         prep = self._prepare(X)
         windows, truth = self._evaluation_targets(prep, protocol)
         ranks = np.zeros(len(prep.order), np.int64)
-        for _, rows, _, _, rank in self._iter_ranked(windows, truth=truth):
+        for _, rows, _, _, rank in self._iter_ranked(windows, truth=truth, values=False):
             ranks[rows] = rank
         return self._table(X, prep, windows, truth, ranks, n_fitted)
 

@@ -119,10 +119,10 @@ class _CountingBaseline(NextLocationEstimator):
         """
         return None
 
-    def _batch_rank(self, batch, city, k, truth):
+    def _batch_rank(self, batch, city, k, truth, values=True):
         scores = self._sparse_scores(batch, city)
         if scores is None:
-            return super()._batch_rank(batch, city, k, truth)
+            return super()._batch_rank(batch, city, k, truth, values)
         base, row_of, token, cell, value, sorted_base = scores
         return rank_sparse(base, row_of, token, cell, value, k, truth, sorted_base=sorted_base)
 
@@ -1175,7 +1175,7 @@ class GravityBaseline(_CountingBaseline):
         return self._combine(self._gravity_rows(city, keys)[inverse], _log_popularity(table.visit_counts),
                              history, values)
 
-    def _batch_rank(self, batch, city, k, truth):
+    def _batch_rank(self, batch, city, k, truth, values=True):
         """Top-k and ranks of a batch, a block of distinct current cells at a time.
 
         The tokens are grouped by current cell; the gravity rows of a block of cells (at most
@@ -1185,14 +1185,14 @@ class GravityBaseline(_CountingBaseline):
         without a row per token nor one per distinct cell of the whole batch. The additive
         combination (a normaliser per token) is ranked densely, block by block.
         """
-        values = self._fitted_values()
-        if "count_weight" in values:
-            return NextLocationEstimator._batch_rank(self, batch, city, k, truth)
+        fitted = self._fitted_values()
+        if "count_weight" in fitted:
+            return NextLocationEstimator._batch_rank(self, batch, city, k, truth, values)
         keys, inverse = self._current_cells(batch, city)
         table = self.encoder_.cities_[city]
         n, n_cells = len(inverse), table.n_locations
         log_pop = self._memo(("log_pop", city), lambda: _log_popularity(table.visit_counts))
-        history = _history(batch["location"], n_cells) if len(values) > 2 else None
+        history = _history(batch["location"], n_cells) if len(fitted) > 2 else None
         kk = None if k is None else min(int(k), n_cells)
         ids = None if k is None else np.zeros((n, kk), np.int64)
         top = None if k is None else np.zeros((n, kk))
@@ -1211,7 +1211,7 @@ class GravityBaseline(_CountingBaseline):
                 entry = local[history[0]] >= 0
                 part = (local[history[0][entry]], *(v[entry] for v in history[1:]))
                 local[tokens] = -1
-            base, row_of, token, cell, value = self._sparse_combine(rows, inverse[tokens] - a, log_pop, part, values)
+            base, row_of, token, cell, value = self._sparse_combine(rows, inverse[tokens] - a, log_pop, part, fitted)
             got = rank_sparse(base, row_of, token, cell, value, k, None if truth is None else truth[tokens])
             if k is not None:
                 ids[tokens], top[tokens] = got[0], got[1]

@@ -37,7 +37,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 from .._constants import PAD, TOKEN_FEATURES
 from ..exceptions import DataWarning, UnknownCityError
-from ..nn import TrajMoELoss, location_log_probs
+from ..nn import TrajMoELoss, location_log_probs, ranking_scores
 from ..nn.data import CityBatchLoader, WindowDataset
 from ..nn.parallel import (DistributedNeuralNet, ShardedCityBatchLoader, is_distributed, is_main_process,
                            rank_device, resume_from_checkpoint)
@@ -690,7 +690,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             encoding = self._memo(("city_encoding", index), lambda: module.city_encoding(index))
             return module(**inputs, city_encoding=encoding, learned_weight=learned_weight)
 
-    def _batch_rank(self, batch, city, k, truth):
+    def _batch_rank(self, batch, city, k, truth, values=True):
         out = self._forward(batch, city, self._learned_weight())
         device = self.net_.device
         location = torch.as_tensor(batch["location"])
@@ -700,16 +700,26 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         order = torch.argsort(location[rows, cols], stable=True).numpy()
         rows, cols = rows[order].to(device), cols[order].to(device)
 
+        # every ranking orders ranking_scores (without the copy path the logits: log-probabilities
+        # less one log-sum-exp a row); the scores of the top k become log-probabilities by that
+        # shift, computed only where they are read
+        shift = np.zeros(len(rows)) if values and k is not None and out.get("copy_scores") is None else None
+
         def score_rows(index):
-            index = torch.as_tensor(index, device=device)
+            at = torch.as_tensor(index, device=device)
             with torch.inference_mode():
-                return location_log_probs(out, rows[index], cols[index]).float()
+                scores = ranking_scores(out, rows[at], cols[at]).float()
+                if shift is not None:
+                    shift[index] = torch.logsumexp(scores, dim=1).cpu().numpy()
+            return scores
 
         # a block of tokens at a time (SCORE_BLOCK scores): memory independent of the batch
-        ranked = rank_blocks(score_rows, len(rows), out["candidates"].shape[0], k,
-                             None if truth is None else truth[order], block=_scoring.SCORE_BLOCK)
+        ids, top, ranks = rank_blocks(score_rows, len(rows), out["candidates"].shape[0], k,
+                                      None if truth is None else truth[order], block=_scoring.SCORE_BLOCK)
+        if shift is not None:
+            top -= shift[:, None]
         back = np.argsort(order)                  # results in the batch's token order again
-        return tuple(None if result is None else result[back] for result in ranked)
+        return tuple(None if result is None else result[back] for result in (ids, top, ranks))
 
     def _batch_scores(self, batch, city):
         out = self._forward(batch, city, self._learned_weight())

@@ -39,7 +39,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from .. import metrics
 from ..exceptions import NonFiniteLossError
-from ..nn.loss import location_log_probs, location_targets
+from ..nn.loss import location_targets, ranking_scores
 from ..nn.parallel import is_main_process, rank_and_world
 from ._scoring import SCORE_BLOCK
 
@@ -113,7 +113,7 @@ class ValidRanking(Callback):
         with torch.no_grad():
             for start in range(0, len(rows), step):
                 part = slice(start, start + step)
-                scores = location_log_probs(y_pred, rows[part], cols[part]).float()
+                scores = ranking_scores(y_pred, rows[part], cols[part]).float()   # the order of target_ranks
                 ranks = torch.as_tensor(metrics.target_ranks(scores, targets[part]), dtype=torch.float64)
                 self.sums_ += torch.stack([(ranks == 1).sum(), (1.0 / ranks).sum(), ranks.new_tensor(len(ranks))])
 

@@ -9,7 +9,7 @@ priors" for the options) and :class:`SAMoETransformer` for the architecture.
 from .._constants import IGNORE_INDEX
 from .data import CityBatchLoader, CityBatchSampler, WindowDataset
 from .embeddings import LocationInputEmbedding, TimeEmbedding
-from .loss import TrajMoELoss, location_log_probs, target_log_probs
+from .loss import TrajMoELoss, location_log_probs, ranking_scores, target_log_probs
 from .model import PRESETS, SAMoETransformer
 from .recurrent import LSTMNetwork, TransformerNetwork
 from .retrieval import RetrievalNetwork
@@ -37,5 +37,6 @@ __all__ = [
     "TrajMoELoss",
     "WindowDataset",
     "location_log_probs",
+    "ranking_scores",
     "target_log_probs",
 ]

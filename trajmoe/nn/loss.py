@@ -64,12 +64,14 @@ def location_log_probs(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> tor
     return _put(log_probs, ids, copied, mixed)
 
 
-def dense_location_log_probs(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Reference of :func:`location_log_probs`: the history prior and the copy mixture over every
-    cell of the city (``[n, N]`` temporaries), as scored before they were added sparsely.
+def ranking_scores(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Scores that order the city's cells as :func:`location_log_probs` does, for selected positions.
 
-    Equal to :func:`location_log_probs` bit for bit without the copy path, within the last bit
-    of float32 with it; kept for tests and benchmarks.
+    Without the copy path the log-probabilities are the logits of :func:`generation_logits`
+    shifted by one constant a row (their log-sum-exp), so the logits themselves are returned: the
+    same order, the same top k and ranks, without the log-softmax pass over the ``[n, N]``
+    scores. With the copy path the mixture is not a shift of the logits, and the
+    log-probabilities are returned.
 
     Parameters
     ----------
@@ -80,12 +82,44 @@ def dense_location_log_probs(out: dict, rows: torch.Tensor, cols: torch.Tensor) 
     Returns
     -------
     FloatTensor [n, N]
+        Higher is better. Two cells whose log-probabilities differ by less than float32 rounding
+        can compare differently here (the logits are not rounded by the subtraction); the order
+        is that of the exact log-probabilities at least as often.
+    """
+    if out.get("copy_scores") is None:
+        return generation_logits(out, rows, cols)
+    return location_log_probs(out, rows, cols)
+
+
+def dense_location_log_probs(
+    out: dict, rows: torch.Tensor, cols: torch.Tensor, normalise: bool = True
+) -> torch.Tensor:
+    """Reference of :func:`location_log_probs` (and, with ``normalise=False``, of
+    :func:`ranking_scores`): the history prior and the copy mixture over every cell of the city
+    (``[n, N]`` temporaries), as scored before they were added sparsely.
+
+    Equal to :func:`location_log_probs` bit for bit without the copy path, within the last bit
+    of float32 with it; kept for tests and benchmarks.
+
+    Parameters
+    ----------
+    out : dict
+    rows, cols : LongTensor [n]
+        As in :func:`location_log_probs`.
+    normalise : bool, default True
+        False: without the copy path, the logits before the log-softmax.
+
+    Returns
+    -------
+    FloatTensor [n, N]
     """
     logits = _dense_logits(out, rows, cols)
     if out.get("history") is not None:
         count, recency = history_features(out["location"], rows, cols, logits.shape[1])
         weights = out["history"][rows, cols].to(logits.dtype)
         logits = logits + weights[:, :1] * count + weights[:, 1:] * recency
+    if not normalise and out.get("copy_scores") is None:
+        return logits
     log_generate = torch.log_softmax(logits, dim=-1)
     if out.get("copy_scores") is None:
         return log_generate
