@@ -73,6 +73,17 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+def pytest_sessionstart(session):
+    """Say at the start of the run, also under ``-q`` (which hides the report header), when the
+    data folder is missing: every test that reads data will then fail."""
+    path = Path(os.environ["TRAJMOE_DATA"]).expanduser()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if not path.is_dir() and reporter is not None:
+        reporter.write_line(f"trajmoe test data not found: TRAJMOE_DATA={path} is not a directory; the tests "
+                            "that read data will fail. Set TRAJMOE_DATA to the folder holding "
+                            "foursquare_nyc/, yjmob100k/, ...", red=True, bold=True)
+
+
 def pytest_report_header(config):
     """Show which data folder the run reads, and whether it exists."""
     path = Path(os.environ["TRAJMOE_DATA"]).expanduser()

@@ -807,13 +807,13 @@ def _no_data(*args, **kwargs):
     raise AssertionError("data was loaded before every argument was checked")
 
 
-def test_case15_target_without_scorable_windows_fails_before_training(monkeypatch, capsys):
+def test_case15_target_without_scorable_windows_fails_before_training(monkeypatch, capsys, data_home):
     from trajmoe import cli
 
     loaded, real = [], cli.load_city
     monkeypatch.setattr(cli, "load_city", lambda name, data_home=None: loaded.append(name) or real(name, data_home))
     assert cli.main(["demo", "--target", "osaka", "--sources", "edinburgh,melbourne,toronto",
-                     "--max-epochs", "2"]) == 2
+                     "--max-epochs", "2", "--data-home", str(data_home)]) == 2
     err = capsys.readouterr().err
     assert "target 'osaka': no window of its" in err
     assert "at least min_stays=5 visits within window_days=3 days (the longest has 4)" in err
