@@ -142,6 +142,39 @@ def test_pois_are_routed_to_the_model_like_fit_params(nyc):
     np.testing.assert_array_equal(pipe.predict(target), manual.predict(target))
 
 
+def test_pois_of_a_new_city_reach_the_model_behind_an_encoder_step(nyc):
+    # the encoder step only transforms in partial_fit: the model extends it, with the POIs given to it
+    source, target, pois = nyc
+    pipe = make_pipeline(SpatialSemanticEncoder(), MarkovBaseline()).fit(source)
+    pipe.partial_fit(target, markovbaseline__pois=pois)
+    manual = MarkovBaseline().fit(source).partial_fit(target, pois=pois)
+    assert pipe[-1].encoder_ is pipe[0]
+    assert pipe[0].cities_["b"].n_locations == manual.encoder_.cities_["b"].n_locations
+    np.testing.assert_array_equal(pipe.predict(target), manual.predict(target))
+    with pytest.raises(ValueError, match=r"give pois to that step .* in a later partial_fit, give them to the estimator"):
+        make_pipeline(SpatialSemanticEncoder(), MarkovBaseline()).fit(source, markovbaseline__pois=pois)
+
+
+@pytest.mark.parametrize("model", [MarkovBaseline(), TrajMoERegressor(**TINY)], ids=["markov", "trajmoe"])
+def test_a_failed_partial_fit_leaves_the_encoder_step_the_models(nyc, model, monkeypatch):
+    # the model extends the step's encoder with city b, then fails: the network finds no window of
+    # min_stays visits in two visits a user; Markov is made to fail when it windows the visits
+    source, target, _ = nyc
+    pipe = make_pipeline(SpatialSemanticEncoder(), clone(model)).fit(source)
+    before, cells = pipe.predict(source), pipe[0].cities_["nyc"].n_locations
+    if isinstance(model, MarkovBaseline):
+        monkeypatch.setattr(MarkovBaseline, "_windows", lambda self, prep: 1 / 0)
+    with pytest.raises((ValueError, ZeroDivisionError)):
+        pipe.partial_fit(target.groupby("user_id").head(2))
+    monkeypatch.undo()
+    # the step is restored in place, so its output is still recognised as the model's encoder's
+    assert pipe[-1].encoder_ is pipe[0] and list(pipe[0].cities_) == ["nyc"]
+    assert pipe[0].cities_["nyc"].n_locations == cells
+    np.testing.assert_array_equal(pipe.predict(source), before)
+    pipe.partial_fit(target)                    # and the pipeline fine-tunes on
+    assert list(pipe[0].cities_) == ["nyc", "b"]
+
+
 def test_bad_parameters_raise(nyc):
     source, target, pois = nyc
     pipe = make_pipeline(ShortUserFilter(), SpatialSemanticEncoder(), MarkovBaseline()).fit(source)

@@ -149,15 +149,26 @@ class NextLocationEstimator(BaseEstimator):
         history, ...) and private ones. It is copied before the block (:meth:`_snapshot`) and
         restored on error (:meth:`_thaw`), attributes the block added removed; the exception
         then propagates unchanged. The cost is one copy of the fitted state per call.
+
+        ``encoder_`` is restored in place: it may be a pipeline's encoder step, which this model
+        extends with ``partial_fit`` and whose output it recognises by identity, so the step
+        object gets its state back and stays this model's encoder.
         """
         params = set(self.get_params(deep=False))
+        encoder = self.__dict__.get("encoder_")
         saved = self._snapshot({k: v for k, v in vars(self).items() if k not in params})
         try:
             yield
         except BaseException:
             for key in [k for k in vars(self) if k not in params]:
                 del self.__dict__[key]
-            self.__dict__.update(self._thaw(saved))
+            restored = self._thaw(saved)
+            if encoder is not None:
+                state = vars(restored["encoder_"])
+                encoder.__dict__.clear()
+                encoder.__dict__.update(state)
+                restored["encoder_"] = encoder
+            self.__dict__.update(restored)
             raise
 
     def _snapshot(self, state):
@@ -309,10 +320,14 @@ class NextLocationEstimator(BaseEstimator):
                 f"X is the output of a SpatialSemanticEncoder (a pipeline step) and this "
                 f"{type(self).__name__} has its own encoder={self.encoder!r}: give the encoder once, "
                 "either as the pipeline step or as the estimator's encoder parameter.")
-        if pois is not None:
+        if pois is not None and first:
+            # partial_fit extends the step's encoder here (the pipeline only transforms with a fitted
+            # step), so the POIs of a new city come with the estimator's parameters then
             raise ValueError(
                 "X is the output of a SpatialSemanticEncoder (a pipeline step): give pois to that "
-                "step (pipeline.fit(X, spatialsemanticencoder__pois=pois)), not to the estimator.")
+                "step (pipeline.fit(X, spatialsemanticencoder__pois=pois)), not to the estimator; "
+                "in a later partial_fit, give them to the estimator (pipeline.partial_fit(X, "
+                "<estimator step>__pois=pois)).")
         if not first and encoder is not self.encoder_:
             raise ValueError(
                 "X was encoded by another SpatialSemanticEncoder than the one this model was fitted "
