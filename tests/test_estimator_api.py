@@ -30,10 +30,12 @@ from skorch.callbacks import Checkpoint, ProgressBar
 from trajmoe import (DataWarning, GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline,
                      LSTMRegressor, MarkovBaseline, PopularityBaseline, SpatialSemanticEncoder, TrajMoERegressor,
                      TransformerRegressor, UnknownCityError)
+from trajmoe import metrics
 from trajmoe._encoded import EncodedArray, EncodedFrame
 from trajmoe.estimators import NextLocationEstimator, NextTokenClassifier
 from trajmoe.estimators import _neural
 from trajmoe.exceptions import SharedUsersWarning
+from trajmoe.metrics import get_scorer
 from trajmoe.model_selection import LeaveOneCityOut, UserKFold
 
 TINY = dict(d_model=16, n_layers=1, max_epochs=1, device="cpu", random_state=0)
@@ -193,6 +195,25 @@ def test_zero_shot_policy_reads_nothing_of_the_targets_and_changes_nothing(two_c
     closed = PopularityBaseline(encoder=SpatialSemanticEncoder(region_margin=None)).fit(a)
     with pytest.raises(UnknownCityError, match="closed vocabulary.*Register it with partial_fit"):
         closed.score(b)
+
+
+def test_scorers_and_evaluate_score_a_new_city_with_its_pois(two_cities):
+    # the POIs of a city scored zero-shot are its features: every scoring entry point takes them
+    a, b = two_cities[two_cities.city == "a"], two_cities[two_cities.city == "b"]
+    model = TrajMoERegressor(**TRAJMOE).fit(a)
+    cells = b[["x", "y"]].drop_duplicates().head(8)
+    pois = cells.assign(city="b", category=["restaurant", "accommodation", "shop", "education"] * 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        with_pois = model.target_ranks(b, pois=pois)
+        assert not with_pois.equals(model.target_ranks(b))            # the POIs change the ranking
+        mrr = metrics.mean_reciprocal_rank(with_pois.to_numpy())
+        assert get_scorer("mrr")(model, b, pois=pois) == pytest.approx(mrr)
+        assert get_scorer("acc@1")(model, b, pois=pois) == pytest.approx(model.score(b, pois=pois))
+        assert metrics.evaluate(model, b, pois=pois)["mrr"] == pytest.approx(mrr)
+        assert model.predict_and_evaluate(b, pois=pois)["report"]["mrr"] == pytest.approx(mrr)
+    with pytest.raises(TypeError, match=r"takes the metadata pois only, got \['sample_weight'\]"):
+        get_scorer("mrr")(model, b, sample_weight=np.ones(len(b)))
 
 
 def test_counting_baselines_zero_shot_fall_back_as_documented(two_cities):

@@ -593,16 +593,17 @@ def ranking_report(ranks, ks=(1, 3, 5, 10), kind=None, oov=None):
     return report
 
 
-def _estimator_ranks(estimator, X, protocol):
+def _estimator_ranks(estimator, X, protocol, pois=None):
     if not hasattr(estimator, "target_ranks"):
         raise TypeError(
             f"{type(estimator).__name__} has no target_ranks(X, protocol=...) method; trajmoe "
             "metrics need an estimator that ranks the true next location of each target visit."
         )
-    return estimator.target_ranks(X, protocol=protocol)
+    # pois only when given: an estimator of another library need not take them
+    return estimator.target_ranks(X, protocol=protocol, **({} if pois is None else {"pois": pois}))
 
 
-def evaluate(estimator, X, protocol="all", ks=(1, 3, 5, 10)):
+def evaluate(estimator, X, protocol="all", ks=(1, 3, 5, 10), pois=None):
     """Score a fitted estimator on a visit frame with every ranking metric, on all targets and
     separately on returns and explorations.
 
@@ -621,6 +622,9 @@ def evaluate(estimator, X, protocol="all", ks=(1, 3, 5, 10)):
         ``"last"``: only the last target of each evaluation window.
     ks : sequence of int, default (1, 3, 5, 10)
         Cut-offs for Acc@k and NDCG@k.
+    pois : DataFrame of shape (n_pois, n_columns), optional
+        POIs of the cities of X the estimator was not fitted on, passed to its ``target_table``
+        (or ``target_ranks``): their zero-shot features, as in ``estimator.score(X, pois=pois)``.
 
     Returns
     -------
@@ -650,9 +654,9 @@ def evaluate(estimator, X, protocol="all", ks=(1, 3, 5, 10)):
     protocol = check_protocol(protocol)
     ks = _check_ks(ks)
     if hasattr(estimator, "target_table"):
-        table = estimator.target_table(X, protocol=protocol)
+        table = estimator.target_table(X, protocol=protocol, **({} if pois is None else {"pois": pois}))
         return ranking_report(table["rank"], ks=ks, kind=table.get("kind"), oov=table.get("oov"))
-    return ranking_report(_estimator_ranks(estimator, X, protocol), ks=ks)
+    return ranking_report(_estimator_ranks(estimator, X, protocol, pois), ks=ks)
 
 # --------------------------------------------------------------------------------------------------
 # scikit-learn scorers
@@ -680,8 +684,16 @@ class _RankScorer:
         return self.metric if self.k is None else f"{self.metric}@{self.k}"
 
     def __call__(self, estimator, X, y=None, **kwargs) -> float:
-        """Return the metric of ``estimator`` on ``X`` (``y`` is ignored: targets come from X)."""
-        ranks = _estimator_ranks(estimator, X, self.protocol)
+        """Return the metric of ``estimator`` on ``X`` (``y`` is ignored: targets come from X).
+
+        ``pois`` (routed metadata, e.g. ``cross_validate(..., params={"pois": pois})``) go to
+        ``estimator.target_ranks``, as :meth:`NextLocationEstimator.score` takes them; any other
+        keyword raises a TypeError (it would change nothing).
+        """
+        unknown = sorted(set(kwargs) - {"pois"})
+        if unknown:
+            raise TypeError(f"{self!r} takes the metadata pois only, got {unknown}.")
+        ranks = _estimator_ranks(estimator, X, self.protocol, kwargs.get("pois"))
         func = _METRICS[self.metric]
         return func(ranks) if self.k is None else func(ranks, self.k)
 

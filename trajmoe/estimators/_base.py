@@ -776,7 +776,7 @@ class NextLocationEstimator(BaseEstimator):
         oov = (truth[rows] < 0) | (truth[rows] >= n_fitted[prep.city_index[target]])
         return pd.DataFrame({"rank": ranks[rows], "kind": kind, "oov": oov}, index=X.index[prep.order[rows]])
 
-    def predict_and_evaluate(self, X, k=10, protocol="all", ks=(1, 3, 5, 10)):
+    def predict_and_evaluate(self, X, k=10, protocol="all", ks=(1, 3, 5, 10), pois=None):
         """Top-k predictions, target table and metrics from ONE scoring pass over X.
 
         The same as :meth:`predict_topk`, :meth:`target_table` and
@@ -794,6 +794,8 @@ class NextLocationEstimator(BaseEstimator):
             Evaluated targets (see :meth:`target_table`).
         ks : sequence of int, default (1, 3, 5, 10)
             Cut-offs of Acc@k and NDCG@k in the report.
+        pois : DataFrame of shape (n_pois, n_columns), optional
+            POIs of the cities of X the model was not fitted on (see :meth:`target_table`).
 
         Returns
         -------
@@ -820,7 +822,7 @@ class NextLocationEstimator(BaseEstimator):
         check_is_fitted(self, "encoder_")
         X = self._visits_of(X)
         self._warn_shared_users(X)
-        with self._unseen_cells(X, zero_shot=True):
+        with self._unseen_cells(X, pois, zero_shot=True):
             n_fitted = self._n_fitted()
             prep, windows = self._visit_windows(X)
             evaluated, truth = self._evaluation_targets(prep, protocol)
