@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -42,6 +44,15 @@ def test_demo_table_lists_every_model(small_demo):
     for name in ("trajmoe_finetuned", "trajmoe_full_target", "history_frequency", "history_gravity", "gravity",
                  "markov", "popularity"):
         assert name in table
+
+
+def test_python_dash_m_runs_the_command_line():
+    result = subprocess.run([sys.executable, "-m", "trajmoe", "demo", "--fraction", "5"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2                       # a usage error, before any data is read
+    assert "argument --fraction: must be in (0, 1], got 5" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "trajmoe", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("usage: trajmoe")
 
 
 def test_target_among_sources_is_refused():

@@ -139,7 +139,10 @@ def test_set_params_after_fit_takes_effect_or_raises(two_cities):
     with pytest.raises(ValueError, match=r"set_params changed what fit fixed \(d_model: 16 -> 32\)"):
         model.partial_fit(two_cities)
     assert len(model.net_.history) == epochs + 2          # nothing was trained
-    model.set_params(d_model=16).partial_fit(two_cities)  # set back: fine
+    model.set_params(d_model=16, max_tokens=50)           # named as set, not as the network's max_len
+    with pytest.raises(ValueError, match=r"set_params changed what fit fixed \(max_tokens: 144 -> 50\)"):
+        model.partial_fit(two_cities)
+    model.set_params(max_tokens=144).partial_fit(two_cities)   # set back: fine
 
 
 # ------------------------------------------------------------------------------------------------

@@ -283,7 +283,9 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         now = self._architecture()
         changed = sorted(k for k in set(fitted) | set(now) if fitted.get(k, None) != now.get(k, None))
         if changed:
-            detail = ", ".join(f"{k}: {fitted.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            # named as the estimator's parameters (the network's max_len is max_tokens)
+            detail = ", ".join(f"{'max_tokens' if k == 'max_len' else k}: {fitted.get(k)!r} -> {now.get(k)!r}"
+                               for k in changed)
             raise ValueError(
                 f"set_params changed what fit fixed ({detail}): partial_fit continues the fitted network, "
                 "whose architecture, encoder, device, loss and optimizer cannot change. Set them back, or "
