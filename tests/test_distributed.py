@@ -276,3 +276,16 @@ def test_the_pretrain_command_checks_its_device_before_it_loads_data(capsys, mon
     with pytest.raises(SystemExit):
         cli.main(["pretrain", "--sources", "nyc", "--output", str(tmp_path / "m"), "--seed", str(2**32)])
     assert "argument --seed: must be in [0, 4294967295]" in capsys.readouterr().err
+    # the sources, the checkpoint folder and the data folder: as the demo checks them, before any data
+    model = str(tmp_path / "m")
+    for extra, message in [(["--sources", "nyc,nyc"], "--sources lists ['nyc'] more than once"),
+                           (["--sources", ","], "--sources ',' names no city"),
+                           (["--sources", "nyc", "--checkpoint-dir", str(tmp_path / "afile")],
+                            "--checkpoint-dir " + str(tmp_path / "afile") + " is a file: give a folder"),
+                           (["--sources", "nyc", "--data-home", str(tmp_path / "none")],
+                            f"data folder {tmp_path / 'none'} (from --data-home) does not exist"),
+                           (["--sources", "nyc", "--data-home", str(tmp_path / "afile")],
+                            "(from --data-home) is a file, not a folder")]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["pretrain", "--output", model, *extra])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err, extra

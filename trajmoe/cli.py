@@ -337,19 +337,28 @@ def _number(kind, low, high=None, low_open=False):
     return parse
 
 
+def _check_data_home(parser, data_home):
+    """The data folder (``--data-home``, else ``$TRAJMOE_DATA``) is a folder: checked before any data
+    is loaded."""
+    import os
+
+    from .datasets import get_data_home
+
+    home = get_data_home(data_home)
+    if not home.is_dir():
+        source = "--data-home" if data_home is not None else (
+            "$TRAJMOE_DATA" if os.environ.get("TRAJMOE_DATA") else "the default ~/trajmoe_data")
+        what = "is a file, not a folder" if home.exists() else "does not exist"
+        parser.error(f"data folder {home} (from {source}) {what}: point --data-home or TRAJMOE_DATA "
+                     "at the folder that holds foursquare_nyc/, flickr_tours/, ...")
+
+
 def _check_paths(parser, args):
     """The data folder exists and the output file can be written: checked before any data is loaded."""
     import os
     from pathlib import Path
 
-    from .datasets import get_data_home
-
-    home = get_data_home(args.data_home)
-    if not home.is_dir():
-        source = "--data-home" if args.data_home is not None else (
-            "$TRAJMOE_DATA" if os.environ.get("TRAJMOE_DATA") else "the default ~/trajmoe_data")
-        parser.error(f"data folder {home} (from {source}) does not exist: point --data-home or TRAJMOE_DATA "
-                     "at the folder that holds foursquare_nyc/, flickr_tours/, ...")
+    _check_data_home(parser, args.data_home)
     if args.output is not None:
         out = Path(args.output).expanduser()
         if out.is_dir():

@@ -102,21 +102,21 @@ def add_pretrain_command(subparsers, number):
     return cmd
 
 
-def _check_output_folder(parser, out):
-    """``--output`` can become the model's folder (save_model creates it): checked before any
-    training, which would otherwise be lost at the end."""
+def _check_output_folder(parser, out, flag="--output"):
+    """``--output`` (or ``--checkpoint-dir``) can become a folder (save_model and the checkpoints
+    create it): checked before any training, which would otherwise be lost at the end."""
     import os
 
     if out.exists() and not out.is_dir():
-        parser.error(f"--output {out} is a file: give a folder (save_model writes several files into it)")
+        parser.error(f"{flag} {out} is a file: give a folder (several files are written into it)")
     existing = next(p for p in (out, *out.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
-        parser.error(f"--output {out}: {existing} is not a writable folder")
+        parser.error(f"{flag} {out}: {existing} is not a writable folder")
 
 
 def run_pretrain_command(args, parser):
     """Run ``trajmoe pretrain`` with parsed ``args``; returns the exit status."""
-    from .cli import CITY_LOADERS, _concat, load_city
+    from .cli import CITY_LOADERS, _check_data_home, _concat, load_city
     from .estimators import TrajMoERegressor
     from .estimators._neural import check_device
     from .nn.parallel import init_from_env, is_main_process
@@ -128,6 +128,8 @@ def run_pretrain_command(args, parser):
     except ValueError as exc:
         parser.error(f"--device: {exc}")
     _check_output_folder(parser, Path(args.output))
+    if args.checkpoint_dir is not None:
+        _check_output_folder(parser, Path(args.checkpoint_dir), "--checkpoint-dir")
     params = dict(preset=args.preset, max_epochs=args.max_epochs, batch_size=args.batch_size,
                   random_state=args.seed, device=args.device, verbose=1)
     if args.windows is not None:
@@ -140,8 +142,16 @@ def run_pretrain_command(args, parser):
     else:
         cities = [c.strip() for c in args.sources.split(",") if c.strip()]
         unknown = sorted(set(cities) - set(CITY_LOADERS))
-        if unknown or not cities:
+        repeated = sorted({c for c in cities if cities.count(c) > 1})
+        if not cities:
+            parser.error(f"--sources {args.sources!r} names no city; give comma-separated cities among "
+                         f"{sorted(CITY_LOADERS)}")
+        if unknown:
             parser.error(f"unknown cities {unknown}; choose from {sorted(CITY_LOADERS)}")
+        if repeated:
+            parser.error(f"--sources lists {repeated} more than once: each city's visits would be trained "
+                         "on twice")
+        _check_data_home(parser, args.data_home)
         loaded = [load_city(c, args.data_home) for c in cities]
         data, pois = _concat([v for v, _ in loaded]), _concat([p for _, p in loaded])
     try:
