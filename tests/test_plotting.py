@@ -216,6 +216,9 @@ def test_prediction_map_default_visit_and_given_axes(counting_model, nyc_small):
     out_fig, ax = plot_prediction_map(counting_model, nyc_small[0], k=2, ax=given)
     assert ax is given and out_fig is fig
     assert len(ax.patches) == 3                      # the default visit has a next visit
+    # an index with repeated labels (frames of two cities concatenated) still has a default visit
+    _, same = plot_prediction_map(counting_model, nyc_small[0].set_axis(np.zeros(len(nyc_small[0]), int)), k=2)
+    assert [p.get_xy() for p in same.patches] == [p.get_xy() for p in ax.patches]
 
 
 def test_prediction_map_errors(counting_model, nyc_small):

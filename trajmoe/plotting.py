@@ -127,7 +127,7 @@ def plot_prediction_map(estimator, X, visit=None, k=5, *, n_history=10, margin=1
     visit : hashable, optional
         Index label of the row of X after which the next location is predicted. Default: the
         first user of X (in X's order) who has a visit followed by another in the same window,
-        at such a visit with the longest history.
+        at such a visit with the longest history (also where X's index repeats labels).
     k : int, default 5
         Number of predicted cells drawn.
     n_history : int or None, default 10
@@ -190,6 +190,8 @@ def plot_prediction_map(estimator, X, visit=None, k=5, *, n_history=10, margin=1
     if ax is not None:
         _check_axes([ax], "ax")
     if visit is None:
+        if not X.index.is_unique:        # the default is found by position: any index will do
+            X = X.reset_index(drop=True)
         visit = _default_visit(estimator, X)
     matches = np.flatnonzero(X.index == visit)
     if len(matches) != 1:
