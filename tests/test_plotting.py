@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from trajmoe import HistoryFrequencyBaseline, TrajMoERegressor  # noqa: E402
 from trajmoe.datasets import load_flickr, load_foursquare_nyc, load_foursquare_singapore  # noqa: E402
 from trajmoe.encoder import cell_labels  # noqa: E402
+from trajmoe.exceptions import DataWarning  # noqa: E402
 from trajmoe.plotting import plot_gate_shares, plot_prediction_map, plot_transfer_curve  # noqa: E402
 from trajmoe.schema import validate_visits  # noqa: E402
 from trajmoe.sequences import time_features  # noqa: E402
@@ -159,6 +160,8 @@ def test_plot_gate_shares_checks_its_input():
         plot_gate_shares(frame, axes=[plt.gca()])
     fig, axes = plot_gate_shares(frame)             # no n_visits: hours count equally
     assert [p.get_height() for p in axes[0].patches] == [0.25, 0.75]
+    with pytest.raises(ValueError, match=r"2 rows that repeat a \(city, hour, expert\) at rows \[0, 2\]"):
+        plot_gate_shares(pd.concat([frame, frame.head(1)], ignore_index=True))
 
 
 # ----------------------------------------------------------------------------- prediction map
@@ -276,3 +279,9 @@ def test_transfer_curve_without_model_column_and_errors():
         plot_transfer_curve(_rows(), curve="nope")
     with pytest.raises(ValueError, match="no row"):
         plot_transfer_curve(_rows(), protocol="none")
+    with pytest.raises(ValueError, match=r"'fraction' has 1 value\(s\) of the curve model 'model' outside \(0, 1\] "
+                                         r"at rows \[1\]: give the share"):
+        plot_transfer_curve(frame.assign(fraction=[0.01, 5.0]), metric="mrr")     # 5 %, as a percent
+    with pytest.warns(DataWarning, match=r"1 row\(s\) without a 'mrr' value, left out of the means: rows \[0\]"):
+        _, axes = plot_transfer_curve(frame.assign(mrr=[np.nan, 0.3]), metric="mrr")
+    np.testing.assert_allclose(axes[0].lines[0].get_ydata(), [np.nan, 0.3])

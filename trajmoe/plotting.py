@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
 
+from .exceptions import DataWarning
 from .schema import CITY, DEFAULT_CITY, USER, format_rows
 
 __all__ = ["plot_gate_shares", "plot_prediction_map", "plot_transfer_curve"]
@@ -310,7 +312,8 @@ def plot_gate_shares(shares, *, axes=None):
     ImportError
         If matplotlib is not installed (``pip install "trajmoe[plot]"``).
     ValueError
-        If a column is missing, the frame is empty, or ``axes`` has the wrong length.
+        If a column is missing, the frame is empty, a (city, hour, expert) has several rows, or
+        ``axes`` has the wrong length.
 
     Examples
     --------
@@ -354,6 +357,11 @@ def plot_gate_shares(shares, *, axes=None):
         if (total <= 0).any():
             raise ValueError(f"shares has no visit (n_visits sums to 0) for (city, expert) "
                              f"{list(total.index[total <= 0])[:5]}: drop those rows.")
+    repeated = shares.duplicated(["city", "hour", "expert"], keep=False).to_numpy()
+    if repeated.any():
+        raise ValueError(f"shares has {int(repeated.sum())} rows that repeat a (city, hour, expert) at rows "
+                         f"{format_rows(shares.index, repeated)}: one share each (concatenated calls of "
+                         f"{producer}?); average or drop them first.")
     experts = [e for e in EXPERT_NAMES if e in set(shares["expert"])]
     experts += sorted(set(shares["expert"]) - set(experts))
     cities = sorted(shares["city"].astype(str).unique())
@@ -452,7 +460,14 @@ def plot_transfer_curve(results, metric="acc@1", *, curve=None, label=None, refe
     ImportError
         If matplotlib is not installed (``pip install "trajmoe[plot]"``).
     ValueError
-        If a column is missing, no row is left to draw, or ``axes`` has the wrong length.
+        If a column is missing, no row is left to draw, a fraction of the curve model is outside
+        (0, 1] (a percent given for a share), or ``axes`` has the wrong length.
+
+    Warns
+    -----
+    trajmoe.exceptions.DataWarning
+        If rows have no value of ``metric`` (NaN): they are left out of the means, with their count
+        and rows.
 
     Examples
     --------
@@ -490,6 +505,15 @@ def plot_transfer_curve(results, metric="acc@1", *, curve=None, label=None, refe
     curve = curve if curve is not None else frame["model"].iloc[0]
     if curve not in set(frame["model"]):
         raise ValueError(f"curve={curve!r} is not a model of results; models: {sorted(set(frame['model']))}.")
+    outside = ((frame["model"] == curve) & ~frame["fraction"].between(0, 1, inclusive="right")).to_numpy()
+    if outside.any():
+        raise ValueError(f"results column 'fraction' has {int(outside.sum())} value(s) of the curve model "
+                         f"{curve!r} outside (0, 1] at rows {format_rows(frame.index, outside)}: give the share "
+                         "of the target's training users (0.05 for 5 %), not a percent.")
+    missing = frame[metric].isna().to_numpy()
+    if missing.any():
+        warnings.warn(f"results has {int(missing.sum())} row(s) without a {metric!r} value, left out of the "
+                      f"means: rows {format_rows(frame.index, missing)}.", DataWarning, stacklevel=2)
     if references is None:
         references = {m: str(m) for m in dict.fromkeys(frame["model"]) if m != curve}
     unknown = [m for m in references if m not in set(frame["model"])]
