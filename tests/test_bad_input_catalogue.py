@@ -259,6 +259,8 @@ CATALOGUE = [
           validate_visits, E, SchemaError, r"column 'user_id' has 1 NaN value at rows \[4\]"),
     Entry("city-nan", "a missing city", lambda: (put(grid(city="A"), "city", 2, None),),
           validate_visits, E, SchemaError, r"column 'city' has 1 NaN value at rows \[2\].*city name"),
+    Entry("city-empty", "an empty city name", lambda: (put(grid(city="A"), "city", 2, ""),),
+          validate_visits, E, SchemaError, r"column 'city' has 1 empty name at rows \[2\]: give each city a name"),
     # ------------------------------------------------------------------------------ time
     Entry("time-unparsable", "started_at strings 'not a date' and '2020-13-45'",
           lambda: (put(put(naive_strings(), "started_at", 3, "not a date"), "started_at", 7, "2020-13-45"),),

@@ -160,6 +160,8 @@ def test_users_and_cities_kept_apart():
                                          r"in several cities"):
         StayPointDetector(city="x", include_last=True).fit_transform(both)
     assert set(StayPointDetector(include_last=True).fit_transform(both)["city"]) == {"espoo", "helsinki"}
+    with pytest.raises(ValueError, match=r"city=' ' is empty: give the city a name"):
+        StayPointDetector(city=" ", include_last=True).fit_transform(fixes)
 
 
 def test_naive_times_and_tz():

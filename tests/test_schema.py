@@ -75,6 +75,12 @@ def test_sort_by_city_first_and_city_cast_to_str():
     assert out.index.tolist() == ["q", "r", "s", "p"]
 
 
+def test_an_empty_city_name_is_refused_with_its_rows():
+    X = _binned_visits().assign(city=["a", "", " ", "a"])
+    with pytest.raises(SchemaError, match=r"column 'city' has 2 empty names at rows \['q', 'r'\]: give each"):
+        validate_visits(X)
+
+
 def test_never_modifies_input():
     X = _latlon_visits().assign(started_at=lambda d: d.started_at.astype(str))
     before = X.copy()

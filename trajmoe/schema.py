@@ -487,6 +487,14 @@ def _city(out: pd.DataFrame) -> None:
         return
     _no_missing(out, CITY, fix=f"fill them with a city name (or drop the {CITY!r} column)")
     out[CITY] = out[CITY].astype(str)
+    blank = [name for name in pd.unique(out[CITY]) if not name.strip()]     # few names: cheap
+    if blank:
+        rows = out[CITY].isin(blank).to_numpy()
+        raise SchemaError(
+            f"column {CITY!r} has {int(rows.sum())} empty name{'' if rows.sum() == 1 else 's'} at rows "
+            f"{format_rows(out.index, rows)}: give each city a name (cells are labelled "
+            f"'<city>:<ix>_<iy>'), or drop the {CITY!r} column for one unnamed city"
+        )
 
 
 def _stable_sort(out: pd.DataFrame, keys: list[pd.Series]) -> pd.DataFrame:

@@ -303,6 +303,9 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
 
     def _detect(self, X):
         self._validate_params()
+        if self.city is not None and not self.city.strip():
+            raise ValueError(f"city={self.city!r} is empty: give the city a name (cells are labelled "
+                             "'<city>:<ix>_<iy>'), or None to read it from the fixes' 'city' column.")
         if self.tz is not None:
             check_time_zone("tz", self.tz)
         if is_staypoints(X):
