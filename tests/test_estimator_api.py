@@ -315,8 +315,10 @@ def test_callbacks_and_parameters_routed_to_the_net(two_cities, tmp_path):
         TrajMoERegressor(**TRAJMOE, callbacks__nope__x=1).fit(two_cities)
     with pytest.raises(TypeError, match="takes no train_split: fit holds out validation_fraction"):
         TrajMoERegressor(**TRAJMOE, train_split=None).fit(two_cities)
+    with pytest.warns(UserWarning, match=r"has no parameter \['lrr'\]: set_params stores it, and the next fit"):
+        misspelt = TrajMoERegressor(**TRAJMOE).set_params(lrr=0.1)
     with pytest.raises(ValueError, match=r"unknown parameter 'lrr'.*routed to the skorch net start with"):
-        TrajMoERegressor(**TRAJMOE).set_params(lrr=0.1).fit(two_cities)
+        misspelt.fit(two_cities)
 
 
 def test_lr_schedule_does_not_need_a_validation_split(two_cities):

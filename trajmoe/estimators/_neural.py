@@ -193,6 +193,13 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         """
         names = self._get_param_names()
         routed = [k for k in params if k.startswith(NET_PREFIXES) or (k not in names and k.split("__")[0] not in names)]
+        unknown = [k for k in routed if not k.startswith(NET_PREFIXES) and k != "train_split"]
+        if unknown:
+            # scikit-learn's set_params raises nothing (fit refuses them); a misspelt name set after fit
+            # (learned_weight takes effect in the next prediction) would otherwise change nothing silently
+            warnings.warn(f"{type(self).__name__} has no parameter {unknown}: set_params stores it, and the next "
+                          f"fit or partial_fit refuses it. Its parameters are {sorted(names)}; parameters routed "
+                          f"to the skorch net start with one of {NET_PREFIXES}.", UserWarning, stacklevel=2)
         for key in routed:
             setattr(self, key, params.pop(key))      # routed to the net; checked in fit
         return super().set_params(**params)
