@@ -16,6 +16,7 @@ from unittest import SkipTest
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 import torch
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.exceptions import NotFittedError
@@ -217,6 +218,14 @@ def test_scorers_and_evaluate_score_a_new_city_with_its_pois(two_cities):
         assert model.predict_and_evaluate(b, pois=pois)["report"]["mrr"] == pytest.approx(mrr)
     with pytest.raises(TypeError, match=r"takes the metadata pois only, got \['sample_weight'\]"):
         get_scorer("mrr")(model, b, sample_weight=np.ones(len(b)))
+    # and routed by cross_validate to the named scorers (fitted on a, scored on b with b's POIs)
+    split = [(np.flatnonzero(two_cities.city == "a"), np.flatnonzero(two_cities.city == "b"))]
+    with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        routed = TrajMoERegressor(**TRAJMOE).set_fit_request(pois=True).set_score_request(pois=True)
+        named = cross_validate(routed, two_cities, cv=split, scoring=["mrr", "acc@1"], params={"pois": pois})
+        by_score = cross_validate(routed, two_cities, cv=split, params={"pois": pois})["test_score"]
+    assert named["test_mrr"][0] == pytest.approx(mrr) and named["test_acc@1"][0] == by_score[0]
 
 
 def test_counting_baselines_zero_shot_fall_back_as_documented(two_cities):

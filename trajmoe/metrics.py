@@ -697,6 +697,20 @@ class _RankScorer:
         func = _METRICS[self.metric]
         return func(ranks) if self.k is None else func(ranks, self.k)
 
+    def get_metadata_routing(self):
+        """scikit-learn's metadata routing: the scorer asks for ``pois`` (when routing is enabled,
+        ``cross_validate(..., params={"pois": pois})`` passes them on, as to ``score``).
+
+        Returns
+        -------
+        sklearn.utils.metadata_routing.MetadataRequest
+        """
+        from sklearn.utils.metadata_routing import MetadataRequest
+
+        request = MetadataRequest(owner=type(self).__name__)
+        request.score.add_request(param="pois", alias=True)
+        return request
+
     def __repr__(self) -> str:
         return f"trajmoe_scorer({self.name!r}, protocol={self.protocol!r})"
 
