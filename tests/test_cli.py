@@ -55,6 +55,16 @@ def test_python_dash_m_runs_the_command_line():
     assert result.returncode == 0 and result.stdout.startswith("usage: trajmoe")
 
 
+def test_a_data_folder_without_the_citys_files_is_a_usage_error(tmp_path, capsys):
+    # an existing folder that lacks the data: the loader's message, exit status 2, no traceback
+    assert cli.main(["demo", "--data-home", str(tmp_path)]) == 2
+    assert "trajmoe demo: error: data file 'foursquare_nyc/checkins.csv.gz'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["pretrain", "--sources", "singapore", "--output", str(tmp_path / "m"), "--data-home", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "trajmoe pretrain: error: data file 'foursquare_singapore/" in capsys.readouterr().err
+
+
 def test_target_among_sources_is_refused():
     with pytest.raises(ValueError, match="must not be a source"):
         cli.run_demo("osaka", ("osaka", "toronto"))

@@ -466,7 +466,8 @@ def main(argv=None):
         try:
             result = run_demo(args.target, sources, args.fraction, args.seed, args.data_home,
                               args.max_epochs, args.protocol, min_stays=args.min_stays)
-        except _DataCheckError as exc:  # found in the data before any training (see run_demo)
+        except (_DataCheckError, FileNotFoundError) as exc:  # found before any training (see run_demo)
+            # FileNotFoundError: the data folder lacks a city's files (the loader's message says which)
             print(f"trajmoe demo: error: {exc}", file=sys.stderr)
             return 2
     result["wall_seconds"] = round(time.perf_counter() - start, 1)

@@ -152,7 +152,10 @@ def run_pretrain_command(args, parser):
             parser.error(f"--sources lists {repeated} more than once: each city's visits would be trained "
                          "on twice")
         _check_data_home(parser, args.data_home)
-        loaded = [load_city(c, args.data_home) for c in cities]
+        try:
+            loaded = [load_city(c, args.data_home) for c in cities]
+        except FileNotFoundError as exc:       # the data folder lacks a city's files (the message says which)
+            parser.error(str(exc))
         data, pois = _concat([v for v, _ in loaded]), _concat([p for _, p in loaded])
     try:
         rank, world = init_from_env(device=args.device)
