@@ -154,6 +154,31 @@ def test_neural_scoring_in_blocks_of_a_few_tokens(cities, nyc_networks, monkeypa
     pd.testing.assert_series_equal(model.target_ranks(test), ranks)
 
 
+def test_the_frame_is_checked_once_per_call(cities, nyc_networks, monkeypatch):
+    # the cells outside the fitted region and the windows read one validated frame (issue 11: no
+    # wasted passes; validation was 11 % of a NYC predict call when it ran twice)
+    import trajmoe.encoder
+    import trajmoe.estimators._base as base
+
+    model = nyc_networks[False]
+    _, test = cities["nyc"]
+    labels, ranks = model.predict(test), model.target_ranks(test)
+    calls, real = [], base.validate_visits
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(base, "validate_visits", counting)
+    monkeypatch.setattr(trajmoe.encoder, "validate_visits", counting)
+    for call in (model.predict, model.target_ranks, lambda X: model.predict_topk(X, 3), model.predict_and_evaluate):
+        calls.clear()
+        call(test)
+        assert len(calls) == 1, call
+    np.testing.assert_array_equal(model.predict(test), labels)
+    pd.testing.assert_series_equal(model.target_ranks(test), ranks)
+
+
 def test_city_encoding_is_computed_once_per_call(cities, nyc_networks, monkeypatch):
     model = nyc_networks[False]
     _, test = cities["nyc"]

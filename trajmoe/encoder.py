@@ -666,13 +666,16 @@ or dict, default "auto"
         """
         return self._locate(X)[0]
 
-    def _locate(self, X, validated=False, report=False):
+    def _locate(self, X, validated=False, report=False, visits=None):
         """:meth:`locate` and a bool mask (n_visits,) of the outlier rows (their cells are
         never added as candidates by :meth:`with_unseen_cells`). ``validated``: X is an output
         of :func:`~trajmoe.schema.validate_visits` already (not checked again). ``report``: a
-        DataWarning per city with outliers (counts and rows), for frames that are scored."""
+        DataWarning per city with outliers (counts and rows), for frames that are scored.
+        ``visits``: ``validate_visits(positional(X), duplicates="ignore")``, when the caller has
+        it already (X then only names the rows)."""
         check_is_fitted(self, "cities_")
-        visits = positional(X) if validated else validate_visits(positional(X), duplicates="ignore")
+        if visits is None:
+            visits = positional(X) if validated else validate_visits(positional(X), duplicates="ignore")
         unknown = sorted(set(visits[CITY].unique()) - set(self.cities_))
         if unknown and isinstance(X, pd.DataFrame) and CITY not in X.columns:
             raise UnknownCityError(
@@ -895,7 +898,11 @@ or dict, default "auto"
         ValueError
             If X holds a city the encoder has not seen.
         """
-        located, outlier = self._locate(X, report=True)
+        return self._with_unseen_cells(X)
+
+    def _with_unseen_cells(self, X, visits=None):
+        """:meth:`with_unseen_cells`; ``visits``: X validated already (see :meth:`_locate`)."""
+        located, outlier = self._locate(X, report=True, visits=visits)
         # outliers (null island, far from the city) never become candidates
         unseen = located[(located["location_id"] < 0).to_numpy() & ~outlier]
         if self.region_margin is None or not len(unseen):

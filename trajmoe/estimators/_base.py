@@ -370,7 +370,11 @@ class NextLocationEstimator(BaseEstimator):
         ``encoder_.n_excluded_``) and take the results of the row they repeat
         (:attr:`Prepared.twin`), with a DataWarning outside fit and partial_fit.
         """
-        visits = validate_visits(positional(X), duplicates="ignore")
+        checked = self.__dict__.get("_checked_visits")
+        if checked is not None and checked[0] is X and checked[1] is not None:
+            visits = checked[1]                  # checked by _unseen_cells in this call
+        else:
+            visits = validate_visits(positional(X), duplicates="ignore")
         visits, twin = _drop_duplicate_visits(visits, X.index, warn=not self.__dict__.get("_updating"))
         located = self.encoder_._locate(visits, validated=True)[0]       # checked just above
         unknown = set(located[CITY]) - set(self.cities_)
@@ -543,17 +547,24 @@ class NextLocationEstimator(BaseEstimator):
         """
         check_is_fitted(self, "encoder_")
         fitted, cities = self.encoder_, self.cities_
-        extended = (fitted.with_unseen_cities(X, pois=pois) if zero_shot else fitted).with_unseen_cells(X)
-        if extended is fitted:
-            yield
-            return
-        self.encoder_, self.cities_ = extended, list(extended.cities_)
+        base = fitted.with_unseen_cities(X, pois=pois) if zero_shot else fitted
+        # X checked once a call: the cells outside the regions and the windows (_prepare) read it
+        visits = validate_visits(positional(X), duplicates="ignore") if isinstance(X, pd.DataFrame) else None
+        extended = base._with_unseen_cells(X, visits)
+        self.__dict__["_checked_visits"] = (X, visits)
         try:
-            self._vocabulary_changed()
-            yield
+            if extended is fitted:
+                yield
+                return
+            self.encoder_, self.cities_ = extended, list(extended.cities_)
+            try:
+                self._vocabulary_changed()
+                yield
+            finally:
+                self.encoder_, self.cities_ = fitted, cities
+                self._vocabulary_changed()
         finally:
-            self.encoder_, self.cities_ = fitted, cities
-            self._vocabulary_changed()
+            self.__dict__.pop("_checked_visits", None)
 
     def _n_fitted(self):
         """Cells per city that are candidates of its vocabulary (not appended for one
