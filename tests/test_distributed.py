@@ -278,8 +278,8 @@ def test_the_pretrain_command_checks_its_device_before_it_loads_data(capsys, mon
     assert "argument --seed: must be in [0, 4294967295]" in capsys.readouterr().err
     # the sources, the checkpoint folder and the data folder: as the demo checks them, before any data
     model = str(tmp_path / "m")
-    for extra, message in [(["--sources", "nyc,nyc"], "--sources lists ['nyc'] more than once"),
-                           (["--sources", ","], "--sources ',' names no city"),
+    for extra, message in [(["--sources", "nyc,nyc"], "--sources: Source cities listed more than once: ['nyc']"),
+                           (["--sources", ","], "--sources: No source city"),
                            (["--sources", "nyc", "--checkpoint-dir", str(tmp_path / "afile")],
                             "--checkpoint-dir " + str(tmp_path / "afile") + " is a file: give a folder"),
                            (["--sources", "nyc", "--data-home", str(tmp_path / "none")],

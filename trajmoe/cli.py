@@ -96,6 +96,41 @@ def _concat(frames):
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def check_sources(sources):
+    """Check a list of source cities (of ``trajmoe demo`` and ``trajmoe pretrain``) before any data
+    is loaded.
+
+    Parameters
+    ----------
+    sources : str or sequence of str
+        City names, or one comma-separated string of them (``"singapore,edinburgh"``).
+
+    Returns
+    -------
+    tuple of str
+
+    Raises
+    ------
+    ValueError
+        If no city is named, a city is unknown (the message lists the known ones), or a city is
+        listed more than once (its visits would be trained on twice).
+    """
+    known = sorted(CITY_LOADERS)
+    if isinstance(sources, str):
+        sources = [s.strip() for s in sources.split(",") if s.strip()]
+    sources = tuple(sources)
+    if not sources:
+        raise ValueError(f"No source city: give at least one, e.g. {','.join(DEFAULT_SOURCES[:2])}; choose from {known}.")
+    unknown = [s for s in sources if s not in CITY_LOADERS]
+    if unknown:
+        raise ValueError(f"Unknown source cit{'y' if len(unknown) == 1 else 'ies'} {unknown}; choose from {known} "
+                         "(comma-separated).")
+    twice = sorted({s for s in sources if sources.count(s) > 1})
+    if twice:
+        raise ValueError(f"Source cities listed more than once: {twice} (their visits would be trained on twice).")
+    return sources
+
+
 def check_demo_args(target, sources, fraction=0.05, seed=0, max_epochs=6, protocol="all", min_stays=5):
     """Check the arguments of :func:`run_demo` before any data is loaded.
 
@@ -119,23 +154,11 @@ def check_demo_args(target, sources, fraction=0.05, seed=0, max_epochs=6, protoc
 
     import numpy as np
 
-    known = sorted(CITY_LOADERS)
     if target not in CITY_LOADERS:
-        raise ValueError(f"Unknown target city {target!r}; choose from {known}.")
-    if isinstance(sources, str):
-        sources = [s.strip() for s in sources.split(",") if s.strip()]
-    sources = tuple(sources)
-    if not sources:
-        raise ValueError(f"No source city: give at least one, e.g. {','.join(DEFAULT_SOURCES[:2])}; choose from {known}.")
-    unknown = [s for s in sources if s not in CITY_LOADERS]
-    if unknown:
-        raise ValueError(f"Unknown source cit{'y' if len(unknown) == 1 else 'ies'} {unknown}; choose from {known} "
-                         "(comma-separated).")
+        raise ValueError(f"Unknown target city {target!r}; choose from {sorted(CITY_LOADERS)}.")
+    sources = check_sources(sources)
     if target in sources:
         raise ValueError(f"The target city {target!r} must not be a source city: drop it from the sources.")
-    twice = sorted({s for s in sources if sources.count(s) > 1})
-    if twice:
-        raise ValueError(f"Source cities listed more than once: {twice}.")
 
     def integer(name, value, low, high=None):
         if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low

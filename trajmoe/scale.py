@@ -116,7 +116,7 @@ def _check_output_folder(parser, out, flag="--output"):
 
 def run_pretrain_command(args, parser):
     """Run ``trajmoe pretrain`` with parsed ``args``; returns the exit status."""
-    from .cli import CITY_LOADERS, _check_data_home, _concat, load_city
+    from .cli import _check_data_home, _concat, check_sources, load_city
     from .estimators import TrajMoERegressor
     from .estimators._neural import check_device
     from .nn.parallel import init_from_env, is_main_process
@@ -140,17 +140,10 @@ def run_pretrain_command(args, parser):
         params.update(data.meta["params"])
         pois = None
     else:
-        cities = [c.strip() for c in args.sources.split(",") if c.strip()]
-        unknown = sorted(set(cities) - set(CITY_LOADERS))
-        repeated = sorted({c for c in cities if cities.count(c) > 1})
-        if not cities:
-            parser.error(f"--sources {args.sources!r} names no city; give comma-separated cities among "
-                         f"{sorted(CITY_LOADERS)}")
-        if unknown:
-            parser.error(f"unknown cities {unknown}; choose from {sorted(CITY_LOADERS)}")
-        if repeated:
-            parser.error(f"--sources lists {repeated} more than once: each city's visits would be trained "
-                         "on twice")
+        try:
+            cities = check_sources(args.sources)
+        except ValueError as exc:
+            parser.error(f"--sources: {exc}")
         _check_data_home(parser, args.data_home)
         try:
             loaded = [load_city(c, args.data_home) for c in cities]

@@ -371,7 +371,7 @@ class NextLocationEstimator(BaseEstimator):
         (:attr:`Prepared.twin`), with a DataWarning outside fit and partial_fit.
         """
         checked = self.__dict__.get("_checked_visits")
-        if checked is not None and checked[0] is X and checked[1] is not None:
+        if checked is not None and checked[0] is X:
             visits = checked[1]                  # checked by _unseen_cells in this call
         else:
             visits = validate_visits(positional(X), duplicates="ignore")
@@ -549,7 +549,7 @@ class NextLocationEstimator(BaseEstimator):
         fitted, cities = self.encoder_, self.cities_
         base = fitted.with_unseen_cities(X, pois=pois) if zero_shot else fitted
         # X checked once a call: the cells outside the regions and the windows (_prepare) read it
-        visits = validate_visits(positional(X), duplicates="ignore") if isinstance(X, pd.DataFrame) else None
+        visits = validate_visits(positional(X), duplicates="ignore")
         extended = base._with_unseen_cells(X, visits)
         self.__dict__["_checked_visits"] = (X, visits)
         try:

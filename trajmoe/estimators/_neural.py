@@ -193,7 +193,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         """
         names = self._get_param_names()
         routed = [k for k in params if k.startswith(NET_PREFIXES) or (k not in names and k.split("__")[0] not in names)]
-        unknown = [k for k in routed if not k.startswith(NET_PREFIXES) and k != "train_split"]
+        unknown = [k for k in routed if not k.startswith(NET_PREFIXES)]
         if unknown:
             # scikit-learn's set_params raises nothing (fit refuses them); a misspelt name set after fit
             # (learned_weight takes effect in the next prediction) would otherwise change nothing silently

@@ -82,9 +82,10 @@ def ranking_scores(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.T
     Returns
     -------
     FloatTensor [n, N]
-        Higher is better. Two cells whose log-probabilities differ by less than float32 rounding
-        can compare differently here (the logits are not rounded by the subtraction); the order
-        is that of the exact log-probabilities at least as often.
+        Higher is better. Two logits closer than the float32 rounding of their log-softmax can
+        share one log-probability and stay apart here: a pessimistic rank (ties counted against
+        the target, :func:`trajmoe.metrics.target_ranks`) is then lower than on the
+        log-probabilities (docs: Speed on one machine).
     """
     if out.get("copy_scores") is None:
         return generation_logits(out, rows, cols)
