@@ -37,6 +37,11 @@ protocol that ID embeddings cannot serve:
   over the settings of ``transfer.LITERATURE`` (for instance LibCity's own: learning rate 1e-3,
   dropout 0.5, L2 1e-5, a hidden size of 128); the parameters the protocol sets itself (seed,
   epochs, validation, patience, callbacks, weight tying) are refused there;
+* ``--transitions`` (a diagnostic): each row also holds ``explore_by_transition``, the model's
+  Acc@1 on the explore targets by how often their move (current cell -> target) occurs in the
+  training visits (counted by a Markov chain fitted on them: 0, 1, 2-4, 5 and more), and the share
+  of explore targets whose first-ranked cell is one the user visited before, to tell a model that
+  has not learned the moves a chain of counts knows from one that prefers returns;
 * ``--merge-cells K`` (a diagnostic, for cities given as grid cells, YJMob100K): every K x K block
   of 500 m cells becomes one cell, the same users and visits on a coarser grid (no POI frame: the
   models of this script do not read it), to see how the baselines fare as cells get more visits
@@ -61,6 +66,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from skorch.callbacks import LRScheduler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
@@ -74,6 +80,7 @@ from transfer import LITERATURE, QUICK  # noqa: E402
 from trajmoe import (HistoryFrequencyBaseline, LSTMRegressor, MarkovBaseline, SpatialSemanticEncoder,  # noqa: E402
                      TransformerRegressor, metrics)
 from trajmoe.cli import load_city  # noqa: E402
+from trajmoe.encoder import cell_keys  # noqa: E402
 from trajmoe.exceptions import SharedUsersWarning  # noqa: E402
 
 #: Share of each user's visits (in time) that trains; the rest is scored.
@@ -290,6 +297,65 @@ def score(model, visits):
     return metrics.ranking_report(table["rank"].to_numpy(), kind=table["kind"].to_numpy(), oov=table["oov"].to_numpy())
 
 
+#: Bins of a transition's training count (``--transitions``): 0, 1, 2-4, 5 and more.
+TRANSITION_BINS = ((0, 0), (1, 1), (2, 4), (5, None))
+
+
+def transition_breakdown(model, markov, visits):
+    """How ``model`` fares on the explore targets of ``visits``, by how often the transition from
+    the current cell to the target was seen in training (``--transitions``).
+
+    The count is the fitted ``markov``'s (:class:`trajmoe.MarkovBaseline`: consecutive visits of one
+    user in the training visits), so a bin says how much a chain of counts knows of that move.
+
+    Parameters
+    ----------
+    model : fitted estimator
+        The model scored (``markov`` itself included).
+    markov : MarkovBaseline
+        Fitted on the same training visits.
+    visits : DataFrame
+        The scored visits (protocol ``all``).
+
+    Returns
+    -------
+    dict
+        Per bin of :data:`TRANSITION_BINS` (``"0"``, ``"1"``, ``"2-4"``, ``"5+"``): ``share`` of the
+        explore targets and the model's ``acc@1`` on them; ``top1_return`` (over all explore
+        targets): the share whose first-ranked cell is one the user visited earlier among the scored
+        visits (at or before the current one; the evaluation window, of at most the model's window
+        length, can start later, so this is an upper bound of the share ranked as returns).
+    """
+    table = model.target_table(visits, protocol="all")
+    order = ["started_at"] if "started_at" in visits else ["day", "slot"]
+    ranked = visits.sort_values(order, kind="stable").sort_values("user_id", kind="stable")
+    located = markov.encoder_.locate(ranked).set_axis(ranked.index)
+    key = cell_keys(located["ix"].to_numpy(), located["iy"].to_numpy())      # int64 beyond float precision
+    # the key of each visit and of the user's next one (-1 after the last)
+    last = np.r_[ranked["user_id"].to_numpy()[1:] != ranked["user_id"].to_numpy()[:-1], True]
+    location = pd.Series(key, index=ranked.index)
+    following = pd.Series(np.where(last, -1, np.r_[key[1:], -1]), index=ranked.index)
+    explore = table.index[table["kind"].to_numpy() == "explore"]
+    pairs = pd.MultiIndex.from_arrays([location.loc[explore].to_numpy(), following.loc[explore].to_numpy()])
+    seen = markov.transitions_.xs(visits["city"].iloc[0], level=0).reindex(pairs, fill_value=0).to_numpy()
+    hit = table.loc[explore, "rank"].to_numpy() == 1
+    out = {}
+    for low, high in TRANSITION_BINS:
+        inside = (seen >= low) if high is None else (seen >= low) & (seen <= high)
+        name = f"{low}+" if high is None else str(low) if low == high else f"{low}-{high}"
+        out[name] = {"share": round(float(inside.mean()), 4) if len(seen) else 0.0,
+                     "acc@1": round(float(hit[inside].mean()), 4) if inside.any() else None}
+    first = pd.Series(model.predict(ranked), index=ranked.index)
+    explore, guessed = set(explore), 0
+    for _, rows in located["label"].groupby(ranked["user_id"], sort=False):
+        earlier = set()
+        for row, label in rows.items():
+            earlier.add(label)
+            guessed += row in explore and first[row] in earlier
+    out["top1_return"] = round(guessed / max(len(explore), 1), 4)
+    return out
+
+
 def learning_curve(model):
     """Training loss, validation Acc@1 and MRR and the learning rate of each epoch, and the epoch kept.
 
@@ -318,7 +384,7 @@ def learning_curve(model):
     return {"best_epoch": best, "curve": curve.to_dict("list")}
 
 
-def run(targets, seeds, neural, quick, names=None, split="test", merge=1):
+def run(targets, seeds, neural, quick, names=None, split="test", merge=1, transitions=False):
     rows = []
     for target in targets:
         for seed in seeds:
@@ -327,6 +393,8 @@ def run(targets, seeds, neural, quick, names=None, split="test", merge=1):
             pois = t.pois if merge == 1 else None
             print(f"{target} seed {seed}, cells of the training visits:",
                   " ".join(f"{k} {v}" for k, v in cell_density(train, pois).items()), flush=True)
+            # --transitions: every model's explore targets by the count of their transition
+            markov = MarkovBaseline().fit(train) if transitions else None
             for name, make in models(seed, neural).items():
                 if names and name not in names:
                     continue
@@ -341,6 +409,8 @@ def run(targets, seeds, neural, quick, names=None, split="test", merge=1):
                        "plateau": neural.plateau if name in NEURAL else None,
                        "params": neural.settings if name in NEURAL else None,
                        "fit_seconds": round(seconds, 1), **learning_curve(model)}
+                if transitions:
+                    row["explore_by_transition"] = transition_breakdown(model, markov, test)
                 rows.append(row)
                 print(" ".join(f"{k} {v}" for k, v in row.items() if k != "curve"), flush=True)
                 if "curve" in row:
@@ -388,6 +458,9 @@ def main(argv=None):
     parser.add_argument("--params", type=params_arg, default=None,
                         help="estimator parameters of the LSTM and Transformer over the literature's settings, "
                              "name=value pairs such as lr=1e-3,dropout=0.5,d_model=128 (default: none)")
+    parser.add_argument("--transitions", action="store_true",
+                        help="each model's Acc@1 on the explore targets by the training count of their transition "
+                             "(0, 1, 2-4, 5+) and the share of them whose first-ranked cell is an earlier one")
     parser.add_argument("--quick", action="store_true", help="training users capped as in transfer.py --quick")
     parser.add_argument("--output", default=None, help="JSON results file")
     args = parser.parse_args(argv)
@@ -409,7 +482,8 @@ def main(argv=None):
                         args.params or {})
     except ValueError as exc:
         parser.error(str(exc))
-    rows = run(args.targets, args.seeds, neural, args.quick, args.models, args.split, args.merge_cells)
+    rows = run(args.targets, args.seeds, neural, args.quick, args.models, args.split, args.merge_cells,
+               args.transitions)
     frame = pd.DataFrame(rows)
     means = frame.groupby(["target_city", "model"], sort=False)[[*REPORTED, "train_acc@1"]].mean()
     print(means.round(3).to_string())

@@ -268,6 +268,33 @@ def test_the_literature_protocol_merges_grid_cells_and_counts_visits_per_cell():
         merge_cells(visits.drop(columns=["x", "y"]).assign(lat=40.7, lon=-74.0), 2)
 
 
+def test_the_literature_protocols_transition_breakdown_by_hand():
+    from literature_protocol import transition_breakdown
+
+    from trajmoe import MarkovBaseline
+
+    # cells A..E = x 0..4 on one row of a grid; three users walk A B C D E: each move counted 3 times
+    walk = pd.DataFrame({"day": 0, "slot": range(1, 6), "x": range(5), "y": 0, "city": "grid"})
+    train = pd.concat([walk.assign(user_id=u) for u in (1, 2, 3)], ignore_index=True)
+    # a new user walks E C A B D (given out of time order): four explore targets, E->C, C->A and B->D
+    # never counted, A->B counted 3 times; Markov ranks D after C and B after A (a hit), C after B
+    scored = pd.DataFrame({"user_id": 9, "day": 1, "slot": [4, 1, 2, 3, 5], "x": [1, 4, 2, 0, 3], "y": 0,
+                           "city": "grid"}, index=[50, 51, 52, 53, 54])
+    markov = MarkovBaseline().fit(train)
+    before = scored.copy()
+    out = transition_breakdown(markov, markov, scored)
+    assert {k: v for k, v in out.items() if k != "top1_return"} == {
+        "0": {"share": 0.75, "acc@1": 0.0}, "1": {"share": 0.0, "acc@1": None},
+        "2-4": {"share": 0.25, "acc@1": 1.0}, "5+": {"share": 0.0, "acc@1": None}}
+    # its first choice at B is C, a cell visited before; at E (no move counted) its popularity
+    # back-off ranks A, not yet visited, first: one of four
+    assert out["top1_return"] == 0.25
+    # history frequency only ever ranks a cell of the window first
+    frequency = HistoryFrequencyBaseline().fit(train)
+    assert transition_breakdown(frequency, markov, scored)["top1_return"] == 1.0
+    pd.testing.assert_frame_equal(scored, before)
+
+
 def test_the_literature_protocol_refuses_merging_a_city_without_a_grid_before_it_trains(capsys, monkeypatch, data_home):
     import literature_protocol
 
