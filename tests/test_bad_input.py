@@ -878,3 +878,17 @@ def test_cli_default_sources_leave_out_the_target(monkeypatch):
     # NYC pre-trains on the sources chosen on its validation users, as the benchmarks do
     assert cli.main(["demo", "--target", "nyc"]) == 0
     assert seen["sources"] == ("singapore",) == cli.default_sources("nyc")
+
+
+@pytest.mark.parametrize("make", [lambda: SpatialSemanticEncoder(), lambda: HistoryFrequencyBaseline(min_stays=1)])
+def test_errors_of_fit_and_predict_name_the_callers_row_labels_not_positions(make):
+    """The estimators check a positional copy of X; their errors still name X's own labels."""
+    X = pd.DataFrame({"user_id": [1] * 6, "city": "A", "x": range(6), "y": 0,
+                      "day": 0, "slot": range(6)}, index=range(100, 106))
+    bad = X.astype({"x": float})
+    bad.loc[104, "x"] = np.nan
+    with pytest.raises(SchemaError, match=r"at rows \[104\]"):
+        make().fit(bad)
+    fitted = make().fit(X)
+    with pytest.raises(SchemaError, match=r"at rows \[104\]"):
+        fitted.transform(bad) if hasattr(fitted, "transform") else fitted.predict(bad)

@@ -265,6 +265,10 @@ CATALOGUE = [
     Entry("time-unparsable", "started_at strings 'not a date' and '2020-13-45'",
           lambda: (put(put(naive_strings(), "started_at", 3, "not a date"), "started_at", 7, "2020-13-45"),),
           validate_visits, E, SchemaError, r"column 'started_at' has 2 unparsable values at rows \[3, 7\]"),
+    Entry("time-day-first", "day-first strings 'dd.mm.yyyy HH:MM', one of them with a day above 12",
+          lambda: (put(naive_strings().assign(started_at=lambda d: pd.to_datetime(d.started_at).dt.strftime(
+              "%d.%m.%Y %H:%M")), "started_at", 9, "13.01.2020 09:00"),),
+          validate_visits, E, SchemaError, r"read differently day first and month first.*format="),
     Entry("time-nat", "a missing time (NaT)", lambda: (put(nyc(), "started_at", 5, pd.NaT),),
           validate_visits, E, SchemaError, r"column 'started_at' has 1 missing \(NaT\) value at rows \[5\]"),
     Entry("time-unix-seconds", "Unix seconds as int64",

@@ -418,6 +418,9 @@ def test_scorers_with_fake_estimator():
     assert get_scorer("mrr", protocol="last")(est, None) == 0.0  # last rank is OOV
     assert est.calls[-1] == "last" and est.calls[0] == "all"
     assert get_scorer("acc@3") == acc_at_k_scorer(3)
+    # the registered "_last" names are get_scorer's names too
+    assert get_scorer("mrr_last") == get_scorer("MRR", protocol="last")
+    assert get_scorer("acc@1_last")(est, None) == 0.0 and est.calls[-1] == "last"
     assert pickle.loads(pickle.dumps(get_scorer("ndcg@10")))(est, None) == pytest.approx(0.515402, abs=1e-6)
 
 

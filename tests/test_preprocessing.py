@@ -313,3 +313,30 @@ def test_short_user_filter_drops_in_fit_reports_counts_and_keeps_every_row_to_pr
     assert pipe.set_output(transform="pandas") is pipe
     with pytest.raises(ValueError, match="'min_visits' parameter"):
         ShortUserFilter(min_visits=0).fit(X)
+
+
+def test_gps_fix_times_in_two_conventions_are_refused_not_misread():
+    from trajmoe.preprocessing._frames import parse_times
+
+    # read value by value, "05/04/2024" would be May 4 and "13/04/2024" April 13
+    values = pd.Series(["05/04/2024 10:00", "05/04/2024 10:05", "13/04/2024 09:00"], index=[7, 8, 9])
+    with pytest.raises(SchemaError, match=r"'tracked_at'.*day first and month first, at rows \[7, 8\]"):
+        parse_times(values, "tracked_at")
+    # one format throughout (ISO, or offsets that differ) still parses
+    assert parse_times(pd.Series(["2024-04-05 10:00", "2024-04-13 09:00"]), "tracked_at").dt.day.tolist() == [5, 13]
+    aware = parse_times(pd.Series(["2024-10-26T23:00:00+03:00", "2024-10-27T05:00:00+02:00"]), "tracked_at")
+    assert aware.tolist() == [pd.Timestamp("2024-10-26 20:00", tz="UTC"), pd.Timestamp("2024-10-27 03:00", tz="UTC")]
+
+
+def test_stay_points_do_not_depend_on_the_order_of_fixes_at_one_instant():
+    from trajmoe.preprocessing import StayPointDetector
+
+    t = pd.date_range("2024-05-01 08:00", periods=40, freq="min", tz="Europe/Helsinki")
+    fixes = pd.DataFrame({"user_id": 1, "tracked_at": t, "lat": [60.17] * 20 + [60.20] * 20, "lon": 24.94})
+    twins = fixes.assign(lat=fixes.lat + 0.0012).sample(frac=0.3, random_state=1)    # same instants, 130 m off
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        first, second = (StayPointDetector(include_last=True).fit_transform(pd.concat(parts))
+                         for parts in ((fixes, twins), (twins, fixes)))
+    pd.testing.assert_frame_equal(first.reset_index(drop=True), second.reset_index(drop=True))
+    assert first["started_at"].dt.strftime("%H:%M").tolist() == ["08:04", "08:33"]

@@ -186,6 +186,19 @@ def test_started_at_mixed_string_formats_parse():
     assert out.loc[12, "started_at"] == pd.Timestamp("2020-01-03")
 
 
+def test_day_first_strings_are_refused_not_misread():
+    # pandas infers month first from "08.04.2012" and fails on "13.04.2012"; read value by value
+    # the first two would be August and September: refused, with the rows and the fix
+    X = _latlon_visits().assign(started_at=["08.04.2012 14:20", "09.04.2012 10:00", "13.04.2012 10:00",
+                                            "14.04.2012 09:00"])
+    before = X.copy()
+    with pytest.raises(SchemaError, match=r"day first and month first, at rows \[10, 11\].*format="):
+        validate_visits(X)
+    pd.testing.assert_frame_equal(X, before)
+    X["started_at"] = pd.to_datetime(X["started_at"], format="%d.%m.%Y %H:%M")        # the fix
+    assert validate_visits(X).loc[10, "started_at"] == pd.Timestamp("2012-04-08 14:20")
+
+
 def test_started_at_missing():
     X = _latlon_visits()
     X.loc[13, "started_at"] = pd.NaT

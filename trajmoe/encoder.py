@@ -438,7 +438,7 @@ or dict, default "auto"
         if self.categories != "taxonomy":  # raw names of a known vocabulary onto the taxonomy
             X = map_frame_categories(X, POI_CATEGORY, self.categories, unmapped="keep")
             pois = map_frame_categories(pois, CATEGORY, self.categories, unmapped="keep")
-        visits = validate_visits(positional(X), duplicates="drop")
+        visits = validate_positional(X, "drop")
         duplicates = _duplicates_per_city(X, visits)
         poi_frame = validate_pois(pois) if pois is not None else None
         if poi_frame is not None:
@@ -675,7 +675,7 @@ or dict, default "auto"
         it already (X then only names the rows)."""
         check_is_fitted(self, "cities_")
         if visits is None:
-            visits = positional(X) if validated else validate_visits(positional(X), duplicates="ignore")
+            visits = positional(X) if validated else validate_positional(X, "ignore")
         unknown = sorted(set(visits[CITY].unique()) - set(self.cities_))
         if unknown and isinstance(X, pd.DataFrame) and CITY not in X.columns:
             raise UnknownCityError(
@@ -821,7 +821,7 @@ or dict, default "auto"
             named = X[CITY].astype(str).unique() if CITY in X.columns else [DEFAULT_CITY]
             if set(named) <= set(self.cities_):
                 return self
-        visits = validate_visits(positional(X), duplicates="ignore")
+        visits = validate_positional(X, "ignore")
         unknown = sorted(set(visits[CITY].unique()) - set(self.cities_))
         if not unknown:
             return self
@@ -1039,6 +1039,23 @@ def positional(X):
     return X.reset_index(drop=True) if isinstance(X, pd.DataFrame) else X
 
 
+def validate_positional(X, duplicates):
+    """:func:`~trajmoe.schema.validate_visits` of :func:`positional` X, whose errors name X's own
+    row labels (not the positions the check saw).
+
+    Raises
+    ------
+    SchemaError
+        As :func:`~trajmoe.schema.validate_visits` of X itself.
+    """
+    try:
+        return validate_visits(positional(X), duplicates=duplicates)
+    except SchemaError:
+        if isinstance(X, pd.DataFrame) and not X.index.equals(pd.RangeIndex(len(X))):
+            validate_visits(X, duplicates=duplicates)    # the same check on X: the same error, X's labels
+        raise
+
+
 def cell_labels(city, ix, iy):
     """Labels ``"<city>:<ix>_<iy>"`` that name cells unambiguously across cities.
 
@@ -1161,7 +1178,7 @@ class ChunkedEncoder:
         if template.categories != "taxonomy":
             X = map_frame_categories(X, POI_CATEGORY, template.categories, unmapped="keep")
             pois = map_frame_categories(pois, CATEGORY, template.categories, unmapped="keep")
-        visits = validate_visits(positional(X), duplicates="drop")
+        visits = validate_positional(X, "drop")
         duplicates = _duplicates_per_city(X, visits)
         if pois is not None:
             self._pois.append(validate_pois(pois))

@@ -295,8 +295,9 @@ def _check_ranks(ranks) -> np.ndarray:
         raise ValueError(f"ranks must be 1-D, got shape {arr.shape}.")
     if arr.size == 0:
         raise ValueError(
-            "ranks is empty: there are no targets to score (check the evaluation frame has "
-            "windows with at least two visits)."
+            "ranks is empty: there are no targets to score. The estimators score the visits of "
+            "windows of at least min_stays visits (their parameter, 5 by default) within window_days "
+            "days: the frame has no such window; lower min_stays or score longer trajectories."
         )
     if arr.dtype.kind in "iu":
         out = arr.astype(np.float64)
@@ -792,7 +793,9 @@ def get_scorer(name, protocol="all"):
     ----------
     name : str
         ``"acc@k"`` (e.g. ``"acc@1"`` .. ``"acc@10"``), ``"mrr"`` or ``"ndcg@k"`` (e.g.
-        ``"ndcg@10"``), for any integer ``k >= 1``; case-insensitive.
+        ``"ndcg@10"``), for any integer ``k >= 1``; case-insensitive. A ``"_last"`` suffix
+        (``"mrr_last"``, the names of :data:`SCORER_NAMES`) asks for protocol ``"last"``
+        whatever ``protocol`` says.
     protocol : {"all", "last"}, default "all"
         Evaluation protocol passed to ``estimator.target_ranks``.
 
@@ -815,9 +818,14 @@ def get_scorer(name, protocol="all"):
     --------
     >>> get_scorer("acc@5")
     trajmoe_scorer('acc@5', protocol='all')
+    >>> get_scorer("mrr_last")
+    trajmoe_scorer('mrr', protocol='last')
     """
+    check_protocol(protocol)
+    if isinstance(name, str) and name.lower().endswith("_last"):
+        name, protocol = name[:-len("_last")], "last"
     metric, k = parse_metric_name(name)
-    return _RankScorer(metric, k, check_protocol(protocol))
+    return _RankScorer(metric, k, protocol)
 
 
 #: Scorer names registered with scikit-learn (usable as ``scoring="mrr"``; see the module notes).

@@ -716,7 +716,8 @@ def cross_city_validate(
     References
     ----------
     .. [1] ``docs/method.rst``, "Training protocol" (transfer: fine-tune ONE epoch on 1 %, 5 % or 10 % of the
-       target city's users; report mean and spread over seeds) and 5; arXiv:2505.18670.
+       target city's users; report mean and spread over seeds); Han et al., arXiv:2505.18670 (the
+       few-shot transfer experiments).
     """
     _check_visits(X, "cross_city_validate")
     protocol = check_protocol(protocol)

@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._version import __version__
 from .encoder import CityTable, SpatialSemanticEncoder
 from .estimators import LSTMRegressor, TrajMoERegressor, TransformerRegressor
-from .estimators._neural import check_device
+from .estimators._neural import NET_PREFIXES, check_device
 from .exceptions import ModelVersionWarning
 from .spatial import CityGrid
 from .taxonomy import TAXONOMY
@@ -94,12 +94,14 @@ def save_model(model, path):
     path.mkdir(parents=True, exist_ok=True)
     encoder = model.encoder_
     params, dropped = {}, []
+    own = set(model._get_param_names())
+    unknown = sorted(name for name in model.get_params(deep=False)
+                     if name not in own and not name.startswith(NET_PREFIXES))
     for name, value in model.get_params(deep=False).items():
-        if name == "encoder":
+        if name == "encoder" or name in unknown:
             continue
-        if isinstance(value, os.PathLike):      # checkpoint_dir as a Path
-            value = os.fspath(value)
         try:
+            value = _plain(value)
             json.dumps(value)
         except (TypeError, ValueError):
             dropped.append(name)
@@ -108,11 +110,16 @@ def save_model(model, path):
     if dropped:
         warnings.warn(f"save_model: parameters {dropped} are objects, not data; they are not saved, and the "
                       "loaded model has their defaults.", UserWarning, stacklevel=2)
+    if unknown:
+        warnings.warn(f"save_model: {unknown} {'is not a parameter' if len(unknown) == 1 else 'are not parameters'} "
+                      f"of {type(model).__name__} (set_params took {'it' if len(unknown) == 1 else 'them'} with a "
+                      "warning, and fit would refuse them): not saved.", UserWarning, stacklevel=2)
     config = {
         "trajmoe_version": __version__,
         "class": type(model).__name__,
         "estimator": params,
-        "encoder": encoder.get_params(deep=False),
+        "unsaved": dropped,
+        "encoder": _plain(encoder.get_params(deep=False)),
         "n_features_in": encoder.n_features_in_,
         "final_lr": getattr(model, "final_lr_", None),
         "fit_lr": getattr(model, "_fit_lr", None),
@@ -134,6 +141,20 @@ def save_model(model, path):
     torch.save(state, path / "weights.pt")
     model.net_.save_params(f_optimizer=path / "optimizer.pt", f_history=path / "history.json")
     return path
+
+
+def _plain(value):
+    """``value`` as JSON data: NumPy scalars as Python numbers (``np.float32(0.2)`` from a grid of
+    ``np.linspace``), paths as strings, tuples as lists, within lists and dicts too."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):                # checkpoint_dir as a Path
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def load_model(path, device=None):
@@ -202,7 +223,9 @@ def _load(path, device):
     # JSON has no tuples: a parameter whose default is a tuple (finetune_frozen) comes back as one
     tuples = {name for name, p in inspect.signature(cls.__init__).parameters.items() if isinstance(p.default, tuple)}
     params = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in config["estimator"].items()}
-    params = {**cls._LEGACY_DEFAULTS, **params}      # parameters added after the model was saved
+    # parameters added after the model was saved; those save_model could not write take their defaults
+    unsaved = set(config.get("unsaved", ()))
+    params = {**{k: v for k, v in cls._LEGACY_DEFAULTS.items() if k not in unsaved}, **params}
     if device is not None:
         check_device(device)
         params["device"] = device

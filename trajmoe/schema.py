@@ -329,6 +329,47 @@ def _check_time_range(index: pd.Index, parsed: pd.Series, col: str) -> None:
         )
 
 
+def check_day_month(values: pd.Series, col: str) -> None:
+    """Refuse a column of date strings that value-by-value parsing would read inconsistently.
+
+    When a column's strings do not share one format (pandas cannot read them all with the
+    format it infers from the first), they are parsed value by value, month first
+    (``format="mixed"``). Values such as ``"08.04.2012"`` then read as August 4 while
+    ``"13.04.2012"`` reads as April 13: a silent mix of two conventions. This raises when a value
+    that does not start with its year reads differently day first.
+
+    Parameters
+    ----------
+    values : Series of str
+        The raw column.
+    col : str
+        Its name (for the message).
+
+    Raises
+    ------
+    SchemaError
+        Naming the ambiguous rows and an example, and how to give the format.
+    """
+    text = values.astype("string")
+    unsure = (values.notna() & ~text.str.match(r"\s*[+-]?\d{4}").fillna(False)).to_numpy(dtype=bool)
+    if not unsure.any():
+        return
+    sub = values[unsure]
+    month = pd.to_datetime(sub, errors="coerce", format="mixed", utc=True)
+    day = pd.to_datetime(sub, errors="coerce", format="mixed", utc=True, dayfirst=True)
+    differ = np.zeros(len(values), dtype=bool)
+    differ[np.flatnonzero(unsure)] = (month.notna() & day.notna() & (month != day)).to_numpy(dtype=bool)
+    if differ.any():
+        first = int(np.flatnonzero(differ)[0])
+        example = values.iloc[first]
+        raise SchemaError(
+            f"column {col!r}: its strings do not all read with the one format pandas infers from the first "
+            f"value, and read value by value {int(differ.sum())} of them read differently day first and "
+            f"month first, at rows {format_rows(values.index, differ)} (e.g. "
+            f"{example!r}: {month[values.index[first]]} or {day[values.index[first]]}): convert the column with its "
+            f"format first, e.g. pd.to_datetime(X[{col!r}], format='%d.%m.%Y %H:%M')")
+
+
 def _parse_started_at(out: pd.DataFrame, col: str = STARTED_AT) -> pd.Series:
     """Return a sort key (UTC instant, or naive local time) and store the parsed column.
 
@@ -354,16 +395,20 @@ def _parse_started_at(out: pd.DataFrame, col: str = STARTED_AT) -> pd.Series:
             except (ValueError, TypeError):
                 parsed = s.map(lambda v: pd.Timestamp(v) if not pd.isna(v) else pd.NaT)
         else:
-            try:
+            try:                              # one format, inferred from the first value
                 parsed = pd.to_datetime(s, errors="coerce")
-                retry = (parsed.isna() & s.notna()).to_numpy()
-                if retry.any():
-                    parsed = pd.to_datetime(s, errors="coerce", format="mixed")
+                one_format = not (parsed.isna() & s.notna()).any()
             except (ValueError, TypeError, OverflowError):
-                # different UTC offsets (a DST change, several zones) or naive and tz-aware
-                # strings mixed: every value is an instant of its own offset (a city mixing
-                # naive and tz-aware values is refused below)
-                parsed = _parse_each(s)
+                parsed, one_format = None, False
+            if not one_format:
+                check_day_month(s, col)       # read value by value below: both conventions mixed?
+                try:
+                    parsed = pd.to_datetime(s, errors="coerce", format="mixed")
+                except (ValueError, TypeError, OverflowError):
+                    # different UTC offsets (a DST change, several zones) or naive and tz-aware
+                    # strings mixed: every value is an instant of its own offset (a city mixing
+                    # naive and tz-aware values is refused below)
+                    parsed = _parse_each(s)
             bad = (parsed.isna() & s.notna()).to_numpy()
             if bad.any():
                 raise SchemaError(

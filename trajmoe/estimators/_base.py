@@ -34,9 +34,9 @@ from .._encoded import carried
 from .._version import __version__
 from .._validation import check_protocol, check_time_zone
 from .._warnings import caller_stacklevel
-from ..encoder import SpatialSemanticEncoder, cell_labels, positional
+from ..encoder import SpatialSemanticEncoder, cell_labels, positional, validate_positional
 from ..exceptions import DataWarning, ModelVersionWarning, SharedUsersWarning, UnknownCityError
-from ..schema import CITY, DEFAULT_CITY, USER, duplicated_rows, row_hash, format_rows, validate_visits
+from ..schema import CITY, DEFAULT_CITY, USER, duplicated_rows, row_hash, format_rows
 from ..sequences import make_windows, time_features, window_bounds
 from ._scoring import rank_blocks
 
@@ -374,7 +374,7 @@ class NextLocationEstimator(BaseEstimator):
         if checked is not None and checked[0] is X:
             visits = checked[1]                  # checked by _unseen_cells in this call
         else:
-            visits = validate_visits(positional(X), duplicates="ignore")
+            visits = validate_positional(X, "ignore")
         visits, twin = _drop_duplicate_visits(visits, X.index, warn=not self.__dict__.get("_updating"))
         located = self.encoder_._locate(visits, validated=True)[0]       # checked just above
         unknown = set(located[CITY]) - set(self.cities_)
@@ -549,7 +549,7 @@ class NextLocationEstimator(BaseEstimator):
         fitted, cities = self.encoder_, self.cities_
         base = fitted.with_unseen_cities(X, pois=pois) if zero_shot else fitted
         # X checked once a call: the cells outside the regions and the windows (_prepare) read it
-        visits = validate_visits(positional(X), duplicates="ignore")
+        visits = validate_positional(X, "ignore")
         extended = base._with_unseen_cells(X, visits)
         self.__dict__["_checked_visits"] = (X, visits)
         try:

@@ -355,6 +355,10 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
         frame = frame[~dup]
         # one trackintel "user" per (city, user): stay points never span two cities
         key, owners = pd.factorize(pd.MultiIndex.from_arrays([frame["city"], frame[USER]]))
+        # fixes of one user at one instant in the order of their position, not of the input rows:
+        # the same stay points whatever the row order
+        order = np.lexsort((frame[LON].to_numpy(), frame[LAT].to_numpy(), frame["t"].to_numpy(), key))
+        frame, key = frame.iloc[order], key[order]
         n_users = len(owners)
         merged, sp = 0, None
         if len(frame):
