@@ -4,14 +4,15 @@ Each variant is pre-trained on the target's source cities and fine-tuned for ONE
 the target's training users, on the same split, seeds and scoring as ``transfer.py``:
 
 * ``trajmoe``: the library's default (STAR router, soft selector, shared expert, distance prior,
-  history prior, linear coordinates, no copy path);
+  history prior with the window's moves, linear coordinates, no copy path);
 * ``faithful``: the paper's network (no copy path, no distance or history prior);
 * ``feature_only``: the default without the history prior (no copy path, no per-cell embedding
   either): what the network learns from location features and distances alone;
 * ``no_history_prior``, ``no_distance_prior``: the default without one of them; ``copy_path``:
   plus the copy (pointer) path, the default of earlier versions; ``sinusoidal_coords``: plus
   multi-scale sinusoidal coordinates (Space2Vec); ``cell_embedding``: plus the per-cell residual
-  embedding;
+  embedding; ``no_history_moves``: without the user's own moves in the window from the current
+  cell, the third term of the history prior (the default of earlier versions);
 * ``paper_popularity``: the default with the paper's popularity bins, ranked among the visited cells
   (``SpatialSemanticEncoder(popularity_rank="visited")``) instead of every cell of the open
   vocabulary;
@@ -61,6 +62,7 @@ VARIANTS = {
     "no_distance_prior": {"distance_prior": False},
     "sinusoidal_coords": {"coord_encoding": "sinusoidal"},
     "cell_embedding": {"cell_embedding": True},
+    "no_history_moves": {"history_moves": False},
     "paper_popularity": {"encoder": SpatialSemanticEncoder(popularity_rank="visited")},
     "as_trained": {"learned_weight": 1.0},
     "no_shared_expert": {"shared_expert": False},

@@ -99,6 +99,18 @@ def test_history_frequency_most_frequent_so_far_ties_most_recent():
     assert model.predict(visits({9: (10, "ZZ")})).tolist() == [LABEL["P"], LABEL["P"]]
 
 
+def test_history_frequency_with_moves_counts_the_windows_own_transitions():
+    # Q R S Q: back at Q, R followed Q once. Plain: Q 2 visits (recency 1) beats R 1 (1/3);
+    # moves_weight 1: R 1 + 0.5/3 + 1 = 2.17 < Q 2 + 0.5 = 2.5; moves_weight 2: R 3.17 wins
+    X = visits({9: (10, "QRSQ")})
+    assert fitted(HistoryFrequencyBaseline).predict(X).tolist()[-1] == LABEL["Q"]
+    assert fitted(HistoryFrequencyBaseline, moves_weight=1).predict(X).tolist()[-1] == LABEL["Q"]
+    assert fitted(HistoryFrequencyBaseline, moves_weight=2).predict(X).tolist() == [
+        LABEL["Q"], LABEL["R"], LABEL["S"], LABEL["R"]]     # no move from Q..S before: as plain
+    with pytest.raises(ValueError, match="moves_weight"):
+        HistoryFrequencyBaseline(moves_weight=-1).fit(TRAIN)
+
+
 def test_history_frequency_recency_beats_popularity_even_after_long_gaps():
     # P = (5,5) is by far the most popular cell (100 of 113 training visits); in the test window
     # P and Q are each visited twice, Q more recently, then 12 distinct other cells follow: the
@@ -215,8 +227,9 @@ def test_predict_ties_go_to_lower_location_id():
 @pytest.mark.parametrize("cls", BASELINES)
 def test_sklearn_api(cls):
     model = cls(min_stays=2, window_days=4)
+    own = {"moves_weight": 0} if cls is HistoryFrequencyBaseline else {}
     assert model.get_params() == {"encoder": None, "window_days": 4, "min_stays": 2, "max_tokens": 144,
-                                  "city_tz": None}
+                                  "city_tz": None, **own}
     with pytest.raises(NotFittedError):
         model.predict(TEST)
     with pytest.raises(NotFittedError):

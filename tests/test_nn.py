@@ -698,6 +698,25 @@ def test_history_prior_starts_as_history_frequency():
     assert logits[1, 2] == pytest.approx(2) and logits[1, 5] == pytest.approx(2 + 0.5)
 
 
+def test_history_moves_start_at_their_prior_and_need_the_history_prior():
+    """The network refuses moves without the history prior (the estimator ignores them then)."""
+    from trajmoe.nn.retrieval import MOVES_PRIOR
+
+    model = spatial_model(history_prior=True, history_moves=True, copy_path=False)
+    with torch.no_grad():
+        model.query.weight.zero_()
+        model.history_gate.weight.zero_()
+    batch = make_batch(batch=1, length=5)
+    batch["location"] = torch.tensor([[5, 9, 5, 9, 5]])
+    out = model(**batch)
+    assert out["history"].shape == (1, 5, 3)
+    logits = generation_logits(out, torch.tensor([0]), torch.tensor([4])).detach()
+    # at 5 again: 5 three visits (current), 9 two (1 stay back) and two moves 5 -> 9
+    assert logits[0, 5] == pytest.approx(3 + 1) and logits[0, 9] == pytest.approx(2 + 0.5 + 2 * MOVES_PRIOR)
+    with pytest.raises(ValueError, match="history_prior=True"):
+        spatial_model(history_moves=True, copy_path=False)
+
+
 @pytest.mark.parametrize("copy_path", [False, True])
 def test_learned_weight_scales_the_learned_terms_only(copy_path):
     """learned_weight w: logits = priors + w x (q . C, W_d h, W_h h, copy q . key), the same as

@@ -62,6 +62,25 @@ def test_learned_weight_is_a_scoring_parameter_and_old_models_load_with_one(fitt
             model.predict(test)
 
 
+def test_history_moves_travel_and_old_models_load_without_them(fitted_and_test, tmp_path):
+    model, test = fitted_and_test                     # the default: the history prior with moves
+    loaded = load_model(save_model(model, tmp_path / "moves"))
+    assert loaded.history_moves and loaded.net_.module_.history_bias.shape == (3,)
+    np.testing.assert_array_equal(loaded.target_ranks(test), model.target_ranks(test))
+    # a model saved before the parameter existed had no moves; it loads so and keeps fine-tuning
+    # (its architecture is the same as before)
+    old = TrajMoERegressor(d_model=16, n_layers=1, n_heads=2, max_epochs=1, random_state=0, device="cpu",
+                           history_moves=False).fit(test)
+    folder = save_model(old, tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    del config["estimator"]["history_moves"]
+    (folder / "config.json").write_text(json.dumps(config))
+    back = load_model(folder)
+    assert back.history_moves is False and back.net_.module_.history_bias.shape == (2,)
+    np.testing.assert_array_equal(back.target_ranks(test), old.target_ranks(test))
+    back.partial_fit(test)
+
+
 def test_saved_files_hold_data_only(fitted_and_test, tmp_path):
     model, _ = fitted_and_test
     folder = save_model(model, tmp_path / "m")
@@ -356,3 +375,19 @@ def test_popularity_rank_round_trips_to_the_city_tables(tmp_path):
     with pytest.warns(trajmoe.DataWarning, match="zero-shot"):
         scores, scores2 = (m.predict_topk(b, k=3, zero_shot=True)[1] for m in (model, loaded))
     np.testing.assert_array_equal(scores, scores2)
+
+
+def test_numpy_scalar_and_unknown_parameters_save_as_data(fitted_and_test, tmp_path):
+    """A grid built with NumPy (np.float32 learned_weight, np.int64 sizes) saves its values, not
+    the defaults; a name set_params took with a warning is not saved, and the file loads."""
+    _, test = fitted_and_test
+    model = TrajMoERegressor(d_model=np.int64(16), n_layers=1, n_heads=2, max_epochs=1, random_state=0,
+                             device="cpu", learned_weight=np.float32(0.25)).fit(test)
+    model.encoder_.set_params(cell_size=np.int64(500))
+    with pytest.warns(UserWarning, match=r"no parameter \['foo'\]"):
+        model.set_params(foo=3)
+    with pytest.warns(UserWarning, match=r"\['foo'\] is not a parameter of TrajMoERegressor"):
+        folder = save_model(model, tmp_path / "m")
+    loaded = load_model(folder)
+    assert loaded.learned_weight == 0.25 and loaded.d_model == 16 and "foo" not in loaded.get_params()
+    np.testing.assert_array_equal(loaded.target_ranks(test), model.target_ranks(test))

@@ -40,10 +40,10 @@ def dense_log_generate(out, rows, cols):
 
 
 # ------------------------------------------------------------------ a tiny network
-def network(n_cells, copy_path=True, seed=0):
+def network(n_cells, copy_path=True, seed=0, history_moves=False):
     torch.manual_seed(seed)
     model = SAMoETransformer(d_model=16, n_layers=1, n_heads=2, max_len=24, dropout=0.0, copy_path=copy_path,
-                             distance_prior=True, history_prior=True)
+                             distance_prior=True, history_prior=True, history_moves=history_moves)
     g = torch.Generator().manual_seed(seed)
     i = torch.arange(n_cells)
     metres = torch.stack([(i % 7).float() * 500.0, (i // 7).float() * 500.0], dim=1)
@@ -69,9 +69,10 @@ def batch_of(n_cells, batch, length, seed, few_cells=False):
 
 @settings(max_examples=25, deadline=None)
 @given(n_cells=st.integers(1, 60), batch=st.integers(1, 4), length=st.integers(1, 12), seed=st.integers(0, 10**6),
-       copy_path=st.booleans(), few_cells=st.booleans())
-def test_sparse_scoring_is_the_dense_scoring_bit_for_bit(n_cells, batch, length, seed, copy_path, few_cells):
-    model = network(n_cells, copy_path=copy_path, seed=seed % 7)
+       copy_path=st.booleans(), few_cells=st.booleans(), history_moves=st.booleans())
+def test_sparse_scoring_is_the_dense_scoring_bit_for_bit(n_cells, batch, length, seed, copy_path, few_cells,
+                                                         history_moves):
+    model = network(n_cells, copy_path=copy_path, seed=seed % 7, history_moves=history_moves)
     inputs = batch_of(n_cells, batch, length, seed, few_cells)
     with torch.no_grad():
         out = model(**inputs)
@@ -88,8 +89,9 @@ def test_sparse_scoring_is_the_dense_scoring_bit_for_bit(n_cells, batch, length,
         assert torch.equal(new, old)
 
 
-def test_sparse_scoring_gradients_match_the_dense_ones():
-    model = network(20, copy_path=True).train()
+@pytest.mark.parametrize("history_moves", [False, True])
+def test_sparse_scoring_gradients_match_the_dense_ones(history_moves):
+    model = network(20, copy_path=True, history_moves=history_moves).train()
     inputs = batch_of(20, 3, 10, seed=3, few_cells=True)
     grads = []
     for score in (location_log_probs, dense_location_log_probs):
@@ -124,6 +126,15 @@ def test_first_occurrence_and_history_entries_hand_checked():
     assert count.tolist()[0] == [2.0, 1.0, 0.0, 0.0, 0.0]
     assert recency.tolist()[0] == [1.0, 0.5, 0.0, 0.0, 0.0]
     assert recency.tolist()[1] == [0.5, pytest.approx(1 / 3), 0.0, 0.0, 0.0]
+    # moves from the current cell: at position 2 (cell 2), 2 -> 0 once; at 3 (out of
+    # vocabulary) none; and the same entries as without them
+    *same, moves = history_entries(location, torch.tensor([0, 0]), torch.tensor([2, 3]), 4, moves=True)
+    assert all(torch.equal(a, b) for a, b in zip(same, (ids, count, recency)))
+    assert moves.tolist() == [[0.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]]
+    # 1 1 2 1 2 1, at the last position (cell 1): 1 -> 1 once, 1 -> 2 twice
+    _, _, _, moves = history_entries(torch.tensor([[1, 1, 2, 1, 2, 1]]), torch.tensor([0]), torch.tensor([5]), 4,
+                                     moves=True)
+    assert moves.tolist() == [[1.0, 0.0, 2.0, 0.0, 0.0, 0.0]]
 
 
 # ------------------------------------------------------------------ top-k and ranks

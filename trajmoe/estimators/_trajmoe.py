@@ -78,6 +78,12 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         candidate logits with learned weights modulated by the hidden state; with the
         distance prior the network starts from the combined history + gravity rule. Not
         in the paper.
+    history_moves : bool, default True
+        With ``history_prior``: also add the user's own moves in the window from the current
+        cell (at ``A`` again after ``A -> B``, ``B`` counts one) with a learned weight,
+        initialised to :data:`trajmoe.nn.retrieval.MOVES_PRIOR`; ignored without the history
+        prior. Chosen on validation users (it won on all three benchmark targets; see the
+        results page). Not in the paper; False is the history prior of earlier versions.
     learned_weight : float in [0, 1], default 0.5
         Weight of the network's learned terms against the rule priors when it scores cells
         (``predict``, ``predict_topk``, ``target_table``, ``target_ranks``, ``score``): the
@@ -214,7 +220,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
     def __init__(self, encoder=None, preset="small", d_model=None, n_layers=None, n_heads=None,
                  dropout=0.1, experts=True, shared_expert=True, router="star", selector="soft",
                  shared_gate=True, top_k=None, copy_path=False, copy_successor=True, distance_prior=True,
-                 history_prior=True, learned_weight=0.5, coord_encoding="linear", cell_embedding=False, poi_transform="log1p",
+                 history_prior=True, history_moves=True, learned_weight=0.5, coord_encoding="linear", cell_embedding=False, poi_transform="log1p",
                  time_in_trajectory=False,
                  time_weight=1.0, window_days=3, min_stays=5, max_tokens=144, stride_days=1,
                  lr=1e-3, weight_decay=0.1, batch_size=64, max_epochs=50, patience=3, monitor="valid_loss",
@@ -242,6 +248,7 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         self.coord_encoding = coord_encoding
         self.cell_embedding = cell_embedding
         self.history_prior = history_prior
+        self.history_moves = history_moves
         self.learned_weight = learned_weight
         self.poi_transform = poi_transform
         self.time_in_trajectory = time_in_trajectory
@@ -287,13 +294,15 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         "top_k": [Interval(Integral, 1, N_SPECIALISTS, closed="both"), None],
         "copy_successor": ["boolean"],
         "history_prior": ["boolean"],
+        "history_moves": ["boolean"],
         "cell_embedding": ["boolean"],
         "time_in_trajectory": ["boolean"],
         "learned_weight": [Interval(Real, 0, 1, closed="both")],
     }
 
     #: models saved before learned_weight existed scored with the network as trained
-    _LEGACY_DEFAULTS = {**NeuralNextLocationEstimator._LEGACY_DEFAULTS, "learned_weight": 1.0}
+    _LEGACY_DEFAULTS = {**NeuralNextLocationEstimator._LEGACY_DEFAULTS, "learned_weight": 1.0,
+                        "history_moves": False}
 
     def _learned_weight(self):
         # checked when used (once per scoring call): set_params after fit is how it is meant to
@@ -315,6 +324,8 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
                       distance_prior=self.distance_prior, coord_encoding=self.coord_encoding,
                       cell_embedding=self.cell_embedding, history_prior=self.history_prior,
                       poi_transform=self.poi_transform, time_in_trajectory=self.time_in_trajectory)
+        if self.history_moves and self.history_prior:    # absent when off: as models fitted before it
+            params["history_moves"] = True
         return {f"module__{k}": v for k, v in params.items()}
 
     def gate_shares(self, X, layer=-1):

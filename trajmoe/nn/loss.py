@@ -116,9 +116,9 @@ def dense_location_log_probs(
     """
     logits = _dense_logits(out, rows, cols)
     if out.get("history") is not None:
-        count, recency = history_features(out["location"], rows, cols, logits.shape[1])
         weights = out["history"][rows, cols].to(logits.dtype)
-        logits = logits + weights[:, :1] * count + weights[:, 1:] * recency
+        logits = _add_history(logits, weights, history_features(out["location"], rows, cols, logits.shape[1],
+                                                                moves=weights.shape[1] > 2))
     if not normalise and out.get("copy_scores") is None:
         return logits
     log_generate = torch.log_softmax(logits, dim=-1)
@@ -185,12 +185,20 @@ def generation_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torc
     logits = _dense_logits(out, rows, cols)
     if out.get("history") is not None:
         # only the (at most L) cells of the window's history change: the other cells add 0
-        ids, count, recency = history_entries(out["location"], rows, cols, logits.shape[1])
         weights = out["history"][rows, cols].to(logits.dtype)
+        ids, *features = history_entries(out["location"], rows, cols, logits.shape[1], moves=weights.shape[1] > 2)
         visited = ids < logits.shape[1]            # one entry per visited cell
-        values = logits.gather(1, ids.clamp(max=logits.shape[1] - 1)) + weights[:, :1] * count + weights[:, 1:] * recency
+        values = _add_history(logits.gather(1, ids.clamp(max=logits.shape[1] - 1)), weights, features)
         logits = _put(logits, ids, visited, values)
     return logits
+
+
+def _add_history(scores: torch.Tensor, weights: torch.Tensor, features) -> torch.Tensor:
+    """``scores + w_0 count + w_1 recency (+ w_2 moves)``, added in that order (the dense and the
+    sparse paths then agree bit for bit); ``weights`` [n, F], each feature [n, M]."""
+    for column, feature in enumerate(features):
+        scores = scores + weights[:, column:column + 1] * feature
+    return scores
 
 
 def _dense_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -96,6 +96,9 @@ class SAMoETransformer(RetrievalNetwork):
         Add the window's visit counts and recency to the candidate logits, with learned,
         hidden-state-modulated weights (not in the paper; see
         :class:`~trajmoe.nn.retrieval.RetrievalNetwork`).
+    history_moves : bool, default=False
+        With ``history_prior``: also the window's moves from the current cell (see
+        :class:`~trajmoe.nn.retrieval.RetrievalNetwork`; not in the paper).
 
     Attributes
     ----------
@@ -147,10 +150,11 @@ class SAMoETransformer(RetrievalNetwork):
         coord_encoding: str = "linear",
         cell_embedding: bool = False,
         history_prior: bool = False,
+        history_moves: bool = False,
     ) -> None:
         super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path, copy_successor,
                          distance_prior=distance_prior, coord_encoding=coord_encoding,
-                         cell_embedding=cell_embedding, history_prior=history_prior)
+                         cell_embedding=cell_embedding, history_prior=history_prior, history_moves=history_moves)
         check_choice("router", router, ROUTERS)
         check_choice("selector", selector, SELECTORS)
         for name, value in dict(n_layers=n_layers, n_heads=n_heads).items():

@@ -45,6 +45,10 @@ GRAVITY_PRIOR = 1.5
 #: unit of recency ``1 / (1 + stays since its last visit)`` (history frequency's rule; docs/method.rst,
 #: "What the public data shows").
 HISTORY_PRIOR = (1.0, 1.0)
+#: Initial weight of the history prior's third term (``history_moves=True``): logit per earlier
+#: move of the window from the current cell to the candidate (the user's own transitions; chosen on
+#: validation users with the rule "history frequency + moves", docs/results.rst).
+MOVES_PRIOR = 2.0
 #: The copy path's prior biases (recency, successor) are stored divided by this factor: a few
 #: scalars among many weights, they would otherwise move by at most about ``lr`` per AdamW step
 #: and stay near their zero initialisation for a whole training run.
@@ -136,6 +140,10 @@ class RetrievalNetwork(nn.Module):
         (0 if none); ``w = 10 b + W_h h``, ``b`` initialised to :data:`HISTORY_PRIOR`. With the
         distance prior, the network starts from the combined rule "history + gravity" and
         learns where to depart from it. City-invariant; O(tokens x cells).
+    history_moves : bool, default=False
+        With ``history_prior``: a third term ``w_m(h) moves_t(c)``, the number of earlier moves of
+        the window from the current cell to ``c`` (the user's own transitions: at ``A`` again
+        after ``A -> B``, ``B`` counts one), ``b_m`` initialised to :data:`MOVES_PRIOR`.
     cell_embedding : bool, default=False
         Add a per-cell residual vector ``R_city[i]`` [N, d] to the location tower's output,
         learned within a city and zero for a city the model has not trained on (docs/method.rst,
@@ -196,6 +204,7 @@ class RetrievalNetwork(nn.Module):
         location_ids: bool = False,
         history_prior: bool = False,
         tie_embeddings: bool = False,
+        history_moves: bool = False,
     ) -> None:
         super().__init__()
         check_choice("poi_transform", poi_transform, POI_TRANSFORMS)
@@ -207,6 +216,8 @@ class RetrievalNetwork(nn.Module):
             raise ValueError(f"d_model={d_model} must be divisible by 4 (location tower)")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if history_moves and not history_prior:
+            raise ValueError("history_moves is a term of the history prior: it needs history_prior=True")
         if tie_embeddings and not location_ids:
             raise ValueError("tie_embeddings ties the output ID embeddings to the input ones: "
                              "it needs location_ids=True")
@@ -227,8 +238,10 @@ class RetrievalNetwork(nn.Module):
         self.distance_gate = nn.Linear(d_model, N_DISTANCE_BUCKETS) if distance_prior else None
         self.rank_bias = nn.Parameter(torch.zeros(N_RANKS)) if distance_prior else None
         # history prior: weights of the window's visit counts and recency, and their modulation
-        self.history_bias = nn.Parameter(torch.tensor(HISTORY_PRIOR) / RULE_SCALE) if history_prior else None
-        self.history_gate = nn.Linear(d_model, len(HISTORY_PRIOR)) if history_prior else None
+        # (and of its moves from the current cell)
+        history = HISTORY_PRIOR + ((MOVES_PRIOR,) if history_moves else ())
+        self.history_bias = nn.Parameter(torch.tensor(history) / RULE_SCALE) if history_prior else None
+        self.history_gate = nn.Linear(d_model, len(history)) if history_prior else None
         self.dropout = nn.Dropout(dropout)
         self.ln_f = nn.LayerNorm(d_model)
         self.query = nn.Linear(d_model, d_model, bias=False)
@@ -760,7 +773,8 @@ def _bucket_rows(distinct: torch.Tensor, metres: torch.Tensor) -> torch.Tensor:
     return rows
 
 
-def history_features(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_cells: int):
+def history_features(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_cells: int,
+                     moves: bool = False):
     """Visit counts and recency of every cell in the window so far, for selected positions.
 
     Parameters
@@ -771,18 +785,23 @@ def history_features(location: torch.Tensor, rows: torch.Tensor, cols: torch.Ten
         Batch index and position of each selected position.
     n_cells : int
         Number of candidate cells ``N``.
+    moves : bool, default False
+        Also return the moves of the window from the current cell.
 
     Returns
     -------
     count, recency : FloatTensor [n, N]
         Visits to each cell at positions ``<= cols`` of the row; ``1 / (1 + cols - j)`` for the
         last such visit ``j`` (0 for cells not visited).
+    moves : FloatTensor [n, N]
+        Only with ``moves``: how many times an earlier visit to the current cell (the cell at
+        ``cols``) was followed by a visit to each cell, ``#{k < cols : x_k = x_cols, x_{k+1} = c}``.
     """
-    ids, count, recency = history_entries(location, rows, cols, n_cells)       # one entry a cell
-    dense = count.new_zeros(2, len(rows), n_cells + 1)                             # junk column N
-    dense[0].scatter_(1, ids, count)
-    dense[1].scatter_(1, ids, recency)
-    return dense[0, :, :n_cells], dense[1, :, :n_cells]
+    ids, *values = history_entries(location, rows, cols, n_cells, moves=moves)       # one entry a cell
+    dense = values[0].new_zeros(len(values), len(rows), n_cells + 1)                   # junk column N
+    for feature, value in zip(dense, values):
+        feature.scatter_(1, ids, value)
+    return tuple(dense[:, :, :n_cells])
 
 
 def first_occurrence(ids: torch.Tensor) -> torch.Tensor:
@@ -814,7 +833,8 @@ def first_occurrence(ids: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(ids).scatter_(1, perm, perm.gather(1, group_start))
 
 
-def history_entries(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_cells: int):
+def history_entries(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_cells: int,
+                    moves: bool = False):
     """:func:`history_features` of the visited cells only: one entry per cell of the window so far.
 
     Parameters are those of :func:`history_features`.
@@ -828,6 +848,15 @@ def history_entries(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tens
     count, recency : FloatTensor [n, L]
         The values of :func:`history_features` at ``ids`` (0 where ``ids == n_cells``), equal to
         them bit for bit.
+    moves : FloatTensor [n, L]
+        Only with ``moves``: likewise.
+
+    Examples
+    --------
+    >>> ids, count, recency, moves = history_entries(torch.tensor([[4, 7, 4, 7, 4]]), torch.tensor([0]),
+    ...                                              torch.tensor([4]), 10, moves=True)
+    >>> ids.tolist(), count.tolist(), moves.tolist()
+    ([[4, 7, 10, 10, 10]], [[3.0, 2.0, 0.0, 0.0, 0.0]], [[0.0, 2.0, 0.0, 0.0, 0.0]])
     """
     history = location[rows]                                                     # [n, L]
     steps = torch.arange(history.shape[1], device=history.device)
@@ -839,7 +868,15 @@ def history_entries(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tens
     recent = ones / (1.0 + (cols[:, None] - steps[None, :]).clamp_min(0))
     recency = torch.zeros_like(ones).scatter_reduce_(1, first, recent, "amax").gather(1, first)
     keep = real & (first == steps[None, :])
-    return index.masked_fill(~keep, n_cells), count * keep, recency * keep
+    out = (index.masked_fill(~keep, n_cells), count * keep, recency * keep)
+    if not moves:
+        return out
+    # a move k -> k + 1 from the current cell, k < cols: counted at the entry of the cell of k + 1
+    left = (index[:, :-1] == index.gather(1, cols[:, None])) & real[:, :-1] & real[:, 1:]
+    arrived = torch.zeros_like(ones)
+    arrived[:, 1:] = left.to(ones.dtype)
+    moved = torch.zeros_like(ones).scatter_add_(1, first, arrived).gather(1, first)
+    return out + (moved * keep,)
 
 
 def _single_city(city) -> int:
@@ -856,5 +893,5 @@ def _single_city(city) -> int:
     return int(first)
 
 
-__all__ = ["COORD_ENCODINGS", "DISTANCE_EDGES", "HISTORY_PRIOR", "N_DISTANCE_BUCKETS", "POI_TRANSFORMS",
+__all__ = ["COORD_ENCODINGS", "DISTANCE_EDGES", "HISTORY_PRIOR", "MOVES_PRIOR", "N_DISTANCE_BUCKETS", "POI_TRANSFORMS",
            "RetrievalNetwork", "add_distance_prior", "distance_buckets", "first_occurrence", "history_entries", "history_features"]
