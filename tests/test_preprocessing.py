@@ -340,3 +340,21 @@ def test_stay_points_do_not_depend_on_the_order_of_fixes_at_one_instant():
                          for parts in ((fixes, twins), (twins, fixes)))
     pd.testing.assert_frame_equal(first.reset_index(drop=True), second.reset_index(drop=True))
     assert first["started_at"].dt.strftime("%H:%M").tolist() == ["08:04", "08:33"]
+
+
+def test_naive_times_in_a_daylight_saving_hour_are_refused_not_dropped():
+    from trajmoe.preprocessing import CityTimeZoneLocalizer, StayPointDetector
+
+    # Helsinki repeats 03:00-04:00 on 2024-10-27: naive 03:30 names two instants
+    fixes = pd.DataFrame({"user_id": 1, "lat": 60.17, "lon": 24.94,
+                          "tracked_at": pd.date_range("2024-10-27 02:00", periods=150, freq="min")})
+    with pytest.raises(SchemaError, match=r"60 naive times in an hour that a daylight-saving change of "
+                                          r"Europe/Helsinki repeats or skips, at rows \[60, 61,.*tz-aware"):
+        StayPointDetector(tz="Europe/Helsinki").fit_transform(fixes)
+    visits = pd.DataFrame({"user_id": 1, "city": "hel", "lat": 60.17, "lon": 24.9, "started_at": pd.to_datetime(
+        ["2024-10-27 01:30", "2024-10-27 02:30", "2024-10-27 03:30", "2024-03-31 03:15"])})
+    with pytest.raises(SchemaError, match=r"'started_at' has 2 naive times .* at rows \[2, 3\]"):
+        CityTimeZoneLocalizer("Europe/Helsinki", naive_tz="Europe/Helsinki").fit_transform(visits)
+    # tz-aware times of the same instants pass
+    aware = fixes.assign(tracked_at=fixes.tracked_at.dt.tz_localize("Europe/Helsinki", ambiguous=False))
+    assert len(StayPointDetector(tz="Europe/Helsinki", include_last=True).fit_transform(aware)) == 1

@@ -55,6 +55,28 @@ def parse_times(values, col):
     return parsed
 
 
+def localize_naive(times, tz, col):
+    """Naive wall-clock times read in the time zone ``tz`` (tz-aware; NaT stays NaT).
+
+    Raises
+    ------
+    SchemaError
+        For times in the hour a daylight-saving change of ``tz`` repeats (autumn) or skips
+        (spring): they name no single instant or none at all. The message gives the rows, an
+        example and the fix (tz-aware times, with their UTC offset).
+    """
+    local = times.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+    lost = (local.isna() & times.notna()).to_numpy()
+    if lost.any():
+        example = times[lost].iloc[0]
+        raise SchemaError(
+            f"column {col!r} has {int(lost.sum())} naive time{'' if lost.sum() == 1 else 's'} in an hour that a "
+            f"daylight-saving change of {tz} repeats or skips, at rows {format_rows(times.index, lost)} (e.g. "
+            f"{example}): such a wall-clock time names two instants or none. Give tz-aware times (with their UTC "
+            f"offset, e.g. ISO strings '...+02:00') or UTC times, so that each names one instant")
+    return local
+
+
 def no_fit_params(step, fit_params):
     """Raise a ValueError naming ``fit_params`` (a stateless step takes none; ignoring them
     would hide a typo such as ``Pipeline.fit(X, shortuserfilter__min_visit=3)``)."""

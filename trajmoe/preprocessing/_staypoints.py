@@ -15,7 +15,7 @@ from ..exceptions import DataWarning, SchemaError
 from ..schema import (CITY, DEFAULT_CITY, FINISHED_AT, LAT, LON, STARTED_AT, TIME_RANGE, USER, format_rows,
                       validate_visits)
 from ._adapters import TRACKED_AT, as_fixes, is_staypoints, staypoints_to_visits
-from ._frames import no_fit_params, parse_times
+from ._frames import localize_naive, no_fit_params, parse_times
 
 _INSTALL_HINT = "install it with `pip install 'trajmoe[gps]'` (or `pip install trackintel`)"
 
@@ -47,8 +47,7 @@ def _utc_times(times: pd.Series, tz):
     if isinstance(times.dtype, pd.DatetimeTZDtype):
         return times.dt.tz_convert("UTC"), tz or str(times.dt.tz)
     if tz is not None:
-        local = times.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-        return local.dt.tz_convert("UTC"), tz
+        return localize_naive(times, tz, TRACKED_AT).dt.tz_convert("UTC"), tz
     return times.dt.tz_localize("UTC"), None
 
 
@@ -277,6 +276,7 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
             If a required column is missing or duplicated, ``tracked_at`` is not a time,
             mixes naive and tz-aware values or holds times outside 1971..2099
             (:data:`trajmoe.schema.TIME_RANGE`: placeholders, numbers in the wrong unit),
+            naive times with ``tz`` fall in an hour its daylight-saving change repeats or skips,
             ``lat``/``lon`` look swapped or are boolean, or every fix is invalid (the
             message names the rows and the reason).
         ValueError

@@ -7,7 +7,7 @@ import pandas as pd
 from .._validation import check_time_zone
 from ..exceptions import SchemaError
 from ..schema import CITY, DEFAULT_CITY, FINISHED_AT, STARTED_AT, format_rows
-from ._frames import FrameTransformer, parse_times
+from ._frames import FrameTransformer, localize_naive, parse_times
 
 __all__ = ["CityTimeZoneLocalizer"]
 
@@ -119,8 +119,9 @@ class CityTimeZoneLocalizer(FrameTransformer):
         ValueError
             As :meth:`fit`, for the cities of this X.
         trajmoe.exceptions.SchemaError
-            As :meth:`fit`; also if a time string does not parse, or naive and tz-aware times
-            are mixed (the message names the rows).
+            As :meth:`fit`; also if a time string does not parse, naive and tz-aware times
+            are mixed, or a naive time falls in an hour a daylight-saving change of ``naive_tz``
+            repeats or skips (the message names the rows).
         """
         zones = self._zones(X)
         out = X.copy()
@@ -155,5 +156,4 @@ def _wall_clock(times, zone, naive_tz):
         return times.dt.tz_convert(zone).dt.tz_localize(None)
     if naive_tz is None:
         return times
-    aware = times.dt.tz_localize(naive_tz, ambiguous="NaT", nonexistent="NaT")
-    return aware.dt.tz_convert(zone).dt.tz_localize(None)
+    return localize_naive(times, naive_tz, times.name).dt.tz_convert(zone).dt.tz_localize(None)
