@@ -134,7 +134,10 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
         Time zone of the city, e.g. ``"Asia/Shanghai"`` (the local time of day matters to
         the models). Tz-aware times are converted to it; naive times are read as local
         times of it. None: tz-aware times keep their zone; naive times are taken as local
-        wall-clock times and the visits' times stay naive.
+        wall-clock times and the visits' times stay naive. Strings whose UTC offsets differ
+        (``...+03:00`` in summer, ``...+02:00`` in winter) name no one zone: with None the
+        visits' times are in UTC (the estimators then warn that the time of day is UTC's);
+        give ``tz`` to keep local times.
 
     Attributes
     ----------
