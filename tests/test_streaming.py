@@ -209,3 +209,27 @@ def test_a_changed_store_and_a_foreign_model_are_clear_errors(store, tmp_path):
         WindowStore(copy)
     with pytest.raises(TypeError, match=r"object has no window parameters"):
         store[2].check_model(object())
+
+
+def test_a_failed_rewrite_leaves_the_earlier_store_and_numpy_seeds_are_data(tmp_path):
+    """The store is written beside the folder and swapped in at the end: a rewrite that fails
+    (a chunk without a window) leaves the earlier store whole; an np.int64 seed is recorded as
+    the number it is."""
+    visits = load_foursquare_nyc().visits
+    users = visits["user_id"].unique()
+    first, second = visits[visits.user_id.isin(users[:12])], visits[visits.user_id.isin(users[12:24])]
+    model = lambda seed: TrajMoERegressor(d_model=16, n_layers=1, n_heads=2, max_epochs=1, device="cpu",  # noqa: E731
+                                          random_state=seed)
+    store = write_windows(model(0), [first, second], tmp_path / "s")
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="training window"):
+        write_windows(model(0), [first, second.iloc[:2]], tmp_path / "s")
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
+    assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["s"]     # no draft left
+    again = write_windows(model(np.int64(1)), [first, second], tmp_path / "s")
+    assert again.meta["params"]["random_state"] == 1 and again.meta["windows"] != store.meta["windows"]
+    again.check_model(model(np.int64(1)))
+    with pytest.raises(ValueError, match="no visit frame"):
+        write_windows(model(0), [], tmp_path / "empty")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        write_windows(model(0), [first], tmp_path / "s" / "store.json")

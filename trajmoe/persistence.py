@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from ._json import json_data
 from ._version import __version__
 from .encoder import CityTable, SpatialSemanticEncoder
 from .estimators import LSTMRegressor, TrajMoERegressor, TransformerRegressor
@@ -101,7 +102,7 @@ def save_model(model, path):
         if name == "encoder" or name in unknown:
             continue
         try:
-            value = _plain(value)
+            value = json_data(value)
             json.dumps(value)
         except (TypeError, ValueError):
             dropped.append(name)
@@ -119,7 +120,7 @@ def save_model(model, path):
         "class": type(model).__name__,
         "estimator": params,
         "unsaved": dropped,
-        "encoder": _plain(encoder.get_params(deep=False)),
+        "encoder": json_data(encoder.get_params(deep=False)),
         "n_features_in": encoder.n_features_in_,
         "final_lr": getattr(model, "final_lr_", None),
         "fit_lr": getattr(model, "_fit_lr", None),
@@ -141,20 +142,6 @@ def save_model(model, path):
     torch.save(state, path / "weights.pt")
     model.net_.save_params(f_optimizer=path / "optimizer.pt", f_history=path / "history.json")
     return path
-
-
-def _plain(value):
-    """``value`` as JSON data: NumPy scalars as Python numbers (``np.float32(0.2)`` from a grid of
-    ``np.linspace``), paths as strings, tuples as lists, within lists and dicts too."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, os.PathLike):                # checkpoint_dir as a Path
-        return os.fspath(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def load_model(path, device=None):

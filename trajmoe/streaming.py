@@ -32,11 +32,14 @@ from __future__ import annotations
 import json
 import numbers
 import pickle
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ._constants import PAD
+from ._json import json_data
 from .encoder import ChunkedEncoder
 
 __all__ = ["ChunkedEncoder", "write_windows", "WindowStore", "WINDOW_COLUMNS", "STORE_FORMAT"]
@@ -49,6 +52,8 @@ STORE_FORMAT = 1
 #: Estimator parameters that shape the windows: a store is trained on with the same values.
 WINDOW_PARAMS = ("window_days", "stride_days", "max_tokens", "min_stays", "validation_fraction", "random_state",
                  "city_tz")
+#: What a store holds in its folder (replaced as a whole when it is written again).
+STORE_FILES = ("train", "valid", "encoder.pkl", "store.json")
 
 
 def _arrow_table(windows):
@@ -71,8 +76,6 @@ class _CityWriters:
     def __init__(self, folder, rows_per_group):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        for old in self.folder.glob("city-*.parquet"):     # an earlier store's files are replaced
-            old.unlink()
         self.rows_per_group = rows_per_group
         self.writers, self.pending = {}, {}
 
@@ -126,7 +129,8 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
         Visit frames, each holding all the visits of its users; iterated TWICE, so a list, or
         an object whose ``__iter__`` reads the chunks anew (from files) each time.
     path : str or path-like
-        Folder of the store (created; files of an earlier store there are replaced).
+        Folder of the store (created; an earlier store there is replaced once the new one is
+        written).
     pois : DataFrame, optional
         POI frame of the cities (see :class:`~trajmoe.SpatialSemanticEncoder`).
     rows_per_group : int, default 65536
@@ -139,8 +143,11 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
     Raises
     ------
     ValueError
-        If a user appears in two chunks, or a chunk has no training window; if ``rows_per_group``
-        is not an int >= 1. The model is then left as it was.
+        If ``chunks`` is empty, a user appears in two chunks, or a chunk has no training window;
+        if ``rows_per_group`` is not an int >= 1. The model and an earlier store in ``path`` are
+        then left as they were (the store is written beside it first).
+    NotADirectoryError
+        If ``path`` is a file.
     TypeError
         If ``chunks`` is an iterator (a generator, ``iter(list)``): it can be read only once.
 
@@ -161,17 +168,38 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
     if isinstance(rows_per_group, bool) or not isinstance(rows_per_group, numbers.Integral) or rows_per_group < 1:
         raise ValueError(f"rows_per_group must be an int >= 1 (windows per Parquet row group), got {rows_per_group!r}.")
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"write_windows writes a folder of files, and {path} is a file: give a folder "
+                                 "path.")
+    path.mkdir(parents=True, exist_ok=True)
     with model._atomic_update():                 # a failed write leaves the model as it was
         chunked = ChunkedEncoder(model.encoder)
-        for i, chunk in enumerate(chunks):
-            chunked.partial_fit(chunk, pois=pois if i == 0 else None)
+        n_chunks = 0
+        for n_chunks, chunk in enumerate(chunks, start=1):
+            chunked.partial_fit(chunk, pois=pois if n_chunks == 1 else None)
+        if not n_chunks:
+            raise ValueError("chunks holds no visit frame: pass at least one.")
         model.encoder_ = chunked.encoder_
         model.cities_ = list(model.encoder_.cities_)
-        return _write_store(model, chunks, path, int(rows_per_group))
+        # written beside the store first: a failed write leaves an earlier store there as it was
+        draft = Path(tempfile.mkdtemp(prefix=f".{path.name}-draft-", dir=path.parent))
+        try:
+            _write_store(model, chunks, draft, int(rows_per_group))
+            for name in STORE_FILES:
+                old = path / name
+                if old.is_dir():
+                    shutil.rmtree(old)
+                elif old.exists():
+                    old.unlink()
+                (draft / name).rename(old)
+        finally:
+            shutil.rmtree(draft, ignore_errors=True)
+        return WindowStore(path)
 
 
 def _write_store(model, chunks, path, rows_per_group):
-    """The second pass of :func:`write_windows`, with the model's ``encoder_`` set."""
+    """The second pass of :func:`write_windows`, with the model's ``encoder_`` set: the files of
+    :data:`STORE_FILES` in ``path``."""
     writers = {split: _CityWriters(path / split, rows_per_group) for split in ("train", "valid")}
     counts = {split: np.zeros(len(model.cities_), np.int64) for split in writers}
     tokens = {split: np.zeros(len(model.cities_), np.int64) for split in writers}
@@ -192,11 +220,10 @@ def _write_store(model, chunks, path, rows_per_group):
         pickle.dump(model.encoder_, fh)
     meta = {"format": STORE_FORMAT, "cities": model.cities_,
             "n_locations": [int(model.encoder_.cities_[c].n_locations) for c in model.cities_],
-            "params": {name: getattr(model, name) for name in WINDOW_PARAMS},
+            "params": {name: json_data(getattr(model, name)) for name in WINDOW_PARAMS},
             "windows": {split: counts[split].tolist() for split in counts},
             "tokens": {split: tokens[split].tolist() for split in tokens}, "files": files}
     (path / "store.json").write_text(json.dumps(meta, indent=1))
-    return WindowStore(path)
 
 
 class WindowStore:
@@ -279,4 +306,4 @@ class WindowStore:
 
 
 def _jsonable(value):
-    return json.loads(json.dumps(value))
+    return json.loads(json.dumps(json_data(value)))
