@@ -16,7 +16,8 @@ other real cities:
 * the counting baselines ``history_frequency``, ``markov``, ``popularity``, and the distance rules
   ``gravity`` and ``history_gravity`` (parameters fitted on the target's training users);
   ``history_moves``: history frequency with the window's own moves from the current cell
-  (``moves_weight`` :data:`RULE_MOVES_WEIGHT`, chosen on validation users).
+  (``moves_weight`` ``trajmoe.estimators._counting.MOVES_RULE_WEIGHT``, chosen on validation
+  users).
 
 All are scored on the target's test users (70/10/20 split by users) under both protocols, by full
 ranking. A seed draws the user split, the few-shot user sample and the networks' initialisation;
@@ -53,6 +54,7 @@ from _harness import (TARGETS, Scorer, city_list, environment, few_shot_sample, 
 
 from trajmoe import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, LSTMRegressor,  # noqa: E402
                      MarkovBaseline, PopularityBaseline, TrajMoERegressor, TransformerRegressor, tune_malloc)
+from trajmoe.estimators._counting import MOVES_RULE_WEIGHT  # noqa: E402
 
 MODELS = ("trajmoe_finetuned", "trajmoe_paper_finetuned", "trajmoe_full_target", "trajmoe_multi_city", "lstm",
           "transformer", "history_frequency", "history_moves", "history_gravity", "gravity", "markov", "popularity")
@@ -62,12 +64,8 @@ MODELS = ("trajmoe_finetuned", "trajmoe_paper_finetuned", "trajmoe_full_target",
 #: Area / NYC / YJMob A against .225 / .224 / .215 fine-tuned (mean of 3 seeds). Full mode runs it,
 #: and quick mode with ``--models``.
 QUICK_MODELS = tuple(m for m in MODELS if m != "trajmoe_multi_city")
-#: Weight of the window's moves in the ``history_moves`` rule: on the validation users of the three
-#: targets (seeds 0-2) weights 1 / 2 / 4 / 100 gained .011 / .013 / .015 / .017 Acc@1 over history
-#: frequency on average (NYC .035-.057 at 100); 100 ranks the moves first, then the visits.
-RULE_MOVES_WEIGHT = 100
 COUNTING = {"history_frequency": HistoryFrequencyBaseline,
-            "history_moves": functools.partial(HistoryFrequencyBaseline, moves_weight=RULE_MOVES_WEIGHT),
+            "history_moves": functools.partial(HistoryFrequencyBaseline, moves_weight=MOVES_RULE_WEIGHT),
             "history_gravity": HistoryGravityBaseline,
             "gravity": GravityBaseline, "markov": MarkovBaseline, "popularity": PopularityBaseline}
 #: The paper's network: feature-only candidates, linear coordinates, no copy path, no distance or

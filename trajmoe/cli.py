@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 import time
@@ -265,6 +266,7 @@ def run_demo(target=DEFAULT_TARGET, sources=None, fraction=0.05, seed=0, data_ho
     from . import metrics
     from .estimators import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, MarkovBaseline,
                              PopularityBaseline, TrajMoERegressor)
+    from .estimators._counting import MOVES_RULE_WEIGHT
     from .model_selection import FewShotCitySplit, train_test_users
 
     t0 = time.perf_counter()
@@ -313,8 +315,10 @@ def run_demo(target=DEFAULT_TARGET, sources=None, fraction=0.05, seed=0, data_ho
     full = TrajMoERegressor(**params).fit(target_train, pois=pois)
     report("trajmoe_full_target", full, time.perf_counter() - start)
 
-    for name, cls in (("history_frequency", HistoryFrequencyBaseline), ("history_gravity", HistoryGravityBaseline),
-                      ("gravity", GravityBaseline), ("markov", MarkovBaseline), ("popularity", PopularityBaseline)):
+    moves = functools.partial(HistoryFrequencyBaseline, moves_weight=MOVES_RULE_WEIGHT)
+    for name, cls in (("history_frequency", HistoryFrequencyBaseline), ("history_moves", moves),
+                      ("history_gravity", HistoryGravityBaseline), ("gravity", GravityBaseline),
+                      ("markov", MarkovBaseline), ("popularity", PopularityBaseline)):
         start = time.perf_counter()
         seeding = {"random_state": seed} if "random_state" in cls().get_params() else {}   # the gravity rules' draws
         model = cls(min_stays=min_stays, **seeding).fit(target_train, pois=pois)
