@@ -230,7 +230,9 @@ def _edited(folder, tmp_path, name, edit):
     ("tables.npz", lambda a: a.update({"0/poi_counts": a["0/poi_counts"][:, :33]}), r"poi_counts is shape .*33"),
     ("tables.npz", lambda a: a.update({"0/coord_std": np.zeros(2)}), r"coord_std is not 2 finite numbers > 0"),
     ("tables.npz", lambda a: a.pop("0/visit_counts"), r"not a folder written by save_model.*visit_counts"),
-    ("weights.pt", lambda b: b[: len(b) // 2], r"weights.pt is not a state_dict written by save_model"),
+    ("weights.pt", lambda b: b[: len(b) // 2], r"weights.pt is damaged or was not written by save_model"),
+    ("weights.pt", lambda b: b"garbage" * 100, r"weights.pt is damaged .*never pickled objects\)\. Save"),
+    ("optimizer.pt", lambda b: b"", r"optimizer.pt is damaged or was not written by save_model \(EOFError\)"),
     ("config.json", lambda c: None, None),             # unchanged: loads
 ])
 def test_a_changed_folder_is_an_error_naming_the_file(fitted_and_test, tmp_path, name, edit, match):
@@ -250,8 +252,12 @@ def test_a_truncated_config_nan_weights_and_a_file_path_are_clear_errors(fitted_
     model, _ = fitted_and_test
     folder = save_model(model, tmp_path / "m")
     cut = _edited(folder, tmp_path, "history.json", lambda b: b[: len(b) // 2])
-    with pytest.raises(ValueError, match=r"not a folder written by save_model.*JSONDecodeError"):
+    with pytest.raises(ValueError, match=r"history.json is damaged .*\(JSONDecodeError\)"):
         load_model(cut)
+    (folder / "config.json").write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(ValueError, match=r"config.json is damaged .*\(UnicodeDecodeError\)"):
+        load_model(folder)
+    folder = save_model(model, tmp_path / "m")
     state = torch.load(folder / "weights.pt", weights_only=True)
     name = next(k for k, v in state.items() if v.is_floating_point())
     state[name] = torch.full_like(state[name], float("nan"))

@@ -16,6 +16,7 @@ written by another version of trajmoe loads with a :class:`trajmoe.exceptions.Mo
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -192,9 +193,27 @@ def load_model(path, device=None):
 _DAMAGE = (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError, zipfile.BadZipFile, EOFError)
 
 
+@contextlib.contextmanager
+def _reading(file):
+    """Turn what json, numpy, torch and pickle raise on a damaged ``file`` into a ValueError that
+    names the file (without their hints to load it unsafely: trajmoe never unpickles objects)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (UnicodeDecodeError, json.JSONDecodeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile,
+            OSError, RuntimeError, ValueError) as exc:
+        if type(exc) is ValueError and not any(hint in str(exc) for hint in ("allow_pickle", "pickled")):
+            raise                                   # the checks' own messages (they name the file)
+        raise ValueError(f"{file} is damaged or was not written by save_model ({type(exc).__name__}): it does "
+                         "not hold the data save_model writes (trajmoe reads data only, never pickled "
+                         "objects). Save the model again.") from None
+
+
 def _load(path, device):
     """:func:`load_model` of a folder (its errors as the file formats raise them)."""
-    config = json.loads((path / "config.json").read_text())
+    with _reading(path / "config.json"):
+        config = json.loads((path / "config.json").read_text())
     if not isinstance(config, dict):
         raise ValueError(f"{path}/config.json holds a {type(config).__name__}, not the object save_model writes.")
     if config["taxonomy"] != list(TAXONOMY):
@@ -231,7 +250,7 @@ def _load(path, device):
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}/config.json does not hold {cls.__name__} parameters: {exc}") from None
     encoder = SpatialSemanticEncoder(**config["encoder"])
-    with np.load(path / "tables.npz", allow_pickle=False) as tables:
+    with _reading(path / "tables.npz"), np.load(path / "tables.npz", allow_pickle=False) as tables:
         encoder.cities_ = {city["name"]: _city_table(city, [tables[f"{i}/{name}"] for name in _ARRAYS],
                                                      _venues(city, tables, i))
                            for i, city in enumerate(config["cities"])}
@@ -248,17 +267,17 @@ def _load(path, device):
         model._fit_lr = config["fit_lr"]
     model.net_ = model._new_net(None)
     model.net_.initialize()
-    try:
+    with _reading(path / "weights.pt"):
         state = torch.load(path / "weights.pt", map_location=model.net_.device, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"{path}/weights.pt is not a state_dict written by save_model (truncated, or not "
-                         f"data only): {str(exc).splitlines()[0]}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}/weights.pt is not a state_dict written by save_model: save the model again.")
     bad = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
     if bad:
         raise ValueError(f"{path}/weights.pt holds NaN or infinite values in {bad[:5]}: a diverged or damaged "
                          "model; save it again from a fitted model.")
     if (path / "history.json").exists():        # folders of earlier versions have none
-        model.net_.load_params(f_history=path / "history.json")
+        with _reading(path / "history.json"):
+            model.net_.load_params(f_history=path / "history.json")
     try:
         model.net_.module_.load_state_dict(state)
     except RuntimeError as exc:
@@ -268,11 +287,12 @@ def _load(path, device):
     model._city_keys = {city: encoder.cities_[city].keys for city in model.cities_}
     if (path / "optimizer.pt").exists():       # folders of earlier versions have none
         model.net_.initialize_optimizer()        # over the parameters of the loaded cities too
-        try:
-            model.net_.load_params(f_optimizer=path / "optimizer.pt")
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise ValueError(f"{path}/optimizer.pt does not match the network of weights.pt "
-                             f"(was a file changed or swapped?): {str(exc).splitlines()[0]}") from None
+        with _reading(path / "optimizer.pt"):
+            try:
+                model.net_.load_params(f_optimizer=path / "optimizer.pt")
+            except (RuntimeError, ValueError, KeyError) as exc:
+                raise ValueError(f"{path}/optimizer.pt does not match the network of weights.pt "
+                                 f"(was a file changed or swapped?): {str(exc).splitlines()[0]}") from None
     return model
 
 
