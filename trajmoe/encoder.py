@@ -27,7 +27,7 @@ from ._constants import CELL_KEY_BITS, MAX_CELL_INDEX, POPULARITY_EDGES
 from ._encoded import encoded_output
 from ._validation import check_choice
 from ._warnings import caller_stacklevel
-from .exceptions import DataWarning, SchemaError, UnknownCityError
+from .exceptions import DataWarning, SchemaError, UnknownCityError, ZeroShotWarning
 from .schema import (CATEGORY, CITY, COUNT, DEFAULT_CITY, LAT, LON, POI_CATEGORY, USER, X, Y, validate_pois,
                      validate_visits)
 from .spatial import OUTLIER_DISTANCE, CityGrid, distance_to, outlier_mask, utm_crs_for
@@ -813,8 +813,9 @@ or dict, default "auto"
 
         Warns
         -----
-        trajmoe.exceptions.DataWarning
-            Naming every unseen city, how it is described and how to learn it instead.
+        trajmoe.exceptions.ZeroShotWarning
+            Naming every unseen city, how it is described and how to learn it instead (a
+            :class:`~trajmoe.exceptions.DataWarning`).
         """
         check_is_fitted(self, "cities_")
         if isinstance(X, pd.DataFrame):         # the usual case, every city known: no validation pass
@@ -866,7 +867,7 @@ or dict, default "auto"
             + (f" X has no '{CITY}' column, so all its visits are taken to be in the city "
                f"'{DEFAULT_CITY}': add the column to score the fitted cities {list(self.cities_)}."
                if DEFAULT_CITY in unknown and isinstance(X, pd.DataFrame) and CITY not in X.columns else ""),
-            DataWarning, stacklevel=caller_stacklevel())
+            ZeroShotWarning, stacklevel=caller_stacklevel())
         return out
 
     def with_unseen_cells(self, X):

@@ -2,15 +2,15 @@
 
 :class:`SchemaError` (a frame does not follow the data model), :class:`UnknownCityError` (a
 city the fitted object has not seen), :class:`DataWarning` (rows or values dropped, filled
-or left unmapped, a city scored zero-shot), :class:`ShortWindowsWarning` (visits in no window long
+or left unmapped), :class:`ZeroShotWarning` (a city scored zero-shot), :class:`ShortWindowsWarning` (visits in no window long
 enough to train on or score), :class:`SharedUsersWarning` (a model scored on users
 it was fitted on), :class:`ModelVersionWarning` (a model saved by another trajmoe version) and
 :class:`NonFiniteLossError` (training diverged). Each subclasses the built-in exception code catches already, so
 ``except ValueError`` keeps working.
 """
 
-__all__ = ["SchemaError", "UnknownCityError", "DataWarning", "ShortWindowsWarning", "SharedUsersWarning",
-           "ModelVersionWarning", "NonFiniteLossError"]
+__all__ = ["SchemaError", "UnknownCityError", "DataWarning", "ZeroShotWarning", "ShortWindowsWarning",
+           "SharedUsersWarning", "ModelVersionWarning", "NonFiniteLossError"]
 
 
 class SchemaError(ValueError):
@@ -36,6 +36,12 @@ class UnknownCityError(KeyError, ValueError):
 
 class DataWarning(UserWarning):
     """Rows or values were dropped, filled or left unmapped; the message says how many."""
+
+
+class ZeroShotWarning(DataWarning):
+    """A city the fitted object has not seen is scored zero-shot, from a temporary grid and
+    location table built from the frame (:meth:`trajmoe.SpatialSemanticEncoder.with_unseen_cities`);
+    the message names the cities and how to learn them instead (``partial_fit``)."""
 
 
 class ShortWindowsWarning(DataWarning):

@@ -10,6 +10,7 @@ AttributeError. :class:`Pipeline` is scikit-learn's pipeline with that one metho
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import sklearn.pipeline
 from sklearn import get_config
@@ -17,6 +18,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
+
+from .exceptions import ZeroShotWarning
 
 __all__ = ["Pipeline", "make_pipeline"]
 
@@ -223,7 +226,10 @@ class Pipeline(sklearn.pipeline.Pipeline):
                         f"parameters {sorted(per_step[name])} would not be used. Give them to the last "
                         f"step ({self.steps[-1][0]}__...), or refit the pipeline.")
                 else:
-                    Xt = step.transform(Xt)
+                    with warnings.catch_warnings():
+                        # a new city is about to be registered by the last step, not scored
+                        warnings.simplefilter("ignore", ZeroShotWarning)
+                        Xt = step.transform(Xt)
             name, final = self.steps[-1]
             final.partial_fit(Xt, y, **per_step[name])
         except BaseException:  # atomic: a failed call leaves every step as it was
