@@ -368,6 +368,35 @@ def test_cross_city_validate_errors():
         cross_city_validate(RecordingEstimator(), X, protocol="first")
     with pytest.raises(ValueError, match="at least 2 cities"):
         cross_city_validate(RecordingEstimator(), X[X["city"] == "a"])
+    with pytest.raises(ValueError, match="target_cities is empty"):
+        cross_city_validate(RecordingEstimator(), X, target_cities=[])
+    with pytest.raises(ValueError, match="pois has no 'city' column"):
+        cross_city_validate(RecordingEstimator(), X, pois=pd.DataFrame({"lat": [0.0], "lon": [0.0]}))
+
+
+class PoiRecordingEstimator(RecordingEstimator):
+    """Records the cities of the POIs each call gets."""
+
+    def fit(self, X, y=None, pois=None):
+        self.log.append(("fit pois", None if pois is None else sorted(set(pois["city"]))))
+        return super().fit(X)
+
+    def partial_fit(self, X, y=None, pois=None):
+        self.log.append(("partial_fit pois", None if pois is None else sorted(set(pois["city"]))))
+        return super().partial_fit(X)
+
+
+def test_cross_city_validate_gives_each_step_its_cities_pois():
+    X = make_visits()
+    pois = pd.DataFrame({"city": ["a", "b", "b", "c"], "lat": 0.0, "lon": 0.0, "category": "Food"})
+    PoiRecordingEstimator.log = []
+    cross_city_validate(PoiRecordingEstimator(), X, target_cities=["b", "c"], random_state=0, pois=pois)
+    calls = [entry for entry in PoiRecordingEstimator.log if entry[0].endswith("pois")]
+    assert calls == [("fit pois", ["a", "c"]), ("partial_fit pois", ["b"]),
+                     ("fit pois", ["a", "b"]), ("partial_fit pois", ["c"])]
+    # without a POI frame the estimator is called as before (no pois keyword)
+    RecordingEstimator.log = []
+    cross_city_validate(RecordingEstimator(), X, target_cities="b", random_state=0)
 
 
 def test_user_kfold_keeps_each_user_in_one_fold():

@@ -662,14 +662,15 @@ def cross_city_validate(
     *,
     test_size=0.2,
     n_splits=1,
+    pois=None,
 ):
     """Pre-train on source cities, fine-tune on a few target users, score on held-out target users.
 
     For every target city and every split of :class:`FewShotCitySplit`::
 
         est = clone(estimator)
-        est.fit(X.iloc[source])            # all other cities
-        est.partial_fit(X.iloc[finetune])  # `fraction` of the target city's training users
+        est.fit(X.iloc[source], pois=<the other cities' POIs>)              # all other cities
+        est.partial_fit(X.iloc[finetune], pois=<the target city's POIs>)   # `fraction` of its training users
         evaluate(est, X.iloc[test], protocol)
 
     Parameters
@@ -695,6 +696,10 @@ def cross_city_validate(
         Fraction of each target city's users held out for testing, in ``(0, 1)``.
     n_splits : int, default 1
         Fine-tuning samples per target city (one result row each).
+    pois : DataFrame, optional
+        POI frame of the cities (:func:`trajmoe.schema.validate_pois`, with a ``city`` column
+        naming them): the sources' POIs go to ``fit``, the target's to ``partial_fit``. None:
+        the estimator's POIs come from ``X`` alone (check-in cities' venue categories).
 
     Returns
     -------
@@ -709,9 +714,10 @@ def cross_city_validate(
     TypeError
         If ``X`` is not a DataFrame.
     ValueError
-        If a target city is not in ``X`` (the message lists the available cities), ``X`` has fewer
-        than 2 cities, ``fraction``/``test_size``/``n_splits``/``protocol`` are invalid, or a
-        metric name is unknown.
+        If a target city is not in ``X`` (the message lists the available cities),
+        ``target_cities`` is empty, ``X`` has fewer than 2 cities,
+        ``fraction``/``test_size``/``n_splits``/``protocol`` are invalid, a metric name is
+        unknown, or ``pois`` has no ``city`` column.
 
     References
     ----------
@@ -739,12 +745,26 @@ def cross_city_validate(
     else:
         targets = [target_cities] if isinstance(target_cities, str) else list(target_cities)
         targets = [str(t) for t in targets]
+        if not targets:
+            raise ValueError(f"target_cities is empty: name at least one of {available}, or None for all.")
         missing = [t for t in targets if t not in available]
         if missing:
             raise ValueError(
                 f"target_cities {missing} not in X; available cities: {available}."
             )
     seed = _seed(random_state)
+    if pois is not None and CITY not in pois.columns:
+        raise ValueError(f"pois has no {CITY!r} column: cross_city_validate gives each city's POIs to the step "
+                         "that learns it (the sources' to fit, the target's to partial_fit), so they must name "
+                         "their city.")
+    poi_city = None if pois is None else pois[CITY].astype(str).to_numpy()
+
+    def pois_of(target, source):
+        """``pois=`` of the call for the sources or the target (none without a POI frame)."""
+        if pois is None:
+            return {}
+        mask = (poi_city != target) if source else (poi_city == target)
+        return {"pois": pois[mask] if mask.any() else None}
 
     rows = []
     for city in targets:
@@ -753,8 +773,8 @@ def cross_city_validate(
         )
         for i, (source, finetune, test) in enumerate(splitter.split_three(X)):
             est = clone(estimator)
-            est.fit(X.iloc[source])
-            est.partial_fit(X.iloc[finetune])
+            est.fit(X.iloc[source], **pois_of(city, source=True))
+            est.partial_fit(X.iloc[finetune], **pois_of(city, source=False))
             X_test = X.iloc[test]
             report = evaluate(est, X_test, protocol=protocol, ks=ks)
             row = {
