@@ -119,7 +119,7 @@ class NextLocationEstimator(BaseEstimator):
     ``predict_and_evaluate``, so ``cross_val_score`` with
     :class:`trajmoe.model_selection.LeaveOneCityOut`), an estimator scores it zero-shot from a
     temporary description of the city built from the frame being scored (and ``pois``), with a
-    DataWarning; see :meth:`SpatialSemanticEncoder.with_unseen_cities` for what is read. The
+    :class:`~trajmoe.exceptions.ZeroShotWarning`; see :meth:`SpatialSemanticEncoder.with_unseen_cities` for what is read. The
     fitted model is never changed. Predicting on such a city raises
     :class:`~trajmoe.exceptions.UnknownCityError` (a misspelt city is the likelier cause), unless
     asked for with ``predict(X, zero_shot=True)``.
@@ -703,7 +703,8 @@ class NextLocationEstimator(BaseEstimator):
         ----------
         X : DataFrame of shape (n_visits, n_columns)
             Canonical visit frame (or a fitted encoder's output carrying it). A city the model
-            was not fitted on is scored zero-shot (DataWarning; see the class notes).
+            was not fitted on is scored zero-shot (ZeroShotWarning; see
+            :class:`trajmoe.estimators.NextLocationEstimator`).
         protocol : {"all", "last"}, default "all"
         pois : DataFrame of shape (n_pois, n_columns), optional
             POIs of the cities of X the model was not fitted on (their zero-shot features).
@@ -892,7 +893,8 @@ class NextLocationEstimator(BaseEstimator):
         ----------
         X : DataFrame of shape (n_visits, n_columns)
             Canonical visit frame (or a fitted encoder's output carrying it). A city the model
-            was not fitted on is scored zero-shot (DataWarning; see the class notes).
+            was not fitted on is scored zero-shot (ZeroShotWarning; see
+            :class:`trajmoe.estimators.NextLocationEstimator`).
         y : None
             Ignored (targets derive from X).
         pois : DataFrame of shape (n_pois, n_columns), optional

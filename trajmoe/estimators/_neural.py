@@ -593,7 +593,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         ------
         ValueError
             If a parameter is invalid, ``set_params`` changed what ``fit`` fixed (the
-            architecture; see the class notes), or X has no window of ``min_stays`` visits.
+            architecture; the Notes of :class:`trajmoe.estimators.NeuralNextLocationEstimator`), or X has
+            no window of ``min_stays`` visits.
         trajmoe.exceptions.NonFiniteLossError
             If a batch loss is NaN or infinite (training diverged).
 
