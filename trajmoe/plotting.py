@@ -177,6 +177,7 @@ def plot_prediction_map(estimator, X, visit=None, k=5, *, n_history=10, margin=1
     plt = _pyplot()
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator, "encoder_")
@@ -236,7 +237,7 @@ def plot_prediction_map(estimator, X, visit=None, k=5, *, n_history=10, margin=1
     high = np.max([s.max(axis=0) for s in shown if len(s)], axis=0) + size / 2 + margin
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 6.4), layout="constrained")
+        fig, ax = plt.subplots(figsize=(8.4, 6.4), layout="constrained")
     else:
         fig = ax.figure
     fitted = table.n_locations - table.n_unseen
@@ -272,11 +273,13 @@ def plot_prediction_map(estimator, X, visit=None, k=5, *, n_history=10, margin=1
     ax.set_xlim(low[0], high[0])
     ax.set_ylim(low[1], high[1])
     ax.set_aspect("equal")
+    ax.xaxis.set_major_locator(MaxNLocator(6))        # metres of a wide map: labels apart
     ax.set_xlabel("east of the current cell (m)")
     ax.set_ylabel("north of the current cell (m)")
     ax.set_title(f"{city}, user {row[USER]}: {outcome}\n({size:g} m cells, shade: training visits)",
                  fontsize=10)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
+    # right of the map: below it, the legend covered the x label of a wide (short) map
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
     return fig, ax
 
 
