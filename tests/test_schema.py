@@ -199,6 +199,12 @@ def test_day_first_strings_are_refused_not_misread():
     assert validate_visits(X).loc[10, "started_at"] == pd.Timestamp("2012-04-08 14:20")
 
 
+def test_unix_seconds_as_text_say_how_to_convert():
+    X = _latlon_visits().assign(started_at=["1333909229", "1333909329", "1333909429", "1333909529"])
+    with pytest.raises(SchemaError, match=r"4 unparsable values.*Unix times written as text.*unit='s'"):
+        validate_visits(X)
+
+
 def test_started_at_missing():
     X = _latlon_visits()
     X.loc[13, "started_at"] = pd.NaT

@@ -411,10 +411,13 @@ def _parse_started_at(out: pd.DataFrame, col: str = STARTED_AT) -> pd.Series:
                     parsed = _parse_each(s)
             bad = (parsed.isna() & s.notna()).to_numpy()
             if bad.any():
+                digits = s[bad].astype("string").str.fullmatch(r"\s*\d{9,13}(\.\d*)?\s*").fillna(False).all()
                 raise SchemaError(
                     f"column {col!r} has {int(bad.sum())} unparsable value"
                     f"{'' if bad.sum() == 1 else 's'} at rows {format_rows(out.index, bad)}: "
                     f"fix or drop them (pd.to_datetime must accept every value)"
+                    + (f"; they look like Unix times written as text: convert them, e.g. pd.to_datetime("
+                       f"X[{col!r}].astype(float), unit='s', utc=True) (unit='ms' for 13 digits)" if digits else "")
                 )
     miss = parsed.isna().to_numpy()
     if miss.any():
