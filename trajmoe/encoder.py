@@ -1195,7 +1195,8 @@ class ChunkedEncoder:
         seen = self._users.setdefault(city, set())
         again = seen.intersection(users)
         if again:
-            raise ValueError(f"city {city!r}: users {sorted(again, key=str)[:5]} appear in two chunks; each chunk "
+            named = [u.item() if isinstance(u, np.generic) else u for u in sorted(again, key=str)[:5]]
+            raise ValueError(f"city {city!r}: users {named} appear in two chunks; each chunk "
                              "must hold all the visits of its users (split the data by user).")
         seen.update(users)
         latlon = LAT in rows and rows[LAT].notna().all()
