@@ -662,6 +662,15 @@ class NextLocationEstimator(BaseEstimator):
         ndarray of object (str), shape (n_visits,)
             One cell label per row of X, in X's order; among cells tied for the best score,
             the one with the lowest location id.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before fit.
+        trajmoe.exceptions.SchemaError
+            If X does not follow the data model (the message names the column and the rows).
+        trajmoe.exceptions.UnknownCityError
+            If X holds a city the model was not fitted on and ``zero_shot`` is False.
         """
         X = self._visits_of(X)
         with self._unseen_cells(X, pois, zero_shot=zero_shot):

@@ -581,9 +581,14 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         Parameters
         ----------
         X : DataFrame of shape (n_visits, n_columns)
+            Canonical visit frame (:func:`trajmoe.schema.validate_visits`; or a fitted encoder's
+            output carrying it), e.g. 5 % of a new city's users; its cities are registered (a
+            new city gets its grid and location table) before training.
         y : None
             Ignored.
         pois : DataFrame, optional
+            POI frame of X's cities (:func:`trajmoe.schema.validate_pois`), for a new city's
+            POI counts.
 
         Returns
         -------
@@ -591,6 +596,9 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
 
         Raises
         ------
+        trajmoe.exceptions.SchemaError
+            If X or ``pois`` does not follow the data model (the message names the column and
+            the rows).
         ValueError
             If a parameter is invalid, ``set_params`` changed what ``fit`` fixed (the
             architecture; the Notes of :class:`trajmoe.estimators.NeuralNextLocationEstimator`), or X has
