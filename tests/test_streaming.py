@@ -231,5 +231,7 @@ def test_a_failed_rewrite_leaves_the_earlier_store_and_numpy_seeds_are_data(tmp_
     again.check_model(model(np.int64(1)))
     with pytest.raises(ValueError, match="no visit frame"):
         write_windows(model(0), [], tmp_path / "empty")
+    with pytest.raises(ValueError, match=r"chunk 2 of chunks: X is empty"):
+        write_windows(model(0), [first, first.iloc[:0]], tmp_path / "empty")
     with pytest.raises(NotADirectoryError, match="is a file"):
         write_windows(model(0), [first], tmp_path / "s" / "store.json")

@@ -41,6 +41,7 @@ import numpy as np
 from ._constants import PAD
 from ._json import json_data
 from .encoder import ChunkedEncoder
+from .exceptions import SchemaError
 
 __all__ = ["ChunkedEncoder", "write_windows", "WindowStore", "WINDOW_COLUMNS", "STORE_FORMAT"]
 
@@ -176,7 +177,10 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
         chunked = ChunkedEncoder(model.encoder)
         n_chunks = 0
         for n_chunks, chunk in enumerate(chunks, start=1):
-            chunked.partial_fit(chunk, pois=pois if n_chunks == 1 else None)
+            try:
+                chunked.partial_fit(chunk, pois=pois if n_chunks == 1 else None)
+            except SchemaError as exc:           # which of the chunks
+                raise SchemaError(f"chunk {n_chunks} of chunks: {exc}") from None
         if not n_chunks:
             raise ValueError("chunks holds no visit frame: pass at least one.")
         model.encoder_ = chunked.encoder_
