@@ -358,3 +358,19 @@ def test_naive_times_in_a_daylight_saving_hour_are_refused_not_dropped():
     # tz-aware times of the same instants pass
     aware = fixes.assign(tracked_at=fixes.tracked_at.dt.tz_localize("Europe/Helsinki", ambiguous=False))
     assert len(StayPointDetector(tz="Europe/Helsinki", include_last=True).fit_transform(aware)) == 1
+
+
+def test_stay_points_given_with_inconsistent_times_are_refused():
+    from trajmoe.preprocessing import StayPointDetector
+
+    sp = pd.DataFrame({"user_id": [1, 1, 1], "lat": 60.17, "lon": 24.94,
+                       "started_at": pd.to_datetime(["2024-05-01 08:00", "2024-05-01 10:00", "2024-05-01 12:00"]),
+                       "finished_at": pd.to_datetime(["2024-05-01 09:00", "2024-05-01 09:30", "2024-05-01 13:00"])},
+                      index=[10, 11, 12])
+    with pytest.raises(SchemaError, match=r"1 stay point finish before it starts .* at rows \[11\]"):
+        StayPointDetector().fit_transform(sp)
+    mixed = sp.assign(finished_at=sp.started_at.dt.tz_localize("Europe/Helsinki") + pd.Timedelta("30min"))
+    with pytest.raises(SchemaError, match=r"'started_at' is naive and their 'finished_at' tz-aware"):
+        StayPointDetector().fit_transform(mixed)
+    fine = sp.assign(finished_at=sp.started_at + pd.Timedelta("30min"))
+    assert len(StayPointDetector().fit_transform(fine)) == 3

@@ -421,9 +421,25 @@ class StayPointDetector(TransformerMixin, BaseEstimator):
 
     def _from_staypoints(self, X):
         visits = staypoints_to_visits(X, city=self.city)
+        aware = {col: isinstance(visits[col].dtype, pd.DatetimeTZDtype) for col in (STARTED_AT, FINISHED_AT)
+                 if pd.api.types.is_datetime64_any_dtype(visits[col])}
+        if len(set(aware.values())) > 1:
+            naive, zoned = (col for flag in (False, True) for col, value in aware.items() if value == flag)
+            raise SchemaError(
+                f"the stay points' {naive!r} is naive and their {zoned!r} tz-aware: the two would be read in "
+                f"different zones. Make both tz-aware (e.g. sp[{naive!r}].dt.tz_localize(<time zone>)) or both "
+                "naive local times")
+        instants = {}
         for col in (STARTED_AT, FINISHED_AT):
             utc, zone = _utc_times(visits[col], self.tz)
+            instants[col] = utc
             visits[col] = _to_zone(utc, zone)
+        backwards = (instants[FINISHED_AT] < instants[STARTED_AT]).to_numpy(dtype=bool)
+        if backwards.any():
+            raise SchemaError(
+                f"{int(backwards.sum())} stay point{'' if backwards.sum() == 1 else 's'} finish before "
+                f"{'it starts' if backwards.sum() == 1 else 'they start'} ({FINISHED_AT!r} < {STARTED_AT!r}) at "
+                f"rows {format_rows(X.index, backwards)}: swap or fix those times")
         n = len(visits)
         self._set_counts(n_fixes=0, n_invalid=0, n_duplicates=0, n_fixes_merged=0,
                          n_fixes_unassigned=0, n_staypoints=n,
