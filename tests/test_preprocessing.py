@@ -355,6 +355,9 @@ def test_naive_times_in_a_daylight_saving_hour_are_refused_not_dropped():
         ["2024-10-27 01:30", "2024-10-27 02:30", "2024-10-27 03:30", "2024-03-31 03:15"])})
     with pytest.raises(SchemaError, match=r"'started_at' has 2 naive times .* at rows \[2, 3\]"):
         CityTimeZoneLocalizer("Europe/Helsinki", naive_tz="Europe/Helsinki").fit_transform(visits)
+    with pytest.raises(SchemaError, match=r"at rows \[52, 53\]"):          # the caller's labels
+        CityTimeZoneLocalizer("Europe/Helsinki", naive_tz="Europe/Helsinki").fit_transform(
+            visits.set_axis([50, 51, 52, 53]))
     # tz-aware times of the same instants pass
     aware = fixes.assign(tracked_at=fixes.tracked_at.dt.tz_localize("Europe/Helsinki", ambiguous=False))
     assert len(StayPointDetector(tz="Europe/Helsinki", include_last=True).fit_transform(aware)) == 1

@@ -130,7 +130,8 @@ class CityTimeZoneLocalizer(FrameTransformer):
             if col not in X.columns:
                 continue
             times = _instants(X[col], self.naive_tz).reset_index(drop=True)
-            pieces = [_wall_clock(times if city is None else times[city == name], zone, self.naive_tz)
+            pieces = [_wall_clock(times if city is None else times[city == name], zone, self.naive_tz,
+                                  X.index if city is None else X.index[city == name])
                       for name, zone in zones.items()]
             out[col] = pd.concat(pieces).sort_index().to_numpy()
         return out
@@ -150,10 +151,12 @@ def _instants(values, naive_tz):
     return parsed
 
 
-def _wall_clock(times, zone, naive_tz):
-    """Naive wall-clock times in ``zone`` of tz-aware times, or of naive times in ``naive_tz``."""
+def _wall_clock(times, zone, naive_tz, labels):
+    """Naive wall-clock times in ``zone`` of tz-aware times, or of naive times in ``naive_tz``
+    (``labels``: the caller's row labels of ``times``, for the errors)."""
     if isinstance(times.dtype, pd.DatetimeTZDtype):
         return times.dt.tz_convert(zone).dt.tz_localize(None)
     if naive_tz is None:
         return times
-    return localize_naive(times, naive_tz, times.name).dt.tz_convert(zone).dt.tz_localize(None)
+    local = localize_naive(times.set_axis(labels), naive_tz, times.name).set_axis(times.index)
+    return local.dt.tz_convert(zone).dt.tz_localize(None)
