@@ -1,5 +1,5 @@
 """Cross-city pre-training at scale: N processes under torchrun, windows streamed from disk,
-checkpoints every epoch, and the ``trajmoe pretrain`` command.
+checkpoints every epoch (the ``trajmoe pretrain`` command of :mod:`trajmoe.cli` runs it).
 
 :func:`pretrain` is ``model.fit`` for big runs: the same training (single-city batches, early
 stopping on held-out users) on a visit frame or on a :class:`trajmoe.streaming.WindowStore`,
@@ -16,10 +16,8 @@ See the user guide's page "Training at scale".
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 
-__all__ = ["pretrain", "add_pretrain_command", "run_pretrain_command"]
+__all__ = ["pretrain"]
 
 
 def pretrain(model, data, pois=None, checkpoint_dir=None):
@@ -70,92 +68,3 @@ def pretrain(model, data, pois=None, checkpoint_dir=None):
     if checkpoint_dir is None:
         checkpoint_dir = getattr(model, "checkpoint_dir", None)
     return model._fit_windows(train, valid, checkpoint_dir=checkpoint_dir)
-
-
-def add_pretrain_command(subparsers, number):
-    """Add ``trajmoe pretrain`` to the command line's subparsers (``number``: the CLI's
-    bounded-number argparse type factory)."""
-    from .cli import MAX_SEED
-    cmd = subparsers.add_parser(
-        "pretrain", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="cross-city pre-training, on N processes under torchrun, with checkpoints",
-        description="Pre-train TrajMoE on source cities (or on windows written with "
-                    "trajmoe.streaming.write_windows) and save it (rank 0). Under torchrun every process "
-                    "trains on its share of each batch; the same command resumes from --checkpoint-dir.",
-        epilog="example: torchrun --standalone --nproc_per_node=4 -m trajmoe.cli pretrain "
-               "--sources singapore,edinburgh --output runs/model/ --checkpoint-dir runs/ckpt/")
-    data = cmd.add_mutually_exclusive_group(required=True)
-    data.add_argument("--sources", help="comma-separated cities (see `trajmoe demo --help`)")
-    data.add_argument("--windows", help="folder of a window store (trajmoe.streaming.write_windows)")
-    cmd.add_argument("--output", required=True, help="folder the trained model is saved to (rank 0)")
-    cmd.add_argument("--checkpoint-dir", default=None, help="checkpoint every epoch here; resume if one is there")
-    cmd.add_argument("--preset", choices=("small", "base", "ultra"), default="small", help="network size")
-    cmd.add_argument("--max-epochs", type=number(int, 1), default=50,
-                     help="epochs at most; early stopping on 10 %% held-out users may stop first")
-    cmd.add_argument("--batch-size", type=number(int, 1), default=64, help="global batch (all processes)")
-    cmd.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0,
-                     help="random_state of the model: initialisation, held-out users, batch order")
-    cmd.add_argument("--device", default="auto",
-                     help="auto, cpu or cuda (under torchrun: each process the GPU of its LOCAL_RANK, in an NCCL "
-                          "group; cpu: a gloo group)")
-    cmd.add_argument("--data-home", default=None, help="data folder; unset: $TRAJMOE_DATA")
-    return cmd
-
-
-def _check_output_folder(parser, out, flag="--output"):
-    """``--output`` (or ``--checkpoint-dir``) can become a folder (save_model and the checkpoints
-    create it): checked before any training, which would otherwise be lost at the end."""
-    import os
-
-    if out.exists() and not out.is_dir():
-        parser.error(f"{flag} {out} is a file: give a folder (several files are written into it)")
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        parser.error(f"{flag} {out}: {existing} is not a writable folder")
-
-
-def run_pretrain_command(args, parser):
-    """Run ``trajmoe pretrain`` with parsed ``args``; returns the exit status."""
-    from .cli import _check_data_home, _concat, check_sources, load_city
-    from .estimators import TrajMoERegressor
-    from .estimators._neural import check_device
-    from .nn.parallel import init_from_env, is_main_process
-    from .persistence import save_model
-    from .streaming import WindowStore
-
-    try:                                        # before loading data or joining a group
-        check_device(args.device)
-    except ValueError as exc:
-        parser.error(f"--device: {exc}")
-    _check_output_folder(parser, Path(args.output))
-    if args.checkpoint_dir is not None:
-        _check_output_folder(parser, Path(args.checkpoint_dir), "--checkpoint-dir")
-    params = dict(preset=args.preset, max_epochs=args.max_epochs, batch_size=args.batch_size,
-                  random_state=args.seed, device=args.device, verbose=1)
-    if args.windows is not None:
-        try:
-            data = WindowStore(args.windows)
-        except (FileNotFoundError, ValueError) as exc:
-            parser.error(str(exc))
-        params.update(data.meta["params"])
-        pois = None
-    else:
-        try:
-            cities = check_sources(args.sources)
-        except ValueError as exc:
-            parser.error(f"--sources: {exc}")
-        _check_data_home(parser, args.data_home)
-        try:
-            loaded = [load_city(c, args.data_home) for c in cities]
-        except FileNotFoundError as exc:       # the data folder lacks a city's files (the message says which)
-            parser.error(str(exc))
-        data, pois = _concat([v for v, _ in loaded]), _concat([p for _, p in loaded])
-    try:
-        rank, world = init_from_env(device=args.device)
-    except ValueError as exc:                   # e.g. --device cuda:0 on the rank of another GPU
-        parser.error(f"--device: {exc}")
-    model = pretrain(TrajMoERegressor(**params), data, pois=pois, checkpoint_dir=args.checkpoint_dir)
-    if is_main_process():
-        save_model(model, Path(args.output))
-        print(f"rank {rank} of {world}: model saved to {args.output}")
-    return 0
