@@ -755,7 +755,7 @@ def test_bf16_autocast_trains_and_scores(copy_path):
     """Under bf16 autocast (``benchmarks/throughput.py --device cuda``; checked here with the CPU's
     autocast) the score product is bf16 and the priors added to it float32: a training step and
     the inference scores of every prior run, finite, and close to the float32 loss."""
-    model = spatial_model(distance_prior=True, history_prior=True, copy_path=copy_path).train()
+    model = spatial_model(distance_prior=True, history_prior=True, history_moves=True, copy_path=copy_path).train()
     batch = make_batch(batch=3)
     y = targets_for(batch)
     loss_fn = TrajMoELoss()
