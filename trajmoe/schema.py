@@ -30,6 +30,7 @@ the input (in the spirit of trackintel's ``validate``).
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -329,6 +330,29 @@ def _check_time_range(index: pd.Index, parsed: pd.Series, col: str) -> None:
         )
 
 
+def parse_one_format(values: pd.Series) -> pd.Series | None:
+    """Times of a column of strings read with the one format pandas infers from its first value.
+
+    Parameters
+    ----------
+    values : Series of str
+
+    Returns
+    -------
+    Series of datetime64 or None
+        None where some value does not read with that format (or offsets differ): the caller
+        then reads the values one by one, after :func:`check_day_month`. pandas' warning that it
+        could not infer a format is not shown (the caller's fallback is the answer to it).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Could not infer format", category=UserWarning)
+        try:
+            parsed = pd.to_datetime(values, errors="coerce")
+        except (ValueError, TypeError, OverflowError):
+            return None
+    return None if (parsed.isna() & values.notna()).any() else parsed
+
+
 def check_day_month(values: pd.Series, col: str) -> None:
     """Refuse a column of date strings that value-by-value parsing would read inconsistently.
 
@@ -395,12 +419,8 @@ def _parse_started_at(out: pd.DataFrame, col: str = STARTED_AT) -> pd.Series:
             except (ValueError, TypeError):
                 parsed = s.map(lambda v: pd.Timestamp(v) if not pd.isna(v) else pd.NaT)
         else:
-            try:                              # one format, inferred from the first value
-                parsed = pd.to_datetime(s, errors="coerce")
-                one_format = not (parsed.isna() & s.notna()).any()
-            except (ValueError, TypeError, OverflowError):
-                parsed, one_format = None, False
-            if not one_format:
+            parsed = parse_one_format(s)
+            if parsed is None:
                 check_day_month(s, col)       # read value by value below: both conventions mixed?
                 try:
                     parsed = pd.to_datetime(s, errors="coerce", format="mixed")
@@ -465,7 +485,6 @@ def warn_if_local_time_unknown(city, values: pd.Series, stacklevel: int = 4) -> 
         The city's validated ``started_at`` values (:func:`validate_visits`).
     stacklevel : int, default 4
     """
-    import warnings
 
     fix = (f"Pass city_tz={{{city!r}: '<IANA zone>'}} (e.g. 'Asia/Tokyo') to the estimator, or "
            f"convert the times to the city's zone: X[{STARTED_AT!r}].dt.tz_convert(zone)")
@@ -722,8 +741,6 @@ def duplicated_rows(out: pd.DataFrame, content=None) -> np.ndarray:
 
 def _handle_duplicates(out: pd.DataFrame, duplicates: str, content=None) -> pd.DataFrame:
     """Report (and for ``"drop"`` remove) exact duplicate rows of a sorted visit frame."""
-    import warnings
-
     if duplicates not in _DUPLICATES:
         raise ValueError(f"duplicates must be one of {_DUPLICATES}, got {duplicates!r}.")
     if duplicates == "ignore":

@@ -6,7 +6,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..exceptions import SchemaError
-from ..schema import check_day_month, format_rows
+from ..schema import check_day_month, format_rows, parse_one_format
 
 __all__ = ["FrameTransformer", "no_fit_params", "parse_times"]
 
@@ -26,13 +26,9 @@ def parse_times(values, col):
     is in UTC). Naive and tz-aware values mixed raise a SchemaError naming the naive rows:
     pandas would make the tz-aware ones NaT, or read the naive ones as UTC.
     """
-    parsed = None
-    try:
-        one = pd.to_datetime(values, errors="coerce")        # one format, inferred from the first value
-        if not (one.isna() & values.notna()).any():
-            return one
-    except (ValueError, TypeError, OverflowError):
-        pass
+    parsed = parse_one_format(values)
+    if parsed is not None:
+        return parsed
     check_day_month(values, col)                             # value by value: both conventions mixed?
     try:
         parsed = pd.to_datetime(values, errors="coerce", format="mixed")
