@@ -348,6 +348,23 @@ def test_history_gravity_mixture_hand_checked():
     np.testing.assert_allclose(scores[0, 0], np.log(0.5 + 0.5 * e[0]), rtol=1e-12)
 
 
+def test_history_gravity_moves_count_as_visits_hand_checked():
+    model = HistoryGravityBaseline(beta=1.0, offset=250.0, history_weight=0.5, popularity_weight=0.25,
+                                   recency_weight=1.0, moves_weight=4.0, min_stays=1, encoder=closed()).fit(GTRAIN)
+    # window A B C A, at A (t = 3): visits A 2 (recency 1), B 1 (1/3), C 1 (1/2); the earlier
+    # visit to A went on to B: one move, worth 4 visits. History weights A 3, B 16/3, C 1.5
+    # (sum 59/6), D 0. P: B .387, A .349, C .207, D .057; without the move A .454 comes first
+    # (C .259, B .231)
+    X = gvisits({9: "ABCA"}, day=5)
+    labels, scores = model.predict_topk(X, k=4)
+    h = np.array([3.0, 16 / 3, 1.5, 0.0]) / (59 / 6)
+    p = 0.5 * h + 0.5 * (0.25 * SHARE + 0.75 * gravity_by_hand(np.array([0.0, 0.0])))
+    assert labels[3].tolist() == [GLABEL[c] for c in "BACD"]
+    np.testing.assert_allclose(scores[3], np.log(p[[1, 0, 2, 3]]), rtol=1e-12)
+    without = clone(model).set_params(moves_weight=0.0).fit(GTRAIN)
+    assert without.predict_topk(X, k=4)[0][3].tolist() == [GLABEL[c] for c in "ACBD"]
+
+
 def test_history_gravity_additive_hand_checked():
     model = HistoryGravityBaseline(combine="additive", beta=1.0, offset=250.0, count_weight=1.0,
                                    recency_weight=0.5, min_stays=1, encoder=closed()).fit(GTRAIN)

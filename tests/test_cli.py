@@ -25,7 +25,7 @@ def small_demo():
 def test_demo_rows_compare_every_model_on_the_same_targets(small_demo):
     rows = {row["model"]: row for row in small_demo["rows"]}
     assert list(rows) == ["trajmoe_finetuned", "trajmoe_full_target", "history_frequency", "history_moves",
-                          "history_gravity", "gravity", "markov", "popularity"]
+                          "history_gravity", "history_gravity_moves", "gravity", "markov", "popularity"]
     assert small_demo["target_city"] == "edinburgh" and small_demo["protocol"] == "all"
     n_targets = {row["n_targets"] for row in rows.values()}
     assert len(n_targets) == 1 and n_targets.pop() > 0
@@ -37,7 +37,8 @@ def test_demo_rows_compare_every_model_on_the_same_targets(small_demo):
     assert rows["trajmoe_full_target"]["epochs"] == 1
     # the counting baselines train no epoch: null, as the README says
     assert all(rows[name]["epochs"] is None
-               for name in ("history_frequency", "history_moves", "gravity", "markov", "popularity"))
+               for name in ("history_frequency", "history_moves", "history_gravity_moves", "gravity", "markov",
+                            "popularity"))
     # the window's moves change the rule's ranking, not its targets
     assert rows["history_moves"]["acc@1"] != rows["history_frequency"]["acc@1"]
 
@@ -45,7 +46,7 @@ def test_demo_rows_compare_every_model_on_the_same_targets(small_demo):
 def test_demo_table_lists_every_model(small_demo):
     table = cli.format_table(small_demo)
     for name in ("trajmoe_finetuned", "trajmoe_full_target", "history_frequency", "history_moves",
-                 "history_gravity", "gravity", "markov", "popularity"):
+                 "history_gravity", "history_gravity_moves", "gravity", "markov", "popularity"):
         assert name in table
 
 

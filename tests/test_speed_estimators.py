@@ -69,6 +69,8 @@ COUNTING = [
     HistoryGravityBaseline(beta=3.5, offset=2000.0, history_weight=0.44, popularity_weight=0.1, recency_weight=4.4),
     HistoryGravityBaseline(beta=2.0, offset=250.0, history_weight=0.4, popularity_weight=0.0, recency_weight=0.0),
     HistoryGravityBaseline(beta=2.0, offset=250.0, combine="additive", count_weight=1.0, recency_weight=0.5),
+    HistoryGravityBaseline(beta=2.0, offset=250.0, history_weight=0.4, popularity_weight=0.1, recency_weight=0.5,
+                           moves_weight=4.0),
 ]
 
 

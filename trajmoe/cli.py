@@ -267,7 +267,7 @@ def run_demo(target=DEFAULT_TARGET, sources=None, fraction=0.05, seed=0, data_ho
     from . import metrics
     from .estimators import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, MarkovBaseline,
                              PopularityBaseline, TrajMoERegressor)
-    from .estimators._counting import MOVES_RULE_WEIGHT
+    from .estimators._counting import MOVES_GRAVITY_WEIGHT, MOVES_RULE_WEIGHT
     from .model_selection import FewShotCitySplit, train_test_users
 
     t0 = time.perf_counter()
@@ -317,8 +317,10 @@ def run_demo(target=DEFAULT_TARGET, sources=None, fraction=0.05, seed=0, data_ho
     report("trajmoe_full_target", full, time.perf_counter() - start)
 
     moves = functools.partial(HistoryFrequencyBaseline, moves_weight=MOVES_RULE_WEIGHT)
+    gravity_moves = functools.partial(HistoryGravityBaseline, moves_weight=MOVES_GRAVITY_WEIGHT)
     for name, cls in (("history_frequency", HistoryFrequencyBaseline), ("history_moves", moves),
-                      ("history_gravity", HistoryGravityBaseline), ("gravity", GravityBaseline),
+                      ("history_gravity", HistoryGravityBaseline), ("history_gravity_moves", gravity_moves),
+                      ("gravity", GravityBaseline),
                       ("markov", MarkovBaseline), ("popularity", PopularityBaseline)):
         start = time.perf_counter()
         seeding = {"random_state": seed} if "random_state" in cls().get_params() else {}   # the gravity rules' draws

@@ -330,6 +330,12 @@ def _history(location, n_cells, moves=False):
 #: weights 1 / 2 / 4 / 100 gained .011 / .013 / .015 / .017 Acc@1 over history frequency on average
 #: (NYC .035-.057 at 100); 100 ranks the window's moves first, then the visits.
 MOVES_RULE_WEIGHT = 100
+#: ``moves_weight`` of :class:`HistoryGravityBaseline` in the rule "history + gravity + moves" that
+#: the demo and the benchmarks run beside it: on the same validation users, weights 0.5 / 1 / 2 / 4 /
+#: 100 gained .005 / .008 / .011 / .016 / .015 Acc@1 (MRR .003 / .005 / .007 / .011 / .007) over
+#: the rule without moves, mean of the three targets (NYC +.030 at 4, Gowalla Bay Area +.011,
+#: YJMob A +.007; ``docs/results.rst``).
+MOVES_GRAVITY_WEIGHT = 4
 
 
 class HistoryFrequencyBaseline(_CountingBaseline):
@@ -1033,7 +1039,7 @@ class GravityBaseline(_CountingBaseline):
                 parts["current"].append(self._current_keys(batch, valid, table))
                 parts["target"].append(city_windows.next_location[b, :width][valid])
                 if history:
-                    token, cell, count, recency = _history(batch["location"], n_cells)
+                    token, cell, count, recency = self._history_terms(batch["location"], n_cells)
                     for name, v in zip(("token", "cell", "count", "recency"), (token + n_tokens, cell, count, recency)):
                         parts[name].append(v)
                 n_tokens += int(valid.sum())
@@ -1140,6 +1146,11 @@ class GravityBaseline(_CountingBaseline):
         keys[known] = table.keys[loc[known]]
         return keys
 
+    def _history_terms(self, location, n_cells):
+        """``(token, cell, count, recency)`` of :func:`_history`: the history entries the
+        combined rule of :class:`HistoryGravityBaseline` reads."""
+        return _history(location, n_cells)
+
     def _current_cells(self, batch, city):
         """Distinct current cells of the valid tokens of a batch: their keys (sorted, -1 where
         the position is unknown), shape (n_distinct,), and the index of every valid token's
@@ -1222,7 +1233,7 @@ class GravityBaseline(_CountingBaseline):
         keys, inverse = self._current_cells(batch, city)
         table = self.encoder_.cities_[city]
         values = self._fitted_values()
-        history = _history(batch["location"], table.n_locations) if len(values) > 2 else None
+        history = self._history_terms(batch["location"], table.n_locations) if len(values) > 2 else None
         return self._combine(self._gravity_rows(city, keys)[inverse], _log_popularity(table.visit_counts),
                              history, values)
 
@@ -1243,7 +1254,7 @@ class GravityBaseline(_CountingBaseline):
         table = self.encoder_.cities_[city]
         n, n_cells = len(inverse), table.n_locations
         log_pop = self._memo(("log_pop", city), lambda: _log_popularity(table.visit_counts))
-        history = _history(batch["location"], n_cells) if len(fitted) > 2 else None
+        history = self._history_terms(batch["location"], n_cells) if len(fitted) > 2 else None
         kk = None if k is None else min(int(k), n_cells)
         ids = None if k is None else np.zeros((n, kk), np.int64)
         top = None if k is None else np.zeros((n, kk))
@@ -1344,6 +1355,12 @@ class HistoryGravityBaseline(GravityBaseline):
     recency_weight : float >= 0 or None, default None
         Weight of the recency term (mixture: relative to one visit; additive: score of a
         cell visited at the current position); None = fitted.
+    moves_weight : float >= 0, default 0
+        Fixed, not fitted: each earlier move of the window from the current cell to a cell
+        counts as ``moves_weight`` more visits to it (``count_t(c)`` becomes ``count_t(c) +
+        moves_weight moves_t(c)``; at ``A`` again after ``A -> B``, ``B`` has one move), as
+        in :class:`HistoryFrequencyBaseline`. 0 is the rule above; the benchmarks and the demo
+        also run 4 (``history_gravity_moves``, chosen on validation users; docs/results.rst).
 
     Attributes
     ----------
@@ -1399,12 +1416,13 @@ class HistoryGravityBaseline(GravityBaseline):
         "popularity_weight": [Interval(Real, 0, 1, closed="left"), None],
         "count_weight": [Interval(Real, 0, None, closed="left"), None],
         "recency_weight": [Interval(Real, 0, None, closed="left"), None],
+        "moves_weight": [Interval(Real, 0, None, closed="left")],
     }
-    _finite = GravityBaseline._finite + ("count_weight", "recency_weight")
+    _finite = GravityBaseline._finite + ("count_weight", "recency_weight", "moves_weight")
 
     def __init__(self, encoder=None, window_days=3, min_stays=5, max_tokens=144, city_tz=None,
                  beta=None, offset=None, combine="mixture", history_weight=None, popularity_weight=None,
-                 count_weight=None, recency_weight=None,
+                 count_weight=None, recency_weight=None, moves_weight=0.0,
                  offset_grid=(50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0), selection="accuracy",
                  validation_fraction=0.2, max_fit_targets=20000, random_state=None):
         super().__init__(encoder=encoder, window_days=window_days, min_stays=min_stays,
@@ -1417,6 +1435,14 @@ class HistoryGravityBaseline(GravityBaseline):
         self.popularity_weight = popularity_weight
         self.count_weight = count_weight
         self.recency_weight = recency_weight
+        self.moves_weight = moves_weight
+
+    def _history_terms(self, location, n_cells):
+        # the moves enter as visits: count + moves_weight x moves (fixed, not fitted)
+        if not self.moves_weight:
+            return _history(location, n_cells)
+        token, cell, count, recency, moves = _history(location, n_cells, moves=True)
+        return token, cell, count + self.moves_weight * moves, recency
 
     def _weight_names(self):
         if self.combine == "additive":
