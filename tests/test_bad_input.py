@@ -668,20 +668,23 @@ def test_case03_offsets_that_differ_by_a_dst_change_are_instants():
 def test_case04_utc_or_mixed_offsets_without_city_tz_warn():
     tokyo = latlon_visits().assign(started_at=lambda d: d.started_at.dt.tz_convert("Asia/Tokyo"))
     utc = tokyo.assign(started_at=tokyo["started_at"].dt.tz_convert("UTC"))
-    model = MarkovBaseline(min_stays=2).fit(tokyo)
+    fitted_utc = MarkovBaseline(min_stays=2).fit(utc)
     with pytest.warns(DataWarning, match=r"city 'city': 'started_at' is in UTC and no city_tz.*city_tz=\{'city'"):
-        model.predict(utc)
+        fitted_utc.predict(utc)
+    assert not hasattr(fitted_utc, "time_zones_")        # UTC says nothing of the local time
     mixed = tokyo.astype({"started_at": object})
     mixed.loc[3, "started_at"] = utc.loc[3, "started_at"]
     with pytest.warns(DataWarning, match=r"UTC offsets more than 1 hour apart \(\+00:00 \(1\), \+09:00 \(35\).*city_tz"):
-        model.predict(mixed)
-    # with city_tz every form of the same instants reads the same, silently
-    zoned = MarkovBaseline(min_stays=2, city_tz="Asia/Tokyo").fit(tokyo)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DataWarning)
-        ref = zoned.predict(tokyo)
-        np.testing.assert_array_equal(zoned.predict(utc), ref)
-        np.testing.assert_array_equal(zoned.predict(mixed), ref)
+        MarkovBaseline(min_stays=2).fit(mixed).predict(mixed)
+    # fitted on Tokyo times, a model reads later frames in Tokyo time (time_zones_); with city_tz
+    # likewise: every form of the same instants reads the same, silently
+    for model in (MarkovBaseline(min_stays=2), MarkovBaseline(min_stays=2, city_tz="Asia/Tokyo")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataWarning)
+            ref = model.fit(tokyo).predict(tokyo)
+            np.testing.assert_array_equal(model.predict(utc), ref)
+            np.testing.assert_array_equal(model.predict(mixed), ref)
+    assert model.time_zones_ == {"city": "Asia/Tokyo"}
 
 
 def test_case05_ties_in_time_are_ordered_by_content_and_duplicates_counted():

@@ -299,12 +299,19 @@ CATALOGUE = [
     Entry("time-arrow-naive", "pd.ArrowDtype(pa.timestamp('ns')) (naive)", lambda: (arrow(nyc(), None),),
           validate_visits, A, check=lambda out: str(out["started_at"].dtype) == "datetime64[ns]"),
     Entry("time-utc-no-city-tz", "times in UTC and no city_tz", lambda: (
-        MarkovBaseline(min_stays=2).fit(nyc()), nyc().assign(started_at=lambda d: d.started_at.dt.tz_convert("UTC"))),
+        MarkovBaseline(min_stays=2).fit(nyc().assign(started_at=lambda d: d.started_at.dt.tz_convert("UTC"))),
+        nyc().assign(started_at=lambda d: d.started_at.dt.tz_convert("UTC"))),
         predict_with, W, DataWarning, r"'started_at' is in UTC and no city_tz.*city_tz="),
     Entry("time-mixed-offsets", "one visit given in UTC, the others in +09:00, no city_tz", lambda: (
-        MarkovBaseline(min_stays=2).fit(nyc()),
+        MarkovBaseline(min_stays=2),
         put(nyc(tz="Asia/Tokyo"), "started_at", 0, nyc(tz="Asia/Tokyo")["started_at"][0].tz_convert("UTC"))),
-        predict_with, W, DataWarning, r"UTC offsets more than 1 hour apart \(\+00:00 \(1\), \+09:00 \(35\)"),
+        lambda model, X: model.fit(X).predict(X), W, DataWarning,
+        r"UTC offsets more than 1 hour apart \(\+00:00 \(1\), \+09:00 \(35\)"),
+    Entry("time-zone-other-than-fit", "the instants a model was fitted on, given in UTC or another zone",
+          lambda: (MarkovBaseline(min_stays=2).fit(nyc()),
+                   nyc().assign(started_at=lambda d: d.started_at.dt.tz_convert("Asia/Tokyo"))),
+          predict_with, A, check=lambda pred: pred.tolist() == MarkovBaseline(min_stays=2).fit(nyc()).predict(
+              nyc()).tolist()),
     Entry("day-fraction", "day 0.5", lambda: (put(grid(), "day", 4, 0.5),),
           validate_visits, E, SchemaError, r"column 'day'.*non-integer.*rows \[4\].*whole numbers"),
     Entry("day-huge", "day 10**9 (overflows time keys)", lambda: (put(grid(), "day", 3, 10**9),),
@@ -373,6 +380,10 @@ CATALOGUE = [
     Entry("mixed-type-users", "user ids 1 and '1' in one column",
           lambda: (grid().assign(user_id=lambda d: [1 if u == 0 else "1" if u == 1 else 2 for u in d.user_id]),),
           fit_predict, A, check=lambda pred: len(pred) == 36),
+    Entry("mixed-type-cities", "city names 7 and '7' in one column",
+          lambda: (grid().assign(city=lambda d: [7 if u == 0 else "7" for u in d.user_id]),),
+          validate_visits, E, SchemaError, r"column 'city' has distinct values with the same name as text: "
+          r"7 \(int\), '7' \(str\), at rows \[0, .*astype\(str\)"),
     Entry("category-dtypes", "categorical user_id and city", lambda: (
         grid(city="A").astype({"user_id": "category", "city": "category"}),), fit_predict, A,
         check=lambda pred: len(pred) == 36),

@@ -146,6 +146,36 @@ def test_set_params_after_fit_takes_effect_or_raises(two_cities):
     model.set_params(max_tokens=144).partial_fit(two_cities)   # set back: fine
 
 
+
+@pytest.mark.parametrize("params, match", [
+    ({"max_tokens": 0}, r"'max_tokens' parameter.*Got 0"),
+    ({"window_days": -1}, r"'window_days' parameter.*Got -1"),
+    ({"min_stays": -5}, r"'min_stays' parameter.*Got -5"),
+    ({"moves_weight": float("nan")}, r"'moves_weight' parameter.*Got nan"),
+    ({"city_tz": {"a": "Mars/Olympus"}}, r"city_tz\['a'\] = 'Mars/Olympus' is not a known IANA time zone"),
+])
+@pytest.mark.parametrize("method", ["predict", "predict_topk", "score", "target_table"])
+def test_set_params_after_fit_is_checked_before_scoring(params, match, method, two_cities):
+    # what scoring reads (windows, tokens, the rule's weights, time zones) is checked on every call,
+    # as fit checks it: a bad value raises instead of scoring wrong, and the model stays as it was
+    model = HistoryFrequencyBaseline(moves_weight=2).fit(two_cities)
+    before = model.predict(two_cities)
+    model.set_params(**params)
+    with pytest.raises(ValueError, match=match):
+        getattr(model, method)(two_cities)
+    model.set_params(**HistoryFrequencyBaseline(moves_weight=2).get_params())
+    np.testing.assert_array_equal(model.predict(two_cities), before)
+
+
+def test_set_params_after_fit_is_checked_before_scoring_every_estimator(two_cities):
+    gravity = HistoryGravityBaseline(beta=2.0, offset=250.0, history_weight=0.4, popularity_weight=0.1,
+                                     recency_weight=0.5, min_stays=2).fit(two_cities)
+    with pytest.raises(ValueError, match=r"moves_weight"):
+        gravity.set_params(moves_weight=float("inf")).predict(two_cities)
+    network = TrajMoERegressor(**TRAJMOE).fit(two_cities)
+    with pytest.raises(ValueError, match=r"'window_days' parameter.*Got 0"):
+        network.set_params(window_days=0).predict_topk(two_cities, k=3)
+
 # ------------------------------------------------------------------------------------------------
 # 3. city-grouped cross-validation, zero-shot scoring, users kept together
 # ------------------------------------------------------------------------------------------------

@@ -397,3 +397,22 @@ def test_numpy_scalar_and_unknown_parameters_save_as_data(fitted_and_test, tmp_p
     loaded = load_model(folder)
     assert loaded.learned_weight == 0.25 and loaded.d_model == 16 and "foo" not in loaded.get_params()
     np.testing.assert_array_equal(loaded.target_ranks(test), model.target_ranks(test))
+
+
+def test_the_zone_fit_read_times_in_travels(fitted_and_test, tmp_path):
+    """A model fitted on Tokyo times reads a frame of the same instants in UTC as Tokyo times,
+    also after save and load (``time_zones_``)."""
+    _, test = fitted_and_test
+
+    def zoned(frame, tz):
+        start = pd.Timestamp("2024-01-01", tz="Asia/Tokyo") + pd.to_timedelta(frame["day"] * 1440 + frame["slot"] * 30,
+                                                                               unit="min")
+        return frame.drop(columns=["day", "slot"]).assign(started_at=start.dt.tz_convert(tz))
+
+    tokyo = zoned(test, "Asia/Tokyo")
+    model = TrajMoERegressor(d_model=16, n_layers=1, n_heads=2, max_epochs=1, random_state=0, device="cpu",
+                             min_stays=3).fit(tokyo)
+    assert model.time_zones_ == {"yjmob_A": "Asia/Tokyo"}
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    assert loaded.time_zones_ == model.time_zones_
+    np.testing.assert_array_equal(loaded.predict(zoned(test, "UTC")), model.predict(tokyo))

@@ -144,7 +144,7 @@ def test_nan_lat_message_names_rows_and_fix():
     with pytest.raises(SchemaError) as exc:
         validate_visits(X)
     assert str(exc.value) == (
-        "column 'lat' has 3 NaN values at rows [4, 9, 12]: drop or fill them before fitting"
+        "column 'lat' has 3 NaN values at rows [4, 9, 12]: drop or fill them before fitting or predicting"
     )
 
 

@@ -125,6 +125,7 @@ def save_model(model, path):
         "n_features_in": encoder.n_features_in_,
         "final_lr": getattr(model, "final_lr_", None),
         "fit_lr": getattr(model, "_fit_lr", None),
+        "time_zones": getattr(model, "time_zones_", None),
         "own_encoder": model.encoder is not None,
         "taxonomy": list(TAXONOMY),
         "cities": [_city_config(city, encoder.cities_[city]) for city in model.cities_],
@@ -265,6 +266,8 @@ def _load(path, device):
         model.final_lr_ = config["final_lr"]
     if config.get("fit_lr") is not None:
         model._fit_lr = config["fit_lr"]
+    if config.get("time_zones") is not None:      # folders of earlier versions have none
+        model.time_zones_ = dict(config["time_zones"])
     model.net_ = model._new_net(None)
     model.net_.initialize()
     with _reading(path / "weights.pt"):

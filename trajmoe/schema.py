@@ -138,7 +138,7 @@ def _no_missing(out: pd.DataFrame, col: str, fix: str = "drop or fill them") -> 
     if miss.any():
         raise SchemaError(
             f"column {col!r} has {_values_word(int(miss.sum()), 'NaN')} at rows "
-            f"{format_rows(out.index, miss)}: {fix} before fitting"
+            f"{format_rows(out.index, miss)}: {fix} before fitting or predicting"
         )
 
 
@@ -155,13 +155,13 @@ def _numeric(out: pd.DataFrame, col: str) -> pd.Series:
         raise SchemaError(
             f"column {col!r} has {int(bad.sum())} non-numeric value"
             f"{'' if bad.sum() == 1 else 's'} at rows {format_rows(out.index, bad)}: convert them "
-            f"to numbers (e.g. pd.to_numeric) or drop those rows before fitting"
+            f"to numbers (e.g. pd.to_numeric) or drop those rows before fitting or predicting"
         )
     return conv.astype("float64")
 
 
 def _check_range(out: pd.DataFrame, col: str, lo: float, hi: float, unit: str,
-                 fix: str = "fix or drop them before fitting") -> None:
+                 fix: str = "fix or drop them before fitting or predicting") -> None:
     v = out[col].to_numpy(dtype="float64")
     bad = (v < lo) | (v > hi)
     if bad.any():
@@ -443,7 +443,7 @@ def _parse_started_at(out: pd.DataFrame, col: str = STARTED_AT) -> pd.Series:
     if miss.any():
         raise SchemaError(
             f"column {col!r} has {_values_word(int(miss.sum()), 'missing (NaT)')} at rows "
-            f"{format_rows(out.index, miss)}: drop or fill them before fitting"
+            f"{format_rows(out.index, miss)}: drop or fill them before fitting or predicting"
         )
     if not pd.api.types.is_datetime64_any_dtype(parsed):
         _no_mixed_naive_aware(out, parsed, col)
@@ -548,11 +548,30 @@ def _no_mixed_naive_aware(out: pd.DataFrame, parsed: pd.Series, col: str) -> Non
             )
 
 
+def _distinct_names(out: pd.DataFrame) -> None:
+    """SchemaError where two distinct values of the city column have one name as text (``7``
+    and ``"7"``): cities are named by their text, and the two would be merged into one."""
+    values = pd.unique(out[CITY].to_numpy(object))                         # few cities: cheap
+    names = pd.Series([str(v) for v in values])
+    clash = names.duplicated(keep=False).to_numpy()
+    if not clash.any():
+        return
+    clashing = [v for v, c in zip(values, clash) if c]
+    rows = out[CITY].isin(clashing).to_numpy()
+    shown = ", ".join(f"{v!r} ({type(v).__name__})" for v in clashing[:6])
+    raise SchemaError(
+        f"column {CITY!r} has distinct values with the same name as text: {shown}, at rows "
+        f"{format_rows(out.index, rows)}. Cities are named by their text, so these would be one city: "
+        f"give them one type (e.g. X[{CITY!r}].astype(str)) if they are one city, else distinct names"
+    )
+
+
 def _city(out: pd.DataFrame) -> None:
     if CITY not in out.columns:
         out[CITY] = DEFAULT_CITY
         return
     _no_missing(out, CITY, fix=f"fill them with a city name (or drop the {CITY!r} column)")
+    _distinct_names(out)
     out[CITY] = out[CITY].astype(str)
     blank = [name for name in pd.unique(out[CITY]) if not name.strip()]     # few names: cheap
     if blank:

@@ -36,7 +36,7 @@ from .._validation import check_protocol, check_time_zone
 from .._warnings import caller_stacklevel
 from ..encoder import SpatialSemanticEncoder, cell_labels, positional, validate_positional
 from ..exceptions import DataWarning, ModelVersionWarning, SharedUsersWarning, UnknownCityError
-from ..schema import CITY, DEFAULT_CITY, USER, duplicated_rows, row_hash, format_rows
+from ..schema import CITY, DEFAULT_CITY, STARTED_AT, USER, duplicated_rows, row_hash, format_rows
 from ..sequences import make_windows, time_features, window_bounds
 from ._scoring import rank_blocks
 
@@ -260,6 +260,12 @@ class NextLocationEstimator(BaseEstimator):
         ValueError
             On an unknown time zone in ``city_tz``.
         """
+        self._check_scoring_params()
+
+    def _check_scoring_params(self):
+        """Validate every parameter against its constraints (called by every fit and partial_fit,
+        and by every predict and score call: ``set_params`` after fit is checked before the
+        model scores with it). Raises as :meth:`_check_params`."""
         self._validate_params()
         # scikit-learn's Interval(Integral) accepts True and False (bool is an int): not a count
         for name, constraints in self._parameter_constraints.items():
@@ -274,7 +280,10 @@ class NextLocationEstimator(BaseEstimator):
         tz = self.city_tz
         if tz is None:
             return
-        names = {None: tz} if isinstance(tz, str) else tz
+        if isinstance(tz, str):
+            check_time_zone("city_tz", tz)
+            return
+        names = tz
         if not isinstance(names, dict):
             raise ValueError(f"city_tz must be a dict of city -> IANA time zone name (or one name for every "
                              f"city), got {type(tz).__name__}.")
@@ -303,6 +312,9 @@ class NextLocationEstimator(BaseEstimator):
         else:
             self.encoder_.partial_fit(X, pois=pois)
         self.cities_ = list(self.encoder_.cities_)
+        if first:
+            self.__dict__.pop("time_zones_", None)          # of an earlier fit
+        self._record_time_zones(X)
         if isinstance(self.city_tz, dict) and set(self.city_tz) - set(self.cities_):
             warnings.warn(
                 f"city_tz names cities that are neither in X nor fitted: {sorted(set(self.city_tz) - set(self.cities_))} "
@@ -381,8 +393,7 @@ class NextLocationEstimator(BaseEstimator):
         if unknown:
             raise UnknownCityError(f"Cities {sorted(unknown)} are unknown to this model; register them with "
                                    "partial_fit.")
-        tz = dict.fromkeys(self.cities_, self.city_tz) if isinstance(self.city_tz, str) else self.city_tz
-        times = time_features(visits, tz)
+        times = time_features(visits, self._city_zones(visits))
         user_key = pd.MultiIndex.from_arrays([visits[CITY], visits[USER]]).factorize()[0].astype(np.int64)
         city_index = pd.Index(self.cities_).get_indexer(located[CITY]).astype(np.int64)
         return Prepared(order=visits.index.to_numpy(np.int64),
@@ -390,6 +401,30 @@ class NextLocationEstimator(BaseEstimator):
                         user_key=user_key, city_index=city_index,
                         times=times.reset_index(drop=True),
                         cell=located[["ix", "iy"]].to_numpy(np.int64), twin=twin)
+
+    def _city_zones(self, visits):
+        """Time zone each city's tz-aware times are read in: ``city_tz``, else the zone of the
+        first fitting frame that had the city's times tz-aware (``time_zones_``, recorded by
+        fit and partial_fit), so that the same instants give the same local times whatever
+        zone a later frame carries them in (a frame converted to UTC, or to another city's
+        zone, scores as the frame fit read). Cities with neither are read in their own zone."""
+        if isinstance(self.city_tz, str):
+            return dict.fromkeys(self.cities_, self.city_tz)
+        return {**self.__dict__.get("time_zones_", {}), **(self.city_tz or {})}
+
+    def _record_time_zones(self, X):
+        """Record in ``time_zones_`` the named zone (not UTC, not a fixed offset) of X's tz-aware
+        ``started_at`` column for the cities of X that have none yet (see :meth:`_city_zones`)."""
+        zone = getattr(X[STARTED_AT].dtype, "tz", None) if STARTED_AT in X else None
+        # UTC and fixed offsets say nothing of the local time (a DataWarning says so when read)
+        name = str(zone).upper() if zone is not None else ""
+        if not name or name.startswith(("UTC", "ETC/", "GMT", "Z", "+", "-")):
+            return
+        cities = pd.unique(X[CITY].astype(str)) if CITY in X else [DEFAULT_CITY]
+        recorded = dict(self.__dict__.get("time_zones_", {}))
+        for city in cities:
+            recorded.setdefault(city, str(zone))
+        self.time_zones_ = recorded
 
     def _held_out_users(self, prep, among=None):
         """User keys of a ``validation_fraction`` share of each city's users, drawn with
@@ -546,6 +581,7 @@ class NextLocationEstimator(BaseEstimator):
         ones back afterwards, also on error: predicting never changes the model.
         """
         check_is_fitted(self, "encoder_")
+        self._check_scoring_params()
         fitted, cities = self.encoder_, self.cities_
         base = fitted.with_unseen_cities(X, pois=pois) if zero_shot else fitted
         # X checked once a call: the cells outside the regions and the windows (_prepare) read it

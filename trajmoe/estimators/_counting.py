@@ -167,13 +167,18 @@ class PopularityBaseline(_CountingBaseline):
     max_tokens : int, default 144
         Longer windows are cut (into pieces of ``max_tokens`` stays).
     city_tz : dict of str -> str, optional
-        Time zone per city (see :func:`trajmoe.sequences.time_features`).
-
+        Time zone per city (see :func:`trajmoe.sequences.time_features`). A city without one
+        has its tz-aware times read in the zone of the frame that first fitted it
+        (``time_zones_``): the same instants give the same local times whatever zone a later
+        frame carries them in.
     Attributes
     ----------
     encoder_ : SpatialSemanticEncoder
         Fitted grid, vocabulary and visit counts of every city.
     cities_ : list of str
+    time_zones_ : dict of str -> str
+        Only where fitting frames had tz-aware ``started_at``: the zone each of their cities'
+        times came in first, in which they are read later (see ``city_tz``).
 
     References
     ----------
@@ -910,10 +915,13 @@ class GravityBaseline(_CountingBaseline):
             ll, grad = ll + ll_c, grad + grad_c
         return ll, grad
 
-    def _check_params(self, partial=False):
-        super()._check_params(partial)
+    def _check_scoring_params(self):
+        super()._check_scoring_params()
         for name in self._finite:           # an interval's constraint admits infinity
             _check_real(name, getattr(self, name), 0.0, False, True)
+
+    def _check_params(self, partial=False):
+        super()._check_params(partial)
         if not len(self.offset_grid):
             raise ValueError(f"offset_grid must be a non-empty sequence of metres > 0, got {self.offset_grid!r}.")
         for value in self.offset_grid:
