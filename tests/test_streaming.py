@@ -188,6 +188,14 @@ def test_write_windows_refuses_what_it_cannot_do_and_leaves_the_model_as_it_was(
         with pytest.raises(ValueError, match="No training window"):
             write_windows(model, [visits, lonely], tmp_path)
     assert not hasattr(model, "encoder_") and not hasattr(model, "cities_")
+    # a fitted model would keep its network beside a new encoder: refused before any work
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        fitted = TrajMoERegressor(**TINY, validation_fraction=0.0).fit(visits[visits["city"] == "nyc"])
+    encoder = fitted.encoder_
+    with pytest.raises(ValueError, match=r"fitted TrajMoERegressor .*\['nyc'\].*sklearn.base.clone"):
+        write_windows(fitted, by_users(visits, 2), tmp_path)
+    assert fitted.encoder_ is encoder and fitted.cities_ == ["nyc"]
 
 
 def test_a_changed_store_and_a_foreign_model_are_clear_errors(store, tmp_path):

@@ -145,7 +145,7 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
     ------
     ValueError
         If ``chunks`` is empty, a user appears in two chunks, or a chunk has no training window;
-        if ``rows_per_group`` is not an int >= 1. The model and an earlier store in ``path`` are
+        if ``rows_per_group`` is not an int >= 1; if ``model`` is fitted (has a network). The model and an earlier store in ``path`` are
         then left as they were (the store is written beside it first).
     NotADirectoryError
         If ``path`` is a file.
@@ -162,6 +162,11 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
     import pyarrow  # noqa: F401  (a clear ImportError before any work: pip install pyarrow)
 
     model._check_params()
+    if hasattr(model, "net_"):
+        raise ValueError(
+            f"model is a fitted {type(model).__name__} (its network was trained on the cities "
+            f"{list(model.cities_)}): write_windows builds a new encoder, whose cells the network does "
+            "not know. Pass an unfitted model (sklearn.base.clone(model) has the same parameters).")
     if iter(chunks) is chunks:
         raise TypeError("chunks is an iterator (a generator?), which can be read only once, and write_windows "
                         "reads the chunks twice (the encoder, then the windows): pass a list of frames, or an "
