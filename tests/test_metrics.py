@@ -144,6 +144,8 @@ def test_target_ranks_matches_sorting_reference():
 def test_target_ranks_empty_and_no_candidates():
     assert target_ranks(np.zeros((0, 5)), np.zeros(0, dtype=int)).shape == (0,)
     assert target_ranks(np.zeros((2, 0)), [-1, -1]).tolist() == [OOV_RANK, OOV_RANK]
+    with pytest.raises(ValueError, match=r"targets must be -1 \(out of vocabulary\): scores has no column"):
+        target_ranks(np.zeros((2, 0)), [0, -1])
 
 
 def test_target_ranks_chunks_bound_memory():

@@ -226,10 +226,9 @@ def target_ranks(scores, targets, *, chunk_size=None):
     if t_min < -1 or t_max >= n_cand:
         bad = t_all[(t_all < -1) | (t_all >= n_cand)]
         bad = bad.cpu().numpy() if torch_mode else bad
-        raise ValueError(
-            f"targets must be location ids in 0..{n_cand - 1} (or -1 for out-of-vocabulary); "
-            f"{len(bad)} are not, e.g. {bad[:5].tolist()}."
-        )
+        ids = (f"location ids in 0..{n_cand - 1} (or -1 for out-of-vocabulary)" if n_cand else
+               "-1 (out of vocabulary): scores has no column, so there is no cell to rank them among")
+        raise ValueError(f"targets must be {ids}; {len(bad)} are not, e.g. {bad[:5].tolist()}.")
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ELEMENTS // max(n_cand, 1))
     elif (

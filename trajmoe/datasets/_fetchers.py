@@ -7,12 +7,11 @@ known and reachable, and otherwise raises an error that says exactly where to pu
 
 from __future__ import annotations
 
-import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._home import ENV_VAR, get_data_home
+from ._home import get_data_home, home_source
 
 _GITHUB_RAW = "https://raw.githubusercontent.com"
 _TRACKINTEL = f"{_GITHUB_RAW}/mie-lab/trackintel/261801af20b5639e677afbf9035e5f7fd9d6bfcd/tests/data"
@@ -224,14 +223,6 @@ def _sha256(path: Path) -> str:
     return pooch.file_hash(str(path), alg="sha256")
 
 
-def _where(data_home) -> str:
-    if data_home is not None:
-        return "the data_home argument"
-    if os.environ.get(ENV_VAR):
-        return f"the environment variable {ENV_VAR}"
-    return f"the default ~/trajmoe_data ({ENV_VAR} is not set)"
-
-
 def _download(url, sha, path: Path):
     """Download ``url`` to ``path`` with pooch (checking the SHA-256); the error or None."""
     try:
@@ -252,7 +243,7 @@ def _fetch(name, data_home=None, download=True):
     home = get_data_home(data_home)
     if home.exists() and not home.is_dir():
         raise NotADirectoryError(
-            f"the data home {home} (from {_where(data_home)}) is a file, not a folder: point it at "
+            f"the data home {home} (from {home_source(data_home)}) is a file, not a folder: point it at "
             f"the folder that holds {spec.folder}/ (or at an empty folder to download into)")
     paths = []
     for relpath, (sha, url) in spec.files.items():
@@ -269,7 +260,7 @@ def _fetch(name, data_home=None, download=True):
                        else "there is no public address of this exact file")
                 raise FileNotFoundError(
                     f"data file {relpath!r} is missing: {how}. Put the file at {path} (data "
-                    f"home {home}, from {_where(data_home)}); expected SHA-256 {sha}."
+                    f"home {home}, from {home_source(data_home)}); expected SHA-256 {sha}."
                     + ("" if url else _derived_note(spec))
                     + f" Source: {spec.origin}."
                 )

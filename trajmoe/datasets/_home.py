@@ -52,6 +52,16 @@ def get_data_home(data_home=None) -> Path:
     return Path(data_home).expanduser().absolute()
 
 
+def home_source(data_home=None) -> str:
+    """Where the data home comes from, for messages: the argument, the environment variable
+    or the default."""
+    if data_home is not None:
+        return "the data_home argument"
+    if os.environ.get(ENV_VAR):
+        return f"the environment variable {ENV_VAR}"
+    return f"the default ~/trajmoe_data ({ENV_VAR} is not set)"
+
+
 def data_file(relpath: str, data_home=None, what: str = "") -> Path:
     """Path of a data file under the data home, checked to exist.
 
@@ -73,19 +83,19 @@ def data_file(relpath: str, data_home=None, what: str = "") -> Path:
     FileNotFoundError
         If the file is missing; the message says where the loader looked, why there, and how
         to fix it.
+    NotADirectoryError
+        If the data home is a file.
     """
     home = get_data_home(data_home)
     path = home / relpath
+    if home.is_file():
+        raise NotADirectoryError(
+            f"the data home {home} (from {home_source(data_home)}) is a file, not a folder: point it at "
+            f"the folder that holds {relpath.split('/')[0]}/.")
     if not path.is_file():
-        if data_home is not None:
-            source = "the data_home argument"
-        elif os.environ.get(ENV_VAR):
-            source = f"the environment variable {ENV_VAR}"
-        else:
-            source = f"the default (~/trajmoe_data; {ENV_VAR} is not set)"
         raise FileNotFoundError(
             f"data file {relpath!r}{' (' + what + ')' if what else ''} not found: looked for "
-            f"{path} (data home {home}, from {source}). Put the file there, or point "
+            f"{path} (data home {home}, from {home_source(data_home)}). Put the file there, or point "
             f"{ENV_VAR} (or the data_home argument) at the folder that holds "
             f"{relpath.split('/')[0]}/."
         )
