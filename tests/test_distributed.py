@@ -177,6 +177,7 @@ def test_the_pretrain_command_under_torchrun_trains_on_two_processes_and_saves_o
     assert [row["epoch"] for row in history] == [1, 2]
     assert all(np.isfinite(row["train_loss"]) and np.isfinite(row["valid_loss"]) for row in history)
     model = load_model(tmp_path / "model")
+    assert model.verbose == 0                     # the command printed its epochs; the saved model is quiet
     nyc = visits[visits["city"] == "nyc"]
     labels = model.predict(nyc)
     assert len(labels) == len(nyc) and set(model.cities_) == set(visits["city"])

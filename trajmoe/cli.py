@@ -521,7 +521,8 @@ def _run_pretrain_command(args, parser):
         parser.error(f"--device: {exc}")
     model = pretrain(TrajMoERegressor(**params), data, pois=pois, checkpoint_dir=args.checkpoint_dir)
     if is_main_process():
-        save_model(model, Path(args.output))
+        # the epoch table is this command's output; a user's later partial_fit stays quiet
+        save_model(model.set_params(verbose=0), Path(args.output))
         print(f"rank {rank} of {world}: model saved to {args.output}")
     return 0
 

@@ -188,6 +188,7 @@ def _report_short_windows(kept, n_rows, user_key, min_stays, window_days, kind):
     """ShortWindowsWarning: how many visits and users ``min_stays`` leaves without a window of ``kind``."""
     import warnings
 
+    from ._warnings import caller_stacklevel
     from .exceptions import ShortWindowsWarning
 
     covered = np.zeros(n_rows + 1, np.int64)
@@ -205,7 +206,7 @@ def _report_short_windows(kept, n_rows, user_key, min_stays, window_days, kind):
         f"{len(left)} of {len(users)} users have no such window at all. Lower min_stays or raise "
         f"window_days to use them. ({kind.capitalize()}.)",
         n_left_out=n_out, n_visits=n_rows, n_users_without=len(left), n_users=len(users), min_stays=min_stays,
-        window_days=window_days, kind=kind), stacklevel=4)
+        window_days=window_days, kind=kind), stacklevel=caller_stacklevel())
 
 
 @dataclass
