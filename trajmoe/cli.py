@@ -434,7 +434,8 @@ def _short_windows_lines(notes):
     for (min_stays, window_days), group in settings.items():
         counts = "; ".join(f"{n.n_left_out:,} of {n.n_visits:,} visits ({n.kind})" for n in group)
         yield (f"note: min_stays={min_stays}: visits in no window of at least {min_stays} stays within "
-               f"window_days={window_days} days are left out (not trained on, not scored), per frame: {counts}. "
+               f"window_days={window_days} days are left out (not trained on, not scored), per frame (known by "
+               f"its number of visits): {counts}. "
                "Lower min_stays or raise window_days to use them.")
 
 
