@@ -403,6 +403,9 @@ CATALOGUE = [
           check=lambda enc: enc.n_excluded_["city"]["outlier_pois"] == 1),
     Entry("poi-other-city", "POIs of a city without visits", lambda: (nyc(), pois(city="Boston")),
           fit_encoder, W, DataWarning, r"POIs of cities without visits in X are not used: \{'Boston': 3\}"),
+    Entry("poi-no-city-column", "a POI frame without a city column, visits of a named city",
+          lambda: (nyc().assign(city="nyc"), pois()), fit_encoder, W, DataWarning,
+          r"not used: \{'city': 3\}.*the POI frame has no 'city' column, so its POIs went to the default city"),
     # ------------------------------------------------------------------------- estimators
     Entry("min-stays-filters", "min_stays=5 leaves 9 of 10 users without a window", lambda: (
         PopularityBaseline().fit(grid(n_users=1, n=6)),

@@ -444,10 +444,12 @@ or dict, default "auto"
         if poi_frame is not None:
             stray = poi_frame.loc[~poi_frame[CITY].isin(visits[CITY].unique()), CITY].value_counts()
             if len(stray):
+                fix = (f"set the POI frame's '{CITY}' column to the matching city names" if CITY in pois else
+                       f"the POI frame has no '{CITY}' column, so its POIs went to the default city "
+                       f"{DEFAULT_CITY!r}: add a '{CITY}' column naming the city of each POI")
                 warnings.warn(
                     f"POIs of cities without visits in X are not used: { {str(k): int(v) for k, v in stray.items()} } (rows per city). "
-                    f"Cities of X: {sorted(visits[CITY].unique())}; set the POI frame's '{CITY}' column "
-                    "to the matching city names.", DataWarning, stacklevel=3)
+                    f"Cities of X: {sorted(visits[CITY].unique())}; {fix}.", DataWarning, stacklevel=3)
         cities = dict(self.cities_ if fitted is None else fitted)
         for city, rows in visits.groupby(CITY, sort=False):
             city_pois = None
