@@ -143,7 +143,7 @@ class _StopAfter(Callback):
             raise KeyboardInterrupt
 
 
-def test_a_run_resumes_from_its_checkpoint(visits, tmp_path, monkeypatch):
+def test_a_run_resumes_from_its_checkpoint(visits, tmp_path, monkeypatch, capsys):
     """Interrupted in epoch 2 of 5 and started again with the same arguments, a run ends with
     the loss curve of an uninterrupted one (weights, optimizer, schedule and batch order resume)."""
     whole = pretrain(TrajMoERegressor(**PARAMS), visits, checkpoint_dir=tmp_path / "whole")
@@ -154,7 +154,11 @@ def test_a_run_resumes_from_its_checkpoint(visits, tmp_path, monkeypatch):
     monkeypatch.setattr(TrajMoERegressor, "_callbacks", callbacks)
     # the interrupted epoch 2 left no checkpoint (its callbacks stopped before): epoch 1 did
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 1
-    resumed = pretrain(TrajMoERegressor(**PARAMS), visits, checkpoint_dir=tmp_path / "run")
+    capsys.readouterr()
+    resumed = pretrain(TrajMoERegressor(**{**PARAMS, "verbose": 1}), visits, checkpoint_dir=tmp_path / "run")
+    assert f"resumed from the checkpoint in {tmp_path / 'run'}: 1 epoch done; 4 to go" in capsys.readouterr().out
+    pretrain(TrajMoERegressor(**{**PARAMS, "verbose": 1}), visits, checkpoint_dir=tmp_path / "whole")
+    assert "5 epochs done; training had finished, nothing to train" in capsys.readouterr().out
     assert (tmp_path / "whole" / "params.pt").is_file()
     np.testing.assert_allclose(resumed.history_["train_loss"], whole.history_["train_loss"], rtol=1e-6)
     np.testing.assert_allclose(resumed.history_["valid_loss"], whole.history_["valid_loss"], rtol=1e-6)

@@ -537,6 +537,10 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                     stopping.dirname = os.fspath(checkpoint_dir)
                     stopped = stopping.replay(self.net_.history)
                 epochs = 0 if stopped else max(self.max_epochs - done, 0)
+                if done and self.verbose and is_main_process():
+                    print(f"resumed from the checkpoint in {os.fspath(checkpoint_dir)}: {done} epoch"
+                          f"{'' if done == 1 else 's'} done; " + (f"{epochs} to go" if epochs else
+                          "training had finished, nothing to train"), flush=True)
             self.net_.partial_fit(train, epochs=epochs)
             if checkpoint_dir is not None and self._finished():
                 # the end of the run too (an epoch where early stopping stopped is not checkpointed):
