@@ -307,6 +307,12 @@ CATALOGUE = [
         put(nyc(tz="Asia/Tokyo"), "started_at", 0, nyc(tz="Asia/Tokyo")["started_at"][0].tz_convert("UTC"))),
         lambda model, X: model.fit(X).predict(X), W, DataWarning,
         r"UTC offsets more than 1 hour apart \(\+00:00 \(1\), \+09:00 \(35\)"),
+    Entry("time-form-other-than-fit", "timestamps at predict time for a city fitted on day/slot",
+          lambda: (MarkovBaseline(min_stays=2).fit(grid()),
+                   grid().drop(columns=["day", "slot"]).assign(
+                       started_at=lambda d: pd.Timestamp("2024-01-01") + pd.to_timedelta(d.index * 30, unit="min"))),
+          predict_with, W, DataWarning, r"city 'city' was fitted on day/slot times and X gives its visits as "
+          r"started_at: the two number weekdays differently"),
     Entry("time-zone-other-than-fit", "the instants a model was fitted on, given in UTC or another zone",
           lambda: (MarkovBaseline(min_stays=2).fit(nyc()),
                    nyc().assign(started_at=lambda d: d.started_at.dt.tz_convert("Asia/Tokyo"))),

@@ -414,5 +414,5 @@ def test_the_zone_fit_read_times_in_travels(fitted_and_test, tmp_path):
                              min_stays=3).fit(tokyo)
     assert model.time_zones_ == {"yjmob_A": "Asia/Tokyo"}
     loaded = load_model(save_model(model, tmp_path / "m"))
-    assert loaded.time_zones_ == model.time_zones_
+    assert loaded.time_zones_ == model.time_zones_ and loaded.time_forms_ == {"yjmob_A": "started_at"}
     np.testing.assert_array_equal(loaded.predict(zoned(test, "UTC")), model.predict(tokyo))

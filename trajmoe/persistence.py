@@ -126,6 +126,7 @@ def save_model(model, path):
         "final_lr": getattr(model, "final_lr_", None),
         "fit_lr": getattr(model, "_fit_lr", None),
         "time_zones": getattr(model, "time_zones_", None),
+        "time_forms": getattr(model, "time_forms_", None),
         "own_encoder": model.encoder is not None,
         "taxonomy": list(TAXONOMY),
         "cities": [_city_config(city, encoder.cities_[city]) for city in model.cities_],
@@ -266,8 +267,9 @@ def _load(path, device):
         model.final_lr_ = config["final_lr"]
     if config.get("fit_lr") is not None:
         model._fit_lr = config["fit_lr"]
-    if config.get("time_zones") is not None:      # folders of earlier versions have none
-        model.time_zones_ = dict(config["time_zones"])
+    for name in ("time_zones", "time_forms"):       # folders of earlier versions have none
+        if config.get(name) is not None:
+            setattr(model, f"{name}_", dict(config[name]))
     model.net_ = model._new_net(None)
     model.net_.initialize()
     with _reading(path / "weights.pt"):

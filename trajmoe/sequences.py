@@ -23,9 +23,9 @@ import pandas as pd
 
 from ._constants import IGNORE_INDEX, N_GAPS, N_SLOTS, PAD
 from .exceptions import SchemaError
-from .schema import CITY, DAY, SLOT, STARTED_AT, warn_if_local_time_unknown
+from .schema import CITY, DAY, DEFAULT_CITY, SLOT, STARTED_AT, warn_if_local_time_unknown
 
-__all__ = ["time_features", "window_bounds", "Windows", "make_windows", "N_SLOTS", "N_GAPS", "PAD",
+__all__ = ["time_features", "time_forms", "window_bounds", "Windows", "make_windows", "N_SLOTS", "N_GAPS", "PAD",
            "IGNORE_INDEX"]
 
 _EPOCH = pd.Timestamp("1970-01-01")
@@ -68,7 +68,7 @@ def time_features(visits, city_tz=None):
     # positions, not labels: the index of visits may repeat labels
     for city, pos in visits.groupby(CITY, sort=False).indices.items():
         rows = visits.iloc[pos]
-        if STARTED_AT in rows and rows[STARTED_AT].notna().all():
+        if _time_form(rows) == STARTED_AT:
             if city_tz.get(city) is None:
                 warn_if_local_time_unknown(city, rows[STARTED_AT])
             stamps = _local_wall_clock(rows[STARTED_AT], city_tz.get(city))
@@ -85,6 +85,28 @@ def time_features(visits, city_tz=None):
     day = minute // 1440
     return pd.DataFrame({"minute": minute, "day": day, "slot": (minute % 1440) // 30, "dow": dow},
                         index=visits.index)
+
+
+def time_forms(visits):
+    """The time form each city of a visit frame is read in by :func:`time_features`.
+
+    Parameters
+    ----------
+    visits : DataFrame of shape (n_visits, n_columns)
+        Visit frame (a missing ``city`` column is one city, ``"city"``).
+
+    Returns
+    -------
+    dict of str -> str
+        ``"started_at"`` where every row of the city has one, else ``"day/slot"``. The two
+        number weekdays differently (the calendar, or ``day % 7 + 1``).
+    """
+    cities = visits[CITY].astype(str) if CITY in visits else pd.Series(DEFAULT_CITY, index=visits.index)
+    return {city: _time_form(visits.iloc[pos]) for city, pos in cities.groupby(cities.to_numpy(), sort=False).indices.items()}
+
+
+def _time_form(rows):
+    return STARTED_AT if STARTED_AT in rows and rows[STARTED_AT].notna().all() else "day/slot"
 
 
 def _local_wall_clock(values, tz=None):

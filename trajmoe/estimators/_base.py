@@ -37,7 +37,7 @@ from .._warnings import caller_stacklevel
 from ..encoder import SpatialSemanticEncoder, cell_labels, positional, validate_positional
 from ..exceptions import DataWarning, ModelVersionWarning, SharedUsersWarning, UnknownCityError
 from ..schema import CITY, DEFAULT_CITY, STARTED_AT, USER, duplicated_rows, row_hash, format_rows
-from ..sequences import make_windows, time_features, window_bounds
+from ..sequences import make_windows, time_features, time_forms, window_bounds
 from ._scoring import rank_blocks
 
 __all__ = ["NextLocationEstimator", "Prepared"]
@@ -312,9 +312,10 @@ class NextLocationEstimator(BaseEstimator):
         else:
             self.encoder_.partial_fit(X, pois=pois)
         self.cities_ = list(self.encoder_.cities_)
-        if first:
-            self.__dict__.pop("time_zones_", None)          # of an earlier fit
-        self._record_time_zones(X)
+        if first:                                            # of an earlier fit
+            self.__dict__.pop("time_zones_", None)
+            self.__dict__.pop("time_forms_", None)
+        self._record_times(X)
         if isinstance(self.city_tz, dict) and set(self.city_tz) - set(self.cities_):
             warnings.warn(
                 f"city_tz names cities that are neither in X nor fitted: {sorted(set(self.city_tz) - set(self.cities_))} "
@@ -387,6 +388,7 @@ class NextLocationEstimator(BaseEstimator):
             visits = checked[1]                  # checked by _unseen_cells in this call
         else:
             visits = validate_positional(X, "ignore")
+        self._check_time_forms(visits)
         visits, twin = _drop_duplicate_visits(visits, X.index, warn=not self.__dict__.get("_updating"))
         located = self.encoder_._locate(visits, validated=True)[0]       # checked just above
         unknown = set(located[CITY]) - set(self.cities_)
@@ -412,9 +414,15 @@ class NextLocationEstimator(BaseEstimator):
             return dict.fromkeys(self.cities_, self.city_tz)
         return {**self.__dict__.get("time_zones_", {}), **(self.city_tz or {})}
 
-    def _record_time_zones(self, X):
-        """Record in ``time_zones_`` the named zone (not UTC, not a fixed offset) of X's tz-aware
-        ``started_at`` column for the cities of X that have none yet (see :meth:`_city_zones`)."""
+    def _record_times(self, X):
+        """Record, for the cities of X that have none yet, the form of their times in
+        ``time_forms_`` (see :meth:`_check_time_forms`) and in ``time_zones_`` the named zone
+        (not UTC, not a fixed offset) of X's tz-aware ``started_at`` column (see
+        :meth:`_city_zones`)."""
+        forms = dict(self.__dict__.get("time_forms_", {}))
+        for city, form in time_forms(X).items():
+            forms.setdefault(city, form)
+        self.time_forms_ = forms
         zone = getattr(X[STARTED_AT].dtype, "tz", None) if STARTED_AT in X else None
         # UTC and fixed offsets say nothing of the local time (a DataWarning says so when read)
         name = str(zone).upper() if zone is not None else ""
@@ -425,6 +433,22 @@ class NextLocationEstimator(BaseEstimator):
         for city in cities:
             recorded.setdefault(city, str(zone))
         self.time_zones_ = recorded
+
+    def _check_time_forms(self, visits):
+        """DataWarning where a city of ``visits`` gives its times in another form than the
+        frame that first fitted it (``started_at`` against ``day``/``slot``): the two number
+        weekdays differently, so the network would read other weekday features."""
+        fitted = self.__dict__.get("time_forms_")
+        if not fitted:
+            return
+        other = {city: (fitted[city], form) for city, form in time_forms(visits).items()
+                 if city in fitted and fitted[city] != form}
+        for city, (was, now) in other.items():
+            warnings.warn(
+                f"city {city!r} was fitted on {was} times and X gives its visits as {now}: the two number "
+                "weekdays differently (the calendar for timestamps, day % 7 + 1 for day numbers), so the model "
+                f"reads other weekday features than it learned. Give X's times as {was}, as in fit.",
+                DataWarning, stacklevel=caller_stacklevel())
 
     def _held_out_users(self, prep, among=None):
         """User keys of a ``validation_fraction`` share of each city's users, drawn with

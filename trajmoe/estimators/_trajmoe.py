@@ -209,6 +209,10 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
     time_zones_ : dict of str -> str
         Only where fitting frames had tz-aware ``started_at``: the zone each of their cities'
         times came in first, in which they are read later (see ``city_tz``).
+    time_forms_ : dict of str -> str
+        Per city, the form its times first came in: ``"started_at"`` or ``"day/slot"``
+        (:func:`trajmoe.sequences.time_forms`); a frame that gives a city's times in the other
+        form (which numbers weekdays differently) gets a DataWarning.
 
     References
     ----------
