@@ -487,6 +487,10 @@ CATALOGUE = [
     Entry("localizer-unparsable", "CityTimeZoneLocalizer on a started_at string 'soon'",
           lambda: (put(naive_strings(), "started_at", 6, "soon"),), localize, E, SchemaError,
           r"column 'started_at' has 1 unparsable value at rows \[6\]"),
+    Entry("localizer-unix-seconds", "CityTimeZoneLocalizer on started_at as int64 Unix seconds",
+          lambda: (nyc().assign(started_at=lambda d: d.started_at.astype("int64") // 10**9),), localize, E,
+          SchemaError, r"column 'started_at' has dtype int64, not datetime64: convert it, e\.g\. "
+          r"pd\.to_datetime\(X\['started_at'\], unit='s', utc=True\)"),
     Entry("localizer-not-a-frame", "CityTimeZoneLocalizer on a NumPy array", lambda: (nyc().to_numpy(),),
           localize, E, SchemaError, r"CityTimeZoneLocalizer needs a non-empty visit frame \(DataFrame\), got ndarray"),
     # ---------------------------------------------------------------------- data files

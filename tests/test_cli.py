@@ -99,6 +99,10 @@ def test_main_prints_the_table_and_writes_json(tmp_path, monkeypatch, capsys):
     assert result["target_city"] == "osaka" and result["rows"][0]["model"] == "trajmoe_finetuned"
     assert result["rows"][0]["acc@1"] == 0.25 and "wall_seconds" in result
     assert "trajmoe_finetuned" in capsys.readouterr().out
+    # '~' the shell leaves as it is (--output=~/...): the file checked is the file written
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cli.main(["demo", "--target", "osaka", "--sources", "toronto", "--output=~/home.json"]) == 0
+    assert json.loads((tmp_path / "home.json").read_text())["target_city"] == "osaka"
 
 
 def test_data_notes_gather_the_short_windows_of_every_frame_into_one_line(capsys):

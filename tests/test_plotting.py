@@ -232,8 +232,9 @@ def test_prediction_map_errors(counting_model, nyc_small):
         plot_prediction_map(counting_model, visits, visit=visits.index[0], k=0)
     with pytest.raises(ValueError, match="n_history"):
         plot_prediction_map(counting_model, visits, visit=visits.index[0], n_history=0)
-    with pytest.raises(ValueError, match="margin"):
-        plot_prediction_map(counting_model, visits, visit=visits.index[0], margin=-1)
+    for bad in (-1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="margin must be a finite number of metres >= 0"):
+            plot_prediction_map(counting_model, visits, visit=visits.index[0], margin=bad)
 
 
 # ----------------------------------------------------------------------------- transfer curve

@@ -177,8 +177,14 @@ def test_naive_times_and_tz():
 def test_bad_input_messages():
     with pytest.raises(SchemaError, match=r"lack the columns \['tracked_at'\]"):
         StayPointDetector().fit_transform(_fixes().drop(columns="tracked_at"))
-    with pytest.raises(SchemaError, match="not datetime64"):
+    with pytest.raises(SchemaError, match="column 'tracked_at' has dtype int64, not datetime64"):
         StayPointDetector().fit_transform(_fixes().assign(tracked_at=1))
+    # stay points given already: the message names their column
+    stays = pd.DataFrame({"user_id": [1, 1], "started_at": [1714550400, 1714554000],
+                          "finished_at": pd.to_datetime(["2024-05-01 08:30", "2024-05-01 09:50"]),
+                          "lat": [60.1, 60.2], "lon": [24.9, 24.9]})
+    with pytest.raises(SchemaError, match=r"column 'started_at' has dtype int64.*X\['started_at'\], unit='s'"):
+        StayPointDetector().fit_transform(stays)
     with pytest.raises(SchemaError, match="must be a DataFrame"):
         StayPointDetector().fit_transform([1, 2])
     with pytest.raises(ValueError, match="dist_threshold"):

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import sys
 import time
 import warnings
@@ -370,8 +371,6 @@ def _number(kind, low, high=None, low_open=False):
 def _check_data_home(parser, data_home):
     """The data folder (``--data-home``, else ``$TRAJMOE_DATA``) is a folder: checked before any data
     is loaded."""
-    import os
-
     from .datasets import get_data_home
 
     home = get_data_home(data_home)
@@ -385,11 +384,9 @@ def _check_data_home(parser, data_home):
 
 def _check_paths(parser, args):
     """The data folder exists and the output file can be written: checked before any data is loaded."""
-    import os
-
     _check_data_home(parser, args.data_home)
     if args.output is not None:
-        out = Path(args.output).expanduser()
+        out = Path(args.output)
         if out.is_dir():
             parser.error(f"--output {args.output} is a folder: give a file name, e.g. {out / 'results.json'}")
         if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
@@ -471,8 +468,6 @@ def _add_pretrain_command(subparsers, number):
 def _check_output_folder(parser, out, flag="--output"):
     """``--output`` (or ``--checkpoint-dir``) can become a folder (save_model and the checkpoints
     create it): checked before any training, which would otherwise be lost at the end."""
-    import os
-
     if out.exists() and not out.is_dir():
         parser.error(f"{flag} {out} is a file: give a folder (several files are written into it)")
     existing = next(p for p in (out, *out.parents) if p.exists())
@@ -564,6 +559,10 @@ def main(argv=None):
     demo.add_argument("--output", default=None, help="write the results as JSON to this file")
     pretrain = _add_pretrain_command(sub, _number)
     args = parser.parse_args(argv)
+    for name in ("output", "checkpoint_dir", "data_home", "windows"):
+        # '~' as the shell leaves it (--output=~/r.json): the path checked is the path written
+        if getattr(args, name, None) is not None:
+            setattr(args, name, os.path.expanduser(getattr(args, name)))
     tune_malloc()          # freed [tokens, cells] tensors stay for reuse (docs/speed.rst, "Memory allocator")
     if args.command == "pretrain":  # also under torchrun: `torchrun ... -m trajmoe.cli pretrain ...`
         with _data_notes():

@@ -186,8 +186,8 @@ def plot_prediction_map(estimator, X, visit=None, k=5, *, n_history=10, margin=1
     if n_history is not None and (isinstance(n_history, bool) or not isinstance(n_history, numbers.Integral)
                                   or n_history < 1):
         raise ValueError(f"n_history must be None or an int >= 1, got {n_history!r}.")
-    if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not margin >= 0:
-        raise ValueError(f"margin must be a number of metres >= 0, got {margin!r}.")
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 <= margin < np.inf:
+        raise ValueError(f"margin must be a finite number of metres >= 0, got {margin!r}.")
     if not isinstance(X, pd.DataFrame) or USER not in X.columns or not len(X):
         raise ValueError(f"X must be a non-empty visit DataFrame with a {USER!r} column.")
     if ax is not None:

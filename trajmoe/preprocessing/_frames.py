@@ -24,8 +24,14 @@ def parse_times(values, col):
 
     Values with different UTC offsets are instants, each read in its own offset (the result
     is in UTC). Naive and tz-aware values mixed raise a SchemaError naming the naive rows:
-    pandas would make the tz-aware ones NaT, or read the naive ones as UTC.
+    pandas would make the tz-aware ones NaT, or read the naive ones as UTC. Numbers raise a
+    SchemaError too: pandas reads them as nanoseconds since 1970, not as the Unix seconds or
+    milliseconds they usually are.
     """
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise SchemaError(
+            f"column {col!r} has dtype {values.dtype}, not datetime64: convert it, e.g. "
+            f"pd.to_datetime(X[{col!r}], unit='s', utc=True) for Unix seconds")
     parsed = parse_one_format(values)
     if parsed is not None:
         return parsed

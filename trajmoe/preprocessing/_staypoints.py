@@ -37,17 +37,13 @@ def _utc_times(times: pd.Series, tz):
     different UTC offsets are read value by value, each in its own offset; naive and
     tz-aware values mixed raise (their order would be ambiguous).
     """
+    col = times.name or TRACKED_AT
     if not pd.api.types.is_datetime64_any_dtype(times):
-        if pd.api.types.is_numeric_dtype(times) or pd.api.types.is_bool_dtype(times):
-            raise SchemaError(
-                f"column {TRACKED_AT!r} has dtype {times.dtype}, not datetime64: convert it, "
-                f"e.g. pd.to_datetime(X[{TRACKED_AT!r}], unit='s', utc=True)"
-            )
-        times = parse_times(times, TRACKED_AT)
+        times = parse_times(times, col)
     if isinstance(times.dtype, pd.DatetimeTZDtype):
         return times.dt.tz_convert("UTC"), tz or str(times.dt.tz)
     if tz is not None:
-        return localize_naive(times, tz, TRACKED_AT).dt.tz_convert("UTC"), tz
+        return localize_naive(times, tz, col).dt.tz_convert("UTC"), tz
     return times.dt.tz_localize("UTC"), None
 
 
