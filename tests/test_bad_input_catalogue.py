@@ -475,6 +475,12 @@ CATALOGUE = [
     Entry("pipeline-empty-param-name", "pipe.partial_fit(fixes, markovbaseline__=P)",
           lambda: (fixes(),), partial_fit_with(markovbaseline__=None), E, ValueError,
           r"does not accept the markovbaseline__ parameter.*stepname__parameter"),
+    Entry("filter-missing-city", "ShortUserFilter on a frame with one city missing",
+          lambda: (grid(city="a").pipe(put, "city", 4, None),), lambda X: ShortUserFilter(min_visits=2).fit_transform(X),
+          E, SchemaError, r"column 'city' has 1 missing value at rows \[4\]: every visit needs a city"),
+    Entry("filter-bool-min-visits", "ShortUserFilter(min_visits=True)", lambda: (grid(),),
+          lambda X: ShortUserFilter(min_visits=True).fit_transform(X), E, ValueError,
+          r"'min_visits' parameter of ShortUserFilter must be an int >= 1, got True \(a bool\)"),
     Entry("filter-drops-everyone", "ShortUserFilter(min_visits=100) in a pipeline on 3 users of 12 visits",
           lambda: (grid(),), lambda X: make_pipeline(ShortUserFilter(min_visits=100), MarkovBaseline()).fit(X), E,
           ValueError, r"ShortUserFilter\(min_visits=100\) would drop every one of the 3 users.*most visits a user has is 12"),
@@ -491,6 +497,9 @@ CATALOGUE = [
           lambda: (nyc().assign(started_at=lambda d: d.started_at.astype("int64") // 10**9),), localize, E,
           SchemaError, r"column 'started_at' has dtype int64, not datetime64: convert it, e\.g\. "
           r"pd\.to_datetime\(X\['started_at'\], unit='s', utc=True\)"),
+    Entry("localizer-missing-city", "CityTimeZoneLocalizer on a frame with one city missing",
+          lambda: (nyc().assign(city="nyc").astype({"city": object}).pipe(put, "city", 5, None),), localize, E,
+          SchemaError, r"column 'city' has 1 missing value at rows \[5\]: every visit needs a city"),
     Entry("localizer-not-a-frame", "CityTimeZoneLocalizer on a NumPy array", lambda: (nyc().to_numpy(),),
           localize, E, SchemaError, r"CityTimeZoneLocalizer needs a non-empty visit frame \(DataFrame\), got ndarray"),
     # ---------------------------------------------------------------------- data files
@@ -520,6 +529,8 @@ CATALOGUE = [
           r"users \['999'\] have no GeoLife file.*the users there are \['000'"),
     Entry("geolife-int-users", "load_geolife(users=[0, 10])", lambda: ([0, 10],),
           lambda users: geolife(users=users), E, TypeError, r"users must be a list of GeoLife user ids.*03d"),
+    Entry("geolife-no-users", "load_geolife(users=[])", lambda: ([],),
+          lambda users: geolife(users=users), E, ValueError, r"users is an empty list.*users=None for all"),
     # -------------------------------------------------------------------------- plotting
     Entry("plot-ax-not-axes", "plot_prediction_map(..., ax='left')",
           lambda: (HistoryFrequencyBaseline(min_stays=1).fit(grid(n_users=1, n=6)), grid(n_users=1, n=6)),

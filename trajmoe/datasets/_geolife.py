@@ -121,6 +121,8 @@ def load_geolife(data_home=None, *, users=None, tz=GEOLIFE_TZ) -> Bunch:
     TypeError
         If ``users`` is not a list of str (e.g. a single string, or int ids instead of
         ``"000"``).
+    ValueError
+        If ``users`` is an empty list.
 
     Warns
     -----
@@ -149,6 +151,9 @@ def load_geolife(data_home=None, *, users=None, tz=GEOLIFE_TZ) -> Bunch:
                 f"'010'], got {users!r}" + (f": use [{users!r}]" if isinstance(users, str) else
                                             ": zero-padded strings such as f'{u:03d}'"))
         users = list(users)
+        if not users:
+            raise ValueError("users is an empty list: name at least one GeoLife user (e.g. ['000']), or "
+                             "pass users=None for all of them.")
     root = get_data_home(data_home) / "geolife"
     files: dict[tuple[str, str], object] = {}
     present: set[str] = set()

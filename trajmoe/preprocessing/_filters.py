@@ -7,10 +7,10 @@ from numbers import Integral
 
 import numpy as np
 import pandas as pd
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 
 from ..exceptions import DataWarning, SchemaError
-from ..schema import CITY, DEFAULT_CITY, USER
+from ..schema import CITY, DEFAULT_CITY, USER, format_rows
 from ._frames import FrameTransformer, no_fit_params
 
 __all__ = ["ShortUserFilter"]
@@ -127,9 +127,17 @@ class ShortUserFilter(FrameTransformer):
     def _kept(self, X):
         """Check the parameters and X, count, and return the bool mask of kept rows."""
         self._validate_params()
+        if isinstance(self.min_visits, (bool, np.bool_)):     # sklearn's Interval(Integral) admits bools
+            raise InvalidParameterError(f"The 'min_visits' parameter of ShortUserFilter must be an int >= 1, "
+                                        f"got {self.min_visits!r} (a bool).")
         if not isinstance(X, pd.DataFrame) or USER not in X.columns:
             raise SchemaError(f"ShortUserFilter needs a visit frame (DataFrame) with a {USER!r} column, got "
                               f"{type(X).__name__}{'' if not isinstance(X, pd.DataFrame) else ' without it'}.")
+        if CITY in X.columns and X[CITY].isna().any():
+            missing = X[CITY].isna().to_numpy()
+            raise SchemaError(f"column {CITY!r} has {int(missing.sum())} missing value"
+                              f"{'' if missing.sum() == 1 else 's'} at rows {format_rows(X.index, missing)}: every "
+                              "visit needs a city (a user is counted within a city); fill or drop them")
         city = X[CITY].astype(str).to_numpy() if CITY in X.columns else np.full(len(X), DEFAULT_CITY)
         user = pd.MultiIndex.from_arrays([city, X[USER].to_numpy()]).factorize()[0]
         visits = np.bincount(user, minlength=user.max() + 1 if len(user) else 0)

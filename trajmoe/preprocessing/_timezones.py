@@ -74,7 +74,7 @@ class CityTimeZoneLocalizer(FrameTransformer):
         ValueError
             If ``city_tz`` is None, names an unknown zone, or misses a city of X.
         trajmoe.exceptions.SchemaError
-            If X is not a non-empty DataFrame.
+            If X is not a non-empty DataFrame, or a row has no city.
         """
         self._zones(X)
         return self
@@ -88,6 +88,11 @@ class CityTimeZoneLocalizer(FrameTransformer):
         if self.city_tz is None:
             raise ValueError("CityTimeZoneLocalizer needs city_tz: the IANA time zone of every city, "
                              "e.g. {'nyc': 'America/New_York'} (or one zone for all).")
+        if CITY in X.columns and X[CITY].isna().any():
+            missing = X[CITY].isna().to_numpy()
+            raise SchemaError(f"column {CITY!r} has {int(missing.sum())} missing value"
+                              f"{'' if missing.sum() == 1 else 's'} at rows {format_rows(X.index, missing)}: every "
+                              "visit needs a city (its time zone comes from it); fill or drop them")
         cities = (X[CITY].astype(str).unique().tolist() if CITY in X.columns else [DEFAULT_CITY])
         zones = dict.fromkeys(cities, self.city_tz) if isinstance(self.city_tz, str) else self.city_tz
         missing = [c for c in cities if c not in zones]
