@@ -372,6 +372,12 @@ def test_cross_city_validate_errors():
         cross_city_validate(RecordingEstimator(), X, target_cities=[])
     with pytest.raises(ValueError, match="pois has no 'city' column"):
         cross_city_validate(RecordingEstimator(), X, pois=pd.DataFrame({"lat": [0.0], "lon": [0.0]}))
+    with pytest.raises(TypeError, match="pois must be a POI frame \\(DataFrame\\).*got ndarray"):
+        cross_city_validate(RecordingEstimator(), X, pois=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"target_cities names \['a'\] more than once"):
+        cross_city_validate(RecordingEstimator(), X, target_cities=["a", "b", "a"])
+    with pytest.raises(ValueError, match=r"scoring names a metric more than once: \['acc@1', 'ACC@1'\]"):
+        cross_city_validate(RecordingEstimator(), X, scoring=("acc@1", "ACC@1"))
 
 
 class PoiRecordingEstimator(RecordingEstimator):

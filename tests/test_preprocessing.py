@@ -185,6 +185,10 @@ def test_bad_input_messages():
                           "lat": [60.1, 60.2], "lon": [24.9, 24.9]})
     with pytest.raises(SchemaError, match=r"column 'started_at' has dtype int64.*X\['started_at'\], unit='s'"):
         StayPointDetector().fit_transform(stays)
+    # one city for stay points whose column names two: refused, as for fixes
+    two = stays.assign(started_at=pd.to_datetime(["2024-05-01 08:00", "2024-05-01 09:00"]), city=["a", "b"])
+    with pytest.raises(ValueError, match=r"city='z' puts every stay point in one city.*\['a', 'b'\].*city=None"):
+        StayPointDetector(city="z").fit_transform(two)
     with pytest.raises(SchemaError, match="must be a DataFrame"):
         StayPointDetector().fit_transform([1, 2])
     with pytest.raises(ValueError, match="dist_threshold"):

@@ -712,12 +712,12 @@ def cross_city_validate(
     Raises
     ------
     TypeError
-        If ``X`` is not a DataFrame.
+        If ``X`` or ``pois`` is not a DataFrame.
     ValueError
         If a target city is not in ``X`` (the message lists the available cities),
-        ``target_cities`` is empty, ``X`` has fewer than 2 cities,
+        ``target_cities`` is empty or names a city twice, ``X`` has fewer than 2 cities,
         ``fraction``/``test_size``/``n_splits``/``protocol`` are invalid, a metric name is
-        unknown, or ``pois`` has no ``city`` column.
+        unknown or repeated, or ``pois`` has no ``city`` column.
 
     References
     ----------
@@ -752,7 +752,14 @@ def cross_city_validate(
             raise ValueError(
                 f"target_cities {missing} not in X; available cities: {available}."
             )
+        repeated = sorted({t for t in targets if targets.count(t) > 1})
+        if repeated:
+            raise ValueError(f"target_cities names {repeated} more than once: name each target city once.")
+    if len(set(keys)) < len(keys):
+        raise ValueError(f"scoring names a metric more than once: {names} (names are case-insensitive).")
     seed = _seed(random_state)
+    if pois is not None and not isinstance(pois, pd.DataFrame):
+        raise TypeError(f"pois must be a POI frame (DataFrame) with a {CITY!r} column, got {type(pois).__name__}.")
     if pois is not None and CITY not in pois.columns:
         raise ValueError(f"pois has no {CITY!r} column: cross_city_validate gives each city's POIs to the step "
                          "that learns it (the sources' to fit, the target's to partial_fit), so they must name "

@@ -171,6 +171,8 @@ def staypoints_to_visits(staypoints, city=None) -> pd.DataFrame:
     ------
     SchemaError
         If a required column or the geometry is missing.
+    ValueError
+        If ``city`` is given and the ``city`` column names several cities.
 
     References
     ----------
@@ -192,6 +194,11 @@ def staypoints_to_visits(staypoints, city=None) -> pd.DataFrame:
             "pass a GeoDataFrame of points or add the two columns"
         )
     if city is not None:
+        named = pd.unique(out[CITY].dropna()) if CITY in out.columns else []
+        if len(named) > 1:
+            raise ValueError(
+                f"city={city!r} puts every stay point in one city, but the {CITY!r} column names {len(named)} "
+                f"cities ({sorted(map(str, named))[:5]}): they would be merged. Leave city=None to keep the column.")
         out[CITY] = city
     elif CITY not in out.columns:
         out[CITY] = DEFAULT_CITY
