@@ -376,6 +376,8 @@ def test_cross_city_validate_errors():
         cross_city_validate(RecordingEstimator(), X, pois=np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"target_cities names \['a'\] more than once"):
         cross_city_validate(RecordingEstimator(), X, target_cities=["a", "b", "a"])
+    with pytest.raises(ValueError, match=r"scoring \['mrr_last'\]: .*protocol='last'.*without '_last'"):
+        cross_city_validate(RecordingEstimator(), X, scoring=("acc@1", "mrr_last"))
     with pytest.raises(ValueError, match=r"scoring names a metric more than once: \['acc@1', 'ACC@1'\]"):
         cross_city_validate(RecordingEstimator(), X, scoring=("acc@1", "ACC@1"))
 

@@ -717,7 +717,7 @@ def cross_city_validate(
         If a target city is not in ``X`` (the message lists the available cities),
         ``target_cities`` is empty or names a city twice, ``X`` has fewer than 2 cities,
         ``fraction``/``test_size``/``n_splits``/``protocol`` are invalid, a metric name is
-        unknown or repeated, or ``pois`` has no ``city`` column.
+        unknown, repeated or a "_last" scorer name (use ``protocol``), or ``pois`` has no ``city`` column.
 
     References
     ----------
@@ -730,6 +730,10 @@ def cross_city_validate(
     names = [scoring] if isinstance(scoring, str) else list(scoring)
     if not names:
         raise ValueError("scoring must name at least one metric, e.g. ('acc@1', 'mrr').")
+    last = [name for name in names if isinstance(name, str) and name.strip().lower().endswith("_last")]
+    if last:
+        raise ValueError(f"scoring {last}: cross_city_validate scores one protocol, set by protocol='last' "
+                         "(or 'all'); name the metrics without '_last'.")
     parsed = [parse_metric_name(name) for name in names]
     keys = [m if k is None else f"{m}@{k}" for m, k in parsed]
     ks = sorted({k for _, k in parsed if k is not None}) or [1]
