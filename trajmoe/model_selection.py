@@ -691,7 +691,9 @@ def cross_city_validate(
     scoring : str or sequence of str, default ("acc@1", "mrr")
         Metric names: ``"acc@k"``, ``"mrr"``, ``"ndcg@k"``.
     random_state : int, RandomState instance or None, default None
-        Seed of the user splits (same int -> same test and fine-tuning users).
+        Seed of the user splits: the same int gives the same test users, and on the same frame
+        (row order included) the same fine-tuning users, which are drawn in the users' order of
+        first appearance (:meth:`FewShotCitySplit.finetune_samples`).
     test_size : float, default 0.2
         Fraction of each target city's users held out for testing, in ``(0, 1)``.
     n_splits : int, default 1
