@@ -79,6 +79,9 @@ def test_city_and_errors(data_home, tmp_path):
     assert not shops["source_category"].str.startswith("amenity=").any()
     with pytest.raises(FileNotFoundError):
         read_osm_pois(tmp_path / "missing.osm.pbf")
+    # a key no element has (misspelt): said, and the other keys still read
+    with pytest.warns(DataWarning, match=r"no element has the keys \['Shop'\] \(misspelt\?"):
+        read_osm_pois(path, keys=("Shop", "amenity"))
 
 
 def test_encoder_counts_osm_pois(helsinki):

@@ -138,7 +138,7 @@ def read_osm_pois(path, *, city=None, keys=POI_KEYS, return_unmapped=False):
     DataWarning
         When POIs are left out: the unmapped tags (the ten most frequent) with the share of
         unmapped POIs overall and among the named amenity/shop POIs, the ways without a node
-        position, and the relations not read.
+        position, and the relations not read; and when no element has one of ``keys``.
 
     References
     ----------
@@ -173,10 +173,13 @@ def read_osm_pois(path, *, city=None, keys=POI_KEYS, return_unmapped=False):
 
     rows, unmapped_rows = [], []
     n_relations = n_no_position = 0
+    absent = set(keys)                              # keys no element of the extract has
     for obj in _elements(osmium, path):
         kind = obj.type_str()
         if kind not in ("n", "w", "r") or not len(obj.tags):
             continue
+        if absent:
+            absent -= {key for key in absent if key in obj.tags}
         found = _categorize(obj.tags, keys, lookup)
         if found is None:
             continue
@@ -202,7 +205,7 @@ def read_osm_pois(path, *, city=None, keys=POI_KEYS, return_unmapped=False):
     unmapped = pd.Series([t for t, _ in unmapped_rows], dtype=object).value_counts()
     unmapped.name = "n_elements"
     unmapped.index.name = "tag"
-    _report(path, pois, unmapped_rows, unmapped, n_relations, n_no_position)
+    _report(path, pois, unmapped_rows, unmapped, n_relations, n_no_position, [k for k in keys if k in absent])
     if not len(pois):
         raise ValueError(
             f"no POI with a mapped category in {path}: is it an OpenStreetMap extract with "
@@ -215,9 +218,12 @@ def read_osm_pois(path, *, city=None, keys=POI_KEYS, return_unmapped=False):
     return (pois, unmapped) if return_unmapped else pois
 
 
-def _report(path, pois, unmapped_rows, unmapped, n_relations, n_no_position):
-    """One DataWarning with everything that was left out."""
+def _report(path, pois, unmapped_rows, unmapped, n_relations, n_no_position, absent_keys=()):
+    """One DataWarning with everything that was left out (and the ``keys`` no element has)."""
     parts = []
+    if absent_keys:
+        parts.append(f"no element has the keys {list(absent_keys)} (misspelt? OSM keys are lower case, "
+                     "e.g. 'amenity')")
     if len(unmapped):
         n_un = len(unmapped_rows)
         named_un = sum(named for _, named in unmapped_rows)
