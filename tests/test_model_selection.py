@@ -224,8 +224,9 @@ def test_few_shot_repeatable_and_several_splits():
 
 def test_few_shot_finetune_samples_is_the_split_draw():
     """finetune_samples draws among the target users of X exactly as split_three does among the
-    training users: numpy's default_rng(seed).choice over the users in order of appearance (the
-    draw the demo and the benchmarks made before they used this class)."""
+    training users: numpy's default_rng(seed).choice over the users sorted by id (on the
+    benchmarks' frames, whose users come sorted, the draw they made before they used this class),
+    whatever the row order."""
     X = make_visits()
     cv = FewShotCitySplit("a", fraction=0.2, n_splits=3, random_state=5)
     _, _, test = next(cv.split_three(X))
@@ -238,9 +239,14 @@ def test_few_shot_finetune_samples_is_the_split_draw():
     users = X["user_id"].iloc[train_rows]
     rng = np.random.default_rng(5)
     for rows in cv.finetune_samples(X.iloc[train_rows]):
-        chosen = rng.choice(users.unique(), size=round(0.2 * users.nunique()), replace=False)
+        chosen = rng.choice(np.sort(users.unique()), size=round(0.2 * users.nunique()), replace=False)
         assert set(users.iloc[rows]) == set(chosen)
         assert users.iloc[rows].isin(chosen).sum() == users.isin(chosen).sum()  # every visit of them
+    # the same visits in another row order: the same users drawn (split_three too)
+    shuffled = X.sample(frac=1, random_state=3)
+    for a, b in zip(cv.split_three(X), cv.split_three(shuffled), strict=True):
+        for part_a, part_b in zip(a, b, strict=True):
+            assert set(X["user_id"].iloc[part_a]) == set(shuffled["user_id"].iloc[part_b])
     with pytest.raises(ValueError, match="target_city 'zz' is not in X"):
         next(FewShotCitySplit("zz").finetune_samples(X))
 

@@ -569,8 +569,9 @@ class FewShotCitySplit(BaseCrossValidator):
 
         The draw of :meth:`split_three`, among every ``target_city`` user of ``X``: for training
         users split some other way. With an int ``random_state``, the users are those of
-        ``numpy.random.default_rng(random_state).choice`` over the users in order of first
-        appearance in ``X`` (one draw after the other for several splits).
+        ``numpy.random.default_rng(random_state).choice`` over the users sorted by id (by their
+        text where ids of several types mix), one draw after the other for several splits: the
+        row order of ``X`` does not matter.
 
         Parameters
         ----------
@@ -615,12 +616,14 @@ class FewShotCitySplit(BaseCrossValidator):
 
     def _draws(self, users, seed):
         """Positions in ``users`` (the visits' user ids) of the visits of each split's sample."""
-        _user_codes(users)  # every visit has a user
-        candidates = users.unique()
+        # codes in the order of the sorted user ids (every visit has a user): the draw does not
+        # depend on the row order
+        codes = _user_codes(users)
+        candidates = np.unique(codes)
         size = min(len(candidates), max(1, round(self.fraction * len(candidates))))
         rng = np.random.default_rng(seed)
         for _ in range(self.n_splits):
-            yield np.flatnonzero(users.isin(rng.choice(candidates, size=size, replace=False)).to_numpy())
+            yield np.flatnonzero(np.isin(codes, rng.choice(candidates, size=size, replace=False)))
 
     def split(self, X, y=None, groups=None):
         """Generate ``(train, test)`` row positions, as scikit-learn splitters do.
@@ -691,9 +694,8 @@ def cross_city_validate(
     scoring : str or sequence of str, default ("acc@1", "mrr")
         Metric names: ``"acc@k"``, ``"mrr"``, ``"ndcg@k"``.
     random_state : int, RandomState instance or None, default None
-        Seed of the user splits: the same int gives the same test users, and on the same frame
-        (row order included) the same fine-tuning users, which are drawn in the users' order of
-        first appearance (:meth:`FewShotCitySplit.finetune_samples`).
+        Seed of the user splits (same int -> same test and fine-tuning users, whatever the row
+        order).
     test_size : float, default 0.2
         Fraction of each target city's users held out for testing, in ``(0, 1)``.
     n_splits : int, default 1
