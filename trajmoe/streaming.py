@@ -145,8 +145,9 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
     ------
     ValueError
         If ``chunks`` is empty, a user appears in two chunks, or a chunk has no training window;
-        if ``rows_per_group`` is not an int >= 1; if ``model`` is fitted (has a network). The model and an earlier store in ``path`` are
-        then left as they were (the store is written beside it first).
+        if ``rows_per_group`` is not an int >= 1; if ``model`` is fitted (has a network). The
+        model and an earlier store in ``path`` are then left as they were (the store is written
+        beside it first).
     NotADirectoryError
         If ``path`` is a file.
     TypeError

@@ -437,7 +437,7 @@ class NextLocationEstimator(BaseEstimator):
     def _check_time_forms(self, visits):
         """DataWarning where a city of ``visits`` gives its times in another form than the
         frame that first fitted it (``started_at`` against ``day``/``slot``): the two number
-        weekdays differently, so the network would read other weekday features."""
+        weekdays differently, so the model would read other weekday features."""
         fitted = self.__dict__.get("time_forms_")
         if not fitted:
             return

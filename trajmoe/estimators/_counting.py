@@ -171,18 +171,15 @@ class PopularityBaseline(_CountingBaseline):
         has its tz-aware times read in the zone of the frame that first fitted it
         (``time_zones_``): the same instants give the same local times whatever zone a later
         frame carries them in.
+
     Attributes
     ----------
     encoder_ : SpatialSemanticEncoder
         Fitted grid, vocabulary and visit counts of every city.
     cities_ : list of str
-    time_zones_ : dict of str -> str
-        Only where fitting frames had tz-aware ``started_at``: the zone each of their cities'
-        times came in first, in which they are read later (see ``city_tz``).
-    time_forms_ : dict of str -> str
-        Per city, the form its times first came in: ``"started_at"`` or ``"day/slot"``
-        (:func:`trajmoe.sequences.time_forms`); a frame that gives a city's times in the other
-        form (which numbers weekdays differently) gets a DataWarning.
+    time_zones_, time_forms_ : dict of str -> str
+        The zone and the form (``"started_at"`` or ``"day/slot"``) each city's times first came
+        in, as in :class:`~trajmoe.TrajMoERegressor`.
 
     References
     ----------

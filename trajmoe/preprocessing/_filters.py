@@ -10,8 +10,8 @@ import pandas as pd
 from sklearn.utils._param_validation import Interval, InvalidParameterError
 
 from ..exceptions import DataWarning, SchemaError
-from ..schema import CITY, DEFAULT_CITY, USER, format_rows
-from ._frames import FrameTransformer, no_fit_params
+from ..schema import CITY, DEFAULT_CITY, USER
+from ._frames import FrameTransformer, check_cities_given, no_fit_params
 
 __all__ = ["ShortUserFilter"]
 
@@ -133,11 +133,7 @@ class ShortUserFilter(FrameTransformer):
         if not isinstance(X, pd.DataFrame) or USER not in X.columns:
             raise SchemaError(f"ShortUserFilter needs a visit frame (DataFrame) with a {USER!r} column, got "
                               f"{type(X).__name__}{'' if not isinstance(X, pd.DataFrame) else ' without it'}.")
-        if CITY in X.columns and X[CITY].isna().any():
-            missing = X[CITY].isna().to_numpy()
-            raise SchemaError(f"column {CITY!r} has {int(missing.sum())} missing value"
-                              f"{'' if missing.sum() == 1 else 's'} at rows {format_rows(X.index, missing)}: every "
-                              "visit needs a city (a user is counted within a city); fill or drop them")
+        check_cities_given(X, "a user is counted within a city")
         city = X[CITY].astype(str).to_numpy() if CITY in X.columns else np.full(len(X), DEFAULT_CITY)
         user = pd.MultiIndex.from_arrays([city, X[USER].to_numpy()]).factorize()[0]
         visits = np.bincount(user, minlength=user.max() + 1 if len(user) else 0)

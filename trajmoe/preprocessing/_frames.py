@@ -6,7 +6,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..exceptions import SchemaError
-from ..schema import check_day_month, format_rows, parse_one_format
+from ..schema import CITY, check_day_month, format_rows, parse_one_format
 
 __all__ = ["FrameTransformer", "no_fit_params", "parse_times"]
 
@@ -77,6 +77,16 @@ def localize_naive(times, tz, col):
             f"{example}): such a wall-clock time names two instants or none. Give tz-aware times (with their UTC "
             f"offset, e.g. ISO strings '...+02:00') or UTC times, so that each names one instant")
     return local
+
+
+def check_cities_given(X, why):
+    """SchemaError naming the rows of X whose ``city`` is missing (``why``: what the city is
+    needed for); nothing when X has no ``city`` column (one city)."""
+    if CITY not in X.columns or not X[CITY].isna().any():
+        return
+    missing = X[CITY].isna().to_numpy()
+    raise SchemaError(f"column {CITY!r} has {int(missing.sum())} missing value{'' if missing.sum() == 1 else 's'} "
+                      f"at rows {format_rows(X.index, missing)}: every visit needs a city ({why}); fill or drop them")
 
 
 def no_fit_params(step, fit_params):

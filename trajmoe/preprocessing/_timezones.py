@@ -7,7 +7,7 @@ import pandas as pd
 from .._validation import check_time_zone
 from ..exceptions import SchemaError
 from ..schema import CITY, DEFAULT_CITY, FINISHED_AT, STARTED_AT, format_rows
-from ._frames import FrameTransformer, localize_naive, parse_times
+from ._frames import FrameTransformer, check_cities_given, localize_naive, parse_times
 
 __all__ = ["CityTimeZoneLocalizer"]
 
@@ -88,11 +88,7 @@ class CityTimeZoneLocalizer(FrameTransformer):
         if self.city_tz is None:
             raise ValueError("CityTimeZoneLocalizer needs city_tz: the IANA time zone of every city, "
                              "e.g. {'nyc': 'America/New_York'} (or one zone for all).")
-        if CITY in X.columns and X[CITY].isna().any():
-            missing = X[CITY].isna().to_numpy()
-            raise SchemaError(f"column {CITY!r} has {int(missing.sum())} missing value"
-                              f"{'' if missing.sum() == 1 else 's'} at rows {format_rows(X.index, missing)}: every "
-                              "visit needs a city (its time zone comes from it); fill or drop them")
+        check_cities_given(X, "its time zone comes from it")
         cities = (X[CITY].astype(str).unique().tolist() if CITY in X.columns else [DEFAULT_CITY])
         zones = dict.fromkeys(cities, self.city_tz) if isinstance(self.city_tz, str) else self.city_tz
         missing = [c for c in cities if c not in zones]
