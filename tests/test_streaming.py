@@ -3,6 +3,7 @@ windows written to Parquet come back unchanged, and a model trains on them."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -156,6 +157,30 @@ def test_a_model_trains_on_streamed_windows(store, tmp_path):
     assert model.predict(visits.iloc[:50]).shape == (50,)
     with pytest.raises(ValueError, match="other parameters"):
         pretrain(TrajMoERegressor(**TINY, validation_fraction=0.0, window_days=2), written)
+
+
+def test_a_model_pretrained_on_a_store_fine_tunes_in_memory(store, tmp_path):
+    """partial_fit after a store pre-training reads the frame's windows (it used to ask the
+    in-memory windows for the store's row groups): the batches of the same model saved and loaded,
+    their losses equal but for the dropout masks (a data-parallel net draws them in another order)."""
+    import torch
+
+    from trajmoe import load_model, save_model
+
+    visits, _, written = store
+    model = pretrain(TrajMoERegressor(**TINY, validation_fraction=0.0), written)
+    loaded = load_model(save_model(model, tmp_path / "model"))
+    target = visits[visits["user_id"].isin(visits["user_id"].unique()[:5])]
+    before = copy.deepcopy(model.net_.module_.state_dict())
+    model.partial_fit(target)
+    loaded.partial_fit(target)
+    after = model.net_.module_.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in after)
+    batches = [model.net_.history[-1]["batches"], loaded.net_.history[-1]["batches"]]
+    assert [b["train_batch_size"] for b in batches[0]] == [b["train_batch_size"] for b in batches[1]]
+    np.testing.assert_allclose([b["train_loss"] for b in batches[0]], [b["train_loss"] for b in batches[1]],
+                               rtol=0.01)
+    assert len(model.predict(target)) == len(target)
 
 
 def test_a_store_written_again_holds_only_its_own_windows(store, tmp_path):

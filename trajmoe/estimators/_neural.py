@@ -660,6 +660,11 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                 _check_frozen(self.net_.module_, self.finetune_frozen)     # for the calls to come
                 self.net_.set_params(batch_size=self._finetune_batch_size())
             else:
+                # windows in memory, whatever fit read (a net pre-trained on a window store
+                # iterates its Parquet files): the in-memory loader of the net's batch format
+                # (assigned: skorch's set_params does not take a new iterator class)
+                loader = ShardedCityBatchLoader if isinstance(self.net_, DistributedNeuralNet) else CityBatchLoader
+                self.net_.iterator_train = self.net_.iterator_valid = loader
                 self.net_.set_params(train_split=None, callbacks=freezing + self._callbacks(validate=False, schedule=False),
                                      lr=self._finetune_lr(), batch_size=self._finetune_batch_size(),
                                      verbose=self.verbose if is_main_process() else 0)
