@@ -174,6 +174,21 @@ def test_save_refuses_unfitted_and_other_estimators(tmp_path):
         save_model(PopularityBaseline(), tmp_path)
 
 
+@pytest.mark.parametrize("changed", [dict(d_model=32), dict(time_weight=0.0), dict(weight_decay=0.5)])
+def test_save_refuses_parameters_the_network_was_not_fitted_with(fitted_and_test, tmp_path, changed):
+    """set_params after fit of what fit fixes: the folder would hold other parameters than the
+    weights' (a d_model that does not load; a loss partial_fit refuses and the loaded copy took)."""
+    import copy
+
+    model = copy.deepcopy(fitted_and_test[0]).set_params(**changed)
+    name = next(iter(changed))
+    with pytest.raises(ValueError, match=rf"set_params changed what fit fixed \({name}: .*save_model"):
+        save_model(model, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    model.set_params(**{name: fitted_and_test[0].get_params()[name]})
+    assert load_model(save_model(model, tmp_path / "m")).get_params()[name] == fitted_and_test[0].get_params()[name]
+
+
 @pytest.mark.parametrize("cls", [LSTMRegressor, TransformerRegressor])
 def test_neural_baselines_round_trip_as_their_own_class(cls, fitted_and_test, tmp_path):
     _, test = fitted_and_test

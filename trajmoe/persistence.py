@@ -67,6 +67,10 @@ def save_model(model, path):
         If the model is not fitted.
     TypeError
         If ``model`` is not one of those classes.
+    ValueError
+        If ``set_params`` changed, since ``fit``, a parameter that ``fit`` fixes (the network's
+        architecture, the encoder, the device, the loss, the optimizer): the folder would not
+        load, or would fine-tune another network than the one fitted. Nothing is written.
     NotADirectoryError
         If ``path`` is a file.
 
@@ -89,6 +93,13 @@ def save_model(model, path):
     if type(model).__name__ not in _CLASSES or not isinstance(model, _CLASSES[type(model).__name__]):
         raise TypeError(f"save_model saves one of {sorted(_CLASSES)}, got {type(model).__name__}.")
     check_is_fitted(model, "net_")
+    own = set(model._get_param_names())
+    unknown = sorted(name for name in model.get_params(deep=False)
+                     if name not in own and not name.startswith(NET_PREFIXES))
+    # the folder holds the estimator's parameters: they must be the ones the weights were fitted
+    # with (names that are no parameter are not saved: warned below)
+    model._check_architecture("save_model writes the fitted network with the estimator's parameters, and its",
+                              ignore=unknown)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"save_model writes a folder of files, and {path} is a file: give a folder path "
@@ -96,9 +107,6 @@ def save_model(model, path):
     path.mkdir(parents=True, exist_ok=True)
     encoder = model.encoder_
     params, dropped = {}, []
-    own = set(model._get_param_names())
-    unknown = sorted(name for name in model.get_params(deep=False)
-                     if name not in own and not name.startswith(NET_PREFIXES))
     for name, value in model.get_params(deep=False).items():
         if name == "encoder" or name in unknown:
             continue

@@ -283,19 +283,22 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         params.update({k: v for k, v in self._routed().items() if not k.startswith("callbacks__")})
         return params
 
-    def _check_architecture(self):
+    def _check_architecture(self, action="partial_fit continues the fitted network, whose", ignore=()):
+        """Raise a ValueError naming what ``set_params`` changed of :meth:`_architecture` since
+        ``fit`` (but the names ``ignore``); ``action`` says what needs it unchanged (the message
+        goes on with "architecture, encoder, ... cannot change")."""
         fitted = getattr(self, "_fitted_architecture", None)
         if fitted is None:           # a model pickled by an earlier version
             return
         now = self._architecture()
-        changed = sorted(k for k in set(fitted) | set(now) if fitted.get(k, None) != now.get(k, None))
+        changed = sorted(k for k in set(fitted) | set(now) if fitted.get(k, None) != now.get(k, None) and k not in ignore)
         if changed:
             # named as the estimator's parameters (the network's max_len is max_tokens)
             detail = ", ".join(f"{'max_tokens' if k == 'max_len' else k}: {fitted.get(k)!r} -> {now.get(k)!r}"
                                for k in changed)
             raise ValueError(
-                f"set_params changed what fit fixed ({detail}): partial_fit continues the fitted network, "
-                "whose architecture, encoder, device, loss and optimizer cannot change. Set them back, or "
+                f"set_params changed what fit fixed ({detail}): {action} "
+                "architecture, encoder, device, loss and optimizer cannot change. Set them back, or "
                 "call fit to train a new network (lr, finetune_lr, finetune_epochs, batch_size, finetune_batch_size, "
                 "finetune_frozen, clip_grad, "
                 "callbacks and the window parameters do take effect in partial_fit).")
