@@ -134,21 +134,27 @@ def test_a_loaded_model_fine_tunes_as_the_saved_one_would(fitted_and_test, tmp_p
     np.testing.assert_array_equal(loaded.target_ranks(test), itself.target_ranks(test))
 
 
-def test_a_loaded_check_in_model_grows_its_venues_as_the_saved_one(tmp_path):
+@pytest.mark.parametrize("venue_dtype", [None, object])
+def test_a_loaded_check_in_model_grows_its_venues_as_the_saved_one(tmp_path, venue_dtype):
     """A check-in city's POI counts come from its visited venues; fine-tuning on more of its users
     adds theirs. The venue list travels with the folder, so the loaded model grows the same
-    vocabulary and weights (it kept the counts as they were, 114 fewer cells on 10 NYC users)."""
+    vocabulary and weights (it kept the counts as they were, 114 fewer cells on 10 NYC users).
+    Integer venue ids of an object column stay integers (saved as text, the known venues of the
+    next frame were counted again: 314 venues instead of 306)."""
     import copy
 
     from trajmoe.datasets import load_foursquare_nyc
 
     visits = load_foursquare_nyc().visits
+    if venue_dtype is not None:
+        visits = visits.assign(venue_id=visits["venue_id"].astype(venue_dtype))
     users = visits["user_id"].unique()
     model = TrajMoERegressor(d_model=16, n_layers=1, n_heads=2, max_epochs=1, random_state=0, device="cpu")
     model.fit(visits[visits["user_id"].isin(users[:20])])
     more = visits[visits["user_id"].isin(users[20:30])]
     loaded = load_model(save_model(model, tmp_path / "m"))
-    pd.testing.assert_frame_equal(loaded.encoder_.cities_["nyc"].venues, model.encoder_.cities_["nyc"].venues)
+    pd.testing.assert_frame_equal(loaded.encoder_.cities_["nyc"].venues, model.encoder_.cities_["nyc"].venues,
+                                  check_dtype=venue_dtype is None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -158,6 +164,7 @@ def test_a_loaded_check_in_model_grows_its_venues_as_the_saved_one(tmp_path):
         torch.set_num_threads(threads)
     grown = itself.encoder_.cities_["nyc"]
     assert len(grown.cells) > len(model.encoder_.cities_["nyc"].cells)
+    assert len(loaded.encoder_.cities_["nyc"].venues) == len(grown.venues)
     np.testing.assert_array_equal(loaded.encoder_.cities_["nyc"].poi_counts, grown.poi_counts)
     for name, weight in itself.net_.module_.state_dict().items():
         torch.testing.assert_close(loaded.net_.module_.state_dict()[name], weight, rtol=0, atol=0, msg=name)
@@ -172,6 +179,28 @@ def test_save_refuses_unfitted_and_other_estimators(tmp_path):
         save_model(TrajMoERegressor(), tmp_path)
     with pytest.raises(TypeError, match="TrajMoERegressor"):
         save_model(PopularityBaseline(), tmp_path)
+
+
+def test_a_failed_save_leaves_the_earlier_folder_as_it_was(fitted_and_test, tmp_path, monkeypatch):
+    """The files are written beside the folder and moved in once all are written: a save that
+    fails midway (a full disk) over an earlier one leaves that one, not a mix of both."""
+    import copy
+
+    model, test = fitted_and_test
+    folder = save_model(model, tmp_path / "m")
+    ranks = model.target_ranks(test)
+    newer = copy.deepcopy(model).partial_fit(test)              # new visit counts, weights, history
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_model(newer, folder)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]          # no draft left behind
+    np.testing.assert_array_equal(load_model(folder).target_ranks(test), ranks)
+    np.testing.assert_array_equal(load_model(save_model(newer, folder)).target_ranks(test), newer.target_ranks(test))
 
 
 @pytest.mark.parametrize("changed", [dict(d_model=32), dict(time_weight=0.0), dict(weight_decay=0.5)])

@@ -21,6 +21,8 @@ import inspect
 import json
 import os
 import pickle
+import shutil
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -42,6 +44,8 @@ from .taxonomy import TAXONOMY
 __all__ = ["save_model", "load_model"]
 
 _ARRAYS = ("cells", "poi_counts", "visit_counts", "coord_mean", "coord_std")
+#: The files of a saved folder (replaced together once the new ones are written).
+MODEL_FILES = ("config.json", "tables.npz", "weights.pt", "optimizer.pt", "history.json")
 #: Estimator classes a saved folder may name (never imported by name from the file).
 _CLASSES = {cls.__name__: cls for cls in (TrajMoERegressor, LSTMRegressor, TransformerRegressor)}
 
@@ -87,7 +91,7 @@ def save_model(model, path):
     was fitted on are saved, so that the loaded model fine-tunes as the saved one would
     (``partial_fit`` on a new city gives the same weights) and warns when it is scored on its own
     training users, as are the visited-venue lists of the encoder (a venue id that is not a
-    number is kept as text), from which ``partial_fit`` on a known check-in city adds new
+    number is kept as text; integers of an object column are kept as integers), from which ``partial_fit`` on a known check-in city adds new
     venues to its POI counts.
     """
     if type(model).__name__ not in _CLASSES or not isinstance(model, _CLASSES[type(model).__name__]):
@@ -104,7 +108,6 @@ def save_model(model, path):
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"save_model writes a folder of files, and {path} is a file: give a folder path "
                                  f"(e.g. {path.with_suffix('')}_model/).")
-    path.mkdir(parents=True, exist_ok=True)
     encoder = model.encoder_
     params, dropped = {}, []
     for name, value in model.get_params(deep=False).items():
@@ -139,20 +142,44 @@ def save_model(model, path):
         "taxonomy": list(TAXONOMY),
         "cities": [_city_config(city, encoder.cities_[city]) for city in model.cities_],
     }
-    (path / "config.json").write_text(json.dumps(config, indent=2))
     arrays = {f"{i}/{name}": getattr(encoder.cities_[city], name)
               for i, city in enumerate(model.cities_) for name in _ARRAYS}
     for i, city in enumerate(model.cities_):
         venues = encoder.cities_[city].venues
         for name in () if venues is None else venues.columns:
-            values = venues[name].to_numpy()
-            arrays[f"{i}/venues/{name}"] = values if values.dtype.kind in "biuf" else values.astype(str)
+            arrays[f"{i}/venues/{name}"] = _venue_array(venues[name])
     arrays["fit_user_keys"] = getattr(model, "_fit_user_keys", np.zeros(0, np.uint64))
-    np.savez(path / "tables.npz", **arrays)
-    state = {k: v.detach().cpu() for k, v in model.net_.module_.state_dict().items()}
-    torch.save(state, path / "weights.pt")
-    model.net_.save_params(f_optimizer=path / "optimizer.pt", f_history=path / "history.json")
+    # written beside the folder first: a failed save leaves an earlier model there as it was
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = Path(tempfile.mkdtemp(prefix=f".{path.name}-draft-", dir=path.parent))
+    try:
+        (draft / "config.json").write_text(json.dumps(config, indent=2))
+        np.savez(draft / "tables.npz", **arrays)
+        state = {k: v.detach().cpu() for k, v in model.net_.module_.state_dict().items()}
+        torch.save(state, draft / "weights.pt")
+        model.net_.save_params(f_optimizer=draft / "optimizer.pt", f_history=draft / "history.json")
+        path.mkdir(exist_ok=True)
+        for name in MODEL_FILES:
+            (draft / name).replace(path / name)
+    finally:
+        shutil.rmtree(draft, ignore_errors=True)
     return path
+
+
+def _venue_array(values):
+    """A venue column of a city table as an array ``np.savez`` stores as data: numbers as
+    numbers (also integers held in an object column), anything else as text."""
+    kind = pd.api.types.infer_dtype(values, skipna=False)
+    if values.dtype.kind in "biuf":
+        return values.to_numpy()
+    if kind == "integer":
+        try:
+            return values.to_numpy().astype(np.int64)
+        except OverflowError:        # beyond int64: kept as text
+            return values.to_numpy().astype(str)
+    if kind in ("floating", "mixed-integer-float"):
+        return values.to_numpy().astype(np.float64)
+    return values.to_numpy().astype(str)
 
 
 def load_model(path, device=None):
