@@ -386,6 +386,21 @@ def test_cross_city_validate_errors():
         cross_city_validate(RecordingEstimator(), X, scoring=("acc@1", "mrr_last"))
     with pytest.raises(ValueError, match=r"scoring names a metric more than once: \['acc@1', 'ACC@1'\]"):
         cross_city_validate(RecordingEstimator(), X, scoring=("acc@1", "ACC@1"))
+    with pytest.raises(TypeError, match="target_cities must be a city name or a list of them, got 7"):
+        cross_city_validate(RecordingEstimator(), X, target_cities=7)
+    with pytest.raises(TypeError, match="scoring must be a metric name or a list of them.*got None"):
+        cross_city_validate(RecordingEstimator(), X, scoring=None)
+
+
+def test_cross_city_validate_checks_every_target_before_the_first_fit():
+    """A target with too few users to split is an error before any work on the others."""
+    X = make_visits()
+    solo = X[X["user_id"] == X.loc[X["city"] == "c", "user_id"].iloc[0]]
+    X = pd.concat([X[X["city"] != "c"], solo[solo["city"] == "c"]], ignore_index=True)
+    RecordingEstimator.log.clear()
+    with pytest.raises(ValueError, match="target city 'c' has 1 user"):
+        cross_city_validate(RecordingEstimator(), X, random_state=0)
+    assert RecordingEstimator.log == []
 
 
 class PoiRecordingEstimator(RecordingEstimator):

@@ -716,9 +716,11 @@ def cross_city_validate(
     Raises
     ------
     TypeError
-        If ``X`` or ``pois`` is not a DataFrame.
+        If ``X`` or ``pois`` is not a DataFrame, or ``target_cities`` or ``scoring`` is neither
+        a name nor a sequence of names.
     ValueError
-        If a target city is not in ``X`` (the message lists the available cities),
+        If a target city is not in ``X`` (the message lists the available cities) or has too
+        few users to split (checked for every target before the first fit),
         ``target_cities`` is empty or names a city twice, ``X`` has fewer than 2 cities,
         ``fraction``/``test_size``/``n_splits``/``protocol`` are invalid, a metric name is
         unknown, repeated or a "_last" scorer name (use ``protocol``), or ``pois`` has no ``city`` column.
@@ -731,6 +733,8 @@ def cross_city_validate(
     """
     _check_visits(X, "cross_city_validate")
     protocol = check_protocol(protocol)
+    if not isinstance(scoring, str) and not np.iterable(scoring):
+        raise TypeError(f"scoring must be a metric name or a list of them (e.g. ('acc@1', 'mrr')), got {scoring!r}.")
     names = [scoring] if isinstance(scoring, str) else list(scoring)
     if not names:
         raise ValueError("scoring must name at least one metric, e.g. ('acc@1', 'mrr').")
@@ -751,6 +755,8 @@ def cross_city_validate(
     if target_cities is None:
         targets = available
     else:
+        if not isinstance(target_cities, str) and not np.iterable(target_cities):
+            raise TypeError(f"target_cities must be a city name or a list of them, got {target_cities!r}.")
         targets = [target_cities] if isinstance(target_cities, str) else list(target_cities)
         targets = [str(t) for t in targets]
         if not targets:
@@ -781,12 +787,14 @@ def cross_city_validate(
         mask = (poi_city != target) if source else (poi_city == target)
         return {"pois": pois[mask] if mask.any() else None}
 
+    # every target's splits drawn before the first fit: a target too small to split is an
+    # error before hours of work on the others, not after
+    plans = [(city, list(FewShotCitySplit(city, fraction=fraction, test_size=test_size, n_splits=n_splits,
+                                           random_state=seed).split_three(X)))
+             for city in targets]
     rows = []
-    for city in targets:
-        splitter = FewShotCitySplit(
-            city, fraction=fraction, test_size=test_size, n_splits=n_splits, random_state=seed
-        )
-        for i, (source, finetune, test) in enumerate(splitter.split_three(X)):
+    for city, splits in plans:
+        for i, (source, finetune, test) in enumerate(splits):
             est = clone(estimator)
             est.fit(X.iloc[source], **pois_of(city, source=True))
             est.partial_fit(X.iloc[finetune], **pois_of(city, source=False))
