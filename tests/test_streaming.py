@@ -91,6 +91,28 @@ def test_a_user_in_two_chunks_is_refused(yjmob):
         chunked.partial_fit(visits.iloc[10:])
 
 
+def test_a_refused_chunk_leaves_the_chunked_encoder_as_it_was(nyc, yjmob):
+    """A chunk refused for one city keeps none of its other cities: the corrected chunk is then
+    taken (it used to say that the other city's users appear in two chunks), and the tables are
+    those of one fit."""
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="before the first partial_fit"):
+        ChunkedEncoder().encoder_
+    first, second = by_users(yjmob.visits, 40)[:2]
+    other = by_users(nyc.visits, 20)[0]
+    chunked = ChunkedEncoder().partial_fit(first)
+    with pytest.raises(ValueError, match="appear in two chunks"):
+        chunked.partial_fit(pd.concat([other, first.iloc[:5]]))
+    assert chunked.n_chunks_ == 1 and set(chunked.encoder_.cities_) == {"yjmob_A"}
+    chunked.partial_fit(pd.concat([other, second]))
+    expected = SpatialSemanticEncoder().fit(pd.concat([first, other, second]))
+    assert_same_tables(expected, chunked.encoder_)
+    fresh = ChunkedEncoder()
+    with pytest.raises(ValueError, match="appear in two chunks"):       # a first chunk refused: still unfitted
+        fresh.partial_fit(first).partial_fit(first)
+
+
 def _window_rows(batches):
     """Every window of (X, y, share) batches as a tuple of its tokens and targets."""
     rows = []

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils._set_output import _get_output_config
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ._constants import CELL_KEY_BITS, MAX_CELL_INDEX, POPULARITY_EDGES
@@ -1173,53 +1174,87 @@ class ChunkedEncoder:
         Returns
         -------
         self
+
+        Raises
+        ------
+        trajmoe.exceptions.SchemaError
+            If X or ``pois`` does not follow the data model (the message names the column and
+            the rows), or rows without lat/lon lack x/y cells.
+        ValueError
+            If a user of X was in an earlier chunk of the same city, or a city's chunks give
+            its locations in different forms (lat/lon and x/y).
+
+        Notes
+        -----
+        Atomic: a refused chunk leaves the encoder as it was (none of its cities is kept), so
+        that the corrected chunk can be given again.
         """
-        if not hasattr(self, "_stats"):
-            self._template = clone(self.encoder) if self.encoder is not None else SpatialSemanticEncoder()
-            self._stats, self._pois, self._users, self.n_chunks_ = {}, [], {}, 0
-        template = self._template
+        first = not hasattr(self, "_stats")
+        template = (clone(self.encoder) if self.encoder is not None else SpatialSemanticEncoder()) if first \
+            else self._template
         if template.categories != "taxonomy":
             X = map_frame_categories(X, POI_CATEGORY, template.categories, unmapped="keep")
             pois = map_frame_categories(pois, CATEGORY, template.categories, unmapped="keep")
         visits = validate_positional(X, "drop")
         duplicates = _duplicates_per_city(X, visits)
+        pois = None if pois is None else validate_pois(pois)
+        stats, users = ({}, {}) if first else (self._stats, self._users)
+        # every city of the chunk checked and counted before any is kept: a refused chunk leaves
+        # the encoder as it was, so that the corrected chunk can be given again
+        updates = {city: self._updated_city(stats.get(city), users.get(city, set()), city, rows,
+                                            duplicates.get(city, 0))
+                   for city, rows in visits.groupby(CITY, sort=False)}
+        if first:
+            self._template, self._stats, self._pois, self._users, self.n_chunks_ = template, stats, [], users, 0
+        for city, (city_users, city_stats) in updates.items():
+            self._users[city] = self._users.get(city, set()) | city_users
+            self._stats[city] = city_stats
         if pois is not None:
-            self._pois.append(validate_pois(pois))
-        for city, rows in visits.groupby(CITY, sort=False):
-            self._add_city(city, rows, duplicates.get(city, 0))
+            self._pois.append(pois)
         self.n_chunks_ += 1
         self._n_features_in = X.shape[1]
         self.__dict__.pop("_encoder", None)
         return self
 
-    def _add_city(self, city, rows, n_duplicates):
+    @staticmethod
+    def _updated_city(stats, seen, city, rows, n_duplicates):
+        """The users of ``rows`` (a set) and the city's statistics ``stats`` (None for a new
+        city) with ``rows`` added, as a new dict; ``stats`` is not changed.
+
+        Raises
+        ------
+        ValueError
+            If a user of ``rows`` is in ``seen`` (an earlier chunk), or the location form
+            (lat/lon or x/y) differs from the earlier chunks'.
+        SchemaError
+            If rows without lat/lon lack x/y cells.
+        """
         users = pd.unique(rows[USER])
-        seen = self._users.setdefault(city, set())
         again = seen.intersection(users)
         if again:
             named = [u.item() if isinstance(u, np.generic) else u for u in sorted(again, key=str)[:5]]
             raise ValueError(f"city {city!r}: users {named} appear in two chunks; each chunk "
                              "must hold all the visits of its users (split the data by user).")
-        seen.update(users)
         latlon = LAT in rows and rows[LAT].notna().all()
-        stats = self._stats.setdefault(city, {"latlon": latlon, "points": None, "venues": [], "duplicates": 0})
+        stats = stats or {"latlon": latlon, "points": None, "venues": [], "duplicates": 0}
         if stats["latlon"] != latlon:
             raise ValueError(f"city {city!r}: some chunks give lat/lon, others x/y cells; give every visit of a "
                              "city the same location form.")
         point_cols = [LAT, LON] if latlon else [X, Y]
         if not latlon and not all(c in rows and rows[c].notna().all() for c in point_cols):
             raise SchemaError(f"City {city!r}: rows without '{LAT}'/'{LON}' need '{X}'/'{Y}' grid cells.")
-        stats["points"] = _merge_counts(stats["points"], rows[point_cols], point_cols)
-        stats["duplicates"] += int(n_duplicates)
+        venues = stats["venues"]
         if POI_CATEGORY in rows:
             cols = [c for c in (LAT, LON, X, Y, "venue_id") if c in rows]
-            venues = rows[cols].assign(cat=_category_index(city, rows[POI_CATEGORY].to_numpy()))
-            stats["venues"] = [pd.concat([*stats["venues"], venues[venues["cat"] >= 0]]).drop_duplicates()]
+            chunk = rows[cols].assign(cat=_category_index(city, rows[POI_CATEGORY].to_numpy()))
+            venues = [pd.concat([*venues, chunk[chunk["cat"] >= 0]]).drop_duplicates()]
+        return set(users), {"latlon": latlon, "points": _merge_counts(stats["points"], rows[point_cols], point_cols),
+                            "venues": venues, "duplicates": stats["duplicates"] + int(n_duplicates)}
 
     @property
     def encoder_(self):
         if not hasattr(self, "_stats"):
-            raise AttributeError("ChunkedEncoder has no fitted encoder before the first partial_fit.")
+            raise NotFittedError("ChunkedEncoder has no fitted encoder before the first partial_fit.")
         if "_encoder" not in self.__dict__:
             self._encoder = self._build()
         return self._encoder
@@ -1228,7 +1263,7 @@ class ChunkedEncoder:
         encoder = clone(self._template)
         encoder.cities_ = {}
         poi_frame = pd.concat(self._pois, ignore_index=True) if self._pois else None
-        for city, stats in self._stats.items():
+        for city, stats in sorted(self._stats.items()):        # one fit's order: by name
             pois = None
             if poi_frame is not None:
                 pois = poi_frame[poi_frame[CITY] == city]
