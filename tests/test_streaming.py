@@ -176,6 +176,12 @@ def test_a_model_trains_on_streamed_windows(store, tmp_path):
     model = pretrain(TrajMoERegressor(**TINY, validation_fraction=0.0), written)
     history = model.history_
     assert len(history) == TINY["max_epochs"] and np.isfinite(history["train_loss"]).all()
+    # the zones and forms of the store's frames, as fit records them (a store-trained model read
+    # the same instants given in UTC as UTC times)
+    fitted = TrajMoERegressor(**TINY, validation_fraction=0.0)
+    fitted._record_times(visits)
+    assert model.time_zones_ == fitted.time_zones_ == {"nyc": "America/New_York"}
+    assert model.time_forms_ == fitted.time_forms_ and set(model.time_forms_) == {"nyc", "yjmob_A"}
     assert model.predict(visits.iloc[:50]).shape == (50,)
     with pytest.raises(ValueError, match="other parameters"):
         pretrain(TrajMoERegressor(**TINY, validation_fraction=0.0, window_days=2), written)

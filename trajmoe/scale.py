@@ -60,6 +60,11 @@ def pretrain(model, data, pois=None, checkpoint_dir=None):
         model._check_params()
         model.encoder_ = data.encoder
         model.cities_ = list(model.encoder_.cities_)
+        # the times' zones and forms the store's frames had, as fit records them from its frame
+        for name in ("time_zones", "time_forms"):
+            model.__dict__.pop(f"{name}_", None)
+            if data.meta.get(name) is not None:
+                setattr(model, f"{name}_", dict(data.meta[name]))
         train, valid = data.windows("train"), data.windows("valid")
     else:
         model._fit_encoder(data, pois, partial=False)

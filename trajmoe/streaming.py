@@ -187,6 +187,7 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
                 chunked.partial_fit(chunk, pois=pois if n_chunks == 1 else None)
             except SchemaError as exc:           # which of the chunks
                 raise SchemaError(f"chunk {n_chunks} of chunks: {exc}") from None
+            model._record_times(chunk)           # each city's time zone and form, as fit records them
         if not n_chunks:
             raise ValueError("chunks holds no visit frame: pass at least one.")
         model.encoder_ = chunked.encoder_
@@ -232,7 +233,8 @@ def _write_store(model, chunks, path, rows_per_group):
             "n_locations": [int(model.encoder_.cities_[c].n_locations) for c in model.cities_],
             "params": {name: json_data(getattr(model, name)) for name in WINDOW_PARAMS},
             "windows": {split: counts[split].tolist() for split in counts},
-            "tokens": {split: tokens[split].tolist() for split in tokens}, "files": files}
+            "tokens": {split: tokens[split].tolist() for split in tokens}, "files": files,
+            "time_zones": getattr(model, "time_zones_", None), "time_forms": getattr(model, "time_forms_", None)}
     (path / "store.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -250,7 +252,9 @@ class WindowStore:
     path : Path
     meta : dict
         ``store.json``: ``cities``, ``n_locations`` (per city), ``params`` (the window
-        parameters), ``windows`` and ``tokens`` (per split and city), ``files`` (per split).
+        parameters), ``windows`` and ``tokens`` (per split and city), ``files`` (per split),
+        ``time_zones`` and ``time_forms`` (what the model's ``time_zones_`` and ``time_forms_``
+        become when it trains on the store; absent from stores of earlier versions).
 
     Raises
     ------

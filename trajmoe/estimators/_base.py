@@ -428,7 +428,11 @@ class NextLocationEstimator(BaseEstimator):
         name = str(zone).upper() if zone is not None else ""
         if not name or name.startswith(("UTC", "ETC/", "GMT", "Z", "+", "-")):
             return
-        cities = pd.unique(X[CITY].astype(str)) if CITY in X else [DEFAULT_CITY]
+        # the cities that give their times as started_at (not those of day/slot rows in the frame)
+        timed = X[STARTED_AT].notna().to_numpy()
+        if not timed.any():
+            return
+        cities = pd.unique(X.loc[timed, CITY].astype(str)) if CITY in X else [DEFAULT_CITY]
         recorded = dict(self.__dict__.get("time_zones_", {}))
         for city in cities:
             recorded.setdefault(city, str(zone))
