@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 
 pytest.importorskip("pyarrow")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -239,8 +240,12 @@ def test_write_windows_refuses_what_it_cannot_do_and_leaves_the_model_as_it_was(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         with pytest.raises(ValueError, match="No training window"):
-            write_windows(model, [visits, lonely], tmp_path)
-    assert not hasattr(model, "encoder_") and not hasattr(model, "cities_")
+            write_windows(model, [lonely, lonely.assign(user_id=-2)], tmp_path)
+        assert not hasattr(model, "encoder_") and not hasattr(model, "cities_")
+        # with other chunks, it adds no window (its user adds none to one fit), as fit accepts it
+        written = write_windows(clone(model), [visits, lonely], tmp_path / "with")
+        alone = write_windows(clone(model), [visits], tmp_path / "without")
+    assert written.meta["windows"] == alone.meta["windows"]
     # a fitted model would keep its network beside a new encoder: refused before any work
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
@@ -274,7 +279,7 @@ def test_a_changed_store_and_a_foreign_model_are_clear_errors(store, tmp_path):
 
 def test_a_failed_rewrite_leaves_the_earlier_store_and_numpy_seeds_are_data(tmp_path):
     """The store is written beside the folder and swapped in at the end: a rewrite that fails
-    (a chunk without a window) leaves the earlier store whole; an np.int64 seed is recorded as
+    (chunks without a window) leaves the earlier store whole; an np.int64 seed is recorded as
     the number it is."""
     visits = load_foursquare_nyc().visits
     users = visits["user_id"].unique()
@@ -284,7 +289,7 @@ def test_a_failed_rewrite_leaves_the_earlier_store_and_numpy_seeds_are_data(tmp_
     store = write_windows(model(0), [first, second], tmp_path / "s")
     before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
     with pytest.raises(ValueError, match="training window"):
-        write_windows(model(0), [first, second.iloc[:2]], tmp_path / "s")
+        write_windows(model(0), [first.iloc[:2], second.iloc[:2]], tmp_path / "s")
     after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
     assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["s"]     # no draft left
     again = write_windows(model(np.int64(1)), [first, second], tmp_path / "s")

@@ -144,7 +144,8 @@ def write_windows(model, chunks, path, pois=None, rows_per_group=65_536):
     Raises
     ------
     ValueError
-        If ``chunks`` is empty, a user appears in two chunks, or a chunk has no training window;
+        If ``chunks`` is empty, a user appears in two chunks, or no chunk has a training window
+        (a chunk of short trajectories only adds none, as its users add none to one ``fit``);
         if ``rows_per_group`` is not an int >= 1; if ``model`` is fitted (has a network). The
         model and an earlier store in ``path`` are then left as they were (the store is written
         beside it first).
@@ -215,8 +216,11 @@ def _write_store(model, chunks, path, rows_per_group):
     counts = {split: np.zeros(len(model.cities_), np.int64) for split in writers}
     tokens = {split: np.zeros(len(model.cities_), np.int64) for split in writers}
     rng = np.random.default_rng(model.random_state)
+    has_target = False
     for chunk in chunks:
-        train, valid = model._training_windows(chunk, holdout=True)
+        # a chunk of short trajectories only adds no window, as its users add none to one fit
+        train, valid = model._training_windows(chunk, holdout=True, require=False)
+        has_target = has_target or bool(((train.row >= 0).sum(axis=1) >= 2).any())
         for split, windows in (("train", train), ("valid", valid)):
             if windows is None:
                 continue
@@ -226,6 +230,8 @@ def _write_store(model, chunks, path, rows_per_group):
                 writers[split].add(int(c), _arrow_table(part))
                 counts[split][c] += len(part)
                 tokens[split][c] += int((part.location != PAD).sum())
+    model._check_training_windows(int(counts["train"].sum()), has_target,
+                                  bool(model.validation_fraction) and model.validation_split == "time")
     files = {split: writer.close() for split, writer in writers.items()}
     with open(path / "encoder.pkl", "wb") as fh:
         pickle.dump(model.encoder_, fh)

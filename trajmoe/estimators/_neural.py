@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import os
 import sys
 import warnings
@@ -431,10 +432,11 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         if changed:
             self.net_.initialize_optimizer()
 
-    def _training_windows(self, X, holdout):
+    def _training_windows(self, X, holdout, require=True):
         """Sliding training windows of X; with holdout, also non-overlapping validation
         windows: of a share of each city's users (``validation_split="users"``) or of each
-        user's last visits in time (``"time"``: the earlier visits train)."""
+        user's last visits in time (``"time"``: the earlier visits train). With ``require``, a
+        ValueError where no window has a target (:meth:`_check_training_windows`)."""
         prep = self._prepare(X)
         held = bool(holdout and self.validation_fraction)
         by_time = held and self.validation_split == "time"
@@ -463,17 +465,25 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         train = self._windows(kept, stride_days=self.stride_days, min_stays=self.min_stays)
         if valid is not None and not by_time:        # the held-out users' windows do not train
             train = train.subset(~np.isin(prep.user_key[np.maximum(train.row[:, 0], 0)], val_users))
-        if not len(train):
+        if require:
+            self._check_training_windows(len(train), bool(((train.row >= 0).sum(axis=1) >= 2).any()), by_time)
+        return train, valid
+
+    def _check_training_windows(self, n_windows, has_target, by_time):
+        """Raise a ValueError where ``n_windows`` training windows (``has_target``: whether one
+        of them holds two stays or more) give nothing to train on; ``by_time``: the last visits
+        of each user were held out (``validation_split="time"``)."""
+        if not n_windows:
             held_out = (f" validation_split='time' holds out the last {self.validation_fraction:g} of each user's "
                         "visits: lower validation_fraction to train on more of them." if by_time else "")
             raise ValueError(
                 f"No training window: every user needs at least min_stays={self.min_stays} visits within "
                 f"window_days={self.window_days} days. Lower min_stays or raise window_days.{held_out}")
-        if not ((train.row >= 0).sum(axis=1) >= 2).any():
+        if not has_target:
+            default = inspect.signature(type(self)).parameters["max_tokens"].default
             raise ValueError(
                 f"No training target: every training window holds one stay (max_tokens={self.max_tokens}), "
-                "whose next location lies in another window. Raise max_tokens (the default is 144).")
-        return train, valid
+                f"whose next location lies in another window. Raise max_tokens (the default is {default}).")
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, pois=None):
