@@ -173,11 +173,26 @@ def test_target_ranks_chunks_bound_memory():
         (np.zeros((2, 4)), [0.0, 1.0], "integer"),
         (np.array([[np.nan, 1.0]]), [0], "NaN"),
         (np.zeros((2, 4)), [True, False], "integer"),             # a boolean is not a location id
+        # a uint64 id beyond int64 wrapped to -1 and was scored as out of vocabulary
+        (np.zeros((2, 4)), np.array([2**64 - 1, 0], np.uint64), r"0\.\.3 .*18446744073709551615"),
+        # nullable integers with a missing id: the rows, not "dtype float64"
+        (np.zeros((2, 4)), pd.array([1, None], dtype="Int64"), r"1 missing id\(s\) at rows \[1\]"),
+        (np.zeros((2, 4)) + 1j, [0, 1], "scores must be real numbers, got dtype complex128"),
+        (np.array([[1, "a"]], dtype=object), [0], "scores must be real numbers, got dtype object"),
     ],
 )
 def test_target_ranks_errors(scores, targets, match):
     with pytest.raises(ValueError, match=match):
         target_ranks(scores, targets)
+
+
+def test_target_ranks_take_nullable_and_pandas_integer_ids():
+    scores = np.array([[0.1, 0.9, 0.9, 0.0], [0.5, 0.5, 0.5, 0.5]])
+    expected = target_ranks(scores, np.array([1, 2])).tolist()
+    assert expected == [2, 4]
+    for ids in (pd.array([1, 2], dtype="Int64"), pd.Series([1, 2], dtype="Int64"), pd.Series([1, 2]),
+                pd.Series([1, 2], dtype="category"), np.array([1, 2], np.uint64)):
+        assert target_ranks(scores, ids).tolist() == expected
 
 
 def test_ranking_report_ks_must_be_a_sequence_of_cut_offs():

@@ -68,6 +68,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import pandas as pd
 
 from ._constants import PROTOCOLS
 from ._validation import check_protocol, parse_metric_name
@@ -190,6 +191,9 @@ def target_ranks(scores, targets, *, chunk_size=None):
         import torch
 
         s_all = scores.detach()
+        if s_all.is_complex():
+            raise ValueError(f"scores must be real numbers, got dtype {s_all.dtype}: give float scores (higher is "
+                             "better).")
         if _is_torch_tensor(targets):
             t_all = targets.detach().to(device=s_all.device)
         else:
@@ -203,9 +207,22 @@ def target_ranks(scores, targets, *, chunk_size=None):
         ndim_s, ndim_t = s_all.dim(), t_all.dim()
     else:
         s_all = np.asarray(scores)
-        t_all = np.asarray(targets.detach().cpu().numpy() if _is_torch_tensor(targets) else targets)
+        if s_all.dtype.kind not in "fiub":
+            raise ValueError(f"scores must be real numbers, got dtype {s_all.dtype}: give float scores (higher is "
+                             "better).")
+        t_all = targets.detach().cpu().numpy() if _is_torch_tensor(targets) else targets
+        if isinstance(getattr(t_all, "dtype", None), pd.api.extensions.ExtensionDtype):    # nullable Int64, ...
+            t_all = t_all.to_numpy(dtype=float, na_value=np.nan) if pd.isna(t_all).any() else t_all.to_numpy()
+        t_all = np.asarray(t_all)
+        if t_all.dtype.kind == "f" and np.isnan(t_all).any():
+            rows = np.flatnonzero(np.isnan(t_all))
+            raise ValueError(f"targets has {len(rows)} missing id(s) at rows {rows[:5].tolist()}: give every row its "
+                             "location id (-1 for a target outside the vocabulary).")
         if t_all.dtype.kind not in "iu" and t_all.size:
             raise ValueError(f"targets must be integer location ids, got dtype {t_all.dtype}.")
+        if t_all.dtype.kind == "u" and t_all.size and t_all.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"targets must be location ids in 0..{s_all.shape[-1] - 1} (or -1 for out-of-vocabulary); "
+                             f"{int((t_all > np.iinfo(np.int64).max).sum())} are not, e.g. {int(t_all.max())}.")
         t_all = t_all.astype(np.int64, copy=False)
         ndim_s, ndim_t = s_all.ndim, t_all.ndim
 
@@ -449,7 +466,7 @@ def _check_ks(ks) -> tuple[int, ...]:
     return tuple(sorted(set(ks)))
 
 
-#: Kinds of target of :meth:`NextLocationEstimator.target_table` and :func:`ranking_report`, in the
+#: Kinds of target of :meth:`trajmoe.estimators.NextLocationEstimator.target_table` and :func:`ranking_report`, in the
 #: order their metrics are reported.
 KINDS: tuple[str, ...] = ("return", "explore")
 
@@ -687,7 +704,7 @@ class _RankScorer:
         """Return the metric of ``estimator`` on ``X`` (``y`` is ignored: targets come from X).
 
         ``pois`` (routed metadata, e.g. ``cross_validate(..., params={"pois": pois})``) go to
-        ``estimator.target_ranks``, as :meth:`NextLocationEstimator.score` takes them; any other
+        ``estimator.target_ranks``, as :meth:`trajmoe.estimators.NextLocationEstimator.score` takes them; any other
         keyword raises a TypeError (it would change nothing).
         """
         unknown = sorted(set(kwargs) - {"pois"})
