@@ -534,6 +534,14 @@ def test_sparse_top_k_must_be_a_number_of_specialists():
         STARRouter(16, top_k=4)
 
 
+def test_router_and_selector_names_are_checked():
+    """A misspelt selector behaved as "hard" and a misspelt router failed only in forward."""
+    with pytest.raises(ValueError, match=r"selector must be one of \('soft', 'hard', 'none'\), got 'sof'"):
+        STARRouter(8, selector="sof")
+    with pytest.raises(ValueError, match=r"router must be one of \('star', 'spatial', 'temporal'\), got 'spatail'"):
+        STARRouter(8, router="spatail")
+
+
 def test_successor_term_scores_what_followed_earlier_visits_to_the_current_cell():
     model = make_model()
     batch = make_batch(batch=1, length=6)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trajmoe._constants import N_CATEGORIES
 from trajmoe.schema import DataWarning
 from trajmoe.taxonomy import SOURCES, TAXONOMY, detect_source, map_categories, mapping_table
 
@@ -17,6 +18,7 @@ FLICKR_CITIES = ("Edin", "Melb", "Osak", "Toro")
 
 def test_taxonomy_is_the_papers_34_in_order():
     assert len(TAXONOMY) == 34 and len(set(TAXONOMY)) == 34
+    assert N_CATEGORIES == len(TAXONOMY)                  # the networks' default POI features
     assert TAXONOMY[:5] == ("finance", "cafe", "dormitory", "transport", "ice_cream")
     assert TAXONOMY[-3:] == ("accommodation", "tourism", "kindergarten")
     assert TAXONOMY.index("public_transport") == 14

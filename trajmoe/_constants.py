@@ -27,6 +27,8 @@ MAX_CELL_INDEX = 2**30
 CELL_KEY_BITS = 31
 #: Per-token input features of a window, as fed to the networks.
 TOKEN_FEATURES = ("location", "slot", "dow", "gap")
+#: Categories of the shared POI taxonomy (``len(trajmoe.taxonomy.TAXONOMY)``): the POI features of a cell.
+N_CATEGORIES = 34
 #: Per-token targets of a window: the next token's location and gap.
 TOKEN_TARGETS = ("next_location", "next_gap")
 #: Upper edges of the popularity rank bins (share of the cells ranked above),

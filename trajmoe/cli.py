@@ -67,6 +67,13 @@ def default_sources(target):
 def load_city(name, data_home=None):
     """Visits and POIs of one city of :data:`CITY_LOADERS`.
 
+    Parameters
+    ----------
+    name : str
+        A key of :data:`CITY_LOADERS` (``"nyc"``, ``"yjmob_A"``, ``"gowalla_bay_area"``, ...).
+    data_home : str or path-like, default None
+        The data folder (:func:`trajmoe.datasets.get_data_home`).
+
     Returns
     -------
     visits : DataFrame
@@ -372,13 +379,13 @@ def _check_data_home(parser, data_home):
     """The data folder (``--data-home``, else ``$TRAJMOE_DATA``) is a folder: checked before any data
     is loaded."""
     from .datasets import get_data_home
+    from .datasets._home import ENV_VAR, home_source
 
     home = get_data_home(data_home)
     if not home.is_dir():
-        source = "--data-home" if data_home is not None else (
-            "$TRAJMOE_DATA" if os.environ.get("TRAJMOE_DATA") else "the default ~/trajmoe_data")
+        source = "--data-home" if data_home is not None else home_source()
         what = "is a file, not a folder" if home.exists() else "does not exist"
-        parser.error(f"data folder {home} (from {source}) {what}: point --data-home or TRAJMOE_DATA "
+        parser.error(f"data folder {home} (from {source}) {what}: point --data-home or {ENV_VAR} "
                      "at the folder that holds foursquare_nyc/, flickr_tours/, ...")
 
 
@@ -529,6 +536,16 @@ def main(argv=None):
     Every argument is checked before any data is loaded (unknown or abbreviated options,
     values out of range, unknown cities, a source equal to the target, a missing data folder
     or output folder end with a usage message and exit status 2).
+
+    Parameters
+    ----------
+    argv : list of str, default None
+        The command line after the program name (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status (0); usage errors exit with status 2 (``SystemExit``).
     """
     parser = argparse.ArgumentParser(prog="trajmoe", description="TrajMoE: next-location prediction in any city.",
                                      allow_abbrev=False)
@@ -540,7 +557,7 @@ def main(argv=None):
         description="Pre-train TrajMoE on the source cities, fine-tune it for ONE epoch on a random "
                     "share of the target city's training users, train the same model from scratch on "
                     "all of them, and score both and the baselines on the target's test users.",
-        epilog="example: TRAJMOE_DATA=../shared/data trajmoe demo --target nyc --output results.json")
+        epilog="example: TRAJMOE_DATA=/path/to/data trajmoe demo --target nyc --output results.json")
     demo.add_argument("--target", default=DEFAULT_TARGET, choices=sorted(CITY_LOADERS), help="target city")
     demo.add_argument("--sources", default=argparse.SUPPRESS,
                       help=f"comma-separated source cities, not the target (default: {','.join(DEFAULT_SOURCES)}, "

@@ -178,10 +178,13 @@ class CityTable:
 
     @property
     def n_locations(self):
+        """Number of candidate cells ``N`` of the city (int): location ids are ``0..N-1``."""
         return len(self.cells)
 
     @property
     def keys(self):
+        """One int64 key per cell (:func:`trajmoe.spatial.cell_keys` of its grid indices),
+        ndarray of shape (N,), in location-id order."""
         return cell_keys(self.cells[:, 0], self.cells[:, 1])
 
     def coords(self, cells=None):
@@ -918,7 +921,22 @@ or dict, default "auto"
         return out
 
     def get_feature_names_out(self, input_features=None):
-        """Names of the 37 per-visit features: ``poi_<category>`` x 34, ``x_z``, ``y_z``, ``popularity``."""
+        """Names of the 37 per-visit features: ``poi_<category>`` x 34, ``x_z``, ``y_z``, ``popularity``.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored (scikit-learn's signature).
+
+        Returns
+        -------
+        ndarray of str (object) of shape (37,)
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
+        """
         check_is_fitted(self, "cities_")
         return self.feature_names_out_.copy()
 
@@ -938,6 +956,8 @@ or dict, default "auto"
 
         Raises
         ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit``.
         trajmoe.exceptions.UnknownCityError
             If the city is unknown (a KeyError).
         """
@@ -1253,6 +1273,14 @@ class ChunkedEncoder:
 
     @property
     def encoder_(self):
+        """The :class:`SpatialSemanticEncoder` of every chunk so far, fitted as by one ``fit``
+        on them all (built on first access after a chunk, then cached).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before the first ``partial_fit``.
+        """
         if not hasattr(self, "_stats"):
             raise NotFittedError("ChunkedEncoder has no fitted encoder before the first partial_fit.")
         if "_encoder" not in self.__dict__:

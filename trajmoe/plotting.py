@@ -462,6 +462,9 @@ def plot_transfer_curve(results, metric="acc@1", *, curve=None, label=None, refe
     ------
     ImportError
         If matplotlib is not installed (``pip install "trajmoe[plot]"``).
+    TypeError
+        If ``results`` is a path or neither a DataFrame nor a list of dicts, or ``references``
+        is not a dict.
     ValueError
         If a column is missing, no row is left to draw, a fraction of the curve model is outside
         (0, 1] (a percent given for a share), or ``axes`` has the wrong length.

@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 ENV_VAR = "TRAJMOE_DATA"
+#: The data home when neither ``data_home`` nor :data:`ENV_VAR` names one.
+DEFAULT_DATA_HOME = "~/trajmoe_data"
 
 
 def get_data_home(data_home=None) -> Path:
@@ -42,7 +44,7 @@ def get_data_home(data_home=None) -> Path:
     '/tmp/somewhere'
     """
     if data_home is None:
-        data_home = os.environ.get(ENV_VAR) or "~/trajmoe_data"
+        data_home = os.environ.get(ENV_VAR) or DEFAULT_DATA_HOME
     if not isinstance(data_home, (str, os.PathLike)):
         raise TypeError(
             f"data_home must be a folder path (str or pathlib.Path), got "
@@ -59,7 +61,7 @@ def home_source(data_home=None) -> str:
         return "the data_home argument"
     if os.environ.get(ENV_VAR):
         return f"the environment variable {ENV_VAR}"
-    return f"the default ~/trajmoe_data ({ENV_VAR} is not set)"
+    return f"the default {DEFAULT_DATA_HOME} ({ENV_VAR} is not set)"
 
 
 def data_file(relpath: str, data_home=None, what: str = "") -> Path:

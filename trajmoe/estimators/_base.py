@@ -790,7 +790,7 @@ class NextLocationEstimator(BaseEstimator):
 
             ``rank`` : int64
                 1-based rank of the true next cell (1 = best), or ``OOV_RANK``.
-            ``kind`` : object (str)
+            ``kind`` : str (object dtype under pandas 2, its string dtype under pandas 3)
                 ``"return"`` if the true next cell (compared by grid cell, also outside the
                 vocabulary) was already visited earlier in the same evaluation window, at or
                 before the current visit (the current cell included); else ``"explore"``.

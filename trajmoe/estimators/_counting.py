@@ -200,14 +200,20 @@ class MarkovBaseline(_CountingBaseline):
     The next cell is ranked by the training count of transitions from the current cell
     (consecutive visits of one user within a window), backing off to global popularity
     for unseen transitions (score = transition count + popularity share, which is < 1).
-    Parameters as :class:`PopularityBaseline`.
     A city scored zero-shot (not fitted; no transition known) is scored by the window's
     history, as :class:`HistoryFrequencyBaseline` scores it.
+
+    Parameters
+    ----------
+    encoder, window_days, min_stays, max_tokens, city_tz
+        As in :class:`PopularityBaseline`.
 
     Attributes
     ----------
     transitions_ : Series of int64
         Transition counts indexed by (city, from cell key, to cell key).
+    encoder_, cities_, time_zones_, time_forms_
+        As in :class:`PopularityBaseline`.
 
     References
     ----------
@@ -366,6 +372,11 @@ class HistoryFrequencyBaseline(_CountingBaseline):
         Weight of the window's moves from the current cell (0: the rule above, the
         literature's).
     encoder, window_days, min_stays, max_tokens, city_tz
+        As in :class:`PopularityBaseline`.
+
+    Attributes
+    ----------
+    encoder_, cities_, time_zones_, time_forms_
         As in :class:`PopularityBaseline`.
 
     References
@@ -808,6 +819,8 @@ class GravityBaseline(_CountingBaseline):
         One row per offset tried: ``offset`` (metres), the maximum-likelihood weights for it
         (``beta``, ...), ``log_likelihood`` (mean per held-out target) and, with
         ``selection="accuracy"``, ``acc@1`` (held-out); None without search.
+    time_zones_, time_forms_
+        As in :class:`PopularityBaseline`.
 
     See Also
     --------
@@ -1379,7 +1392,7 @@ class HistoryGravityBaseline(GravityBaseline):
         Mixture only: fitted (or given) weights.
     count_weight_ : float
         Additive only: fitted (or given) count weight.
-    log_likelihood_, n_fit_targets_, search_results_, encoder_, cities_
+    log_likelihood_, n_fit_targets_, search_results_, encoder_, cities_, time_zones_, time_forms_
         As in :class:`GravityBaseline`.
 
     See Also

@@ -896,6 +896,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
 
         Raises
         ------
+        sklearn.exceptions.NotFittedError
+            Before ``fit`` (or ``partial_fit``).
         trajmoe.exceptions.UnknownCityError
             If the model has not registered ``city``.
         """

@@ -96,6 +96,9 @@ _SHARED_DOC = """
     encoder_ : SpatialSemanticEncoder
     cities_ : list of str
     net_ : skorch.NeuralNet
+    time_zones_, time_forms_ : dict of str -> str
+        The zone and the form (``"started_at"`` or ``"day/slot"``) each city's times first came
+        in, as in :class:`~trajmoe.TrajMoERegressor`.
 
     Raises
     ------

@@ -42,6 +42,7 @@ class WindowDataset(Dataset):
 
     @property
     def city(self):
+        """City index of every window, ndarray of int64 of shape (n_windows,)."""
         return self.windows.city
 
     def __getitem__(self, index):

@@ -310,7 +310,7 @@ class TrajMoELoss(nn.Module):
         ``forward`` is ``location_sum / n_location + time_weight * time_sum / n_time`` (a term
         without positions left out); data-parallel training divides each rank's sums by the
         numbers of positions of the whole batch (all ranks), so that the averaged gradient is
-        exactly the one of the undivided batch (:mod:`trajmoe.nn.distributed`).
+        exactly the one of the undivided batch (:mod:`trajmoe.nn.parallel`).
 
         Parameters
         ----------

@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from .._constants import N_CATEGORIES
 from .._validation import check_choice
 from .retrieval import RetrievalNetwork
 from .samoe import ROUTERS, SELECTORS, ExpertFFN, SAMoEBlock
@@ -130,7 +131,7 @@ class SAMoETransformer(RetrievalNetwork):
 
     def __init__(
         self,
-        n_poi_features: int = 34,
+        n_poi_features: int = N_CATEGORIES,
         d_model: int = 64,
         n_layers: int = 2,
         n_heads: int = 4,

@@ -271,7 +271,7 @@ class DistributedNeuralNet(NeuralNet):
     """A skorch :class:`~skorch.NeuralNet` that trains data-parallel across a process group.
 
     Its iterators yield ``(X, y, share)`` (:class:`ShardedCityBatchLoader`, or
-    :class:`trajmoe.nn.shards.ParquetWindowDataset`). During ``fit``/``partial_fit`` the module
+    :class:`trajmoe.nn.shards.ParquetWindows`). During ``fit``/``partial_fit`` the module
     is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` (``module_`` itself stays
     the plain network, so the estimators reach its cities and blocks as usual); in a single
     process it trains as a plain net on the whole batches. The criterion must offer

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._constants import N_CATEGORIES
 from .retrieval import RetrievalNetwork
 
 __all__ = ["LSTMNetwork", "TransformerNetwork"]
@@ -62,7 +63,7 @@ class LSTMNetwork(RetrievalNetwork):
     Right padding never reaches valid positions (the LSTM runs left to right).
     """
 
-    def __init__(self, n_poi_features: int = 34, d_model: int = 64, n_layers: int = 2, max_len: int = 144,
+    def __init__(self, n_poi_features: int = N_CATEGORIES, d_model: int = 64, n_layers: int = 2, max_len: int = 144,
                  dropout: float = 0.1, poi_transform: str = "log1p", copy_path: bool = False,
                  location_ids: bool = False, distance_prior: bool = False, coord_encoding: str = "linear",
                  tie_embeddings: bool = False) -> None:
@@ -116,7 +117,7 @@ class TransformerNetwork(RetrievalNetwork):
         ``tie_embeddings`` without ``location_ids``.
     """
 
-    def __init__(self, n_poi_features: int = 34, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
+    def __init__(self, n_poi_features: int = N_CATEGORIES, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
                  max_len: int = 144, dropout: float = 0.1, poi_transform: str = "log1p",
                  copy_path: bool = False, location_ids: bool = False, distance_prior: bool = False,
                  coord_encoding: str = "linear", tie_embeddings: bool = False) -> None:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._validation import check_choice
+
 #: Order of the four token streams on the stacked batch axis.
 STREAMS = ("poi", "geo", "pop", "trajectory")
 #: Number of specialist experts (one per feature family: POI, geography, popularity).
@@ -54,6 +56,11 @@ class ExpertFFN(nn.Module):
     out_weight : Parameter [E, 4d, d]
         Residual output projection (scaled initialisation, see :meth:`reset_parameters`).
     out_bias : Parameter [E, d]
+
+    References
+    ----------
+    .. [1] Han et al., arXiv 2505.18670, section "SAMoE Transformer" (the POI, geography,
+       popularity and shared experts).
     """
 
     def __init__(self, n_experts: int, d_model: int, expansion: int = 4) -> None:
@@ -108,6 +115,11 @@ class CausalSelfAttention(nn.Module):
     -----
     Only a causal mask is applied: padding must come AFTER the valid tokens of a sequence (right
     padding), so that no valid position ever attends to a padding position.
+
+    References
+    ----------
+    .. [1] Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Han et al., arXiv
+       2505.18670, section "SAMoE Transformer" (one attention over the four streams).
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
@@ -165,6 +177,12 @@ class STARRouter(nn.Module):
         ``log g + eps * softplus(W_noise Z_traj)`` with ``eps ~ N(0, 1)``, then only the ``k``
         largest gates are kept and renormalised (no noise at evaluation).
 
+    Raises
+    ------
+    ValueError
+        On an unknown ``router`` or ``selector``, or a ``top_k`` that is not None nor an int in
+        1..3.
+
     References
     ----------
     .. [1] Han et al., arXiv 2505.18670, section "SAMoE Transformer" (STAR router).
@@ -177,6 +195,8 @@ class STARRouter(nn.Module):
         top_k: int | None = None,
     ) -> None:
         super().__init__()
+        check_choice("router", router, ROUTERS)
+        check_choice("selector", selector, SELECTORS)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
                                   or not 1 <= top_k <= N_SPECIALISTS):
             raise ValueError(f"top_k must be None or an int in 1..{N_SPECIALISTS}, got {top_k!r}")
@@ -276,6 +296,12 @@ class SAMoEBlock(nn.Module):
         ``E`` = 4 (POI, Geo, Pop, shared; expert ``e`` runs on stream ``e``), 3 without the shared
         expert, or 1 (plain FFN on every stream) without experts.
     router : STARRouter or None
+
+    References
+    ----------
+    .. [1] Han et al., arXiv 2505.18670, section "SAMoE Transformer" (the block: attention, then
+       the specialist experts gated by the STAR router plus the shared expert); docs/method.rst,
+       "The SAMoE network".
     """
 
     def __init__(

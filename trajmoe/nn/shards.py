@@ -26,13 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from .._constants import IGNORE_INDEX, PAD
+from .._constants import IGNORE_INDEX, PAD, TOKEN_FEATURES
 from .data import CityBatchSampler
 from .parallel import BatchShare, ignore_targets, rank_and_world, share_rows
 
 __all__ = ["ParquetWindows", "ParquetBatchLoader"]
-
-_TOKENS = ("location", "slot", "dow", "gap")
 
 
 class ParquetWindows(IterableDataset):
@@ -71,6 +69,9 @@ class ParquetWindows(IterableDataset):
 
     @property
     def batch_loader(self):
+        """The loader class that reads these windows in single-city batches
+        (:class:`ParquetBatchLoader`): the estimators train on it instead of their in-memory
+        loader."""
         return ParquetBatchLoader
 
     def __iter__(self):
@@ -90,7 +91,7 @@ class ParquetWindows(IterableDataset):
         f, g, _ = self.groups[index]
         table = pq.ParquetFile(self.files[f]).read_row_group(int(g))
         out = {"city": table.column("city").to_numpy().astype(np.int64)}
-        for name in _TOKENS:
+        for name in TOKEN_FEATURES:
             column = table.column(name).combine_chunks()
             out[name] = column.flatten().to_numpy().astype(np.int64)
             if "offsets" not in out:
@@ -107,7 +108,7 @@ class ParquetWindows(IterableDataset):
         pos = np.arange(width)
         valid = pos < length[:, None]
         flat = np.where(valid, start[:, None] + pos, 0)
-        tokens = {name: np.where(valid, group[name][flat], PAD if name == "location" else 0) for name in _TOKENS}
+        tokens = {name: np.where(valid, group[name][flat], PAD if name == "location" else 0) for name in TOKEN_FEATURES}
         city = group["city"][rows]
         has_next = np.zeros_like(valid)
         has_next[:, :-1] = valid[:, 1:]

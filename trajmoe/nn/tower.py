@@ -35,6 +35,12 @@ class CrossNetwork(nn.Module):
         The vectors ``w_l``.
     bias : Parameter [n_layers, d]
         The biases ``b_l`` (zero-initialised).
+
+    References
+    ----------
+    .. [1] Wang et al., "Deep & Cross Network for Ad Click Predictions", ADKDD 2017 (the cross
+       layer); Han et al., arXiv 2505.18670, section "Spatial semantic encoder" (its use in the
+       location tower).
     """
 
     def __init__(self, d_model: int, n_layers: int = 2) -> None:
