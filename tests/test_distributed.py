@@ -83,8 +83,8 @@ def test_two_gloo_processes_train_the_model_of_one(visits, tmp_path, extra):
     mp.spawn(_train_rank, args=(WORLD, _free_port(), str(data_path), str(out), params), nprocs=WORLD, join=True)
     ranks = [pickle.loads((tmp_path / f"rank.{r}").read_bytes()) for r in range(WORLD)]
 
-    assert type(single.net_).__name__ == "NeuralNet"       # no group: the plain, unchanged path
-    assert ranks[0]["net"] == "DistributedNeuralNet"
+    assert type(single.net_).__name__ == "TrainingNet"     # no group: the plain, unchanged path
+    assert ranks[0]["net"] == "DistributedTrainingNet"
 
     expected = single.history_
     assert len(expected) == PARAMS["max_epochs"]
@@ -150,7 +150,10 @@ def test_a_run_resumes_from_its_checkpoint(visits, tmp_path, monkeypatch, capsys
     callbacks = TrajMoERegressor._callbacks
     monkeypatch.setattr(TrajMoERegressor, "_callbacks",
                         lambda self, *args, **kw: callbacks(self, *args, **kw) + [("stop", _StopAfter(2))])
-    pretrain(TrajMoERegressor(**PARAMS), visits, checkpoint_dir=tmp_path / "run")
+    interrupted = TrajMoERegressor(**PARAMS)
+    with pytest.raises(KeyboardInterrupt):          # the job is stopped: the model stays unfitted
+        pretrain(interrupted, visits, checkpoint_dir=tmp_path / "run")
+    assert not hasattr(interrupted, "net_")
     monkeypatch.setattr(TrajMoERegressor, "_callbacks", callbacks)
     # the interrupted epoch 2 left no checkpoint (its callbacks stopped before): epoch 1 did
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 1

@@ -188,6 +188,37 @@ def test_an_interrupted_partial_fit_changes_nothing(name, city_a, monkeypatch):
     assert "_updating" not in vars(model)
 
 
+class InterruptAtBatch(Callback):
+    """Raise KeyboardInterrupt (Ctrl-C) at the end of training batch ``n``: inside skorch's
+    training loop, whose ``partial_fit`` swallows it and returns the half-trained net."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        self.seen_ = getattr(self, "seen_", 0) + bool(training)
+        if self.seen_ == self.n:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("name", NEURAL)
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_an_interrupt_during_a_batch_is_raised_and_changes_nothing(name, method, city_a):
+    """Ctrl-C in the middle of training: fit and partial_fit raised nothing and returned the
+    weights of the interrupted batch (skorch keeps them); now the KeyboardInterrupt propagates
+    and the estimator is as before the call."""
+    a, a2 = city_a
+    model = ESTIMATORS[name]().fit(a)
+    before, expected = snapshot(model), predictions(model, a)
+    model.set_params(callbacks=[("interrupt", InterruptAtBatch(2))], batch_size=4, finetune_batch_size=4)
+    with pytest.raises(KeyboardInterrupt):
+        getattr(model, method)(a2)
+    model.set_params(callbacks=None, batch_size=ESTIMATORS[name]().batch_size,
+                     finetune_batch_size=ESTIMATORS[name]().finetune_batch_size)
+    assert_same(snapshot(model), before)
+    assert_same(predictions(model, a), expected)
+
+
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_an_interrupted_refit_keeps_the_previous_fit(name, city_a, monkeypatch):
     a, a2 = city_a

@@ -51,25 +51,33 @@ def pretrain(model, data, pois=None, checkpoint_dir=None):
     ------
     ValueError
         If the model's window parameters differ from those of the store.
+    KeyboardInterrupt
+        If the run is interrupted (Ctrl-C, a stopped job): the model is left as it was, and the
+        checkpoints written so far resume the run when it is started again.
+
+    Notes
+    -----
+    Atomic, as ``fit``: if it raises, the model is left as it was before the call.
     """
     from .nn.data import WindowDataset
     from .streaming import WindowStore
 
-    if isinstance(data, WindowStore):
-        data.check_model(model)
-        model._check_params()
-        model.encoder_ = data.encoder
-        model.cities_ = list(model.encoder_.cities_)
-        # the times' zones and forms the store's frames had, as fit records them from its frame
-        for name in ("time_zones", "time_forms"):
-            model.__dict__.pop(f"{name}_", None)
-            if data.meta.get(name) is not None:
-                setattr(model, f"{name}_", dict(data.meta[name]))
-        train, valid = data.windows("train"), data.windows("valid")
-    else:
-        model._fit_encoder(data, pois, partial=False)
-        train, valid = model._training_windows(data, holdout=True)
-        train, valid = WindowDataset(train), (WindowDataset(valid) if valid is not None else None)
-    if checkpoint_dir is None:
-        checkpoint_dir = getattr(model, "checkpoint_dir", None)
-    return model._fit_windows(train, valid, checkpoint_dir=checkpoint_dir)
+    with model._atomic_update():          # a failed or interrupted run leaves the model as it was
+        if isinstance(data, WindowStore):
+            data.check_model(model)
+            model._check_params()
+            model.encoder_ = data.encoder
+            model.cities_ = list(model.encoder_.cities_)
+            # the times' zones and forms the store's frames had, as fit records them from its frame
+            for name in ("time_zones", "time_forms"):
+                model.__dict__.pop(f"{name}_", None)
+                if data.meta.get(name) is not None:
+                    setattr(model, f"{name}_", dict(data.meta[name]))
+            train, valid = data.windows("train"), data.windows("valid")
+        else:
+            model._fit_encoder(data, pois, partial=False)
+            train, valid = model._training_windows(data, holdout=True)
+            train, valid = WindowDataset(train), (WindowDataset(valid) if valid is not None else None)
+        if checkpoint_dir is None:
+            checkpoint_dir = getattr(model, "checkpoint_dir", None)
+        return model._fit_windows(train, valid, checkpoint_dir=checkpoint_dir)

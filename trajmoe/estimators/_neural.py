@@ -28,7 +28,6 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 import torch
-from skorch import NeuralNet
 from skorch.callbacks import Freezer, GradientNormClipping, ProgressBar
 from skorch.helper import predefined_split
 from sklearn.base import TransformerMixin
@@ -46,8 +45,8 @@ from ..nn.retrieval import COORD_ENCODINGS, POI_TRANSFORMS
 from . import _scoring
 from ._base import NextLocationEstimator
 from ._scoring import rank_blocks
-from ._training import (EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler, ValidRanking,
-                        claim_checkpoint_dir, run_fingerprint)
+from ._training import (DistributedTrainingNet, EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler,
+                        TrainingNet, ValidRanking, claim_checkpoint_dir, keyboard_interrupts, run_fingerprint)
 
 __all__ = ["NeuralNextLocationEstimator", "adamw_matrices_decay", "check_device", "NET_PREFIXES",
            "DEFAULT_CALLBACKS"]
@@ -364,9 +363,9 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         seed = self._seed()
         # in a process group (torchrun) or on streamed windows: each rank a share of every batch
         if loader is not None or is_distributed():
-            net, loader = DistributedNeuralNet, loader or ShardedCityBatchLoader
+            net, loader = DistributedTrainingNet, loader or ShardedCityBatchLoader
         else:
-            net, loader = NeuralNet, CityBatchLoader
+            net, loader = TrainingNet, CityBatchLoader
         params = dict(
             module=self._network, **self._module_params(),
             criterion=TrajMoELoss, criterion__time_weight=self.time_weight,
@@ -554,7 +553,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                     print(f"resumed from the checkpoint in {os.fspath(checkpoint_dir)}: {done} epoch"
                           f"{'' if done == 1 else 's'} done; " + (f"{epochs} to go" if epochs else
                           "training had finished, nothing to train"), flush=True)
-            self.net_.partial_fit(train, epochs=epochs)
+            with keyboard_interrupts():           # skorch would return the interrupted net
+                self.net_.partial_fit(train, epochs=epochs)
             if checkpoint_dir is not None and self._finished():
                 # the end of the run too (an epoch where early stopping stopped is not checkpointed):
                 # fit again on this directory then returns the model without training
@@ -683,7 +683,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                                      verbose=self.verbose if is_main_process() else 0)
                 self.net_.initialize_callbacks()
             self._register_cities()
-            self.net_.partial_fit(WindowDataset(train), epochs=self.finetune_epochs)
+            with keyboard_interrupts():
+                self.net_.partial_fit(WindowDataset(train), epochs=self.finetune_epochs)
         return self
 
     def _finetune_batch_size(self):

@@ -25,6 +25,7 @@ from .._constants import IGNORE_INDEX, TOKEN_FEATURES
 from ..nn import location_log_probs
 from ..nn.data import WindowDataset
 from ..sequences import Windows
+from ._training import keyboard_interrupts
 from ._recurrent import LSTMRegressor, TransformerRegressor
 
 __all__ = ["NextTokenClassifier"]
@@ -196,7 +197,8 @@ class NextTokenClassifier(ClassifierMixin, BaseEstimator):
             self.net_.module_.register_city(0, torch.zeros(n, self.net_.module_.n_poi_features),
                                             torch.zeros(n, 2), torch.zeros(n, dtype=torch.long))
             self.net_.initialize_optimizer()
-            self.net_.partial_fit(WindowDataset(windows), epochs=self.max_epochs)
+            with keyboard_interrupts():           # skorch would return the interrupted net
+                self.net_.partial_fit(WindowDataset(windows), epochs=self.max_epochs)
         return self
 
     def _is_class(self, values):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import contextlib
 import math
 import os
 import warnings
@@ -34,17 +35,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from .. import metrics
 from ..exceptions import NonFiniteLossError
 from ..nn.loss import location_targets, ranking_scores
-from ..nn.parallel import is_main_process, rank_and_world
+from ..nn.parallel import DistributedNeuralNet, is_main_process, rank_and_world
 from ._scoring import SCORE_BLOCK
 
 __all__ = ["FiniteLoss", "ValidRanking", "EpochSeed", "ResumableLRScheduler", "ResumableEarlyStopping",
-           "claim_checkpoint_dir", "BEST_FILE", "RUN_FILE"]
+           "claim_checkpoint_dir", "BEST_FILE", "RUN_FILE", "TrainingNet", "DistributedTrainingNet", "keyboard_interrupts"]
 
 #: File of the best weights so far, in a checkpoint directory (with ``load_best`` early stopping).
 BEST_FILE = "best_params.pt"
@@ -339,3 +341,44 @@ def claim_checkpoint_dir(dirname, fingerprint):
     if is_main_process():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"fingerprint": fingerprint}))
+
+
+class TrainingInterrupted(BaseException):
+    """A KeyboardInterrupt (Ctrl-C) carried past skorch's ``partial_fit``, which swallows it to
+    keep a half-trained net; :func:`keyboard_interrupts` raises the KeyboardInterrupt again."""
+
+
+class _KeepsInterrupts:
+    """Net mixin: a KeyboardInterrupt in the training loop leaves ``partial_fit`` (and ``fit``)
+    as :class:`TrainingInterrupted`, so that the estimator puts its state back and raises it
+    (skorch would return normally with the weights of the interrupted batch). The one skorch's
+    :class:`~skorch.callbacks.EarlyStopping` raises to stop training is left to skorch, which
+    ends the training there as it should."""
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt as exc:
+            if any(isinstance(cb, EarlyStopping) and getattr(cb, "misses_", 0) >= cb.patience
+                   for _, cb in getattr(self, "callbacks_", ())):
+                raise                       # early stopping: skorch's partial_fit ends the training
+            raise TrainingInterrupted() from exc
+
+
+class TrainingNet(_KeepsInterrupts, NeuralNet):
+    """The estimators' :class:`skorch.NeuralNet`: an interrupt stops training with an error."""
+
+
+class DistributedTrainingNet(_KeepsInterrupts, DistributedNeuralNet):
+    """:class:`trajmoe.nn.parallel.DistributedNeuralNet` whose interrupt stops training with an
+    error."""
+
+
+@contextlib.contextmanager
+def keyboard_interrupts():
+    """Around a net's ``fit``/``partial_fit``: the KeyboardInterrupt that stopped its training
+    (carried as :class:`TrainingInterrupted`) is raised again, with its own traceback."""
+    try:
+        yield
+    except TrainingInterrupted as exc:
+        raise exc.__cause__ from None
