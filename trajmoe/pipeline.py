@@ -74,8 +74,9 @@ def _is_fitted(step):
 class Pipeline(sklearn.pipeline.Pipeline):
     """scikit-learn's :class:`~sklearn.pipeline.Pipeline` with ``partial_fit``.
 
-    Everything else (``fit``, ``predict``, ``score``, ``transform``, indexing, ``clone``,
-    ``get_params``/``set_params``, grid search, pickling) is scikit-learn's, unchanged. Use it
+    Everything else (``predict``, ``score``, ``transform``, indexing, ``clone``,
+    ``get_params``/``set_params``, grid search, pickling) is scikit-learn's, unchanged, and so
+    is ``fit`` but for one thing: it is atomic (a failed refit leaves the pipeline as it was). Use it
     (or :func:`make_pipeline`) to fine-tune a model that reads the output of preprocessing
     steps, e.g. a TrajMoE pre-trained in one city on the stay points of raw GPS fixes of
     another::
@@ -146,6 +147,48 @@ class Pipeline(sklearn.pipeline.Pipeline):
     >>> pipe.fit(a).partial_fit(a.assign(city="b"))[-1].cities_
     ['a', 'b']
     """
+
+    def fit(self, X, y=None, **params):
+        """Fit every step, as :meth:`sklearn.pipeline.Pipeline.fit`, atomically.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_rows, n_columns) or what the first step reads
+            Training data of the first step.
+        y : None or array-like of shape (n_rows,), default None
+            As in scikit-learn (None for the trajmoe models, whose targets derive from X).
+        **params : dict of str -> object
+            ``stepname__param`` keys (or routed metadata), as in scikit-learn.
+
+        Returns
+        -------
+        self : Pipeline
+
+        Raises
+        ------
+        Exception
+            Whatever a step raises; the pipeline is then left as it was.
+
+        Notes
+        -----
+        Atomic: if a step raises, the steps before it that ``fit_transform`` refitted in this
+        call are put back as they were (and the list of steps, which a ``memory`` cache
+        replaces with fitted clones), so that a failed refit leaves the fitted pipeline as it
+        was. scikit-learn refits the transformers first: without this, a model whose own fit
+        failed (and is atomic) went on predicting from an encoder step refitted on the failed
+        call's data.
+        """
+        steps = list(self.steps)
+        saved = [(step, dict(step.__dict__)) for _, step in steps[:-1]
+                 if step is not None and not isinstance(step, str)]
+        try:
+            return super().fit(X, y, **params)
+        except BaseException:
+            for step, state in saved:
+                step.__dict__.clear()
+                step.__dict__.update(state)
+            self.steps = steps
+            raise
 
     @available_if(_final_step_has_partial_fit)
     def partial_fit(self, X, y=None, **params):
