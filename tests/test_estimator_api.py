@@ -324,6 +324,13 @@ def test_encoder_output_carries_the_visits_and_the_encoder(two_cities):
     assert isinstance(frame, EncodedFrame) and frame.visits is a and frame.index.equals(a.index)
     assert list(frame.columns) == list(encoder.get_feature_names_out())
     assert type(frame.head()) is pd.DataFrame                           # so does any pandas operation
+    # a pickle keeps what is carried; pickled with its encoder (a Pipeline(memory=...) cache stores
+    # the output beside the fitted step) it carries that very encoder
+    for output in (out, frame):
+        again, step = pickle.loads(pickle.dumps((output, encoder)))
+        assert type(again) is type(output) and again.encoder is step and again.visits.equals(a)
+        np.testing.assert_array_equal(np.asarray(again), np.asarray(output))
+    encoder.set_output(transform="default")
     with pytest.raises(ValueError, match="give the encoder once"):
         HistoryFrequencyBaseline(encoder=SpatialSemanticEncoder()).fit(out)
     with pytest.raises(ValueError, match="give pois to that step"):
@@ -500,3 +507,14 @@ def test_a_bool_is_not_a_count(name):
         with pytest.raises(InvalidParameterError, match=rf"'{name}' parameter .* must be a number, got True"):
             cls(**{name: True})._check_params()
     TrajMoERegressor(verbose=True)._check_params()          # a bool where a bool is meant stays valid
+
+
+def test_the_gravity_baselines_say_when_they_are_not_deterministic():
+    """Their parameter search holds out users drawn with random_state: without one, two fits on
+    the same data give other parameters (beta_ .99, .87, 1.55 on 30 NYC users)."""
+    from sklearn.utils import get_tags
+
+    from trajmoe import GravityBaseline, HistoryGravityBaseline
+
+    for cls in (GravityBaseline, HistoryGravityBaseline):
+        assert get_tags(cls()).non_deterministic and not get_tags(cls(random_state=0)).non_deterministic

@@ -200,6 +200,17 @@ def test_a_failed_refit_leaves_the_pipeline_as_it_was(nyc, model, other_city, mo
     np.testing.assert_array_equal(pipe.predict(source), before)
 
 
+def test_a_cached_encoder_step_gives_the_model_its_visits(nyc, tmp_path):
+    """Pipeline(memory=...) stores the encoder's output beside the fitted step: on a cache hit
+    the output came back without the visits it carries, and the model refused a plain array."""
+    source, _, _ = nyc
+    fresh = make_pipeline(SpatialSemanticEncoder(), MarkovBaseline()).fit(source).predict(source)
+    for _ in range(2):                                  # a cache miss, then a hit
+        pipe = make_pipeline(SpatialSemanticEncoder(), MarkovBaseline(), memory=str(tmp_path)).fit(source)
+        assert pipe[-1].encoder_ is pipe[0]
+        np.testing.assert_array_equal(pipe.predict(source), fresh)
+
+
 def test_bad_parameters_raise(nyc):
     source, target, pois = nyc
     pipe = make_pipeline(ShortUserFilter(), SpatialSemanticEncoder(), MarkovBaseline()).fit(source)

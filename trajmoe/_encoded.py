@@ -14,6 +14,9 @@ the carried visits and uses the carried encoder instead of fitting its own.
 - ``set_output(transform="pandas")``: :class:`EncodedFrame`, a DataFrame subclass with the same
   two attributes, indexed like the visits.
 
+A pickle of either keeps the visits and the encoder, so that a ``Pipeline(memory=...)`` cache,
+which stores a step's output beside the fitted step, gives the model what it needs.
+
 Only the object the encoder returns carries them: a slice, a copy or the result of any numpy or
 pandas operation is a plain array or frame (carrying nothing), so a transformed or reordered
 output can never be taken for the visits it came from. A polars output cannot carry them.
@@ -40,7 +43,9 @@ class EncodedArray(np.ndarray):
     Notes
     -----
     Views, slices and results of numpy operations are plain arrays of this class whose
-    ``visits`` and ``encoder`` are None; pickling keeps the features only.
+    ``visits`` and ``encoder`` are None. A pickle keeps both: pickled together with the encoder
+    (as a ``Pipeline(memory=...)`` cache stores a step's output beside the fitted step), the
+    output still carries that very encoder when loaded.
     """
 
     def __new__(cls, features, visits=None, encoder=None):
@@ -60,7 +65,7 @@ class EncodedArray(np.ndarray):
         return out[()] if return_scalar else out
 
     def __reduce__(self):
-        return np.asarray(self).__reduce__()
+        return EncodedArray, (np.asarray(self), self.visits, self.encoder)
 
 
 class EncodedFrame(pd.DataFrame):
@@ -78,7 +83,15 @@ class EncodedFrame(pd.DataFrame):
         return pd.DataFrame
 
     def __reduce__(self):
-        return pd.DataFrame(self).__reduce__()
+        return _encoded_frame, (pd.DataFrame(self), self.visits, self.encoder)
+
+
+def _encoded_frame(frame, visits, encoder):
+    """An :class:`EncodedFrame` of ``frame`` carrying ``visits`` and ``encoder`` (unpickling)."""
+    out = EncodedFrame(frame)
+    out.visits = visits
+    out.encoder = encoder
+    return out
 
 
 def encoded_output(features, visits, encoder, names, container):
