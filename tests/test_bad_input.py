@@ -895,3 +895,23 @@ def test_errors_of_fit_and_predict_name_the_callers_row_labels_not_positions(mak
     fitted = make().fit(X)
     with pytest.raises(SchemaError, match=r"at rows \[104\]"):
         fitted.transform(bad) if hasattr(fitted, "transform") else fitted.predict(bad)
+
+
+@pytest.mark.parametrize("make", [lambda: HistoryFrequencyBaseline(min_stays=2), lambda: tiny_model(min_stays=2)],
+                         ids=["history_frequency", "trajmoe"])
+def test_threads_predicting_with_one_model_get_its_predictions(make):
+    """Scoring cells outside the fitted region swaps the model's tables for extended ones while
+    it scores: threads that shared one model got other threads' tables (wrong top-k, no error,
+    or IndexError). Calls on one model now run one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X = grid_visits(n_users=4, n=18)
+    far = X.assign(x=X["x"] + 40)                        # the same city, cells outside its region
+    model = make().fit(X)
+    expected = {0: model.predict_topk(X, 3)[0], 1: model.predict_topk(far, 3)[0]}
+    jobs = [0, 1] * 12
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda j: model.predict_topk(far if j else X, 3)[0], jobs))
+    for job, labels in zip(jobs, results):
+        np.testing.assert_array_equal(labels, expected[job])
+    assert "_checked_visits" not in vars(model) and model.encoder_.cities_["city"].n_unseen == 0

@@ -181,6 +181,17 @@ def test_save_refuses_unfitted_and_other_estimators(tmp_path):
         save_model(PopularityBaseline(), tmp_path)
 
 
+def test_a_routed_tuple_comes_back_a_tuple(fitted_and_test, tmp_path):
+    """JSON has lists only: optimizer__betas=(0.9, 0.99) came back a list, and setting the tuple
+    again then made partial_fit refuse a changed optimizer."""
+    _, test = fitted_and_test
+    model = TrajMoERegressor(d_model=16, n_layers=1, n_heads=2, max_epochs=1, random_state=0, device="cpu",
+                             optimizer__betas=(0.9, 0.99)).fit(test)
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    assert loaded.get_params()["optimizer__betas"] == (0.9, 0.99)
+    loaded.set_params(optimizer__betas=(0.9, 0.99)).partial_fit(test)       # the same optimizer
+
+
 def test_a_failed_save_leaves_the_earlier_folder_as_it_was(fitted_and_test, tmp_path, monkeypatch):
     """The files are written beside the folder and moved in once all are written: a save that
     fails midway (a full disk) over an earlier one leaves that one, not a mix of both."""

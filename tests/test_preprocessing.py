@@ -321,6 +321,9 @@ def test_short_user_filter_drops_in_fit_reports_counts_and_keeps_every_row_to_pr
         pipe.fit(X)
     assert pipe.predict(X).shape == (len(X),)                       # every row gets a prediction
     assert pipe.set_output(transform="pandas") is pipe
+    # a pipeline that starts from GPS fixes too (StayPointDetector had no set_output of its own)
+    gps = make_pipeline(StayPointDetector(city="beijing", tz="Asia/Shanghai"), HistoryFrequencyBaseline())
+    assert gps.set_output(transform="pandas") is gps
     with pytest.raises(ValueError, match="'min_visits' parameter"):
         ShortUserFilter(min_visits=0).fit(X)
 

@@ -109,10 +109,12 @@ def save_model(model, path):
         raise NotADirectoryError(f"save_model writes a folder of files, and {path} is a file: give a folder path "
                                  f"(e.g. {path.with_suffix('')}_model/).")
     encoder = model.encoder_
-    params, dropped = {}, []
+    params, dropped, tuples = {}, [], []
     for name, value in model.get_params(deep=False).items():
         if name == "encoder" or name in unknown:
             continue
+        if isinstance(value, tuple):      # JSON has lists only: named so that load gives tuples back
+            tuples.append(name)
         try:
             value = json_data(value)
             json.dumps(value)
@@ -132,6 +134,7 @@ def save_model(model, path):
         "class": type(model).__name__,
         "estimator": params,
         "unsaved": dropped,
+        "tuples": tuples,
         "encoder": json_data(encoder.get_params(deep=False)),
         "n_features_in": encoder.n_features_in_,
         "final_lr": getattr(model, "final_lr_", None),
@@ -263,8 +266,10 @@ def _load(path, device):
         warnings.warn(f"{path} was saved by trajmoe {saved_version} and is loaded by trajmoe {__version__}: it "
                       "usually works, but predictions may differ where the library changed. Save it again "
                       "with this version, or refit it.", ModelVersionWarning, stacklevel=2)
-    # JSON has no tuples: a parameter whose default is a tuple (finetune_frozen) comes back as one
+    # JSON has no tuples: a parameter saved as one (e.g. a routed optimizer__betas), or whose
+    # default is one (finetune_frozen; folders of earlier versions), comes back as one
     tuples = {name for name, p in inspect.signature(cls.__init__).parameters.items() if isinstance(p.default, tuple)}
+    tuples |= set(config.get("tuples", ()))
     params = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in config["estimator"].items()}
     # parameters added after the model was saved; those save_model could not write take their defaults
     unsaved = set(config.get("unsaved", ()))

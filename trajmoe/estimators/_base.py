@@ -16,7 +16,9 @@ import functools
 import inspect
 import math
 import numbers
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -606,29 +608,32 @@ class NextLocationEstimator(BaseEstimator):
         :meth:`SpatialSemanticEncoder.with_unseen_cells` (cells outside the fitted regions as extra
         candidates) while the block runs, with ``cities_`` extended accordingly (subclasses
         refresh what they derived from them in :meth:`_vocabulary_changed`), and puts the fitted
-        ones back afterwards, also on error: predicting never changes the model.
+        ones back afterwards, also on error: predicting never changes the model. Calls on one
+        model from several threads run one at a time (:func:`_scoring_lock`), so that none
+        sees another's swapped tables.
         """
-        check_is_fitted(self, "encoder_")
-        self._check_scoring_params()
-        fitted, cities = self.encoder_, self.cities_
-        base = fitted.with_unseen_cities(X, pois=pois) if zero_shot else fitted
-        # X checked once a call: the cells outside the regions and the windows (_prepare) read it
-        visits = validate_positional(X, "ignore")
-        extended = base._with_unseen_cells(X, visits)
-        self.__dict__["_checked_visits"] = (X, visits)
-        try:
-            if extended is fitted:
-                yield
-                return
-            self.encoder_, self.cities_ = extended, list(extended.cities_)
+        with _scoring_lock(self):
+            check_is_fitted(self, "encoder_")
+            self._check_scoring_params()
+            fitted, cities = self.encoder_, self.cities_
+            base = fitted.with_unseen_cities(X, pois=pois) if zero_shot else fitted
+            # X checked once a call: the cells outside the regions and the windows (_prepare) read it
+            visits = validate_positional(X, "ignore")
+            extended = base._with_unseen_cells(X, visits)
+            self.__dict__["_checked_visits"] = (X, visits)
             try:
-                self._vocabulary_changed()
-                yield
+                if extended is fitted:
+                    yield
+                    return
+                self.encoder_, self.cities_ = extended, list(extended.cities_)
+                try:
+                    self._vocabulary_changed()
+                    yield
+                finally:
+                    self.encoder_, self.cities_ = fitted, cities
+                    self._vocabulary_changed()
             finally:
-                self.encoder_, self.cities_ = fitted, cities
-                self._vocabulary_changed()
-        finally:
-            self.__dict__.pop("_checked_visits", None)
+                self.__dict__.pop("_checked_visits", None)
 
     def _n_fitted(self):
         """Cells per city that are candidates of its vocabulary (not appended for one
@@ -989,6 +994,21 @@ def _user_keys(X):
     city = X[CITY].astype(str) if CITY in X.columns else pd.Series(DEFAULT_CITY, index=X.index)
     pairs = pd.DataFrame({"city": city.to_numpy(), "user": X[USER].astype(str).to_numpy()})
     return np.unique(pd.util.hash_pandas_object(pairs, index=False).to_numpy())
+
+
+#: One re-entrant lock per estimator (weakly held: gone with it), taken while it scores.
+_SCORING_LOCKS: "weakref.WeakKeyDictionary[object, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def _scoring_lock(model):
+    """The lock ``model`` holds while it scores (its fitted tables are swapped for extended
+    ones meanwhile): not an attribute, so that pickles, copies and clones never carry it."""
+    with _LOCKS_LOCK:
+        lock = _SCORING_LOCKS.get(model)
+        if lock is None:
+            lock = _SCORING_LOCKS[model] = threading.RLock()
+    return lock
 
 
 def _atomic(method):

@@ -879,6 +879,12 @@ class GravityBaseline(_CountingBaseline):
         self.max_fit_targets = max_fit_targets
         self.random_state = random_state
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # the held-out users of the parameter search are drawn with random_state
+        tags.non_deterministic = self.random_state is None
+        return tags
+
     def fit(self, X, y=None, pois=None):
         """Count visits of every city in X and fit the shared parameters.
 

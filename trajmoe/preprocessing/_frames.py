@@ -100,12 +100,30 @@ def no_fit_params(step, fit_params):
             f"pipe.set_params({name.lower()}__<parameter>=...))")
 
 
-class FrameTransformer(TransformerMixin, BaseEstimator):
+class FrameOutput:
+    """Mixin of the steps whose output is always a visit frame: ``set_output`` has nothing to
+    configure, and is accepted so that ``Pipeline.set_output`` works."""
+
+    def set_output(self, *, transform=None):
+        """Accept an output configuration: the output is a DataFrame whatever it says.
+
+        Parameters
+        ----------
+        transform : {"default", "pandas", "polars"} or None, default None
+            Ignored.
+
+        Returns
+        -------
+        self
+        """
+        return self
+
+
+class FrameTransformer(FrameOutput, TransformerMixin, BaseEstimator):
     """Base class of the steps that take a visit frame and return a visit frame.
 
     Stateless: ``fit`` checks the parameters, ``transform`` works on any frame. The output is
-    always a DataFrame, so ``set_output`` has nothing to configure (it is accepted, so that
-    ``Pipeline.set_output`` works).
+    always a DataFrame (:class:`FrameOutput`).
     """
 
     def fit(self, X, y=None):
@@ -141,20 +159,6 @@ class FrameTransformer(TransformerMixin, BaseEstimator):
         """
         no_fit_params(self, fit_params)
         return self.fit(X).transform(X)
-
-    def set_output(self, *, transform=None):
-        """Accept an output configuration: the output is a DataFrame whatever it says.
-
-        Parameters
-        ----------
-        transform : {"default", "pandas", "polars"} or None, default None
-            Ignored.
-
-        Returns
-        -------
-        self
-        """
-        return self
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

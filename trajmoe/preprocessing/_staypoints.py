@@ -15,7 +15,7 @@ from ..exceptions import DataWarning, SchemaError
 from ..schema import (CITY, DEFAULT_CITY, FINISHED_AT, LAT, LON, STARTED_AT, TIME_RANGE, USER, format_rows,
                       validate_visits)
 from ._adapters import TRACKED_AT, as_fixes, is_staypoints, staypoints_to_visits
-from ._frames import localize_naive, no_fit_params, parse_times
+from ._frames import FrameOutput, localize_naive, no_fit_params, parse_times
 
 _INSTALL_HINT = "install it with `pip install 'trajmoe[gps]'` (or `pip install trackintel`)"
 
@@ -94,7 +94,7 @@ def _invalid_text(index, reasons):
                      for what, m in reasons.items() if m.any())
 
 
-class StayPointDetector(TransformerMixin, BaseEstimator):
+class StayPointDetector(FrameOutput, TransformerMixin, BaseEstimator):
     """Raw GPS fixes to stay points, returned as the canonical visit frame.
 
     A pipeline step before any trajmoe estimator: ``make_pipeline(StayPointDetector(...),
