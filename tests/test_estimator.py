@@ -567,6 +567,30 @@ def test_routed_callbacks_that_need_validation_are_refused_without_validation_us
     assert dict(est.net_.callbacks_)["early_stopping"].patience == 5
 
 
+def test_callbacks_of_the_list_that_need_validation():
+    """callbacks=[...] entries that monitor a validation score: refused by a fit without
+    validation users (a raw KeyError after the first epoch), and left out of partial_fit with a
+    warning (the user guide's Checkpoint(dirname=...) made a later partial_fit fail with
+    "Key 'valid_loss_best' was not found in history")."""
+    X = _grid_users(12, seed=0)
+    tiny = dict(d_model=16, n_layers=1, max_epochs=1, device="cpu", random_state=0)
+    est = LSTMRegressor(**tiny, validation_fraction=0.0, callbacks=[skorch.callbacks.EarlyStopping()])
+    with pytest.raises(ValueError, match=r"callbacks: EarlyStopping monitors 'valid_loss', a validation score, but "
+                                         r"validation_fraction=0 holds out nothing"):
+        est.fit(X)
+    assert not hasattr(est, "net_")
+    with pytest.raises(ValueError, match=r"callbacks holds 42: give skorch callbacks"):
+        LSTMRegressor(**tiny, callbacks=[42]).fit(X)
+    checkpoint = skorch.callbacks.Checkpoint(dirname=None, f_params=None, f_optimizer=None, f_criterion=None,
+                                             f_history=None)
+    est = LSTMRegressor(**tiny, validation_fraction=0.3, callbacks=[checkpoint]).fit(X)
+    assert "Checkpoint" in dict(est.net_.callbacks_)
+    with pytest.warns(DataWarning, match=r"callbacks \[\"Checkpoint \(monitor='valid_loss_best'\)\"\] act on "
+                                         r"validation scores.*left out"):
+        est.partial_fit(X)
+    assert "Checkpoint" not in dict(est.net_.callbacks_) and len(est.history_) == 2
+
+
 def test_a_routed_plateau_scheduler_runs_at_any_epochs_and_records_the_rate_of_the_epoch_that_stops():
     from torch.optim.lr_scheduler import ReduceLROnPlateau
 

@@ -28,7 +28,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 import torch
-from skorch.callbacks import Freezer, GradientNormClipping, ProgressBar
+from skorch.callbacks import Callback, Freezer, GradientNormClipping, ProgressBar
 from skorch.helper import predefined_split
 from sklearn.base import TransformerMixin
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
@@ -36,6 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch.optim.lr_scheduler import MultiStepLR
 
 from .._constants import PAD, TOKEN_FEATURES
+from .._warnings import caller_stacklevel
 from ..exceptions import DataWarning, UnknownCityError
 from ..nn import TrajMoELoss, location_log_probs, ranking_scores
 from ..nn.data import CityBatchLoader, WindowDataset
@@ -223,6 +224,11 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         if d_model % 4 or (n_heads and d_model % n_heads):
             raise ValueError(f"d_model={d_model} must be divisible by 4 (location tower)"
                              f"{f' and by n_heads={n_heads}' if n_heads else ''}.")
+        for entry in self.callbacks or []:
+            callback = entry[1] if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str) else entry
+            if not isinstance(callback, Callback):
+                raise ValueError(f"callbacks holds {entry!r}: give skorch callbacks (skorch.callbacks.Callback "
+                                 "instances) or (name, callback) pairs.")
         names = set(DEFAULT_CALLBACKS) | {_callback_name(entry) for entry in (self.callbacks or [])}
         for key in self._routed():
             if key == "train_split":
@@ -258,8 +264,16 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             self._check_architecture()
 
     def _check_validation_callbacks(self, routed):
-        """Refuse routed callbacks that act on validation scores when ``validation_fraction=0``
-        leaves fit none (they would be dropped, or fail after the first epoch)."""
+        """Refuse routed callbacks, and those of ``callbacks=``, that act on validation scores
+        when ``validation_fraction=0`` leaves fit none (they would be dropped, or fail after the
+        first epoch)."""
+        for entry in self.callbacks or []:
+            callback = entry[1] if isinstance(entry, tuple) else entry
+            if _validation_monitor(callback):
+                raise ValueError(
+                    f"callbacks: {_callback_name(entry)} monitors {_validation_monitor(callback)!r}, a validation "
+                    "score, but validation_fraction=0 holds out nothing to validate on: set validation_fraction "
+                    "above 0, or give it monitor=None (or a train_ score).")
         for key, value in routed.items():
             if not key.startswith("callbacks__"):
                 continue
@@ -349,14 +363,24 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             callbacks.append(("progress", ProgressBar()))
         callbacks += [(_callback_name(entry), entry[1] if isinstance(entry, tuple) else entry)
                       for entry in copy.deepcopy(self.callbacks or [])]
-        out = []
+        out, unvalidated = [], []
         for name, callback in callbacks:
             callback = copy.deepcopy(routed[name]) if name in routed else callback
             params = {k[len(name) + 2:]: v for k, v in routed.items() if k.startswith(name + "__")}
             if callback is not None and params:
                 callback.set_params(**params)
-            if callback is not None:
+            if callback is not None and not validate and _validation_monitor(callback):
+                unvalidated.append(f"{name} (monitor={_validation_monitor(callback)!r})")
+            elif callback is not None:
                 out.append((name, callback))
+        if unvalidated:
+            # partial_fit trains on all of X, and a fit whose held-out part formed no window has
+            # no validation either (fit with validation_fraction=0 refuses them up front)
+            warnings.warn(f"callbacks {unvalidated} act on validation scores, which this training call does not "
+                          "compute (partial_fit fine-tunes on all of X; a fit whose held-out part formed no window "
+                          "validates nothing): they are left out of it. Give them monitor=None (or a train_ score) "
+                          "to run them there too.", DataWarning,
+                          stacklevel=caller_stacklevel())
         return out
 
     def _new_net(self, valid_dataset, loader=None, schedule=True):
@@ -943,6 +967,13 @@ class _FrozenNet:
         net = object.__new__(self.cls)
         net.__setstate__(self.state)
         return net
+
+
+def _validation_monitor(callback):
+    """The validation score (``valid_...``) a callback acts on (its ``monitor``; a scheduler's
+    policy argument too), or None."""
+    monitors = [getattr(callback, "monitor", None), getattr(callback, "kwargs", {}).get("monitor")]
+    return next((m for m in monitors if isinstance(m, str) and m.startswith("valid_")), None)
 
 
 def _callback_name(entry):
