@@ -567,6 +567,20 @@ def test_routed_callbacks_that_need_validation_are_refused_without_validation_us
     assert dict(est.net_.callbacks_)["early_stopping"].patience == 5
 
 
+def test_routed_names_that_would_be_ignored_or_fail_late_are_refused():
+    """module__nope failed inside skorch with a raw TypeError; callbacks__clip__... with
+    clip_grad=None was dropped without a word."""
+    X = _grid_users(12, seed=0)
+    tiny = dict(d_model=16, n_layers=1, max_epochs=1, device="cpu", random_state=0)
+    with pytest.raises(ValueError, match=r"module__nope: LSTMNetwork takes no parameter 'nope'; it takes \[.*'d_model'"):
+        LSTMRegressor(**tiny, module__nope=1).fit(X)
+    with pytest.raises(ValueError, match=r"callbacks__clip__gradient_clip_value: clip_grad=None adds no gradient "
+                                         r"clipping callback"):
+        LSTMRegressor(**tiny, clip_grad=None, callbacks__clip__gradient_clip_value=0.5).fit(X)
+    est = LSTMRegressor(**tiny, callbacks__clip__gradient_clip_value=0.5).fit(X)
+    assert dict(est.net_.callbacks_)["clip"].gradient_clip_value == 0.5
+
+
 def test_callbacks_of_the_list_that_need_validation():
     """callbacks=[...] entries that monitor a validation score: refused by a fit without
     validation users (a raw KeyError after the first epoch), and left out of partial_fit with a

@@ -241,6 +241,14 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                     f"{type(self).__name__} got an unknown parameter {key!r}: its parameters are "
                     f"{sorted(self._get_param_names())}, and parameters routed to the skorch net start with "
                     f"one of {NET_PREFIXES}.")
+            if key.startswith("module__") and self._network is not None:
+                accepted = inspect.signature(self._network).parameters
+                if key[len("module__"):] not in accepted:
+                    raise ValueError(f"{key}: {self._network.__name__} takes no parameter "
+                                     f"{key[len('module__'):]!r}; it takes {sorted(accepted)}.")
+            if key.startswith("callbacks__clip__") and not self.clip_grad:
+                raise ValueError(f"{key}: clip_grad={self.clip_grad!r} adds no gradient clipping callback to tune; "
+                                 "set clip_grad (the clipping norm) to clip.")
             if key.startswith("callbacks__") and key.split("__")[1] not in names:
                 raise ValueError(f"{key}: no callback named {key.split('__')[1]!r}; this estimator's callbacks "
                                  f"are {sorted(names)} (the defaults and those of callbacks=).")
