@@ -581,6 +581,18 @@ def test_routed_names_that_would_be_ignored_or_fail_late_are_refused():
     assert dict(est.net_.callbacks_)["clip"].gradient_clip_value == 0.5
 
 
+def test_callbacks_of_one_class_are_numbered_as_skorch_numbers_them():
+    """Two unnamed callbacks of one class were refused as a duplicate name; skorch names them
+    <class>_1 and <class>_2, and so routed parameters reach each."""
+    X = _grid_users(12, seed=0)
+    clip = skorch.callbacks.GradientNormClipping
+    est = LSTMRegressor(d_model=16, n_layers=1, max_epochs=1, device="cpu", random_state=0,
+                        callbacks=[clip(1.0), clip(2.0)], callbacks__GradientNormClipping_2__gradient_clip_value=3.0)
+    callbacks = dict(est.fit(X).net_.callbacks_)
+    assert callbacks["GradientNormClipping_1"].gradient_clip_value == 1.0
+    assert callbacks["GradientNormClipping_2"].gradient_clip_value == 3.0
+
+
 def test_callbacks_of_the_list_that_need_validation():
     """callbacks=[...] entries that monitor a validation score: refused by a fit without
     validation users (a raw KeyError after the first epoch), and left out of partial_fit with a

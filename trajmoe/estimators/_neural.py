@@ -229,7 +229,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             if not isinstance(callback, Callback):
                 raise ValueError(f"callbacks holds {entry!r}: give skorch callbacks (skorch.callbacks.Callback "
                                  "instances) or (name, callback) pairs.")
-        names = set(DEFAULT_CALLBACKS) | {_callback_name(entry) for entry in (self.callbacks or [])}
+        names = set(DEFAULT_CALLBACKS) | set(_callback_names(self.callbacks or []))
         for key in self._routed():
             if key == "train_split":
                 raise InvalidParameterError(
@@ -369,8 +369,9 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         if self.verbose and (sys.stderr.isatty() or _in_notebook()) and is_main_process():
             # tqdm's notebook widget in Jupyter (skorch's ProgressBar detects it), a text bar on a terminal
             callbacks.append(("progress", ProgressBar()))
-        callbacks += [(_callback_name(entry), entry[1] if isinstance(entry, tuple) else entry)
-                      for entry in copy.deepcopy(self.callbacks or [])]
+        entries = copy.deepcopy(self.callbacks or [])
+        callbacks += [(name, entry[1] if isinstance(entry, tuple) else entry)
+                      for name, entry in zip(_callback_names(entries), entries)]
         out, unvalidated = [], []
         for name, callback in callbacks:
             callback = copy.deepcopy(routed[name]) if name in routed else callback
@@ -987,6 +988,21 @@ def _validation_monitor(callback):
 def _callback_name(entry):
     """Name of an entry of ``callbacks=``: the name of a (name, callback) pair, else the class name."""
     return entry[0] if isinstance(entry, tuple) else type(entry).__name__
+
+
+def _callback_names(entries):
+    """Names of the entries of ``callbacks=``, as skorch names them: the given name of a pair,
+    else the class name, numbered ``_1``, ``_2``, ... where a class comes more than once."""
+    names = [_callback_name(entry) for entry in entries]
+    unnamed = [type(entry).__name__ for entry in entries if not isinstance(entry, tuple)]
+    counts, seen = {n: unnamed.count(n) for n in unnamed}, {}
+    out = []
+    for entry, name in zip(entries, names):
+        if not isinstance(entry, tuple) and counts[name] > 1:
+            seen[name] = seen.get(name, 0) + 1
+            name = f"{name}_{seen[name]}"
+        out.append(name)
+    return out
 
 
 def _in_notebook():
