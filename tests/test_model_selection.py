@@ -392,6 +392,19 @@ def test_cross_city_validate_errors():
         cross_city_validate(RecordingEstimator(), X, scoring=None)
 
 
+def test_cross_city_validate_names_the_city_split_and_step_that_failed():
+    """A fine-tuning sample without a window raised the estimator's bare message, which did not
+    say which target, split or step failed."""
+
+    class FailsToFineTune(RecordingEstimator):
+        def partial_fit(self, X, y=None):
+            raise ValueError("No training window: no user of X has enough visits.")
+
+    with pytest.raises(ValueError, match=r"^cross_city_validate, target city 'a', split 0, fine-tuning on \d+ of "
+                                         r"its users: No training window"):
+        cross_city_validate(FailsToFineTune(), make_visits(), random_state=0)
+
+
 def test_cross_city_validate_checks_every_target_before_the_first_fit():
     """A target with too few users to split is an error before any work on the others."""
     X = make_visits()

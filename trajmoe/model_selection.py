@@ -26,6 +26,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -98,6 +99,20 @@ def _user_codes(users: pd.Series) -> np.ndarray:
             f"{USER!r} has {int((codes < 0).sum())} missing values; every visit needs a user."
         )
     return codes
+
+
+@contextlib.contextmanager
+def _naming_the_step(where):
+    """A ValueError raised in the block says where (``where``: the target city, the split and
+    the step of :func:`cross_city_validate`), as the same exception class where it can."""
+    try:
+        yield
+    except ValueError as exc:
+        try:
+            named = type(exc)(f"cross_city_validate, {where}: {exc}")
+        except Exception:          # an exception class built otherwise: as it was
+            raise exc from None
+        raise named from exc
 
 
 def _seed(random_state) -> int:
@@ -796,10 +811,14 @@ def cross_city_validate(
     for city, splits in plans:
         for i, (source, finetune, test) in enumerate(splits):
             est = clone(estimator)
-            est.fit(X.iloc[source], **pois_of(city, source=True))
-            est.partial_fit(X.iloc[finetune], **pois_of(city, source=False))
+            where = f"target city {city!r}, split {i}"
+            with _naming_the_step(f"{where}, pre-training on the other cities"):
+                est.fit(X.iloc[source], **pois_of(city, source=True))
+            with _naming_the_step(f"{where}, fine-tuning on {X[USER].iloc[finetune].nunique()} of its users"):
+                est.partial_fit(X.iloc[finetune], **pois_of(city, source=False))
             X_test = X.iloc[test]
-            report = evaluate(est, X_test, protocol=protocol, ks=ks)
+            with _naming_the_step(f"{where}, scoring its {X_test[USER].nunique()} test users"):
+                report = evaluate(est, X_test, protocol=protocol, ks=ks)
             row = {
                 "target_city": city,
                 "split": i,

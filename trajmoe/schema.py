@@ -796,7 +796,8 @@ def _check_locations(out: pd.DataFrame, what: str = "visits") -> None:
             sub[col] = _numeric(sub, col)
             _no_missing(sub, col)
         lat, lon = sub[LAT].to_numpy(), sub[LON].to_numpy()
-        if (np.abs(lat) > 90).any() and (np.abs(lon) <= 90).all() and (np.abs(lat) <= 180).all():
+        # swapped columns: most latitudes out of range (a few are typos, which the range names)
+        if (np.abs(lat) > 90).mean() > 0.5 and (np.abs(lon) <= 90).all() and (np.abs(lat) <= 180).all():
             bad = np.abs(lat) > 90
             raise SchemaError(
                 f"column {LAT!r} has {int(bad.sum())} value{'' if bad.sum() == 1 else 's'} "

@@ -509,8 +509,9 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             held_out = (f" validation_split='time' holds out the last {self.validation_fraction:g} of each user's "
                         "visits: lower validation_fraction to train on more of them." if by_time else "")
             raise ValueError(
-                f"No training window: every user needs at least min_stays={self.min_stays} visits within "
-                f"window_days={self.window_days} days. Lower min_stays or raise window_days.{held_out}")
+                f"No training window: no user of X has min_stays={self.min_stays} visits within "
+                f"window_days={self.window_days} days, the least a training window holds. Lower min_stays or "
+                f"raise window_days, or give users with more visits.{held_out}")
         if not has_target:
             default = inspect.signature(type(self)).parameters["max_tokens"].default
             raise ValueError(
