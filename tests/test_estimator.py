@@ -581,6 +581,14 @@ def test_routed_names_that_would_be_ignored_or_fail_late_are_refused():
     assert dict(est.net_.callbacks_)["clip"].gradient_clip_value == 0.5
 
 
+def test_the_epoch_table_has_no_colour_codes_in_a_file(capsys):
+    """skorch colours the best scores with ANSI codes, which a log file showed as [36m9.5573[0m."""
+    LSTMRegressor(d_model=16, n_layers=1, max_epochs=2, device="cpu", random_state=0, verbose=1,
+                  validation_fraction=0.3).fit(_grid_users(12, seed=0))
+    out = capsys.readouterr().out
+    assert "valid_loss" in out and "\x1b[" not in out
+
+
 def test_callbacks_of_one_class_are_numbered_as_skorch_numbers_them():
     """Two unnamed callbacks of one class were refused as a duplicate name; skorch names them
     <class>_1 and <class>_2, and so routed parameters reach each."""

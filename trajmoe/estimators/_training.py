@@ -24,11 +24,13 @@ Together with skorch's :class:`~skorch.callbacks.Checkpoint` (written after ever
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import contextlib
 import math
 import os
+import re
+import sys
 import warnings
 from copy import deepcopy
 from pathlib import Path
@@ -36,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import Callback, EarlyStopping, LRScheduler
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler, PrintLog
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from .. import metrics
@@ -343,6 +345,10 @@ def claim_checkpoint_dir(dirname, fingerprint):
         path.write_text(json.dumps({"fingerprint": fingerprint}))
 
 
+#: An ANSI colour code of a terminal (skorch's PrintLog colours the best scores).
+_ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
+
+
 class TrainingInterrupted(BaseException):
     """A KeyboardInterrupt (Ctrl-C) carried past skorch's ``partial_fit``, which swallows it to
     keep a half-trained net; :func:`keyboard_interrupts` raises the KeyboardInterrupt again."""
@@ -365,13 +371,33 @@ class _KeepsInterrupts:
             raise TrainingInterrupted() from exc
 
 
-class TrainingNet(_KeepsInterrupts, NeuralNet):
-    """The estimators' :class:`skorch.NeuralNet`: an interrupt stops training with an error."""
+class PlainPrintLog(PrintLog):
+    """skorch's epoch table, without its colour codes where standard output is not a terminal
+    (a log file read them as ``[36m9.5573[0m``)."""
+
+    def format_row(self, row, key, color):
+        text = super().format_row(row, key, color)
+        if isinstance(text, str) and not sys.stdout.isatty():
+            return _ANSI_CODE.sub("", text)
+        return text
 
 
-class DistributedTrainingNet(_KeepsInterrupts, DistributedNeuralNet):
+class _KeepsInterruptsAndLogsPlain(_KeepsInterrupts):
+    """Net mixin: :class:`_KeepsInterrupts`, and the epoch table of :class:`PlainPrintLog`."""
+
+    def get_default_callbacks(self):
+        return [(name, PlainPrintLog() if name == "print_log" else callback)
+                for name, callback in super().get_default_callbacks()]
+
+
+class TrainingNet(_KeepsInterruptsAndLogsPlain, NeuralNet):
+    """The estimators' :class:`skorch.NeuralNet`: an interrupt stops training with an error, and
+    the epoch table has no colour codes in a file."""
+
+
+class DistributedTrainingNet(_KeepsInterruptsAndLogsPlain, DistributedNeuralNet):
     """:class:`trajmoe.nn.parallel.DistributedNeuralNet` whose interrupt stops training with an
-    error."""
+    error, and whose epoch table has no colour codes in a file."""
 
 
 @contextlib.contextmanager
