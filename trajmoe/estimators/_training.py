@@ -354,23 +354,6 @@ class TrainingInterrupted(BaseException):
     keep a half-trained net; :func:`keyboard_interrupts` raises the KeyboardInterrupt again."""
 
 
-class _KeepsInterrupts:
-    """Net mixin: a KeyboardInterrupt in the training loop leaves ``partial_fit`` (and ``fit``)
-    as :class:`TrainingInterrupted`, so that the estimator puts its state back and raises it
-    (skorch would return normally with the weights of the interrupted batch). The one skorch's
-    :class:`~skorch.callbacks.EarlyStopping` raises to stop training is left to skorch, which
-    ends the training there as it should."""
-
-    def fit_loop(self, X, y=None, epochs=None, **fit_params):
-        try:
-            return super().fit_loop(X, y, epochs=epochs, **fit_params)
-        except KeyboardInterrupt as exc:
-            if any(isinstance(cb, EarlyStopping) and getattr(cb, "misses_", 0) >= cb.patience
-                   for _, cb in getattr(self, "callbacks_", ())):
-                raise                       # early stopping: skorch's partial_fit ends the training
-            raise TrainingInterrupted() from exc
-
-
 class PlainPrintLog(PrintLog):
     """skorch's epoch table, without its colour codes where standard output is not a terminal
     (a log file read them as ``[36m9.5573[0m``)."""
@@ -382,22 +365,38 @@ class PlainPrintLog(PrintLog):
         return text
 
 
-class _KeepsInterruptsAndLogsPlain(_KeepsInterrupts):
-    """Net mixin: :class:`_KeepsInterrupts`, and the epoch table of :class:`PlainPrintLog`."""
+class _EstimatorNet:
+    """What the estimators' nets change of skorch's :class:`~skorch.NeuralNet`:
+
+    - a KeyboardInterrupt in the training loop leaves ``partial_fit`` (and ``fit``) as
+      :class:`TrainingInterrupted`, so that the estimator puts its state back and raises it
+      (skorch would return normally with the weights of the interrupted batch); the one skorch's
+      :class:`~skorch.callbacks.EarlyStopping` raises to stop training is left to skorch, which
+      ends the training there as it should;
+    - the epoch table is :class:`PlainPrintLog`'s.
+    """
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt as exc:
+            if any(isinstance(cb, EarlyStopping) and getattr(cb, "misses_", 0) >= cb.patience
+                   for _, cb in getattr(self, "callbacks_", ())):
+                raise                       # early stopping: skorch's partial_fit ends the training
+            raise TrainingInterrupted() from exc
 
     def get_default_callbacks(self):
         return [(name, PlainPrintLog() if name == "print_log" else callback)
                 for name, callback in super().get_default_callbacks()]
 
 
-class TrainingNet(_KeepsInterruptsAndLogsPlain, NeuralNet):
-    """The estimators' :class:`skorch.NeuralNet`: an interrupt stops training with an error, and
-    the epoch table has no colour codes in a file."""
+class TrainingNet(_EstimatorNet, NeuralNet):
+    """The estimators' :class:`skorch.NeuralNet` (see :class:`_EstimatorNet`)."""
 
 
-class DistributedTrainingNet(_KeepsInterruptsAndLogsPlain, DistributedNeuralNet):
-    """:class:`trajmoe.nn.parallel.DistributedNeuralNet` whose interrupt stops training with an
-    error, and whose epoch table has no colour codes in a file."""
+class DistributedTrainingNet(_EstimatorNet, DistributedNeuralNet):
+    """:class:`trajmoe.nn.parallel.DistributedNeuralNet` as the estimators run it (see
+    :class:`_EstimatorNet`)."""
 
 
 @contextlib.contextmanager
