@@ -788,3 +788,78 @@ def test_steps_may_skip_parameters_only_with_sparse_routing_or_tables_of_several
     assert not tables.may_skip_parameters()                   # one city: its table is in every step
     tables.register_city(1, *city_tables(9))
     assert tables.may_skip_parameters()
+
+
+def test_loss_targets_must_be_one_per_position_and_none_at_pad():
+    """Targets of another shape were matched to the wrong positions (a [3, 5] next_location on a
+    [3, 8] batch trained without error); a target at a PAD position was scored."""
+    model = make_model()
+    batch = make_batch()
+    out = model(**batch)
+    gap = torch.randint(0, 96, (3, 8))
+    for bad, name in ((dict(next_location=torch.randint(0, N_CELLS, (3, 5)), next_gap=gap), "next_location"),
+                      (dict(next_location=torch.randint(0, N_CELLS, (3, 8)), next_gap=gap.T), "next_gap")):
+        with pytest.raises(ValueError, match=rf"{name} targets have shape .* and the batch \[3, 8\]"):
+            TrajMoELoss()(out, bad)
+    batch["location"][1, 6:] = -1
+    out = model(**batch)
+    with pytest.raises(ValueError, match=r"next_location has targets at PAD positions .* windows \[1\]"):
+        TrajMoELoss()(out, dict(next_location=torch.randint(0, N_CELLS, (3, 8)), next_gap=torch.full((3, 8), -100)))
+
+
+def test_forward_refuses_tokens_it_would_read_wrong():
+    model = make_model()
+    cases = [
+        (dict(location=lambda b: b["location"].index_fill(1, torch.tensor([0]), -1)), r"rows \[0, 1, 2\] have a PAD "
+         r"token \(location -1\) before a real one"),
+        (dict(slot=lambda b: b["slot"].fill_(48)), r"slot ids must be in 0\.\.47"),
+        (dict(gap=lambda b: b["gap"].fill_(-3)), r"gap ids must be in 0\.\.95"),
+        (dict(location=lambda b: b["location"].float()), r"location must be an integer tensor"),
+        (dict(dow=lambda b: b["dow"][:, :4]), r"dow has shape \(3, 4\), and location \(3, 8\)"),
+        (dict(city=lambda b: torch.full((3,), 0.7)), r"city must hold integer indices"),
+    ]
+    for change, message in cases:
+        batch = make_batch()
+        batch.update({k: f(batch) for k, f in change.items()})
+        with pytest.raises(ValueError, match=message):
+            model(**batch)
+    batch = make_batch()
+    batch["location"][0, 5:] = -1                          # right padding, with any time ids there
+    batch["slot"][0, 5:] = 99
+    assert torch.isfinite(model(**batch)["time_logits"]).all()
+
+
+def test_register_city_checks_keep_and_drops_what_an_earlier_registration_left():
+    model = make_model(cell_embedding=True)
+    poi, coords, rank = city_tables(6, seed=3)
+    residual = model.city0_residual.detach().clone()
+    for keep, message in (([0, 1, 2], r"keep must hold one integer per new cell, shape \[6\]"),
+                          ([0.0, 1, 2, 3, 4, 5], "keep must hold one integer"),
+                          ([0, 1, 2, 3, 4, 99], r"in 0\.\.29, or -1 for a new cell; got values \[99\]")):
+        with pytest.raises(ValueError, match=message):
+            model.register_city(0, poi, coords, rank, keep=keep)
+        assert model.city0_poi.shape[0] == N_CELLS + 1 and torch.equal(model.city0_residual, residual)
+    model.register_city(0, poi, coords, rank, keep=[3, -1, 0, 1, 2, 29])
+    assert model.city0_residual.shape == (6, 16)
+    with_metres = SAMoETransformer(d_model=16, n_layers=1, n_heads=2, max_len=12, coord_encoding="linear")
+    with_metres.register_city(0, *city_tables(10), metres=torch.randn(10, 2))
+    with_metres.register_city(0, *city_tables(4))
+    assert "city0_metres" not in with_metres.state_dict()
+
+
+def test_a_float64_model_loads_a_float32_state():
+    """The load hook made the city tables float32 again, and forward failed on mixed dtypes."""
+    state = make_model(cell_embedding=True).state_dict()
+    clone = SAMoETransformer(d_model=16, n_layers=2, n_heads=2, max_len=12, dropout=0.0, cell_embedding=True).double()
+    clone.load_state_dict(state)
+    assert clone.city0_poi.dtype == torch.float64 and clone.city0_residual.dtype == torch.float64
+    assert clone.city0_rank.dtype == torch.int64
+    assert clone.eval()(**make_batch())["time_logits"].dtype == torch.float64
+
+
+def test_city_batches_need_a_positive_int_batch_size():
+    from trajmoe.nn.data import CityBatchSampler
+
+    for bad in (0, -1, 2.7, True):
+        with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+            CityBatchSampler(torch.zeros(5, dtype=torch.long).numpy(), torch.ones(5, dtype=torch.long).numpy(), bad)

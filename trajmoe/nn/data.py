@@ -11,6 +11,8 @@ docs/method.rst, "Training protocol" (every batch from one city; city order shuf
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -69,10 +71,16 @@ class CityBatchSampler(Sampler):
     lengths : ndarray of int64, shape (n_windows,)
         Tokens per window.
     batch_size : int
-    shuffle : bool
+        Windows per batch (>= 1).
+    shuffle : bool, default False
         Draw pools at random within each city and shuffle the order of batches across
         cities (a new order every epoch); else batches follow city then length.
-    random_state : int or None
+    random_state : int or None, default None
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` is not an int >= 1.
 
     References
     ----------
@@ -84,6 +92,8 @@ class CityBatchSampler(Sampler):
     def __init__(self, city, lengths, batch_size, shuffle=False, random_state=None):
         self.city = np.asarray(city)
         self.lengths = np.asarray(lengths)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1 (windows per batch), got {batch_size!r}")
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.rng = np.random.default_rng(random_state)

@@ -355,9 +355,24 @@ def location_targets(y_pred: dict, y_true: dict) -> tuple[torch.Tensor, torch.Te
     Raises
     ------
     ValueError
-        If a target is neither ``-100`` nor in 0..N-1.
+        If a target is neither ``-100`` nor in 0..N-1, if ``next_location`` or ``next_gap`` is
+        not of the batch's shape [B, L], or if a PAD position has a target.
     """
     next_location = y_true["next_location"]
+    shape = tuple(y_pred["query"].shape[:2])
+    named = [name for name in ("next_location", "next_gap") if name in y_true]
+    for name in named:
+        if tuple(y_true[name].shape) != shape:
+            raise ValueError(f"{name} targets have shape {tuple(y_true[name].shape)}, and the batch {list(shape)} "
+                             "(windows, positions): give one target per position of the batch, -100 where there "
+                             "is none.")
+    pad = (y_pred["location"] < 0 if "location" in y_pred
+           else torch.zeros(shape, dtype=torch.bool, device=next_location.device))
+    for name in named:
+        if bool((pad & (y_true[name] != IGNORE_INDEX)).any()):
+            rows = sorted(set((pad & (y_true[name] != IGNORE_INDEX)).nonzero()[:, 0].tolist()))
+            raise ValueError(f"{name} has targets at PAD positions (location -1) of the batch's windows {rows[:5]}: "
+                             "a padding position has no next visit; mark its target -100.")
     rows, cols = (next_location != IGNORE_INDEX).nonzero(as_tuple=True)
     targets = next_location[rows, cols]
     n_locations = y_pred["candidates"].shape[0]

@@ -23,7 +23,7 @@ import re
 import torch
 from torch import nn
 
-from .._constants import N_GAPS
+from .._constants import N_DOWS, N_GAPS, N_SLOTS
 from .._validation import check_choice
 from .embeddings import N_RANKS, LocationInputEmbedding, SinusoidalCoordinates, TimeEmbedding
 from .tower import CrossNetwork, LocationTower
@@ -69,22 +69,25 @@ def _adopt_city_tables(module, state_dict, prefix, *_):
 
     Cities present in ``state_dict`` but not (or with another ``N``) in the module get placeholder
     buffers of the stored shape, which the normal loading then fills. A table of the right shape
-    and dtype is kept and filled in place: an optimizer holding its parameter goes on training it
+    and dtype (the module's, for float tables) is kept and filled in place: an optimizer holding its parameter goes on training it
     (early stopping's best weights, a resumed checkpoint). A city registered in the module but
     absent from ``state_dict`` stays a missing key (an error under ``strict=True``).
     """
-    device = module.time.slot.weight.device
+    device, float_dtype = module.time.slot.weight.device, module.time.slot.weight.dtype
     for key, value in state_dict.items():
         name = key[len(prefix) :]
         if not key.startswith(prefix):
             continue
         current = getattr(module, name, None)
-        if current is not None and current.shape == value.shape and current.dtype == value.dtype:
+        # float tables take the module's float dtype (loading converts, as for any parameter: a
+        # float64 module loads a float32 state), others their stored one
+        dtype = float_dtype if value.is_floating_point() else value.dtype
+        if current is not None and current.shape == value.shape and current.dtype == dtype:
             continue
         if _CITY_BUFFER.fullmatch(name):
-            module.register_buffer(name, torch.empty(value.shape, dtype=value.dtype, device=device))
+            module.register_buffer(name, torch.empty(value.shape, dtype=dtype, device=device))
         elif _CITY_PARAMETER.fullmatch(name):
-            module.register_parameter(name, nn.Parameter(torch.empty(value.shape, dtype=value.dtype, device=device)))
+            module.register_parameter(name, nn.Parameter(torch.empty(value.shape, dtype=dtype, device=device)))
 
 
 class RetrievalNetwork(nn.Module):
@@ -320,7 +323,8 @@ class RetrievalNetwork(nn.Module):
         ------
         ValueError
             On wrong shapes, non-finite values, negative POI features under ``log1p``, ranks
-            outside 0..8, or missing ``metres`` where the network needs them.
+            outside 0..8, missing ``metres`` where the network needs them, or a ``keep`` that is
+            not one integer per cell in -1..(the earlier N - 1). Nothing is registered then.
         """
         index = operator.index(index)
         if index < 0:
@@ -356,14 +360,28 @@ class RetrievalNetwork(nn.Module):
         }
         if metres is not None:
             metres = torch.as_tensor(metres, dtype=float_dtype, device=device)
-            if metres.shape != (n, 2) or not torch.isfinite(metres).all():
-                raise ValueError(f"metres must be a finite array of shape [{n}, 2], got {tuple(metres.shape)}")
+            if metres.shape != (n, 2):
+                raise ValueError(f"metres must have shape [{n}, 2], got {tuple(metres.shape)}")
+            if not torch.isfinite(metres).all():
+                raise ValueError("metres must be finite (no NaN/inf)")
             tables["metres"] = torch.cat([metres, metres.new_zeros(1, 2)])
         elif self.distance_bias is not None or self.sinusoidal is not None:
             raise ValueError("this network (distance_prior or sinusoidal coord_encoding) needs the cells' "
                              "metric coordinates: register_city(..., metres=...)")
+        if keep is not None:
+            keep = torch.as_tensor(keep, device=device)
+            old = getattr(self, f"city{index}_poi", None)
+            n_old = 0 if old is None else old.shape[0] - 1
+            if keep.is_floating_point() or keep.dtype == torch.bool or keep.shape != (n,):
+                raise ValueError(f"keep must hold one integer per new cell, shape [{n}], got {keep.dtype} of shape "
+                                 f"{tuple(keep.shape)}")
+            if old is not None and ((keep < -1) | (keep >= n_old)).any():    # no earlier city: nothing kept
+                raise ValueError(f"keep must give each new cell its old row, in 0..{n_old - 1}, or -1 for a new "
+                                 f"cell; got values {sorted(set(keep[(keep < -1) | (keep >= n_old)].tolist()))[:5]}")
         for name, table in tables.items():
             self.register_buffer(f"city{index}_{name}", table)
+        if metres is None:                        # a table of an earlier registration would linger
+            self._buffers.pop(f"city{index}_metres", None)
         return self._register_city_parameters(index, n, keep) if learned else False
 
     def _register_city_parameters(self, index: int, n: int, keep) -> bool:
@@ -537,7 +555,10 @@ class RetrievalNetwork(nn.Module):
         Raises
         ------
         ValueError
-            If the batch mixes cities, the city is not registered, or ids are out of range.
+            If the batch mixes cities, the city is not registered, ids are out of range (location,
+            slot 0..47, dow 0..7, gap 0..95 at the real tokens), ``location`` is not an integer
+            tensor, the four token tensors differ in shape, or a PAD token comes before a real
+            one in a row.
         """
         index = _single_city(city)
         if city_encoding is None:
@@ -547,6 +568,7 @@ class RetrievalNetwork(nn.Module):
         poi, coords, rank = city_encoding["tables"]
         candidates, candidate_bias = city_encoding["candidates"], city_encoding["candidate_bias"]
         n = rank.shape[0] - 1
+        _check_tokens(location, slot, dow, gap)
         if location.numel() and (location.min() < -1 or location.max() > n):
             raise ValueError(f"location ids must be in -1..{n} (PAD -1, OOV {n}) for this city")
         pad = location < 0
@@ -881,11 +903,37 @@ def history_entries(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tens
     return out + (moved * keep,)
 
 
+def _check_tokens(location, slot, dow, gap) -> None:
+    """ValueError where the token tensors of a batch break :meth:`RetrievalNetwork.forward`'s
+    contract: integer ids of one shape [B, L], PAD (-1) only after a row's real tokens, time
+    ids in range at the real tokens."""
+    if location.is_floating_point() or location.dtype == torch.bool or location.dim() != 2:
+        raise ValueError(f"location must be an integer tensor [B, L], got {location.dtype} of shape "
+                         f"{tuple(location.shape)}")
+    for name, ids in (("slot", slot), ("dow", dow), ("gap", gap)):
+        if ids.shape != location.shape:
+            raise ValueError(f"{name} has shape {tuple(ids.shape)}, and location {tuple(location.shape)}: give one "
+                             "id per token")
+    pad = location < 0
+    late = pad[:, :-1] & ~pad[:, 1:]
+    if bool(late.any()):
+        rows = sorted(set(late.nonzero()[:, 0].tolist()))
+        raise ValueError(f"rows {rows[:5]} have a PAD token (location -1) before a real one: pad on the right, "
+                         "after a row's real tokens (the encoders are causal)")
+    for name, ids, size in (("slot", slot, N_SLOTS), ("dow", dow, N_DOWS), ("gap", gap, N_GAPS)):
+        real = ids[~pad]
+        if real.numel() and (real.min() < 0 or real.max() >= size):
+            raise ValueError(f"{name} ids must be in 0..{size - 1} at the real tokens, got values from "
+                             f"{int(real.min())} to {int(real.max())}")
+
+
 def _single_city(city) -> int:
     """The one city index of a batch (``city`` is an int or a tensor of equal values)."""
     city = torch.as_tensor(city)
     if city.numel() == 0:
         raise ValueError("city must hold at least one index")
+    if city.is_floating_point() and not torch.equal(city, city.round()):
+        raise ValueError(f"city must hold integer indices, got {city.reshape(-1)[:5].tolist()}")
     first = city.reshape(-1)[0]
     if (city != first).any():
         raise ValueError(
