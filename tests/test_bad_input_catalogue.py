@@ -353,6 +353,14 @@ CATALOGUE = [
           check=lambda enc: enc.cities_["city"].grid.crs == "EPSG:32618"),
     Entry("all-null-island", "every row at (0, 0)", lambda: (nyc().assign(lat=0.0, lon=0.0),),
           fit_encoder, E, SchemaError, r"city 'city': no grid can be laid, all 36 points lie at \(0, 0\)"),
+    Entry("all-outliers", "one city name for two places 3,900 km apart, half the visits each",
+          lambda: (pd.concat([nyc(), nyc().assign(lat=34.05, lon=-118.25, user_id=lambda d: d.user_id + 10)]),),
+          fit_encoder, E, SchemaError, r"city 'city': all 72 visits lie farther than 500 km from the city's centre "
+          r"\(3.*give each its own 'city' value"),
+    Entry("antimeridian", "a city around longitude 180 (Fiji), its points on both sides",
+          lambda: (nyc().assign(lat=-16.8, lon=lambda d: [179.99 if u % 2 else -179.99 for u in d.user_id]),),
+          fit_encoder, A, check=lambda enc: enc.cities_["city"].excluded["outlier_visits"] == 0
+          and enc.cities_["city"].grid.crs in ("EPSG:32701", "EPSG:32760")),
     Entry("zone-border", "London points on both sides of the UTM border at 0 degrees",
           lambda: (pd.DataFrame({"user_id": [0, 1, 2, 0], "day": 0, "slot": [1, 2, 3, 4], "lat": 51.5,
                                  "lon": [-0.05, -0.05, -0.05, 0.05]}),),

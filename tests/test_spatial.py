@@ -127,3 +127,17 @@ def test_grid_is_frozen_and_picklable():
     assert again == grid
     with pytest.raises(AttributeError):
         grid.cell_size = 100.0
+
+
+def test_longitudes_are_taken_on_the_circle_only_around_the_antimeridian():
+    from trajmoe.spatial import continuous_longitudes, robust_centre, wrap_longitude
+
+    new_york = np.array([-74.01, -73.95, -73.99])
+    assert continuous_longitudes(new_york) is new_york            # every other city: untouched, bit for bit
+    london = np.array([-0.1, 0.05, 0.1, 179.0])                   # a stray point far east: no unwrapping
+    assert continuous_longitudes(london) is london
+    fiji = np.array([179.98, 179.99, -179.99, -179.98])
+    np.testing.assert_allclose(continuous_longitudes(fiji), [179.98, 179.99, 180.01, 180.02])
+    lat, lon = robust_centre(np.full(4, -16.8), fiji)
+    assert lat == -16.8 and abs(abs(lon) - 180.0) < 1e-9           # not 0.0005, in the Atlantic
+    assert wrap_longitude(180.02) == pytest.approx(-179.98) and wrap_longitude(-73.9) == -73.9

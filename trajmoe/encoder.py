@@ -31,7 +31,7 @@ from ._warnings import caller_stacklevel
 from .exceptions import DataWarning, SchemaError, UnknownCityError, ZeroShotWarning
 from .schema import (CATEGORY, CITY, COUNT, DEFAULT_CITY, LAT, LON, POI_CATEGORY, USER, X, Y, validate_pois,
                      validate_visits)
-from .spatial import OUTLIER_DISTANCE, CityGrid, distance_to, outlier_mask, utm_crs_for
+from .spatial import OUTLIER_DISTANCE, CityGrid, continuous_longitudes, distance_to, outlier_mask, utm_crs_for, wrap_longitude
 from .taxonomy import TAXONOMY, map_frame_categories
 
 __all__ = ["SpatialSemanticEncoder", "CityTable", "popularity_bins", "POPULARITY_EDGES",
@@ -276,7 +276,12 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     cell_size : float, default 500.0
-        Side of a grid cell in metres (lat/lon input only; x/y input is already gridded).
+        Side of a grid cell in metres. Lat/lon input is gridded at this size. X/y input is
+        already gridded: its cells keep their indices, and ``cell_size`` says how many metres
+        one of them spans (500 for YJMob100K), which sets their metric positions (distances of
+        the gravity baselines and of the distance prior, sinusoidal features) and the cells
+        ``region_margin`` adds. Tuning ``cell_size`` in a grid search therefore rescales x/y
+        cities too.
     region_margin : float or None, default 2000.0
         Metres added on every side of the box of a city's POIs and visits; rounded up to
         whole cells. None: the closed vocabulary of earlier versions (only the cells that
@@ -549,6 +554,8 @@ or dict, default "auto"
     def _fit_city(self, city, visits, pois, previous, n_duplicates=0):
         grid = self._grid_for(visits, previous, city)
         visits, n_out = self._drop_outliers(city, grid, visits, "visits")
+        if not len(visits) and previous is None:
+            raise _all_outliers(city, n_out, grid)
         n_poi_out = 0
         if pois is not None:
             pois, n_poi_out = self._drop_outliers(city, grid, pois, "POIs")
@@ -1115,11 +1122,21 @@ def _weighted_centre(lat, lon, weights):
         raise ValueError(f"all {int(weights.sum())} points lie at (0, 0), 'null island', a placeholder for a "
                          "missing position: there is no city to project.")
     lat, lon, weights = lat[keep], lon[keep], weights[keep]
-    clat, clon = _weighted_median(lat, weights), _weighted_median(lon, weights)
+    clat, clon = _weighted_median(lat, weights), wrap_longitude(_weighted_median(continuous_longitudes(lon), weights))
     near = distance_to(lat, lon, (clat, clon)) <= OUTLIER_DISTANCE
     if near.any():
-        clat, clon = _weighted_median(lat[near], weights[near]), _weighted_median(lon[near], weights[near])
+        clat = _weighted_median(lat[near], weights[near])
+        clon = wrap_longitude(_weighted_median(continuous_longitudes(lon[near]), weights[near]))
     return clat, clon
+
+
+def _all_outliers(city, n_out, grid):
+    """The SchemaError of a city whose visits are all outliers: a city of nothing, on whose
+    empty tables every later call would fail."""
+    return SchemaError(
+        f"city {city!r}: all {n_out} visits lie farther than {OUTLIER_DISTANCE / 1000:.0f} km from the city's centre "
+        f"{tuple(round(c, 4) for c in grid.centre)} (the median of its points), so none is left to lay a grid on. "
+        f"The points are places far apart under one city name: give each its own '{CITY}' value.")
 
 
 def _merge_counts(previous, frame, columns):
@@ -1318,6 +1335,8 @@ class ChunkedEncoder:
             grid = CityGrid(float(encoder.cell_size), crs, centre)
             out = grid.outliers(lat, lon)
             n_out = int(weights[out].sum())
+            if out.all():
+                raise _all_outliers(city, n_out, grid)
             points, weights = points[~out], weights[~out]
         else:
             grid = CityGrid(float(encoder.cell_size), None)

@@ -28,7 +28,7 @@ from pyproj import CRS, Transformer
 from ._constants import MAX_CELL_INDEX
 
 __all__ = ["CityGrid", "utm_crs_for", "robust_centre", "outlier_mask", "distance_to", "OUTLIER_DISTANCE",
-           "UTM_LATITUDES", "NULL_ISLAND_DEGREES"]
+           "UTM_LATITUDES", "NULL_ISLAND_DEGREES", "continuous_longitudes", "wrap_longitude"]
 
 #: Points farther than this from their city's robust centre are outliers (metres): farther
 #: than a day trip, and well beyond the largest metro areas of the shipped data (the Gowalla
@@ -74,6 +74,50 @@ def _distance(lat, lon, clat, clon):
     return 2 * _EARTH_RADIUS * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
 
 
+def continuous_longitudes(lon):
+    """Longitudes made continuous across the antimeridian, for medians and means.
+
+    The points are cut on the circle at the widest gap between them: where that gap contains the
+    antimeridian (every city that does not straddle it), the longitudes come back unchanged;
+    otherwise those west of the cut get 360 more, so that a city around 180 degrees (Fiji:
+    179.99 and -179.99) has its median between its points, not at 0 in the Atlantic.
+
+    Parameters
+    ----------
+    lon : ndarray of float64, shape (n,)
+        WGS84 degrees in -180..180.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+        Degrees, some possibly above 180 (wrap a result with ``(x + 180) % 360 - 180``).
+    """
+    if lon.size < 2:
+        return lon
+    ordered = np.sort(lon)
+    gaps = np.diff(ordered)
+    widest = int(np.argmax(gaps))
+    if gaps[widest] <= ordered[0] + 360.0 - ordered[-1]:        # the widest gap holds the antimeridian
+        return lon
+    return np.where(lon <= ordered[widest], lon + 360.0, lon)
+
+
+def wrap_longitude(lon):
+    """A longitude of :func:`continuous_longitudes` back in -180..180 (unchanged if it is).
+
+    Parameters
+    ----------
+    lon : float
+        Degrees.
+
+    Returns
+    -------
+    float
+        Degrees in -180..180.
+    """
+    return lon if -180.0 <= lon <= 180.0 else float((lon + 180.0) % 360.0 - 180.0)
+
+
 def _null_island(lat, lon):
     return (np.abs(lat) <= NULL_ISLAND_DEGREES) & (np.abs(lon) <= NULL_ISLAND_DEGREES)
 
@@ -82,7 +126,8 @@ def robust_centre(lat, lon):
     """The centre of a city's points that a few stray points cannot move.
 
     The coordinate-wise median of the points that are not at null island (0, 0), then the
-    median again of those within :data:`OUTLIER_DISTANCE` of it.
+    median again of those within :data:`OUTLIER_DISTANCE` of it; longitudes are taken on the
+    circle (:func:`continuous_longitudes`), so a city around the antimeridian has its centre there.
 
     Parameters
     ----------
@@ -107,10 +152,11 @@ def robust_centre(lat, lon):
         raise ValueError(f"all {lat.size} points lie at (0, 0), 'null island', a placeholder for a "
                          "missing position: there is no city to project.")
     lat, lon = lat[keep], lon[keep]
-    clat, clon = float(np.median(lat)), float(np.median(lon))
+    flat = continuous_longitudes(lon)                   # a city around 180 degrees: not at 0
+    clat, clon = float(np.median(lat)), wrap_longitude(float(np.median(flat)))
     near = _distance(lat, lon, clat, clon) <= OUTLIER_DISTANCE
     if near.any():
-        clat, clon = float(np.median(lat[near])), float(np.median(lon[near]))
+        clat, clon = float(np.median(lat[near])), wrap_longitude(float(np.median(continuous_longitudes(lon[near]))))
     return clat, clon
 
 
