@@ -357,6 +357,11 @@ CATALOGUE = [
           lambda: (pd.concat([nyc(), nyc().assign(lat=34.05, lon=-118.25, user_id=lambda d: d.user_id + 10)]),),
           fit_encoder, E, SchemaError, r"city 'city': all 72 visits lie farther than 500 km from the city's centre "
           r"\(3.*give each its own 'city' value"),
+    Entry("region-too-large", "cell_size 100 m with a region_margin of 20 km around a POI 200 km away",
+          lambda: (nyc(), pd.DataFrame({"city": ["city"], "lat": [42.5], "lon": [-74.0], "category": ["cafe"]})),
+          lambda X, P: SpatialSemanticEncoder(cell_size=100, region_margin=20000).fit(X, pois=P), W, DataWarning,
+          r"region_margin=20000 m around its \d+ visited and POI cells of 100 m makes [\d,]+ candidate cells \(more "
+          r"than 100,000\).*Lower region_margin or raise cell_size"),
     Entry("antimeridian", "a city around longitude 180 (Fiji), its points on both sides",
           lambda: (nyc().assign(lat=-16.8, lon=lambda d: [179.99 if u % 2 else -179.99 for u in d.user_id]),),
           fit_encoder, A, check=lambda enc: enc.cities_["city"].excluded["outlier_visits"] == 0

@@ -288,7 +288,7 @@ class SpatialSemanticEncoder(TransformerMixin, BaseEstimator):
         hold a POI or a training visit), under which every other cell is a guaranteed miss.
         Where the box would hold more than :data:`MAX_REGION_CELLS` cells (a city in pieces
         far apart), the region is instead every cell within ``region_margin`` of a cell
-        with a POI or a visit.
+        with a POI or a visit (a DataWarning where these too exceed it).
     categories : {"auto", "taxonomy", "foursquare", "yjmob", "flickr", "osm", "gowalla"} \
 or dict, default "auto"
         Vocabulary of the visits' ``poi_category`` and the POIs' ``category`` names. ``"auto"``
@@ -651,7 +651,14 @@ or dict, default "auto"
         seen = cells_of_keys(np.unique(cell_keys(*cells.T)))
         step = np.arange(-pad, pad + 1)
         dx, dy = (a.ravel() for a in np.meshgrid(step, step, indexing="ij"))
-        return np.unique(cell_keys((seen[:, :1] + dx).ravel(), (seen[:, 1:] + dy).ravel()))
+        region = np.unique(cell_keys((seen[:, :1] + dx).ravel(), (seen[:, 1:] + dy).ravel()))
+        if len(region) > MAX_REGION_CELLS:
+            warnings.warn(
+                f"city {city!r}: region_margin={self.region_margin:g} m around its {len(seen):,} visited and POI "
+                f"cells of {grid.cell_size:g} m makes {len(region):,} candidate cells (more than "
+                f"{MAX_REGION_CELLS:,}): scoring will be slow and memory-hungry. Lower region_margin or raise "
+                "cell_size.", DataWarning, stacklevel=caller_stacklevel())
+        return region
 
     # ------------------------------------------------------------ transforming
     def locate(self, X):
