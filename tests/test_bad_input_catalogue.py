@@ -362,6 +362,10 @@ CATALOGUE = [
           lambda X, P: SpatialSemanticEncoder(cell_size=100, region_margin=20000).fit(X, pois=P), W, DataWarning,
           r"region_margin=20000 m around its \d+ visited and POI cells of 100 m makes [\d,]+ candidate cells \(more "
           r"than 100,000\).*Lower region_margin or raise cell_size"),
+    Entry("xy-near-index-limit", "x/y cells one inside the index limit -(2**30 - 1)",
+          lambda: (grid().assign(y=lambda d: -(2**30 - 1) + d.y),), fit_encoder, A,
+          check=lambda enc: int(enc.cities_["city"].cells[:, 1].min()) == -(2**30 - 1)
+          and len(enc.cities_["city"].cells) == len(np.unique(enc.cities_["city"].keys))),
     Entry("antimeridian", "a city around longitude 180 (Fiji), its points on both sides",
           lambda: (nyc().assign(lat=-16.8, lon=lambda d: [179.99 if u % 2 else -179.99 for u in d.user_id]),),
           fit_encoder, A, check=lambda enc: enc.cities_["city"].excluded["outlier_visits"] == 0

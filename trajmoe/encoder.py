@@ -642,8 +642,10 @@ or dict, default "auto"
         if self.region_margin is None or not len(cells):
             return np.zeros(0, np.int64)
         pad = int(np.ceil(self.region_margin / grid.cell_size))
-        lo = np.floor(_quantile(cells, REGION_QUANTILE, weights)).astype(np.int64) - pad
-        hi = np.ceil(_quantile(cells, 1 - REGION_QUANTILE, weights)).astype(np.int64) + pad
+        # the margin stops at the grid's index limit (a key holds indices within it)
+        limit = MAX_CELL_INDEX - 1
+        lo = np.maximum(np.floor(_quantile(cells, REGION_QUANTILE, weights)).astype(np.int64) - pad, -limit)
+        hi = np.minimum(np.ceil(_quantile(cells, 1 - REGION_QUANTILE, weights)).astype(np.int64) + pad, limit)
         if np.prod((hi - lo + 1).astype(float)) <= MAX_REGION_CELLS:
             ix, iy = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
             return cell_keys(ix.ravel(), iy.ravel())
@@ -651,7 +653,9 @@ or dict, default "auto"
         seen = cells_of_keys(np.unique(cell_keys(*cells.T)))
         step = np.arange(-pad, pad + 1)
         dx, dy = (a.ravel() for a in np.meshgrid(step, step, indexing="ij"))
-        region = np.unique(cell_keys((seen[:, :1] + dx).ravel(), (seen[:, 1:] + dy).ravel()))
+        ix, iy = (seen[:, :1] + dx).ravel(), (seen[:, 1:] + dy).ravel()
+        inside = (np.abs(ix) <= limit) & (np.abs(iy) <= limit)
+        region = np.unique(cell_keys(ix[inside], iy[inside]))
         if len(region) > MAX_REGION_CELLS:
             warnings.warn(
                 f"city {city!r}: region_margin={self.region_margin:g} m around its {len(seen):,} visited and POI "
