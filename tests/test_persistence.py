@@ -288,6 +288,8 @@ def _edited(folder, tmp_path, name, edit):
     ("weights.pt", lambda b: b[: len(b) // 2], r"weights.pt is damaged or was not written by save_model"),
     ("weights.pt", lambda b: b"garbage" * 100, r"weights.pt is damaged .*never pickled objects\)\. Save"),
     ("optimizer.pt", lambda b: b"", r"optimizer.pt is damaged or was not written by save_model \(EOFError\)"),
+    ("config.json", lambda c: c["cities"][0].update(centre="ab"), r"a file of the folder holds a value load_model "
+                                                                    r"cannot use .*Save the model again"),
     ("config.json", lambda c: None, None),             # unchanged: loads
 ])
 def test_a_changed_folder_is_an_error_naming_the_file(fitted_and_test, tmp_path, name, edit, match):

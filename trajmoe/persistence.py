@@ -226,6 +226,12 @@ def load_model(path, device=None):
     except _DAMAGE as exc:
         raise ValueError(f"{path} is not a folder written by save_model, or one of its files was changed "
                          f"({type(exc).__name__}: {exc}). Save the model again.") from exc
+    except ValueError as exc:
+        if str(path) in str(exc) or "config.json" in str(exc) or ".npz" in str(exc):
+            raise                                  # a message of this module, which names the file
+        # a value of a changed file that a constructor refused (a centre of text, a form of another type)
+        raise ValueError(f"{path}: a file of the folder holds a value load_model cannot use ({exc}); it was "
+                         "changed after save_model wrote it. Save the model again.") from exc
 
 
 #: What a changed or truncated file of a folder raises deep inside json, numpy or torch (the
