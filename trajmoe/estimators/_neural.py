@@ -47,7 +47,7 @@ from . import _scoring
 from ._base import NextLocationEstimator
 from ._scoring import rank_blocks
 from ._training import (DistributedTrainingNet, EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler,
-                        TrainingNet, ValidRanking, claim_checkpoint_dir, keyboard_interrupts, run_fingerprint)
+                        TrainingNet, ValidRanking, claim_checkpoint_dir, run_fingerprint)
 
 __all__ = ["NeuralNextLocationEstimator", "adamw_matrices_decay", "check_device", "NET_PREFIXES",
            "DEFAULT_CALLBACKS"]
@@ -225,8 +225,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             raise ValueError(f"d_model={d_model} must be divisible by 4 (location tower)"
                              f"{f' and by n_heads={n_heads}' if n_heads else ''}.")
         for entry in self.callbacks or []:
-            callback = entry[1] if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str) else entry
-            if not isinstance(callback, Callback):
+            if not isinstance(_callback_of(entry), Callback):
                 raise ValueError(f"callbacks holds {entry!r}: give skorch callbacks (skorch.callbacks.Callback "
                                  "instances) or (name, callback) pairs.")
         names = set(DEFAULT_CALLBACKS) | set(_callback_names(self.callbacks or []))
@@ -276,7 +275,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         when ``validation_fraction=0`` leaves fit none (they would be dropped, or fail after the
         first epoch)."""
         for entry in self.callbacks or []:
-            callback = entry[1] if isinstance(entry, tuple) else entry
+            callback = _callback_of(entry)
             if _validation_monitor(callback):
                 raise ValueError(
                     f"callbacks: {_callback_name(entry)} monitors {_validation_monitor(callback)!r}, a validation "
@@ -370,8 +369,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             # tqdm's notebook widget in Jupyter (skorch's ProgressBar detects it), a text bar on a terminal
             callbacks.append(("progress", ProgressBar()))
         entries = copy.deepcopy(self.callbacks or [])
-        callbacks += [(name, entry[1] if isinstance(entry, tuple) else entry)
-                      for name, entry in zip(_callback_names(entries), entries)]
+        callbacks += [(name, _callback_of(entry)) for name, entry in zip(_callback_names(entries), entries)]
         out, unvalidated = [], []
         for name, callback in callbacks:
             callback = copy.deepcopy(routed[name]) if name in routed else callback
@@ -587,8 +585,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                     print(f"resumed from the checkpoint in {os.fspath(checkpoint_dir)}: {done} epoch"
                           f"{'' if done == 1 else 's'} done; " + (f"{epochs} to go" if epochs else
                           "training had finished, nothing to train"), flush=True)
-            with keyboard_interrupts():           # skorch would return the interrupted net
-                self.net_.partial_fit(train, epochs=epochs)
+            self.net_.partial_fit(train, epochs=epochs)
             if checkpoint_dir is not None and self._finished():
                 # the end of the run too (an epoch where early stopping stopped is not checkpointed):
                 # fit again on this directory then returns the model without training
@@ -717,8 +714,7 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                                      verbose=self.verbose if is_main_process() else 0)
                 self.net_.initialize_callbacks()
             self._register_cities()
-            with keyboard_interrupts():
-                self.net_.partial_fit(WindowDataset(train), epochs=self.finetune_epochs)
+            self.net_.partial_fit(WindowDataset(train), epochs=self.finetune_epochs)
         return self
 
     def _finetune_batch_size(self):
@@ -989,6 +985,11 @@ def _validation_monitor(callback):
 def _callback_name(entry):
     """Name of an entry of ``callbacks=``: the name of a (name, callback) pair, else the class name."""
     return entry[0] if isinstance(entry, tuple) else type(entry).__name__
+
+
+def _callback_of(entry):
+    """The callback of an entry of ``callbacks=``: of a (name, callback) pair, else the entry."""
+    return entry[1] if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str) else entry
 
 
 def _callback_names(entries):

@@ -25,7 +25,6 @@ from .._constants import IGNORE_INDEX, TOKEN_FEATURES
 from ..nn import location_log_probs
 from ..nn.data import WindowDataset
 from ..sequences import Windows
-from ._training import keyboard_interrupts
 from ._recurrent import LSTMRegressor, TransformerRegressor
 
 __all__ = ["NextTokenClassifier"]
@@ -197,8 +196,7 @@ class NextTokenClassifier(ClassifierMixin, BaseEstimator):
             self.net_.module_.register_city(0, torch.zeros(n, self.net_.module_.n_poi_features),
                                             torch.zeros(n, 2), torch.zeros(n, dtype=torch.long))
             self.net_.initialize_optimizer()
-            with keyboard_interrupts():           # skorch would return the interrupted net
-                self.net_.partial_fit(WindowDataset(windows), epochs=self.max_epochs)
+            self.net_.partial_fit(WindowDataset(windows), epochs=self.max_epochs)
         return self
 
     def _is_class(self, values):

@@ -24,7 +24,6 @@ Together with skorch's :class:`~skorch.callbacks.Checkpoint` (written after ever
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -48,7 +47,7 @@ from ..nn.parallel import DistributedNeuralNet, is_main_process, rank_and_world
 from ._scoring import SCORE_BLOCK
 
 __all__ = ["FiniteLoss", "ValidRanking", "EpochSeed", "ResumableLRScheduler", "ResumableEarlyStopping",
-           "claim_checkpoint_dir", "BEST_FILE", "RUN_FILE", "TrainingNet", "DistributedTrainingNet", "keyboard_interrupts"]
+           "claim_checkpoint_dir", "BEST_FILE", "RUN_FILE", "TrainingNet", "DistributedTrainingNet"]
 
 #: File of the best weights so far, in a checkpoint directory (with ``load_best`` early stopping).
 BEST_FILE = "best_params.pt"
@@ -351,7 +350,7 @@ _ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
 
 class TrainingInterrupted(BaseException):
     """A KeyboardInterrupt (Ctrl-C) carried past skorch's ``partial_fit``, which swallows it to
-    keep a half-trained net; :func:`keyboard_interrupts` raises the KeyboardInterrupt again."""
+    keep a half-trained net; :meth:`_EstimatorNet.partial_fit` raises the KeyboardInterrupt again."""
 
 
 class PlainPrintLog(PrintLog):
@@ -368,9 +367,9 @@ class PlainPrintLog(PrintLog):
 class _EstimatorNet:
     """What the estimators' nets change of skorch's :class:`~skorch.NeuralNet`:
 
-    - a KeyboardInterrupt in the training loop leaves ``partial_fit`` (and ``fit``) as
-      :class:`TrainingInterrupted`, so that the estimator puts its state back and raises it
-      (skorch would return normally with the weights of the interrupted batch); the one skorch's
+    - a KeyboardInterrupt in the training loop is raised by ``partial_fit`` (and ``fit``), so
+      that the estimator puts its state back (skorch would return normally with the weights of
+      the interrupted batch; :class:`TrainingInterrupted` carries it past skorch); the one skorch's
       :class:`~skorch.callbacks.EarlyStopping` raises to stop training is left to skorch, which
       ends the training there as it should;
     - the epoch table is :class:`PlainPrintLog`'s.
@@ -385,6 +384,13 @@ class _EstimatorNet:
                 raise                       # early stopping: skorch's partial_fit ends the training
             raise TrainingInterrupted() from exc
 
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        # past skorch's own partial_fit (which fit calls too): the interrupt, as it was raised
+        try:
+            return super().partial_fit(X, y, classes, **fit_params)
+        except TrainingInterrupted as exc:
+            raise exc.__cause__ from None
+
     def get_default_callbacks(self):
         return [(name, PlainPrintLog() if name == "print_log" else callback)
                 for name, callback in super().get_default_callbacks()]
@@ -397,13 +403,3 @@ class TrainingNet(_EstimatorNet, NeuralNet):
 class DistributedTrainingNet(_EstimatorNet, DistributedNeuralNet):
     """:class:`trajmoe.nn.parallel.DistributedNeuralNet` as the estimators run it (see
     :class:`_EstimatorNet`)."""
-
-
-@contextlib.contextmanager
-def keyboard_interrupts():
-    """Around a net's ``fit``/``partial_fit``: the KeyboardInterrupt that stopped its training
-    (carried as :class:`TrainingInterrupted`) is raised again, with its own traceback."""
-    try:
-        yield
-    except TrainingInterrupted as exc:
-        raise exc.__cause__ from None

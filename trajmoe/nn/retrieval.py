@@ -921,10 +921,10 @@ def _check_tokens(location, slot, dow, gap) -> None:
         raise ValueError(f"rows {rows[:5]} have a PAD token (location -1) before a real one: pad on the right, "
                          "after a row's real tokens (the encoders are causal)")
     for name, ids, size in (("slot", slot, N_SLOTS), ("dow", dow, N_DOWS), ("gap", gap, N_GAPS)):
-        real = ids[~pad]
+        real = ids.masked_fill(pad, 0)                  # no boolean indexing on the hot path
         if real.numel() and (real.min() < 0 or real.max() >= size):
             raise ValueError(f"{name} ids must be in 0..{size - 1} at the real tokens, got values from "
-                             f"{int(real.min())} to {int(real.max())}")
+                             f"{int(ids[~pad].min())} to {int(ids[~pad].max())}")
 
 
 def _single_city(city) -> int:
