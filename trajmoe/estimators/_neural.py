@@ -46,6 +46,7 @@ from ..nn.retrieval import COORD_ENCODINGS, POI_TRANSFORMS
 from . import _scoring
 from ._base import NextLocationEstimator
 from ._scoring import rank_blocks
+from ._tiles import CellTiles, tile_rank
 from ._training import (DistributedTrainingNet, EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler,
                         TrainingNet, ValidRanking, claim_checkpoint_dir, run_fingerprint)
 
@@ -770,6 +771,18 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         # cells, whose distance buckets it computes once each (add_distance_prior)
         order = torch.argsort(location[rows, cols], stable=True).numpy()
         rows, cols = rows[order].to(device), cols[order].to(device)
+
+        if (out.get("copy_scores") is None and out.get("distance") is not None and (k is None or not values)
+                and out["query"].device.type == "cpu"):
+            # labels or ranks alone: only the tiles of cells that can matter are scored (_tiles);
+            # a GPU scores every cell faster than it visits tiles one by one
+            index = self.cities_.index(city)
+            tiles = self._memo(("tiles", index), lambda: CellTiles(out["candidates"], out["candidate_bias"],
+                                                                   out["cell_metres"]))
+            found = tile_rank(out, rows, cols, tiles, k, None if truth is None else truth[order],
+                              block=_scoring.SCORE_BLOCK)
+            back = np.argsort(order)
+            return tuple(None if result is None else result[back] for result in found)
 
         # every ranking orders ranking_scores (without the copy path the logits: log-probabilities
         # less one log-sum-exp a row); the scores of the top k become log-probabilities by that

@@ -785,16 +785,35 @@ def _bucket_rows(distinct: torch.Tensor, metres: torch.Tensor) -> torch.Tensor:
     n_cells = metres.shape[0] - 1
     metres = metres.to(torch.promote_types(metres.dtype, torch.float32))     # squares of km overflow float16
     x, y = metres[:n_cells].T.contiguous()
-    here = metres[distinct]
-    squared = (here[:, :1] - x).square_().add_((here[:, 1:] - y).square_())   # [U, N]
-    squared.nan_to_num_(nan=float("inf"), posinf=float("inf"))     # no distance to measure: the farther bucket
-    near = squared <= DISTANCE_EDGES[0] ** 2
-    rows = squared.div_(_EDGE_BASE**2).log2_().sub_(0.5).ceil_().clamp_(0, len(DISTANCE_EDGES) - 1).add_(1).int()
-    rows.masked_fill_(near, 0)
+    rows = bucket_grid(metres[distinct], x, y)
     unknown = distinct >= n_cells
     if bool(unknown.any()):
         rows[unknown] = N_DISTANCE_BUCKETS - 1
     return rows
+
+
+def bucket_grid(here: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Distance bucket of every candidate from each of a few positions (see
+    :func:`distance_buckets`; every position known): IntTensor [U, M].
+
+    ``here`` FloatTensor [U, 2] the positions' centroids (metres, float32 or wider); ``x``, ``y``
+    FloatTensor [M] the candidates' centroids. Element by element the same float operations
+    whatever U and M, so any subset of candidates gets the buckets of the whole row.
+    """
+    return squared_buckets_((here[:, :1] - x).square_().add_((here[:, 1:] - y).square_()))
+
+
+def squared_buckets_(squared: torch.Tensor) -> torch.Tensor:
+    """Distance bucket (IntTensor, 0..K-2) of squared distances in m^2, computed in place of
+    ``squared`` (float32 or wider); NaN and infinity fall in the farthest distance bucket.
+
+    Non-decreasing in the squared distance: the buckets of the distances between two bounds lie
+    between the buckets of the bounds.
+    """
+    squared.nan_to_num_(nan=float("inf"), posinf=float("inf"))     # no distance to measure: the farther bucket
+    near = squared <= DISTANCE_EDGES[0] ** 2
+    rows = squared.div_(_EDGE_BASE**2).log2_().sub_(0.5).ceil_().clamp_(0, len(DISTANCE_EDGES) - 1).add_(1).int()
+    return rows.masked_fill_(near, 0)
 
 
 def history_features(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_cells: int,

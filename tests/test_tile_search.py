@@ -1,0 +1,121 @@
+"""The tile search (trajmoe.estimators._tiles) ranks as scoring every cell does."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trajmoe import TrajMoERegressor
+from trajmoe.cli import load_city
+from trajmoe.estimators._scoring import rank_blocks
+from trajmoe.estimators._tiles import CellTiles, tile_rank
+from trajmoe.nn import ranking_scores
+from trajmoe.nn.retrieval import N_DISTANCE_BUCKETS
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = dict(d_model=16, n_layers=1, n_heads=2, max_epochs=1, device="cpu", random_state=0)
+
+
+def random_output(seed, n_cells, width, batch, length, moves):
+    """A network output of small integers (exact float32 sums: many ties) on a 500 m grid."""
+    g = torch.Generator().manual_seed(seed)
+
+    def ints(low, high, *shape):
+        return torch.randint(low, high, shape, generator=g).float()
+
+    grid = torch.randperm(12 * 12, generator=g)[:n_cells]
+    metres = torch.stack([grid // 12, grid % 12], 1).float() * 500.0
+    metres = torch.cat([metres, metres.new_zeros(1, 2)])                     # the OOV row
+    location = torch.randint(0, n_cells + 1, (batch, length), generator=g)  # N: out of vocabulary
+    ends = torch.randint(1, length + 1, (batch,), generator=g)
+    location[torch.arange(length)[None, :] >= ends[:, None]] = -1          # trailing PAD
+    # repeated cells, so that the history has counts and moves
+    location = torch.where((location >= 0) & (location % 3 == 0), location % 4, location)
+    return {
+        "query": ints(-2, 3, batch, length, width) / 2,
+        "candidates": ints(-2, 3, n_cells, width),
+        "candidate_bias": ints(-2, 3, n_cells) / 4,
+        "distance": ints(-6, 2, batch, length, N_DISTANCE_BUCKETS),
+        "cell_metres": metres,
+        "location": location,
+        "history": ints(-1, 3, batch, length, 3 if moves else 2),
+        "copy_scores": None,
+    }
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 10**6), n_cells=st.integers(1, 60), width=st.integers(1, 5),
+       batch=st.integers(1, 4), length=st.integers(1, 6), moves=st.booleans(),
+       k=st.one_of(st.none(), st.integers(1, 8)), side=st.sampled_from([400.0, 1000.0, 2500.0, 1e5]),
+       with_truth=st.booleans(), with_distance=st.booleans(), with_bias=st.booleans())
+def test_tile_search_equals_scoring_every_cell(seed, n_cells, width, batch, length, moves, k, side, with_truth,
+                                               with_distance, with_bias):
+    out = random_output(seed, n_cells, width, batch, length, moves)
+    if not with_distance:
+        out["distance"] = None
+    if not with_bias:
+        out["candidate_bias"] = None
+    rows, cols = torch.nonzero(out["location"] >= 0, as_tuple=True)
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(-2, n_cells, len(rows)) if with_truth else None
+    if k is None and truth is None:
+        k = 1
+    tiles = CellTiles(out["candidates"], out["candidate_bias"], out["cell_metres"], side=side)
+    ids, values, ranks = tile_rank(out, rows, cols, tiles, k, truth, block=2 * tiles.n_tiles)
+    dense = rank_blocks(lambda index: ranking_scores(out, rows[index], cols[index]), len(rows), n_cells, k, truth)
+    for found, expected in zip((ids, values, ranks), dense):
+        if expected is None:
+            assert found is None
+        else:
+            np.testing.assert_array_equal(found, expected)
+
+
+def test_tiles_hand_checked():
+    # four cells in a row, 500 m apart; tiles of 1 km: {0, 1} and {2, 3}
+    metres = torch.tensor([[0.0, 0.0], [500.0, 0.0], [1000.0, 0.0], [1500.0, 0.0], [0.0, 0.0]])
+    tiles = CellTiles(torch.eye(4)[:, :2], None, metres, side=1000.0)
+    assert tiles.n_tiles == 2 and tiles.starts == [0, 2, 4]
+    assert tiles.tile_of.tolist() == [0, 0, 1, 1]
+    # from cell 0 the query favours cell 1; the distance prior costs 10 per bucket beyond the first
+    distance = -10.0 * torch.arange(N_DISTANCE_BUCKETS, dtype=torch.float32)
+    out = {"query": torch.tensor([[[0.0, 3.0]]]), "candidates": torch.eye(4)[:, :2], "candidate_bias": None,
+           "distance": distance.expand(1, 1, -1), "cell_metres": metres, "location": torch.tensor([[0]]),
+           "history": None, "copy_scores": None}
+    rows, cols = torch.tensor([0]), torch.tensor([0])
+    bounds = tiles.bounds(out["query"][0], out["distance"][0], metres[[0]])
+    # tile 0: dot product at most 3, nearest bucket 0 (the current cell): 3; tile 1: dot product at
+    # most 0, its cells 1 and 1.5 km away, buckets 3 and 4, of which -30 is the larger; both plus a
+    # margin of 1024 float32 epsilons of (|q| max|C| + max|D| + 1) = 184
+    margin = 1024 * torch.finfo(torch.float32).eps * 184
+    assert bounds.tolist() == [[pytest.approx(3.0 + margin), pytest.approx(-30.0 + margin)]]
+    ids, values, ranks = tile_rank(out, rows, cols, tiles, k=2, truth=np.array([3]))
+    # cell 1: 3 - 10; cell 0: 0; cell 2: 0 - 30 (bucket 3 at 1 km), cell 3: 0 - 40
+    assert ids.tolist() == [[0, 1]] and values.tolist() == [[0.0, -7.0]] and ranks.tolist() == [4]
+
+
+@pytest.fixture(scope="module")
+def nyc_model(data_home):
+    visits, _ = load_city("nyc", data_home=data_home)
+    users = visits["user_id"].unique()
+    train, test = visits[visits["user_id"].isin(users[:30])], visits[visits["user_id"].isin(users[300:306])]
+    return TrajMoERegressor(**TINY).fit(train), test
+
+
+def test_predict_scores_only_the_tiles_that_can_matter(nyc_model, monkeypatch):
+    model, test = nyc_model
+    labels = model.predict_topk(test, 3)[0]          # every cell (its values are log-probabilities)
+    visited = []
+    scores = CellTiles.scores
+
+    def spy(self, tile, query, *args):
+        visited.append(len(query))
+        return scores(self, tile, query, *args)
+
+    monkeypatch.setattr(CellTiles, "scores", spy)
+    assert (model.predict(test) == labels[:, 0]).all()
+    # a (token, tile) pair per token and tile of the city would be the dense path's work
+    n_tiles = CellTiles(torch.zeros(model._n_locations()[0], 1), None, model.net_.module_._metres(0)).n_tiles
+    assert n_tiles > 20
+    assert 0 < sum(visited) < 0.2 * len(test) * n_tiles
