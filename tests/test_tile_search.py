@@ -1,5 +1,7 @@
 """The tile search (trajmoe.estimators._tiles) ranks as scoring every cell does."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from trajmoe import TrajMoERegressor
 from trajmoe.cli import load_city
 from trajmoe.estimators._scoring import rank_blocks
-from trajmoe.estimators._tiles import CellTiles, tile_rank
+from trajmoe.estimators._tiles import CellTiles, searchable, tile_rank
 from trajmoe.nn import ranking_scores
 from trajmoe.nn.retrieval import N_DISTANCE_BUCKETS
 
@@ -49,10 +51,13 @@ def random_output(seed, n_cells, width, batch, length, moves):
 @given(seed=st.integers(0, 10**6), n_cells=st.integers(1, 60), width=st.integers(1, 5),
        batch=st.integers(1, 4), length=st.integers(1, 6), moves=st.booleans(),
        k=st.one_of(st.none(), st.integers(1, 8)), side=st.sampled_from([400.0, 1000.0, 2500.0, 1e5]),
-       with_truth=st.booleans(), with_distance=st.booleans(), with_bias=st.booleans())
+       with_truth=st.booleans(), with_distance=st.booleans(), with_bias=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
 def test_tile_search_equals_scoring_every_cell(seed, n_cells, width, batch, length, moves, k, side, with_truth,
-                                               with_distance, with_bias):
+                                               with_distance, with_bias, dtype):
+    # small integers: every order of summation gives the same float, so the paths agree bit for bit
     out = random_output(seed, n_cells, width, batch, length, moves)
+    out = {key: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for key, v in out.items()}
     if not with_distance:
         out["distance"] = None
     if not with_bias:
@@ -64,7 +69,8 @@ def test_tile_search_equals_scoring_every_cell(seed, n_cells, width, batch, leng
         k = 1
     tiles = CellTiles(out["candidates"], out["candidate_bias"], out["cell_metres"], side=side)
     ids, values, ranks = tile_rank(out, rows, cols, tiles, k, truth, block=2 * tiles.n_tiles)
-    dense = rank_blocks(lambda index: ranking_scores(out, rows[index], cols[index]), len(rows), n_cells, k, truth)
+    dense = rank_blocks(lambda index: ranking_scores(out, rows[index], cols[index]).float(), len(rows), n_cells, k,
+                        truth)
     for found, expected in zip((ids, values, ranks), dense):
         if expected is None:
             assert found is None
@@ -116,6 +122,61 @@ def test_predict_scores_only_the_tiles_that_can_matter(nyc_model, monkeypatch):
     monkeypatch.setattr(CellTiles, "scores", spy)
     assert (model.predict(test) == labels[:, 0]).all()
     # a (token, tile) pair per token and tile of the city would be the dense path's work
-    n_tiles = CellTiles(torch.zeros(model._n_locations()[0], 1), None, model.net_.module_._metres(0)).n_tiles
+    n_tiles = CellTiles(torch.zeros(model._n_locations()[0], 1), None, model.net_.module_._metres(0), 8000.0).n_tiles
     assert n_tiles > 20
     assert 0 < sum(visited) < 0.2 * len(test) * n_tiles
+
+
+def test_a_tile_is_scored_a_block_at_a_time(monkeypatch):
+    out = {**random_output(0, 60, 3, 4, 6, moves=True), "distance": None}     # every token in one search
+    rows, cols = torch.nonzero(out["location"] >= 0, as_tuple=True)
+    truth = np.random.default_rng(0).integers(0, 60, len(rows))
+    tiles = CellTiles(out["candidates"], out["candidate_bias"], out["cell_metres"], side=1e5)   # one tile
+    expected = tile_rank(out, rows, cols, tiles, 3, truth)
+    held = []
+    scores = CellTiles.scores
+
+    def spy(self, tile, query, *args):
+        s = scores(self, tile, query, *args)
+        held.append(s.numel())
+        return s
+
+    monkeypatch.setattr(CellTiles, "scores", spy)
+    found = tile_rank(out, rows, cols, tiles, 3, truth, block=120)
+    # two tokens of the tile's 60 cells at a time
+    assert max(held) == 120 and len(held) >= len(rows) // 2 > 3
+    for a, b in zip(found, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_outputs_that_are_not_searched():
+    out = random_output(0, 10, 2, 1, 3, moves=False)
+    assert searchable(out)
+    assert not searchable({**out, "distance": None})
+    assert not searchable({**out, "copy_scores": torch.zeros(1, 3, 3)})
+    nan = out["query"].clone()
+    nan[0, 0, 0] = torch.nan
+    assert not searchable({**out, "query": nan})
+    tiles = CellTiles(out["candidates"], out["candidate_bias"], out["cell_metres"], 1000.0)
+    assert tiles.finite
+    bias = out["candidate_bias"].clone()
+    bias[3] = -torch.inf
+    assert not CellTiles(out["candidates"], bias, out["cell_metres"], 1000.0).finite
+
+
+def test_a_diverged_network_is_reported_as_before(nyc_model):
+    model, test = nyc_model
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.net_.module_.query.weight[0, 0] = torch.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.target_ranks(test)
+
+
+def test_a_double_precision_network_ranks_as_in_single(nyc_model):
+    model, test = nyc_model
+    labels, ranks = model.predict(test), model.target_ranks(test)
+    model = copy.deepcopy(model)
+    model.net_.module_.double()
+    np.testing.assert_array_equal(model.predict(test), labels)
+    assert (model.target_ranks(test) - ranks).abs().max() <= 1

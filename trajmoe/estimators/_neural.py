@@ -46,7 +46,7 @@ from ..nn.retrieval import COORD_ENCODINGS, POI_TRANSFORMS
 from . import _scoring
 from ._base import NextLocationEstimator
 from ._scoring import rank_blocks
-from ._tiles import CellTiles, tile_rank
+from ._tiles import TILE_CELLS, CellTiles, searchable, tile_rank
 from ._training import (DistributedTrainingNet, EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler,
                         TrainingNet, ValidRanking, claim_checkpoint_dir, run_fingerprint)
 
@@ -772,13 +772,15 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         order = torch.argsort(location[rows, cols], stable=True).numpy()
         rows, cols = rows[order].to(device), cols[order].to(device)
 
-        if (out.get("copy_scores") is None and out.get("distance") is not None and (k is None or not values)
-                and out["query"].device.type == "cpu"):
+        tiles = None
+        if (k is None or not values) and out["query"].device.type == "cpu" and searchable(out):
             # labels or ranks alone: only the tiles of cells that can matter are scored (_tiles);
             # a GPU scores every cell faster than it visits tiles one by one
             index = self.cities_.index(city)
+            side = TILE_CELLS * self.encoder_.cities_[city].grid.cell_size
             tiles = self._memo(("tiles", index), lambda: CellTiles(out["candidates"], out["candidate_bias"],
-                                                                   out["cell_metres"]))
+                                                                   out["cell_metres"], side))
+        if tiles is not None and tiles.finite:
             found = tile_rank(out, rows, cols, tiles, k, None if truth is None else truth[order],
                               block=_scoring.SCORE_BLOCK)
             back = np.argsort(order)

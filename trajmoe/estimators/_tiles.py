@@ -7,7 +7,7 @@ on the cells of the window only, the history prior::
     s(t, c) = q_t . C_c + b_c + D_t[bucket(|x_c - x_t|)]  (+ w_t . f_t(c), c in the window)
 
 Most cells of a city are far from where a person is and score well below the best few. The
-cells are grouped into square tiles of :data:`TILE_METRES`, and every tile gets an upper bound of
+cells are grouped into square tiles of :data:`TILE_CELLS` cells a side, and every tile gets an upper bound of
 its cells' scores for every token: the dot product and bias by the smaller of a ball bound
 (``q . mu_T + |q| r_T``) and a box bound (``q+ . max_T + q- . min_T``) of the tile's vectors
 ``(C_c, b_c)``, the distance prior by the largest value of the buckets between the nearest and
@@ -20,12 +20,21 @@ using cone trees", KDD 2012), with the distance prior's bound from the partition
 The search visits a block of tokens' tiles in up to three rounds: the tile of each token's truth
 (for ranks: the score the other cells are counted against), the tiles of the cells of its window
 (the history prior, which the bounds leave out, adds to them), then every other tile whose bound
-reaches the k-th best score found so far or the truth's score. The results are those of
-scoring every cell (:func:`trajmoe.estimators._scoring.rank_blocks`): the same top k, tie rule
-and pessimistic ranks. The scores of the cells it computes are those of the dense path: the same
-products (one ``addmm`` of a tile's cells), the same distance buckets (:func:`bucket_grid`) and
-the same history additions, element by element. The bounds carry a margin of ``1024`` float
-epsilons of the scores' magnitude, far above the rounding of a 64-term dot product.
+reaches the k-th best score found so far or the truth's score.
+
+What it returns is what scoring every cell returns (:func:`trajmoe.estimators._scoring.rank_blocks`
+over :func:`trajmoe.nn.ranking_scores`, in float32): the top k with its tie rule (equal scores to
+the lowest id) and pessimistic ranks, of the scores it computes. Those are the dense path's
+scores up to the float32 rounding of the dot product: the same terms, buckets
+(:func:`trajmoe.nn.retrieval.bucket_grid`) and additions, element by element, but a product of a
+tile's few cells may round its last bit differently from the same columns of a product over
+every cell (as the dense path's own scores move by an ulp between batches of other windows).
+So two cells whose scores tie exactly on one path may be an ulp apart on the other, and the tie
+go another way; real cells, whose coordinates differ, rarely tie (no label or rank of the
+benchmark's NYC and YJMob100K city A models differs from the dense path on the same outputs). The bounds carry a margin of ``1024``
+float32 epsilons of the scores' magnitude, far above the rounding of a 64-term dot product.
+Outputs with a copy path, without a distance prior, or with a term that is not finite are not
+searched (:func:`searchable`).
 """
 
 from __future__ import annotations
@@ -37,15 +46,16 @@ from .. import metrics
 from ..nn.retrieval import bucket_grid, history_entries, squared_buckets_
 from ._scoring import topk_lowest_id
 
-__all__ = ["TILE_METRES", "CellTiles", "tile_rank"]
+__all__ = ["TILE_CELLS", "CellTiles", "searchable", "tile_rank"]
 
-#: Side of a tile (metres): 16 x 16 cells of a 500 m grid. Chosen on the small network of
-#: ``benchmarks/throughput.py`` (30 test users, one thread, median of 5 calls): ``predict`` and
+#: Side of a tile in grid cells: 16 x 16 cells, 8 km on a 500 m grid. Chosen on the small network
+#: of ``benchmarks/throughput.py`` (30 test users, one thread, median of 5 calls): ``predict`` and
 #: ``target_ranks`` take 0.74 / 1.17 s on YJMob100K city A with tiles of 2 km, 0.40 / 0.52 s with
 #: 4 km, 0.31 / 0.35 s with 8 km and 0.32-0.33 / 0.36 s with 12-16 km (NYC: 0.17 / 0.17 s at
 #: 2 km, 0.13-0.14 / 0.09-0.10 s from 6 to 16 km). Small tiles prune more cells but cost a
-#: bound per tile and token and a visit (a few small tensor operations) per tile.
-TILE_METRES = 8000.0
+#: bound per tile and token and a visit (a few small tensor operations) per tile; a tile of a
+#: fixed number of cells keeps a tile's score block the same on finer grids.
+TILE_CELLS = 16
 
 _MARGIN_EPS = 1024      # float epsilons of a score's magnitude added to every bound
 
@@ -61,8 +71,8 @@ class CellTiles:
         Their bias ``b`` (popularity-bin bias of the distance prior).
     metres : FloatTensor [N+1, 2]
         Cell centroids in metres (row N: the out-of-vocabulary row).
-    side : float, default :data:`TILE_METRES`
-        Side of a tile (metres).
+    side : float
+        Side of a tile (metres): :data:`TILE_CELLS` times the grid's cell size.
 
     Attributes
     ----------
@@ -74,10 +84,12 @@ class CellTiles:
         Tile of every cell id.
     position : LongTensor [N]
         Place of every cell id in ``order``.
+    finite : bool
+        Whether every candidate vector and bias is finite (else the tiles are not searched).
     """
 
     def __init__(self, candidates: torch.Tensor, bias: torch.Tensor | None, metres: torch.Tensor,
-                 side: float = TILE_METRES) -> None:
+                 side: float) -> None:
         n = candidates.shape[0]
         metres = metres.to(torch.promote_types(metres.dtype, torch.float32))
         xy = metres[:n]                                   # finite (RetrievalNetwork.register_city)
@@ -101,6 +113,7 @@ class CellTiles:
 
         # the bounds of q . C_c + b_c: ball (centre and radius) and box (corners) of the vectors (C_c, b_c)
         vectors = self.candidates if bias is None else torch.cat([self.candidates, self.bias[:, None]], 1)
+        self.finite = bool(torch.isfinite(vectors).all())
         self.mean = vectors.new_zeros(self.n_tiles, vectors.shape[1]).index_add_(0, sorted_tile, vectors) / counts[:, None]
         self.radius = per_tile((vectors - self.mean[sorted_tile]).norm(dim=1), "amax", 0.0)
         self.corners = torch.cat([per_tile(vectors, "amax", -torch.inf), per_tile(vectors, "amin", torch.inf)], 1).T.contiguous()
@@ -142,7 +155,8 @@ class CellTiles:
             high = squared_buckets_(far.mul_(1 + 1e-5).add_(1)).long()
             bound = bound + _range_max(distance, low, high)
             scale = scale + distance.abs().max(1).values
-        return bound + _MARGIN_EPS * torch.finfo(bound.dtype).eps * (scale[:, None] + 1)
+        eps = max(torch.finfo(bound.dtype).eps, torch.finfo(torch.float32).eps)     # ranked in float32
+        return bound + _MARGIN_EPS * eps * (scale[:, None] + 1)
 
     def scores(self, tile: int, query: torch.Tensor, distance: torch.Tensor | None, here: torch.Tensor) -> torch.Tensor:
         """Scores (without the history prior) of the cells of one tile, in ``order``: [n, m]."""
@@ -152,6 +166,27 @@ class CellTiles:
         if distance is not None:
             s += distance.gather(1, bucket_grid(here, self.x[a:b], self.y[a:b]).long()).to(s.dtype)
         return s
+
+
+def searchable(out: dict) -> bool:
+    """Whether :func:`tile_rank` can rank a network output: no copy path (its mixture is not a sum
+    of bounded terms), a distance prior (what makes distant tiles prunable) and finite terms of
+    the tokens (a NaN has no bound; the dense path reports it as a diverged model). The city's
+    terms are checked once per city and call: :attr:`CellTiles.finite`.
+
+    Parameters
+    ----------
+    out : dict
+        Output of a :class:`~trajmoe.nn.RetrievalNetwork`.
+
+    Returns
+    -------
+    bool
+    """
+    if out.get("copy_scores") is not None or out.get("distance") is None:
+        return False
+    terms = (out.get(key) for key in ("query", "distance", "history"))
+    return all(bool(torch.isfinite(term).all()) for term in terms if term is not None)
 
 
 def _range_max(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -204,7 +239,7 @@ def tile_rank(out: dict, rows: torch.Tensor, cols: torch.Tensor, tiles: CellTile
     for start in range(0, n, step):
         part = slice(start, start + step)
         found = _search(out, rows[part], cols[part], tiles, kk,
-                        None if truth is None else torch.as_tensor(truth[part], device=rows.device))
+                        None if truth is None else torch.as_tensor(truth[part], device=rows.device), block)
         if k is not None:
             ids[part], values[part] = found[0].cpu().numpy(), found[1].double().cpu().numpy()
         if truth is not None:
@@ -212,7 +247,7 @@ def tile_rank(out: dict, rows: torch.Tensor, cols: torch.Tensor, tiles: CellTile
     return ids, values, ranks
 
 
-def _search(out, rows, cols, tiles, k, truth):
+def _search(out, rows, cols, tiles, k, truth, block):
     """:func:`tile_rank` of one block of tokens: (ids, values, ranks) as tensors (or None)."""
     n, n_cells = len(rows), out["candidates"].shape[0]
     device = rows.device
@@ -245,29 +280,36 @@ def _search(out, rows, cols, tiles, k, truth):
         rounds.append(window & ~visited)
         visited |= window
     for needed in rounds:
-        for tile, tokens, s in _visit(needed, tiles, query, distance, here, entries):
+        for tile, tokens, s in _visit(needed, tiles, query, distance, here, block, entries):
             state.add(tile, tokens, s, tiles)
     # every other tile that could hold a cell of the top k (or one scoring at least the truth)
     threshold = state.threshold()
     bounds = tiles.bounds(query, distance, here)
-    for tile, tokens, s in _visit((bounds >= threshold[:, None]) & ~visited, tiles, query, distance, here):
+    for tile, tokens, s in _visit((bounds >= threshold[:, None]) & ~visited, tiles, query, distance, here, block):
         state.add(tile, tokens, s, tiles)
     return state.result()
 
 
-def _visit(needed, tiles, query, distance, here, entries=()):
-    """Yield ``(tile, tokens, scores)`` for every tile with a token that needs it; ``entries``
-    (token, cell, increments), the history prior of the tokens' window cells, is added to the
-    scores of those of the tiles visited, as :func:`trajmoe.nn.loss.generation_logits` adds it."""
+def _visit(needed, tiles, query, distance, here, block, entries=()):
+    """Yield ``(tile, tokens, scores)`` for the tokens that need each tile, at most ``block``
+    scores at a time; ``entries`` (token, cell, increments), the history prior of the tokens'
+    window cells, is added to the scores of those of the tiles visited, as
+    :func:`trajmoe.nn.loss.generation_logits` adds it. The scores are float32, as
+    :func:`trajmoe.estimators._neural` ranks them."""
     pairs = needed.T.nonzero()                       # (tile, token), by tile
     if not len(pairs):
         return
     tokens = pairs[:, 1]
     tile_ids, counts = torch.unique_consecutive(pairs[:, 0], return_counts=True)
-    ends = counts.cumsum(0)
+    chunks = []                                      # (tile, first pair, end pair): a tile's tokens in chunks
+    start = 0
+    for tile, count in zip(tile_ids.tolist(), counts.tolist()):
+        step = max(1, block // (tiles.starts[tile + 1] - tiles.starts[tile]))
+        chunks += [(tile, a, min(a + step, start + count)) for a in range(start, start + count, step)]
+        start += count
     query, here = query[tokens], here[tokens]
     distance = None if distance is None else distance[tokens]
-    entry_ends = [0] * len(tile_ids)
+    entry_ends = [0] * len(chunks)
     if len(entries):
         token, cell, increments = entries
         tile = tiles.tile_of[cell]
@@ -277,9 +319,9 @@ def _visit(needed, tiles, query, distance, here, entries=()):
         pair = torch.searchsorted(pairs[:, 0] * len(needed) + pairs[:, 1], tile * len(needed) + token)
         by_pair = torch.argsort(pair, stable=True)
         pair, cell, increments = pair[by_pair], cell[by_pair], [v[by_pair] for v in increments]
-        entry_ends = torch.searchsorted(pair, ends).tolist()
-    start = first_entry = 0
-    for tile, end, entry_end in zip(tile_ids.tolist(), ends.tolist(), entry_ends):
+        entry_ends = torch.searchsorted(pair, torch.tensor([end for *_, end in chunks], device=pair.device)).tolist()
+    first_entry = 0
+    for (tile, start, end), entry_end in zip(chunks, entry_ends):
         s = tiles.scores(tile, query[start:end], None if distance is None else distance[start:end], here[start:end])
         if entry_end > first_entry:
             hit = slice(first_entry, entry_end)
@@ -289,8 +331,7 @@ def _visit(needed, tiles, query, distance, here, entries=()):
                 value = value + increment[hit].to(s.dtype)
             s[i, column] = value
             first_entry = entry_end
-        yield tile, tokens[start:end], s
-        start = end
+        yield tile, tokens[start:end], s.float()
 
 
 class _Found:
