@@ -20,6 +20,7 @@ import sklearn
 import torch
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.metrics import get_scorer_names
 from sklearn.model_selection import (GridSearchCV, KFold, LeaveOneGroupOut, check_cv, cross_val_score,
                                      cross_validate)
@@ -108,9 +109,11 @@ def test_invalid_parameters_raise_before_any_work(make, match, method, two_citie
 
     monkeypatch.setattr(SpatialSemanticEncoder, "fit", no_work)
     model = make()
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as raised:
         getattr(model, method)(two_cities)
     assert not hasattr(model, "encoder_")
+    if "must be divisible" not in match:                  # a value against the declared constraints
+        assert isinstance(raised.value, InvalidParameterError)
 
 
 def test_device_is_checked_against_what_torch_has(two_cities):
@@ -118,7 +121,7 @@ def test_device_is_checked_against_what_torch_has(two_cities):
         bad, match = f"cuda:{torch.cuda.device_count()}", r"torch sees \d+ CUDA device"
     else:
         bad, match = "cuda", r"device='cuda', but torch has no CUDA device here.*use device='auto'.*or 'cpu'"
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InvalidParameterError, match=match):
         TrajMoERegressor(**{**TRAJMOE, "device": bad}).fit(two_cities)
 
 

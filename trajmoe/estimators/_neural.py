@@ -1030,7 +1030,7 @@ def _in_notebook():
 
 
 def check_device(device):
-    """Raise a ValueError unless ``device`` is ``"auto"`` or a device torch has here.
+    """Raise an ``InvalidParameterError`` unless ``device`` is ``"auto"`` or a device torch has here.
 
     Parameters
     ----------
@@ -1039,8 +1039,8 @@ def check_device(device):
 
     Raises
     ------
-    ValueError
-        If torch does not know the device (``"gpu"``), or this machine does not have it
+    sklearn.utils._param_validation.InvalidParameterError
+        (a ValueError and a TypeError, as scikit-learn's parameter checks raise) If torch does not know the device (``"gpu"``), or this machine does not have it
         (``"cuda"`` without a CUDA GPU), saying what to use instead.
     """
     if isinstance(device, str) and device == "auto":
@@ -1048,18 +1048,18 @@ def check_device(device):
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device={device!r} is not a torch device: use 'auto' (CUDA when present, else the "
+        raise InvalidParameterError(f"device={device!r} is not a torch device: use 'auto' (CUDA when present, else the "
                          "CPU), 'cpu', 'cuda', 'cuda:<index>' or 'mps'.") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
-            raise ValueError(f"device={device!r}, but torch has no CUDA device here (torch {torch.__version__}, "
+            raise InvalidParameterError(f"device={device!r}, but torch has no CUDA device here (torch {torch.__version__}, "
                              f"{build}): use device='auto' (CUDA when present, else the CPU) or 'cpu'.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA device(s) here "
+            raise InvalidParameterError(f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA device(s) here "
                              f"(indices 0..{torch.cuda.device_count() - 1}).")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r}, but torch has no MPS device here: use device='auto' or 'cpu'.")
+        raise InvalidParameterError(f"device={device!r}, but torch has no MPS device here: use device='auto' or 'cpu'.")
 
 
 def _every_epoch(net) -> bool:
