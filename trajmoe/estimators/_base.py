@@ -773,9 +773,10 @@ class NextLocationEstimator(BaseEstimator):
         position (teacher forcing, as the reference code); ``"last"`` only the last target
         of every window. Ranks follow :func:`trajmoe.metrics.target_ranks`: full ranking over
         the city's cells, ties pessimistic (every cell tied with the true one counts as ranked
-        before it). A true cell outside the city's vocabulary is a miss with rank
-        :data:`trajmoe.metrics.OOV_RANK` (the largest int64, so that MRR and NDCG count it
-        as 0).
+        before it). Cells outside the fitted region are scored on the fly (open vocabulary),
+        so a true cell there has a finite rank (and ``oov`` True); a true cell that is no
+        candidate at all is a miss with rank :data:`trajmoe.metrics.OOV_RANK` (the largest
+        int64, so that MRR and NDCG count it as 0).
 
         Parameters
         ----------
@@ -800,8 +801,10 @@ class NextLocationEstimator(BaseEstimator):
                 vocabulary) was already visited earlier in the same evaluation window, at or
                 before the current visit (the current cell included); else ``"explore"``.
             ``oov`` : bool
-                True if the true next cell is not a candidate of the city's vocabulary (its
-                rank is then ``OOV_RANK``).
+                True if the true next cell is outside the city's fitted vocabulary. With the
+                open vocabulary such a cell (outside the fitted region) is scored on the fly and
+                has a finite rank; only a true cell that is no candidate at all ranks
+                ``OOV_RANK``.
 
         Raises
         ------
@@ -929,8 +932,9 @@ class NextLocationEstimator(BaseEstimator):
         visits); protocol ``"all"`` scores every position (teacher forcing, as the reference
         code), ``"last"`` only the last target of every window. Ties are pessimistic (every
         cell tied with the true one counts as ranked before it), so with ties Acc@1 can be
-        below the accuracy of :meth:`predict`. A true cell outside the city's vocabulary is a
-        miss with rank :data:`trajmoe.metrics.OOV_RANK` (the largest int64, not N + 1), which
+        below the accuracy of :meth:`predict`. A true cell outside the fitted region is scored
+        on the fly (open vocabulary) and has a finite rank; one that is no candidate at all is
+        a miss with rank :data:`trajmoe.metrics.OOV_RANK` (the largest int64, not N + 1), which
         MRR and NDCG count as 0.
 
         Parameters
