@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import trajmoe
 from trajmoe import cli
 from trajmoe.schema import DataWarning
 
@@ -57,6 +58,13 @@ def test_python_dash_m_runs_the_command_line():
     assert "argument --fraction: must be in (0, 1], got 5" in result.stderr
     result = subprocess.run([sys.executable, "-m", "trajmoe", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("usage: trajmoe")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"trajmoe {trajmoe.__version__}\n"
 
 
 def test_a_data_folder_without_the_citys_files_is_a_usage_error(tmp_path, capsys):

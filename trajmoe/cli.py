@@ -24,6 +24,7 @@ from pathlib import Path
 from ._constants import PROTOCOLS
 from ._malloc import tune_malloc
 from .exceptions import DataWarning, ShortWindowsWarning
+from ._version import __version__
 
 # the data and models (pandas, scikit-learn, torch) are imported by the commands that use them,
 # so that `trajmoe --help` answers at once
@@ -549,6 +550,7 @@ def main(argv=None):
     """
     parser = argparse.ArgumentParser(prog="trajmoe", description="TrajMoE: next-location prediction in any city.",
                                      allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False,
