@@ -21,7 +21,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline as SklearnPipeline
 from sklearn.pipeline import make_pipeline as sklearn_make_pipeline
 
-from trajmoe import MarkovBaseline, SpatialSemanticEncoder, TrajMoERegressor
+from trajmoe import MarkovBaseline, SpatialSemanticEncoder, TrajMoERegressor, metrics
 from trajmoe.datasets import load_foursquare_nyc, load_geolife
 from trajmoe.exceptions import DataWarning, ZeroShotWarning
 from trajmoe.model_selection import UserKFold
@@ -116,6 +116,24 @@ def test_encoder_step_is_extended_once_and_short_users_are_left_out(nyc):
     pd.testing.assert_series_equal(model.transitions_, manual.transitions_)
     np.testing.assert_array_equal(pipe.predict(target), manual.predict(target))
 
+
+
+def test_rankings_pass_through_to_the_model(nyc):
+    source, target, _ = nyc
+    pipe = make_pipeline(ShortUserFilter(min_visits=20), MarkovBaseline(min_stays=2)).fit(source)
+    manual = MarkovBaseline(min_stays=2).fit(ShortUserFilter(min_visits=20).fit_transform(source))
+    seen = ShortUserFilter(min_visits=20).fit_transform(source)      # what the filter passes on
+    labels, scores = pipe.predict_topk(source, k=3)
+    expected = manual.predict_topk(seen, k=3)
+    np.testing.assert_array_equal(labels, expected[0])
+    np.testing.assert_array_equal(scores, expected[1])
+    pd.testing.assert_series_equal(pipe.target_ranks(source, protocol="last"),
+                                   manual.target_ranks(seen, protocol="last"))
+    pd.testing.assert_frame_equal(pipe.target_table(source), manual.target_table(seen))
+    assert pipe.predict_and_evaluate(source, k=3)["report"] == manual.predict_and_evaluate(seen, k=3)["report"]
+    assert metrics.evaluate(pipe, source) == metrics.evaluate(manual, seen)
+    with pytest.raises(AttributeError, match="has no attribute 'target_ranks'"):
+        Pipeline([("model", DummyRegressor())]).target_ranks
 
 def test_partial_fit_first_initialises_like_fit(nyc):
     source, _, _ = nyc

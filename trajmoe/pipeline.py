@@ -34,6 +34,11 @@ def _final_step_has_partial_fit(pipe):
     return True
 
 
+def _final_step_has(method):
+    """``available_if`` check: whether the last step has ``method``."""
+    return lambda pipe: hasattr(pipe.steps[-1][1], method)
+
+
 def _learns_from_fit(step):
     """Whether ``step`` keeps state learned by ``fit`` (False for the stateless steps)."""
     try:
@@ -74,6 +79,9 @@ def _is_fitted(step):
 class Pipeline(sklearn.pipeline.Pipeline):
     """scikit-learn's :class:`~sklearn.pipeline.Pipeline` with ``partial_fit``.
 
+    It also passes the rankings of trajmoe's models through (``predict_topk``, ``target_ranks``,
+    ``target_table``, ``predict_and_evaluate``: the last step's method of X transformed by the
+    steps before it, as ``predict``), so that :func:`trajmoe.metrics.evaluate` takes a pipeline.
     Everything else (``predict``, ``score``, ``transform``, indexing, ``clone``,
     ``get_params``/``set_params``, grid search, pickling) is scikit-learn's, unchanged, and so
     is ``fit`` but for one thing: it is atomic (a failed refit leaves the pipeline as it was). Use it
@@ -282,6 +290,86 @@ class Pipeline(sklearn.pipeline.Pipeline):
             raise
         return self
 
+
+    def _transformed(self, X):
+        """X through the ``transform`` of every step but the last (as ``predict`` does)."""
+        for _, _, step in self._iter(with_final=False, filter_passthrough=True):
+            X = step.transform(X)
+        return X
+
+    @available_if(_final_step_has("predict_topk"))
+    def predict_topk(self, X, **params):
+        """The last step's ``predict_topk`` of X transformed by the steps before it.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Input of the first step.
+        **params
+            Parameters of the last step's ``predict_topk`` (``k``, ``zero_shot``, ``pois``).
+
+        Returns
+        -------
+        labels, scores : ndarray of shape (n_visits, k)
+            As :meth:`trajmoe.estimators.NextLocationEstimator.predict_topk` returns them.
+        """
+        return self.steps[-1][1].predict_topk(self._transformed(X), **params)
+
+    @available_if(_final_step_has("target_ranks"))
+    def target_ranks(self, X, **params):
+        """The last step's ``target_ranks`` of X transformed by the steps before it.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Input of the first step.
+        **params
+            Parameters of the last step's ``target_ranks`` (``protocol``, ``pois``).
+
+        Returns
+        -------
+        Series of int64
+            As :meth:`trajmoe.estimators.NextLocationEstimator.target_ranks` returns it (what
+            :func:`trajmoe.metrics.evaluate` of the pipeline reads).
+        """
+        return self.steps[-1][1].target_ranks(self._transformed(X), **params)
+
+    @available_if(_final_step_has("target_table"))
+    def target_table(self, X, **params):
+        """The last step's ``target_table`` of X transformed by the steps before it.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Input of the first step.
+        **params
+            Parameters of the last step's ``target_table`` (``protocol``, ``pois``).
+
+        Returns
+        -------
+        DataFrame
+            As :meth:`trajmoe.estimators.NextLocationEstimator.target_table` returns it.
+        """
+        return self.steps[-1][1].target_table(self._transformed(X), **params)
+
+    @available_if(_final_step_has("predict_and_evaluate"))
+    def predict_and_evaluate(self, X, **params):
+        """The last step's ``predict_and_evaluate`` of X transformed by the steps before it.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Input of the first step.
+        **params
+            Parameters of the last step's ``predict_and_evaluate`` (``k``, ``protocol``,
+            ``ks``, ``pois``).
+
+        Returns
+        -------
+        dict
+            As :meth:`trajmoe.estimators.NextLocationEstimator.predict_and_evaluate` returns it.
+        """
+        return self.steps[-1][1].predict_and_evaluate(self._transformed(X), **params)
 
 def make_pipeline(*steps, memory=None, transform_input=None, verbose=False):
     """Build a :class:`Pipeline` (with ``partial_fit``) from estimators, named after their classes.
