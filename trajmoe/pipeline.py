@@ -39,6 +39,30 @@ def _final_step_has(method):
     return lambda pipe: hasattr(pipe.steps[-1][1], method)
 
 
+def _passed_through(method, params, returns):
+    """A Pipeline method that calls the last step's ``method`` on X transformed by the steps
+    before it (available where the last step has it)."""
+    def call(self, X, **kwargs):
+        return getattr(self.steps[-1][1], method)(self._transformed(X), **kwargs)
+
+    call.__name__ = call.__qualname__ = method
+    call.__doc__ = f"""The last step's ``{method}`` of X transformed by the steps before it.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Input of the first step.
+        **kwargs
+            Parameters of the last step's ``{method}`` ({params}).
+
+        Returns
+        -------
+        {returns}
+            As :meth:`trajmoe.estimators.NextLocationEstimator.{method}` returns it.
+        """
+    return available_if(_final_step_has(method))(call)
+
+
 def _learns_from_fit(step):
     """Whether ``step`` keeps state learned by ``fit`` (False for the stateless steps)."""
     try:
@@ -297,79 +321,11 @@ class Pipeline(sklearn.pipeline.Pipeline):
             X = step.transform(X)
         return X
 
-    @available_if(_final_step_has("predict_topk"))
-    def predict_topk(self, X, **params):
-        """The last step's ``predict_topk`` of X transformed by the steps before it.
-
-        Parameters
-        ----------
-        X : DataFrame
-            Input of the first step.
-        **params
-            Parameters of the last step's ``predict_topk`` (``k``, ``zero_shot``, ``pois``).
-
-        Returns
-        -------
-        labels, scores : ndarray of shape (n_visits, k)
-            As :meth:`trajmoe.estimators.NextLocationEstimator.predict_topk` returns them.
-        """
-        return self.steps[-1][1].predict_topk(self._transformed(X), **params)
-
-    @available_if(_final_step_has("target_ranks"))
-    def target_ranks(self, X, **params):
-        """The last step's ``target_ranks`` of X transformed by the steps before it.
-
-        Parameters
-        ----------
-        X : DataFrame
-            Input of the first step.
-        **params
-            Parameters of the last step's ``target_ranks`` (``protocol``, ``pois``).
-
-        Returns
-        -------
-        Series of int64
-            As :meth:`trajmoe.estimators.NextLocationEstimator.target_ranks` returns it (what
-            :func:`trajmoe.metrics.evaluate` of the pipeline reads).
-        """
-        return self.steps[-1][1].target_ranks(self._transformed(X), **params)
-
-    @available_if(_final_step_has("target_table"))
-    def target_table(self, X, **params):
-        """The last step's ``target_table`` of X transformed by the steps before it.
-
-        Parameters
-        ----------
-        X : DataFrame
-            Input of the first step.
-        **params
-            Parameters of the last step's ``target_table`` (``protocol``, ``pois``).
-
-        Returns
-        -------
-        DataFrame
-            As :meth:`trajmoe.estimators.NextLocationEstimator.target_table` returns it.
-        """
-        return self.steps[-1][1].target_table(self._transformed(X), **params)
-
-    @available_if(_final_step_has("predict_and_evaluate"))
-    def predict_and_evaluate(self, X, **params):
-        """The last step's ``predict_and_evaluate`` of X transformed by the steps before it.
-
-        Parameters
-        ----------
-        X : DataFrame
-            Input of the first step.
-        **params
-            Parameters of the last step's ``predict_and_evaluate`` (``k``, ``protocol``,
-            ``ks``, ``pois``).
-
-        Returns
-        -------
-        dict
-            As :meth:`trajmoe.estimators.NextLocationEstimator.predict_and_evaluate` returns it.
-        """
-        return self.steps[-1][1].predict_and_evaluate(self._transformed(X), **params)
+    predict_topk = _passed_through("predict_topk", "``k``, ``zero_shot``, ``pois``",
+                                   "labels, scores : ndarray of shape (n_visits, k)")
+    target_ranks = _passed_through("target_ranks", "``protocol``, ``pois``", "Series of int64")
+    target_table = _passed_through("target_table", "``protocol``, ``pois``", "DataFrame")
+    predict_and_evaluate = _passed_through("predict_and_evaluate", "``k``, ``protocol``, ``ks``, ``pois``", "dict")
 
 def make_pipeline(*steps, memory=None, transform_input=None, verbose=False):
     """Build a :class:`Pipeline` (with ``partial_fit``) from estimators, named after their classes.
