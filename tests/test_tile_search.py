@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from trajmoe import TrajMoERegressor
 from trajmoe.cli import load_city
 from trajmoe.estimators._scoring import rank_blocks
-from trajmoe.estimators._tiles import CellTiles, searchable, tile_rank
+from trajmoe.estimators._tiles import TILE_CELLS, CellTiles, searchable, tile_rank
 from trajmoe.nn import ranking_scores
 from trajmoe.nn.retrieval import N_DISTANCE_BUCKETS
 
@@ -122,7 +122,8 @@ def test_predict_scores_only_the_tiles_that_can_matter(nyc_model, monkeypatch):
     monkeypatch.setattr(CellTiles, "scores", spy)
     assert (model.predict(test) == labels[:, 0]).all()
     # a (token, tile) pair per token and tile of the city would be the dense path's work
-    n_tiles = CellTiles(torch.zeros(model._n_locations()[0], 1), None, model.net_.module_._metres(0), 8000.0).n_tiles
+    side = TILE_CELLS * model.encoder_.cities_["nyc"].grid.cell_size
+    n_tiles = CellTiles(torch.zeros(model._n_locations()[0], 1), None, model.net_.module_._metres(0), side).n_tiles
     assert n_tiles > 20
     assert 0 < sum(visited) < 0.2 * len(test) * n_tiles
 

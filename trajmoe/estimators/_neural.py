@@ -1040,26 +1040,29 @@ def check_device(device):
     Raises
     ------
     sklearn.utils._param_validation.InvalidParameterError
-        (a ValueError and a TypeError, as scikit-learn's parameter checks raise) If torch does not know the device (``"gpu"``), or this machine does not have it
-        (``"cuda"`` without a CUDA GPU), saying what to use instead.
+        A ValueError and a TypeError, as scikit-learn's parameter checks raise: if torch does
+        not know the device (``"gpu"``), or this machine does not have it (``"cuda"`` without a
+        CUDA GPU), saying what to use instead.
     """
     if isinstance(device, str) and device == "auto":
         return
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise InvalidParameterError(f"device={device!r} is not a torch device: use 'auto' (CUDA when present, else the "
-                         "CPU), 'cpu', 'cuda', 'cuda:<index>' or 'mps'.") from None
+        raise InvalidParameterError(f"device={device!r} is not a torch device: use 'auto' (CUDA when present, "
+                                    "else the CPU), 'cpu', 'cuda', 'cuda:<index>' or 'mps'.") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
-            raise InvalidParameterError(f"device={device!r}, but torch has no CUDA device here (torch {torch.__version__}, "
-                             f"{build}): use device='auto' (CUDA when present, else the CPU) or 'cpu'.")
+            raise InvalidParameterError(f"device={device!r}, but torch has no CUDA device here (torch "
+                                        f"{torch.__version__}, {build}): use device='auto' (CUDA when present, "
+                                        "else the CPU) or 'cpu'.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InvalidParameterError(f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA device(s) here "
-                             f"(indices 0..{torch.cuda.device_count() - 1}).")
+            raise InvalidParameterError(f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA "
+                                        f"device(s) here (indices 0..{torch.cuda.device_count() - 1}).")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InvalidParameterError(f"device={device!r}, but torch has no MPS device here: use device='auto' or 'cpu'.")
+        raise InvalidParameterError(f"device={device!r}, but torch has no MPS device here: use device='auto' "
+                                    "or 'cpu'.")
 
 
 def _every_epoch(net) -> bool:

@@ -44,7 +44,7 @@ import torch
 
 from .. import metrics
 from ..nn.retrieval import bucket_grid, history_entries, squared_buckets_
-from ._scoring import topk_lowest_id
+from ._scoring import SCORE_BLOCK, topk_lowest_id
 
 __all__ = ["TILE_CELLS", "CellTiles", "searchable", "tile_rank"]
 
@@ -199,7 +199,7 @@ def _range_max(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> t
 
 
 def tile_rank(out: dict, rows: torch.Tensor, cols: torch.Tensor, tiles: CellTiles, k=None, truth=None,
-              block: int = 1 << 22):
+              block: int = SCORE_BLOCK):
     """Top-k cells and ranks of the truth, as :func:`trajmoe.estimators._scoring.rank_blocks` gives
     them for :func:`trajmoe.nn.ranking_scores`, scoring only the tiles that can matter.
 
@@ -217,9 +217,9 @@ def tile_rank(out: dict, rows: torch.Tensor, cols: torch.Tensor, tiles: CellTile
     truth : ndarray of int64 of shape (n,) or None
         True next cell per token: 0..N-1, -1 out of vocabulary (rank :data:`trajmoe.metrics.OOV_RANK`),
         -2 no target (rank 0); None: no ranks.
-    block : int
-        Bounds (a token's per tile, and its table of bucket maxima) held at once; the scores of
-        a tile's cells are held one tile at a time.
+    block : int, default :data:`~trajmoe.estimators._scoring.SCORE_BLOCK`
+        Entries held at once: bounds (a token's per tile, and its table of bucket maxima), and
+        scores of a tile's cells (a chunk of its tokens at a time).
 
     Returns
     -------
@@ -294,8 +294,8 @@ def _visit(needed, tiles, query, distance, here, block, entries=()):
     """Yield ``(tile, tokens, scores)`` for the tokens that need each tile, at most ``block``
     scores at a time; ``entries`` (token, cell, increments), the history prior of the tokens'
     window cells, is added to the scores of those of the tiles visited, as
-    :func:`trajmoe.nn.loss.generation_logits` adds it. The scores are float32, as
-    :func:`trajmoe.estimators._neural` ranks them."""
+    :func:`trajmoe.nn.loss.generation_logits` adds it. The scores are float32, as the neural
+    estimators rank them (``ranking_scores(...).float()``)."""
     pairs = needed.T.nonzero()                       # (tile, token), by tile
     if not len(pairs):
         return
