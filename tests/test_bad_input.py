@@ -27,7 +27,8 @@ from trajmoe import (
 )
 from trajmoe.exceptions import ShortWindowsWarning, UnknownCityError
 from trajmoe.metrics import OOV_RANK
-from trajmoe.schema import DataWarning, SchemaError, validate_pois, validate_visits
+from trajmoe.model_selection import train_test_users
+from trajmoe.schema import DataWarning, SchemaError, user_order, validate_pois, validate_visits
 from trajmoe.taxonomy import TAXONOMY
 
 BASELINES = [PopularityBaseline, MarkovBaseline, HistoryFrequencyBaseline]
@@ -317,6 +318,53 @@ def test_order_does_not_matter_for_trajmoe(fitted_model):
     ref = pd.Series(fitted_model.predict(X), index=X.index)
     perm = X.sample(frac=1, random_state=3).index
     np.testing.assert_array_equal(fitted_model.predict(shuffled), ref.loc[perm].to_numpy())
+
+
+def tied_visits():
+    """Visits of 3 users where every other visit shares its time with the next one, at
+    another cell: the library must order these ties the same way whatever else the frame holds."""
+    X = grid_visits(n_users=3, n=12, city="A")
+    tie = X.iloc[::2].assign(x=lambda d: d["x"] + 5)
+    return pd.concat([X, tie], ignore_index=True)
+
+
+def test_columns_the_library_does_not_read_do_not_reorder_ties():
+    X = tied_visits()
+    rng = np.random.default_rng(0)
+    extra = X.assign(note=rng.choice(["a", "b", "c", "d"], len(X)), score=rng.normal(size=len(X)),
+                     block=np.nan)   # an all-NaN column, as concatenating two cities' frames gives
+    cols = list(X.columns)
+    pd.testing.assert_frame_equal(validate_visits(extra)[cols], validate_visits(X))
+    model = HistoryFrequencyBaseline(min_stays=2).fit(X)
+    np.testing.assert_array_equal(model.predict(extra), model.predict(X))
+    pd.testing.assert_series_equal(model.target_ranks(extra), model.target_ranks(X))
+    assert (HistoryFrequencyBaseline(min_stays=2).fit(extra).target_ranks(X) == model.target_ranks(X)).all()
+
+
+def test_rows_that_differ_only_in_unread_columns_are_ordered_by_them():
+    # two visits of one user at one time and one cell, told apart only by a note: their order
+    # (and so which row gets which prediction) follows their content, not their input order
+    X = pd.concat([grid_visits(n_users=1, n=6),
+                   pd.DataFrame({"user_id": 0, "day": 0, "slot": 47, "x": [7, 7], "y": 1, "note": ["b", "a"]})],
+                  ignore_index=True)
+    a, b = validate_visits(X), validate_visits(X.iloc[::-1])
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+def test_user_ids_typed_as_text_order_and_split_as_integers():
+    X = grid_visits(n_users=12, n=6)          # ids 0..11: "10" < "2" as text, 2 < 10 as numbers
+    text = X.assign(user_id=X["user_id"].astype(str))
+    a, b = validate_visits(X), validate_visits(text)
+    np.testing.assert_array_equal(a.index, b.index)
+    np.testing.assert_array_equal(a["user_id"].astype(str), b["user_id"])
+    for p, q in zip(train_test_users(X, random_state=1), train_test_users(text, random_state=1)):
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(user_order(pd.Series([10, 2, "a", 7.0])), [2, 0, 3, 1])
+    np.testing.assert_array_equal(user_order(pd.Series(["10", "2", "a", "7"])), [2, 0, 3, 1])
+    model = tiny_model().fit(X.assign(city="A"))
+    again = tiny_model().fit(text.assign(city="A"))
+    pd.testing.assert_series_equal(again.target_ranks(text.assign(city="A")),
+                                   model.target_ranks(X.assign(city="A")))
 
 
 @pytest.mark.parametrize("E", BASELINES)

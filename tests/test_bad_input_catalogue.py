@@ -403,6 +403,10 @@ CATALOGUE = [
     Entry("mixed-type-users", "user ids 1 and '1' in one column",
           lambda: (grid().assign(user_id=lambda d: [1 if u == 0 else "1" if u == 1 else 2 for u in d.user_id]),),
           fit_predict, A, check=lambda pred: len(pred) == 36),
+    Entry("text-user-ids", "user ids read as text ('2', '10') where another run read them as integers",
+          lambda: (grid(n_users=12, n=3).assign(user_id=lambda d: d.user_id.astype(str)),),
+          validate_visits, A,
+          check=lambda out: out.index.tolist() == validate_visits(grid(n_users=12, n=3)).index.tolist()),
     Entry("mixed-type-cities", "city names 7 and '7' in one column",
           lambda: (grid().assign(city=lambda d: [7 if u == 0 else "7" for u in d.user_id]),),
           validate_visits, E, SchemaError, r"column 'city' has distinct values with the same name as text: "

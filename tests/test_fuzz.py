@@ -151,6 +151,27 @@ def test_fuzz_validate_visits_input_order_does_not_matter(X):
 
 
 @FUZZ
+@given(X=visit_frames(bad=False), notes=st.lists(st.sampled_from(["a", "b", None]), min_size=1, max_size=30),
+       text_ids=st.booleans())
+def test_fuzz_unread_columns_and_id_types_do_not_change_the_order(X, notes, text_ids):
+    # every visit gets a twin at the same time in another place, and users ids 0, 7, 14, 21
+    # (text order differs from number order): columns the library does not read, and ids typed
+    # as text, leave the order of what it reads (user, time, place) as it was
+    place = ["lat", "lon"] if "lat" in X.columns else ["x", "y"]
+    twin = X.assign(**{place[0]: X[place[0]] + 1})
+    X = pd.concat([X, twin], ignore_index=True).assign(user_id=lambda d: d["user_id"] * 7)
+    out = run_checked(validate_visits, X)
+    if out is not None:
+        read = [c for c in ("city", "started_at", "day", "slot", *place) if c in X.columns]
+        other = X.assign(note=np.resize(np.array(notes, dtype=object), len(X)), empty=np.nan)
+        if text_ids:
+            other["user_id"] = other["user_id"].astype(str)
+        again = validate_visits(other)
+        pd.testing.assert_frame_equal(again[read].reset_index(drop=True), out[read].reset_index(drop=True))
+        assert again["user_id"].astype(str).tolist() == out["user_id"].astype(str).tolist()
+
+
+@FUZZ
 @given(X=st.booleans().flatmap(lambda bad: visit_frames(bad=bad)), cell_size=st.sampled_from([500.0, 250, 2000.0]))
 def test_fuzz_encoder(X, cell_size):
     encoder = run_checked(lambda X: SpatialSemanticEncoder(cell_size=cell_size).fit(X), X)

@@ -37,7 +37,7 @@ from sklearn.utils import check_random_state
 
 from ._validation import check_protocol, parse_metric_name
 from .metrics import evaluate
-from .schema import CITY, DEFAULT_CITY, USER, format_rows
+from .schema import CITY, DEFAULT_CITY, USER, format_rows, user_order
 
 __all__ = [
     "train_test_users",
@@ -89,11 +89,9 @@ def _city_values(X: pd.DataFrame) -> np.ndarray:
 
 
 def _user_codes(users: pd.Series) -> np.ndarray:
-    """Integer code of each row's user, independent of row order where the ids are sortable."""
-    try:
-        codes, _ = pd.factorize(users, sort=True)
-    except TypeError:  # unsortable mixture of id types
-        codes, _ = pd.factorize(users.astype(str), sort=True)
+    """Integer code of each row's user, independent of row order and of the ids' type
+    (:func:`trajmoe.schema.user_order`)."""
+    codes = user_order(users)
     if (codes < 0).any():
         raise ValueError(
             f"{USER!r} has {int((codes < 0).sum())} missing values; every visit needs a user."

@@ -30,6 +30,8 @@ the input (in the spirit of trackintel's ``validate``).
 from __future__ import annotations
 
 import datetime as _dt
+import numbers
+import re
 import warnings
 
 import numpy as np
@@ -63,6 +65,7 @@ __all__ = [
     "validate_pois",
     "time_form",
     "location_form",
+    "user_order",
     "TIME_RANGE",
     "MAX_DAY",
     "MAX_OFFSET_SPREAD",
@@ -627,9 +630,12 @@ def validate_visits(X: pd.DataFrame, *, duplicates: str = "warn") -> pd.DataFram
         absent and cast to str, ``started_at`` parsed to datetime64 (an object column of
         Timestamps when one column holds several UTC offsets), ``day``/``slot``/``x``/``y``
         cast to int64, ``lat``/``lon`` to float64, rows sorted stably by (city, user_id,
-        time, content) where time is ``started_at`` (UTC instant) or (``day``, ``slot``) and
-        content is a hash of every column, so that rows at the same time come in the same
-        order whatever their input order. The original index labels are kept so results can
+        time, place, content) where user ids are ordered by :func:`user_order` (whole
+        numbers by value, typed as int or text alike), time is ``started_at`` (UTC instant)
+        or (``day``, ``slot``), place is a hash of ``lat``/``lon`` (or ``x``/``y``) and content
+        a hash of every column. Rows at the same time thus come in the same order whatever
+        their input order, and columns the library does not read change only the order of
+        rows that agree on everything it reads. The original index labels are kept so results can
         be re-aligned with ``X``. With ``duplicates="drop"``, n_visits less the duplicates.
 
     Raises
@@ -708,13 +714,63 @@ def validate_visits(X: pd.DataFrame, *, duplicates: str = "warn") -> pd.DataFram
             out[DAY], out[SLOT] = sub[DAY], sub[SLOT]
 
     _check_locations(out, "visits")
-    # ties in time are ordered by the content of the rows, never by their input order
+    # ties in time are ordered by the place visited, then by the content of the rows, never by
+    # their input order, nor by columns the library does not read
     content = row_hash(out)
-    out = _stable_sort(out, [out[CITY], out[USER], pd.Series(time_key, index=out.index), content])
+    place = row_hash(out[_place_columns(out)])
+    out = _stable_sort(out, [out[CITY], pd.Series(user_order(out[USER]), index=out.index),
+                             pd.Series(time_key, index=out.index), place, content])
     return _handle_duplicates(out, duplicates, content.loc[out.index] if out.index.is_unique else None)
 
 
 _DUPLICATES = ("warn", "drop", "ignore")
+
+
+def _place_columns(out: pd.DataFrame) -> list[str]:
+    """The columns of a visit frame that say where the visit was (by :func:`location_form`)."""
+    return [LAT, LON] if location_form(out) == "latlon" else [X, Y]
+
+
+def user_order(users: pd.Series) -> np.ndarray:
+    """Rank of each row's user id in one order that does not depend on how the ids are typed.
+
+    Whole numbers, whether typed as int, float or text (``7``, ``7.0`` and ``"7"``, as a CSV
+    read with or without ``dtype=str`` gives them), sort by their value and before other ids,
+    which sort by their text. A frame thus orders its users, and splits them, the same way
+    whichever type its ids have.
+
+    Parameters
+    ----------
+    users : Series of shape (n_rows,)
+        The ``user_id`` column (any hashable values).
+
+    Returns
+    -------
+    ndarray of int64, shape (n_rows,)
+        0 for the rows of the first user in that order, 1 for the next, ...; -1 for a missing
+        id. Ids of different types stay different users (``7`` and ``"7"`` in one frame get
+        two ranks, next to each other).
+    """
+    codes, uniques = pd.factorize(users)
+    keys = [_user_key(u) for u in uniques]
+    rank = np.empty(len(keys), np.int64)
+    rank[sorted(range(len(keys)), key=keys.__getitem__)] = np.arange(len(keys))
+    return np.where(codes < 0, -1, rank[np.maximum(codes, 0)] if len(keys) else 0).astype(np.int64)
+
+
+def _user_key(u) -> tuple:
+    """Sort key of one user id (see :func:`user_order`)."""
+    if isinstance(u, numbers.Real) and not isinstance(u, (bool, np.bool_)):
+        if float(u).is_integer():
+            return (0, int(u), str(int(u)), 0)
+        return (0, float(u), str(u), 0)
+    text = str(u)
+    if _WHOLE_NUMBER.fullmatch(text):
+        return (0, int(text), text, 1)
+    return (1, 0, text, 1)
+
+
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 
 
 def row_hash(out: pd.DataFrame) -> pd.Series:
