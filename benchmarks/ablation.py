@@ -24,7 +24,7 @@ the target's training users, on the same split, seeds and scoring as ``transfer.
   (spatial gate only), ``no_spatial_router`` (temporal gate only): the paper's five ablations;
 * ``sparse_top2``: sparse noisy top-2 gating of the three specialists (Shazeer et al. 2017).
 
-Quick mode runs :data:`QUICK_VARIANTS` (7.8 minutes on 2 CPU cores at c7c7a77, 10.6 at b57bd51):
+Quick mode runs :data:`QUICK_VARIANTS` (7.5 minutes on 2 CPU cores at 3e0ecfe, 7.8 at c7c7a77, 10.6 at b57bd51):
 ``python benchmarks/ablation.py --quick --output benchmarks/results/ablation_quick.json``;
 ``--variants`` names others (every variant: ``--variants all``, about 45 minutes in quick mode before
 the speed-ups of b718453, not re-measured since).
