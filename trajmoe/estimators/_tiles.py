@@ -93,7 +93,11 @@ class CellTiles:
         n = candidates.shape[0]
         metres = metres.to(torch.promote_types(metres.dtype, torch.float32))
         xy = metres[:n]                                   # finite (RetrievalNetwork.register_city)
-        _, tile_of = torch.unique(torch.floor((xy - xy.min(0).values) / side).long(), dim=0, return_inverse=True)
+        grid = torch.floor((xy - xy.min(0).values) / side).long()
+        # tiles numbered by (column, row), as torch.unique(grid, dim=0) numbers them, from one
+        # integer key a tile (the unique of rows is an order of magnitude slower)
+        rows = int(grid[:, 1].max()) + 1 if n else 1
+        _, tile_of = torch.unique(grid[:, 0] * rows + grid[:, 1], return_inverse=True)
         self.order = torch.argsort(tile_of * n + torch.arange(n, device=tile_of.device))
         self.tile_of = tile_of
         self.position = torch.empty_like(self.order)
@@ -158,13 +162,20 @@ class CellTiles:
         eps = max(torch.finfo(bound.dtype).eps, torch.finfo(torch.float32).eps)     # ranked in float32
         return bound + _MARGIN_EPS * eps * (scale[:, None] + 1)
 
-    def scores(self, tile: int, query: torch.Tensor, distance: torch.Tensor | None, here: torch.Tensor) -> torch.Tensor:
-        """Scores (without the history prior) of the cells of one tile, in ``order``: [n, m]."""
+    def scores(self, tile: int, query: torch.Tensor, distance: torch.Tensor | None, current: torch.Tensor) -> torch.Tensor:
+        """Scores (without the history prior) of the cells of one tile, in ``order``: [n, m].
+
+        ``current`` LongTensor [n]: the tokens' current cells (0..N, N out of vocabulary). Their
+        distance buckets are computed once per run of equal cells (the estimators sort tokens
+        by their current cell), element by element as for every token.
+        """
         a, b = self.starts[tile], self.starts[tile + 1]
         cells = self.candidates[a:b].T
         s = query @ cells if self.bias is None else torch.addmm(self.bias[a:b], query, cells)
         if distance is not None:
-            s += distance.gather(1, bucket_grid(here, self.x[a:b], self.y[a:b]).long()).to(s.dtype)
+            distinct, inverse = torch.unique_consecutive(current, return_inverse=True)
+            buckets = bucket_grid(self.metres[distinct], self.x[a:b], self.y[a:b])
+            s += distance.gather(1, buckets[inverse].long()).to(s.dtype)
         return s
 
 
@@ -280,17 +291,17 @@ def _search(out, rows, cols, tiles, k, truth, block):
         rounds.append(window & ~visited)
         visited |= window
     for needed in rounds:
-        for tile, tokens, s in _visit(needed, tiles, query, distance, here, block, entries):
+        for tile, tokens, s in _visit(needed, tiles, query, distance, current, block, entries):
             state.add(tile, tokens, s, tiles)
     # every other tile that could hold a cell of the top k (or one scoring at least the truth)
     threshold = state.threshold()
     bounds = tiles.bounds(query, distance, here)
-    for tile, tokens, s in _visit((bounds >= threshold[:, None]) & ~visited, tiles, query, distance, here, block):
+    for tile, tokens, s in _visit((bounds >= threshold[:, None]) & ~visited, tiles, query, distance, current, block):
         state.add(tile, tokens, s, tiles)
     return state.result()
 
 
-def _visit(needed, tiles, query, distance, here, block, entries=()):
+def _visit(needed, tiles, query, distance, current, block, entries=()):
     """Yield ``(tile, tokens, scores)`` for the tokens that need each tile, at most ``block``
     scores at a time; ``entries`` (token, cell, increments), the history prior of the tokens'
     window cells, is added to the scores of those of the tiles visited, as
@@ -307,7 +318,7 @@ def _visit(needed, tiles, query, distance, here, block, entries=()):
         step = max(1, block // (tiles.starts[tile + 1] - tiles.starts[tile]))
         chunks += [(tile, a, min(a + step, start + count)) for a in range(start, start + count, step)]
         start += count
-    query, here = query[tokens], here[tokens]
+    query, current = query[tokens], current[tokens]
     distance = None if distance is None else distance[tokens]
     entry_ends = [0] * len(chunks)
     if len(entries):
@@ -322,7 +333,7 @@ def _visit(needed, tiles, query, distance, here, block, entries=()):
         entry_ends = torch.searchsorted(pair, torch.tensor([end for *_, end in chunks], device=pair.device)).tolist()
     first_entry = 0
     for (tile, start, end), entry_end in zip(chunks, entry_ends):
-        s = tiles.scores(tile, query[start:end], None if distance is None else distance[start:end], here[start:end])
+        s = tiles.scores(tile, query[start:end], None if distance is None else distance[start:end], current[start:end])
         if entry_end > first_entry:
             hit = slice(first_entry, entry_end)
             i, column = pair[hit] - start, tiles.position[cell[hit]] - tiles.starts[tile]
