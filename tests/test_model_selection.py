@@ -454,3 +454,17 @@ def test_user_kfold_keeps_each_user_in_one_fold():
     assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(len(X)))
     with pytest.raises(ValueError, match="user_id"):
         next(UserKFold(n_splits=2).split(X.drop(columns="user_id")))
+
+
+def test_user_kfold_folds_do_not_depend_on_row_order_or_id_type():
+    # 40 users of 5 visits each: GroupKFold deals groups of equal size by their numbers, which
+    # once followed each user's first row
+    X = pd.DataFrame({"user_id": np.repeat(np.arange(40), 5), "city": "a"})
+
+    def folds(frame):
+        return [sorted(map(int, set(frame.iloc[test]["user_id"]))) for _, test in UserKFold(n_splits=4).split(frame)]
+
+    ref = folds(X)
+    assert folds(X.sample(frac=1.0, random_state=1)) == ref
+    assert folds(X.assign(user_id=X["user_id"].astype(str))) == ref
+    assert sorted(sum(ref, [])) == list(range(40))

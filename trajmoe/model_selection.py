@@ -385,7 +385,10 @@ class UserKFold(GroupKFold):
         if X is None:
             raise ValueError("UserKFold needs X (a visit frame with a 'user_id' column) or explicit groups.")
         _check_visits(X, "UserKFold")
-        return pd.MultiIndex.from_arrays([_city_values(X), X[USER].to_numpy()]).factorize()[0]
+        # users numbered in one order (city, then trajmoe.schema.user_order), not by their first
+        # row: GroupKFold deals groups of equal size in the order of their numbers, so that
+        # numbering by first row made the folds depend on the row order
+        return pd.MultiIndex.from_arrays([_city_values(X), user_order(X[USER])]).factorize(sort=True)[0]
 
     def get_n_splits(self, X=None, y=None, groups=None):
         """Number of folds (``n_splits``).
