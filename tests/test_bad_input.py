@@ -341,6 +341,19 @@ def test_columns_the_library_does_not_read_do_not_reorder_ties():
     assert (HistoryFrequencyBaseline(min_stays=2).fit(extra).target_ranks(X) == model.target_ranks(X)).all()
 
 
+def test_ties_of_a_grid_city_ordered_alike_alone_and_beside_a_lat_lon_city():
+    # a frame of two cities of two location forms: the grid city's rows have empty lat/lon and
+    # float x/y; their ties still follow x/y, not an unread column, and as in the city alone
+    lat_lon = pd.DataFrame({"user_id": [1, 1], "city": "nyc", "day": 0, "slot": [0, 1],
+                            "lat": [40.7, 40.8], "lon": [-74.0, -73.9]})
+    grid = pd.DataFrame({"user_id": 2, "city": "tokyo", "day": 0, "slot": 5, "x": range(10, 16), "y": 20})
+    alone = validate_visits(grid)["x"].tolist()
+    for note in ("a", "bb", "c"):
+        both = pd.concat([lat_lon, grid], ignore_index=True).assign(note=lambda d: [f"{note}{i}" for i in d.index])
+        out = validate_visits(both)
+        assert out.loc[out["city"] == "tokyo", "x"].tolist() == alone
+
+
 def test_rows_that_differ_only_in_unread_columns_are_ordered_by_them():
     # two visits of one user at one time and one cell, told apart only by a note: their order
     # (and so which row gets which prediction) follows their content, not their input order

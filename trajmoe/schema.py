@@ -717,7 +717,7 @@ def validate_visits(X: pd.DataFrame, *, duplicates: str = "warn") -> pd.DataFram
     # ties in time are ordered by the place visited, then by the content of the rows, never by
     # their input order, nor by columns the library does not read
     content = row_hash(out)
-    place = row_hash(out[_place_columns(out)])
+    place = _place_hash(out)
     out = _stable_sort(out, [out[CITY], pd.Series(user_order(out[USER]), index=out.index),
                              pd.Series(time_key, index=out.index), place, content])
     return _handle_duplicates(out, duplicates, content.loc[out.index] if out.index.is_unique else None)
@@ -726,9 +726,21 @@ def validate_visits(X: pd.DataFrame, *, duplicates: str = "warn") -> pd.DataFram
 _DUPLICATES = ("warn", "drop", "ignore")
 
 
-def _place_columns(out: pd.DataFrame) -> list[str]:
-    """The columns of a visit frame that say where the visit was (by :func:`location_form`)."""
-    return [LAT, LON] if location_form(out) == "latlon" else [X, Y]
+def _place_hash(out: pd.DataFrame) -> pd.Series:
+    """A uint64 per row from where the visit was: ``lat``/``lon`` where the row has them, else
+    ``x``/``y`` (as float64, as a frame of several cities holds them when another city gives
+    ``lat``/``lon``), so that a city's rows get the same hashes alone and concatenated with
+    cities of the other location form."""
+    latlon = [c for c in (LAT, LON) if c in out.columns]
+    grid = [c for c in (X, Y) if c in out.columns]
+    place = np.zeros(len(out), np.uint64)
+    by_grid = np.ones(len(out), bool)
+    if len(latlon) == 2:
+        by_grid = out[latlon].isna().any(axis=1).to_numpy()
+        place[~by_grid] = row_hash(out.loc[~by_grid, latlon].astype(np.float64)).to_numpy()
+    if len(grid) == 2 and by_grid.any():
+        place[by_grid] = row_hash(out.loc[by_grid, grid].astype(np.float64)).to_numpy()
+    return pd.Series(place, index=out.index)
 
 
 def user_order(users: pd.Series) -> np.ndarray:
