@@ -374,6 +374,12 @@ def test_user_ids_typed_as_text_order_and_split_as_integers():
         np.testing.assert_array_equal(p, q)
     np.testing.assert_array_equal(user_order(pd.Series([10, 2, "a", 7.0])), [2, 0, 3, 1])
     np.testing.assert_array_equal(user_order(pd.Series(["10", "2", "a", "7"])), [2, 0, 3, 1])
+    # numbers as CSV readers give them as text: "7.0" (float ids), " 7" (a space after the comma)
+    np.testing.assert_array_equal(user_order(pd.Series(["10.0", " 2", "a", "7.0", "1.5"])), [3, 1, 4, 2, 0])
+    # distinct ids of one text never tie, so their order never follows the rows; True is 1 (one user)
+    for ids in ([b"a", "b'a'", "c"], [True, 1, "True", 2]):
+        col = pd.Series(ids, dtype=object)
+        assert user_order(col).tolist() == user_order(col[::-1]).tolist()[::-1]
     model = tiny_model().fit(X.assign(city="A"))
     again = tiny_model().fit(text.assign(city="A"))
     pd.testing.assert_series_equal(again.target_ranks(text.assign(city="A")),

@@ -746,9 +746,9 @@ def _place_hash(out: pd.DataFrame) -> pd.Series:
 def user_order(users: pd.Series) -> np.ndarray:
     """Rank of each row's user id in one order that does not depend on how the ids are typed.
 
-    Whole numbers, whether typed as int, float or text (``7``, ``7.0`` and ``"7"``, as a CSV
-    read with or without ``dtype=str`` gives them), sort by their value and before other ids,
-    which sort by their text. A frame thus orders its users, and splits them, the same way
+    Numbers, whether typed as int, float or text (``7``, ``7.0``, ``"7"``, ``"7.0"`` or
+    ``" 7"``, as a CSV read with or without ``dtype=str`` gives them), sort by their value and
+    before other ids, which sort by their text. A frame thus orders its users, and splits them, the same way
     whichever type its ids have.
 
     Parameters
@@ -771,15 +771,35 @@ def user_order(users: pd.Series) -> np.ndarray:
 
 
 def _user_key(u) -> tuple:
-    """Sort key of one user id (see :func:`user_order`)."""
-    if isinstance(u, numbers.Real) and not isinstance(u, (bool, np.bool_)):
+    """Sort key of one user id (see :func:`user_order`): numbers (also written as text) by
+    value, then the rest by text; the type's name last, so that distinct ids of one text (``b"a"``
+    and ``"b'a'"``, a Timestamp and its text) never tie."""
+    kind = type(u).__name__
+    # bools count as 0 / 1, as pd.factorize merges True with 1 into one user
+    if isinstance(u, (numbers.Real, np.bool_)):
         if float(u).is_integer():
-            return (0, int(u), str(int(u)), 0)
-        return (0, float(u), str(u), 0)
+            return (0, int(u), str(int(u)), 0, kind)
+        return (0, float(u), str(u), 0, kind)
     text = str(u)
-    if _WHOLE_NUMBER.fullmatch(text):
-        return (0, int(text), text, 1)
-    return (1, 0, text, 1)
+    value = _number(text)
+    if value is not None:
+        return (0, value, text, 1, kind)
+    return (1, 0, text, 1, kind)
+
+
+def _number(text: str):
+    """The finite number ``text`` writes (an int for whole numbers, as CSV readers give
+    ``"7"``, ``" 7"`` or ``"7.0"``), or None."""
+    text = text.strip()
+    try:
+        if _WHOLE_NUMBER.fullmatch(text):
+            return int(text)
+        value = float(text)
+    except ValueError:          # not a number, or an integer of thousands of digits
+        return None
+    if not np.isfinite(value):
+        return None
+    return int(value) if value.is_integer() else value
 
 
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
