@@ -364,6 +364,15 @@ def test_rows_that_differ_only_in_unread_columns_are_ordered_by_them():
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
 
+def test_a_list_column_orders_twins_by_content_whatever_the_input_order():
+    # visits agreeing on everything read, told apart by a column of lists (hashed as text)
+    X = pd.DataFrame({"user_id": 0, "day": 0, "slot": 3, "x": 1, "y": 1, "n": [1, 2, 3],
+                      "tags": [["b"], ["a", "c"], []]})
+    a, b = validate_visits(X), validate_visits(X.iloc[::-1])
+    assert a.index.tolist() == b.index.tolist()
+    assert sorted(a.index) == [0, 1, 2]
+
+
 def test_user_ids_typed_as_text_order_and_split_as_integers():
     X = grid_visits(n_users=12, n=6)          # ids 0..11: "10" < "2" as text, 2 < 10 as numbers
     text = X.assign(user_id=X["user_id"].astype(str))

@@ -819,8 +819,16 @@ def row_hash(out: pd.DataFrame) -> pd.Series:
     """
     try:
         return pd.util.hash_pandas_object(out, index=False)
-    except TypeError:  # unhashable values (lists, dicts): hash their text
-        return pd.util.hash_pandas_object(out.astype(str), index=False)
+    except TypeError:  # unhashable values (lists, dicts): hash their columns' text, only theirs
+        columns = {}
+        for i in range(out.shape[1]):
+            column = out.iloc[:, i]
+            try:
+                pd.util.hash_pandas_object(column, index=False)
+            except TypeError:
+                column = column.astype(str)
+            columns[i] = column
+        return pd.util.hash_pandas_object(pd.DataFrame(columns, index=out.index), index=False)
 
 
 def duplicated_rows(out: pd.DataFrame, content=None) -> np.ndarray:
