@@ -697,3 +697,14 @@ def test_scorer_names_are_registered_with_scikit_learn():
     assert sklearn_get_scorer("acc@5") == get_scorer("acc@5")
     assert sklearn_get_scorer("mrr_last") == get_scorer("mrr", protocol="last")
     assert register_scorers() == SCORER_NAMES                      # again: nothing changes
+
+
+@settings(max_examples=50, deadline=None)
+@given(ranks=st.lists(st.integers(1, 10_000), min_size=2, max_size=300), seed=st.integers(0, 2**31))
+def test_means_do_not_depend_on_the_order_of_the_targets(ranks, seed):
+    # float sums depend on their order: the metrics sum in one order, to the last bit
+    r = np.array(ranks)
+    shuffled = np.random.default_rng(seed).permutation(r)
+    assert mean_reciprocal_rank(shuffled) == mean_reciprocal_rank(r)
+    assert ndcg_at_k(shuffled, 10_000) == ndcg_at_k(r, 10_000)
+    assert ranking_report(shuffled) == ranking_report(r)

@@ -410,7 +410,7 @@ def mean_reciprocal_rank(ranks):
     >>> mean_reciprocal_rank([1, 2, 4, OOV_RANK])
     0.4375
     """
-    r = _check_ranks(ranks)
+    r = np.sort(_check_ranks(ranks))      # summed in one order: the same mean whatever the targets' order
     return float(np.mean(1.0 / r))
 
 
@@ -447,7 +447,7 @@ def ndcg_at_k(ranks, k):
     >>> round(ndcg_at_k([1, 2, 4, OOV_RANK], k=10), 6)
     0.515402
     """
-    r = _check_ranks(ranks)
+    r = np.sort(_check_ranks(ranks))      # summed in one order: the same mean whatever the targets' order
     k = _check_k(k)
     hit = r <= k
     gains = np.zeros_like(r)
@@ -474,6 +474,7 @@ KINDS: tuple[str, ...] = ("return", "explore")
 def _metrics_of(r: np.ndarray, ks: tuple[int, ...], suffix: str = "") -> dict:
     """Acc@k, MRR and NDCG@k of checked float ranks (inf = OOV); NaN for every metric if empty."""
     out: dict = {}
+    r = np.sort(r)                        # summed in one order: the same means whatever the targets' order
     empty = r.size == 0
     for k in ks:
         out[f"acc@{k}{suffix}"] = np.nan if empty else float(np.mean(r <= k))
