@@ -880,6 +880,10 @@ def test_case10_min_stays_that_leaves_users_out_is_reported():
         assert isinstance(warning, ShortWindowsWarning) and str(warning) == str(note)
         assert (warning.n_left_out, warning.n_visits, warning.n_users_without, warning.n_users) == (27, 33, 9, 10)
         assert (warning.min_stays, warning.window_days, warning.kind) == (5, 3, "non-overlapping windows, as scored")
+    # scoring says what it means for scoring; training, for training
+    assert "left out (not scored)" in str(note)
+    with pytest.warns(ShortWindowsWarning, match=r"left out \(not trained on\).*Training windows"):
+        tiny_model().fit(X)
 
 
 def _no_data(*args, **kwargs):

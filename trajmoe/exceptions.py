@@ -45,7 +45,8 @@ class ZeroShotWarning(DataWarning):
 
 
 class ShortWindowsWarning(DataWarning):
-    """Visits in no window of at least ``min_stays`` stays were left out (not trained on, not scored).
+    """Visits in no window of at least ``min_stays`` stays were left out: not scored (non-overlapping
+    windows, as predictions and validation use them) or not trained on (training windows).
 
     Windows are ``window_days`` days of one user's stays (:func:`trajmoe.sequences.window_bounds`); a window
     with fewer than ``min_stays`` stays is not used. The message says how many visits and users

@@ -194,7 +194,8 @@ def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144
     if not long_enough.all():
         kind = ("non-overlapping windows, as scored" if stride_days is None
                 else f"training windows starting every {stride_days} day{'s' if stride_days != 1 else ''}")
-        _report_short_windows(bounds[long_enough], len(day), user_key, min_stays, window_days, kind)
+        _report_short_windows(bounds[long_enough], len(day), user_key, min_stays, window_days, kind,
+                              "not scored" if stride_days is None else "not trained on")
     bounds = bounds[long_enough]
     length = bounds[:, 1] - bounds[:, 0]
     pieces = -(-length // max_tokens)
@@ -206,8 +207,9 @@ def window_bounds(user_key, day, window_days=3, stride_days=None, max_tokens=144
     return np.unique(out, axis=0) if stride_days is not None else out
 
 
-def _report_short_windows(kept, n_rows, user_key, min_stays, window_days, kind):
-    """ShortWindowsWarning: how many visits and users ``min_stays`` leaves without a window of ``kind``."""
+def _report_short_windows(kept, n_rows, user_key, min_stays, window_days, kind, unused):
+    """ShortWindowsWarning: how many visits and users ``min_stays`` leaves without a window of ``kind``
+    (``unused``: what that means for them, "not scored" or "not trained on")."""
     import warnings
 
     from ._warnings import caller_stacklevel
@@ -224,7 +226,7 @@ def _report_short_windows(kept, n_rows, user_key, min_stays, window_days, kind):
     left = np.setdiff1d(users, np.unique(user_key[covered]))
     warnings.warn(ShortWindowsWarning(
         f"min_stays={min_stays}: {n_out} of {n_rows} visits are in no window of at least {min_stays} "
-        f"visits within window_days={window_days} days and are left out (not trained on, not scored); "
+        f"visits within window_days={window_days} days and are left out ({unused}); "
         f"{len(left)} of {len(users)} users have no such window at all. Lower min_stays or raise "
         f"window_days to use them. ({kind.capitalize()}.)",
         n_left_out=n_out, n_visits=n_rows, n_users_without=len(left), n_users=len(users), min_stays=min_stays,
