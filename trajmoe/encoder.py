@@ -30,7 +30,7 @@ from ._validation import check_choice
 from ._warnings import caller_stacklevel
 from .exceptions import DataWarning, SchemaError, UnknownCityError, ZeroShotWarning
 from .schema import (CATEGORY, CITY, COUNT, DEFAULT_CITY, LAT, LON, POI_CATEGORY, USER, X, Y, validate_pois,
-                     validate_visits)
+                     validate_visits, validated_visits)
 from .spatial import OUTLIER_DISTANCE, CityGrid, continuous_longitudes, distance_to, outlier_mask, utm_crs_for, wrap_longitude
 from .taxonomy import TAXONOMY, map_frame_categories
 
@@ -1091,7 +1091,8 @@ def validate_positional(X, duplicates):
         As :func:`~trajmoe.schema.validate_visits` of X itself.
     """
     try:
-        return validate_visits(positional(X), duplicates=duplicates)
+        # exact duplicates ranked by X's labels, not by the positions the check sees
+        return validated_visits(positional(X), duplicates, X.index if isinstance(X, pd.DataFrame) else None)
     except SchemaError:
         if isinstance(X, pd.DataFrame) and not X.index.equals(pd.RangeIndex(len(X))):
             validate_visits(X, duplicates=duplicates)    # the same check on X: the same error, X's labels

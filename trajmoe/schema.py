@@ -630,12 +630,13 @@ def validate_visits(X: pd.DataFrame, *, duplicates: str = "warn") -> pd.DataFram
         absent and cast to str, ``started_at`` parsed to datetime64 (an object column of
         Timestamps when one column holds several UTC offsets), ``day``/``slot``/``x``/``y``
         cast to int64, ``lat``/``lon`` to float64, rows sorted stably by (city, user_id,
-        time, place, content) where user ids are ordered by :func:`user_order` (whole
-        numbers by value, typed as int or text alike), time is ``started_at`` (UTC instant)
-        or (``day``, ``slot``), place is a hash of ``lat``/``lon`` (or ``x``/``y``) and content
-        a hash of every column. Rows at the same time thus come in the same order whatever
-        their input order, and columns the library does not read change only the order of
-        rows that agree on everything it reads. The original index labels are kept so results can
+        time, place, content) where user ids are ordered by :func:`user_order` (numbers by
+        value, typed as int, float or text alike), time is ``started_at`` (UTC instant) or
+        (``day``, ``slot``), place is a hash of ``lat``/``lon`` (or ``x``/``y``) and content a
+        hash of every column, and exact duplicates by their index labels. Rows at the same time
+        thus come in the same order whatever their input order, and columns the library does
+        not read change only the order of rows that agree on everything it reads. The original
+        index labels are kept so results can
         be re-aligned with ``X``. With ``duplicates="drop"``, n_visits less the duplicates.
 
     Raises
@@ -681,6 +682,13 @@ def validate_visits(X: pd.DataFrame, *, duplicates: str = "warn") -> pd.DataFram
     >>> validate_visits(X).index.tolist()
     [2, 1, 0]
     """
+    return validated_visits(X, duplicates)
+
+
+def validated_visits(X, duplicates, labels=None):
+    """:func:`validate_visits` of X whose exact duplicates are ordered by ``labels`` (Index of
+    len(X); default: X's own index), as :func:`trajmoe.encoder.validate_positional` has it
+    validate X under positions and order its duplicates by the caller's labels."""
     _check_frame(X, "X")
     if USER not in X.columns:
         raise SchemaError(
@@ -718,12 +726,27 @@ def validate_visits(X: pd.DataFrame, *, duplicates: str = "warn") -> pd.DataFram
     # their input order, nor by columns the library does not read
     content = row_hash(out)
     place = _place_hash(out)
+    # exact duplicates, last, by their index labels: which of them keeps a visit's target
+    # (the others repeat its results) does not follow the input order either
     out = _stable_sort(out, [out[CITY], pd.Series(user_order(out[USER]), index=out.index),
-                             pd.Series(time_key, index=out.index), place, content])
+                             pd.Series(time_key, index=out.index), place, content,
+                             pd.Series(_label_rank(X.index if labels is None else labels), index=out.index)])
     return _handle_duplicates(out, duplicates, content.loc[out.index] if out.index.is_unique else None)
 
 
 _DUPLICATES = ("warn", "drop", "ignore")
+
+
+def _label_rank(index: pd.Index) -> np.ndarray:
+    """Place of every index label in the sorted labels (by their text where they do not
+    compare), int64; equal labels keep their order."""
+    try:
+        order = np.asarray(index.argsort(kind="stable") if not isinstance(index, pd.MultiIndex) else index.argsort())
+    except TypeError:
+        order = np.argsort(index.astype(str).to_numpy(), kind="stable")
+    rank = np.empty(len(index), np.int64)
+    rank[order] = np.arange(len(index))
+    return rank
 
 
 def _place_hash(out: pd.DataFrame) -> pd.Series:
