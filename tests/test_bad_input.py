@@ -371,6 +371,11 @@ def test_a_list_column_orders_twins_by_content_whatever_the_input_order():
     a, b = validate_visits(X), validate_visits(X.iloc[::-1])
     assert a.index.tolist() == b.index.tolist()
     assert sorted(a.index) == [0, 1, 2]
+    # a list and its text are two values, not a duplicate
+    twins = pd.DataFrame({"user_id": 0, "day": 0, "slot": 3, "x": 1, "y": 1, "tags": pd.Series([[1], "[1]"], dtype=object)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        assert len(validate_visits(twins)) == 2
 
 
 def test_user_ids_typed_as_text_order_and_split_as_integers():

@@ -842,16 +842,22 @@ def row_hash(out: pd.DataFrame) -> pd.Series:
     """
     try:
         return pd.util.hash_pandas_object(out, index=False)
-    except TypeError:  # unhashable values (lists, dicts): hash their columns' text, only theirs
-        columns = {}
-        for i in range(out.shape[1]):
-            column = out.iloc[:, i]
-            try:
-                pd.util.hash_pandas_object(column, index=False)
-            except TypeError:
-                column = column.astype(str)
-            columns[i] = column
-        return pd.util.hash_pandas_object(pd.DataFrame(columns, index=out.index), index=False)
+    except TypeError:  # unhashable values (lists, dicts)
+        return pd.util.hash_pandas_object(_as_hashable(out), index=False)
+
+
+def _as_hashable(out: pd.DataFrame) -> pd.DataFrame:
+    """``out`` with each column of unhashable values (lists, dicts) written as text tagged with
+    each value's type (``[1]`` and ``"[1]"`` stay apart); the other columns as they are."""
+    columns = {}
+    for i in range(out.shape[1]):
+        column = out.iloc[:, i]
+        try:
+            pd.util.hash_pandas_object(column, index=False)
+        except TypeError:
+            column = column.map(lambda v: f"{type(v).__name__}:{v!r}")
+        columns[i] = column
+    return pd.DataFrame(columns, index=out.index)
 
 
 def duplicated_rows(out: pd.DataFrame, content=None) -> np.ndarray:
@@ -871,7 +877,7 @@ def duplicated_rows(out: pd.DataFrame, content=None) -> np.ndarray:
     try:
         dup = sub.duplicated(keep="first").to_numpy()
     except TypeError:
-        dup = sub.astype(str).duplicated(keep="first").to_numpy()
+        dup = _as_hashable(sub).duplicated(keep="first").to_numpy()
     out_mask = np.zeros(len(out), dtype=bool)
     out_mask[np.flatnonzero(candidates)[dup]] = True
     return out_mask
