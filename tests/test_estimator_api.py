@@ -284,6 +284,12 @@ def test_user_kfold_keeps_users_together_and_row_splits_are_reported(two_cities)
         scores = cross_val_score(HistoryFrequencyBaseline(), two_cities, cv=UserKFold(3))
     assert np.isfinite(scores).all()
 
+    # the fitted users are known by value: ids read back as floats or as text are the same users
+    model = HistoryFrequencyBaseline().fit(two_cities)
+    for ids in (two_cities["user_id"].astype(float), two_cities["user_id"].astype(float).astype(str)):
+        with pytest.warns(SharedUsersWarning, match=r"users of X were in the data"):
+            model.target_ranks(two_cities.assign(user_id=ids))
+
 
 # ------------------------------------------------------------------------------------------------
 # 4. the encoder as a pipeline step

@@ -793,6 +793,13 @@ def user_order(users: pd.Series) -> np.ndarray:
     return np.where(codes < 0, -1, rank[np.maximum(codes, 0)] if len(keys) else 0).astype(np.int64)
 
 
+def user_text(u) -> str:
+    """One user id as text, a number by its value (``7``, ``7.0``, ``"7"`` and ``"7.0"`` give
+    ``"7"``; see :func:`user_order`)."""
+    key = _user_key(u)
+    return str(key[1]) if key[0] == 0 else key[2]
+
+
 def _user_key(u) -> tuple:
     """Sort key of one user id (see :func:`user_order`): numbers (also written as text) by
     value, then the rest by text; the type's name last, so that distinct ids of one text (``b"a"``

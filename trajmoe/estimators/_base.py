@@ -38,7 +38,7 @@ from .._validation import check_protocol, check_time_zone
 from .._warnings import caller_stacklevel
 from ..encoder import SpatialSemanticEncoder, cell_labels, positional, validate_positional
 from ..exceptions import DataWarning, ModelVersionWarning, SharedUsersWarning, UnknownCityError
-from ..schema import CITY, DEFAULT_CITY, STARTED_AT, USER, duplicated_rows, row_hash, format_rows
+from ..schema import CITY, DEFAULT_CITY, STARTED_AT, USER, duplicated_rows, format_rows, row_hash, user_text
 from ..sequences import make_windows, time_features, time_forms, window_bounds
 from ._scoring import rank_blocks
 
@@ -996,7 +996,10 @@ def _user_keys(X):
     if not isinstance(X, pd.DataFrame) or USER not in X.columns:
         return np.zeros(0, np.uint64)
     city = X[CITY].astype(str) if CITY in X.columns else pd.Series(DEFAULT_CITY, index=X.index)
-    pairs = pd.DataFrame({"city": city.to_numpy(), "user": X[USER].astype(str).to_numpy()})
+    # a number by its value, whatever its type (7, 7.0, "7.0"), as trajmoe.schema.user_order has it
+    codes, uniques = pd.factorize(X[USER])
+    text = np.array([user_text(u) for u in uniques] + ["nan"], dtype=object)[codes]
+    pairs = pd.DataFrame({"city": city.to_numpy(), "user": text})
     return np.unique(pd.util.hash_pandas_object(pairs, index=False).to_numpy())
 
 
