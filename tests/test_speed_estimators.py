@@ -167,13 +167,17 @@ def test_the_frame_is_checked_once_per_call(cities, nyc_networks, monkeypatch):
     model = nyc_networks[False]
     _, test = cities["nyc"]
     labels, ranks = model.predict(test), model.target_ranks(test)
-    calls, real = [], trajmoe.encoder.validate_visits
+    calls = []
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
+    def counting(real):
+        def check(*args, **kwargs):
+            calls.append(1)
+            return real(*args, **kwargs)
+        return check
 
-    monkeypatch.setattr(trajmoe.encoder, "validate_visits", counting)     # every estimator checks through it
+    # every estimator checks through one of them (validate_positional: validated_visits)
+    for name in ("validate_visits", "validated_visits"):
+        monkeypatch.setattr(trajmoe.encoder, name, counting(getattr(trajmoe.encoder, name)))
     for call in (model.predict, model.target_ranks, lambda X: model.predict_topk(X, 3), model.predict_and_evaluate):
         calls.clear()
         call(test)
