@@ -686,9 +686,28 @@ def validate_visits(X: pd.DataFrame, *, duplicates: str = "warn") -> pd.DataFram
 
 
 def validated_visits(X, duplicates, labels=None):
-    """:func:`validate_visits` of X whose exact duplicates are ordered by ``labels`` (Index of
-    len(X); default: X's own index), as :func:`trajmoe.encoder.validate_positional` has it
-    validate X under positions and order its duplicates by the caller's labels."""
+    """:func:`validate_visits` of X whose exact duplicates are ordered by ``labels``.
+
+    :func:`trajmoe.encoder.validate_positional` validates X under positions and orders its
+    duplicates by the caller's labels through it.
+
+    Parameters
+    ----------
+    X : DataFrame of shape (n_visits, n_columns)
+    duplicates : {"warn", "drop", "ignore"}
+    labels : Index of length n_visits, optional
+        Default: X's own index.
+
+    Returns
+    -------
+    DataFrame
+        As :func:`validate_visits`.
+
+    Raises
+    ------
+    SchemaError
+        As :func:`validate_visits`.
+    """
     _check_frame(X, "X")
     if USER not in X.columns:
         raise SchemaError(
@@ -741,7 +760,7 @@ def _label_rank(index: pd.Index) -> np.ndarray:
     """Place of every index label in the sorted labels (by their text where they do not
     compare), int64; equal labels keep their order."""
     try:
-        order = np.asarray(index.argsort(kind="stable") if not isinstance(index, pd.MultiIndex) else index.argsort())
+        order = np.asarray(index.argsort(kind="stable"))
     except TypeError:
         order = np.argsort(index.astype(str).to_numpy(), kind="stable")
     rank = np.empty(len(index), np.int64)
@@ -771,8 +790,8 @@ def user_order(users: pd.Series) -> np.ndarray:
 
     Numbers, whether typed as int, float or text (``7``, ``7.0``, ``"7"``, ``"7.0"`` or
     ``" 7"``, as a CSV read with or without ``dtype=str`` gives them), sort by their value and
-    before other ids, which sort by their text. A frame thus orders its users, and splits them, the same way
-    whichever type its ids have.
+    before other ids, which sort by their text. A frame thus orders its users, and splits
+    them, the same way whichever type its ids have.
 
     Parameters
     ----------
@@ -794,8 +813,18 @@ def user_order(users: pd.Series) -> np.ndarray:
 
 
 def user_text(u) -> str:
-    """One user id as text, a number by its value (``7``, ``7.0``, ``"7"`` and ``"7.0"`` give
-    ``"7"``; see :func:`user_order`)."""
+    """One user id as text, a number by its value (see :func:`user_order`).
+
+    Parameters
+    ----------
+    u : hashable
+        A user id.
+
+    Returns
+    -------
+    str
+        ``"7"`` for ``7``, ``7.0``, ``"7"`` and ``"7.0"``; the text of other ids.
+    """
     key = _user_key(u)
     return str(key[1]) if key[0] == 0 else key[2]
 

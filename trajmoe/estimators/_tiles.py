@@ -96,8 +96,8 @@ class CellTiles:
         grid = torch.floor((xy - xy.min(0).values) / side).long()
         # tiles numbered by (column, row), as torch.unique(grid, dim=0) numbers them, from one
         # integer key a tile (the unique of rows is an order of magnitude slower)
-        rows = int(grid[:, 1].max()) + 1 if n else 1
-        _, tile_of = torch.unique(grid[:, 0] * rows + grid[:, 1], return_inverse=True)
+        height = int(grid[:, 1].max()) + 1 if n else 1
+        _, tile_of = torch.unique(grid[:, 0] * height + grid[:, 1], return_inverse=True)
         self.order = torch.argsort(tile_of * n + torch.arange(n, device=tile_of.device))
         self.tile_of = tile_of
         self.position = torch.empty_like(self.order)
