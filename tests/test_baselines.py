@@ -267,7 +267,7 @@ def test_scores_do_not_depend_on_the_batch(cls):
     else:
         model = fitted(cls)
     labels, scores = model.predict_topk(TEST, k=5)
-    model._eval_batch_windows = 1
+    model._eval_batch_tokens = 1          # one window a batch
     labels_1, scores_1 = model.predict_topk(TEST, k=5)
     np.testing.assert_array_equal(labels_1, labels)
     np.testing.assert_array_equal(scores_1, scores)      # exactly, not approximately

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from trajmoe.schema import SchemaError, validate_visits
 from trajmoe.nn.data import CityBatchLoader, CityBatchSampler, WindowDataset
-from trajmoe.sequences import IGNORE_INDEX, N_GAPS, PAD, make_windows, time_features, window_bounds
+from trajmoe.sequences import IGNORE_INDEX, N_GAPS, PAD, make_windows, time_features, token_batches, window_bounds
 
 DAY_2012_04_02 = 15432  # days from 1970-01-01 to Monday 2012-04-02
 DAY_2012_11_04 = 15648  # Sunday 2012-11-04 (end of DST in New York, 01:00-02:00 happens twice)
@@ -324,3 +324,42 @@ def test_city_batch_loader_yields_single_city_batches():
     X, y = batches[0]
     assert X["location"].shape == (2, 4)
     assert torch.unique(X["city"]).tolist() == [0]
+
+
+# --------------------------------------------------------------------------------------------------
+# token_batches: scoring batches of at most max_tokens padded tokens
+# --------------------------------------------------------------------------------------------------
+def test_token_batches_by_hand():
+    # 5 x 1 = 5 <= 6, 5 x 2 = 10 > 6 | 3 x 2 = 6, 3 x 3 = 9 > 6 | 2 x 2 = 4 (the end)
+    assert token_batches(np.array([5, 3, 2, 2, 1]), 6) == [(slice(0, 1), 5), (slice(1, 3), 3), (slice(3, 5), 2)]
+    # a window longer than the budget is a batch of its own; a longer window after shorter ones
+    # pads the batch to its length
+    assert token_batches(np.array([9, 1, 4, 1]), 8) == [(slice(0, 1), 9), (slice(1, 3), 4), (slice(3, 4), 1)]
+    assert token_batches(np.zeros(0, np.int64), 8) == []
+    # NYC's 544 test windows of the throughput benchmark (1-25 visits, longest first): 3 batches
+    # instead of the 9 of 64 windows each
+    lengths = np.repeat(np.arange(25, 0, -1), [1, 0, 0, 0, 1, 1, 1, 0, 1, 0, 2, 0, 5, 3, 3, 6, 9, 9, 12, 16, 23, 55,
+                                                114, 209, 73])
+    assert [(b.stop - b.start, width) for b, width in token_batches(lengths, 2048)] == [(81, 25), (409, 5), (54, 1)]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, None])
+def test_token_batches_refuses_a_bad_budget(bad):
+    with pytest.raises(ValueError, match="max_tokens must be an int >= 1"):
+        token_batches(np.array([1, 2]), bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 30), max_size=60), st.integers(1, 100))
+def test_token_batches_cover_every_window_within_the_budget(lengths, budget):
+    lengths = np.array(lengths, np.int64)
+    batches = token_batches(lengths, budget)
+    # consecutive, in order, every window once
+    assert [i for b, _ in batches for i in range(b.start, b.stop)] == list(range(len(lengths)))
+    for b, width in batches:
+        part = lengths[b]
+        assert width == part.max()
+        assert len(part) * width <= budget or len(part) == 1
+        # greedy: the next window would not have fitted
+        if b.stop < len(lengths):
+            assert (len(part) + 1) * max(width, lengths[b.stop]) > budget

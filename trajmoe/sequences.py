@@ -15,7 +15,7 @@ overlap).
 from __future__ import annotations
 
 import copy
-
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +25,7 @@ from ._constants import IGNORE_INDEX, N_GAPS, N_SLOTS, PAD
 from .exceptions import SchemaError
 from .schema import CITY, DAY, DEFAULT_CITY, SLOT, STARTED_AT, warn_if_local_time_unknown
 
-__all__ = ["time_features", "time_forms", "window_bounds", "Windows", "make_windows", "N_SLOTS", "N_GAPS", "PAD",
+__all__ = ["time_features", "time_forms", "window_bounds", "Windows", "make_windows", "token_batches", "N_SLOTS", "N_GAPS", "PAD",
            "IGNORE_INDEX"]
 
 _EPOCH = pd.Timestamp("1970-01-01")
@@ -337,3 +337,51 @@ def make_windows(location, times, city_index, n_locations, bounds):
         gap=np.where(valid, gap, 0),
         next_location=next_loc, next_gap=next_gap, city=city.astype(np.int64),
         row=row, target_row=target_row)
+
+
+def token_batches(lengths, max_tokens):
+    """Split consecutive windows into batches of at most ``max_tokens`` tokens with padding.
+
+    A batch is padded to the length of its longest window, so it holds ``n_windows x
+    longest`` tokens; a batch grows while that stays within ``max_tokens`` and always holds at
+    least one window. With windows sorted longest first (as the estimators score them), many
+    short windows (check-ins: a few visits a window) share one batch and a few long ones (GPS
+    stay points) another, instead of a fixed number of windows a batch whatever their length:
+    fewer batches, little padding, and a bounded batch (its activations and any [tokens, cells]
+    scores) whatever the data.
+
+    Parameters
+    ----------
+    lengths : ndarray of int, shape (n_windows,)
+        Visits per window, in the order the windows are batched.
+    max_tokens : int
+        Tokens (windows x padded length) a batch may hold, >= 1.
+
+    Returns
+    -------
+    list of (slice, int)
+        Per batch, the windows it holds (a slice of ``lengths``, consecutive, covering all of
+        them in order) and its padded length (at least 1).
+
+    Raises
+    ------
+    ValueError
+        If ``max_tokens`` < 1.
+
+    Examples
+    --------
+    >>> token_batches(np.array([5, 3, 2, 2, 1]), max_tokens=6)
+    [(slice(0, 1, None), 5), (slice(1, 3, None), 3), (slice(3, 5, None), 2)]
+    """
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, numbers.Integral) or max_tokens < 1:
+        raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}.")
+    lengths = np.maximum(np.asarray(lengths, np.int64), 1)
+    out, start = [], 0
+    while start < len(lengths):
+        # padded size of the batches start..start+n: n x the longest window so far
+        longest = np.maximum.accumulate(lengths[start:start + max_tokens])
+        fits = np.arange(1, len(longest) + 1) * longest <= max_tokens
+        n = max(int(np.argmin(fits)) if not fits.all() else len(fits), 1)
+        out.append((slice(start, start + n), int(longest[n - 1])))
+        start += n
+    return out

@@ -39,7 +39,7 @@ from .._warnings import caller_stacklevel
 from ..encoder import SpatialSemanticEncoder, cell_labels, positional, validate_positional
 from ..exceptions import DataWarning, ModelVersionWarning, SharedUsersWarning, UnknownCityError
 from ..schema import CITY, DEFAULT_CITY, STARTED_AT, USER, duplicated_rows, format_rows, row_hash, user_text
-from ..sequences import make_windows, time_features, time_forms, window_bounds
+from ..sequences import make_windows, time_features, time_forms, token_batches, window_bounds
 from ._scoring import rank_blocks
 
 __all__ = ["NextLocationEstimator", "Prepared"]
@@ -132,7 +132,8 @@ class NextLocationEstimator(BaseEstimator):
     leaves it unfitted.
     """
 
-    _eval_batch_windows = 64
+    #: Tokens (windows x padded length) scored in one batch (:func:`trajmoe.sequences.token_batches`).
+    _eval_batch_tokens = 2048
 
     def __init_subclass__(cls, **kwargs):
         """Make the ``fit`` and ``partial_fit`` a subclass defines atomic (:func:`_atomic`)."""
@@ -503,9 +504,9 @@ class NextLocationEstimator(BaseEstimator):
         """Yield (city index, window indices, width, batch, valid) per batch of one city."""
         for c in range(len(self.cities_)):
             idx = np.flatnonzero(windows.city == c)
-            for start in range(0, len(idx), self._eval_batch_windows):
-                b = idx[start:start + self._eval_batch_windows]
-                width = int((windows.location[b] != PAD).sum(axis=1).max())
+            # _iter_ranked sorts the windows longest first within a city
+            for part, width in token_batches((windows.location[idx] != PAD).sum(axis=1), self._eval_batch_tokens):
+                b = idx[part]
                 batch = {k: getattr(windows, k)[b, :width] for k in TOKEN_FEATURES}
                 yield c, b, width, batch, batch["location"] != PAD
 
