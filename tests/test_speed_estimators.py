@@ -10,6 +10,7 @@ baselines: base rows and sparse entries) and reads top-k and ranks off one pass.
 from __future__ import annotations
 
 import functools
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -186,7 +187,7 @@ def test_the_frame_is_checked_once_per_call(cities, nyc_networks, monkeypatch):
     pd.testing.assert_series_equal(model.target_ranks(test), ranks)
 
 
-def test_city_encoding_is_computed_once_per_call(cities, nyc_networks, monkeypatch):
+def test_city_encoding_is_kept_until_the_network_changes(cities, nyc_networks, monkeypatch):
     model = nyc_networks[False]
     _, test = cities["nyc"]
     module = model.net_.module_
@@ -198,11 +199,46 @@ def test_city_encoding_is_computed_once_per_call(cities, nyc_networks, monkeypat
         return original(self, city)
 
     monkeypatch.setattr(type(module), "city_encoding", counting)
-    model.target_ranks(test)
-    assert len(calls) == 1
+    model.__dict__.pop("_kept_state", None)
+    labels, ranks = model.predict(test), model.target_ranks(test)
     model.transform(test)
-    assert len(calls) == 2 and not hasattr(model, "_call_memo")
-    # a forward with the encoding given is the forward that computes it
+    model.predict_topk(test, 3)
+    assert len(calls) == 1 and not hasattr(model, "_call_memo")      # once for all four calls
+    # the location embeddings a caller gets are a copy: writing to them changes nothing kept
+    model.location_embeddings("nyc")[:] = 0
+    np.testing.assert_array_equal(model.predict(test), labels)
+    assert len(calls) == 1
+    # an in-place edit of a weight (its version counter moves) drops what was kept
+    weight = module.tower.proj.weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.mul_(-1000.0)               # the learned term negated and made to dominate: another ranking
+    try:
+        edited = model.predict(test)
+        assert len(calls) == 2 and (edited != labels).any()      # a stale tower would give labels
+        unkept = pickle.loads(pickle.dumps(model))          # nothing kept travels with a pickle
+        assert "_kept_state" not in vars(unkept)
+        np.testing.assert_array_equal(edited, unkept.predict(test))
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    np.testing.assert_array_equal(model.predict(test), labels)
+    assert len(calls) == 4                 # the pickled copy computed its own
+    pd.testing.assert_series_equal(model.target_ranks(test), ranks)
+    assert len(calls) == 4
+    # fine-tuning drops it (fit and partial_fit): the next call computes the tuned network's
+    tuned = pickle.loads(pickle.dumps(model))
+    tuned.predict(test)
+    tuned.partial_fit(cities["nyc"][0].iloc[:300])
+    assert "_kept_state" not in vars(tuned)
+    calls.clear()
+    tuned.predict(test)
+    assert len(calls) == 1
+
+
+def test_a_forward_with_the_city_encoding_given_is_the_forward_that_computes_it(nyc_networks):
+    module = nyc_networks[False].net_.module_
+    original = type(module).city_encoding
     batch = {k: torch.as_tensor(np.zeros((1, 3), np.int64)) for k in ("location", "slot", "gap")}
     batch["dow"] = torch.ones(1, 3, dtype=torch.long)
     with torch.no_grad():

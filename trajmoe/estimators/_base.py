@@ -134,6 +134,8 @@ class NextLocationEstimator(BaseEstimator):
 
     #: Tokens (windows x padded length) scored in one batch (:func:`trajmoe.sequences.token_batches`).
     _eval_batch_tokens = 2048
+    #: Attributes that keep what scoring computed across calls; fit and partial_fit drop them.
+    _caches = ()
 
     def __init_subclass__(cls, **kwargs):
         """Make the ``fit`` and ``partial_fit`` a subclass defines atomic (:func:`_atomic`)."""
@@ -394,7 +396,7 @@ class NextLocationEstimator(BaseEstimator):
         self._check_time_forms(visits)
         visits, twin = _drop_duplicate_visits(visits, X.index, warn=not self.__dict__.get("_updating"))
         located = self.encoder_._locate(visits, validated=True)[0]       # checked just above
-        unknown = set(located[CITY]) - set(self.cities_)
+        unknown = set(pd.unique(located[CITY])) - set(self.cities_)
         if unknown:
             raise UnknownCityError(f"Cities {sorted(unknown)} are unknown to this model; register them with "
                                    "partial_fit.")
@@ -1029,6 +1031,8 @@ def _atomic(method):
     def atomic(self, *args, **kwargs):
         if self.__dict__.get("_updating"):
             return method(self, *args, **kwargs)
+        for name in self._caches:           # what the model kept for scoring is stale after any fit
+            self.__dict__.pop(name, None)
         with self._atomic_update():
             self.__dict__["_updating"] = True
             try:
