@@ -9,8 +9,10 @@ baselines: base rows and sparse entries) and reads top-k and ranks off one pass.
 
 from __future__ import annotations
 
+import copy
 import functools
 import pickle
+import threading
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,7 @@ from trajmoe import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBa
                      PopularityBaseline, TrajMoERegressor, metrics)
 from trajmoe.cli import load_city
 from trajmoe.estimators import _scoring
+from trajmoe.estimators._base import scoring_lock
 from trajmoe.estimators._scoring import dense_reference
 from trajmoe.nn.loss import dense_location_log_probs
 
@@ -234,6 +237,48 @@ def test_city_encoding_is_kept_until_the_network_changes(cities, nyc_networks, m
     calls.clear()
     tuned.predict(test)
     assert len(calls) == 1
+
+
+def test_nothing_is_kept_for_a_changed_structure_inference_tensors_or_a_copy(cities, nyc_networks):
+    model = nyc_networks[False]
+    _, test = cities["nyc"]
+    ranks = model.target_ranks(test)
+    assert "_kept_state" in vars(model)
+    # copies leave what was kept out
+    assert "_kept_state" not in vars(copy.deepcopy(model))
+    # a replaced submodule (without parameters of its own) is another network
+    edited = copy.deepcopy(model)
+    edited.target_ranks(test)
+    edited.net_.module_.tower.deep[1] = torch.nn.ReLU()
+    reference = copy.deepcopy(edited).target_ranks(test)
+    assert (reference != ranks).any()                      # a stale tower would give the old ranks
+    pd.testing.assert_series_equal(edited.target_ranks(test), reference)
+    # a model loaded under inference mode holds inference tensors, which have no version counter:
+    # nothing is kept beyond a call, so a later load_state_dict is seen
+    other = TrajMoERegressor(copy_path=False, **{**TINY, "random_state": 1}).fit(users_slice(cities["nyc"][0], 0, 30))
+    blob = pickle.dumps(model)
+    with torch.inference_mode():
+        loaded = pickle.loads(blob)
+        assert next(loaded.net_.module_.parameters()).is_inference()
+        pd.testing.assert_series_equal(loaded.target_ranks(test), ranks)
+        assert "_kept_state" not in vars(loaded)
+        loaded.net_.module_.load_state_dict(other.net_.module_.state_dict())
+        pd.testing.assert_series_equal(loaded.target_ranks(test), other.target_ranks(test))
+
+
+def test_location_embeddings_wait_for_a_scoring_call_of_another_thread(nyc_networks):
+    # another thread's call may have swapped in a city's extended tables: location_embeddings
+    # takes the model's scoring lock, as predict does
+    model = nyc_networks[False]
+    lock = scoring_lock(model)
+    got = []
+    worker = threading.Thread(target=lambda: got.append(model.location_embeddings("nyc")))
+    with lock:
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and not got
+    worker.join(30)
+    assert got and got[0].shape == (model.encoder_.cities_["nyc"].n_locations, 16)
 
 
 def test_a_forward_with_the_city_encoding_given_is_the_forward_that_computes_it(nyc_networks):

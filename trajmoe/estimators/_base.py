@@ -42,7 +42,7 @@ from ..schema import CITY, DEFAULT_CITY, STARTED_AT, USER, duplicated_rows, form
 from ..sequences import make_windows, time_features, time_forms, token_batches, window_bounds
 from ._scoring import rank_blocks
 
-__all__ = ["NextLocationEstimator", "Prepared"]
+__all__ = ["NextLocationEstimator", "Prepared", "scoring_lock"]
 
 
 @dataclass
@@ -612,10 +612,10 @@ class NextLocationEstimator(BaseEstimator):
         candidates) while the block runs, with ``cities_`` extended accordingly (subclasses
         refresh what they derived from them in :meth:`_vocabulary_changed`), and puts the fitted
         ones back afterwards, also on error: predicting never changes the model. Calls on one
-        model from several threads run one at a time (:func:`_scoring_lock`), so that none
+        model from several threads run one at a time (:func:`scoring_lock`), so that none
         sees another's swapped tables.
         """
-        with _scoring_lock(self):
+        with scoring_lock(self):
             check_is_fitted(self, "encoder_")
             self._check_scoring_params()
             fitted, cities = self.encoder_, self.cities_
@@ -1011,9 +1011,19 @@ _SCORING_LOCKS: "weakref.WeakKeyDictionary[object, threading.RLock]" = weakref.W
 _LOCKS_LOCK = threading.Lock()
 
 
-def _scoring_lock(model):
+def scoring_lock(model):
     """The lock ``model`` holds while it scores (its fitted tables are swapped for extended
-    ones meanwhile): not an attribute, so that pickles, copies and clones never carry it."""
+    ones meanwhile): not an attribute, so that pickles, copies and clones never carry it.
+
+    Parameters
+    ----------
+    model : NextLocationEstimator
+
+    Returns
+    -------
+    threading.RLock
+        One per model (held weakly: it goes with the model), re-entrant within a thread.
+    """
     with _LOCKS_LOCK:
         lock = _SCORING_LOCKS.get(model)
         if lock is None:

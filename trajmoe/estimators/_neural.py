@@ -44,7 +44,7 @@ from ..nn.parallel import (DistributedNeuralNet, ShardedCityBatchLoader, is_dist
                            rank_device, resume_from_checkpoint)
 from ..nn.retrieval import COORD_ENCODINGS, POI_TRANSFORMS
 from . import _scoring
-from ._base import NextLocationEstimator
+from ._base import NextLocationEstimator, scoring_lock
 from ._scoring import rank_blocks
 from ._tiles import TILE_CELLS, CellTiles, searchable, tile_rank
 from ._training import (DistributedTrainingNet, EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler,
@@ -131,6 +131,14 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
     ``optimizer__`` and ``iterator_*__`` parameters) is fixed by ``fit``, and ``partial_fit``
     raises a ValueError naming what changed; ``max_epochs``, ``patience``, ``monitor`` and
     ``validation_fraction`` are ``fit``'s.
+
+    Scoring a city keeps its candidate matrix [N, d] (float32, and the tiles of the tile search)
+    for the next calls while the network is unchanged: about N x d x 4 bytes per city scored
+    (26 MB for 100,000 cells at d = 64). ``fit``, ``partial_fit``, any in-place change of a
+    weight (its version counter) and a replaced submodule drop it; pickles and copies leave it
+    out. Changes that no version counter sees (through ``tensor.data``, a ``fused=True`` optimizer
+    stepped by hand, a hook, a plain attribute of the network) are not seen: score a copy
+    (``copy.deepcopy(model)``) after those.
     """
 
     #: The network class (a :class:`trajmoe.nn.RetrievalNetwork`); set by subclasses.
@@ -760,11 +768,14 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
 
         What is kept belongs to one state of the network: every parameter and buffer (the tensor
         object and its version counter, which every in-place update bumps: the steps of the
-        estimators' AdamW, ``load_state_dict``, an edit under ``torch.no_grad``), the encoder
-        and the autocast state. A change of any drops it all; ``fit`` and ``partial_fit`` drop
-        it too, and pickling leaves it out. Edits that bypass version counters (through
-        ``tensor.data``, or the steps of a ``fused=True`` optimizer run outside ``fit``) are
-        not seen: call ``fit``/``partial_fit``, or ``del model._kept_state``, after those.
+        estimators' AdamW, ``load_state_dict``, an edit under ``torch.no_grad``), every submodule
+        (a replaced one), the encoder and the autocast state. A change of any drops it all;
+        ``fit`` and ``partial_fit`` drop it too, and pickling leaves it out; a network holding
+        inference tensors (loaded under ``torch.inference_mode``), which have no version counter,
+        keeps nothing beyond a call. Not seen: edits that bypass version counters (through
+        ``tensor.data``, or the steps of a ``fused=True`` optimizer run outside ``fit``), hooks
+        added to the network and its plain attributes set (``poi_transform``): score a copy
+        (``copy.deepcopy``) after those.
         """
         values = self._memo("kept", self._kept_values)          # the state checked once a call
         if key not in values:
@@ -775,13 +786,19 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         """The values :meth:`_kept` holds for the network's current state (emptied if it changed)."""
         module = self.net_.module_
         tensors = [*module.parameters(), *module.buffers()]
+        if any(t.is_inference() for t in tensors):
+            # an inference tensor (a model unpickled under torch.inference_mode) has no version
+            # counter: its in-place changes cannot be seen, so nothing is kept beyond this call
+            self.__dict__.pop("_kept_state", None)
+            return {}
+        modules = list(module.modules())
         device = torch.device(self.net_.device).type
-        state = (id(self.encoder_), id(module), torch.is_autocast_enabled(device), torch.get_autocast_dtype(device),
-                 tuple((id(t), -1 if t.is_inference() else t._version) for t in tensors))
+        state = (id(self.encoder_), tuple(map(id, modules)), torch.is_autocast_enabled(device),
+                 torch.get_autocast_dtype(device), tuple((id(t), t._version) for t in tensors))
         kept = self.__dict__.get("_kept_state")
         if kept is None or kept["state"] != state:
             # the objects whose ids the state holds are held too: no other object takes their id
-            kept = self.__dict__["_kept_state"] = {"state": state, "objects": (self.encoder_, module, tensors),
+            kept = self.__dict__["_kept_state"] = {"state": state, "objects": (self.encoder_, modules, tensors),
                                                    "values": {}}
         return kept["values"]
 
@@ -995,8 +1012,10 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             raise UnknownCityError(f"Unknown city {city!r}; known cities: {self.cities_}.")
         batch = {k: np.zeros((1, 1), np.int64) for k in TOKEN_FEATURES}
         batch["dow"][:] = 1
-        # a copy: the candidates are kept for the next scoring call (_kept), the caller may write to it
-        return self._forward(batch, city)["candidates"].cpu().numpy().copy()
+        # under the scoring lock: another thread's call may have swapped in extended city tables
+        with scoring_lock(self):
+            # a copy: the candidates are kept for the next scoring call (_kept), the caller may write to it
+            return self._forward(batch, city)["candidates"].cpu().numpy().copy()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
