@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -389,6 +390,24 @@ def test_closed_vocabulary_keeps_the_old_misses():
     table = est.target_table(test)
     assert table["oov"].any()
     assert (table.loc[table["oov"], "rank"] == np.iinfo(np.int64).max).all()
+
+
+@pytest.mark.parametrize("margin, says", [(2000.0, "scored against cells added for this call"),
+                                           (None, "out of the vocabulary")])
+def test_a_frame_wholly_outside_the_region_warns_once_per_call(margin, says):
+    est = MarkovBaseline(encoder=SpatialSemanticEncoder(region_margin=margin)).fit(_grid_users(20, seed=0))
+    test = _grid_users(10, seed=1)
+    # some visits outside: the open vocabulary at work, no warning
+    partly = test.assign(x=lambda d: np.where(d.index % 7 == 0, 40, d.x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        est.predict(partly)
+    # every visit 20 km east: another place, or a mislabelled city
+    with pytest.warns(DataWarning) as record:
+        est.predict(test.assign(x=test.x + 40))
+    messages = [str(w.message) for w in record if "region the model was fitted on" in str(w.message)]
+    assert len(messages) == 1
+    assert messages[0].startswith("city 'city': none of the 200 visits scored lies in the region") and says in messages[0]
 
 
 def test_cell_embedding_survives_a_grown_vocabulary():

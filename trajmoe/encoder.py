@@ -922,6 +922,14 @@ or dict, default "auto"
             Before fit.
         ValueError
             If X holds a city the encoder has not seen.
+
+        Warns
+        -----
+        trajmoe.exceptions.DataWarning
+            For outliers (null island, farther than 500 km from the city's centre; counts and
+            rows), and for a city none of whose visits lies in its fitted region: a frame of
+            another place, or a mislabelled ``city`` column, more often than a user who left
+            town.
         """
         return self._with_unseen_cells(X)
 
@@ -929,7 +937,9 @@ or dict, default "auto"
         """:meth:`with_unseen_cells`; ``visits``: X validated already (see :meth:`_locate`)."""
         located, outlier = self._locate(X, report=True, visits=visits)
         # outliers (null island, far from the city) never become candidates
-        unseen = located[(located["location_id"] < 0).to_numpy() & ~outlier]
+        outside = (located["location_id"] < 0).to_numpy() & ~outlier
+        _warn_wholly_outside(located[CITY].to_numpy(), outside, outlier, added=self.region_margin is not None)
+        unseen = located[outside]
         if self.region_margin is None or not len(unseen):
             return self
         out = copy.copy(self)
@@ -1043,6 +1053,34 @@ def _category_index(city, categories):
             f"City {city!r}: {int(missing.sum())} visits have no '{POI_CATEGORY}' and do not count "
             "towards the POI features.", DataWarning, stacklevel=5)
     return cat_index.astype(np.int64)
+
+
+def _warn_wholly_outside(city, outside, outlier, added=True):
+    """DataWarning for every city none of whose scored visits (outliers aside) lies in its fitted
+    region: a frame of another place, or a mislabelled ``city`` column, more often than a user
+    who left town.
+
+    Parameters
+    ----------
+    city : ndarray of object, shape (n_visits,)
+    outside, outlier : ndarray of bool, shape (n_visits,)
+        Visits in a cell outside the fitted region (outliers excluded), and outliers.
+    added : bool, default True
+        Whether such cells become candidates for the call (``region_margin`` not None), else
+        they are out of the vocabulary.
+    """
+    for name in pd.unique(city):
+        rows = (city == name) & ~outlier
+        if rows.any() and outside[rows].all():
+            scored = ("every one is scored against cells added for this call, which have no POIs and an "
+                      "unknown popularity" if added else
+                      "every one is out of the vocabulary (region_margin=None): never a candidate, and as a "
+                      "target a miss")
+            warnings.warn(
+                f"city {name!r}: none of the {int(rows.sum())} visits scored lies in the region the model "
+                f"was fitted on: {scored}. If these visits are not in {name!r}, fix X's {CITY!r} column (or "
+                "fit the model on their city); if they are, fine-tune on visits of this area.",
+                DataWarning, stacklevel=caller_stacklevel())
 
 
 def _outlier_kinds(grid, lat, lon, out):
