@@ -360,7 +360,7 @@ CATALOGUE = [
     Entry("frame-outside-region", "a frame 110 km north of the region the model was fitted on (a mislabelled city)",
           lambda: (MarkovBaseline(min_stays=2).fit(nyc()), nyc().assign(lat=lambda d: d.lat + 1.0)),
           predict_with, W, DataWarning, r"city 'city': none of the 36 visits scored lies in the region the model "
-          r"was fitted on: every one is scored against cells added for this call.*fix X's 'city' column"),
+          r"was fitted on: every one lies in a cell the model never saw.*fix X's 'city' column"),
     Entry("region-too-large", "cell_size 100 m with a region_margin of 20 km around a POI 200 km away",
           lambda: (nyc(), pd.DataFrame({"city": ["city"], "lat": [42.5], "lon": [-74.0], "category": ["cafe"]})),
           lambda X, P: SpatialSemanticEncoder(cell_size=100, region_margin=20000).fit(X, pois=P), W, DataWarning,

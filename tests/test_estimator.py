@@ -392,7 +392,7 @@ def test_closed_vocabulary_keeps_the_old_misses():
     assert (table.loc[table["oov"], "rank"] == np.iinfo(np.int64).max).all()
 
 
-@pytest.mark.parametrize("margin, says", [(2000.0, "scored against cells added for this call"),
+@pytest.mark.parametrize("margin, says", [(2000.0, "lies in a cell the model never saw"),
                                            (None, "out of the vocabulary")])
 def test_a_frame_wholly_outside_the_region_warns_once_per_call(margin, says):
     est = MarkovBaseline(encoder=SpatialSemanticEncoder(region_margin=margin)).fit(_grid_users(20, seed=0))

@@ -1072,8 +1072,8 @@ def _warn_wholly_outside(city, outside, outlier, added=True):
     for name in pd.unique(city):
         rows = (city == name) & ~outlier
         if rows.any() and outside[rows].all():
-            scored = ("every one is scored against cells added for this call, which have no POIs and an "
-                      "unknown popularity" if added else
+            scored = ("every one lies in a cell the model never saw, scored (for this call only) with no POIs "
+                      "and the popularity of a never-visited cell" if added else
                       "every one is out of the vocabulary (region_margin=None): never a candidate, and as a "
                       "target a miss")
             warnings.warn(
