@@ -128,13 +128,16 @@ def test_data_notes_gather_the_short_windows_of_every_frame_into_one_line(capsys
         warnings.warn(short(11, 7000, "non-overlapping windows, as scored"))
         warnings.warn(short(7, 49000, "training windows starting every 1 day"))
         warnings.warn(short(11, 7000, "non-overlapping windows, as scored"))     # the same frame again
+        warnings.warn(short(3, 7000, "training windows starting every 1 day"))  # the same frame, other windows
         warnings.warn("3 of 40 visits are left out", DataWarning)
     assert capsys.readouterr().err.splitlines() == [
         "note: 3 of 40 visits are left out",
         "note: min_stays=5: visits in no window of at least 5 stays within window_days=3 days are left out "
-        "(not trained on, not scored), per frame (known by its number of visits): 11 of 7,000 visits "
-        "(non-overlapping windows, as scored); 7 of 49,000 visits (training windows starting every 1 day). "
-        "Lower min_stays or raise window_days to use them."]
+        "(not trained on, not scored); lower min_stays or raise window_days to use them. Left out, per frame "
+        "(known by its number of visits):",
+        "  a frame of 7,000 visits: 11 (non-overlapping windows, as scored); 3 (training windows starting every "
+        "1 day)",
+        "  a frame of 49,000 visits: 7 (training windows starting every 1 day)"]
 
 
 def test_data_notes_print_each_distinct_note_once(capsys):

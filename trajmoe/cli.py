@@ -431,17 +431,19 @@ def _data_notes():
 
 
 def _short_windows_lines(notes):
-    """One ``note:`` line per (min_stays, window_days) for :class:`ShortWindowsWarning` notes,
-    listing the visits each windowed frame left out."""
+    """One ``note:`` per (min_stays, window_days) for :class:`ShortWindowsWarning` notes, then one
+    indented line per windowed frame (known by its number of visits) with what each kind of
+    window left out of it."""
     settings = {}
     for note in notes:
-        settings.setdefault((note.min_stays, note.window_days), []).append(note)
-    for (min_stays, window_days), group in settings.items():
-        counts = "; ".join(f"{n.n_left_out:,} of {n.n_visits:,} visits ({n.kind})" for n in group)
+        frames = settings.setdefault((note.min_stays, note.window_days), {})
+        frames.setdefault(note.n_visits, []).append(note)
+    for (min_stays, window_days), frames in settings.items():
         yield (f"note: min_stays={min_stays}: visits in no window of at least {min_stays} stays within "
-               f"window_days={window_days} days are left out (not trained on, not scored), per frame (known by "
-               f"its number of visits): {counts}. "
-               "Lower min_stays or raise window_days to use them.")
+               f"window_days={window_days} days are left out (not trained on, not scored); lower min_stays or "
+               "raise window_days to use them. Left out, per frame (known by its number of visits):")
+        for n_visits, group in frames.items():
+            yield f"  a frame of {n_visits:,} visits: " + "; ".join(f"{n.n_left_out:,} ({n.kind})" for n in group)
 
 
 def _add_pretrain_command(subparsers, number):
