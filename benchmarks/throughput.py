@@ -388,7 +388,9 @@ def bench_infer(args, folder):
     Returns
     -------
     dict
-        ``cities``: per city ``targets_per_s``, ``cells`` (the fitted vocabulary) and
+        ``cities``: per city ``targets_per_s`` (median of :data:`PREDICT_REPEATS` calls),
+        ``first_call_targets_per_s`` (the first call after fit, which also computes what later
+        calls reuse), ``cells`` (the fitted vocabulary) and
         ``mscores_per_s`` (targets x cells per second, millions; with ``--device cuda`` also
         ``gpu_peak_gb``, the GPU memory peak of ``predict``, GB); ``synthetic``: per nominal size
         ``cells`` (the vocabulary's), ``targets_per_s``, ``peak_gb`` (peak resident memory, GB),
