@@ -363,3 +363,12 @@ def test_gravity_rows_outside_the_box_take_the_direct_path(cities, monkeypatch):
     expected = original(_counting._log_popularity(table.visit_counts), _counting._centroids(table, table.cells),
                         query, model.beta_, model.offset_)
     np.testing.assert_allclose(rows, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # the old getters, deprecated in today's torch
+def test_the_autocast_state_is_read_on_torch_before_2_4(monkeypatch):
+    # the key of what is kept holds the autocast state; torch < 2.4 has no per-device-type getters
+    current = neural._autocast_state("cpu")
+    assert current == (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+    monkeypatch.delattr(torch, "get_autocast_dtype")
+    assert neural._autocast_state("cpu") == current

@@ -101,6 +101,20 @@ def adamw_matrices_decay(params, lr, weight_decay=0.1, betas=(0.9, 0.95)):
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, foreach=True)
 
 
+def _autocast_state(device_type):
+    """Whether autocast is on for a device type, and its dtype: ``(bool, torch.dtype)``.
+
+    ``torch.is_autocast_enabled(device_type)`` and ``torch.get_autocast_dtype`` exist since
+    torch 2.4; before, the CPU and the GPU had functions of their own (trajmoe supports torch >= 2.2).
+    """
+    try:
+        return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    except (AttributeError, TypeError):
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+
+
 class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
     """Base class of the neural next-location estimators (TrajMoE and its neural baselines).
 
@@ -793,8 +807,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             return {}
         modules = list(module.modules())
         device = torch.device(self.net_.device).type
-        state = (id(self.encoder_), tuple(map(id, modules)), torch.is_autocast_enabled(device),
-                 torch.get_autocast_dtype(device), tuple((id(t), t._version) for t in tensors))
+        state = (id(self.encoder_), tuple(map(id, modules)), _autocast_state(device),
+                 tuple((id(t), t._version) for t in tensors))
         kept = self.__dict__.get("_kept_state")
         if kept is None or kept["state"] != state:
             # the objects whose ids the state holds are held too: no other object takes their id
