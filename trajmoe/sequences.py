@@ -368,6 +368,12 @@ def token_batches(lengths, max_tokens):
     ValueError
         If ``max_tokens`` < 1.
 
+    References
+    ----------
+    .. [1] Ott et al., "fairseq: A Fast, Extensible Toolkit for Sequence Modeling", NAACL 2019
+       (demonstrations): batches bounded by a number of tokens (``--max-tokens``) over
+       sequences sorted by length, instead of a number of sequences.
+
     Examples
     --------
     >>> token_batches(np.array([5, 3, 2, 2, 1]), max_tokens=6)
