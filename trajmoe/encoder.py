@@ -690,9 +690,10 @@ or dict, default "auto"
         """
         return self._locate(X)[0]
 
-    def _locate(self, X, validated=False, report=False, visits=None):
+    def _locate(self, X, validated=False, report=False, visits=None, labels=True):
         """:meth:`locate` and a bool mask (n_visits,) of the outlier rows (their cells are
-        never added as candidates by :meth:`with_unseen_cells`). ``validated``: X is an output
+        never added as candidates by :meth:`with_unseen_cells`). ``labels=False``: without the
+        ``label`` column (text per row, which scoring does not read). ``validated``: X is an output
         of :func:`~trajmoe.schema.validate_visits` already (not checked again). ``report``: a
         DataWarning per city with outliers (counts and rows), for frames that are scored.
         ``visits``: ``validate_visits(positional(X), duplicates="ignore")``, when the caller has
@@ -732,7 +733,7 @@ or dict, default "auto"
                         "out of the vocabulary: never a candidate, and as a target a miss. Fix their "
                         f"{LAT!r}/{LON!r} or drop them.", DataWarning, stacklevel=caller_stacklevel())
         located = pd.DataFrame({CITY: city, "location_id": location,
-                                "label": cell_labels(city, cells[:, 0], cells[:, 1]),
+                                **({"label": cell_labels(city, cells[:, 0], cells[:, 1])} if labels else {}),
                                 "ix": cells[:, 0], "iy": cells[:, 1]}, index=X.index)
         return located, outlier
 
@@ -935,7 +936,7 @@ or dict, default "auto"
 
     def _with_unseen_cells(self, X, visits=None):
         """:meth:`with_unseen_cells`; ``visits``: X validated already (see :meth:`_locate`)."""
-        located, outlier = self._locate(X, report=True, visits=visits)
+        located, outlier = self._locate(X, report=True, visits=visits, labels=False)
         # outliers (null island, far from the city) never become candidates
         outside = (located["location_id"] < 0).to_numpy() & ~outlier
         _warn_wholly_outside(located[CITY].to_numpy(), outside, outlier, added=self.region_margin is not None)

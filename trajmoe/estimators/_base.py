@@ -395,7 +395,7 @@ class NextLocationEstimator(BaseEstimator):
             visits = validate_positional(X, "ignore")
         self._check_time_forms(visits)
         visits, twin = _drop_duplicate_visits(visits, X.index, warn=not self.__dict__.get("_updating"))
-        located = self.encoder_._locate(visits, validated=True)[0]       # checked just above
+        located = self.encoder_._locate(visits, validated=True, labels=False)[0]     # checked just above
         unknown = set(pd.unique(located[CITY])) - set(self.cities_)
         if unknown:
             raise UnknownCityError(f"Cities {sorted(unknown)} are unknown to this model; register them with "

@@ -823,7 +823,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
 
     def _forward(self, batch, city, learned_weight=1.0):
         module = self.net_.module_
-        module.eval()
+        if any(m.training for m in module.modules()):      # eval() sets every module's flag: not per batch
+            module.eval()
         device = self.net_.device
         index = self.cities_.index(city)
         inputs = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
