@@ -60,9 +60,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import pickle
 import math
 import os
+import pickle
 import subprocess
 import sys
 import tarfile

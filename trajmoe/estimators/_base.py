@@ -134,7 +134,8 @@ class NextLocationEstimator(BaseEstimator):
 
     #: Tokens (windows x padded length) scored in one batch (:func:`trajmoe.sequences.token_batches`).
     _eval_batch_tokens = 2048
-    #: Attributes that keep what scoring computed across calls; fit and partial_fit drop them.
+    #: Attributes that keep what scoring computed across calls (recomputed on demand, never
+    #: state): fit and partial_fit drop them, also when they fail; pickles and copies leave them out.
     _caches = ()
 
     def __init_subclass__(cls, **kwargs):
@@ -213,7 +214,10 @@ class NextLocationEstimator(BaseEstimator):
         return tags
 
     def __getstate__(self):
-        return {**super().__getstate__(), "_trajmoe_version": __version__}
+        state = {**super().__getstate__(), "_trajmoe_version": __version__}
+        for name in self._caches:           # recomputed on demand: never pickled nor copied
+            state.pop(name, None)
+        return state
 
     def __setstate__(self, state):
         version = state.pop("_trajmoe_version", None)

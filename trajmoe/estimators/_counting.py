@@ -221,6 +221,8 @@ class MarkovBaseline(_CountingBaseline):
     Acc@1 .119 in the paper's table).
     """
 
+    _caches = ("_matrices",)            # a city's sparse transition matrix, built on first use
+
     def _learn(self, X, pois, partial):
         X = self._fit_encoder(X, pois, partial)
         prep = self._prepare(X)
@@ -236,7 +238,6 @@ class MarkovBaseline(_CountingBaseline):
         if partial and hasattr(self, "transitions_"):
             counts = counts.add(self.transitions_, fill_value=0).astype(np.int64)
         self.transitions_ = counts
-        self._matrices = {}
         return self
 
     def _vocabulary_changed(self):
@@ -246,7 +247,7 @@ class MarkovBaseline(_CountingBaseline):
         """Sparse transition counts of a city, shape (n_locations + 1, n_locations); the last
         row (out-of-vocabulary current cell) is empty. Sparse, as a dense matrix of a city
         of 20,000 cells would take 3.2 GB."""
-        self._matrices = getattr(self, "_matrices", {})    # dropped when pickling
+        self._matrices = getattr(self, "_matrices", {})    # a cache (_caches): not pickled
         if city not in self._matrices:
             table = self.encoder_.cities_[city]
             n = table.n_locations
@@ -272,10 +273,6 @@ class MarkovBaseline(_CountingBaseline):
             return self._history_entries(batch, city)
         return self._popularity_entries(batch, city, self._matrix(city)[batch["location"][batch["location"] != PAD]])
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_matrices", None)
-        return state
 
 
 def _history(location, n_cells, moves=False):

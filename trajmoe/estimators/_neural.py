@@ -816,11 +816,6 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                                                    "values": {}}
         return kept["values"]
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_kept_state", None)
-        return state
-
     def _forward(self, batch, city, learned_weight=1.0):
         module = self.net_.module_
         if any(m.training for m in module.modules()):      # eval() sets every module's flag: not per batch
