@@ -330,36 +330,86 @@ def test_city_batch_loader_yields_single_city_batches():
 # token_batches: scoring batches of at most max_tokens padded tokens
 # --------------------------------------------------------------------------------------------------
 def test_token_batches_by_hand():
-    # 5 x 1 = 5 <= 6, 5 x 2 = 10 > 6 | 3 x 2 = 6, 3 x 3 = 9 > 6 | 2 x 2 = 4 (the end)
-    assert token_batches(np.array([5, 3, 2, 2, 1]), 6) == [(slice(0, 1), 5), (slice(1, 3), 3), (slice(3, 5), 2)]
-    # a window longer than the budget is a batch of its own; a longer window after shorter ones
-    # pads the batch to its length
-    assert token_batches(np.array([9, 1, 4, 1]), 8) == [(slice(0, 1), 9), (slice(1, 3), 4), (slice(3, 4), 1)]
+    # without a cost a batch, every run of equal lengths is a batch: no padding at all
+    assert token_batches(np.array([5, 3, 2, 2, 1]), 6) == [(slice(0, 1), 5), (slice(1, 2), 3), (slice(2, 4), 2),
+                                                          (slice(4, 5), 1)]
+    # at 2 tokens a batch, [2, 2, 1] padded to 2 (6 tokens + 2) beats [2, 2] and [1] (5 + 4);
+    # [3, 2, 2] would not fit 6 tokens
+    assert token_batches(np.array([5, 3, 2, 2, 1]), 6, batch_cost=2) == [(slice(0, 1), 5), (slice(1, 2), 3),
+                                                                        (slice(2, 5), 2)]
+    # at 4: [3] and [2, 2, 1] (3 + 6 + 8 = 17) against [3, 2] and [2, 1] (6 + 4 + 8 = 18)
+    assert token_batches(np.array([3, 2, 2, 1]), 6, batch_cost=4) == [(slice(0, 1), 3), (slice(1, 4), 2)]
+    # a window longer than the budget is a batch of its own; a run longer than a batch fills
+    # whole batches first
+    assert token_batches(np.array([9, 4, 4, 4, 4, 4]), 8, batch_cost=100) == [
+        (slice(0, 1), 9), (slice(1, 3), 4), (slice(3, 5), 4), (slice(5, 6), 4)]
     assert token_batches(np.zeros(0, np.int64), 8) == []
-    # NYC's 544 test windows of the throughput benchmark (1-25 visits, longest first): 3 batches
-    # instead of the 9 of 64 windows each
+    assert token_batches(np.array([0, 0]), 8) == [(slice(0, 2), 1)]            # lengths below 1 count as 1
+    # NYC's 544 test windows of the throughput benchmark (1-25 visits, longest first) at the
+    # estimators' settings: 4 batches of 2,440 padded tokens (the greedy fill of 2,048 tokens
+    # made 3 of 4,124; the windows hold 1,827 visits)
     lengths = np.repeat(np.arange(25, 0, -1), [1, 0, 0, 0, 1, 1, 1, 0, 1, 0, 2, 0, 5, 3, 3, 6, 9, 9, 12, 16, 23, 55,
                                                 114, 209, 73])
-    assert [(b.stop - b.start, width) for b, width in token_batches(lengths, 2048)] == [(81, 25), (409, 5), (54, 1)]
+    batches = token_batches(lengths, 2048, batch_cost=256)
+    assert [(b.stop - b.start, width) for b, width in batches] == [(18, 25), (75, 10), (169, 4), (282, 2)]
+    assert token_batches(lengths, 2048) == token_batches(lengths, 2048, batch_cost=0)
+    assert len(token_batches(lengths, 2048)) == 19 and sum(w * (b.stop - b.start) for b, w in
+                                                           token_batches(lengths, 2048)) == lengths.sum()
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, None])
 def test_token_batches_refuses_a_bad_budget(bad):
     with pytest.raises(ValueError, match="max_tokens must be an int >= 1"):
-        token_batches(np.array([1, 2]), bad)
+        token_batches(np.array([2, 1]), bad)
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), True, "1"])
+def test_token_batches_refuses_a_bad_batch_cost(bad):
+    with pytest.raises(ValueError, match="batch_cost must be a number >= 0"):
+        token_batches(np.array([2, 1]), 8, batch_cost=bad)
+
+
+def test_token_batches_refuses_unsorted_lengths():
+    with pytest.raises(ValueError, match=r"non-increasing .* got 1 then 4 at windows 1 and 2: sort them"):
+        token_batches(np.array([9, 1, 4, 1]), 8)
+
+
+def _cost(batches, batch_cost):
+    return sum(batch_cost + (b.stop - b.start) * width for b, width in batches)
+
+
+def _partitions(runs, max_tokens):
+    """Every partition of the runs (count, width) that token_batches may choose: batches of
+    whole runs that fit the budget, or one run alone cut into full batches; as batch sizes."""
+    if not runs:
+        yield []
+        return
+    for j in range(1, len(runs) + 1):
+        n, width = sum(c for c, _ in runs[:j]), runs[0][1]
+        if j == 1:
+            per = max(max_tokens // width, 1)
+            head = [(min(per, n - a), width) for a in range(0, n, per)]
+        elif n * width <= max_tokens:
+            head = [(n, width)]
+        else:
+            break
+        for rest in _partitions(runs[j:], max_tokens):
+            yield head + rest
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(1, 30), max_size=60), st.integers(1, 100))
-def test_token_batches_cover_every_window_within_the_budget(lengths, budget):
-    lengths = np.array(lengths, np.int64)
-    batches = token_batches(lengths, budget)
+@given(st.lists(st.integers(1, 12), max_size=40), st.integers(1, 60), st.sampled_from([0, 1, 5, 32, 1000]))
+def test_token_batches_cover_every_window_within_the_budget_at_the_least_cost(lengths, budget, batch_cost):
+    lengths = np.sort(np.array(lengths, np.int64))[::-1]
+    batches = token_batches(lengths, budget, batch_cost=batch_cost)
     # consecutive, in order, every window once
     assert [i for b, _ in batches for i in range(b.start, b.stop)] == list(range(len(lengths)))
     for b, width in batches:
         part = lengths[b]
         assert width == part.max()
         assert len(part) * width <= budget or len(part) == 1
-        # greedy: the next window would not have fitted
-        if b.stop < len(lengths):
-            assert (len(part) + 1) * max(width, lengths[b.stop]) > budget
+    # the least cost over every partition of the family (brute force)
+    values, counts = np.unique(lengths, return_counts=True)
+    runs = [(int(c), int(v)) for v, c in zip(values[::-1], counts[::-1])]
+    least = min(sum(batch_cost + n * w for n, w in p) for p in _partitions(runs, budget))
+    assert _cost(batches, batch_cost) == least

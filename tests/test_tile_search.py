@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from trajmoe import TrajMoERegressor
 from trajmoe.cli import load_city
 from trajmoe.estimators._scoring import rank_blocks
-from trajmoe.estimators._tiles import TILE_CELLS, CellTiles, searchable, tile_rank
+from trajmoe.estimators import _neural
+from trajmoe.estimators._tiles import TILE_CELLS, CellTiles, SearchTokens, rank_tokens, searchable, tile_rank
 from trajmoe.nn import ranking_scores
 from trajmoe.nn.retrieval import N_DISTANCE_BUCKETS
 
@@ -78,6 +79,38 @@ def test_tile_search_equals_scoring_every_cell(seed, n_cells, width, batch, leng
             np.testing.assert_array_equal(found, expected)
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6), n_cells=st.integers(1, 40),
+       lengths=st.lists(st.integers(1, 6), min_size=1, max_size=3), moves=st.booleans(),
+       k=st.one_of(st.none(), st.integers(1, 5)), with_truth=st.booleans())
+def test_tokens_of_several_outputs_ranked_together_equal_each_output_alone(seed, n_cells, lengths, moves, k,
+                                                                          with_truth):
+    # the batches of one call: outputs of one city (its candidates, bias and centroids) of
+    # other windows and widths; ranked at once, each token gets what scoring every cell gives
+    outs = [random_output(seed + i, n_cells, 3, 2, length, moves) for i, length in enumerate(lengths)]
+    for out in outs[1:]:
+        out.update({key: outs[0][key] for key in ("candidates", "candidate_bias", "cell_metres")})
+    tokens = [torch.nonzero(out["location"] >= 0, as_tuple=True) for out in outs]
+    n = sum(len(rows) for rows, _ in tokens)
+    truth = np.random.default_rng(seed).integers(-2, n_cells, n) if with_truth else None
+    if k is None and truth is None:
+        k = 1
+    tiles = CellTiles(outs[0]["candidates"], outs[0]["candidate_bias"], outs[0]["cell_metres"], side=1000.0)
+    found = rank_tokens(SearchTokens.concat([SearchTokens.of(out, *t) for out, t in zip(outs, tokens)]), tiles, k,
+                        truth, block=2 * tiles.n_tiles)         # a token a block: SearchTokens.take of chunks
+    start = 0
+    for out, (rows, cols) in zip(outs, tokens):
+        part = slice(start, start + len(rows))
+        dense = rank_blocks(lambda index: ranking_scores(out, rows[index], cols[index]).float(), len(rows), n_cells,
+                            k, None if truth is None else truth[part])
+        for got, expected in zip(found, dense):
+            if expected is None:
+                assert got is None
+            else:
+                np.testing.assert_array_equal(got[part], expected)
+        start += len(rows)
+
+
 def test_tiles_hand_checked():
     # four cells in a row, 500 m apart; tiles of 1 km: {0, 1} and {2, 3}
     metres = torch.tensor([[0.0, 0.0], [500.0, 0.0], [1000.0, 0.0], [1500.0, 0.0], [0.0, 0.0]])
@@ -126,6 +159,30 @@ def test_predict_scores_only_the_tiles_that_can_matter(nyc_model, monkeypatch):
     n_tiles = CellTiles(torch.zeros(model._n_locations()[0], 1), None, model.net_.module_._metres(0), side).n_tiles
     assert n_tiles > 20
     assert 0 < sum(visited) < 0.2 * len(test) * n_tiles
+
+
+def test_the_batches_of_a_call_are_searched_together(nyc_model, monkeypatch):
+    model, test = nyc_model
+    model = copy.deepcopy(model)
+    model._eval_batch_tokens = 16                       # many network batches
+    expected = model.predict(test), model.target_ranks(test).to_numpy()
+    calls = []
+    search = _neural.rank_tokens
+
+    def spy(tokens, *args, **kwargs):
+        calls.append(len(tokens))
+        return search(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(_neural, "rank_tokens", spy)
+    batches = sum(1 for _ in model._iter_batches(model._visit_windows(model._visits_of(test))[1]))
+    assert batches > 3
+    # one search for the call's tokens, as each batch searched alone gives
+    for group, n_calls in ((16384, 1), (1, batches)):
+        model._search_group_tokens = group
+        calls.clear()
+        assert (model.predict(test) == expected[0]).all()
+        assert len(calls) == n_calls and sum(calls) == len(test)
+        np.testing.assert_array_equal(model.target_ranks(test).to_numpy(), expected[1])
 
 
 def test_a_tile_is_scored_a_block_at_a_time(monkeypatch):

@@ -339,23 +339,30 @@ def make_windows(location, times, city_index, n_locations, bounds):
         row=row, target_row=target_row)
 
 
-def token_batches(lengths, max_tokens):
-    """Split consecutive windows into batches of at most ``max_tokens`` tokens with padding.
+def token_batches(lengths, max_tokens, batch_cost=0):
+    """Split windows sorted longest first into batches of at most ``max_tokens`` padded tokens.
 
-    A batch is padded to the length of its longest window, so it holds ``n_windows x
-    longest`` tokens; a batch grows while that stays within ``max_tokens`` and always holds at
-    least one window. With windows sorted longest first (as the estimators score them), many
-    short windows (check-ins: a few visits a window) share one batch and a few long ones (GPS
-    stay points) another, instead of a fixed number of windows a batch whatever their length:
-    fewer batches, little padding, and a bounded batch (its activations and any [tokens, cells]
-    scores) whatever the data.
+    A batch is padded to the length of its longest window (its first), so it holds ``n_windows x
+    longest`` tokens. The batches minimise the padded tokens plus ``batch_cost`` per batch (the
+    fixed cost of running a batch, in tokens' worth) over the partitions in which a batch holds
+    whole runs of equal lengths that fit the budget together, or a budget's worth of one run
+    (dynamic programming over the runs). With check-ins, many short windows share a few
+    batches instead of being padded to the length of a long window of the same batch; with GPS
+    stay points, the long windows fill batches of their own. Each batch is bounded (its
+    activations and any [tokens, cells] scores) whatever the data.
 
     Parameters
     ----------
     lengths : ndarray of int, shape (n_windows,)
-        Visits per window, in the order the windows are batched.
+        Visits per window, non-increasing (windows sorted longest first, as the estimators
+        score them); lengths below 1 count as 1.
     max_tokens : int
-        Tokens (windows x padded length) a batch may hold, >= 1.
+        Tokens (windows x padded length) a batch may hold, >= 1. A window longer than that is
+        a batch of its own.
+    batch_cost : int or float, default 0
+        What a batch costs beyond its padded tokens, in tokens, >= 0. 0: the fewest padded
+        tokens, whatever the number of batches; the estimators use 256 (on their small network
+        a batch's fixed cost is about as long as 250 padded tokens on a CPU).
 
     Returns
     -------
@@ -366,7 +373,8 @@ def token_batches(lengths, max_tokens):
     Raises
     ------
     ValueError
-        If ``max_tokens`` < 1.
+        If ``max_tokens`` < 1, ``batch_cost`` < 0, or ``lengths`` increase somewhere (sort
+        the windows longest first).
 
     References
     ----------
@@ -377,17 +385,39 @@ def token_batches(lengths, max_tokens):
     Examples
     --------
     >>> token_batches(np.array([5, 3, 2, 2, 1]), max_tokens=6)
-    [(slice(0, 1, None), 5), (slice(1, 3, None), 3), (slice(3, 5, None), 2)]
+    [(slice(0, 1, None), 5), (slice(1, 2, None), 3), (slice(2, 4, None), 2), (slice(4, 5, None), 1)]
+    >>> token_batches(np.array([5, 3, 2, 2, 1]), max_tokens=6, batch_cost=2)
+    [(slice(0, 1, None), 5), (slice(1, 2, None), 3), (slice(2, 5, None), 2)]
     """
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, numbers.Integral) or max_tokens < 1:
         raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}.")
+    if isinstance(batch_cost, bool) or not isinstance(batch_cost, numbers.Real) or not batch_cost >= 0:
+        raise ValueError(f"batch_cost must be a number >= 0, got {batch_cost!r}.")
     lengths = np.maximum(np.asarray(lengths, np.int64), 1)
-    out, start = [], 0
-    while start < len(lengths):
-        # padded size of the batches start..start+n: n x the longest window so far
-        longest = np.maximum.accumulate(lengths[start:start + max_tokens])
-        fits = np.arange(1, len(longest) + 1) * longest <= max_tokens
-        n = max(int(np.argmin(fits)) if not fits.all() else len(fits), 1)
-        out.append((slice(start, start + n), int(longest[n - 1])))
-        start += n
-    return out
+    if np.any(np.diff(lengths) > 0):
+        at = int(np.flatnonzero(np.diff(lengths) > 0)[0])
+        raise ValueError(f"lengths must be non-increasing (windows sorted longest first), got {lengths[at]} then "
+                         f"{lengths[at + 1]} at windows {at} and {at + 1}: sort them, e.g. np.sort(lengths)[::-1].")
+    if not len(lengths):
+        return []
+    # runs of equal lengths: run r holds windows first[r]:first[r + 1], all of length width[r]
+    first = np.flatnonzero(np.r_[True, lengths[1:] != lengths[:-1]])
+    width = lengths[first]
+    first = np.r_[first, len(lengths)]
+    # best[j]: the least cost of the runs before j; a batch of runs i..j-1 must fit the budget,
+    # except one run alone, cut into full batches
+    best, start = np.zeros(len(width) + 1), np.zeros(len(width) + 1, np.int64)
+    for j in range(1, len(width) + 1):
+        n = first[j] - first[:j]
+        cost = np.where(n * width[:j] <= max_tokens, best[:j] + batch_cost + n * width[:j], np.inf)
+        alone = -(-n[-1] // max(max_tokens // width[j - 1], 1))
+        cost[-1] = best[j - 1] + alone * batch_cost + n[-1] * width[j - 1]
+        start[j] = int(np.argmin(cost))                 # ties: the fewest batches
+        best[j] = cost[start[j]]
+    out, j = [], len(width)
+    while j:
+        i = start[j]
+        per = max(max_tokens // int(width[i]), 1)
+        out += [(slice(a, min(a + per, first[j])), int(width[i])) for a in range(first[i], first[j], per)][::-1]
+        j = i
+    return [(slice(int(b.start), int(b.stop)), w) for b, w in out[::-1]]

@@ -132,8 +132,9 @@ class NextLocationEstimator(BaseEstimator):
     leaves it unfitted.
     """
 
-    #: Tokens (windows x padded length) scored in one batch (:func:`trajmoe.sequences.token_batches`).
-    _eval_batch_tokens = 2048
+    #: Tokens (windows x padded length) scored in one batch, and what a batch costs beyond its
+    #: padded tokens, in tokens (:func:`trajmoe.sequences.token_batches`).
+    _eval_batch_tokens, _eval_batch_cost = 2048, 256
     #: Attributes that keep what scoring computed across calls (recomputed on demand, never
     #: state): fit and partial_fit drop them, also when they fail; pickles and copies leave them out.
     _caches = ()
@@ -507,11 +508,13 @@ class NextLocationEstimator(BaseEstimator):
         raise NotImplementedError
 
     def _iter_batches(self, windows):
-        """Yield (city index, window indices, width, batch, valid) per batch of one city."""
+        """Yield (city index, window indices, width, batch, valid) per batch of one city: its
+        windows longest first, in batches of similar lengths (:func:`token_batches`)."""
+        length = (windows.location != PAD).sum(axis=1)
         for c in range(len(self.cities_)):
             idx = np.flatnonzero(windows.city == c)
-            # _iter_ranked sorts the windows longest first within a city
-            for part, width in token_batches((windows.location[idx] != PAD).sum(axis=1), self._eval_batch_tokens):
+            idx = idx[np.argsort(-length[idx], kind="stable")]
+            for part, width in token_batches(length[idx], self._eval_batch_tokens, self._eval_batch_cost):
                 b = idx[part]
                 batch = {k: getattr(windows, k)[b, :width] for k in TOKEN_FEATURES}
                 yield c, b, width, batch, batch["location"] != PAD
@@ -560,21 +563,27 @@ class NextLocationEstimator(BaseEstimator):
     def _iter_ranked(self, windows, k=None, truth=None, values=True):
         """One pass over the windows: yield ``(city index, rows, ids, values, ranks)`` per batch.
 
-        Windows are batched by city and by length (longest first), so that batches carry little
-        padding; ``rows`` (the sorted visit row of every valid token) say where each result
+        Windows are batched by city and by length (:meth:`_iter_batches`), so that batches carry
+        little padding; ``rows`` (the sorted visit row of every valid token) say where each result
         belongs. ``truth`` (ndarray of int64 over the sorted visit rows, or None) holds the true
         next cell of every row to rank (-1 outside the vocabulary, -2 not ranked); ``ids``,
         ``values``, ``ranks`` are those of :meth:`_batch_rank` (``values``: whether the scores
         of the top k are read).
         """
-        length = (windows.location != PAD).sum(axis=1)
-        windows = windows.subset(np.lexsort((-length, windows.city)))
         with self._scoring_call():
-            for c, b, width, batch, valid in self._iter_batches(windows):
-                rows = windows.row[b, :width][valid]
-                ids, scores, ranks = self._batch_rank(batch, self.cities_[c], k,
-                                                      None if truth is None else truth[rows], values=values)
-                yield c, rows, ids, scores, ranks
+            batches = ((c, windows.row[b, :width][valid], batch)
+                       for c, b, width, batch, valid in self._iter_batches(windows))
+            yield from self._rank_batches(batches, k, truth, values)
+
+    def _rank_batches(self, batches, k, truth, values):
+        """Yield ``(city index, rows, ids, values, ranks)`` for ``batches``, an iterable of
+        ``(city index, rows, batch)`` (``rows``: the sorted visit row of every valid token of
+        ``batch``), as :meth:`_iter_ranked` describes them: :meth:`_batch_rank` of one batch at
+        a time. A subclass may rank the tokens of several batches together (one yield for all
+        of them)."""
+        for c, rows, batch in batches:
+            yield (c, rows, *self._batch_rank(batch, self.cities_[c], k, None if truth is None else truth[rows],
+                                              values=values))
 
     @contextlib.contextmanager
     def _scoring_call(self):

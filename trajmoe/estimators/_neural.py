@@ -46,7 +46,7 @@ from ..nn.retrieval import COORD_ENCODINGS, POI_TRANSFORMS
 from . import _scoring
 from ._base import NextLocationEstimator, scoring_lock
 from ._scoring import rank_blocks
-from ._tiles import TILE_CELLS, CellTiles, searchable, tile_rank
+from ._tiles import TILE_CELLS, CellTiles, SearchTokens, rank_tokens, searchable
 from ._training import (DistributedTrainingNet, EpochSeed, FiniteLoss, ResumableEarlyStopping, ResumableLRScheduler,
                         TrainingNet, ValidRanking, claim_checkpoint_dir, run_fingerprint)
 
@@ -832,8 +832,67 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
             encoding = self._kept(("city_encoding", index), lambda: module.city_encoding(index))
             return module(**inputs, city_encoding=encoding, learned_weight=learned_weight)
 
+    #: Valid tokens of consecutive batches of one city ranked together by the tile search
+    #: (:meth:`_rank_batches`): a tile is then scored once for all of them instead of once a
+    #: batch. What they hold is a few vectors a token (query, distance buckets, window cells).
+    _search_group_tokens = 16384
+
     def _batch_rank(self, batch, city, k, truth, values=True):
         out = self._forward(batch, city, self._learned_weight())
+        tiles = self._search_tiles(out, city, k, values)
+        if tiles is None:
+            return self._dense_rank(out, batch, k, truth, values)
+        rows, cols = self._valid_tokens(batch)
+        return rank_tokens(SearchTokens.of(out, rows, cols), tiles, k, truth, block=_scoring.SCORE_BLOCK)
+
+    def _rank_batches(self, batches, k, truth, values):
+        # the tokens of consecutive batches of one city that the tile search ranks are gathered
+        # (SearchTokens) and ranked at once, up to _search_group_tokens: the network runs a batch
+        # at a time, the tiles are visited once a group
+        group, learned_weight = [], self._learned_weight()
+
+        def ranked():
+            c, tiles = group[0][0], group[0][3]
+            rows = np.concatenate([g[1] for g in group])
+            found = rank_tokens(SearchTokens.concat([g[2] for g in group]), tiles, k,
+                                None if truth is None else truth[rows], block=_scoring.SCORE_BLOCK)
+            group.clear()
+            return (c, rows, *found)
+
+        for c, rows, batch in batches:
+            out = self._forward(batch, self.cities_[c], learned_weight)
+            tiles = self._search_tiles(out, self.cities_[c], k, values)
+            if group and (tiles is None or c != group[0][0]
+                          or sum(len(g[1]) for g in group) + len(rows) > self._search_group_tokens):
+                yield ranked()
+            if tiles is None:
+                yield (c, rows, *self._dense_rank(out, batch, k, None if truth is None else truth[rows], values))
+            else:
+                group.append((c, rows, SearchTokens.of(out, *self._valid_tokens(batch)), tiles))
+        if group:
+            yield ranked()
+
+    def _valid_tokens(self, batch):
+        """Batch index and position (LongTensors on the network's device) of a batch's valid tokens,
+        in row-major order."""
+        rows, cols = torch.nonzero(torch.as_tensor(batch["location"]) != PAD, as_tuple=True)
+        device = self.net_.device
+        return rows.to(device), cols.to(device)
+
+    def _search_tiles(self, out, city, k, values):
+        """The city's :class:`CellTiles` where the tile search ranks ``out`` (labels or ranks
+        alone, on a CPU, a searchable output with finite city terms), else None."""
+        if (k is not None and values) or out["query"].device.type != "cpu" or not searchable(out):
+            # a GPU scores every cell faster than it visits tiles one by one
+            return None
+        index = self.cities_.index(city)
+        side = TILE_CELLS * self.encoder_.cities_[city].grid.cell_size
+        tiles = self._kept(("tiles", index), lambda: CellTiles(out["candidates"], out["candidate_bias"],
+                                                               out["cell_metres"], side))
+        return tiles if tiles.finite else None
+
+    def _dense_rank(self, out, batch, k, truth, values):
+        """:meth:`_batch_rank` of a network output by scoring every cell."""
         device = self.net_.device
         location = torch.as_tensor(batch["location"])
         rows, cols = torch.nonzero(location != PAD, as_tuple=True)
@@ -841,20 +900,6 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         # cells, whose distance buckets it computes once each (add_distance_prior)
         order = torch.argsort(location[rows, cols], stable=True).numpy()
         rows, cols = rows[order].to(device), cols[order].to(device)
-
-        tiles = None
-        if (k is None or not values) and out["query"].device.type == "cpu" and searchable(out):
-            # labels or ranks alone: only the tiles of cells that can matter are scored (_tiles);
-            # a GPU scores every cell faster than it visits tiles one by one
-            index = self.cities_.index(city)
-            side = TILE_CELLS * self.encoder_.cities_[city].grid.cell_size
-            tiles = self._kept(("tiles", index), lambda: CellTiles(out["candidates"], out["candidate_bias"],
-                                                                   out["cell_metres"], side))
-        if tiles is not None and tiles.finite:
-            found = tile_rank(out, rows, cols, tiles, k, None if truth is None else truth[order],
-                              block=_scoring.SCORE_BLOCK)
-            back = np.argsort(order)
-            return tuple(None if result is None else result[back] for result in found)
 
         # every ranking orders ranking_scores (without the copy path the logits: log-probabilities
         # less one log-sum-exp a row); the scores of the top k become log-probabilities by that

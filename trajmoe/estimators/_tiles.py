@@ -46,7 +46,7 @@ from .. import metrics
 from ..nn.retrieval import bucket_grid, history_entries, squared_buckets_
 from ._scoring import SCORE_BLOCK, topk_lowest_id
 
-__all__ = ["TILE_CELLS", "CellTiles", "searchable", "tile_rank"]
+__all__ = ["TILE_CELLS", "CellTiles", "SearchTokens", "searchable", "tile_rank", "rank_tokens"]
 
 #: Side of a tile in grid cells: 16 x 16 cells, 8 km on a 500 m grid. Chosen on the small network
 #: of ``benchmarks/throughput.py`` (30 test users, one thread, median of 5 calls): ``predict`` and
@@ -209,6 +209,90 @@ def _range_max(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> t
     return table.view(len(values), k * k).gather(1, low * k + high)
 
 
+class SearchTokens:
+    """The terms of a network's scores that the tile search reads, for a set of tokens.
+
+    Gathered from one network output by :meth:`of`; the tokens of several outputs of one city
+    (the batches of one call) are ranked together after :meth:`concat`, so that a tile is
+    visited once for all of them instead of once a batch.
+
+    Parameters
+    ----------
+    query : FloatTensor [n, d]
+        Query vector per token.
+    current : LongTensor [n]
+        Current cell per token (0..N, N out of vocabulary).
+    distance : FloatTensor [n, K] or None
+        Value of each distance bucket per token (a token out of the vocabulary: its last
+        bucket's value in every bucket).
+    entries : tuple (LongTensor [m], LongTensor [m], FloatTensor [m, F]) or None
+        The history prior of the cells of each token's window: token, cell and the increments
+        of its score (one column per history feature, added in that order).
+    """
+
+    def __init__(self, query, current, distance=None, entries=None):
+        self.query, self.current, self.distance, self.entries = query, current, distance, entries
+
+    def __len__(self):
+        return len(self.query)
+
+    @classmethod
+    def of(cls, out: dict, rows: torch.Tensor, cols: torch.Tensor) -> "SearchTokens":
+        """The tokens ``(rows, cols)`` of a network output without the copy path.
+
+        Parameters
+        ----------
+        out : dict
+            Output of a :class:`~trajmoe.nn.RetrievalNetwork`.
+        rows, cols : LongTensor [n]
+            Batch index and position of each token.
+
+        Returns
+        -------
+        SearchTokens
+        """
+        n_cells = out["candidates"].shape[0]
+        current = out["location"][rows, cols].clamp_min(0)
+        distance = None
+        if out.get("distance") is not None:
+            # a position out of the vocabulary puts every cell in the last bucket: its value in every bucket
+            distance = out["distance"][rows, cols]
+            distance = torch.where((current >= n_cells)[:, None], distance[:, -1:], distance)
+        entries = None
+        if out.get("history") is not None:
+            weights = out["history"][rows, cols]
+            entry, *features = history_entries(out["location"], rows, cols, n_cells, moves=weights.shape[1] > 2)
+            i, j = (entry < n_cells).nonzero(as_tuple=True)
+            increments = torch.stack([weights[i, f] * feature[i, j] for f, feature in enumerate(features)], 1)
+            entries = (i, entry[i, j], increments)
+        return cls(out["query"][rows, cols], current, distance, entries)
+
+    @classmethod
+    def concat(cls, parts) -> "SearchTokens":
+        """The tokens of ``parts`` (a list of :class:`SearchTokens` of one city), in order."""
+        if len(parts) == 1:
+            return parts[0]
+        offsets = np.cumsum([0] + [len(p) for p in parts[:-1]]).tolist()
+        entries = None
+        if parts[0].entries is not None:
+            entries = tuple(torch.cat(columns) for columns in zip(
+                *[(p.entries[0] + offset, *p.entries[1:]) for p, offset in zip(parts, offsets)]))
+        return cls(torch.cat([p.query for p in parts]), torch.cat([p.current for p in parts]),
+                   None if parts[0].distance is None else torch.cat([p.distance for p in parts]), entries)
+
+    def take(self, index: torch.Tensor) -> "SearchTokens":
+        """The tokens ``index`` (LongTensor [n'], distinct), in that order."""
+        entries = None
+        if self.entries is not None:
+            place = torch.full((len(self),), -1, dtype=torch.long, device=index.device)
+            place[index] = torch.arange(len(index), device=index.device)
+            token = place[self.entries[0]]
+            kept = token >= 0
+            entries = (token[kept], self.entries[1][kept], self.entries[2][kept])
+        return SearchTokens(self.query[index], self.current[index],
+                            None if self.distance is None else self.distance[index], entries)
+
+
 def tile_rank(out: dict, rows: torch.Tensor, cols: torch.Tensor, tiles: CellTiles, k=None, truth=None,
               block: int = SCORE_BLOCK):
     """Top-k cells and ranks of the truth, as :func:`trajmoe.estimators._scoring.rank_blocks` gives
@@ -239,18 +323,33 @@ def tile_rank(out: dict, rows: torch.Tensor, cols: torch.Tensor, tiles: CellTile
         Scores of those cells (``ranking_scores``), best first.
     ranks : ndarray of int64 of shape (n,) or None
     """
-    n, n_cells = len(rows), out["candidates"].shape[0]
+    return rank_tokens(SearchTokens.of(out, rows, cols), tiles, k, truth, block)
+
+
+def rank_tokens(tokens: SearchTokens, tiles: CellTiles, k=None, truth=None, block: int = SCORE_BLOCK):
+    """:func:`tile_rank` of :class:`SearchTokens` (of one or several outputs of the city of ``tiles``).
+
+    The tokens are searched in the order of their current cell (a tile's score block then holds
+    few distinct current cells, whose distance buckets it computes once each); the results are
+    in the order of ``tokens``. Parameters and returns are those of :func:`tile_rank`.
+    """
+    n, n_cells = len(tokens), tiles.candidates.shape[0]
     kk = None if k is None else min(int(k), n_cells)
     ids = None if k is None else np.zeros((n, kk), np.int64)
     values = None if k is None else np.full((n, kk), -np.inf)
     ranks = None if truth is None else np.zeros(n, np.int64)
+    order = torch.argsort(tokens.current, stable=True)
+    tokens = tokens.take(order)
+    order = order.cpu().numpy()
     # per token: a bound per tile and a table of the distance buckets' range maxima
-    k_buckets = 0 if out.get("distance") is None else out["distance"].shape[-1]
+    k_buckets = 0 if tokens.distance is None else tokens.distance.shape[-1]
     step = max(1, block // (tiles.n_tiles + k_buckets**2))
+    device = tokens.query.device
     for start in range(0, n, step):
-        part = slice(start, start + step)
-        found = _search(out, rows[part], cols[part], tiles, kk,
-                        None if truth is None else torch.as_tensor(truth[part], device=rows.device), block)
+        part = order[start:start + step]
+        chunk = tokens if step >= n else tokens.take(torch.arange(start, start + len(part), device=device))
+        found = _search(chunk, tiles, kk, None if truth is None else torch.as_tensor(truth[part], device=device),
+                        block)
         if k is not None:
             ids[part], values[part] = found[0].cpu().numpy(), found[1].double().cpu().numpy()
         if truth is not None:
@@ -258,24 +357,16 @@ def tile_rank(out: dict, rows: torch.Tensor, cols: torch.Tensor, tiles: CellTile
     return ids, values, ranks
 
 
-def _search(out, rows, cols, tiles, k, truth, block):
-    """:func:`tile_rank` of one block of tokens: (ids, values, ranks) as tensors (or None)."""
-    n, n_cells = len(rows), out["candidates"].shape[0]
-    device = rows.device
-    query = out["query"][rows, cols]
-    current = out["location"][rows, cols].clamp_min(0)
+def _search(tokens, tiles, k, truth, block):
+    """:func:`rank_tokens` of one block of tokens: (ids, values, ranks) as tensors (or None)."""
+    n = len(tokens)
+    device = tokens.query.device
+    query, current, distance = tokens.query, tokens.current, tokens.distance
     here = tiles.metres[current]
-    distance = None
-    if out.get("distance") is not None:
-        # a position out of the vocabulary puts every cell in the last bucket: its value in every bucket
-        distance = out["distance"][rows, cols]
-        distance = torch.where((current >= n_cells)[:, None], distance[:, -1:], distance)
     entries = ()                                      # (token, cell, increments of its score)
-    if out.get("history") is not None:
-        weights = out["history"][rows, cols]
-        entry, *features = history_entries(out["location"], rows, cols, n_cells, moves=weights.shape[1] > 2)
-        i, j = (entry < n_cells).nonzero(as_tuple=True)
-        entries = (i, entry[i, j], [weights[i, f] * feature[i, j] for f, feature in enumerate(features)])
+    if tokens.entries is not None:
+        i, cell, increments = tokens.entries
+        entries = (i, cell, increments.unbind(1))
     state = _Found(n, k, truth, device)
     visited = torch.zeros(n, tiles.n_tiles, dtype=torch.bool, device=device)
     rounds = []
@@ -284,20 +375,20 @@ def _search(out, rows, cols, tiles, k, truth, block):
         ranked = truth >= 0
         visited[ranked.nonzero()[:, 0], tiles.tile_of[truth[ranked]]] = True
         rounds.append(visited.clone())
-    if len(entries):
+    if len(entries) and len(entries[0]):
         # the tiles of the window's cells: the history prior is not in the bounds
         window = torch.zeros_like(visited)
         window[entries[0], tiles.tile_of[entries[1]]] = True
         rounds.append(window & ~visited)
         visited |= window
     for needed in rounds:
-        for tile, tokens, s in _visit(needed, tiles, query, distance, current, block, entries):
-            state.add(tile, tokens, s, tiles)
+        for tile, tokens_, s in _visit(needed, tiles, query, distance, current, block, entries):
+            state.add(tile, tokens_, s, tiles)
     # every other tile that could hold a cell of the top k (or one scoring at least the truth)
     threshold = state.threshold()
     bounds = tiles.bounds(query, distance, here)
-    for tile, tokens, s in _visit((bounds >= threshold[:, None]) & ~visited, tiles, query, distance, current, block):
-        state.add(tile, tokens, s, tiles)
+    for tile, tokens_, s in _visit((bounds >= threshold[:, None]) & ~visited, tiles, query, distance, current, block):
+        state.add(tile, tokens_, s, tiles)
     return state.result()
 
 
