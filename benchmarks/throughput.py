@@ -42,7 +42,10 @@ out) and prints the ratio to the training formula.
 
 ``--compare REV`` runs the same sections of this script against git revision REV (``git archive
 REV`` extracted in a temporary folder and put first on ``PYTHONPATH``; nothing of the working tree
-changes) and then against the working tree, and prints both and the ratios side by side.
+changes) and then against the working tree, and prints both and the ratios side by side;
+``--rounds R`` alternates the two R times and prints the medians, with the lowest and highest
+ratio of a round (on a shared machine, where one run of a fraction of a second a call can fall on
+a slow spell).
 ``--device cuda`` runs the training and the real-city inference on the GPU under bf16 autocast
 (peaks: fp32 without TF32, and bf16; ``infer`` also gives the GPU memory peak of ``predict``, and
 its synthetic cities stay on the CPU); ``--bf16-train`` runs the training steps under bf16 autocast
@@ -552,33 +555,48 @@ def flatten(tree, prefix=""):
 def compare(args, argv):
     """Run this script on revision ``args.compare`` and on the working tree; print side by side.
 
+    With ``--rounds R`` the two alternate R times (REV, tree, REV, tree, ...), so that a slow
+    spell of a shared machine falls on both; every figure is then the median over the rounds, and
+    the ratio of the medians comes with the lowest and highest ratio of a round.
+
     Parameters
     ----------
     args : argparse.Namespace
     argv : list of str
-        The command line (``--compare REV`` is dropped from what the two runs get).
+        The command line (``--compare REV`` and ``--rounds R`` are dropped from what the runs get).
     """
     repo = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=HERE, capture_output=True,
                                text=True, check=True).stdout.strip())
-    rest = [a for i, a in enumerate(argv) if not a.startswith("--compare") and (i == 0 or argv[i - 1] != "--compare")]
-    results = {}
+    own = ("--compare", "--rounds")
+    rest = [a for i, a in enumerate(argv)
+            if not a.startswith(own) and (i == 0 or argv[i - 1] not in own)]
+    results = {args.compare: [], "working tree": []}
     with tempfile.TemporaryDirectory() as folder:
         archive = Path(folder) / "rev.tar"
         subprocess.run(["git", "archive", "-o", str(archive), args.compare], cwd=repo, check=True)
         with tarfile.open(archive) as tar:
             tar.extractall(Path(folder) / "rev")
-        for label, root in ((args.compare, Path(folder) / "rev"), ("working tree", repo)):
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-            out_file = Path(folder) / "result.json"
-            print(f"--- {label}", flush=True)
-            subprocess.run([sys.executable, __file__, *rest, "--json", str(out_file)], env=env, check=True)
-            results[label] = flatten(json.loads(out_file.read_text()))
+        for round_ in range(args.rounds):
+            for label, root in ((args.compare, Path(folder) / "rev"), ("working tree", repo)):
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+                out_file = Path(folder) / "result.json"
+                which = f", round {round_ + 1} of {args.rounds}" if args.rounds > 1 else ""
+                print(f"--- {label}{which}", flush=True)
+                subprocess.run([sys.executable, __file__, *rest, "--json", str(out_file)], env=env, check=True)
+                results[label].append(flatten(json.loads(out_file.read_text())))
     old, new = results[args.compare], results["working tree"]
-    print(f"\nside by side ({args.compare} -> working tree; ratio new / old):")
-    for key in old:
-        if key in new and isinstance(old[key], (int, float)) and isinstance(new[key], (int, float)):
-            ratio = new[key] / old[key] if old[key] else math.nan
-            print(f"  {key:<40} {old[key]:>12.4g} {new[key]:>12.4g}  x{ratio:.2f}")
+    rounds = f"; medians of {args.rounds} rounds, and the lowest - highest ratio of a round" if args.rounds > 1 else ""
+    print(f"\nside by side ({args.compare} -> working tree; ratio new / old{rounds}):")
+    for key in old[0]:
+        pairs = [(a[key], b[key]) for a, b in zip(old, new) if key in b]
+        if len(pairs) != args.rounds or not all(isinstance(v, (int, float)) for pair in pairs for v in pair):
+            continue
+        a, b = float(np.median([p[0] for p in pairs])), float(np.median([p[1] for p in pairs]))
+        line = f"  {key:<40} {a:>12.4g} {b:>12.4g}  x{b / a if a else math.nan:.2f}"
+        if args.rounds > 1:
+            ratios = [y / x if x else math.nan for x, y in pairs]
+            line += f"  (x{min(ratios):.2f} - x{max(ratios):.2f})"
+        print(line)
 
 
 def main(argv=None):
@@ -603,6 +621,8 @@ def main(argv=None):
                         help="cells of the synthetic cities (default 1000 10000 100000; the scoring of "
                              "releases before bounded-memory scoring needs about 20 GB at 100000)")
     parser.add_argument("--compare", metavar="REV", help="also run on git revision REV and print ratios")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --compare: runs of each, alternating (default 1); medians and the range of ratios")
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="extra TrajMoERegressor parameter (Python literal), e.g. compile=True")
@@ -614,6 +634,8 @@ def main(argv=None):
         args.what = list(SECTIONS)
     import ast
     args.estimator = {k: ast.literal_eval(v) for k, v in (o.split("=", 1) for o in args.option)}
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     if args.compare:
         compare(args, argv)
         return
