@@ -595,6 +595,21 @@ def test_real_data_history_gravity_ranks_better_than_history_frequency(yjmob_spl
     assert accuracy_at_k(ranks, 1) > 0.18
     assert mean_reciprocal_rank(ranks) > mean_reciprocal_rank(baseline) + 0.005
 
+def test_gravity_fit_does_not_depend_on_the_order_of_the_batches(yjmob_split, monkeypatch):
+    # max_fit_targets draws the held-out targets by index: the tokens are laid out in the order of
+    # their visits, not of the batches (which _iter_batches builds by window length)
+    train, _ = yjmob_split
+    train = train[train["user_id"].isin(train["user_id"].unique()[:60])]
+    params = dict(offset=1000.0, random_state=0, max_fit_targets=200)
+    fitted = [HistoryGravityBaseline(**params).fit(train)]
+    batches = HistoryGravityBaseline._iter_batches
+    monkeypatch.setattr(HistoryGravityBaseline, "_iter_batches", lambda self, w: reversed(list(batches(self, w))))
+    fitted.append(HistoryGravityBaseline(**params).fit(train))
+    assert fitted[0].n_fit_targets_ == 200
+    names = ("beta_", "history_weight_", "popularity_weight_", "recency_weight_", "log_likelihood_")
+    assert [getattr(fitted[1], n) for n in names] == [getattr(fitted[0], n) for n in names]
+
+
 def test_cross_val_score_and_grid_search_with_user_groups():
     from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
 

@@ -1057,10 +1057,11 @@ class GravityBaseline(_CountingBaseline):
             table = self.encoder_.cities_[city]
             n_cells = table.n_locations
             fit_rows = (prep.city_index == c) & ~held & (prep.location >= 0)
-            parts = {"current": [], "target": [], "token": [], "cell": [], "count": [], "recency": []}
+            parts = {"row": [], "current": [], "target": [], "token": [], "cell": [], "count": [], "recency": []}
             n_tokens = 0
             city_windows = windows.subset(windows.city == c)
             for _, b, width, batch, valid in self._iter_batches(city_windows):
+                parts["row"].append(city_windows.row[b, :width][valid])
                 parts["current"].append(self._current_keys(batch, valid, table))
                 parts["target"].append(city_windows.next_location[b, :width][valid])
                 if history:
@@ -1069,6 +1070,17 @@ class GravityBaseline(_CountingBaseline):
                         parts[name].append(v)
                 n_tokens += int(valid.sum())
             parts = {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in parts.items()}
+            # the tokens in the order of their visits, whatever the batches (_iter_batches orders
+            # the windows by length): the draws of max_fit_targets and of the selection's targets
+            # are by index, and the likelihood's sums run in this order
+            order = np.argsort(parts.pop("row"), kind="stable")
+            parts["current"], parts["target"] = parts["current"][order], parts["target"][order]
+            if history:
+                place = np.empty_like(order)
+                place[order] = np.arange(len(order))
+                token = place[parts["token"]]
+                by_token = np.argsort(token, kind="stable")
+                parts.update(token=token[by_token], **{k: parts[k][by_token] for k in ("cell", "count", "recency")})
             data.append({"table": table, "n_tokens": n_tokens,
                          "log_pop": _log_popularity(np.bincount(prep.location[fit_rows], minlength=n_cells)),
                          **parts})
