@@ -345,6 +345,11 @@ def test_token_batches_by_hand():
         (slice(0, 1), 9), (slice(1, 3), 4), (slice(3, 5), 4), (slice(5, 6), 4)]
     assert token_batches(np.zeros(0, np.int64), 8) == []
     assert token_batches(np.array([0, 0]), 8) == [(slice(0, 2), 1)]            # lengths below 1 count as 1
+    # an infinite (or huge) cost a batch: the fewest batches, then the fewest padded tokens; not
+    # windows cut into blocks padded to the longest (the sums of costs overflowed)
+    long_then_short = np.array([144] + [1] * 2000)
+    for cost in (256, 1e300, 1e308, float("inf")):
+        assert token_batches(long_then_short, 2048, batch_cost=cost) == [(slice(0, 1), 144), (slice(1, 2001), 1)]
     # NYC's 544 test windows of the throughput benchmark (1-25 visits, longest first) at the
     # estimators' settings: 4 batches of 2,440 padded tokens (the greedy fill of 2,048 tokens
     # made 3 of 4,124; the windows hold 1,827 visits)

@@ -159,6 +159,15 @@ def test_topk_is_the_stable_argsort(data):
     assert (ranks[~ranked] == 0).all()
 
 
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_topk_of_a_row_with_nan_is_an_error(k):
+    # a NaN anywhere in a row: torch.topk and max rank it first; a tie of the k-th score used to
+    # make the lowest-id step fail on a reshape
+    scores = torch.tensor([[1.0, 3.0, 3.0, 2.0], [0.0, float("nan"), 0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"scores contain NaN in 1 row \(e.g. rows \[1\]"):
+        topk_lowest_id(scores, k)
+
+
 def test_topk_ties_hand_checked():
     scores = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
     values, ids = topk_lowest_id(scores, 2)

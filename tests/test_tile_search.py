@@ -229,6 +229,10 @@ def test_a_diverged_network_is_reported_as_before(nyc_model):
         model.net_.module_.query.weight[0, 0] = torch.nan
     with pytest.raises(ValueError, match="NaN"):
         model.target_ranks(test)
+    # labels and top k too (before: a label from a NaN row, or a RuntimeError of a reshape)
+    for call in (model.predict, lambda X: model.predict_topk(X, 5)):
+        with pytest.raises(ValueError, match="scores contain NaN in .* rows .* has diverged"):
+            call(test)
 
 
 def test_a_double_precision_network_ranks_as_in_single(nyc_model):

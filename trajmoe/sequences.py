@@ -361,8 +361,10 @@ def token_batches(lengths, max_tokens, batch_cost=0):
         a batch of its own.
     batch_cost : int or float, default 0
         What a batch costs beyond its padded tokens, in tokens, >= 0. 0: the fewest padded
-        tokens, whatever the number of batches; the estimators use 256 (on their small network
-        a batch's fixed cost is about as long as 250 padded tokens on a CPU).
+        tokens, whatever the number of batches; ``inf`` (or any cost above the padded tokens of
+        all windows): the fewest batches, then the fewest padded tokens. The estimators use 256
+        (on their small network a batch's fixed cost is about as long as 250 padded tokens on a
+        CPU).
 
     Returns
     -------
@@ -394,6 +396,9 @@ def token_batches(lengths, max_tokens, batch_cost=0):
     if isinstance(batch_cost, bool) or not isinstance(batch_cost, numbers.Real) or not batch_cost >= 0:
         raise ValueError(f"batch_cost must be a number >= 0, got {batch_cost!r}.")
     lengths = np.maximum(np.asarray(lengths, np.int64), 1)
+    # a cost above the padded tokens of all windows (at most n_windows x the longest) orders the
+    # partitions as any higher one does (fewest batches first), and keeps the sums finite
+    batch_cost = min(float(batch_cost), float(len(lengths)) * float(lengths.max(initial=1)) + 1.0)
     if np.any(np.diff(lengths) > 0):
         at = int(np.flatnonzero(np.diff(lengths) > 0)[0])
         raise ValueError(f"lengths must be non-increasing (windows sorted longest first), got {lengths[at]} then "

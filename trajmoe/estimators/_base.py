@@ -530,7 +530,8 @@ class NextLocationEstimator(BaseEstimator):
 
         The default scores the batch with :meth:`_batch_scores` and ranks a block of rows at a
         time (:func:`trajmoe.estimators._scoring.rank_blocks`); a subclass may compute the same
-        without the dense score matrix.
+        without the dense score matrix, or rank several batches at once in :meth:`_rank_batches`
+        (the neural estimators), which calls this method otherwise.
 
         Parameters
         ----------

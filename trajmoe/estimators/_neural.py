@@ -837,18 +837,11 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
     #: batch. What they hold is a few vectors a token (query, distance buckets, window cells).
     _search_group_tokens = 16384
 
-    def _batch_rank(self, batch, city, k, truth, values=True):
-        out = self._forward(batch, city, self._learned_weight())
-        tiles = self._search_tiles(out, city, k, values)
-        if tiles is None:
-            return self._dense_rank(out, batch, k, truth, values)
-        rows, cols = self._valid_tokens(batch)
-        return rank_tokens(SearchTokens.of(out, rows, cols), tiles, k, truth, block=_scoring.SCORE_BLOCK)
-
     def _rank_batches(self, batches, k, truth, values):
         # the tokens of consecutive batches of one city that the tile search ranks are gathered
         # (SearchTokens) and ranked at once, up to _search_group_tokens: the network runs a batch
-        # at a time, the tiles are visited once a group
+        # at a time, the tiles are visited once a group; the other batches score every cell
+        # (_dense_rank). Neural estimators rank here, not in _batch_rank.
         group, learned_weight = [], self._learned_weight()
 
         def ranked():
@@ -892,7 +885,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         return tiles if tiles.finite else None
 
     def _dense_rank(self, out, batch, k, truth, values):
-        """:meth:`_batch_rank` of a network output by scoring every cell."""
+        """``(ids, values, ranks)`` of the valid tokens of a batch (as :meth:`_batch_rank` returns
+        them) from its network output ``out``, by scoring every cell."""
         device = self.net_.device
         location = torch.as_tensor(batch["location"])
         rows, cols = torch.nonzero(location != PAD, as_tuple=True)

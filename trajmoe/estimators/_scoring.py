@@ -46,6 +46,13 @@ def topk_lowest_id(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     ids : LongTensor of shape (n, min(k, N))
         Their location ids (columns of ``scores``).
 
+    Raises
+    ------
+    ValueError
+        If a row holds a NaN (it ranks neither above nor below another score: a model that
+        scores NaN has diverged). :func:`torch.topk` and :meth:`torch.Tensor.max` rank a NaN
+        first, so the check reads the best value of each row only.
+
     Examples
     --------
     >>> import torch
@@ -59,10 +66,12 @@ def topk_lowest_id(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     if k == 1:
         # the first maximum of a row (torch.max's documented choice) is the lowest id among ties
         values, ids = scores.max(dim=1, keepdim=True)
+        _check_no_nan(values[:, 0])
         return values, ids
     # one more than asked: where the (k+1)-th score is below the k-th, every cell tied with the
     # k-th is in the top k; elsewhere topk may have kept other tied cells than the lowest ids
     values, ids = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
+    _check_no_nan(values[:, 0])
     suspect = values[:, k:].eq(values[:, k - 1:k]).any(1)
     values, ids = values[:, :k], ids[:, :k]
     kth = values[:, -1:]
@@ -85,6 +94,19 @@ def topk_lowest_id(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     ids, values = ids.gather(1, by_id), values.gather(1, by_id)
     order = torch.sort(values, dim=1, descending=True, stable=True).indices
     return values.gather(1, order), ids.gather(1, order)
+
+
+def _check_no_nan(best):
+    """ValueError where the best score of a row (``best``, shape (n,)) is NaN."""
+    import torch
+    nan = torch.isnan(best)
+    if bool(nan.any()):
+        rows = nan.nonzero()[:, 0]
+        raise ValueError(
+            f"scores contain NaN in {len(rows)} row{'' if len(rows) == 1 else 's'} (e.g. rows {rows[:5].tolist()} "
+            "of a block of tokens): a NaN ranks neither above nor below another score, so the best cells are "
+            "undefined. A model that scores NaN has diverged: refit it (e.g. with a lower learning rate) or "
+            "load weights without NaN.")
 
 
 def rank_blocks(score_rows, n, n_cells, k=None, truth=None, block=SCORE_BLOCK):
@@ -223,8 +245,8 @@ def rank_sparse(base, row_of, token, cell, value, k=None, truth=None, sorted_bas
 def dense_reference(model, X, k=10, protocol="all"):
     """Top k and target table of a fitted estimator as scored before the scoring was bounded.
 
-    Every batch of windows (in window order, unsorted) is scored as a dense (tokens x cells)
-    matrix by ``model._batch_scores``; the top k is a stable argsort of the negated scores, ranks
+    Every batch of windows (``_iter_batches``) is scored as a dense (tokens x cells) matrix by
+    ``model._batch_scores``; the top k is a stable argsort of the negated scores, ranks
     are :func:`trajmoe.metrics.target_ranks`, and top-k and ranks are two passes. Kept as the
     reference the fast paths are tested and benchmarked against.
 
