@@ -36,7 +36,7 @@ from .._encoded import carried
 from .._version import __version__
 from .._validation import check_protocol, check_time_zone
 from .._warnings import caller_stacklevel
-from ..encoder import SpatialSemanticEncoder, cell_labels, positional, validate_positional
+from ..encoder import SpatialSemanticEncoder, cell_labels, validate_positional
 from ..exceptions import DataWarning, ModelVersionWarning, SharedUsersWarning, UnknownCityError
 from ..schema import CITY, DEFAULT_CITY, STARTED_AT, USER, duplicated_rows, format_rows, row_hash, user_text
 from ..sequences import make_windows, time_features, time_forms, token_batches, window_bounds

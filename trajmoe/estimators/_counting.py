@@ -274,7 +274,6 @@ class MarkovBaseline(_CountingBaseline):
         return self._popularity_entries(batch, city, self._matrix(city)[batch["location"][batch["location"] != PAD]])
 
 
-
 def _history(location, n_cells, moves=False):
     """Cells visited so far in the window, for every valid token of a batch.
 
