@@ -70,6 +70,7 @@ VARIANTS = {
     "no_temporal_router": {"router": "spatial"},
     "no_spatial_router": {"router": "temporal"},
     "sparse_top2": {"top_k": 2},
+    "return_scorer": {"return_scorer": True},
 }
 #: The variants of quick mode: the spatial additions and the paper's network.
 QUICK_VARIANTS = ("trajmoe", "faithful", "feature_only", "copy_path", "paper_popularity", "as_trained")

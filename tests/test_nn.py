@@ -725,6 +725,56 @@ def test_history_moves_start_at_their_prior_and_need_the_history_prior():
         spatial_model(history_moves=True, copy_path=False)
 
 
+def test_return_features_hand_checked():
+    """At 5 again after 5, 9, 5, 9 (cells 5 and 9 of a 6 x 6 grid of 500 m, 1,118 m apart)."""
+    from trajmoe.nn.retrieval import history_entries
+    from trajmoe.nn.returns import ReturnScorer
+
+    location = torch.tensor([[5, 9, 5, 9, 5]])
+    metres = torch.cat([grid_metres(N_CELLS), torch.zeros(1, 2)])            # the OOV row last
+    ids, *counts = history_entries(location, torch.tensor([0]), torch.tensor([4]), N_CELLS, moves=True)
+    f = ReturnScorer.features(ids, *counts, torch.tensor([5]), torch.tensor([4]), metres, N_CELLS)
+    assert f.shape == (1, 5, 8) and ids.tolist() == [[5, 9, N_CELLS, N_CELLS, N_CELLS]]
+    far = math.log1p(math.hypot(1000, 500) / 500)
+    expected = [[math.log1p(3), 1.0, 0.0, 0.0, 3 / 5, 0.0, math.log1p(4), 1.0],      # the current cell
+                [math.log1p(2), 0.5, math.log1p(2), far, 2 / 5, 1.0, math.log1p(4), 0.0]]
+    torch.testing.assert_close(f[0, :2], torch.tensor(expected))
+    # an unknown current cell: no distance, no current cell
+    f = ReturnScorer.features(ids, *counts, torch.tensor([N_CELLS]), torch.tensor([4]), metres, N_CELLS)
+    assert f[0, :2, 3].tolist() == [0.0, 0.0] and f[0, :2, 7].tolist() == [0.0, 0.0]
+
+
+def test_return_scorer_starts_at_zero_and_scores_the_window_cells_only():
+    from trajmoe.nn.retrieval import RULE_SCALE
+
+    model = spatial_model(distance_prior=True, history_prior=True, history_moves=True, return_scorer=True,
+                          copy_path=False)
+    batch = make_batch(batch=2, length=6)
+    rows, cols = all_positions(2, 6)
+    with torch.no_grad():
+        out = model(**batch)
+        assert out["history_returns"].shape == (2, 6, 6) and not out["history_returns"].any()
+        without = dict(out, history_returns=None)
+        assert torch.equal(generation_logits(out, rows, cols), generation_logits(without, rows, cols))
+        model.return_scorer.out.bias.fill_(0.25)
+        out = model(**batch)
+        gained = generation_logits(out, rows, cols) - generation_logits(dict(out, history_returns=None), rows, cols)
+    for i, (b, t) in enumerate(zip(rows.tolist(), cols.tolist())):
+        window = set(batch["location"][b, :t + 1].tolist())
+        inside = torch.tensor([c in window for c in range(N_CELLS)])
+        torch.testing.assert_close(gained[i, inside], torch.full((int(inside.sum()),), 0.25 * RULE_SCALE))
+        assert not gained[i, ~inside].any()
+    with pytest.raises(ValueError, match="history_moves=True"):
+        spatial_model(history_prior=True, return_scorer=True, copy_path=False)
+
+
+def test_networks_pickled_before_the_return_scorer_still_score():
+    model = spatial_model(distance_prior=True, history_prior=True, history_moves=True, copy_path=False)
+    del model.return_scorer                           # as unpickled from a version without it
+    with torch.no_grad():
+        assert model(**make_batch())["history_returns"] is None
+
+
 @pytest.mark.parametrize("copy_path", [False, True])
 def test_learned_weight_scales_the_learned_terms_only(copy_path):
     """learned_weight w: logits = priors + w x (q . C, W_d h, W_h h, copy q . key), the same as

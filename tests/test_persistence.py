@@ -81,6 +81,23 @@ def test_history_moves_travel_and_old_models_load_without_them(fitted_and_test, 
     back.partial_fit(test)
 
 
+def test_the_return_scorer_travels_and_trains(fitted_and_test, tmp_path):
+    _, test = fitted_and_test
+    model = TrajMoERegressor(d_model=16, n_layers=1, n_heads=2, max_epochs=2, random_state=0, device="cpu",
+                             return_scorer=True).fit(test)
+    scorer = model.net_.module_.return_scorer
+    assert scorer.out.weight.abs().sum() > 0             # trained away from its zero start
+    loaded = load_model(save_model(model, tmp_path / "returns"))
+    assert loaded.return_scorer and loaded.net_.module_.return_scorer is not None
+    np.testing.assert_array_equal(loaded.target_ranks(test), model.target_ranks(test))
+    folder = save_model(TrajMoERegressor(d_model=16, n_layers=1, n_heads=2, max_epochs=1, random_state=0,
+                                         device="cpu").fit(test), tmp_path / "before")
+    config = json.loads((folder / "config.json").read_text())
+    del config["estimator"]["return_scorer"]              # saved before the parameter existed
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_model(folder).return_scorer is False
+
+
 def test_saved_files_hold_data_only(fitted_and_test, tmp_path):
     model, _ = fitted_and_test
     folder = save_model(model, tmp_path / "m")

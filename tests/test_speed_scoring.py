@@ -41,9 +41,11 @@ def dense_log_generate(out, rows, cols):
 
 # ------------------------------------------------------------------ a tiny network
 def network(n_cells, copy_path=True, seed=0, history_moves=False):
+    """``history_moves="returns"``: the moves term and the return scorer."""
     torch.manual_seed(seed)
     model = SAMoETransformer(d_model=16, n_layers=1, n_heads=2, max_len=24, dropout=0.0, copy_path=copy_path,
-                             distance_prior=True, history_prior=True, history_moves=history_moves)
+                             distance_prior=True, history_prior=True, history_moves=bool(history_moves),
+                             return_scorer=history_moves == "returns")
     g = torch.Generator().manual_seed(seed)
     i = torch.arange(n_cells)
     metres = torch.stack([(i % 7).float() * 500.0, (i // 7).float() * 500.0], dim=1)
@@ -69,7 +71,7 @@ def batch_of(n_cells, batch, length, seed, few_cells=False):
 
 @settings(max_examples=25, deadline=None)
 @given(n_cells=st.integers(1, 60), batch=st.integers(1, 4), length=st.integers(1, 12), seed=st.integers(0, 10**6),
-       copy_path=st.booleans(), few_cells=st.booleans(), history_moves=st.booleans())
+       copy_path=st.booleans(), few_cells=st.booleans(), history_moves=st.sampled_from([False, True, "returns"]))
 def test_sparse_scoring_is_the_dense_scoring_bit_for_bit(n_cells, batch, length, seed, copy_path, few_cells,
                                                          history_moves):
     model = network(n_cells, copy_path=copy_path, seed=seed % 7, history_moves=history_moves)
@@ -89,7 +91,7 @@ def test_sparse_scoring_is_the_dense_scoring_bit_for_bit(n_cells, batch, length,
         assert torch.equal(new, old)
 
 
-@pytest.mark.parametrize("history_moves", [False, True])
+@pytest.mark.parametrize("history_moves", [False, True, "returns"])
 def test_sparse_scoring_gradients_match_the_dense_ones(history_moves):
     model = network(20, copy_path=True, history_moves=history_moves).train()
     inputs = batch_of(20, 3, 10, seed=3, few_cells=True)

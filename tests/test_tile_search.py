@@ -22,7 +22,8 @@ TINY = dict(d_model=16, n_layers=1, n_heads=2, max_epochs=1, device="cpu", rando
 
 
 def random_output(seed, n_cells, width, batch, length, moves):
-    """A network output of small integers (exact float32 sums: many ties) on a 500 m grid."""
+    """A network output of small integers (exact float32 sums: many ties) on a 500 m grid;
+    ``moves="returns"``: the moves term and a return scorer's values."""
     g = torch.Generator().manual_seed(seed)
 
     def ints(low, high, *shape):
@@ -45,12 +46,13 @@ def random_output(seed, n_cells, width, batch, length, moves):
         "location": location,
         "history": ints(-1, 3, batch, length, 3 if moves else 2),
         "copy_scores": None,
+        "history_returns": ints(-3, 4, batch, length, length) if moves == "returns" else None,
     }
 
 
 @settings(max_examples=100, deadline=None)
 @given(seed=st.integers(0, 10**6), n_cells=st.integers(1, 60), width=st.integers(1, 5),
-       batch=st.integers(1, 4), length=st.integers(1, 6), moves=st.booleans(),
+       batch=st.integers(1, 4), length=st.integers(1, 6), moves=st.sampled_from([False, True, "returns"]),
        k=st.one_of(st.none(), st.integers(1, 8)), side=st.sampled_from([400.0, 1000.0, 2500.0, 1e5]),
        with_truth=st.booleans(), with_distance=st.booleans(), with_bias=st.booleans(),
        dtype=st.sampled_from([torch.float32, torch.float64]))
@@ -81,7 +83,7 @@ def test_tile_search_equals_scoring_every_cell(seed, n_cells, width, batch, leng
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10**6), n_cells=st.integers(1, 40),
-       lengths=st.lists(st.integers(1, 6), min_size=1, max_size=3), moves=st.booleans(),
+       lengths=st.lists(st.integers(1, 6), min_size=1, max_size=3), moves=st.sampled_from([False, True, "returns"]),
        k=st.one_of(st.none(), st.integers(1, 5)), with_truth=st.booleans())
 def test_tokens_of_several_outputs_ranked_together_equal_each_output_alone(seed, n_cells, lengths, moves, k,
                                                                           with_truth):

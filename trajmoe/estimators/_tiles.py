@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..nn.retrieval import bucket_grid, history_entries, squared_buckets_
+from ..nn.retrieval import bucket_grid, history_terms, squared_buckets_
 from ._scoring import SCORE_BLOCK, topk_lowest_id
 
 __all__ = ["TILE_CELLS", "CellTiles", "SearchTokens", "searchable", "tile_rank", "rank_tokens"]
@@ -260,8 +260,7 @@ class SearchTokens:
             distance = torch.where((current >= n_cells)[:, None], distance[:, -1:], distance)
         entries = None
         if out.get("history") is not None:
-            weights = out["history"][rows, cols]
-            entry, *features = history_entries(out["location"], rows, cols, n_cells, moves=weights.shape[1] > 2)
+            entry, weights, features = history_terms(out, rows, cols, n_cells)
             i, j = (entry < n_cells).nonzero(as_tuple=True)
             increments = torch.stack([weights[i, f] * feature[i, j] for f, feature in enumerate(features)], 1)
             entries = (i, entry[i, j], increments)

@@ -13,6 +13,7 @@ from .loss import TrajMoELoss, location_log_probs, ranking_scores, target_log_pr
 from .model import PRESETS, SAMoETransformer
 from .recurrent import LSTMNetwork, TransformerNetwork
 from .retrieval import RetrievalNetwork
+from .returns import ReturnScorer
 from .samoe import STREAMS, CausalSelfAttention, ExpertFFN, SAMoEBlock, STARRouter
 from .tower import CrossNetwork, LocationTower
 
@@ -29,6 +30,7 @@ __all__ = [
     "LocationTower",
     "LSTMNetwork",
     "RetrievalNetwork",
+    "ReturnScorer",
     "SAMoEBlock",
     "SAMoETransformer",
     "STARRouter",

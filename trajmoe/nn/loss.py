@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._constants import IGNORE_INDEX
-from .retrieval import add_distance_prior, first_occurrence, history_entries, history_features
+from .retrieval import add_distance_prior, dense_entries, first_occurrence, history_terms
 
 #: Floor of the gate probabilities inside logarithms (keeps gradients finite at saturation).
 _EPS = 1e-12
@@ -116,9 +116,8 @@ def dense_location_log_probs(
     """
     logits = _dense_logits(out, rows, cols)
     if out.get("history") is not None:
-        weights = out["history"][rows, cols].to(logits.dtype)
-        logits = _add_history(logits, weights, history_features(out["location"], rows, cols, logits.shape[1],
-                                                                moves=weights.shape[1] > 2))
+        ids, weights, features = history_terms(out, rows, cols, logits.shape[1])
+        logits = _add_history(logits, weights.to(logits.dtype), dense_entries(ids, features, logits.shape[1]))
     if not normalise and out.get("copy_scores") is None:
         return logits
     log_generate = torch.log_softmax(logits, dim=-1)
@@ -169,7 +168,8 @@ def generation_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torc
     prior (``"distance"``: the value of each candidate's distance bucket from the current cell,
     see :func:`trajmoe.nn.retrieval.add_distance_prior`) and its history prior (``"history"``:
     weights of the window's visit counts and recency, see
-    :func:`trajmoe.nn.retrieval.history_features`) where the output has them.
+    :func:`trajmoe.nn.retrieval.history_entries`; and the return scorer's values of the window's cells,
+    ``"history_returns"``) where the output has them.
 
     Parameters
     ----------
@@ -185,8 +185,8 @@ def generation_logits(out: dict, rows: torch.Tensor, cols: torch.Tensor) -> torc
     logits = _dense_logits(out, rows, cols)
     if out.get("history") is not None:
         # only the (at most L) cells of the window's history change: the other cells add 0
-        weights = out["history"][rows, cols].to(logits.dtype)
-        ids, *features = history_entries(out["location"], rows, cols, logits.shape[1], moves=weights.shape[1] > 2)
+        ids, weights, features = history_terms(out, rows, cols, logits.shape[1])
+        weights = weights.to(logits.dtype)
         visited = ids < logits.shape[1]            # one entry per visited cell
         values = _add_history(logits.gather(1, ids.clamp(max=logits.shape[1] - 1)), weights, features)
         logits = _put(logits, ids, visited, values)

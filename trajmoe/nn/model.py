@@ -100,6 +100,9 @@ class SAMoETransformer(RetrievalNetwork):
     history_moves : bool, default=False
         With ``history_prior``: also the window's moves from the current cell (see
         :class:`~trajmoe.nn.retrieval.RetrievalNetwork`; not in the paper).
+    return_scorer : bool, default=False
+        With ``history_moves``: a learned value of each cell of the window (see
+        :class:`~trajmoe.nn.retrieval.RetrievalNetwork`; not in the paper).
 
     Attributes
     ----------
@@ -152,10 +155,12 @@ class SAMoETransformer(RetrievalNetwork):
         cell_embedding: bool = False,
         history_prior: bool = False,
         history_moves: bool = False,
+        return_scorer: bool = False,
     ) -> None:
         super().__init__(n_poi_features, d_model, max_len, dropout, poi_transform, copy_path, copy_successor,
                          distance_prior=distance_prior, coord_encoding=coord_encoding,
-                         cell_embedding=cell_embedding, history_prior=history_prior, history_moves=history_moves)
+                         cell_embedding=cell_embedding, history_prior=history_prior, history_moves=history_moves,
+                         return_scorer=return_scorer)
         check_choice("router", router, ROUTERS)
         check_choice("selector", selector, SELECTORS)
         for name, value in dict(n_layers=n_layers, n_heads=n_heads).items():
@@ -173,6 +178,8 @@ class SAMoETransformer(RetrievalNetwork):
         for module in self.modules():
             if isinstance(module, ExpertFFN):
                 module.reset_parameters(0.02, residual_std)
+        if self.return_scorer is not None:      # starts at the history prior: adds nothing until trained
+            self.return_scorer.reset_parameters()
         for block in self.blocks:
             nn.init.normal_(block.attn.out_proj.weight, std=residual_std)
 

@@ -26,6 +26,7 @@ from torch import nn
 from .._constants import N_DOWS, N_GAPS, N_SLOTS
 from .._validation import check_choice
 from .embeddings import N_RANKS, LocationInputEmbedding, SinusoidalCoordinates, TimeEmbedding
+from .returns import ReturnScorer
 from .tower import CrossNetwork, LocationTower
 
 POI_TRANSFORMS = ("raw", "log1p")
@@ -149,6 +150,11 @@ class RetrievalNetwork(nn.Module):
         With ``history_prior``: a third term ``w_m(h) moves_t(c)``, the number of earlier moves of
         the window from the current cell to ``c`` (the user's own transitions: at ``A`` again
         after ``A -> B``, ``B`` counts one), ``b_m`` initialised to :data:`MOVES_PRIOR`.
+    return_scorer : bool, default=False
+        With ``history_moves``: add :class:`~trajmoe.nn.ReturnScorer`'s value of each
+        cell of the window (a small MLP of its counts, distance from the current cell and
+        shares of the window, modulated by ``h``; zero until trained) to its logit.
+        City-invariant; O(tokens x L).
     cell_embedding : bool, default=False
         Add a per-cell residual vector ``R_city[i]`` [N, d] to the location tower's output,
         learned within a city and zero for a city the model has not trained on (docs/method.rst,
@@ -210,6 +216,7 @@ class RetrievalNetwork(nn.Module):
         history_prior: bool = False,
         tie_embeddings: bool = False,
         history_moves: bool = False,
+        return_scorer: bool = False,
     ) -> None:
         super().__init__()
         check_choice("poi_transform", poi_transform, POI_TRANSFORMS)
@@ -223,6 +230,8 @@ class RetrievalNetwork(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if history_moves and not history_prior:
             raise ValueError("history_moves is a term of the history prior: it needs history_prior=True")
+        if return_scorer and not history_moves:
+            raise ValueError("return_scorer reads the history prior's three counts: it needs history_moves=True")
         if tie_embeddings and not location_ids:
             raise ValueError("tie_embeddings ties the output ID embeddings to the input ones: "
                              "it needs location_ids=True")
@@ -247,6 +256,8 @@ class RetrievalNetwork(nn.Module):
         history = HISTORY_PRIOR + ((MOVES_PRIOR,) if history_moves else ())
         self.history_bias = nn.Parameter(torch.tensor(history) / RULE_SCALE) if history_prior else None
         self.history_gate = nn.Linear(d_model, len(history)) if history_prior else None
+        # a learned, city-invariant value of each cell of the window (docs/method.rst)
+        self.return_scorer = ReturnScorer(d_model, RULE_SCALE) if return_scorer else None
         self.dropout = nn.Dropout(dropout)
         self.ln_f = nn.LayerNorm(d_model)
         self.query = nn.Linear(d_model, d_model, bias=False)
@@ -549,8 +560,10 @@ class RetrievalNetwork(nn.Module):
             bias of the distance prior, ID bias of ``location_ids``) or None;
             ``"distance"`` FloatTensor [B, L, K] per-position values of the distance buckets and
             ``"cell_metres"`` [N+1, 2], or None without the distance prior; ``"history"``
-            FloatTensor [B, L, 2] weights of the history prior, or None. Time features at PAD
-            positions are ignored.
+            FloatTensor [B, L, 2] (3 with ``history_moves``) weights of the history prior, or None;
+            ``"history_returns"`` FloatTensor [B, L, L] the return scorer's value of the window's
+            cells (entry ``j`` of position ``t`` as :func:`history_entries` lays them out), or None.
+            Time features at PAD positions are ignored.
 
         Raises
         ------
@@ -603,15 +616,30 @@ class RetrievalNetwork(nn.Module):
             "distance": None,
             "cell_metres": None,
             "history": None,
+            "history_returns": None,
         }
         if self.history_bias is not None:
             out["history"] = RULE_SCALE * self.history_bias + learned_weight * self.history_gate(h)
+        if getattr(self, "return_scorer", None) is not None:     # networks pickled before it have none
+            out["history_returns"] = self._score_returns(location, n, h, learned_weight,
+                                                         getattr(self, f"city{index}_metres", None))
         if self.distance_bias is not None:
             out["distance"] = RULE_SCALE * self.distance_bias + learned_weight * self.distance_gate(h)
             out["cell_metres"] = self._metres(index)
         if self.copy_key is not None:
             out["copy_scores"], out["gate"] = self._copy(h, q, location, n)
         return out
+
+    def _score_returns(self, location, n_cells, h, learned_weight, metres) -> torch.Tensor:
+        """The return scorer's value of every window cell at every position: FloatTensor [B, L, L],
+        entry ``j`` of position ``t`` aligned with :func:`history_entries` (0 where it holds no cell)."""
+        batch, length = location.shape
+        rows = torch.arange(batch, device=location.device).repeat_interleave(length)
+        cols = torch.arange(length, device=location.device).repeat(batch)
+        ids, *counts = history_entries(location, rows, cols, n_cells, moves=True)
+        features = ReturnScorer.features(ids, *counts, location.reshape(-1), cols, metres, n_cells)
+        value = self.return_scorer(features, h.reshape(batch * length, -1), learned_weight)
+        return (value * (ids < n_cells)).view(batch, length, length)
 
     def city_encoding(self, city) -> dict:
         """What :meth:`forward` computes of a city whatever the tokens.
@@ -816,35 +844,25 @@ def squared_buckets_(squared: torch.Tensor) -> torch.Tensor:
     return rows.masked_fill_(near, 0)
 
 
-def history_features(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_cells: int,
-                     moves: bool = False):
-    """Visit counts and recency of every cell in the window so far, for selected positions.
+def dense_entries(ids: torch.Tensor, values, n_cells: int) -> tuple[torch.Tensor, ...]:
+    """Per-entry values (:func:`history_entries`, :func:`history_terms`) over every cell.
 
     Parameters
     ----------
-    location : LongTensor [B, L]
-        Input cells (0..N-1 real, N out of vocabulary, -1 PAD).
-    rows, cols : LongTensor [n]
-        Batch index and position of each selected position.
+    ids : LongTensor [n, L]
+        The entries' cells, ``n_cells`` where an entry holds none.
+    values : sequence of FloatTensor [n, L]
+        Values of the entries.
     n_cells : int
         Number of candidate cells ``N``.
-    moves : bool, default False
-        Also return the moves of the window from the current cell.
 
     Returns
     -------
-    count, recency : FloatTensor [n, N]
-        Visits to each cell at positions ``<= cols`` of the row; ``1 / (1 + cols - j)`` for the
-        last such visit ``j`` (0 for cells not visited).
-    moves : FloatTensor [n, N]
-        Only with ``moves``: how many times an earlier visit to the current cell (the cell at
-        ``cols``) was followed by a visit to each cell, ``#{k < cols : x_k = x_cols, x_{k+1} = c}``.
+    tuple of FloatTensor [n, N]
+        Each value at its cell, 0 at the cells of no entry.
     """
-    ids, *values = history_entries(location, rows, cols, n_cells, moves=moves)       # one entry a cell
-    dense = values[0].new_zeros(len(values), len(rows), n_cells + 1)                   # junk column N
-    for feature, value in zip(dense, values):
-        feature.scatter_(1, ids, value)
-    return tuple(dense[:, :, :n_cells])
+    zeros = values[0].new_zeros(len(ids), n_cells + 1)                                # junk column N
+    return tuple(zeros.scatter(1, ids, value)[:, :n_cells] for value in values)
 
 
 def first_occurrence(ids: torch.Tensor) -> torch.Tensor:
@@ -878,9 +896,19 @@ def first_occurrence(ids: torch.Tensor) -> torch.Tensor:
 
 def history_entries(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_cells: int,
                     moves: bool = False):
-    """:func:`history_features` of the visited cells only: one entry per cell of the window so far.
+    """Visit counts, recency (and moves) of the cells of the window so far, for selected positions:
+    one entry per visited cell (:func:`dense_entries` spreads them over every cell).
 
-    Parameters are those of :func:`history_features`.
+    Parameters
+    ----------
+    location : LongTensor [B, L]
+        Input cells (0..N-1 real, N out of vocabulary, -1 PAD).
+    rows, cols : LongTensor [n]
+        Batch index and position of each selected position.
+    n_cells : int
+        Number of candidate cells ``N``.
+    moves : bool, default False
+        Also return the moves of the window from the current cell.
 
     Returns
     -------
@@ -889,10 +917,12 @@ def history_entries(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tens
         it; ``n_cells`` at every other entry (a later visit of the same cell, a position after
         ``cols``, PAD or out of vocabulary).
     count, recency : FloatTensor [n, L]
-        The values of :func:`history_features` at ``ids`` (0 where ``ids == n_cells``), equal to
-        them bit for bit.
+        Visits to the entry's cell at positions ``<= cols`` of the row; ``1 / (1 + cols - j)``
+        for the last such visit ``j`` (0 where ``ids == n_cells``).
     moves : FloatTensor [n, L]
-        Only with ``moves``: likewise.
+        Only with ``moves``: how many times an earlier visit to the current cell (the cell at
+        ``cols``) was followed by a visit to the entry's cell, ``#{k < cols : x_k = x_cols,
+        x_{k+1} = c}``.
 
     Examples
     --------
@@ -920,6 +950,40 @@ def history_entries(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tens
     arrived[:, 1:] = left.to(ones.dtype)
     moved = torch.zeros_like(ones).scatter_add_(1, first, arrived).gather(1, first)
     return out + (moved * keep,)
+
+
+def history_terms(out: dict, rows: torch.Tensor, cols: torch.Tensor, n_cells: int):
+    """The history prior's entries of selected positions: cells, weights and features.
+
+    A cell ``c`` of the window adds ``sum_f weights[:, f] * features[f]`` at its entry to its
+    logit, in that order (the dense and sparse scoring paths add them so, bit for bit).
+
+    Parameters
+    ----------
+    out : dict
+        Output of :meth:`RetrievalNetwork.forward` with a history prior.
+    rows, cols : LongTensor [n]
+        Batch index and position of each selected position.
+    n_cells : int
+        Number of candidate cells ``N``.
+
+    Returns
+    -------
+    ids : LongTensor [n, L]
+        As :func:`history_entries`.
+    weights : FloatTensor [n, F]
+        The prior's weights (``out["history"]``), with a column of ones for the return scorer.
+    features : list of FloatTensor [n, L]
+        The entries' features: count, recency (, moves) (, the return scorer's value,
+        ``out["history_returns"]``).
+    """
+    weights = out["history"][rows, cols]
+    ids, *features = history_entries(out["location"], rows, cols, n_cells, moves=weights.shape[1] > 2)
+    extra = out.get("history_returns")
+    if extra is not None:
+        weights = torch.cat([weights, weights.new_ones(len(rows), 1)], 1)
+        features.append(extra[rows, cols].to(features[0].dtype))
+    return ids, weights, features
 
 
 def _check_tokens(location, slot, dow, gap) -> None:
@@ -963,4 +1027,5 @@ def _single_city(city) -> int:
 
 
 __all__ = ["COORD_ENCODINGS", "DISTANCE_EDGES", "HISTORY_PRIOR", "MOVES_PRIOR", "N_DISTANCE_BUCKETS", "POI_TRANSFORMS",
-           "RetrievalNetwork", "add_distance_prior", "distance_buckets", "first_occurrence", "history_entries", "history_features"]
+           "RULE_SCALE", "RetrievalNetwork", "add_distance_prior", "dense_entries", "distance_buckets", "first_occurrence",
+           "history_entries", "history_terms"]
