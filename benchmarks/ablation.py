@@ -23,6 +23,8 @@ the target's training users, on the same split, seeds and scoring as ``transfer.
 * ``no_shared_expert``, ``no_mixture`` (one plain FFN), ``no_selector``, ``no_temporal_router``
   (spatial gate only), ``no_spatial_router`` (temporal gate only): the paper's five ablations;
 * ``sparse_top2``: sparse noisy top-2 gating of the three specialists (Shazeer et al. 2017).
+* ``return_scorer``: the default plus the learned return scorer (``return_scorer=True``), a small MLP
+  value of each cell of the window added to its logit.
 
 Quick mode runs :data:`QUICK_VARIANTS` (7.5 minutes on 2 CPU cores at 3e0ecfe, 7.8 at c7c7a77, 10.6 at b57bd51):
 ``python benchmarks/ablation.py --quick --output benchmarks/results/ablation_quick.json``;

@@ -91,8 +91,9 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         by the hidden state and starting at zero. It can learn what the weighted sum of the
         history prior cannot (a move from the current cell outweighing many visits; a
         distant home not charged the distance decay). Not in the paper. Off by default: on
-        validation users it raised MRR on NYC (+.021) and left Acc@1 level on average over
-        the three benchmark targets (see the results page).
+        validation users it raised NYC's Acc@1 and MRR (+.008, +.021) and lowered Gowalla Bay
+        Area's Acc@1 (-.007), level on average over the three benchmark targets (see the
+        results page, "A learned return scorer").
     learned_weight : float in [0, 1], default 0.5
         Weight of the network's learned terms against the rule priors when it scores cells
         (``predict``, ``predict_topk``, ``target_table``, ``target_ranks``, ``score``): the
