@@ -4,7 +4,8 @@ Each variant is pre-trained on the target's source cities and fine-tuned for ONE
 the target's training users, on the same split, seeds and scoring as ``transfer.py``:
 
 * ``trajmoe``: the library's default (STAR router, soft selector, shared expert, distance prior,
-  history prior with the window's moves, linear coordinates, no copy path);
+  history prior with the window's moves, return scorer trained in fine-tuning, linear coordinates, no
+  copy path);
 * ``faithful``: the paper's network (no copy path, no distance or history prior);
 * ``feature_only``: the default without the history prior (no copy path, no per-cell embedding
   either): what the network learns from location features and distances alone;
@@ -23,8 +24,9 @@ the target's training users, on the same split, seeds and scoring as ``transfer.
 * ``no_shared_expert``, ``no_mixture`` (one plain FFN), ``no_selector``, ``no_temporal_router``
   (spatial gate only), ``no_spatial_router`` (temporal gate only): the paper's five ablations;
 * ``sparse_top2``: sparse noisy top-2 gating of the three specialists (Shazeer et al. 2017).
-* ``return_scorer``: the default plus the learned return scorer (``return_scorer=True``), a small MLP
-  value of each cell of the window added to its logit.
+* ``no_return_scorer``: the default without its learned return scorer (``return_scorer=False``, the
+  default of earlier versions; the default trains the scorer in fine-tuning only), ``return_scorer``:
+  the scorer trained in pre-training as well (``return_scorer=True``).
 
 Quick mode runs :data:`QUICK_VARIANTS` (7.5 minutes on 2 CPU cores at 3e0ecfe, 7.8 at c7c7a77, 10.6 at b57bd51):
 ``python benchmarks/ablation.py --quick --output benchmarks/results/ablation_quick.json``;
@@ -72,10 +74,11 @@ VARIANTS = {
     "no_temporal_router": {"router": "spatial"},
     "no_spatial_router": {"router": "temporal"},
     "sparse_top2": {"top_k": 2},
+    "no_return_scorer": {"return_scorer": False},
     "return_scorer": {"return_scorer": True},
 }
 #: The variants of quick mode: the spatial additions and the paper's network.
-QUICK_VARIANTS = ("trajmoe", "faithful", "feature_only", "copy_path", "paper_popularity", "as_trained")
+QUICK_VARIANTS = ("trajmoe", "faithful", "feature_only", "copy_path", "paper_popularity", "as_trained", "no_return_scorer")
 #: Parameters that change how a fitted model scores, not how it is fitted.
 SCORING_PARAMS = ("learned_weight",)
 FRACTION = 0.05

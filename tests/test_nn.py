@@ -751,9 +751,12 @@ def test_return_scorer_starts_at_zero_and_scores_the_window_cells_only():
                           copy_path=False)
     batch = make_batch(batch=2, length=6)
     rows, cols = all_positions(2, 6)
+    out = model(**batch)                              # trainable: computed, zero at the start
+    assert out["history_returns"].shape == (2, 6, 6) and not out["history_returns"].any()
     with torch.no_grad():
+        assert model(**batch)["history_returns"] is None          # zero and not learning: skipped
         out = model(**batch)
-        assert out["history_returns"].shape == (2, 6, 6) and not out["history_returns"].any()
+        out["history_returns"] = torch.zeros(2, 6, 6)
         without = dict(out, history_returns=None)
         assert torch.equal(generation_logits(out, rows, cols), generation_logits(without, rows, cols))
         model.return_scorer.out.bias.fill_(0.25)

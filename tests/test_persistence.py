@@ -91,11 +91,19 @@ def test_the_return_scorer_travels_and_trains(fitted_and_test, tmp_path):
     assert loaded.return_scorer and loaded.net_.module_.return_scorer is not None
     np.testing.assert_array_equal(loaded.target_ranks(test), model.target_ranks(test))
     folder = save_model(TrajMoERegressor(d_model=16, n_layers=1, n_heads=2, max_epochs=1, random_state=0,
-                                         device="cpu").fit(test), tmp_path / "before")
+                                         device="cpu", return_scorer=False).fit(test), tmp_path / "before")
     config = json.loads((folder / "config.json").read_text())
     del config["estimator"]["return_scorer"]              # saved before the parameter existed
     (folder / "config.json").write_text(json.dumps(config))
     assert load_model(folder).return_scorer is False
+    # "finetune": fit keeps it at its zero start (and skips it), partial_fit trains it
+    model = TrajMoERegressor(d_model=16, n_layers=1, n_heads=2, max_epochs=1, random_state=0, device="cpu",
+                             return_scorer="finetune").fit(test)
+    scorer = model.net_.module_.return_scorer
+    assert not (scorer.out.weight.any() or scorer.out.bias.any())
+    assert all(p.requires_grad for p in scorer.parameters())      # trainable again after fit
+    model.partial_fit(test)
+    assert scorer.out.weight.abs().sum() > 0
 
 
 def test_saved_files_hold_data_only(fitted_and_test, tmp_path):

@@ -224,11 +224,15 @@ def test_outputs_that_are_not_searched():
     assert not CellTiles(out["candidates"], bias, out["cell_metres"], 1000.0).finite
 
 
-def test_a_diverged_network_is_reported_as_before(nyc_model):
+@pytest.mark.parametrize("part", ["query", "return scorer"])
+def test_a_diverged_network_is_reported_as_before(nyc_model, part):
     model, test = nyc_model
     model = copy.deepcopy(model)
     with torch.no_grad():
-        model.net_.module_.query.weight[0, 0] = torch.nan
+        if part == "query":
+            model.net_.module_.query.weight[0, 0] = torch.nan
+        else:                                   # the values of the window's cells only
+            model.net_.module_.return_scorer.out.bias.fill_(torch.nan)
     with pytest.raises(ValueError, match="NaN"):
         model.target_ranks(test)
     # labels and top k too (before: a label from a NaN row, or a RuntimeError of a reshape)

@@ -608,7 +608,8 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                     print(f"resumed from the checkpoint in {os.fspath(checkpoint_dir)}: {done} epoch"
                           f"{'' if done == 1 else 's'} done; " + (f"{epochs} to go" if epochs else
                           "training had finished, nothing to train"), flush=True)
-            self.net_.partial_fit(train, epochs=epochs)
+            with _kept(self.net_.module_, self._fit_kept()):
+                self.net_.partial_fit(train, epochs=epochs)
             if checkpoint_dir is not None and self._finished():
                 # the end of the run too (an epoch where early stopping stopped is not checkpointed):
                 # fit again on this directory then returns the model without training
@@ -616,6 +617,10 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         self.final_lr_ = float(self.net_.optimizer_.param_groups[0]["lr"])
         self._fit_lr = self.lr
         return self
+
+    def _fit_kept(self):
+        """Network parts that ``fit`` keeps as initialised (trained by ``partial_fit`` only)."""
+        return ()
 
     def _finished(self):
         """Whether the training of ``fit`` ran to its end: ``max_epochs``, or early stopping
@@ -1204,6 +1209,20 @@ def _check_frozen(module, parts) -> None:
     if all(_in_parts(tuple(parts), name) for name, _ in module.named_parameters()):
         raise ValueError(f"finetune_frozen={tuple(parts)!r} keeps every weight of the network fixed: partial_fit "
                          "would train nothing. Leave out the parts to fine-tune (e.g. finetune_frozen=('tower',)).")
+
+
+@contextlib.contextmanager
+def _kept(module, parts):
+    """Keep the parameters of the network parts ``parts`` as they are while training inside the
+    block (no gradient, so the optimizer skips them); trainable again afterwards."""
+    kept = [p for name, p in module.named_parameters() if _in_parts(tuple(parts), name)]
+    for parameter in kept:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in kept:
+            parameter.requires_grad_(True)
 
 
 @contextlib.contextmanager

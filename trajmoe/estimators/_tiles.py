@@ -196,7 +196,7 @@ def searchable(out: dict) -> bool:
     """
     if out.get("copy_scores") is not None or out.get("distance") is None:
         return False
-    terms = (out.get(key) for key in ("query", "distance", "history"))
+    terms = (out.get(key) for key in ("query", "distance", "history", "history_returns"))
     return all(bool(torch.isfinite(term).all()) for term in terms if term is not None)
 
 

@@ -542,11 +542,12 @@ class RetrievalNetwork(nn.Module):
             Weight of the learned terms of the location scores against the rule priors they
             are added to (a log-linear pool of the network and its priors; inference): the
             query ``q`` (hence ``q . C`` and the copy scores' ``q . key``) and the hidden-state
-            modulations ``W_d h`` and ``W_h h`` of the distance and history priors are
-            multiplied by it; the priors' own biases, the popularity-bin bias and the time
-            logits are not. 1 = the network as trained; 0 = its priors alone (with the copy
-            path: copy scores of the recency and successor terms only, mixed by the learned
-            gate).
+            modulations ``W_d h`` and ``W_h h`` of the distance and history priors (and ``U h``
+            of the return scorer) are multiplied by it; the priors' own biases, the
+            popularity-bin bias, the return scorer's function of the features and the time
+            logits are not. 1 = the network as trained; 0 = its priors alone, with the return
+            scorer's value of the features (with the copy path: copy scores of the recency and
+            successor terms only, mixed by the learned gate).
 
         Returns
         -------
@@ -620,7 +621,8 @@ class RetrievalNetwork(nn.Module):
         }
         if self.history_bias is not None:
             out["history"] = RULE_SCALE * self.history_bias + learned_weight * self.history_gate(h)
-        if getattr(self, "return_scorer", None) is not None:     # networks pickled before it have none
+        scorer = getattr(self, "return_scorer", None)             # networks pickled before it have none
+        if scorer is not None and not scorer.is_idle():
             out["history_returns"] = self._score_returns(location, n, h, learned_weight,
                                                          getattr(self, f"city{index}_metres", None))
         if self.distance_bias is not None:
@@ -638,8 +640,8 @@ class RetrievalNetwork(nn.Module):
         cols = torch.arange(length, device=location.device).repeat(batch)
         ids, *counts = history_entries(location, rows, cols, n_cells, moves=True)
         features = ReturnScorer.features(ids, *counts, location.reshape(-1), cols, metres, n_cells)
-        value = self.return_scorer(features, h.reshape(batch * length, -1), learned_weight)
-        return (value * (ids < n_cells)).view(batch, length, length)
+        value = self.return_scorer(features, h.reshape(batch * length, -1), ids < n_cells, learned_weight)
+        return value.view(batch, length, length)
 
     def city_encoding(self, city) -> dict:
         """What :meth:`forward` computes of a city whatever the tokens.

@@ -59,6 +59,13 @@ class ReturnScorer(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def is_idle(self) -> bool:
+        """Whether the scorer adds nothing and learns nothing now: its output layer is zero (as
+        initialised) and gets no gradient (grad mode off, or its weights frozen). The network
+        then skips it."""
+        trains = torch.is_grad_enabled() and (self.out.weight.requires_grad or self.out.bias.requires_grad)
+        return not trains and not bool(self.out.weight.any() or self.out.bias.any())
+
     @staticmethod
     def features(ids, count, recency, moves, current, positions, metres, n_cells: int) -> torch.Tensor:
         """The eight features of each window cell.
@@ -99,7 +106,8 @@ class ReturnScorer(nn.Module):
                             count / (position + 1.0), moves / departures, torch.log1p(position),
                             is_current.to(count.dtype)], -1)
 
-    def forward(self, features: torch.Tensor, h: torch.Tensor, learned_weight: float = 1.0) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, h: torch.Tensor, entries: torch.Tensor,
+                learned_weight: float = 1.0) -> torch.Tensor:
         """Value of each window cell.
 
         Parameters
@@ -108,17 +116,20 @@ class ReturnScorer(nn.Module):
             :meth:`features`.
         h : FloatTensor [n, d]
             Hidden state (after the final LayerNorm) of each position.
+        entries : BoolTensor [n, L]
+            The entries that hold a cell: only these are scored (the MLP runs on them alone).
         learned_weight : float, default 1.0
             Weight of the hidden-state modulation.
 
         Returns
         -------
         FloatTensor [n, L]
-            Logit increments (0 is where the scorer starts).
+            Logit increments at ``entries`` (0 is where the scorer starts), 0 elsewhere.
         """
-        hidden = self.features_in(features.to(h.dtype))
-        hidden = hidden + (learned_weight * self.hidden_in(h))[:, None, :]
-        return self.scale * self.out(torch.nn.functional.gelu(hidden)).squeeze(-1)
+        row, col = entries.nonzero(as_tuple=True)
+        hidden = self.features_in(features[row, col].to(h.dtype)) + (learned_weight * self.hidden_in(h))[row]
+        value = self.scale * self.out(torch.nn.functional.gelu(hidden)).squeeze(-1)
+        return value.new_zeros(entries.shape).index_put((row, col), value)
 
 
 __all__ = ["N_RETURN_FEATURES", "RETURN_WIDTH", "ReturnScorer"]
