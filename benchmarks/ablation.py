@@ -28,7 +28,7 @@ the target's training users, on the same split, seeds and scoring as ``transfer.
   default of earlier versions; the default trains the scorer in fine-tuning only), ``return_scorer``:
   the scorer trained in pre-training as well (``return_scorer=True``).
 
-Quick mode runs :data:`QUICK_VARIANTS` (7.5 minutes on 2 CPU cores at 3e0ecfe, 7.8 at c7c7a77, 10.6 at b57bd51):
+Quick mode runs :data:`QUICK_VARIANTS` (8.1 minutes on 2 CPU cores at c42db2d, 7.5 at 3e0ecfe, 7.8 at c7c7a77):
 ``python benchmarks/ablation.py --quick --output benchmarks/results/ablation_quick.json``;
 ``--variants`` names others (every variant: ``--variants all``, about 45 minutes in quick mode before
 the speed-ups of b718453, not re-measured since).
