@@ -359,9 +359,9 @@ class TrajMoERegressor(NeuralNextLocationEstimator):
         return self._memo("learned_weight", checked)
 
     def _fit_kept(self):
-        # "finetune": the return scorer stays at its zero start through fit (pre-training)
-        return ("return_scorer",) if self.return_scorer == "finetune" and self._module_params().get(
-            "module__return_scorer") else ()
+        # "finetune": the return scorer stays at its zero start through fit (pre-training); a
+        # network without one (no moves term) has no such part, and nothing is kept
+        return ("return_scorer",) if self.return_scorer == "finetune" else ()
 
     def _module_params(self):
         params = dict(PRESETS[self.preset])
