@@ -18,7 +18,10 @@ other real cities:
   ``history_moves``: history frequency with the window's own moves from the current cell
   (``moves_weight`` ``trajmoe.estimators._counting.MOVES_RULE_WEIGHT``, chosen on validation
   users); ``history_gravity_moves``: history + gravity with those moves counted as visits
-  (``moves_weight`` ``MOVES_GRAVITY_WEIGHT``, chosen the same way).
+  (``moves_weight`` ``MOVES_GRAVITY_WEIGHT``, chosen the same way);
+* ``history_moves_few_shot``, ``history_gravity_few_shot``, ``history_gravity_moves_few_shot``: the
+  three strongest rules fitted on the fine-tuning sample alone (the same users as the fine-tuned
+  model), to tell what the pre-training adds from what 100 % of the target's users give a rule.
 
 All are scored on the target's test users (70/10/20 split by users) under both protocols, by full
 ranking. A seed draws the user split, the few-shot user sample and the networks' initialisation;
@@ -60,7 +63,7 @@ from trajmoe.estimators._counting import MOVES_GRAVITY_WEIGHT, MOVES_RULE_WEIGHT
 
 MODELS = ("trajmoe_finetuned", "trajmoe_paper_finetuned", "trajmoe_full_target", "trajmoe_multi_city", "lstm",
           "transformer", "history_frequency", "history_moves", "history_gravity", "history_gravity_moves", "gravity", "markov",
-          "popularity")
+          "popularity", "history_moves_few_shot", "history_gravity_few_shot", "history_gravity_moves_few_shot")
 #: The models of quick mode: those the transfer claims are checked against. Joint training on the
 #: sources and the target (``trajmoe_multi_city``) is the slowest model of a task: a quarter of the
 #: fitting time of the quick run at cdc6762, where it scored Acc@1 .222 / .165 / .212 on Gowalla Bay
@@ -72,6 +75,8 @@ COUNTING = {"history_frequency": HistoryFrequencyBaseline,
             "history_gravity": HistoryGravityBaseline,
             "history_gravity_moves": functools.partial(HistoryGravityBaseline, moves_weight=MOVES_GRAVITY_WEIGHT),
             "gravity": GravityBaseline, "markov": MarkovBaseline, "popularity": PopularityBaseline}
+#: Rules fitted on the fine-tuning sample (each fraction's users) instead of all training users.
+FEW_SHOT = {f"{name}_few_shot": COUNTING[name] for name in ("history_moves", "history_gravity", "history_gravity_moves")}
 #: The paper's network: feature-only candidates, linear coordinates, no copy path, no distance or
 #: history prior.
 PAPER = {"copy_path": False, "distance_prior": False, "history_prior": False, "coord_encoding": "linear",
@@ -137,12 +142,12 @@ def run_task(target, seed, sources, settings, split="test", models=MODELS, model
         return TrajMoERegressor(random_state=seed, max_epochs=settings.max_epochs, **{**(model_params or {}), **extra})
 
     src_visits, src_pois = load_sources(sources, data_home, settings.source_users)
+    samples = {fraction: few_shot_sample(t, fraction, seed) for fraction in settings.fractions}
     for name, extra in (("trajmoe_finetuned", {}), ("trajmoe_paper_finetuned", PAPER)):
         if name not in models:
             continue
         pretrained, pre_seconds = timed(lambda: trajmoe(**extra).fit(src_visits, pois=src_pois))
-        for fraction in settings.fractions:
-            few = few_shot_sample(t, fraction, seed)
+        for fraction, few in samples.items():
             model = copy.deepcopy(pretrained)
             _, seconds = timed(lambda: model.partial_fit(few, pois=t.pois))
             add(score.rows(model, name, fraction, seed, seconds,
@@ -164,6 +169,11 @@ def run_task(target, seed, sources, settings, split="test", models=MODELS, model
         if name in models:
             model, seconds = timed(lambda: seeded(cls, seed).fit(t.train, pois=t.pois))
             add(score.rows(model, name, 1.0, seed, seconds))
+    for name, cls in FEW_SHOT.items():
+        if name in models:
+            for fraction, few in samples.items():
+                model, seconds = timed(lambda: seeded(cls, seed).fit(few, pois=t.pois))
+                add(score.rows(model, name, fraction, seed, seconds, n_users=few.user_id.nunique()))
     return results
 
 
@@ -200,7 +210,8 @@ def claims(results):
     versus = [("trajmoe_full_target", 1.0), ("trajmoe_multi_city", 1.0), ("trajmoe_paper_finetuned", 0.05),
               ("lstm", 1.0), ("transformer", 1.0), ("history_frequency", 1.0), ("history_moves", 1.0),
               ("history_gravity", 1.0), ("history_gravity_moves", 1.0),
-              ("gravity", 1.0), ("markov", 1.0), ("popularity", 1.0)]
+              ("gravity", 1.0), ("markov", 1.0), ("popularity", 1.0),
+              *((name, 0.05) for name in FEW_SHOT)]
     return paired_margins(results, "trajmoe_finetuned", 0.05, versus)
 
 
@@ -221,6 +232,7 @@ def plot(results, path):
               "history_gravity_moves": ("0.2", "-.", "history + gravity + moves rule"),
               "transformer": ("C4", ":", "Transformer"), "lstm": ("C5", ":", "LSTM")}
     run = {row["model"] for row in results}          # the lines of the models this run has
+    results = [row for row in results if row["model"] not in FEW_SHOT]     # horizontal lines are 100 % models
     fig, _ = plot_transfer_curve(results, "acc@1", curve="trajmoe_finetuned", label="TrajMoE, pre-trained + 1 epoch",
                                  references={model: {"color": color, "linestyle": style, "label": label}
                                              for model, (color, style, label) in styles.items() if model in run})

@@ -346,3 +346,22 @@ def test_ablation_scores_a_scoring_only_variant_with_the_fitted_model_it_departs
     expected = metrics.ranking_report(model.target_ranks(target.test).to_numpy())
     assert by_name["as_trained"]["mrr"] == pytest.approx(expected["mrr"], abs=1e-5)
     assert by_name["as_trained"]["mrr"] != by_name["trajmoe"]["mrr"]
+
+
+def test_transfer_fits_the_few_shot_rules_on_the_fine_tuning_users_alone(target, monkeypatch):
+    import transfer
+
+    monkeypatch.setattr(transfer, "load_target", lambda *args: target)
+    monkeypatch.setattr(transfer, "load_sources", lambda *args: (target.train, None))
+    settings = transfer.Settings(max_epochs=1, baseline_epochs=None, fractions=(0.25,), seeds=(0,))
+    rows = transfer.run_task("nyc", 0, (), settings, models=("history_moves", "history_moves_few_shot"),
+                             log=lambda *a, **k: None)
+    by_name = {r["model"]: r for r in rows if r["protocol"] == "all"}
+    few = few_shot_sample(target, 0.25, 0)
+    assert by_name["history_moves_few_shot"]["fraction"] == 0.25
+    assert by_name["history_moves_few_shot"]["n_users"] == few.user_id.nunique() == 3
+    # the rule's order beyond the window (popularity, which also breaks its ties) is counted on the sample
+    rule = transfer.FEW_SHOT["history_moves_few_shot"]().fit(few)
+    expected = metrics.ranking_report(rule.target_ranks(target.test).to_numpy())
+    assert by_name["history_moves_few_shot"]["mrr"] == pytest.approx(expected["mrr"], abs=1e-5)
+    assert by_name["history_moves_few_shot"]["mrr"] != by_name["history_moves"]["mrr"]
