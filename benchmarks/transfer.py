@@ -29,7 +29,7 @@ within a seed every model sees the same users, so differences are paired.
 
 Targets: Foursquare NYC, YJMob100K city A and Gowalla Bay Area (sources: the other Gowalla
 metros). Run ``python benchmarks/transfer.py --quick --output benchmarks/results/transfer_quick.json``
-(8.8 minutes on 2 CPU cores at c42db2d, 9.5 at 3e0ecfe, 8.4 at a9cf78b; quick mode fine-tunes
+(9.4 minutes on 2 CPU cores at 4bb078d, 8.8 at c42db2d, 9.5 at 3e0ecfe; quick mode fine-tunes
 on 5 % only and runs
 :data:`QUICK_MODELS`) or without ``--quick`` for the full data (hours; the script
 prints the projected time left after each (target, seed) task). ``--split val`` scores the validation users
