@@ -771,6 +771,30 @@ def test_return_scorer_starts_at_zero_and_scores_the_window_cells_only():
         spatial_model(history_prior=True, return_scorer=True, copy_path=False)
 
 
+def test_return_scorer_skips_pad_positions_and_its_entries_serve_the_scoring_paths():
+    """The scorer reads the window's entries at real positions only; history_terms reuses them
+    and gives what it computes without them (count, recency, moves and the scorer's value)."""
+    from trajmoe.nn.retrieval import history_terms
+
+    model = spatial_model(distance_prior=True, history_prior=True, history_moves=True, return_scorer=True,
+                          copy_path=False)
+    batch = make_batch(batch=3, length=6)
+    batch["location"][1, 4:] = -1                     # trailing PAD: rows of 6, 4 and 1 real positions
+    batch["location"][2, 1:] = -1
+    with torch.no_grad():
+        model.return_scorer.out.bias.fill_(0.25)
+        out = model(**batch)
+    pad = batch["location"] < 0
+    assert out["history_returns"][pad].eq(0).all() and out["history_returns"][~pad].ne(0).any()
+    ids = out["history_entries"][0]
+    assert ids[pad].eq(N_CELLS).all() and all(t[pad].eq(0).all() for t in out["history_entries"][1:])
+    rows, cols = torch.nonzero(~pad, as_tuple=True)
+    kept = history_terms(out, rows, cols, N_CELLS)
+    again = history_terms(dict(out, history_entries=None), rows, cols, N_CELLS)
+    assert torch.equal(kept[0], again[0]) and torch.equal(kept[1], again[1])
+    assert len(kept[2]) == 4 and all(torch.equal(a, b) for a, b in zip(kept[2], again[2]))
+
+
 def test_networks_pickled_before_the_return_scorer_still_score():
     model = spatial_model(distance_prior=True, history_prior=True, history_moves=True, copy_path=False)
     del model.return_scorer                           # as unpickled from a version without it

@@ -563,7 +563,10 @@ class RetrievalNetwork(nn.Module):
             ``"cell_metres"`` [N+1, 2], or None without the distance prior; ``"history"``
             FloatTensor [B, L, 2] (3 with ``history_moves``) weights of the history prior, or None;
             ``"history_returns"`` FloatTensor [B, L, L] the return scorer's value of the window's
-            cells (entry ``j`` of position ``t`` as :func:`history_entries` lays them out), or None.
+            cells (entry ``j`` of position ``t`` as :func:`history_entries` lays them out; 0 at PAD
+            positions), or None; ``"history_entries"``, with it, the four [B, L, L] tensors of
+            :func:`history_entries` (``moves=True``) it read at every real position, which
+            :func:`history_terms` reuses (``n_cells`` and zeros at PAD positions), else None.
             Time features at PAD positions are ignored.
 
         Raises
@@ -618,13 +621,14 @@ class RetrievalNetwork(nn.Module):
             "cell_metres": None,
             "history": None,
             "history_returns": None,
+            "history_entries": None,
         }
         if self.history_bias is not None:
             out["history"] = RULE_SCALE * self.history_bias + learned_weight * self.history_gate(h)
         scorer = getattr(self, "return_scorer", None)             # networks pickled before it have none
         if scorer is not None and not scorer.is_idle():
-            out["history_returns"] = self._score_returns(location, n, h, learned_weight,
-                                                         getattr(self, f"city{index}_metres", None))
+            out["history_returns"], out["history_entries"] = self._score_returns(
+                location, n, h, learned_weight, getattr(self, f"city{index}_metres", None))
         if self.distance_bias is not None:
             out["distance"] = RULE_SCALE * self.distance_bias + learned_weight * self.distance_gate(h)
             out["cell_metres"] = self._metres(index)
@@ -632,16 +636,18 @@ class RetrievalNetwork(nn.Module):
             out["copy_scores"], out["gate"] = self._copy(h, q, location, n)
         return out
 
-    def _score_returns(self, location, n_cells, h, learned_weight, metres) -> torch.Tensor:
-        """The return scorer's value of every window cell at every position: FloatTensor [B, L, L],
-        entry ``j`` of position ``t`` aligned with :func:`history_entries` (0 where it holds no cell)."""
-        batch, length = location.shape
-        rows = torch.arange(batch, device=location.device).repeat_interleave(length)
-        cols = torch.arange(length, device=location.device).repeat(batch)
-        ids, *counts = history_entries(location, rows, cols, n_cells, moves=True)
-        features = ReturnScorer.features(ids, *counts, location.reshape(-1), cols, metres, n_cells)
-        value = self.return_scorer(features, h.reshape(batch * length, -1), ids < n_cells, learned_weight)
-        return value.view(batch, length, length)
+    def _score_returns(self, location, n_cells, h, learned_weight, metres):
+        """The return scorer's value of every window cell at every real position: FloatTensor
+        [B, L, L], entry ``j`` of position ``t`` aligned with :func:`history_entries` (0 where it
+        holds no cell, and at PAD positions); and the entries it read, as [B, L, L] tensors."""
+        rows, cols = torch.nonzero(location >= 0, as_tuple=True)
+        entries = history_entries(location, rows, cols, n_cells, moves=True)
+        features = ReturnScorer.features(*entries, location[rows, cols], cols, metres, n_cells)
+        value = self.return_scorer(features, h[rows, cols], entries[0] < n_cells, learned_weight)
+        grid = location.shape + location.shape[1:]
+        dense = tuple(t.new_full(grid, n_cells if t.dtype == torch.long else 0).index_put_((rows, cols), t)
+                      for t in (value, *entries))
+        return dense[0], dense[1:]
 
     def city_encoding(self, city) -> dict:
         """What :meth:`forward` computes of a city whatever the tokens.
@@ -980,7 +986,11 @@ def history_terms(out: dict, rows: torch.Tensor, cols: torch.Tensor, n_cells: in
         ``out["history_returns"]``).
     """
     weights = out["history"][rows, cols]
-    ids, *features = history_entries(out["location"], rows, cols, n_cells, moves=weights.shape[1] > 2)
+    kept = out.get("history_entries")              # read by the return scorer in the forward pass
+    if kept is not None:
+        ids, *features = (t[rows, cols] for t in kept)
+    else:
+        ids, *features = history_entries(out["location"], rows, cols, n_cells, moves=weights.shape[1] > 2)
     extra = out.get("history_returns")
     if extra is not None:
         weights = torch.cat([weights, weights.new_ones(len(rows), 1)], 1)
