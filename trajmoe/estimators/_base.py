@@ -38,7 +38,7 @@ from .._validation import check_protocol, check_time_zone
 from .._warnings import caller_stacklevel
 from ..encoder import SpatialSemanticEncoder, cell_labels, validate_positional
 from ..exceptions import DataWarning, ModelVersionWarning, SharedUsersWarning, UnknownCityError
-from ..schema import CITY, DEFAULT_CITY, STARTED_AT, USER, duplicated_rows, format_rows, row_hash, user_text
+from ..schema import CITY, DEFAULT_CITY, STARTED_AT, USER, duplicated_rows, format_rows, row_hash, user_codes, user_text
 from ..sequences import make_windows, time_features, time_forms, token_batches, window_bounds
 from ._scoring import rank_blocks
 
@@ -406,7 +406,7 @@ class NextLocationEstimator(BaseEstimator):
             raise UnknownCityError(f"Cities {sorted(unknown)} are unknown to this model; register them with "
                                    "partial_fit.")
         times = time_features(visits, self._city_zones(visits))
-        user_key = pd.MultiIndex.from_arrays([visits[CITY], visits[USER]]).factorize()[0].astype(np.int64)
+        user_key = user_codes(visits)
         city_index = pd.Index(self.cities_).get_indexer(located[CITY]).astype(np.int64)
         return Prepared(order=visits.index.to_numpy(np.int64),
                         location=located["location_id"].to_numpy(np.int64),
