@@ -383,6 +383,34 @@ def test_cells_outside_the_region_are_scored_not_lost(make):
         assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
 
 
+@pytest.mark.parametrize("projected", [False, True])
+def test_prepare_reuses_the_cells_located_for_the_unseen_cells_with_the_same_result(projected, data_home):
+    """A scoring call locates X's cells once (for the cells outside the region) and _prepare
+    reuses them: the same windows' input as locating anew, with duplicates, a shuffled order,
+    cells outside the region and (on a projected city) an outlier."""
+    if projected:
+        visits = load_foursquare_nyc().visits
+        users = visits["user_id"].unique()
+        train, test = visits[visits.user_id.isin(users[:20])], visits[visits.user_id.isin(users[20:26])].copy()
+        test.iloc[::9, test.columns.get_loc("lat")] += 0.5          # 55 km north: outside the region
+        test.iloc[5, test.columns.get_loc("lat")], test.iloc[5, test.columns.get_loc("lon")] = 0.0, 0.0   # null island
+    else:
+        train, test = _grid_users(20, seed=0), _grid_users(10, seed=1)
+        test.loc[::7, "x"] = 40
+    test = pd.concat([test, test.iloc[:4]]).sample(frac=1.0, random_state=0)      # duplicates, shuffled
+    test.index = np.arange(len(test))[::-1] * 3                                     # labels, not positions
+    est = HistoryFrequencyBaseline().fit(train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        with est._unseen_cells(test):
+            assert est.encoder_.cities_[est.cities_[0]].n_unseen > 0
+            reused, anew = est._prepare(test), est._prepare(test.copy())          # a copy: located anew
+    assert reused.twin is not None
+    for name in ("order", "location", "user_key", "city_index", "cell", "twin"):
+        np.testing.assert_array_equal(getattr(reused, name), getattr(anew, name), err_msg=name)
+    assert (reused.location >= 0).mean() > 0.9 and (reused.location < 0).sum() == (1 if projected else 0)
+
+
 def test_closed_vocabulary_keeps_the_old_misses():
     est = HistoryFrequencyBaseline(encoder=SpatialSemanticEncoder(region_margin=None)).fit(_grid_users(20, seed=0))
     test = _grid_users(10, seed=1)

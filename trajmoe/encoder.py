@@ -690,14 +690,16 @@ or dict, default "auto"
         """
         return self._locate(X)[0]
 
-    def _locate(self, X, validated=False, report=False, visits=None, labels=True):
+    def _locate(self, X, validated=False, report=False, visits=None, labels=True, cells=None):
         """:meth:`locate` and a bool mask (n_visits,) of the outlier rows (their cells are
         never added as candidates by :meth:`with_unseen_cells`). ``labels=False``: without the
         ``label`` column (text per row, which scoring does not read). ``validated``: X is an output
         of :func:`~trajmoe.schema.validate_visits` already (not checked again). ``report``: a
         DataWarning per city with outliers (counts and rows), for frames that are scored.
         ``visits``: ``validate_visits(positional(X), duplicates="ignore")``, when the caller has
-        it already (X then only names the rows)."""
+        it already (X then only names the rows). ``cells``: int64 (n_visits, 2), the grid cells of
+        X's rows in order, when an encoder with the same grids located them already (the
+        projection is not run again; the outlier mask is then all False)."""
         check_is_fitted(self, "cities_")
         if visits is None:
             visits = positional(X) if validated else validate_positional(X, "ignore")
@@ -715,15 +717,16 @@ or dict, default "auto"
         n = len(visits)
         city = np.empty(n, dtype=object)
         location = np.empty(n, np.int64)
-        cells = np.empty((n, 2), np.int64)
+        known, cells = cells is not None, np.empty((n, 2), np.int64) if cells is None else cells
         outlier = np.zeros(n, dtype=bool)
         for name, rows in visits.groupby(CITY, sort=False):
             table = self.cities_[name]
             pos = rows.index.to_numpy()
-            cells[pos] = self._cells(table.grid, rows, name)
+            if not known:
+                cells[pos] = self._cells(table.grid, rows, name)
             location[pos] = table.lookup(cells[pos, 0], cells[pos, 1])
             city[pos] = name
-            if table.grid.is_projected:
+            if table.grid.is_projected and not known:
                 lat, lon = rows[LAT].to_numpy(float), rows[LON].to_numpy(float)
                 outlier[pos] = out = table.grid.outliers(lat, lon)
                 if report and out.any():
@@ -932,22 +935,25 @@ or dict, default "auto"
             another place, or a mislabelled ``city`` column, more often than a user who left
             town.
         """
-        return self._with_unseen_cells(X)
+        return self._with_unseen_cells(X)[0]
 
     def _with_unseen_cells(self, X, visits=None):
-        """:meth:`with_unseen_cells`; ``visits``: X validated already (see :meth:`_locate`)."""
+        """:meth:`with_unseen_cells`, and the grid cells of X's rows, int64 (n_visits, 2) (for a
+        :meth:`_locate` of them by the encoder returned); ``visits``: X validated already (see
+        :meth:`_locate`)."""
         located, outlier = self._locate(X, report=True, visits=visits, labels=False)
+        cells = located[["ix", "iy"]].to_numpy(np.int64)
         # outliers (null island, far from the city) never become candidates
         outside = (located["location_id"] < 0).to_numpy() & ~outlier
         _warn_wholly_outside(located[CITY].to_numpy(), outside, outlier, added=self.region_margin is not None)
         unseen = located[outside]
         if self.region_margin is None or not len(unseen):
-            return self
+            return self, cells
         out = copy.copy(self)
         out.cities_ = dict(self.cities_)
         for city, rows in unseen.groupby(CITY, sort=False):
             out.cities_[city] = self.cities_[city].with_cells(rows[["ix", "iy"]].to_numpy(np.int64))
-        return out
+        return out, cells
 
     def get_feature_names_out(self, input_features=None):
         """Names of the 37 per-visit features: ``poi_<category>`` x 34, ``x_z``, ``y_z``, ``popularity``.

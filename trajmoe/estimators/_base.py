@@ -395,12 +395,13 @@ class NextLocationEstimator(BaseEstimator):
         """
         checked = self.__dict__.get("_checked_visits")
         if checked is not None and checked[0] is X:
-            visits = checked[1]                  # checked by _unseen_cells in this call
+            visits, cells = checked[1:]          # checked and located by _unseen_cells in this call
         else:
-            visits = validate_positional(X, "ignore")
+            visits, cells = validate_positional(X, "ignore"), None
         self._check_time_forms(visits)
         visits, twin = _drop_duplicate_visits(visits, X.index, warn=not self.__dict__.get("_updating"))
-        located = self.encoder_._locate(visits, validated=True, labels=False)[0]     # checked just above
+        located = self.encoder_._locate(visits, validated=True, labels=False,       # checked just above
+                                        cells=None if cells is None else cells[visits.index.to_numpy()])[0]
         unknown = set(pd.unique(located[CITY])) - set(self.cities_)
         if unknown:
             raise UnknownCityError(f"Cities {sorted(unknown)} are unknown to this model; register them with "
@@ -636,8 +637,8 @@ class NextLocationEstimator(BaseEstimator):
             base = fitted.with_unseen_cities(X, pois=pois) if zero_shot else fitted
             # X checked once a call: the cells outside the regions and the windows (_prepare) read it
             visits = validate_positional(X, "ignore")
-            extended = base._with_unseen_cells(X, visits)
-            self.__dict__["_checked_visits"] = (X, visits)
+            extended, cells = base._with_unseen_cells(X, visits)
+            self.__dict__["_checked_visits"] = (X, visits, cells)
             try:
                 if extended is fitted:
                     yield
