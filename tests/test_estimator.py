@@ -730,3 +730,17 @@ def test_models_saved_before_the_monitor_parameter_keep_stopping_on_the_loss():
     old = LSTMRegressor.__new__(LSTMRegressor)
     old.__setstate__(state)
     assert old.monitor == "valid_loss" and LSTMRegressor().monitor == "valid_mrr"
+
+
+def test_verbose_partial_fit_says_what_it_fine_tunes(capsys):
+    """The log of a fine-tuning after fit says its windows, epochs, rate and batch size, and
+    that its epochs and loss do not compare with fit's."""
+    est = TrajMoERegressor(**{**TINY, "max_epochs": 1, "verbose": 1}).fit(_grid_users(8, seed=0))
+    capsys.readouterr()
+    est.set_params(finetune_lr=2e-3, finetune_batch_size=4).partial_fit(_grid_users(3, seed=1))
+    out = capsys.readouterr().out
+    n = len(est._training_windows(_grid_users(3, seed=1), holdout=False)[0])
+    assert f"fine-tuning: {n} windows, 1 epoch(s) at lr 0.002, 4 windows a batch" in out
+    assert "does not compare with fit's" in out
+    TrajMoERegressor(**{**TINY, "max_epochs": 1}).fit(_grid_users(8, seed=0)).partial_fit(_grid_users(3, seed=1))
+    assert "fine-tuning" not in capsys.readouterr().out        # silent unless verbose

@@ -695,7 +695,10 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
         An ``lr`` set with ``set_params`` after ``fit`` is used instead (unless
         ``finetune_lr`` is given). The learning rate is constant within a ``partial_fit``
         call (no schedule); ``finetune_batch_size`` (else ``batch_size``), ``clip_grad`` and
-        ``callbacks`` are read anew. Small fine-tuning batches matter: one epoch on 5 % of a
+        ``callbacks`` are read anew; with ``verbose``, a first line says how many windows, epochs,
+        which rate and batch size the call fine-tunes with (its epochs are numbered on from
+        ``fit``'s, and its loss ranks the new city's own cells, so it does not compare with the
+        loss of ``fit``). Small fine-tuning batches matter: one epoch on 5 % of a
         city is a few hundred windows, i.e. 1-5 steps at 64 windows a batch, where the first
         steps on the new city's features moved the network away from what pre-training taught
         and there were no more steps to come back (validation users, seed 0, quick benchmark:
@@ -742,6 +745,10 @@ class NeuralNextLocationEstimator(TransformerMixin, NextLocationEstimator):
                                      verbose=self.verbose if is_main_process() else 0)
                 self.net_.initialize_callbacks()
             self._register_cities()
+            if not first and self.verbose and is_main_process():
+                print(f"fine-tuning: {len(train)} windows, {self.finetune_epochs} epoch(s) at lr "
+                      f"{self.net_.lr:.3g}, {self.net_.batch_size} windows a batch; epochs count on from fit's, "
+                      "and the loss ranks each city's own cells, so it does not compare with fit's")
             self.net_.partial_fit(WindowDataset(train), epochs=self.finetune_epochs)
         return self
 
