@@ -192,8 +192,6 @@ def check_demo_args(target, sources, fraction=0.05, seed=0, max_epochs=6, protoc
 def _longest_window(frame, window_days, stride_days=None):
     """Most visits in one window (``window_days`` long; sliding by ``stride_days``, or not
     overlapping) of any user of ``frame``, without dropping short windows."""
-    import pandas as pd
-
     from .schema import user_codes, validate_visits
     from .sequences import time_features, window_bounds
 

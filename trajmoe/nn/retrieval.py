@@ -961,7 +961,9 @@ def history_entries(location: torch.Tensor, rows: torch.Tensor, cols: torch.Tens
 
 
 def history_terms(out: dict, rows: torch.Tensor, cols: torch.Tensor, n_cells: int):
-    """The history prior's entries of selected positions: cells, weights and features.
+    """The history prior's entries of selected positions: cells, weights and features (the
+    entries ``out["history_entries"]`` kept from the forward pass where it has them, else
+    :func:`history_entries` of ``out["location"]``).
 
     A cell ``c`` of the window adds ``sum_f weights[:, f] * features[f]`` at its entry to its
     logit, in that order (the dense and sparse scoring paths add them so, bit for bit).

@@ -21,7 +21,7 @@ from torch import nn
 N_RETURN_FEATURES = 8
 #: Hidden width of the return scorer's MLP.
 RETURN_WIDTH = 32
-_GRID = 500.0          # metres: distances enter as log(1 + d / one grid cell)
+_DISTANCE_UNIT = 500.0     # metres (the default cell size): distances enter as log(1 + d / 500 m)
 
 
 class ReturnScorer(nn.Module):
@@ -98,7 +98,7 @@ class ReturnScorer(nn.Module):
         else:
             here = metres[current.clamp(0, n_cells)]
             offset = metres[ids.clamp(max=n_cells)] - here[:, None, :]
-            distance = torch.log1p(offset.square().sum(-1).sqrt() / _GRID) * known[:, None]
+            distance = torch.log1p(offset.square().sum(-1).sqrt() / _DISTANCE_UNIT) * known[:, None]
         position = positions.to(count.dtype)[:, None].expand_as(count)
         departures = moves.sum(1, keepdim=True).clamp_min(1.0)
         is_current = ids == torch.where(known, current, -2)[:, None]
