@@ -184,6 +184,19 @@ def city_list(text):
     return comma_list(text, str, f"cities among {', '.join(CITIES + GOWALLA)}", lambda v: v in CITIES + GOWALLA)
 
 
+def source_caps(text):
+    """argparse type: comma-separated ``CITY=N`` (at most N >= 1 users of that source city) or
+    ``CITY=all`` (no cap), cities among :data:`CITIES` and :data:`GOWALLA`; a dict city -> int or None."""
+    def cap(item):
+        city, _, value = item.partition("=")
+        if city not in CITIES + GOWALLA or not value:
+            raise ValueError(item)
+        return city, None if value == "all" else int(value)
+
+    what = f"CITY=N or CITY=all, cities among {', '.join(CITIES + GOWALLA)}"
+    return dict(comma_list(text, cap, what, lambda v: v[1] is None or v[1] >= 1))
+
+
 def positive_int(text):
     """argparse type: an int >= 1."""
     try:

@@ -55,7 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (TARGETS, Scorer, city_list, environment, few_shot_sample, seeded,  # noqa: E402
                       fraction_list, frame_markdown, load_sources, load_target, markdown_tables, paired_margins,
-                      positive_int, quiet_data_notes, seed_list, sources_of, task_list, timed, write_json)
+                      positive_int, quiet_data_notes, seed_list, source_caps, sources_of, task_list, timed,
+                      write_json)
 
 from trajmoe import (GravityBaseline, HistoryFrequencyBaseline, HistoryGravityBaseline, LSTMRegressor,  # noqa: E402
                      MarkovBaseline, PopularityBaseline, TrajMoERegressor, TransformerRegressor, tune_malloc)
@@ -258,12 +259,17 @@ def main(argv=None):
     parser.add_argument("--model-params", default=None, help="JSON of extra TrajMoERegressor parameters")
     parser.add_argument("--max-epochs", type=positive_int, default=None,
                         help="override the mode's epoch budgets (TrajMoE's and the literature baselines')")
+    parser.add_argument("--source-users", type=source_caps, default=None,
+                        help="comma-separated CITY=N or CITY=all: the most users of those source cities, over the "
+                             "mode's caps (quick mode: " + ", ".join(f"{c} {n}" for c, n in QUICK.source_users.items())
+                             + "; full mode: all)")
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--output", default=None, help="JSON results file (Markdown and PNG beside it)")
     args = parser.parse_args(argv)
 
     base = QUICK if args.quick else FULL
-    settings = Settings(train_users=base.train_users, eval_users=base.eval_users, source_users=base.source_users,
+    capped = {city: n for city, n in {**base.source_users, **(args.source_users or {})}.items() if n is not None}
+    settings = Settings(train_users=base.train_users, eval_users=base.eval_users, source_users=capped,
                         max_epochs=args.max_epochs or base.max_epochs,
                         baseline_epochs=args.max_epochs or base.baseline_epochs,
                         fractions=args.fractions or base.fractions,

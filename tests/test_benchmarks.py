@@ -365,3 +365,35 @@ def test_transfer_fits_the_few_shot_rules_on_the_fine_tuning_users_alone(target,
     expected = metrics.ranking_report(rule.target_ranks(target.test).to_numpy())
     assert by_name["history_moves_few_shot"]["mrr"] == pytest.approx(expected["mrr"], abs=1e-5)
     assert by_name["history_moves_few_shot"]["mrr"] != by_name["history_moves"]["mrr"]
+
+
+def test_transfer_takes_source_caps_over_the_modes_own(monkeypatch):
+    import argparse
+
+    import transfer
+    from _harness import source_caps
+
+    assert source_caps("singapore=all,gowalla_los_angeles=400") == {"singapore": None, "gowalla_los_angeles": 400}
+    for bad in ("paris=3", "singapore=0", "singapore", "singapore=x", "=3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="CITY=N or CITY=all"):
+            source_caps(bad)
+
+    class Started(Exception):
+        pass
+
+    seen = []
+
+    def run(targets, settings, *args):
+        seen.append(settings)
+        raise Started
+
+    monkeypatch.setattr(transfer, "run", run)
+    monkeypatch.setattr(transfer, "quiet_data_notes", lambda: None)
+    with pytest.raises(Started):
+        transfer.main(["--quick", "--source-users", "singapore=all,gowalla_los_angeles=400,toronto=20"])
+    # 'all' lifts the mode's cap, a number replaces or adds one; the other caps stay
+    assert seen[0].source_users == {"nyc": 150, "yjmob_A": 50, "gowalla_los_angeles": 400, "toronto": 20}
+    assert transfer.QUICK.source_users["singapore"] == 300
+    with pytest.raises(Started):
+        transfer.main(["--quick"])
+    assert seen[1].source_users == transfer.QUICK.source_users
