@@ -245,7 +245,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="capped users and epochs, 5 %% only, QUICK_MODELS: about 15 min on 2 cores")
+                        help="capped users and epochs, 5 %% only, QUICK_MODELS: about 10 min on 2 cores")
     parser.add_argument("--targets", type=city_list, default=",".join(TARGETS), help="comma-separated target cities")
     parser.add_argument("--jobs", type=positive_int, default=2, help="parallel processes (one torch thread each)")
     parser.add_argument("--seeds", type=seed_list, default="0,1,2", help="comma-separated seeds")
