@@ -38,6 +38,9 @@ CITIES = ("nyc", "yjmob_A", "singapore", "edinburgh", "melbourne", "osaka", "tor
 GOWALLA = ("gowalla_bay_area", "gowalla_los_angeles", "gowalla_san_diego", "gowalla_sacramento",
            "gowalla_las_vegas")
 TARGETS = ("nyc", "yjmob_A", "gowalla_bay_area")
+#: Where a target's POI frame comes from (:func:`load_target`): ``"all"``, the loader's; ``"training"``,
+#: only the venues its training users checked in at (:func:`training_venues`).
+TARGET_POIS = ("all", "training")
 #: Targets from the slowest (target, seed) task to the fastest: in the quick transfer run at cdc6762 the
 #: models of one seed took about 10 (Gowalla Bay Area), 7.5 (YJMob100K city A) and 2 (NYC) minutes of
 #: fitting. Tasks start slowest first so that the processes finish together (longest processing time
@@ -91,15 +94,34 @@ def _cap_users(visits, max_users, seed=0):
     return visits[visits["user_id"].isin(keep)]
 
 
-def load_target(name, data_home=None, train_users=None, eval_users=None, split_seed=0):
+def load_target(name, data_home=None, train_users=None, eval_users=None, split_seed=0, pois_from="all"):
     """Load a target city, split it 70/10/20 by users with ``split_seed``, and keep at most
     ``train_users`` random training users and ``eval_users`` random validation and test users
-    (None keeps all)."""
+    (None keeps all). ``pois_from`` (one of :data:`TARGET_POIS`): ``"training"`` keeps the POIs
+    of :func:`training_venues` (the venues all of the 70 % checked in at, before the cap)."""
+    if pois_from not in TARGET_POIS:
+        raise ValueError(f"pois_from must be one of {TARGET_POIS}, got {pois_from!r}")
     visits, pois = load_city(name, data_home)
     train, val, test = train_test_users(visits, random_state=split_seed)
+    if pois_from == "training":
+        pois = training_venues(pois, visits.iloc[train])
     cap = lambda frame, n: _cap_users(frame, n, seed=split_seed)  # noqa: E731
     return Target(name, cap(visits.iloc[train], train_users), cap(visits.iloc[val], eval_users),
                   cap(visits.iloc[test], eval_users), pois)
+
+
+def training_venues(pois, train):
+    """The rows of ``pois`` at the venues the visits ``train`` checked in at.
+
+    The check-in datasets' POI frames (Foursquare, Gowalla) are their venues: every venue that
+    anyone checked in at, so a venue only evaluation users visited says where one of them went.
+    Cut to the training users' venues, the frame tells a model nothing about those users. A frame
+    without ``venue_id`` (YJMob100K's POI counts per cell, which no user's visits made) or visits
+    without it are returned as they are; so is None.
+    """
+    if pois is None or "venue_id" not in pois or "venue_id" not in train:
+        return pois
+    return pois[pois["venue_id"].isin(train["venue_id"].unique())]
 
 
 def load_sources(names, data_home=None, max_users=None):

@@ -47,7 +47,7 @@ from joblib import Parallel, delayed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (CITIES, TARGETS, Scorer, city_list, environment, few_shot_sample,  # noqa: E402
+from _harness import (CITIES, TARGET_POIS, TARGETS, Scorer, city_list, environment, few_shot_sample,  # noqa: E402
                       frame_markdown, load_sources, load_target, markdown_tables, paired_margins, positive_int,
                       quiet_data_notes, seed_list, sources_of, task_list, timed, write_json)
 from transfer import FULL, QUICK, Settings, collect  # noqa: E402
@@ -90,7 +90,8 @@ def run_task(target, seed, settings, variants, split="test", data_home=None, thr
         torch.set_num_threads(threads)
     tune_malloc()
     quiet_data_notes()
-    t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target), seed)
+    t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target), seed,
+                    settings.target_pois)
     score = Scorer(t, split)
     src_visits, src_pois = load_sources(sources_of(target), data_home, settings.source_users)
     few = few_shot_sample(t, FRACTION, seed)
@@ -130,6 +131,9 @@ def main(argv=None):
     parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument("--max-epochs", type=positive_int, default=None)
     parser.add_argument("--jobs", type=positive_int, default=2, help="parallel processes (one torch thread each)")
+    parser.add_argument("--target-pois", choices=TARGET_POIS, default="all",
+                        help="the target's POI frame: the loader's, or only the venues its training users checked "
+                             "in at (as transfer.py)")
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--output", default=None, help="JSON results file (Markdown beside it)")
     args = parser.parse_args(argv)
@@ -137,7 +141,7 @@ def main(argv=None):
     base = QUICK if args.quick else FULL
     settings = Settings(train_users=base.train_users, eval_users=base.eval_users, source_users=base.source_users,
                         max_epochs=args.max_epochs or base.max_epochs, baseline_epochs=None, fractions=(FRACTION,),
-                        seeds=args.seeds)
+                        seeds=args.seeds, target_pois=args.target_pois)
     if args.variants is None:
         variants = QUICK_VARIANTS if args.quick else tuple(VARIANTS)
     else:

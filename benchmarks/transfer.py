@@ -53,7 +53,7 @@ from joblib import Parallel, delayed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (TARGETS, Scorer, city_list, environment, few_shot_sample, seeded,  # noqa: E402
+from _harness import (TARGET_POIS, TARGETS, Scorer, city_list, environment, few_shot_sample, seeded,  # noqa: E402
                       fraction_list, frame_markdown, load_sources, load_target, markdown_tables, paired_margins,
                       positive_int, quiet_data_notes, seed_list, source_caps, sources_of, task_list, timed,
                       write_json)
@@ -100,6 +100,7 @@ class Settings:
     baseline_epochs: int | None = 50                   # the literature LSTM / Transformer; None: not run
     fractions: tuple = (0.01, 0.05, 0.10)
     seeds: tuple = (0, 1, 2)
+    target_pois: str = "all"                           # _harness.TARGET_POIS
 
     def describe(self):
         users = ", ".join(f"{c} {self.train_users.get(c) or 'all'} training / {self.eval_users.get(c) or 'all'} "
@@ -109,7 +110,8 @@ class Settings:
                 f"at most {self.max_epochs} epochs"
                 + (f", {self.baseline_epochs} for the literature LSTM / Transformer" if self.baseline_epochs else "")
                 + " (early stopping on 10 % held-out users); "
-                f"fractions {list(self.fractions)}; seeds {list(self.seeds)}")
+                f"fractions {list(self.fractions)}; seeds {list(self.seeds)}"
+                + ("; target POI frames cut to the training users' venues" if self.target_pois == "training" else ""))
 
 
 #: YJMob100K is the slow city: every position is ranked against its 43,000 cells.
@@ -129,7 +131,8 @@ def run_task(target, seed, sources, settings, split="test", models=MODELS, model
         torch.set_num_threads(threads)
     tune_malloc()
     quiet_data_notes()
-    t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target), seed)
+    t = load_target(target, data_home, settings.train_users.get(target), settings.eval_users.get(target), seed,
+                    settings.target_pois)
     score = Scorer(t, split)
     results = []
 
@@ -263,6 +266,9 @@ def main(argv=None):
                         help="comma-separated CITY=N or CITY=all: the most users of those source cities, over the "
                              "mode's caps (quick mode: " + ", ".join(f"{c} {n}" for c, n in QUICK.source_users.items())
                              + "; full mode: all)")
+    parser.add_argument("--target-pois", choices=TARGET_POIS, default="all",
+                        help="the target's POI frame: the loader's, or only the venues its training users checked "
+                             "in at (a check-in dataset's venues include those only evaluation users visited)")
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--output", default=None, help="JSON results file (Markdown and PNG beside it)")
     args = parser.parse_args(argv)
@@ -273,7 +279,7 @@ def main(argv=None):
                         max_epochs=args.max_epochs or base.max_epochs,
                         baseline_epochs=args.max_epochs or base.baseline_epochs,
                         fractions=args.fractions or base.fractions,
-                        seeds=args.seeds)
+                        seeds=args.seeds, target_pois=args.target_pois)
     targets = args.targets
     models = tuple(args.models.split(",")) if args.models else QUICK_MODELS if args.quick else MODELS
     unknown = set(models) - set(MODELS)

@@ -397,3 +397,62 @@ def test_transfer_takes_source_caps_over_the_modes_own(monkeypatch):
     with pytest.raises(Started):
         transfer.main(["--quick"])
     assert seen[1].source_users == transfer.QUICK.source_users
+
+
+def test_target_pois_from_training_keep_only_the_training_users_venues(data_home):
+    from _harness import load_target, training_venues
+
+    pois = pd.DataFrame({"venue_id": [1, 2, 3], "lat": [40.70, 40.71, 40.72], "lon": [-74.0, -74.0, -74.0]})
+    train = pd.DataFrame({"user_id": [7, 7, 8], "venue_id": [1, 3, 3]})
+    assert training_venues(pois, train)["venue_id"].tolist() == [1, 3]
+    grid = pois.drop(columns="venue_id")                    # POI counts per cell: no user made them
+    assert training_venues(grid, train) is grid and training_venues(None, train) is None
+
+    full = load_target("nyc", train_users=20, eval_users=5, split_seed=0)
+    cut = load_target("nyc", train_users=20, eval_users=5, split_seed=0, pois_from="training")
+    assert cut.train.equals(full.train) and cut.test.equals(full.test)
+    # the venues of all the training users (70 %), not only of the 20 kept: 4,439 of NYC's 4,988 at seed 0
+    assert (len(full.pois), len(cut.pois)) == (4988, 4439)
+    assert cut.pois["venue_id"].isin(full.pois["venue_id"]).all()
+    only_evaluated = set(full.pois["venue_id"]) - set(cut.pois["venue_id"])
+    assert only_evaluated and only_evaluated.isdisjoint(set(full.train["venue_id"]))
+    with pytest.raises(ValueError, match="pois_from must be one of"):
+        load_target("nyc", pois_from="test")
+
+
+def test_transfer_and_ablation_pass_the_target_pois_choice_to_their_tasks(monkeypatch):
+    import ablation
+    import transfer
+
+    seen = []
+
+    class Started(Exception):
+        pass
+
+    def run(targets, settings, *args):
+        seen.append(settings)
+        raise Started
+
+    monkeypatch.setattr(transfer, "run", run)
+    monkeypatch.setattr(transfer, "quiet_data_notes", lambda: None)
+    with pytest.raises(Started):
+        transfer.main(["--quick", "--target-pois", "training"])
+    assert seen[0].target_pois == "training" and "training users' venues" in seen[0].describe()
+    assert transfer.QUICK.target_pois == "all" and "venues" not in transfer.QUICK.describe()
+    with pytest.raises(SystemExit):
+        transfer.main(["--quick", "--target-pois", "test"])
+
+    def tasks(targets, seeds):
+        raise Started
+
+    monkeypatch.setattr(ablation, "task_list", tasks)
+    real = ablation.Settings
+
+    def settings(**kwargs):
+        seen.append(real(**kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(ablation, "Settings", settings)
+    with pytest.raises(Started):
+        ablation.main(["--quick", "--target-pois", "training"])
+    assert seen[-1].target_pois == "training"
