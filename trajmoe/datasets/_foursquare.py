@@ -47,7 +47,10 @@ def load_foursquare_nyc(data_home=None) -> Bunch:
           (``"nyc"``). 1,082 users, 4,988 venues, April 2012 - February 2013.
         - ``pois`` : DataFrame of shape (4988, 7), one row per venue: ``venue_id``, ``lat``,
           ``lon`` (the median of its check-in coordinates, which vary slightly), ``category``
-          and ``source_category`` (its most frequent category), ``count`` (1), ``city``.
+          and ``source_category`` (its most frequent category), ``count`` (1), ``city``. The
+          venues of every user's check-ins, held-out users' included: to score users without
+          knowing where they went, keep the venues of the training users only
+          (``pois[pois["venue_id"].isin(train["venue_id"])]``).
         - ``city`` : str, ``"nyc"``.
         - ``n_dropped`` : dict, ``{}`` (nothing is dropped).
         - ``description`` : str.

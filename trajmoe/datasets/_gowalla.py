@@ -152,7 +152,9 @@ def load_gowalla_ca(metro=None, data_home=None, *, split_metros=True) -> Bunch:
           mapped category: ``venue_id``, ``lat``, ``lon`` (the median of its check-in
           coordinates, which vary slightly), ``category``, ``source_category``, ``count`` (1),
           ``city`` (the city of its check-ins). Spots without a category are in ``visits``
-          only.
+          only. The spots of every user's check-ins, held-out users' included: to score users
+          without knowing where they went, keep the spots of the training users only
+          (``pois[pois["venue_id"].isin(train["venue_id"])]``).
         - ``city`` : str, ``"gowalla_<metro>"`` when ``metro`` is given, else ``"gowalla_ca"``.
         - ``cities`` : tuple of str, the cities of ``visits`` in the order of
           :data:`METRO_BOXES`, ``"gowalla_other"`` last.
