@@ -208,15 +208,22 @@ def city_list(text):
 
 def source_caps(text):
     """argparse type: comma-separated ``CITY=N`` (at most N >= 1 users of that source city) or
-    ``CITY=all`` (no cap), cities among :data:`CITIES` and :data:`GOWALLA`; a dict city -> int or None."""
-    def cap(item):
-        city, _, value = item.partition("=")
-        if city not in CITIES + GOWALLA or not value:
-            raise ValueError(item)
-        return city, None if value == "all" else int(value)
-
-    what = f"CITY=N or CITY=all, cities among {', '.join(CITIES + GOWALLA)}"
-    return dict(comma_list(text, cap, what, lambda v: v[1] is None or v[1] >= 1))
+    ``CITY=all`` (no cap), each city once, among :data:`CITIES` and :data:`GOWALLA` (spaces around
+    the items and the ``=`` are ignored); a dict city -> int or None. The error names the item
+    that fails and why."""
+    caps = {}
+    for item in text.split(","):
+        city, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not city or not value:
+            raise argparse.ArgumentTypeError(f"{item.strip()!r}: expected CITY=N or CITY=all")
+        if city not in CITIES + GOWALLA:
+            raise argparse.ArgumentTypeError(f"{city!r}: unknown city; choose among {', '.join(CITIES + GOWALLA)}")
+        if city in caps:
+            raise argparse.ArgumentTypeError(f"{city!r} is given twice: give each city once")
+        if value != "all" and not (value.isascii() and value.isdigit() and int(value) >= 1):
+            raise argparse.ArgumentTypeError(f"{item.strip()!r}: N must be an int >= 1, or 'all' for no cap")
+        caps[city] = None if value == "all" else int(value)
+    return caps
 
 
 def positive_int(text):

@@ -47,7 +47,7 @@ from joblib import Parallel, delayed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (CITIES, TARGET_POIS, TARGETS, Scorer, city_list, environment, few_shot_sample,  # noqa: E402
+from _harness import (TARGET_POIS, TARGETS, Scorer, city_list, environment, few_shot_sample,  # noqa: E402
                       frame_markdown, load_sources, load_target, markdown_tables, paired_margins, positive_int,
                       quiet_data_notes, seed_list, sources_of, task_list, timed, write_json)
 from transfer import FULL, QUICK, Settings, collect  # noqa: E402
@@ -132,8 +132,8 @@ def main(argv=None):
     parser.add_argument("--max-epochs", type=positive_int, default=None)
     parser.add_argument("--jobs", type=positive_int, default=2, help="parallel processes (one torch thread each)")
     parser.add_argument("--target-pois", choices=TARGET_POIS, default="all",
-                        help="the target's POI frame: the loader's, or only the venues its training users checked "
-                             "in at (as transfer.py)")
+                        help="the target's POI frame: the loader's, or only the venues all its training users "
+                             "checked in at (as transfer.py; no effect on YJMob100K's POI counts per cell)")
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--output", default=None, help="JSON results file (Markdown beside it)")
     args = parser.parse_args(argv)
@@ -160,8 +160,8 @@ def main(argv=None):
     results = collect(outs, len(tasks))
     wall = time.perf_counter() - start
     description = (f"{'Quick' if args.quick else 'Full'} mode, scored on {args.split} users. {settings.describe()}. "
-                   f"Every variant pre-trained on the other cities of {', '.join(CITIES)} (a Gowalla metro: the other "
-                   f"metros) and fine-tuned for one "
+                   f"Every variant pre-trained on the target's sources "
+                   f"({'; '.join(f'{t} <- {chr(44).join(sources_of(t))}' for t in targets)}) and fine-tuned for one "
                    f"epoch on {FRACTION:.0%} of the target's training users; TrajMoE preset small (2 layers, d 64). "
                    f"Wall time {wall / 60:.1f} min.")
     margins = paired_margins(results, "trajmoe", FRACTION, [(v, FRACTION) for v in variants if v != "trajmoe"])
@@ -172,7 +172,8 @@ def main(argv=None):
     if args.output:
         out = Path(args.output)
         write_json(out, {"benchmark": "ablation", "mode": "quick" if args.quick else "full", "split": args.split,
-                         "settings": settings.describe(), "wall_seconds": round(wall, 1),
+                         "settings": settings.describe(), "sources": {t: list(sources_of(t)) for t in targets},
+                         "target_pois": settings.target_pois, "wall_seconds": round(wall, 1),
                          "environment": environment(), "results": results})
         out.with_suffix(".md").write_text(text)
         print(f"results: {out}, {out.with_suffix('.md')}")

@@ -1,7 +1,7 @@
 """The paper's transfer claims, measured side by side on public data.
 
-For each target city (Foursquare NYC and YJMob100K city A by default), whose sources are all the
-other real cities:
+For each target city (Foursquare NYC, YJMob100K city A and Gowalla Bay Area by default), pre-trained
+on its source cities (:func:`_harness.sources_of`, chosen on validation users):
 
 * ``trajmoe_finetuned``: TrajMoE pre-trained on the sources, then ONE epoch on 1 %, 5 % and
   10 % of the target's training users (docs/method.rst, "Training protocol");
@@ -111,7 +111,8 @@ class Settings:
                 + (f", {self.baseline_epochs} for the literature LSTM / Transformer" if self.baseline_epochs else "")
                 + " (early stopping on 10 % held-out users); "
                 f"fractions {list(self.fractions)}; seeds {list(self.seeds)}"
-                + ("; target POI frames cut to the training users' venues" if self.target_pois == "training" else ""))
+                + ("; target POI frames cut to the training users' venues (check-in targets; YJMob100K's POI "
+                   "counts per cell unchanged)" if self.target_pois == "training" else ""))
 
 
 #: YJMob100K is the slow city: every position is ranked against its 43,000 cells.
@@ -263,12 +264,14 @@ def main(argv=None):
     parser.add_argument("--max-epochs", type=positive_int, default=None,
                         help="override the mode's epoch budgets (TrajMoE's and the literature baselines')")
     parser.add_argument("--source-users", type=source_caps, default=None,
-                        help="comma-separated CITY=N or CITY=all: the most users of those source cities, over the "
-                             "mode's caps (quick mode: " + ", ".join(f"{c} {n}" for c, n in QUICK.source_users.items())
-                             + "; full mode: all)")
+                        help="comma-separated CITY=N or CITY=all: the most users of those source cities (drawn "
+                             "with a fixed seed), replacing the mode's caps for them (quick mode: "
+                             + ", ".join(f"{c} {n}" for c, n in QUICK.source_users.items()) + "; full mode: all); "
+                             "each city must be a source of a target run")
     parser.add_argument("--target-pois", choices=TARGET_POIS, default="all",
-                        help="the target's POI frame: the loader's, or only the venues its training users checked "
-                             "in at (a check-in dataset's venues include those only evaluation users visited)")
+                        help="the target's POI frame: the loader's, or only the venues all its training users "
+                             "checked in at (a check-in dataset's venues include those only evaluation users "
+                             "visited); no effect on YJMob100K's POI counts per cell")
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--output", default=None, help="JSON results file (Markdown and PNG beside it)")
     args = parser.parse_args(argv)
@@ -281,6 +284,11 @@ def main(argv=None):
                         fractions=args.fractions or base.fractions,
                         seeds=args.seeds, target_pois=args.target_pois)
     targets = args.targets
+    sources = {city for t in targets for city in sources_of(t)}
+    stray = sorted(set(args.source_users or {}) - sources)
+    if stray:
+        parser.error(f"--source-users names {stray}, which are not sources of the targets run: "
+                     + "; ".join(f"{t} <- {', '.join(sources_of(t))}" for t in targets))
     models = tuple(args.models.split(",")) if args.models else QUICK_MODELS if args.quick else MODELS
     unknown = set(models) - set(MODELS)
     if unknown:
@@ -313,6 +321,8 @@ def main(argv=None):
         out = Path(args.output)
         write_json(out, {"benchmark": "transfer", "mode": "quick" if args.quick else "full", "split": args.split,
                          "settings": settings.describe(), "sources": {t: list(sources_of(t)) for t in targets},
+                         "source_users": {c: settings.source_users.get(c) for c in sorted(sources)},
+                         "target_pois": settings.target_pois,
                          "model_params": model_params,
                          "wall_seconds": round(wall, 1), "environment": environment(), "results": results})
         out.with_suffix(".md").write_text(text)

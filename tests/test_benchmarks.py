@@ -373,9 +373,12 @@ def test_transfer_takes_source_caps_over_the_modes_own(monkeypatch):
     import transfer
     from _harness import source_caps
 
-    assert source_caps("singapore=all,gowalla_los_angeles=400") == {"singapore": None, "gowalla_los_angeles": 400}
-    for bad in ("paris=3", "singapore=0", "singapore", "singapore=x", "=3"):
-        with pytest.raises(argparse.ArgumentTypeError, match="CITY=N or CITY=all"):
+    assert source_caps("singapore=all, gowalla_los_angeles = 400") == {"singapore": None, "gowalla_los_angeles": 400}
+    for bad, message in (("paris=3", "'paris': unknown city"), ("singapore", "expected CITY=N or CITY=all"),
+                         ("=3", "expected CITY=N or CITY=all"), ("singapore=5,", "'': expected"),
+                         ("singapore=5,singapore=all", "given twice"), ("singapore=0", "int >= 1, or 'all'"),
+                         ("singapore=2.5", "int >= 1"), ("singapore=+5", "int >= 1"), ("singapore=\u00b2", "int >= 1")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
             source_caps(bad)
 
     class Started(Exception):
@@ -397,6 +400,9 @@ def test_transfer_takes_source_caps_over_the_modes_own(monkeypatch):
     with pytest.raises(Started):
         transfer.main(["--quick"])
     assert seen[1].source_users == transfer.QUICK.source_users
+    with pytest.raises(SystemExit):          # NYC's only source is Singapore: a cap on NYC would do nothing
+        transfer.main(["--quick", "--targets", "nyc", "--source-users", "nyc=5"])
+    assert len(seen) == 2
 
 
 def test_target_pois_from_training_keep_only_the_training_users_venues(data_home):
