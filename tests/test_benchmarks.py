@@ -367,7 +367,30 @@ def test_transfer_fits_the_few_shot_rules_on_the_fine_tuning_users_alone(target,
     assert by_name["history_moves_few_shot"]["mrr"] != by_name["history_moves"]["mrr"]
 
 
-def test_transfer_takes_source_caps_over_the_modes_own(monkeypatch):
+class _Started(Exception):
+    """Raised where a benchmark script, its arguments parsed, would start its tasks."""
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """The Settings each benchmark run of the test starts with: ``transfer.run`` and
+    ``ablation.run_task`` record them and raise :class:`_Started` instead of running."""
+    import ablation
+    import transfer
+
+    seen = []
+
+    def stop(*args, **kwargs):
+        seen.append(next(a for a in args if isinstance(a, transfer.Settings)))
+        raise _Started
+
+    monkeypatch.setattr(transfer, "run", stop)
+    monkeypatch.setattr(ablation, "run_task", stop)
+    monkeypatch.setattr(transfer, "quiet_data_notes", lambda: None)
+    return seen
+
+
+def test_transfer_takes_source_caps_over_the_modes_own(started):
     import argparse
 
     import transfer
@@ -381,28 +404,17 @@ def test_transfer_takes_source_caps_over_the_modes_own(monkeypatch):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             source_caps(bad)
 
-    class Started(Exception):
-        pass
-
-    seen = []
-
-    def run(targets, settings, *args):
-        seen.append(settings)
-        raise Started
-
-    monkeypatch.setattr(transfer, "run", run)
-    monkeypatch.setattr(transfer, "quiet_data_notes", lambda: None)
-    with pytest.raises(Started):
+    with pytest.raises(_Started):
         transfer.main(["--quick", "--source-users", "singapore=all,gowalla_los_angeles=400,toronto=20"])
     # 'all' lifts the mode's cap, a number replaces or adds one; the other caps stay
-    assert seen[0].source_users == {"nyc": 150, "yjmob_A": 50, "gowalla_los_angeles": 400, "toronto": 20}
+    assert started[0].source_users == {"nyc": 150, "yjmob_A": 50, "gowalla_los_angeles": 400, "toronto": 20}
     assert transfer.QUICK.source_users["singapore"] == 300
-    with pytest.raises(Started):
+    with pytest.raises(_Started):
         transfer.main(["--quick"])
-    assert seen[1].source_users == transfer.QUICK.source_users
+    assert started[1].source_users == transfer.QUICK.source_users
     with pytest.raises(SystemExit):          # NYC's only source is Singapore: a cap on NYC would do nothing
         transfer.main(["--quick", "--targets", "nyc", "--source-users", "nyc=5"])
-    assert len(seen) == 2
+    assert len(started) == 2
 
 
 def test_target_pois_from_training_keep_only_the_training_users_venues(data_home):
@@ -426,39 +438,16 @@ def test_target_pois_from_training_keep_only_the_training_users_venues(data_home
         load_target("nyc", pois_from="test")
 
 
-def test_transfer_and_ablation_pass_the_target_pois_choice_to_their_tasks(monkeypatch):
+def test_transfer_and_ablation_pass_the_target_pois_choice_to_their_tasks(started):
     import ablation
     import transfer
 
-    seen = []
-
-    class Started(Exception):
-        pass
-
-    def run(targets, settings, *args):
-        seen.append(settings)
-        raise Started
-
-    monkeypatch.setattr(transfer, "run", run)
-    monkeypatch.setattr(transfer, "quiet_data_notes", lambda: None)
-    with pytest.raises(Started):
+    with pytest.raises(_Started):
         transfer.main(["--quick", "--target-pois", "training"])
-    assert seen[0].target_pois == "training" and "training users' venues" in seen[0].describe()
+    assert started[0].target_pois == "training" and "training users' venues" in started[0].describe()
     assert transfer.QUICK.target_pois == "all" and "venues" not in transfer.QUICK.describe()
     with pytest.raises(SystemExit):
         transfer.main(["--quick", "--target-pois", "test"])
-
-    def tasks(targets, seeds):
-        raise Started
-
-    monkeypatch.setattr(ablation, "task_list", tasks)
-    real = ablation.Settings
-
-    def settings(**kwargs):
-        seen.append(real(**kwargs))
-        return seen[-1]
-
-    monkeypatch.setattr(ablation, "Settings", settings)
-    with pytest.raises(Started):
-        ablation.main(["--quick", "--target-pois", "training"])
-    assert seen[-1].target_pois == "training"
+    with pytest.raises(_Started):            # one process: the task runs here, where it is patched
+        ablation.main(["--quick", "--jobs", "1", "--target-pois", "training"])
+    assert started[1].target_pois == "training"
